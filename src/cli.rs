@@ -1,0 +1,172 @@
+//! Command-line surface (clap types, kept raw). Commands turn these into validated
+//! configurations; a bad value is a usage error (exit 2) reported before anything is sent.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "reactbatch",
+    version,
+    about = "Apply emoji reactions to chat messages in bulk (Kommo, Ogmma)",
+    long_about = "Apply emoji reactions to chat messages in bulk.\n\n\
+        A plan (YAML workflow or CSV rows) lists message ids, emojis and actions; reactbatch signs \
+        and sends each request under a per-target rate limit and writes a per-row report.",
+    after_help = "Examples:\n  reactbatch check plan.yaml\n  reactbatch run plan.yaml --dry-run --emit requests.jsonl\n  reactbatch run examples/workflows/quickstart.yaml --sandbox"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse and lint plans; sends nothing.
+    Check(CheckArgs),
+    /// Execute a plan (or --dry-run it) and write the report.
+    Run(Box<RunArgs>),
+    /// Sign a request by hand and print its headers.
+    Sign(SignArgs),
+    /// Write the inverse plan of the rows a report shows done.
+    Undo(UndoArgs),
+    /// Run the local emulator of both providers' APIs.
+    Sandbox(crate::sandbox::SandboxArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  reactbatch check plan.yaml\n  reactbatch check rows.csv --targets targets.yaml"
+)]
+pub struct CheckArgs {
+    /// Plan files: `.yaml`/`.yml` workflows or `.csv` rows (CSV needs --targets).
+    #[arg(required = true, value_name = "PLAN")]
+    pub plans: Vec<PathBuf>,
+    /// A YAML file holding only `targets:`, for CSV plans.
+    #[arg(long, value_name = "FILE")]
+    pub targets: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EmitFormatArg {
+    /// One JSON object a line: row, attempt, method, url, headers, body.
+    Jsonl,
+    /// Runnable curl commands; secrets as $VAR references.
+    Curl,
+}
+
+#[derive(Args, Debug, Default)]
+#[command(
+    after_help = "Examples:\n  reactbatch run plan.yaml --dry-run --now 2026-12-01T09:00:00Z --emit requests.jsonl\n  reactbatch run plan.yaml --report out.jsonl --rate 5/s --concurrency 8\n  reactbatch run examples/workflows/quickstart.yaml --sandbox"
+)]
+pub struct RunArgs {
+    /// The plan: a `.yaml`/`.yml` workflow or a `.csv` of rows (CSV needs --targets).
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+    /// A YAML file holding only `targets:`, for CSV plans.
+    #[arg(long, value_name = "FILE")]
+    pub targets: Option<PathBuf>,
+    /// Report file [default: <plan-stem>.report.csv]; a `.jsonl` ending writes JSON Lines.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Build and sign every request, send none; rows get status `planned`.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write every signed request as it is sent (or would be), secrets redacted.
+    #[arg(long, value_name = "FILE")]
+    pub emit: Option<PathBuf>,
+    /// Format of --emit.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub emit_format: Option<EmitFormatArg>,
+    /// Per-target rate: `7/s`, `60/min`, or `unlimited` (sandbox rehearsals).
+    #[arg(long, value_name = "RATE")]
+    pub rate: Option<String>,
+    /// Requests allowed ahead of the even schedule [default: 1].
+    #[arg(long, value_name = "N")]
+    pub burst: Option<u32>,
+    /// Requests in flight at once [default: 16].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Retries after the first attempt for 429, 5xx, timeouts and connection errors [default: 5].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Per-attempt timeout, e.g. `10s`, `500ms` [default: 10s].
+    #[arg(long, value_name = "DUR")]
+    pub timeout: Option<String>,
+    /// Skip rows that REPORT shows done (may be the same file as --report).
+    #[arg(long, value_name = "REPORT")]
+    pub resume: Option<PathBuf>,
+    /// Refuse to start while another run holds FILE.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// Run only shard I of N (partitioned by target and message).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Clock for `not_before` and for signing in --dry-run (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+    /// Start the emulator in-process and point every target at it, with its own credentials.
+    #[arg(long)]
+    pub sandbox: bool,
+    /// No progress bar or status lines.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Only errors on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Also write the end-of-run summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Refuse to run unless the plan's digest (printed by --dry-run) is HASH.
+    #[arg(long, value_name = "HASH")]
+    pub expect_digest: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SignProvider {
+    Kommo,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Example:\n  printf '%s' '{\"type\":\"react\"}' | KOMMO_CHANNEL_SECRET=... reactbatch sign kommo \\\n    --secret-env KOMMO_CHANNEL_SECRET --path /v2/origin/custom/SCOPE/react \\\n    --date 'Wed, 15 Dec 2021 23:12:55 +0000' -v -"
+)]
+pub struct SignArgs {
+    /// Provider whose signature scheme to use.
+    #[arg(value_enum)]
+    pub provider: SignProvider,
+    /// Environment variable holding the channel secret.
+    #[arg(long, value_name = "VAR")]
+    pub secret_env: String,
+    /// Request path, without scheme or host (a query is not signed).
+    #[arg(long, value_name = "P")]
+    pub path: String,
+    /// The Date header value, RFC 2822, used verbatim.
+    #[arg(long, value_name = "D")]
+    pub date: String,
+    /// HTTP method.
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// Also print the exact string that was signed.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Body file; `-` or nothing reads standard input.
+    #[arg(value_name = "BODY_FILE")]
+    pub body: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Example:\n  reactbatch undo plan.report.csv --plan plan.yaml -o plan.undo.yaml"
+)]
+pub struct UndoArgs {
+    /// A report written by `reactbatch run`.
+    #[arg(value_name = "REPORT")]
+    pub report: PathBuf,
+    /// The plan that report came from (targets are taken from it).
+    #[arg(long, value_name = "PLAN")]
+    pub plan: PathBuf,
+    /// Where to write the inverse plan [default: standard output].
+    #[arg(short, long, value_name = "PLAN_OUT")]
+    pub output: Option<PathBuf>,
+}

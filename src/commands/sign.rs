@@ -1,0 +1,77 @@
+//! `reactbatch sign kommo`: sign a request by hand and print `Content-MD5` and `X-Signature`
+//! (and with `-v` the exact string that was signed), so a user chasing a 403 can compare.
+
+use std::io::{Read, Write};
+
+use crate::cli::{SignArgs, SignProvider};
+use crate::exit::Exit;
+use crate::secret::Secret;
+
+pub fn run(args: &SignArgs) -> Exit {
+    match sign(args) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed stdout (e.g. piped into `head`) is not worth a panic.
+            let _ = stdout.write_all(out.as_bytes());
+            Exit::Success
+        }
+        Err(message) => {
+            eprintln!("reactbatch sign: {message}");
+            Exit::Invalid
+        }
+    }
+}
+
+fn sign(args: &SignArgs) -> Result<String, String> {
+    let secret = match std::env::var(&args.secret_env) {
+        Ok(v) if !v.is_empty() => Secret::new(v),
+        Ok(_) => return Err(format!("environment variable {} is empty", args.secret_env)),
+        Err(_) => {
+            return Err(format!(
+                "environment variable {} is not set",
+                args.secret_env
+            ))
+        }
+    };
+    if !args.path.starts_with('/') {
+        return Err(format!(
+            "--path must start with `/` (got `{}`): give the path without scheme or host",
+            args.path
+        ));
+    }
+    if chrono::DateTime::parse_from_rfc2822(&args.date).is_err() {
+        return Err(format!(
+            "--date `{}` is not an RFC 2822 date (expected e.g. `Wed, 15 Dec 2021 23:12:55 +0000`)",
+            args.date
+        ));
+    }
+    let body = read_body(args.body.as_deref())?;
+    let SignProvider::Kommo = args.provider;
+    let sig = crate::sign::sign_kommo(&args.method, &args.path, &body, &args.date, &secret);
+    let mut out = format!(
+        "Content-MD5: {}\nX-Signature: {}\n",
+        sig.content_md5, sig.signature
+    );
+    if args.verbose {
+        out.push_str("--- signed string (between the markers, no trailing newline) ---\n");
+        out.push_str(&sig.signed);
+        out.push_str("\n--- end ---\n");
+    }
+    Ok(out)
+}
+
+fn read_body(path: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    match path {
+        None => std::io::stdin().read_to_end(&mut body).map(|_| ()),
+        Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_end(&mut body).map(|_| ()),
+        Some(p) => std::fs::File::open(p)
+            .and_then(|mut f| f.read_to_end(&mut body))
+            .map(|_| ()),
+    }
+    .map_err(|e| match path {
+        Some(p) if p.as_os_str() != "-" => format!("cannot read body file {}: {e}", p.display()),
+        _ => format!("cannot read body from standard input: {e}"),
+    })?;
+    Ok(body)
+}

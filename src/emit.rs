@@ -1,0 +1,1 @@
+//! The audit trail of signed requests: JSON Lines or runnable curl commands, secrets redacted.

@@ -1,0 +1,1 @@
+//! The executor: bounded concurrency, per-target pacing, per-message ordering, retries.

@@ -1,0 +1,59 @@
+//! reactbatch: apply emoji reactions to chat messages in bulk.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! plan files ──plan::Plan::load──▶ validated rows ──provider::prepare──▶ exact body bytes
+//!     ──provider::sign (clock as a value)──▶ signed request ──executor──▶ send | render
+//!     ──▶ report::RowResult ──report──▶ CSV / JSON Lines + summary
+//! ```
+//!
+//! - [`cli`]: clap types for every command (raw values, validated by the commands).
+//! - [`plan`]: the plan model, YAML/CSV loading with source positions, validation.
+//! - [`provider`]: Kommo and Ogmma request building; [`sign`]: Kommo's HMAC signature.
+//! - [`executor`]: scheduling, per-target rate limiting, per-message ordering, retries.
+//! - [`report`]: row results → report files and the end-of-run summary; [`emit`]: the audit
+//!   trail of signed requests (JSON Lines or curl).
+//! - [`sandbox`]: the local emulator of both providers, used by tests and `run --sandbox`.
+//! - [`commands`]: one module per subcommand, gluing the above together.
+//! - [`secret`]: secrets as a type that cannot be printed.
+
+pub mod cli;
+pub mod commands;
+pub mod emit;
+pub mod executor;
+pub mod exit;
+pub mod plan;
+pub mod provider;
+pub mod report;
+pub mod sandbox;
+pub mod secret;
+pub mod sign;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// The binary's whole body: parse the command line, run the command, map to an exit code.
+pub fn main_entry() -> ExitCode {
+    // A panic must never print data from the plan (it could hold a secret): report a fixed
+    // message and exit 101, as Rust does, without the payload.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("reactbatch: internal error{at}; please report it (details withheld: they may contain plan data)");
+    }));
+    let cli = Cli::parse();
+    let exit = match cli.command {
+        Command::Check(args) => commands::check::run(&args),
+        Command::Run(args) => commands::run::run(*args),
+        Command::Sign(args) => commands::sign::run(&args),
+        Command::Undo(args) => commands::undo::run(&args),
+        Command::Sandbox(args) => sandbox::run_command(args),
+    };
+    exit.into()
+}

@@ -1,0 +1,152 @@
+//! Turning a validated row into the exact request a provider receives.
+//!
+//! [`prepare`] serialises the body once; those bytes are what is hashed, signed and sent, on
+//! every attempt. [`sign`] adds the per-attempt headers (Kommo: a fresh `Date` and signature)
+//! with the clock passed in as a value. Both are pure.
+
+mod kommo;
+mod ogmma;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::plan::{ProviderKind, Row, Target, TargetKind};
+use crate::secret::Secret;
+use crate::sign::CONTENT_TYPE;
+
+/// A row's request before signing: method, URL and the exact body bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedRequest {
+    pub provider: ProviderKind,
+    pub method: &'static str,
+    /// Path only (what Kommo signs), e.g. `/v2/origin/custom/{scope_id}/react`.
+    pub path: String,
+    /// `base_url` + `path`.
+    pub url: String,
+    pub body: Bytes,
+}
+
+/// A request ready for the wire. Its `headers` never hold a secret: the Ogmma key travels in
+/// `bearer`, which renderers show as `(redacted)` or a `$VAR` reference.
+#[derive(Clone, Debug)]
+pub struct SignedRequest {
+    pub method: &'static str,
+    pub url: String,
+    pub path: String,
+    /// In wire order.
+    pub headers: Vec<(&'static str, String)>,
+    pub bearer: Option<Secret>,
+    pub body: Bytes,
+    /// Kommo only: the exact string that was signed.
+    pub signed_string: Option<String>,
+}
+
+/// Builds the request for `row` on `target`: path, URL and body bytes (serialised once).
+pub fn prepare(target: &Target, row: &Row) -> PreparedRequest {
+    let (path, body) = match &target.kind {
+        TargetKind::Kommo { scope_id, .. } => (kommo::path(scope_id), kommo::body(row)),
+        TargetKind::Ogmma { channel_id } => (ogmma::path(channel_id), ogmma::body(row)),
+    };
+    PreparedRequest {
+        provider: target.provider(),
+        method: "POST",
+        url: format!("{}{}", target.base_url.trim_end_matches('/'), path),
+        path,
+        body: Bytes::from(body),
+    }
+}
+
+/// Adds the headers of one attempt. `now` is the attempt's clock (Kommo's `Date`).
+pub fn sign(request: &PreparedRequest, secret: &Secret, now: DateTime<Utc>) -> SignedRequest {
+    let (headers, bearer, signed_string) = match request.provider {
+        ProviderKind::Kommo => {
+            let date = crate::sign::http_date(now);
+            let sig = crate::sign::sign_kommo(
+                request.method,
+                &request.path,
+                &request.body,
+                &date,
+                secret,
+            );
+            let headers = vec![
+                ("Date", sig.date),
+                ("Content-Type", CONTENT_TYPE.to_string()),
+                ("Content-MD5", sig.content_md5),
+                ("X-Signature", sig.signature),
+            ];
+            (headers, None, Some(sig.signed))
+        }
+        ProviderKind::Ogmma => (
+            vec![("Content-Type", CONTENT_TYPE.to_string())],
+            Some(secret.clone()),
+            None,
+        ),
+    };
+    SignedRequest {
+        method: request.method,
+        url: request.url.clone(),
+        path: request.path.clone(),
+        headers,
+        bearer,
+        body: request.body.clone(),
+        signed_string,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, Source};
+    use crate::secret::SecretRef;
+
+    fn row(action: Action, emoji: Option<&str>) -> Row {
+        Row {
+            number: 1,
+            source: Source {
+                file: "p.yaml".into(),
+                line: 3,
+            },
+            target: 0,
+            action,
+            emoji: emoji.map(str::to_string),
+            message_id: Some("m-1".into()),
+            msgid: None,
+            conversation_id: Some("chat-7".into()),
+            conversation_ref_id: None,
+            user_id: Some("bot".into()),
+            user_ref_id: None,
+            not_before: None,
+            previous_emoji: None,
+            key: None,
+        }
+    }
+
+    fn ogmma() -> Target {
+        Target {
+            name: "o".into(),
+            kind: TargetKind::Ogmma {
+                channel_id: "ch_1".into(),
+            },
+            base_url: "http://127.0.0.1:9/".into(),
+            rate: None,
+            credential: SecretRef::Env("OGMMA_API_KEY".into()),
+            source: Source {
+                file: "p.yaml".into(),
+                line: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn ogmma_unreact_sends_empty_emoji_and_keeps_key_out_of_headers() {
+        let req = prepare(&ogmma(), &row(Action::Unreact, Some("👍")));
+        assert_eq!(&req.body[..], br#"{"messageId":"m-1","emoji":""}"#);
+        assert_eq!(
+            req.url,
+            "http://127.0.0.1:9/v1/channels/ch_1/messages/react"
+        );
+        let signed = sign(&req, &Secret::new("k-123"), Utc::now());
+        assert!(signed.headers.iter().all(|(_, v)| !v.contains("k-123")));
+        assert_eq!(signed.bearer.as_ref().map(Secret::expose), Some("k-123"));
+    }
+}

@@ -1,0 +1,76 @@
+//! Secrets as a type: the channel secret and API keys are held in [`Secret`], whose `Debug` and
+//! `Display` print `(redacted)`, so no log line, error or report can carry one by accident.
+//! Where a secret must be shown to a user (a runnable curl command), its *reference*
+//! ([`SecretRef`]) is shown instead: `$OGMMA_API_KEY` or `$(cat path)`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A secret value. The only way to read it is [`Secret::expose`], used by the signer and the
+/// HTTP client; everything else sees `(redacted)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The raw value, for signing and for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(redacted)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(redacted)")
+    }
+}
+
+/// Where a secret comes from, as written in a plan: `{ env: NAME }` or `{ file: PATH }`.
+/// Safe to print; it is what dry-run output and curl renderings show.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SecretRef {
+    Env(String),
+    /// The path as resolved relative to the plan file.
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// A shell expression that yields the secret at run time, for runnable curl commands.
+    pub fn shell_expr(&self) -> String {
+        match self {
+            SecretRef::Env(name) => format!("${name}"),
+            SecretRef::File(path) => format!("$(cat '{}')", path.display()),
+        }
+    }
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::Env(name) => write!(f, "{{ env: {name} }}"),
+            SecretRef::File(path) => write!(f, "{{ file: {} }}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "(redacted)");
+        assert_eq!(format!("{s}"), "(redacted)");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}
