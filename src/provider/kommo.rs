@@ -37,7 +37,7 @@ struct Body<'a> {
 }
 
 pub(super) fn body(row: &Row) -> Vec<u8> {
-    let user = (row.user_id.is_some() || row.user_ref_id.is_some()).then(|| User {
+    let user = (row.user_id.is_some() || row.user_ref_id.is_some()).then_some(User {
         id: row.user_id.as_deref(),
         ref_id: row.user_ref_id.as_deref(),
     });
