@@ -16,6 +16,8 @@
 //!   trail of signed requests (JSON Lines or curl).
 //! - [`sandbox`]: the local emulator of both providers, used by tests and `run --sandbox`.
 //! - [`commands`]: one module per subcommand, gluing the above together.
+//! - [`identity`]: stable row identities for `--resume`, and shard assignment.
+//! - [`summary`]: the end-of-run summary (stderr and `--summary-json`).
 //! - [`secret`]: secrets as a type that cannot be printed.
 
 pub mod cli;
@@ -23,12 +25,14 @@ pub mod commands;
 pub mod emit;
 pub mod executor;
 pub mod exit;
+pub mod identity;
 pub mod plan;
 pub mod provider;
 pub mod report;
 pub mod sandbox;
 pub mod secret;
 pub mod sign;
+pub mod summary;
 
 use std::process::ExitCode;
 

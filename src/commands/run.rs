@@ -1,8 +1,477 @@
-//! `reactbatch run`: validate, then execute (or dry-run) the plan and write the report.
+//! `reactbatch run`: load and validate the plan (nothing is sent if any row is invalid), then
+//! execute it — or, with `--dry-run`, build and sign every request and send none — writing
+//! the report as rows finish and a summary at the end.
 
-use crate::cli::RunArgs;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::cli::{EmitFormatArg, RunArgs};
+use crate::emit::EmitWriter;
+use crate::executor::progress::{Counters, Progress, ProgressMode};
+use crate::executor::{
+    self, Admission, Cancel, Clock, ExecConfig, HttpTransport, OutputThread, RunContext,
+    TargetRuntime,
+};
 use crate::exit::Exit;
+use crate::identity::{Identities, IdentityScan};
+use crate::plan::{parse_duration, EmitFormat, Plan, Problem, Rate, Shard};
+use crate::report::{ReportWriter, Status};
+use crate::secret::Secret;
+use crate::summary::{LatencySummary, Summary, TargetSummary};
 
-pub fn run(_args: RunArgs) -> Exit {
-    Exit::Invalid
+/// Bounds on numeric settings, shared with the plan's `settings:` checks.
+pub const MAX_CONCURRENCY: usize = 4096;
+pub const MAX_RETRIES: u32 = 100;
+pub const MAX_BURST: u32 = 100_000;
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Every run setting, resolved: command line, then the plan's `settings:`, then defaults.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub report: PathBuf,
+    pub emit: Option<PathBuf>,
+    pub emit_format: EmitFormat,
+    /// Overrides every target's rate.
+    pub rate: Option<Rate>,
+    pub burst: u32,
+    pub concurrency: usize,
+    pub retries: u32,
+    pub timeout: Duration,
+    pub resume: Option<PathBuf>,
+    pub lock: Option<PathBuf>,
+    pub shard: Option<Shard>,
+    pub now: Option<DateTime<Utc>>,
+    pub dry_run: bool,
+    pub sandbox: bool,
+    pub no_progress: bool,
+    pub quiet: bool,
+    pub summary_json: Option<PathBuf>,
+    pub expect_digest: Option<String>,
+}
+
+impl RunOptions {
+    pub fn resolve(args: &RunArgs, plan: &Plan) -> Result<RunOptions, String> {
+        let s = &plan.settings;
+        let rate = match &args.rate {
+            Some(r) => Some(Rate::parse(r).map_err(|e| format!("--rate: {e}"))?),
+            None => s.rate,
+        };
+        let timeout = match &args.timeout {
+            Some(t) => parse_duration(t).map_err(|e| format!("--timeout: {e}"))?,
+            None => s.timeout.unwrap_or(Duration::from_secs(10)),
+        };
+        if timeout.is_zero() || timeout > MAX_TIMEOUT {
+            return Err(format!(
+                "--timeout must be between 1ms and {}s",
+                MAX_TIMEOUT.as_secs()
+            ));
+        }
+        let shard = match &args.shard {
+            Some(text) => Some(Shard::parse(text).map_err(|e| format!("--shard: {e}"))?),
+            None => s.shard,
+        };
+        let now = match &args.now {
+            Some(text) => Some(
+                DateTime::parse_from_rfc3339(text)
+                    .map_err(|e| format!("--now `{text}` is not an RFC 3339 time ({e}), e.g. 2026-12-01T09:00:00Z"))?
+                    .with_timezone(&Utc),
+            ),
+            None => None,
+        };
+        let concurrency = args.concurrency.or(s.concurrency).unwrap_or(16);
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            return Err(format!(
+                "--concurrency must be between 1 and {MAX_CONCURRENCY}"
+            ));
+        }
+        let retries = args.retries.or(s.retries).unwrap_or(5);
+        if retries > MAX_RETRIES {
+            return Err(format!("--retries must be at most {MAX_RETRIES}"));
+        }
+        let burst = args.burst.or(s.burst).unwrap_or(1);
+        if !(1..=MAX_BURST).contains(&burst) {
+            return Err(format!("--burst must be between 1 and {MAX_BURST}"));
+        }
+        let emit = args.emit.clone().or_else(|| s.emit.clone());
+        let emit_format = match args.emit_format {
+            Some(EmitFormatArg::Curl) => EmitFormat::Curl,
+            Some(EmitFormatArg::Jsonl) => EmitFormat::Jsonl,
+            None => s.emit_format.unwrap_or_default(),
+        };
+        if args.emit_format.is_some() && emit.is_none() {
+            return Err("--emit-format needs --emit FILE".into());
+        }
+        let report = args
+            .report
+            .clone()
+            .or_else(|| s.report.clone())
+            .unwrap_or_else(|| default_report_path(&plan.path));
+        Ok(RunOptions {
+            report,
+            emit,
+            emit_format,
+            rate,
+            burst,
+            concurrency,
+            retries,
+            timeout,
+            resume: args.resume.clone().or_else(|| s.resume.clone()),
+            lock: args.lock.clone().or_else(|| s.lock.clone()),
+            shard,
+            now,
+            dry_run: args.dry_run || s.dry_run.unwrap_or(false),
+            sandbox: args.sandbox,
+            no_progress: args.no_progress || s.no_progress.unwrap_or(false),
+            quiet: args.quiet || s.quiet.unwrap_or(false),
+            summary_json: args.summary_json.clone().or_else(|| s.summary_json.clone()),
+            expect_digest: args.expect_digest.clone(),
+        })
+    }
+}
+
+/// `<plan-stem>.report.csv` in the current directory.
+pub fn default_report_path(plan: &Path) -> PathBuf {
+    let stem = plan
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plan".into());
+    PathBuf::from(format!("{stem}.report.csv"))
+}
+
+fn print_problems(problems: &[Problem]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+}
+
+pub fn run(args: RunArgs) -> Exit {
+    let plan = match Plan::load(&args.plan, args.targets.as_deref()) {
+        Ok(plan) => plan,
+        Err(problems) => {
+            print_problems(&problems);
+            eprintln!(
+                "reactbatch run: {} is invalid; nothing was sent",
+                args.plan.display()
+            );
+            return Exit::Invalid;
+        }
+    };
+    let opts = match RunOptions::resolve(&args, &plan) {
+        Ok(o) => o,
+        Err(message) => {
+            eprintln!("reactbatch run: {message}");
+            return Exit::Invalid;
+        }
+    };
+
+    // Pass 1: validate every row (and find repeated rows for identities) before sending any.
+    let validation = plan.validate();
+    if !opts.quiet {
+        print_problems(&validation.warnings);
+    }
+    if !validation.errors.is_empty() {
+        print_problems(&validation.errors);
+        eprintln!(
+            "reactbatch run: {} has {} error(s); nothing was sent",
+            plan.path.display(),
+            validation.errors.len()
+        );
+        return Exit::Invalid;
+    }
+    let mut scan = IdentityScan::new();
+    for row in plan.rows().flatten() {
+        scan.observe(&row, &plan.targets[row.target].name);
+    }
+    let identities = scan.finish();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("reactbatch run: cannot start the async runtime: {e}");
+            return Exit::Invalid;
+        }
+    };
+    runtime.block_on(execute_plan(plan, opts, validation.rows, identities))
+}
+
+/// Resolves credentials (or the in-process sandbox), builds the targets and runs.
+async fn execute_plan(
+    plan: Plan,
+    opts: RunOptions,
+    total_rows: u64,
+    identities: Identities,
+) -> Exit {
+    let secrets: Vec<Secret> = match plan.resolve_secrets() {
+        Ok(s) => s,
+        Err(problems) => {
+            print_problems(&problems);
+            eprintln!("reactbatch run: cannot read the targets' credentials; nothing was sent");
+            return Exit::Invalid;
+        }
+    };
+    let targets: Vec<_> = plan.targets.clone();
+    run_with_targets(&plan, &opts, targets, secrets, total_rows, identities).await
+}
+
+async fn run_with_targets(
+    plan: &Plan,
+    opts: &RunOptions,
+    targets: Vec<crate::plan::Target>,
+    secrets: Vec<Secret>,
+    total_rows: u64,
+    mut identities: Identities,
+) -> Exit {
+    let started = tokio::time::Instant::now();
+    let report = match ReportWriter::create(&opts.report) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!(
+                "reactbatch run: cannot create report {}: {e}",
+                opts.report.display()
+            );
+            return Exit::Invalid;
+        }
+    };
+    let emit = match &opts.emit {
+        Some(path) => match EmitWriter::create(path, opts.emit_format) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!(
+                    "reactbatch run: cannot create emit file {}: {e}",
+                    path.display()
+                );
+                return Exit::Invalid;
+            }
+        },
+        None => None,
+    };
+    let transport = match HttpTransport::new(opts.concurrency) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("reactbatch run: {e}");
+            return Exit::Invalid;
+        }
+    };
+    let shard_count = opts.shard.map_or(1, |s| s.count);
+    let runtimes: Vec<TargetRuntime> = targets
+        .into_iter()
+        .zip(secrets)
+        .map(|(t, secret)| {
+            let rate = opts
+                .rate
+                .unwrap_or_else(|| t.effective_rate().divided(shard_count));
+            TargetRuntime::new(t, secret, rate, opts.burst)
+        })
+        .collect();
+
+    let counters = Arc::new(Counters::default());
+    let (out, writer) = OutputThread::start(report, emit, Arc::clone(&counters));
+    let cancel = Cancel::new();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let signals = tokio::spawn(watch_signals(
+        cancel.clone(),
+        out.clone(),
+        Arc::clone(&interrupted),
+        opts.quiet,
+    ));
+    let progress = Progress::start(
+        ProgressMode::detect(opts.no_progress || opts.quiet),
+        total_rows,
+        Arc::clone(&counters),
+    );
+
+    let config = ExecConfig {
+        concurrency: opts.concurrency,
+        retries: opts.retries,
+        timeout: opts.timeout,
+        burst: opts.burst,
+        dry_run: opts.dry_run,
+        clock: match opts.now {
+            Some(t) => Clock::Fixed(t),
+            None => Clock::System,
+        },
+        emit_format: opts.emit.as_ref().map(|_| opts.emit_format),
+        ..ExecConfig::default()
+    };
+    let ctx = Arc::new(RunContext {
+        config,
+        targets: runtimes,
+        transport,
+        out,
+        cancel,
+    });
+    let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
+    let key_of = Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
+    let shard = opts.shard;
+    let shard_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
+    let admit = move |row: &crate::plan::Row, _key: &str| match shard {
+        Some(s)
+            if crate::identity::shard_of(&shard_names[row.target], row.message_ref(), s.count)
+                != s.index =>
+        {
+            Admission::Exclude
+        }
+        _ => Admission::Run,
+    };
+    executor::execute(Arc::clone(&ctx), plan.rows(), key_of, admit).await;
+
+    signals.abort();
+    // Wait until the signal watcher (which holds a report sender) is really gone.
+    let _ = signals.await;
+    progress.finish();
+    let elapsed = started.elapsed();
+    let ctx = match Arc::try_unwrap(ctx) {
+        Ok(ctx) => ctx,
+        Err(_) => {
+            eprintln!("reactbatch run: internal error: row tasks outlived the run");
+            return Exit::RowsFailed;
+        }
+    };
+    let RunContext { targets, out, .. } = ctx;
+    drop(out);
+    let tally = tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap_or_else(|_| executor::Tally {
+            rows: 0,
+            attempts: 0,
+            latency: hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!()),
+            io_error: Some("the report writer stopped unexpectedly".into()),
+        });
+
+    let mut counts = BTreeMap::new();
+    for st in Status::ALL {
+        let n = counters.get(st);
+        if n > 0 {
+            counts.insert(st.as_str(), n);
+        }
+    }
+    let was_interrupted = interrupted.load(Ordering::Relaxed);
+    let auth_stopped = targets.iter().any(|t| t.stopped().is_some());
+    let failed = counters.get(Status::Failed) + counters.get(Status::Cancelled) > 0;
+    let exit = if was_interrupted {
+        Exit::Interrupted
+    } else if auth_stopped {
+        Exit::AuthStopped
+    } else if failed || tally.io_error.is_some() {
+        Exit::RowsFailed
+    } else {
+        Exit::Success
+    };
+    let latency = (!tally.latency.is_empty()).then(|| LatencySummary {
+        p50_ms: tally.latency.value_at_quantile(0.5) as f64 / 1000.0,
+        p95_ms: tally.latency.value_at_quantile(0.95) as f64 / 1000.0,
+        max_ms: tally.latency.max() as f64 / 1000.0,
+        samples: tally.latency.len(),
+    });
+    let sent_rows = tally.rows - counters.get(Status::Skipped) - counters.get(Status::Deferred);
+    let summary = Summary {
+        plan: plan.path.display().to_string(),
+        report: opts.report.display().to_string(),
+        dry_run: opts.dry_run,
+        rows: tally.rows,
+        counts,
+        attempts: tally.attempts,
+        retries: tally.attempts.saturating_sub(sent_rows.min(tally.attempts)),
+        elapsed_ms: elapsed.as_millis() as u64,
+        rows_per_second: tally.rows as f64 / elapsed.as_secs_f64().max(1e-9),
+        targets: targets
+            .iter()
+            .map(|t| TargetSummary {
+                name: t.spec.name.clone(),
+                provider: t.spec.provider().to_string(),
+                rate: t.rate.to_string(),
+                requests: t.sent.load(Ordering::Relaxed),
+                achieved_rate: t.achieved_rate(),
+                stopped: t.stopped().map(str::to_string),
+            })
+            .collect(),
+        latency,
+        digest: None,
+        interrupted: was_interrupted,
+        exit_code: exit.code(),
+    };
+    if let Some(err) = &tally.io_error {
+        eprintln!("reactbatch run: {err}");
+    }
+    if !opts.quiet {
+        eprint!("{}", summary.render());
+    }
+    if let Some(path) = &opts.summary_json {
+        let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!(
+                "reactbatch run: cannot write summary {}: {e}",
+                path.display()
+            );
+        }
+    }
+    exit
+}
+
+/// First SIGINT/SIGTERM: stop dispatching and let in-flight requests finish for a short grace
+/// (then abandon them); the report and summary are still written. A second signal makes the
+/// writer flush what it has and exit at once.
+async fn watch_signals(
+    cancel: Cancel,
+    out: executor::OutputSender,
+    interrupted: Arc<AtomicBool>,
+    quiet: bool,
+) {
+    let grace = ExecConfig::default().grace;
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("reactbatch run: cannot watch for signals: {e}");
+            return;
+        }
+    };
+    signals.next().await;
+    interrupted.store(true, Ordering::Relaxed);
+    if !quiet {
+        eprintln!(
+            "reactbatch: interrupted; finishing requests in flight (Ctrl-C again to exit now)"
+        );
+    }
+    cancel.cancel_soft();
+    tokio::select! {
+        _ = tokio::time::sleep(grace) => cancel.cancel_hard(),
+        _ = signals.next() => {
+            out.abort().await;
+            return;
+        }
+    }
+    signals.next().await;
+    out.abort().await;
+}
+
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,1 +1,382 @@
-//! The executor: bounded concurrency, per-target pacing, per-message ordering, retries.
+//! The executor: streams validated rows through per-message ordering, bounded concurrency and
+//! per-target pacing to the provider (or, in a dry run, to the renderer), and every row's
+//! result to the report.
+//!
+//! - The dispatcher reads rows lazily and tracks only messages with a row in flight; a row for
+//!   a message that is busy waits in that message's queue, so rows on one (target, message) go
+//!   in plan order and never overlap. Reading pauses while `concurrency` rows run or
+//!   [`MAX_QUEUED`] rows wait, so memory does not grow with the plan.
+//! - Each row runs as a task: wait for its target's [`rate::RateLimiter`] slot, sign afresh,
+//!   send, classify ([`retry`]), back off and retry, or finish.
+//! - Finished rows go to the writer thread ([`output`]), which appends them to the report.
+
+pub mod cancel;
+pub mod output;
+pub mod progress;
+pub mod rate;
+pub mod retry;
+mod task;
+pub mod transport;
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::plan::{EmitFormat, Problem, Rate, Row, Target};
+use crate::report::{timestamp, RowResult, Status};
+use crate::secret::Secret;
+
+pub use cancel::Cancel;
+pub use output::{OutputSender, OutputThread, Tally};
+pub use retry::AttemptOutcome;
+pub use transport::{HttpTransport, Transport};
+
+/// Rows waiting behind a busy message, at most; the dispatcher stops reading beyond this.
+pub const MAX_QUEUED: usize = 10_000;
+
+/// 401/403 answers in a row (no success between) after which a target is stopped.
+pub const AUTH_FAILURES_TO_STOP: u32 = 3;
+
+/// Where "now" comes from: the wall clock, or a fixed instant (`--now`) for `not_before`
+/// and for signing in a dry run. The wall clock is read only through this.
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    System,
+    Fixed(DateTime<Utc>),
+}
+
+impl Clock {
+    pub fn now(self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Fixed(t) => t,
+        }
+    }
+}
+
+/// Validated run settings (command line over plan settings over defaults).
+#[derive(Clone, Debug)]
+pub struct ExecConfig {
+    /// Rows in flight at once (≥ 1).
+    pub concurrency: usize,
+    /// Attempts after the first, for retryable outcomes.
+    pub retries: u32,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Requests allowed ahead of the even schedule (≥ 1).
+    pub burst: u32,
+    /// Build and sign, send nothing.
+    pub dry_run: bool,
+    /// Clock for `not_before` (and for signing in a dry run).
+    pub clock: Clock,
+    pub emit_format: Option<EmitFormat>,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// How long in-flight requests may finish after a soft cancel before they are abandoned.
+    pub grace: Duration,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            concurrency: 16,
+            retries: 5,
+            timeout: Duration::from_secs(10),
+            burst: 1,
+            dry_run: false,
+            clock: Clock::System,
+            emit_format: None,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(10),
+            grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A target while a run goes on: its pacing, credential and authentication health.
+pub struct TargetRuntime {
+    pub spec: Target,
+    pub secret: Secret,
+    pub rate: Rate,
+    pub limiter: rate::RateLimiter,
+    auth_failures: AtomicU32,
+    stopped: AtomicBool,
+    stop_reason: OnceLock<String>,
+    /// Attempts put on the wire.
+    pub sent: AtomicU64,
+    first_send: Mutex<Option<Instant>>,
+    last_send: Mutex<Option<Instant>>,
+}
+
+impl TargetRuntime {
+    pub fn new(spec: Target, secret: Secret, rate: Rate, burst: u32) -> TargetRuntime {
+        TargetRuntime {
+            limiter: rate::RateLimiter::new(rate, burst),
+            spec,
+            secret,
+            rate,
+            auth_failures: AtomicU32::new(0),
+            stopped: AtomicBool::new(false),
+            stop_reason: OnceLock::new(),
+            sent: AtomicU64::new(0),
+            first_send: Mutex::new(None),
+            last_send: Mutex::new(None),
+        }
+    }
+
+    /// Why this target was stopped, if it was.
+    pub fn stopped(&self) -> Option<&str> {
+        if self.stopped.load(Ordering::Acquire) {
+            self.stop_reason.get().map(String::as_str)
+        } else {
+            None
+        }
+    }
+
+    fn record_send(&self, at: Instant) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_send.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert(at);
+        drop(first);
+        *self.last_send.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
+
+    /// Achieved send rate (attempts/s) between the first and last send.
+    pub fn achieved_rate(&self) -> Option<f64> {
+        let first = (*self.first_send.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let last = (*self.last_send.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let n = self.sent.load(Ordering::Relaxed);
+        let secs = (last - first).as_secs_f64();
+        (n > 1 && secs > 0.0).then(|| (n - 1) as f64 / secs)
+    }
+
+    fn record_auth(&self, failed: bool, status: u16, code: &str) {
+        if !failed {
+            self.auth_failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        let n = self.auth_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= AUTH_FAILURES_TO_STOP {
+            let _ = self.stop_reason.set(format!(
+                "target {} stopped after {n} authentication failures in a row (last: HTTP {status} {code})",
+                self.spec.name
+            ));
+            self.stopped.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Everything a row task needs, shared.
+pub struct RunContext<T: Transport> {
+    pub config: ExecConfig,
+    pub targets: Vec<TargetRuntime>,
+    pub transport: T,
+    pub out: OutputSender,
+    pub cancel: Cancel,
+}
+
+/// A row's stable identity for `--resume`, computed by the caller (see `crate::identity`).
+pub type KeyFn = Box<dyn FnMut(&Row) -> String + Send>;
+
+/// What happens to a row before any request: decided by the caller (resume, shard).
+pub enum Admission {
+    /// Run it.
+    Run,
+    /// Not this run's row at all (another shard's): no report row.
+    Exclude,
+    /// Report it with this status and message, send nothing.
+    Settle(Status, String, String),
+}
+
+/// The result row for `row` with nothing sent.
+pub fn settled(
+    targets: &[TargetRuntime],
+    row: &Row,
+    key: String,
+    status: Status,
+    code: &str,
+    message: &str,
+    at: DateTime<Utc>,
+) -> RowResult {
+    let t = &targets[row.target];
+    RowResult {
+        row: row.number,
+        source: row.source.to_string(),
+        target: t.spec.name.clone(),
+        provider: t.spec.provider().to_string(),
+        action: row.action.to_string(),
+        message_id: row.message_ref().to_string(),
+        emoji: row.emoji.clone().unwrap_or_default(),
+        status,
+        http_status: None,
+        code: code.to_string(),
+        message: message.to_string(),
+        attempts: 0,
+        duration_ms: 0,
+        finished_at: timestamp(at),
+        key,
+    }
+}
+
+/// Runs every row of `rows` and sends each result to `ctx.out`. Returns when every row that
+/// was read has a result (cancelled rows included). Rows the iterator yields as `Err` are a
+/// bug upstream (validation runs first) and are reported `failed` with the problem.
+pub async fn execute<T: Transport>(
+    ctx: Arc<RunContext<T>>,
+    rows: impl Iterator<Item = Result<Row, Problem>>,
+    mut key_of: KeyFn,
+    mut admit: impl FnMut(&Row, &str) -> Admission,
+) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, String)>();
+    let mut busy: HashMap<(usize, String), VecDeque<(Row, String)>> = HashMap::new();
+    let mut running = 0usize;
+    let mut queued = 0usize;
+    let mut rows = rows.fuse();
+    let mut exhausted = false;
+    let concurrency = ctx.config.concurrency.max(1);
+
+    loop {
+        let cancelled = ctx.cancel.is_soft();
+        if cancelled && queued > 0 {
+            // Rows waiting behind a busy message will not start now.
+            for queue in busy.values_mut() {
+                for (row, key) in queue.drain(..) {
+                    let r = settled(
+                        &ctx.targets,
+                        &row,
+                        key,
+                        Status::Cancelled,
+                        "cancelled",
+                        "interrupted before sending",
+                        ctx.config.clock.now(),
+                    );
+                    ctx.out.row(r, None).await;
+                }
+            }
+            queued = 0;
+        }
+        while !exhausted && running < concurrency && queued < MAX_QUEUED {
+            let Some(item) = rows.next() else {
+                exhausted = true;
+                break;
+            };
+            let row = match item {
+                Ok(row) => row,
+                Err(problem) => {
+                    eprintln!("reactbatch: {problem}");
+                    continue;
+                }
+            };
+            let key = key_of(&row);
+            if cancelled {
+                let r = settled(
+                    &ctx.targets,
+                    &row,
+                    key,
+                    Status::Cancelled,
+                    "cancelled",
+                    "interrupted before sending",
+                    ctx.config.clock.now(),
+                );
+                ctx.out.row(r, None).await;
+                continue;
+            }
+            match admit(&row, &key) {
+                Admission::Exclude => continue,
+                Admission::Settle(status, code, message) => {
+                    let r = settled(
+                        &ctx.targets,
+                        &row,
+                        key,
+                        status,
+                        &code,
+                        &message,
+                        ctx.config.clock.now(),
+                    );
+                    ctx.out.row(r, None).await;
+                    continue;
+                }
+                Admission::Run => {}
+            }
+            let now = ctx.config.clock.now();
+            if let Some(at) = row.not_before.filter(|t| *t > now) {
+                let msg = format!("not before {}", timestamp(at));
+                let r = settled(
+                    &ctx.targets,
+                    &row,
+                    key,
+                    Status::Deferred,
+                    "not_before",
+                    &msg,
+                    now,
+                );
+                ctx.out.row(r, None).await;
+                continue;
+            }
+            if ctx.config.dry_run {
+                task::plan_row(&ctx, row, key).await;
+                continue;
+            }
+            match busy.entry((row.target, row.message_ref().to_string())) {
+                Entry::Occupied(mut q) => {
+                    q.get_mut().push_back((row, key));
+                    queued += 1;
+                }
+                Entry::Vacant(v) => {
+                    let id = v.key().clone();
+                    v.insert(VecDeque::new());
+                    spawn_row(&ctx, row, key, id, done_tx.clone());
+                    running += 1;
+                }
+            }
+        }
+        if running == 0 && (exhausted || cancelled) {
+            break;
+        }
+        tokio::select! {
+            Some(id) = done_rx.recv() => {
+                running -= 1;
+                let next = busy.get_mut(&id).and_then(VecDeque::pop_front);
+                match next {
+                    Some((row, key)) => {
+                        queued -= 1;
+                        spawn_row(&ctx, row, key, id, done_tx.clone());
+                        running += 1;
+                    }
+                    None => {
+                        busy.remove(&id);
+                    }
+                }
+            }
+            _ = ctx.cancel.soft(), if !cancelled => {}
+        }
+    }
+}
+
+fn spawn_row<T: Transport>(
+    ctx: &Arc<RunContext<T>>,
+    row: Row,
+    key: String,
+    id: (usize, String),
+    done: mpsc::UnboundedSender<(usize, String)>,
+) {
+    let ctx = Arc::clone(ctx);
+    tokio::spawn(async move {
+        let (result, latency) = task::run_row(&ctx, row, key).await;
+        ctx.out.row(result, latency).await;
+        // Drop our handle before saying we are done, so that once the dispatcher has heard
+        // from every task, it holds the only one.
+        drop(ctx);
+        // The dispatcher outlives every task it spawned.
+        let _ = done.send(id);
+    });
+}
+
+#[cfg(test)]
+mod tests;

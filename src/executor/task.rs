@@ -1,0 +1,206 @@
+//! One row's life: wait for the target's slot, sign afresh, send, classify, retry or finish.
+
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::time::Instant;
+
+use crate::emit::{EmitRecord, EmitWriter};
+use crate::plan::Row;
+use crate::provider::{self, PreparedRequest, SignedRequest};
+use crate::report::{timestamp, RowResult, Status};
+
+use super::retry::{backoff, classify, AttemptOutcome, Verdict};
+use super::{settled, RunContext, Transport};
+
+/// Dry run: build and sign with the run's clock, record the request, report `planned`.
+pub(super) async fn plan_row<T: Transport>(ctx: &RunContext<T>, row: Row, key: String) {
+    let target = &ctx.targets[row.target];
+    let prepared = provider::prepare(&target.spec, &row);
+    let now = ctx.config.clock.now();
+    let signed = provider::sign(&prepared, &target.secret, now);
+    emit(ctx, &row, 1, &signed).await;
+    let result = settled(
+        &ctx.targets,
+        &row,
+        key,
+        crate::report::Status::Planned,
+        "",
+        "dry run: not sent",
+        now,
+    );
+    ctx.out.row(result, None).await;
+}
+
+async fn emit<T: Transport>(ctx: &RunContext<T>, row: &Row, attempt: u32, signed: &SignedRequest) {
+    if let Some(format) = ctx.config.emit_format {
+        let credential = &ctx.targets[row.target].spec.credential;
+        let line = EmitWriter::render(
+            format,
+            &EmitRecord {
+                row: row.number,
+                attempt,
+                request: signed,
+                credential,
+            },
+        );
+        ctx.out.emit(line).await;
+    }
+}
+
+/// The last answer (or failure) seen, for the report row.
+struct Last {
+    http_status: Option<u16>,
+    code: String,
+    message: String,
+}
+
+/// Runs one row to its final status. Returns the report row and the last attempt's latency.
+pub(super) async fn run_row<T: Transport>(
+    ctx: &RunContext<T>,
+    row: Row,
+    key: String,
+) -> (RowResult, Option<Duration>) {
+    let target = &ctx.targets[row.target];
+    let prepared = provider::prepare(&target.spec, &row);
+    let mut rng = SmallRng::seed_from_u64(row.number ^ 0x9e37_79b9_7f4a_7c15);
+    let mut attempts = 0u32;
+    let mut started: Option<Instant> = None;
+    let mut latency = None;
+    let mut last = Last {
+        http_status: None,
+        code: String::new(),
+        message: String::new(),
+    };
+    let finish = |status: Status, attempts: u32, started: Option<Instant>, last: Last| {
+        let mut r = settled(
+            &ctx.targets,
+            &row,
+            key.clone(),
+            status,
+            &last.code,
+            &last.message,
+            ctx.config.clock.now(),
+        );
+        r.http_status = last.http_status;
+        r.attempts = attempts;
+        r.duration_ms = started.map_or(0, |s| s.elapsed().as_millis() as u64);
+        r.finished_at = timestamp(chrono::Utc::now());
+        r
+    };
+    loop {
+        if let Some(reason) = target.stopped() {
+            last.code = "auth_stopped".into();
+            last.message = reason.to_string();
+            return (finish(Status::Skipped, attempts, started, last), latency);
+        }
+        if ctx.cancel.is_soft() {
+            last.code = "cancelled".into();
+            last.message = if attempts == 0 {
+                "interrupted before sending".into()
+            } else {
+                "interrupted before retrying".into()
+            };
+            return (finish(Status::Cancelled, attempts, started, last), latency);
+        }
+        tokio::select! {
+            _ = target.limiter.until_ready() => {}
+            _ = ctx.cancel.soft() => continue,
+        }
+        // The target may have been stopped while this row waited for its slot.
+        if target.stopped().is_some() {
+            continue;
+        }
+        attempts += 1;
+        let sent_at = Instant::now();
+        started.get_or_insert(sent_at);
+        target.record_send(sent_at);
+        let outcome = attempt(ctx, &row, &prepared, attempts).await;
+        let Some(outcome) = outcome else {
+            last.code = "cancelled".into();
+            last.message =
+                "interrupted while the request was in flight; it may have been applied".into();
+            return (finish(Status::Cancelled, attempts, started, last), latency);
+        };
+        latency = Some(sent_at.elapsed());
+        last = match &outcome {
+            AttemptOutcome::Answered {
+                status,
+                code,
+                message,
+                ..
+            } => Last {
+                http_status: Some(*status),
+                code: if code.is_empty() && !(200..300).contains(status) {
+                    format!("http_{status}")
+                } else {
+                    code.clone()
+                },
+                message: message.clone(),
+            },
+            AttemptOutcome::Timeout => Last {
+                http_status: None,
+                code: "timeout".into(),
+                message: format!("no answer within {:?}", ctx.config.timeout),
+            },
+            AttemptOutcome::Connection(e) => Last {
+                http_status: None,
+                code: "connection".into(),
+                message: e.clone(),
+            },
+        };
+        match classify(&outcome) {
+            Verdict::Success => {
+                target.record_auth(false, 0, "");
+                return (finish(Status::Ok, attempts, started, last), latency);
+            }
+            Verdict::Fail { auth } => {
+                if auth {
+                    target.record_auth(true, last.http_status.unwrap_or(0), &last.code);
+                }
+                return (finish(Status::Failed, attempts, started, last), latency);
+            }
+            Verdict::Retry { retry_after } => {
+                if attempts > ctx.config.retries {
+                    last.message = format!("{} (gave up after {attempts} attempts)", last.message)
+                        .trim_start()
+                        .to_string();
+                    return (finish(Status::Failed, attempts, started, last), latency);
+                }
+                if let Some(ra) = retry_after {
+                    // The provider asked the whole target to slow down, not just this row.
+                    target.limiter.pause_until(Instant::now() + ra);
+                }
+                let wait = backoff(
+                    attempts,
+                    ctx.config.backoff_base,
+                    ctx.config.backoff_cap,
+                    retry_after,
+                    &mut rng,
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ctx.cancel.soft() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Signs and sends one attempt. `None` when a hard cancel abandoned it in flight.
+async fn attempt<T: Transport>(
+    ctx: &RunContext<T>,
+    row: &Row,
+    prepared: &PreparedRequest,
+    n: u32,
+) -> Option<AttemptOutcome> {
+    let target = &ctx.targets[row.target];
+    // Signed at send time, on every attempt: a retry with an old Date would be rejected.
+    let signed = provider::sign(prepared, &target.secret, chrono::Utc::now());
+    emit(ctx, row, n, &signed).await;
+    tokio::select! {
+        outcome = ctx.transport.send(&signed, ctx.config.timeout) => Some(outcome),
+        _ = ctx.cancel.hard() => None,
+    }
+}

@@ -1,0 +1,373 @@
+//! Executor behaviour under paused tokio time, through a scripted [`Transport`]. (The same
+//! behaviours are also tested end to end over loopback against the sandbox in `tests/`.)
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::plan::{Action, Source, TargetKind};
+use crate::provider::SignedRequest;
+use crate::report::{read_report, ReportWriter, RowResult};
+use crate::secret::SecretRef;
+
+#[derive(Clone, Debug)]
+struct Call {
+    emoji: String,
+    message: String,
+    start: Instant,
+    end: Instant,
+}
+
+type Script = dyn Fn(&str, usize) -> (AttemptOutcome, Duration) + Send + Sync;
+
+/// Answers by a script of (emoji of the row, how many calls so far) → (outcome, latency).
+struct FakeTransport {
+    calls: Arc<Mutex<Vec<Call>>>,
+    script: Box<Script>,
+}
+
+impl Transport for FakeTransport {
+    async fn send(&self, request: &SignedRequest, _timeout: Duration) -> AttemptOutcome {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let emoji = body["emoji"].as_str().unwrap_or_default().to_string();
+        let message = body["messageId"].as_str().unwrap_or_default().to_string();
+        let n = self.calls.lock().map(|c| c.len()).unwrap_or(0);
+        let (outcome, latency) = (self.script)(&emoji, n);
+        let start = Instant::now();
+        tokio::time::sleep(latency).await;
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push(Call {
+                emoji,
+                message,
+                start,
+                end: Instant::now(),
+            });
+        }
+        outcome
+    }
+}
+
+fn ok() -> AttemptOutcome {
+    status(200)
+}
+
+fn status(status: u16) -> AttemptOutcome {
+    AttemptOutcome::Answered {
+        status,
+        retry_after: None,
+        code: String::new(),
+        message: String::new(),
+    }
+}
+
+fn target() -> Target {
+    Target {
+        name: "o".into(),
+        kind: TargetKind::Ogmma {
+            channel_id: "ch".into(),
+        },
+        base_url: "http://127.0.0.1:9".into(),
+        rate: None,
+        credential: SecretRef::Env("OGMMA_API_KEY".into()),
+        source: Source {
+            file: "p.yaml".into(),
+            line: 1,
+        },
+    }
+}
+
+/// Row n acts on message `m{n % messages}` with emoji `e{n}`.
+fn rows(n: u64, messages: u64) -> Vec<Result<Row, Problem>> {
+    (1..=n)
+        .map(|i| {
+            Ok(Row {
+                number: i,
+                source: Source {
+                    file: "p.csv".into(),
+                    line: i as u32 + 1,
+                },
+                target: 0,
+                action: Action::React,
+                emoji: Some(format!("e{i}")),
+                message_id: Some(format!("m{}", i % messages)),
+                msgid: None,
+                conversation_id: None,
+                conversation_ref_id: None,
+                user_id: None,
+                user_ref_id: None,
+                not_before: None,
+                previous_emoji: None,
+                key: None,
+            })
+        })
+        .collect()
+}
+
+struct Outcome {
+    results: Vec<RowResult>,
+    calls: Vec<Call>,
+    stopped: Option<String>,
+}
+
+async fn run(
+    config: ExecConfig,
+    rate: Rate,
+    rows: Vec<Result<Row, Problem>>,
+    script: Box<Script>,
+    cancel: Cancel,
+) -> Outcome {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.csv");
+    let writer = ReportWriter::create(&path).expect("report");
+    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let burst = config.burst;
+    let ctx = Arc::new(RunContext {
+        config,
+        targets: vec![TargetRuntime::new(target(), Secret::new("k"), rate, burst)],
+        transport: FakeTransport {
+            calls: Arc::clone(&calls),
+            script,
+        },
+        out,
+        cancel,
+    });
+    execute(
+        Arc::clone(&ctx),
+        rows.into_iter(),
+        Box::new(|r: &Row| format!("k{}", r.number)),
+        |_: &Row, _: &str| Admission::Run,
+    )
+    .await;
+    let ctx = Arc::try_unwrap(ctx).ok().expect("tasks done");
+    let stopped = ctx.targets[0].stopped().map(str::to_string);
+    drop(ctx);
+    thread.join();
+    let mut results = read_report(&path).expect("read report");
+    results.sort_by_key(|r| r.row);
+    let calls = calls.lock().expect("calls").clone();
+    Outcome {
+        results,
+        calls,
+        stopped,
+    }
+}
+
+fn config(concurrency: usize) -> ExecConfig {
+    ExecConfig {
+        concurrency,
+        ..ExecConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rows_on_one_message_run_in_plan_order_and_never_overlap() {
+    // 200 rows over 7 messages, latencies that would reorder them if they overlapped.
+    let script = Box::new(|emoji: &str, _n: usize| {
+        let n: u64 = emoji[1..].parse().unwrap_or(0);
+        (ok(), Duration::from_millis(1 + (n * 37) % 23))
+    });
+    let out = run(
+        config(16),
+        Rate::Unlimited,
+        rows(200, 7),
+        script,
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.results.len(), 200);
+    assert!(out.results.iter().all(|r| r.status == Status::Ok));
+    for m in 0..7 {
+        let mine: Vec<&Call> = out
+            .calls
+            .iter()
+            .filter(|c| c.message == format!("m{m}"))
+            .collect();
+        let mut by_start = mine.clone();
+        by_start.sort_by_key(|c| c.start);
+        for pair in by_start.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            assert!(a.end <= b.start, "overlap on m{m}: {a:?} / {b:?}");
+            let (na, nb): (u64, u64) = (
+                a.emoji[1..].parse().unwrap_or(0),
+                b.emoji[1..].parse().unwrap_or(0),
+            );
+            assert!(na < nb, "m{m}: row {na} after {nb}");
+        }
+    }
+    // Different messages did run concurrently.
+    let max_parallel = out
+        .calls
+        .iter()
+        .map(|c| {
+            out.calls
+                .iter()
+                .filter(|d| d.start <= c.start && c.start < d.end)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(max_parallel >= 5, "only {max_parallel} at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_answers_are_retried_then_succeed() {
+    // Every row: 503, then 429, then 200.
+    let seen = Arc::new(Mutex::new(std::collections::HashMap::<String, u32>::new()));
+    let script = Box::new(move |emoji: &str, _n: usize| {
+        let mut seen = seen.lock().expect("lock");
+        let k = seen.entry(emoji.to_string()).or_default();
+        *k += 1;
+        let outcome = match *k {
+            1 => status(503),
+            2 => status(429),
+            _ => ok(),
+        };
+        (outcome, Duration::from_millis(1))
+    });
+    let out = run(
+        config(4),
+        Rate::Unlimited,
+        rows(20, 20),
+        script,
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.results.len(), 20);
+    for r in &out.results {
+        assert_eq!(
+            (r.status, r.attempts, r.http_status),
+            (Status::Ok, 3, Some(200)),
+            "{r:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn final_answers_are_not_retried_and_retries_are_bounded() {
+    let script = Box::new(|emoji: &str, _n: usize| match emoji {
+        "e1" => (status(404), Duration::from_millis(1)),
+        "e2" => (status(400), Duration::from_millis(1)),
+        _ => (AttemptOutcome::Timeout, Duration::from_millis(1)),
+    });
+    let cfg = ExecConfig {
+        retries: 2,
+        ..config(2)
+    };
+    let out = run(cfg, Rate::Unlimited, rows(3, 3), script, Cancel::new()).await;
+    let got: Vec<(Status, u32, &str)> = out
+        .results
+        .iter()
+        .map(|r| (r.status, r.attempts, r.code.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Status::Failed, 1, "http_404"),
+            (Status::Failed, 1, "http_400"),
+            (Status::Failed, 3, "timeout")
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_auth_failures_stop_the_target_and_skip_the_rest() {
+    let script = Box::new(|_: &str, _n: usize| (status(401), Duration::from_millis(5)));
+    let out = run(
+        config(4),
+        Rate::Unlimited,
+        rows(500, 500),
+        script,
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.results.len(), 500);
+    let failed = out
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count();
+    let skipped = out
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Skipped)
+        .count();
+    assert_eq!(failed + skipped, 500);
+    // At most the three that stop it plus what was already in flight.
+    assert!(
+        out.calls.len() <= AUTH_FAILURES_TO_STOP as usize + 4,
+        "{} requests",
+        out.calls.len()
+    );
+    assert!(out.stopped.is_some());
+    assert!(out
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Skipped)
+        .all(|r| r.code == "auth_stopped"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_holds_the_whole_target() {
+    // The first call answers 429 with Retry-After 2s; nothing may be sent in the next 2 s.
+    let script = Box::new(|_: &str, n: usize| {
+        if n == 0 {
+            let o = AttemptOutcome::Answered {
+                status: 429,
+                retry_after: Some(Duration::from_secs(2)),
+                code: "RATE_LIMIT_EXCEEDED".into(),
+                message: String::new(),
+            };
+            (o, Duration::ZERO)
+        } else {
+            (ok(), Duration::ZERO)
+        }
+    });
+    let t0 = Instant::now();
+    let rate = Rate::Limited {
+        count: 10,
+        per: Duration::from_secs(1),
+    };
+    let out = run(config(8), rate, rows(10, 10), script, Cancel::new()).await;
+    assert!(out.results.iter().all(|r| r.status == Status::Ok));
+    let first = out.calls[0].start;
+    assert_eq!(first, t0);
+    for c in &out.calls[1..] {
+        assert!(
+            c.start >= t0 + Duration::from_secs(2),
+            "sent at {:?}",
+            c.start - t0
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_reports_every_row_once_with_unsent_rows_cancelled() {
+    let cancel = Cancel::new();
+    let trigger = cancel.clone();
+    let script = Box::new(move |_: &str, n: usize| {
+        if n >= 30 {
+            trigger.cancel_soft();
+        }
+        (ok(), Duration::from_millis(10))
+    });
+    let out = run(config(4), Rate::Unlimited, rows(1000, 1000), script, cancel).await;
+    assert_eq!(out.results.len(), 1000);
+    let mut numbers: Vec<u64> = out.results.iter().map(|r| r.row).collect();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 1000);
+    let ok = out
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Ok)
+        .count();
+    let cancelled = out
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Cancelled)
+        .count();
+    assert!((30..=40).contains(&ok), "{ok} ok");
+    assert_eq!(ok + cancelled, 1000);
+}

@@ -1,0 +1,155 @@
+//! Putting a signed request on the wire. [`Transport`] is the one seam the executor has, so
+//! scheduling can be tested under paused tokio time; every integration test still goes over
+//! loopback HTTP to the sandbox through [`HttpTransport`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::provider::SignedRequest;
+
+use super::retry::{parse_retry_after, AttemptOutcome};
+
+/// Response bodies are read up to this many bytes; the rest is ignored (a hostile or broken
+/// server cannot make us buffer megabytes per row).
+pub const MAX_BODY: usize = 64 * 1024;
+
+pub trait Transport: Send + Sync + 'static {
+    fn send(
+        &self,
+        request: &SignedRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = AttemptOutcome> + Send;
+}
+
+/// reqwest over rustls; HTTP/1.1 keep-alive, no redirects (a redirect is answered as a final
+/// failure, so credentials never follow one to another host).
+#[derive(Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+}
+
+impl HttpTransport {
+    pub fn new(max_idle_per_host: usize) -> Result<HttpTransport, String> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(max_idle_per_host)
+            .tcp_nodelay(true)
+            .user_agent(concat!("reactbatch/", env!("CARGO_PKG_VERSION")))
+            .http1_only()
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(HttpTransport { client })
+    }
+}
+
+impl Transport for HttpTransport {
+    async fn send(&self, request: &SignedRequest, timeout: Duration) -> AttemptOutcome {
+        let work = async {
+            let mut builder = self.client.post(&request.url);
+            for (name, value) in &request.headers {
+                builder = builder.header(*name, value);
+            }
+            if let Some(key) = &request.bearer {
+                builder = builder.bearer_auth(key.expose());
+            }
+            // The exact bytes that were hashed and signed; reqwest sends them untouched.
+            let mut response = builder.body(request.body.clone()).send().await?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                let room = MAX_BODY - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= MAX_BODY {
+                    break;
+                }
+            }
+            let (code, message) = if (200..300).contains(&status) {
+                (String::new(), String::new())
+            } else {
+                error_fields(status, &body)
+            };
+            Ok::<_, reqwest::Error>(AttemptOutcome::Answered {
+                status,
+                retry_after,
+                code,
+                message,
+            })
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Err(_) => AttemptOutcome::Timeout,
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) if e.is_timeout() => AttemptOutcome::Timeout,
+            Ok(Err(e)) => AttemptOutcome::Connection(describe(&e)),
+        }
+    }
+}
+
+/// The innermost cause of a transport error, in one line.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    one_line(&text, 200)
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let flat = flat.trim();
+    match flat.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat.to_string(),
+    }
+}
+
+/// The provider's error code and message from a JSON body (`code`/`error` and
+/// `message`/`detail`), else `http_<status>` and the body's first line.
+pub fn error_fields(status: u16, body: &[u8]) -> (String, String) {
+    let fallback_code = format!("http_{status}");
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
+        let text = |k: &str| {
+            map.get(k)
+                .and_then(|v| v.as_str())
+                .map(|s| one_line(s, 300))
+        };
+        let code = text("code")
+            .or_else(|| text("error"))
+            .unwrap_or(fallback_code);
+        let message = text("message")
+            .or_else(|| text("detail"))
+            .unwrap_or_default();
+        return (code, message);
+    }
+    (fallback_code, one_line(&String::from_utf8_lossy(body), 300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_fields_reads_provider_json_or_falls_back() {
+        let body = br#"{"message":"Mensagem nao encontrada.","code":"MESSAGE_NOT_FOUND"}"#;
+        assert_eq!(
+            error_fields(404, body),
+            (
+                "MESSAGE_NOT_FOUND".into(),
+                "Mensagem nao encontrada.".into()
+            )
+        );
+        assert_eq!(
+            error_fields(502, b"<html>\nbad gateway"),
+            ("http_502".into(), "<html> bad gateway".into())
+        );
+    }
+}

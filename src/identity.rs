@@ -1,0 +1,196 @@
+//! A row's stable identity, for `--resume`: its `key` when the plan gives one, otherwise a hash
+//! of its content plus its occurrence number among identical rows. Neither depends on the
+//! row's position, so adding or removing rows elsewhere in the plan keeps identities stable.
+//!
+//! Counting occurrences exactly without a map of every row: a first pass ([`IdentityScan`])
+//! puts each content hash in a fixed 2 MiB Bloom filter and keeps, exactly, the hashes the
+//! filter says it may have seen before (true repeats plus a few false positives). The second
+//! pass ([`Identities`]) counts only those. Memory is the filter plus the repeated rows, not
+//! the plan.
+
+use std::collections::{HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+
+use crate::plan::Row;
+
+const BLOOM_BITS: u64 = 1 << 24;
+const BLOOM_HASHES: u32 = 4;
+
+/// 256-bit digest of what a row does (not where it is written).
+fn content_digest(row: &Row, target_name: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut field = |v: Option<&str>| {
+        match v {
+            Some(s) => {
+                h.update([1u8]);
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            None => h.update([0u8]),
+        };
+    };
+    field(Some(target_name));
+    field(Some(row.action.as_str()));
+    field(row.emoji.as_deref());
+    field(row.message_id.as_deref());
+    field(row.msgid.as_deref());
+    field(row.conversation_id.as_deref());
+    field(row.conversation_ref_id.as_deref());
+    field(row.user_id.as_deref());
+    field(row.user_ref_id.as_deref());
+    let not_before = row.not_before.map(|t| t.to_rfc3339());
+    field(not_before.as_deref());
+    field(row.previous_emoji.as_deref());
+    h.finalize().into()
+}
+
+fn word(d: &[u8; 32], i: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[i * 8..i * 8 + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// First pass: finds which content hashes may repeat.
+pub struct IdentityScan {
+    bloom: Vec<u64>,
+    candidates: HashSet<u64>,
+}
+
+impl Default for IdentityScan {
+    fn default() -> Self {
+        IdentityScan {
+            bloom: vec![0; (BLOOM_BITS / 64) as usize],
+            candidates: HashSet::new(),
+        }
+    }
+}
+
+impl IdentityScan {
+    pub fn new() -> IdentityScan {
+        IdentityScan::default()
+    }
+
+    pub fn observe(&mut self, row: &Row, target_name: &str) {
+        if row.key.is_some() {
+            return;
+        }
+        let d = content_digest(row, target_name);
+        let id = word(&d, 0);
+        let mut seen = true;
+        for i in 0..BLOOM_HASHES {
+            let bit = word(&d, 1 + (i as usize % 3)).rotate_left(i * 16) % BLOOM_BITS;
+            let (slot, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
+            seen &= self.bloom[slot] & mask != 0;
+            self.bloom[slot] |= mask;
+        }
+        if seen {
+            self.candidates.insert(id);
+        }
+    }
+
+    pub fn finish(self) -> Identities {
+        Identities {
+            counts: self.candidates.into_iter().map(|id| (id, 0)).collect(),
+        }
+    }
+}
+
+/// Second pass: hands out identities in plan order.
+pub struct Identities {
+    counts: HashMap<u64, u32>,
+}
+
+impl Identities {
+    /// The identity of the next row (rows must come in plan order, each once).
+    pub fn key(&mut self, row: &Row, target_name: &str) -> String {
+        if let Some(k) = &row.key {
+            return k.clone();
+        }
+        let id = word(&content_digest(row, target_name), 0);
+        let occurrence = match self.counts.get_mut(&id) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => 1,
+        };
+        format!("#{id:016x}.{occurrence}")
+    }
+}
+
+/// Which of `count` shards a (target, message) belongs to, 1-based; stable across runs.
+pub fn shard_of(target_name: &str, message: &str, count: u32) -> u32 {
+    let mut h = Sha256::new();
+    h.update(target_name.as_bytes());
+    h.update([0u8]);
+    h.update(message.as_bytes());
+    let d: [u8; 32] = h.finalize().into();
+    (word(&d, 0) % u64::from(count.max(1))) as u32 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, Source};
+
+    fn row(msg: &str, emoji: &str) -> Row {
+        Row {
+            number: 1,
+            source: Source {
+                file: "p.csv".into(),
+                line: 2,
+            },
+            target: 0,
+            action: Action::React,
+            emoji: Some(emoji.into()),
+            message_id: Some(msg.into()),
+            msgid: None,
+            conversation_id: None,
+            conversation_ref_id: None,
+            user_id: None,
+            user_ref_id: None,
+            not_before: None,
+            previous_emoji: None,
+            key: None,
+        }
+    }
+
+    fn keys(rows: &[Row]) -> Vec<String> {
+        let mut scan = IdentityScan::new();
+        rows.iter().for_each(|r| scan.observe(r, "t"));
+        let mut ids = scan.finish();
+        rows.iter().map(|r| ids.key(r, "t")).collect()
+    }
+
+    #[test]
+    fn identical_rows_get_occurrence_numbers_and_others_are_stable() {
+        let a = row("m1", "👍");
+        let b = row("m2", "👍");
+        let k = keys(&[a.clone(), b.clone(), a.clone()]);
+        assert!(k[0].ends_with(".1") && k[2].ends_with(".2"), "{k:?}");
+        assert_eq!(k[0].split('.').next(), k[2].split('.').next());
+        // Adding a row elsewhere does not change existing identities.
+        let k2 = keys(&[row("m0", "x"), a.clone(), b.clone(), a.clone()]);
+        assert_eq!(k2[1..], k[..]);
+    }
+
+    #[test]
+    fn explicit_key_wins() {
+        let mut a = row("m1", "👍");
+        a.key = Some("row-7".into());
+        assert_eq!(keys(&[a]), vec!["row-7".to_string()]);
+    }
+
+    #[test]
+    fn shards_cover_every_message_once() {
+        let n = 3;
+        let mut per = [0u32; 3];
+        for i in 0..3000 {
+            let s = shard_of("t", &format!("m{i}"), n);
+            assert!((1..=n).contains(&s));
+            per[(s - 1) as usize] += 1;
+        }
+        assert!(per.iter().all(|c| *c > 800), "{per:?}");
+    }
+}
