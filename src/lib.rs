@@ -17,18 +17,23 @@
 //! - [`sandbox`]: the local emulator of both providers, used by tests and `run --sandbox`.
 //! - [`commands`]: one module per subcommand, gluing the above together.
 //! - [`identity`]: stable row identities for `--resume`, and shard assignment.
+//! - [`lock`]: the `--lock` advisory lock for cron safety.
+//! - [`digest`]: the plan digest for audited runs; [`resume`]: rows an earlier report shows done.
 //! - [`summary`]: the end-of-run summary (stderr and `--summary-json`).
 //! - [`secret`]: secrets as a type that cannot be printed.
 
 pub mod cli;
 pub mod commands;
+pub mod digest;
 pub mod emit;
 pub mod executor;
 pub mod exit;
 pub mod identity;
+pub mod lock;
 pub mod plan;
 pub mod provider;
 pub mod report;
+pub mod resume;
 pub mod sandbox;
 pub mod secret;
 pub mod sign;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::cli::{EmitFormatArg, RunArgs};
+use crate::digest::PlanDigest;
 use crate::emit::EmitWriter;
 use crate::executor::progress::{Counters, Progress, ProgressMode};
 use crate::executor::{
@@ -19,8 +20,10 @@ use crate::executor::{
 };
 use crate::exit::Exit;
 use crate::identity::{Identities, IdentityScan};
+use crate::lock::{LockError, RunLock};
 use crate::plan::{parse_duration, EmitFormat, Plan, Problem, Rate, Shard};
 use crate::report::{ReportWriter, Status};
+use crate::resume::DoneSet;
 use crate::secret::Secret;
 use crate::summary::{LatencySummary, Summary, TargetSummary};
 
@@ -183,11 +186,65 @@ pub fn run(args: RunArgs) -> Exit {
         );
         return Exit::Invalid;
     }
+    // Held for the whole run; the OS frees it however the process ends.
+    let _lock = match &opts.lock {
+        Some(path) => match RunLock::acquire(path) {
+            Ok(lock) => Some(lock),
+            Err(LockError::Held(holder)) => {
+                eprintln!(
+                    "reactbatch run: lock {} is held by another run ({holder}); not starting",
+                    path.display()
+                );
+                return Exit::Locked;
+            }
+            Err(LockError::Io(e)) => {
+                eprintln!(
+                    "reactbatch run: cannot open lock file {}: {e}",
+                    path.display()
+                );
+                return Exit::Invalid;
+            }
+        },
+        None => None,
+    };
+
+    // Pass 2: find repeated rows (for identities) and digest what would be sent.
     let mut scan = IdentityScan::new();
+    let mut digest = PlanDigest::new(&plan);
     for row in plan.rows().flatten() {
         scan.observe(&row, &plan.targets[row.target].name);
+        digest.row(&row);
     }
     let identities = scan.finish();
+    let digest = digest.finish();
+    if let Some(expected) = &opts.expect_digest {
+        if expected.trim() != digest {
+            eprintln!(
+                "reactbatch run: plan digest is {digest}, expected {}: the plan or its includes changed since the audit; nothing was sent",
+                expected.trim()
+            );
+            return Exit::Invalid;
+        }
+    }
+    let done = match &opts.resume {
+        None => None,
+        Some(path) if !path.exists() && *path == opts.report => {
+            if !opts.quiet {
+                eprintln!(
+                    "reactbatch run: no earlier report at {}; starting from the first row",
+                    path.display()
+                );
+            }
+            None
+        }
+        Some(path) => match DoneSet::load(path, &plan) {
+            Ok(set) => Some(set),
+            Err(e) => {
+                eprintln!("reactbatch run: --resume: {e}");
+                return Exit::Invalid;
+            }
+        },
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -199,16 +256,25 @@ pub fn run(args: RunArgs) -> Exit {
             return Exit::Invalid;
         }
     };
-    runtime.block_on(execute_plan(plan, opts, validation.rows, identities))
+    let prepared = Prepared {
+        total_rows: validation.rows,
+        identities,
+        digest,
+        done,
+    };
+    runtime.block_on(execute_plan(plan, opts, prepared))
+}
+
+/// What the passes before sending produced.
+struct Prepared {
+    total_rows: u64,
+    identities: Identities,
+    digest: String,
+    done: Option<DoneSet>,
 }
 
 /// Resolves credentials (or the in-process sandbox), builds the targets and runs.
-async fn execute_plan(
-    plan: Plan,
-    opts: RunOptions,
-    total_rows: u64,
-    identities: Identities,
-) -> Exit {
+async fn execute_plan(plan: Plan, opts: RunOptions, prepared: Prepared) -> Exit {
     let secrets: Vec<Secret> = match plan.resolve_secrets() {
         Ok(s) => s,
         Err(problems) => {
@@ -218,7 +284,7 @@ async fn execute_plan(
         }
     };
     let targets: Vec<_> = plan.targets.clone();
-    run_with_targets(&plan, &opts, targets, secrets, total_rows, identities).await
+    run_with_targets(&plan, &opts, targets, secrets, prepared).await
 }
 
 async fn run_with_targets(
@@ -226,17 +292,19 @@ async fn run_with_targets(
     opts: &RunOptions,
     targets: Vec<crate::plan::Target>,
     secrets: Vec<Secret>,
-    total_rows: u64,
-    mut identities: Identities,
+    prepared: Prepared,
 ) -> Exit {
+    let Prepared {
+        total_rows,
+        mut identities,
+        digest,
+        done,
+    } = prepared;
     let started = tokio::time::Instant::now();
-    let report = match ReportWriter::create(&opts.report) {
-        Ok(w) => w,
+    let (report, copied) = match create_report(&opts.report, done.as_ref()) {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!(
-                "reactbatch run: cannot create report {}: {e}",
-                opts.report.display()
-            );
+            eprintln!("reactbatch run: {e}");
             return Exit::Invalid;
         }
     };
@@ -273,6 +341,9 @@ async fn run_with_targets(
         .collect();
 
     let counters = Arc::new(Counters::default());
+    for _ in 0..copied {
+        counters.record(Status::Skipped);
+    }
     let (out, writer) = OutputThread::start(report, emit, Arc::clone(&counters));
     let cancel = Cancel::new();
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -312,14 +383,18 @@ async fn run_with_targets(
     let key_of = Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
     let shard = opts.shard;
     let shard_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
-    let admit = move |row: &crate::plan::Row, _key: &str| match shard {
-        Some(s)
-            if crate::identity::shard_of(&shard_names[row.target], row.message_ref(), s.count)
-                != s.index =>
-        {
+    let admit = move |row: &crate::plan::Row, key: &str| {
+        let mine = shard.is_none_or(|s| {
+            crate::identity::shard_of(&shard_names[row.target], row.message_ref(), s.count)
+                == s.index
+        });
+        // A row done earlier is already in the report, copied from the earlier one.
+        let done_earlier = done.as_ref().is_some_and(|d| d.contains(key));
+        if mine && !done_earlier {
+            Admission::Run
+        } else {
             Admission::Exclude
         }
-        _ => Admission::Run,
     };
     executor::execute(Arc::clone(&ctx), plan.rows(), key_of, admit).await;
 
@@ -339,12 +414,7 @@ async fn run_with_targets(
     drop(out);
     let tally = tokio::task::spawn_blocking(move || writer.join())
         .await
-        .unwrap_or_else(|_| executor::Tally {
-            rows: 0,
-            attempts: 0,
-            latency: hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!()),
-            io_error: Some("the report writer stopped unexpectedly".into()),
-        });
+        .unwrap_or_else(|_| executor::Tally::lost("the report writer stopped unexpectedly"));
 
     let mut counts = BTreeMap::new();
     for st in Status::ALL {
@@ -371,15 +441,15 @@ async fn run_with_targets(
         max_ms: tally.latency.max() as f64 / 1000.0,
         samples: tally.latency.len(),
     });
-    let sent_rows = tally.rows - counters.get(Status::Skipped) - counters.get(Status::Deferred);
+    let rows = tally.rows + copied;
     let summary = Summary {
         plan: plan.path.display().to_string(),
         report: opts.report.display().to_string(),
         dry_run: opts.dry_run,
-        rows: tally.rows,
+        rows,
         counts,
         attempts: tally.attempts,
-        retries: tally.attempts.saturating_sub(sent_rows.min(tally.attempts)),
+        retries: tally.retries,
         elapsed_ms: elapsed.as_millis() as u64,
         rows_per_second: tally.rows as f64 / elapsed.as_secs_f64().max(1e-9),
         targets: targets
@@ -394,7 +464,7 @@ async fn run_with_targets(
             })
             .collect(),
         latency,
-        digest: None,
+        digest: Some(digest),
         interrupted: was_interrupted,
         exit_code: exit.code(),
     };
@@ -414,6 +484,28 @@ async fn run_with_targets(
         }
     }
     exit
+}
+
+/// Creates the report. With an earlier report to resume, its done rows are copied into a
+/// temporary file that is renamed over the report path before anything is sent, so the file on
+/// disk always holds every confirmed row (see [`crate::resume`]).
+fn create_report(path: &Path, done: Option<&DoneSet>) -> Result<(ReportWriter, u64), String> {
+    let Some(done) = done else {
+        let w = ReportWriter::create(path)
+            .map_err(|e| format!("cannot create report {}: {e}", path.display()))?;
+        return Ok((w, 0));
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let mut w = ReportWriter::create(&tmp)
+        .map_err(|e| format!("cannot create report {}: {e}", tmp.display()))?;
+    let copied = done.copy_done(&mut w)?;
+    w.sync()
+        .map_err(|e| format!("cannot write report {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), path.display()))?;
+    Ok((w, copied))
 }
 
 /// First SIGINT/SIGTERM: stop dispatching and let in-flight requests finish for a short grace

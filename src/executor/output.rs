@@ -33,8 +33,30 @@ pub enum Output {
 pub struct Tally {
     pub rows: u64,
     pub attempts: u64,
+    /// Attempts after each row's first.
+    pub retries: u64,
     pub latency: Histogram<u64>,
     pub io_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            rows: 0,
+            attempts: 0,
+            retries: 0,
+            latency: new_histogram(),
+            io_error: None,
+        }
+    }
+
+    /// The tally of a writer that died: nothing counted, and why.
+    pub fn lost(why: &str) -> Tally {
+        Tally {
+            io_error: Some(why.to_string()),
+            ..Tally::new()
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -81,12 +103,9 @@ impl OutputThread {
 
     /// Waits for the writer to drain (all senders must be dropped first).
     pub fn join(self) -> Tally {
-        self.handle.join().unwrap_or_else(|_| Tally {
-            rows: 0,
-            attempts: 0,
-            latency: new_histogram(),
-            io_error: Some("the report writer thread stopped unexpectedly".into()),
-        })
+        self.handle
+            .join()
+            .unwrap_or_else(|_| Tally::lost("the report writer thread stopped unexpectedly"))
     }
 }
 
@@ -102,12 +121,7 @@ fn write_loop(
     mut emit: Option<EmitWriter>,
     counters: &Counters,
 ) -> Tally {
-    let mut tally = Tally {
-        rows: 0,
-        attempts: 0,
-        latency: new_histogram(),
-        io_error: None,
-    };
+    let mut tally = Tally::new();
     let mut last_sync = Instant::now();
     let mut abort = false;
     while let Some(first) = rx.blocking_recv() {
@@ -118,6 +132,7 @@ fn write_loop(
                     counters.record(row.status);
                     tally.rows += 1;
                     tally.attempts += u64::from(row.attempts);
+                    tally.retries += u64::from(row.attempts.saturating_sub(1));
                     if let Some(l) = latency {
                         let _ = tally
                             .latency

@@ -55,3 +55,9 @@ impl Plan {
         Ok(Vec::new())
     }
 }
+
+impl Plan {
+    pub fn files(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+}
