@@ -1,8 +1,186 @@
-//! `reactbatch undo`: the inverse plan of the rows a report shows done.
+//! `reactbatch undo REPORT --plan PLAN`: the inverse plan of the rows a report shows done, in
+//! reverse plan order. A react becomes an unreact (recording the emoji as `previous_emoji`, so
+//! undoing the undo restores it); an unreact becomes the react it removed when the plan
+//! recorded `previous_emoji`, and is otherwise left out with a warning. Targets are copied from
+//! PLAN with their secret *references*; the output passes `reactbatch check`.
+
+use std::path::Path;
+
+use serde_yaml::{Mapping, Value};
 
 use crate::cli::UndoArgs;
 use crate::exit::Exit;
+use crate::identity::IdentityScan;
+use crate::plan::{Action, Plan, Row, Target, TargetKind};
+use crate::resume::DoneSet;
+use crate::secret::SecretRef;
 
-pub fn run(_args: &UndoArgs) -> Exit {
-    Exit::Invalid
+pub fn run(args: &UndoArgs) -> Exit {
+    match undo(args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("reactbatch undo: {message}");
+            Exit::Invalid
+        }
+    }
+}
+
+fn undo(args: &UndoArgs) -> Result<Exit, String> {
+    let plan = Plan::load(&args.plan, None).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        format!("{} is invalid:\n{}", args.plan.display(), lines.join("\n"))
+    })?;
+    let validation = plan.validate();
+    if let Some(first) = validation.errors.first() {
+        return Err(format!("{} is invalid: {first}", args.plan.display()));
+    }
+    let done = DoneSet::load(&args.report, &plan)?;
+
+    let mut scan = IdentityScan::new();
+    for row in plan.rows().flatten() {
+        scan.observe(&row, &plan.targets[row.target].name);
+    }
+    let mut ids = scan.finish();
+    let mut inverse = Vec::new();
+    let mut unrestorable = Vec::new();
+    for row in plan.rows().flatten() {
+        let key = ids.key(&row, &plan.targets[row.target].name);
+        if !done.contains(&key) {
+            continue;
+        }
+        match invert(&row) {
+            Some(inv) => inverse.push(row_yaml(&inv, &plan.targets[row.target])),
+            None => unrestorable.push(row.source.to_string()),
+        }
+    }
+    inverse.reverse();
+
+    let out_dir = args
+        .output
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    let mut doc = Mapping::new();
+    doc.insert("version".into(), 1.into());
+    let mut targets = Mapping::new();
+    for t in &plan.targets {
+        targets.insert(t.name.clone().into(), target_yaml(t, out_dir));
+    }
+    doc.insert("targets".into(), Value::Mapping(targets));
+    let n = inverse.len();
+    doc.insert("rows".into(), Value::Sequence(inverse));
+    let body = serde_yaml::to_string(&Value::Mapping(doc))
+        .map_err(|e| format!("cannot render the plan: {e}"))?;
+    let mut text = format!(
+        "# Undo plan written by reactbatch from {} (plan {}): {n} row(s), in reverse order.\n",
+        args.report.display(),
+        args.plan.display()
+    );
+    for source in &unrestorable {
+        let warning = format!("{source}: unreact without previous_emoji: the removed reaction is unknown, so it cannot be restored");
+        eprintln!("reactbatch undo: warning: {warning}");
+        text.push_str(&format!("# not undone: {warning}\n"));
+    }
+    text.push_str(&body);
+    match &args.output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        None => print!("{text}"),
+    }
+    eprintln!(
+        "reactbatch undo: {n} row(s) to undo, {} not restorable",
+        unrestorable.len()
+    );
+    Ok(Exit::Success)
+}
+
+/// The row that reverses `row`, if it can be known.
+fn invert(row: &Row) -> Option<Row> {
+    let mut inv = row.clone();
+    inv.not_before = None;
+    inv.key = None;
+    match row.action {
+        Action::React => {
+            inv.action = Action::Unreact;
+            inv.previous_emoji = row.emoji.clone();
+        }
+        Action::Unreact => {
+            inv.action = Action::React;
+            inv.emoji = Some(row.previous_emoji.clone()?);
+            inv.previous_emoji = None;
+        }
+    }
+    Some(inv)
+}
+
+fn row_yaml(row: &Row, target: &Target) -> Value {
+    let mut m = Mapping::new();
+    m.insert("target".into(), target.name.clone().into());
+    m.insert("action".into(), row.action.as_str().into());
+    let fields = [
+        ("emoji", &row.emoji),
+        ("message_id", &row.message_id),
+        ("msgid", &row.msgid),
+        ("conversation_id", &row.conversation_id),
+        ("conversation_ref_id", &row.conversation_ref_id),
+        ("user_id", &row.user_id),
+        ("user_ref_id", &row.user_ref_id),
+        ("previous_emoji", &row.previous_emoji),
+    ];
+    for (name, value) in fields {
+        // Ogmma rows carry no Kommo-only fields; an Ogmma unreact needs no emoji.
+        let kommo_only = !matches!(name, "emoji" | "message_id" | "previous_emoji");
+        if target.provider() == crate::plan::ProviderKind::Ogmma && kommo_only {
+            continue;
+        }
+        if let Some(v) = value {
+            m.insert(name.into(), v.clone().into());
+        }
+    }
+    Value::Mapping(m)
+}
+
+fn secret_yaml(r: &SecretRef, out_dir: &Path) -> Value {
+    let mut m = Mapping::new();
+    match r {
+        SecretRef::Env(name) => {
+            m.insert("env".into(), name.clone().into());
+        }
+        SecretRef::File(path) => {
+            // Absolute, so the reference holds wherever the undo plan is written.
+            let abs = std::fs::canonicalize(path).unwrap_or_else(|_| out_dir.join(path));
+            m.insert("file".into(), abs.display().to_string().into());
+        }
+    }
+    Value::Mapping(m)
+}
+
+fn target_yaml(t: &Target, out_dir: &Path) -> Value {
+    let mut m = Mapping::new();
+    m.insert("provider".into(), t.provider().as_str().into());
+    match &t.kind {
+        TargetKind::Kommo {
+            scope_id,
+            user_id,
+            user_ref_id,
+        } => {
+            m.insert("scope_id".into(), scope_id.clone().into());
+            m.insert("secret".into(), secret_yaml(&t.credential, out_dir));
+            if let Some(u) = user_id {
+                m.insert("user_id".into(), u.clone().into());
+            }
+            if let Some(u) = user_ref_id {
+                m.insert("user_ref_id".into(), u.clone().into());
+            }
+        }
+        TargetKind::Ogmma { channel_id } => {
+            m.insert("channel_id".into(), channel_id.clone().into());
+            m.insert("api_key".into(), secret_yaml(&t.credential, out_dir));
+        }
+    }
+    m.insert("base_url".into(), t.base_url.clone().into());
+    if let Some(rate) = t.rate {
+        m.insert("rate".into(), rate.to_string().into());
+    }
+    Value::Mapping(m)
 }
