@@ -163,7 +163,7 @@ pub(crate) fn authenticate(
         let hint = if signature.eq_ignore_ascii_case(&expected) {
             " (it must be lowercase hex)"
         } else {
-            " with the channel secret"
+            " keyed with the channel secret"
         };
         let message = format!(
             "X-Signature does not match the HMAC-SHA1 of the signed string{hint}; \
