@@ -1,0 +1,262 @@
+//! `reactbatch sandbox`: run the emulator in the foreground until SIGINT/SIGTERM.
+//!
+//! Stdout carries what scripts read: first line exactly the base URL (flushed at once), then the
+//! credentials — `export NAME=value` lines for generated ones, or a comment naming the
+//! environment variable that was read (never its value). Everything else goes to stderr.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Sandbox, SandboxConfig, SandboxHandle, KOMMO_DATE_WINDOW};
+use crate::exit::Exit;
+use crate::plan::{parse_duration, ProviderKind, Rate};
+use crate::secret::Secret;
+
+const KOMMO_ENV: &str = "KOMMO_CHANNEL_SECRET";
+const OGMMA_ENV: &str = "OGMMA_API_KEY";
+
+/// Flags of `reactbatch sandbox`.
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Run a local emulator of both providers' APIs.\n\n\
+        Serves Kommo `POST /v2/origin/custom/{scope_id}/react` and Ogmma \
+        `POST /v1/channels/{channelId}/messages/react` exactly as documented: checks Kommo \
+        signatures (Content-Type, Date within 15 minutes, Content-MD5, X-Signature) and Ogmma \
+        bearer keys, enforces rate limits with 429, keeps the reactions it was asked to make, and \
+        can inject faults deterministically from --seed. Any scope id and channel id are accepted.\n\n\
+        Stdout: the first line is the base URL (http://127.0.0.1:PORT); then the credentials. \
+        KOMMO_CHANNEL_SECRET and OGMMA_API_KEY are used when set (only their names are printed); \
+        otherwise they are generated and printed as `export` lines.\n\n\
+        GET /_sandbox/stats shows requests by provider and status, faults injected and the \
+        reaction count; GET /_sandbox/reactions shows the current reactions. Faults and 429s are \
+        decided before any state change, so a 5xx or a dropped connection never changes state.\n\n\
+        Runs until Ctrl-C (SIGINT) or SIGTERM, then exits 0.",
+    after_help = "Examples:\n  \
+        reactbatch sandbox\n  \
+        reactbatch sandbox --listen 127.0.0.1:8080 --kommo-rate unlimited --ogmma-rate unlimited\n  \
+        reactbatch sandbox --error-rate 0.1 --drop-rate 0.02 --latency 50ms --seed 42\n  \
+        reactbatch sandbox --kommo-rate 7/s --burst 1 --retry-after 1 --request-log sandbox.jsonl\n  \
+        reactbatch sandbox --not-found-prefix gone- --date-window 24h"
+)]
+pub struct SandboxArgs {
+    /// Address to listen on; port 0 picks a free port. Example: `--listen 127.0.0.1:8080`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Kommo limit per scope: `N/s`, `N/min`, `N/h` or `unlimited`. Example: `--kommo-rate 20/s`.
+    #[arg(long, value_name = "RATE", default_value = "7/s", value_parser = Rate::parse)]
+    pub kommo_rate: Rate,
+    /// Ogmma limit per API key, as --kommo-rate. Example: `--ogmma-rate unlimited`.
+    #[arg(long, value_name = "RATE", default_value = "60/min", value_parser = Rate::parse)]
+    pub ogmma_rate: Rate,
+    /// Requests a key may send back to back before the rate applies (token bucket size)
+    /// [default: the rate's count, e.g. 7 for 7/s]. Example: `--burst 1` for strict spacing.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: Option<u32>,
+    /// Add `Retry-After: SECS` to 429 answers [default: no header, as Ogmma documents none].
+    /// Example: `--retry-after 2`.
+    #[arg(long, value_name = "SECS")]
+    pub retry_after: Option<u64>,
+    /// Fraction (0..1) of well-formed, authenticated requests answered 500/502/503 without any
+    /// state change. Example: `--error-rate 0.1`.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = fraction)]
+    pub error_rate: f64,
+    /// Fraction (0..1) of well-formed, authenticated requests whose connection is closed with no
+    /// answer and no state change. Example: `--drop-rate 0.02`.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = fraction)]
+    pub drop_rate: f64,
+    /// Delay added to every provider request before it is answered. Example: `--latency 50ms`.
+    #[arg(long, value_name = "DUR", default_value = "0ms", value_parser = parse_duration)]
+    pub latency: Duration,
+    /// Seed of fault injection: the same seed gives the same faults for the same requests
+    /// (per message, in order). Example: `--seed 42`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Message ids starting with P are answered 404 (message not found). Example:
+    /// `--not-found-prefix gone-`.
+    #[arg(long, value_name = "P")]
+    pub not_found_prefix: Option<String>,
+    /// Write one JSON line per request (time, provider, path, status, message id, latency; never
+    /// secrets or signatures) to FILE. Example: `--request-log sandbox.jsonl`.
+    #[arg(long, value_name = "FILE")]
+    pub request_log: Option<PathBuf>,
+    /// How far a Kommo Date may be from the sandbox clock [default: 15m, as documented]. Widen
+    /// it to replay pre-signed requests in a benchmark. Example: `--date-window 24h`.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub date_window: Option<Duration>,
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    let f: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number: expected a fraction like 0.05"))?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("`{text}` is not between 0 and 1"))
+    }
+}
+
+/// The token bucket size when `--burst` is not given: one full window of the rate.
+fn default_burst(rate: Rate) -> u32 {
+    match rate {
+        Rate::Unlimited => 1,
+        Rate::Limited { count, .. } => count,
+    }
+}
+
+/// A credential from the environment (non-empty), or a generated one.
+fn credential(var: &str, prefix: &str) -> (Secret, bool) {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => (Secret::new(v), true),
+        _ => (super::generate_secret(prefix), false),
+    }
+}
+
+fn config(args: &SandboxArgs) -> Result<(SandboxConfig, bool, bool), String> {
+    if args.error_rate + args.drop_rate > 1.0 {
+        return Err(format!(
+            "--error-rate {} plus --drop-rate {} is more than 1",
+            args.error_rate, args.drop_rate
+        ));
+    }
+    let (kommo_secret, kommo_from_env) = credential(KOMMO_ENV, "");
+    let (ogmma_key, ogmma_from_env) = credential(OGMMA_ENV, "sbx_");
+    let mut config = SandboxConfig::new()
+        .listen(args.listen)
+        .kommo_secret(kommo_secret)
+        .ogmma_key(ogmma_key)
+        .kommo_rate(
+            args.kommo_rate,
+            args.burst.unwrap_or(default_burst(args.kommo_rate)),
+        )
+        .ogmma_rate(
+            args.ogmma_rate,
+            args.burst.unwrap_or(default_burst(args.ogmma_rate)),
+        )
+        .retry_after(args.retry_after.map(Duration::from_secs))
+        .error_rate(args.error_rate)
+        .drop_rate(args.drop_rate)
+        .latency(args.latency)
+        .seed(args.seed)
+        .date_window(args.date_window.unwrap_or(KOMMO_DATE_WINDOW));
+    if let Some(prefix) = &args.not_found_prefix {
+        config = config.not_found_prefix(prefix.clone());
+    }
+    if let Some(path) = &args.request_log {
+        config = config.request_log(path.clone());
+    }
+    Ok((config, kommo_from_env, ogmma_from_env))
+}
+
+pub fn run_command(args: SandboxArgs) -> Exit {
+    let (config, kommo_from_env, ogmma_from_env) = match config(&args) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("reactbatch sandbox: {message}");
+            return Exit::Invalid;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("reactbatch sandbox: cannot start the async runtime: {e}");
+            return Exit::Invalid;
+        }
+    };
+    runtime.block_on(async {
+        let sandbox = match Sandbox::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("reactbatch sandbox: cannot start on {}: {e}", args.listen);
+                return Exit::Invalid;
+            }
+        };
+        announce(&sandbox, kommo_from_env, ogmma_from_env, &args);
+        wait_for_signal().await;
+        eprintln!("reactbatch sandbox: stopping");
+        sandbox.shutdown().await;
+        Exit::Success
+    })
+}
+
+fn announce(
+    sandbox: &SandboxHandle,
+    kommo_from_env: bool,
+    ogmma_from_env: bool,
+    args: &SandboxArgs,
+) {
+    let mut out = std::io::stdout().lock();
+    // The URL first and flushed on its own: a script may be waiting on this one line.
+    let _ = writeln!(out, "{}", sandbox.base_url());
+    let _ = out.flush();
+    for (var, provider, from_env) in [
+        (KOMMO_ENV, ProviderKind::Kommo, kommo_from_env),
+        (OGMMA_ENV, ProviderKind::Ogmma, ogmma_from_env),
+    ] {
+        let _ = if from_env {
+            writeln!(out, "# {provider}: using {var} from the environment")
+        } else {
+            writeln!(
+                out,
+                "export {var}={}",
+                sandbox.credential(provider).expose()
+            )
+        };
+    }
+    let _ = out.flush();
+    drop(out);
+
+    let faults = if args.error_rate > 0.0 || args.drop_rate > 0.0 || !args.latency.is_zero() {
+        format!(
+            "errors {}, drops {}, latency {:?}, seed {}",
+            args.error_rate, args.drop_rate, args.latency, args.seed
+        )
+    } else {
+        "none".to_string()
+    };
+    let burst = args
+        .burst
+        .map_or_else(|| "one window".to_string(), |b| b.to_string());
+    eprintln!(
+        "reactbatch sandbox: listening on {} — Kommo {}, Ogmma {} (burst {burst}); faults: {faults}\n  \
+         POST {}/v2/origin/custom/{{scope_id}}/react\n  \
+         POST {}/v1/channels/{{channelId}}/messages/react\n  \
+         GET  {}/_sandbox/stats   GET {}/_sandbox/reactions\n\
+         Ctrl-C to stop.",
+        sandbox.addr(),
+        args.kommo_rate,
+        args.ogmma_rate,
+        sandbox.base_url(),
+        sandbox.base_url(),
+        sandbox.base_url(),
+        sandbox.base_url(),
+    );
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
