@@ -21,9 +21,10 @@ use crate::executor::{
 use crate::exit::Exit;
 use crate::identity::{Identities, IdentityScan};
 use crate::lock::{LockError, RunLock};
-use crate::plan::{parse_duration, EmitFormat, Plan, Problem, Rate, Shard};
+use crate::plan::{parse_duration, EmitFormat, Plan, Problem, ProviderKind, Rate, Shard, Target};
 use crate::report::{ReportWriter, Status};
 use crate::resume::DoneSet;
+use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::secret::Secret;
 use crate::summary::{LatencySummary, Summary, TargetSummary};
 
@@ -275,6 +276,9 @@ struct Prepared {
 
 /// Resolves credentials (or the in-process sandbox), builds the targets and runs.
 async fn execute_plan(plan: Plan, opts: RunOptions, prepared: Prepared) -> Exit {
+    if opts.sandbox {
+        return execute_on_sandbox(plan, opts, prepared).await;
+    }
     let secrets: Vec<Secret> = match plan.resolve_secrets() {
         Ok(s) => s,
         Err(problems) => {
@@ -287,10 +291,57 @@ async fn execute_plan(plan: Plan, opts: RunOptions, prepared: Prepared) -> Exit 
     run_with_targets(&plan, &opts, targets, secrets, prepared).await
 }
 
+/// `--sandbox`: start the emulator in-process, point every target at it with its own
+/// credentials (no environment needed), run, stop it. Unless `--rate` overrides the pace, the
+/// sandbox enforces the providers' documented limits, as the real APIs would.
+async fn execute_on_sandbox(plan: Plan, opts: RunOptions, prepared: Prepared) -> Exit {
+    let mut config = SandboxConfig::new();
+    if opts.rate.is_none() {
+        // A little tolerance over the client's even pacing, for scheduling jitter on loopback.
+        config = config
+            .kommo_rate(ProviderKind::Kommo.default_rate(), 3)
+            .ogmma_rate(ProviderKind::Ogmma.default_rate(), 3);
+    }
+    let sandbox = match Sandbox::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("reactbatch run: cannot start the sandbox: {e}");
+            return Exit::Invalid;
+        }
+    };
+    if !opts.quiet {
+        eprintln!(
+            "reactbatch: sandbox listening on {} (in-process); every target points at it with its credentials",
+            sandbox.base_url()
+        );
+    }
+    let targets: Vec<_> = plan
+        .targets
+        .iter()
+        .map(|t| Target {
+            base_url: sandbox.base_url(),
+            ..t.clone()
+        })
+        .collect();
+    let secrets = targets
+        .iter()
+        .map(|t| sandbox.credential(t.provider()).clone())
+        .collect();
+    let exit = run_with_targets(&plan, &opts, targets, secrets, prepared).await;
+    if !opts.quiet {
+        eprintln!(
+            "reactbatch: sandbox now holds {} reaction(s); stopping it",
+            sandbox.reactions().len()
+        );
+    }
+    sandbox.shutdown().await;
+    exit
+}
+
 async fn run_with_targets(
     plan: &Plan,
     opts: &RunOptions,
-    targets: Vec<crate::plan::Target>,
+    targets: Vec<Target>,
     secrets: Vec<Secret>,
     prepared: Prepared,
 ) -> Exit {
