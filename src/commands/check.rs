@@ -25,7 +25,10 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> bool 
     let (plan, mut errors) = Plan::load_lenient(path, targets);
     let Some(plan) = plan else {
         print(&errors);
-        eprintln!("{name}: not loaded, {}", count(errors.len() as u64, "error"));
+        eprintln!(
+            "{name}: not loaded, {}",
+            count(errors.len() as u64, "error")
+        );
         return false;
     };
     let validation = plan.validate();

@@ -82,6 +82,10 @@ impl CsvRows {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
+            // Not the default CRLF-or-LF terminator: with it, a record's start line is counted
+            // before the `\n` of the previous CRLF, one too low. A trailing `\r` is stripped
+            // from the last cell instead (see `cell`).
+            .terminator(csv::Terminator::Any(b'\n'))
             .buffer_capacity(CSV_BUFFER)
             .from_reader(LimitedRead {
                 inner: handle,
@@ -122,8 +126,12 @@ impl CsvRows {
                         col,
                         format!("unknown column `{}`", super::fields::shorten(name)),
                     );
-                    p.hint = suggest(name, Field::names())
-                        .or_else(|| Some(format!("columns are: {}", Field::names().collect::<Vec<_>>().join(", "))));
+                    p.hint = suggest(name, Field::names()).or_else(|| {
+                        Some(format!(
+                            "columns are: {}",
+                            Field::names().collect::<Vec<_>>().join(", ")
+                        ))
+                    });
                     problems.push(p);
                 }
             }
@@ -146,7 +154,17 @@ impl CsvRows {
             return None;
         }
         self.reader.get_mut().reset();
-        match self.reader.read_byte_record(&mut self.record) {
+        let read = loop {
+            let read = self.reader.read_byte_record(&mut self.record);
+            // A blank CRLF line is one `\r` cell: skip it as csv skips blank LF lines.
+            let blank = self.record.len() == 1 && cell(&self.record, 0).is_empty();
+            let unequal =
+                matches!(&read, Err(e) if matches!(e.kind(), ErrorKind::UnequalLengths { .. }));
+            if !((matches!(read, Ok(true)) || unequal) && blank) {
+                break read;
+            }
+        };
+        match read {
             Ok(false) => {
                 self.done = true;
                 None
@@ -178,7 +196,8 @@ impl CsvRows {
         let line = self.record.position().map_or(0, |p| p.line());
         let mut row = RawRow::new(self.file.clone(), pos(line));
         row.col = None;
-        for (field, cell) in self.columns.iter().zip(self.record.iter()) {
+        for (i, field) in self.columns.iter().enumerate() {
+            let cell = cell(&self.record, i);
             if cell.is_empty() {
                 continue;
             }
@@ -207,6 +226,16 @@ impl CsvRows {
     }
 }
 
+/// Cell `i`, without the `\r` a CRLF line ending leaves on the last cell.
+fn cell(record: &ByteRecord, i: usize) -> &[u8] {
+    let value = record.get(i).unwrap_or(b"");
+    if i + 1 == record.len() {
+        value.strip_suffix(b"\r").unwrap_or(value)
+    } else {
+        value
+    }
+}
+
 fn pos(line: u64) -> Pos {
     Pos {
         line: to_u32(line),
@@ -222,7 +251,10 @@ fn csv_error_message(e: &csv::Error) -> String {
     match e.kind() {
         ErrorKind::UnequalLengths {
             expected_len, len, ..
-        } => format!("row has {len} fields but the header has {expected_len}"),
+        } => format!(
+            "row has {len} field{} but the header has {expected_len}",
+            if *len == 1 { "" } else { "s" }
+        ),
         ErrorKind::Io(io) if io.get_ref().is_some_and(|i| i.is::<RecordTooLong>()) => format!(
             "a CSV record is longer than {} KiB (an unclosed quote?); reading stopped here",
             MAX_CSV_RECORD_BYTES / 1024

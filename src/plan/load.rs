@@ -20,7 +20,9 @@ use super::secrets::SecretSite;
 use super::targets::{read_targets, LoadedTarget};
 use super::yaml::{self, Key, Node, Pos, Value};
 
-const PLAN_KEYS: &[&str] = &["version", "targets", "defaults", "settings", "rows", "include"];
+const PLAN_KEYS: &[&str] = &[
+    "version", "targets", "defaults", "settings", "rows", "include",
+];
 const INCLUDE_KEYS: &[&str] = &["version", "rows", "include"];
 const TARGETS_FILE_KEYS: &[&str] = &["version", "targets"];
 
@@ -62,8 +64,13 @@ fn is_yaml(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
-/// Reads and parses one YAML file (size limit, UTF-8 with optional BOM).
-fn read_yaml(path: &Path, file: &str) -> Result<Option<Node>, Vec<Problem>> {
+/// Reads and parses one YAML file (size limit, UTF-8 with optional BOM). Problems that did not
+/// stop parsing (duplicate keys) go into `problems`.
+fn read_yaml(
+    path: &Path,
+    file: &str,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<Node>, Vec<Problem>> {
     let whole = |msg: String| vec![Problem::error(file, None, None, msg)];
     let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
     if meta.len() > MAX_YAML_BYTES {
@@ -88,7 +95,9 @@ fn read_yaml(path: &Path, file: &str) -> Result<Option<Node>, Vec<Problem>> {
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    yaml::parse(text, file)
+    let (root, mut found) = yaml::parse(text, file)?;
+    problems.append(&mut found);
+    Ok(root)
 }
 
 fn entry<'n>(entries: &'n [(Key, Node)], key: &str) -> Option<&'n Node> {
@@ -98,7 +107,10 @@ fn entry<'n>(entries: &'n [(Key, Node)], key: &str) -> Option<&'n Node> {
 fn check_version(r: &mut DocReader<'_>, entries: &[(Key, Node)]) {
     if let Some(v) = entry(entries, "version") {
         if v.as_scalar() != Some("1") {
-            r.error(v.pos, "unsupported `version`: this reactbatch reads `version: 1`");
+            r.error(
+                v.pos,
+                "unsupported `version`: this reactbatch reads `version: 1`",
+            );
         }
     }
 }
@@ -153,14 +165,14 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         ));
         out.usable = false;
     } else {
-        match read_yaml(path, &file) {
+        match read_yaml(path, &file, &mut out.problems) {
             Err(mut ps) => {
                 out.problems.append(&mut ps);
                 out.usable = false;
             }
             Ok(None) => {
                 out.problems
-                    .push(Problem::error(&*file, None, None, "the plan is empty"));
+                    .push(Problem::error(&*file, Some(1), None, "the plan is empty"));
                 out.usable = false;
             }
             Ok(Some(root)) => {
@@ -199,7 +211,8 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
                             }
                         }
                         if let Some(node) = entry(entries, "settings") {
-                            out.settings = super::settings::read_settings(&mut r, node, dir_of(path));
+                            out.settings =
+                                super::settings::read_settings(&mut r, node, dir_of(path));
                         }
                         if let Some(node) = entry(entries, "defaults") {
                             out.ctx.defaults = read_defaults(&mut r, node, &target_names);
@@ -221,11 +234,27 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         });
         out.ctx.targets.push(t.target);
     }
+    sort_by_position(&mut out.problems);
     out.ctx.broken_targets = target_names
         .into_iter()
         .filter(|n| !out.ctx.targets.iter().any(|t| &t.name == n))
         .collect();
     out
+}
+
+/// Orders problems by file (in order of first appearance) then line and column, so a target's
+/// problems read top to bottom whichever check found them first.
+fn sort_by_position(problems: &mut [Problem]) {
+    let mut files: Vec<String> = Vec::new();
+    for p in problems.iter() {
+        if !files.contains(&p.file) {
+            files.push(p.file.clone());
+        }
+    }
+    problems.sort_by_key(|p| {
+        let file = files.iter().position(|f| *f == p.file).unwrap_or(0);
+        (file, p.line.unwrap_or(0), p.column.unwrap_or(0))
+    });
 }
 
 fn map_keys(node: &Node) -> Vec<String> {
@@ -242,7 +271,7 @@ fn load_targets_file(
     names: &mut Vec<String>,
 ) {
     let tfile = display(tf);
-    match read_yaml(tf, &tfile) {
+    match read_yaml(tf, &tfile, &mut out.problems) {
         Err(mut ps) => {
             out.problems.append(&mut ps);
             out.usable = false;
@@ -264,7 +293,11 @@ fn load_targets_file(
             check_version(&mut r, entries);
             for (key, _) in entries {
                 if !TARGETS_FILE_KEYS.contains(&key.text.as_str()) {
-                    r.unknown_key(key, "a --targets file (it holds only `targets:`)", TARGETS_FILE_KEYS);
+                    r.unknown_key(
+                        key,
+                        "a --targets file (it holds only `targets:`)",
+                        TARGETS_FILE_KEYS,
+                    );
                 }
             }
             match entry(entries, "targets") {
@@ -275,7 +308,10 @@ fn load_targets_file(
                     }
                 }
                 None => {
-                    r.error(Pos { line: 1, col: 1 }, "the targets file has no `targets:`");
+                    r.error(
+                        Pos { line: 1, col: 1 },
+                        "the targets file has no `targets:`",
+                    );
                 }
             }
         }
@@ -374,10 +410,7 @@ impl IncludeWalk {
             if let Some(at) = self.stack.iter().position(|(c, _)| *c == canonical) {
                 let mut cycle: Vec<&str> = self.stack[at..].iter().map(|(_, f)| &**f).collect();
                 cycle.push(&shown);
-                r.error(
-                    item.pos,
-                    format!("include loop: {}", cycle.join(" → ")),
-                );
+                r.error(item.pos, format!("include loop: {}", cycle.join(" → ")));
                 continue;
             }
             if self.stack.len() >= MAX_INCLUDE_DEPTH {
@@ -388,7 +421,7 @@ impl IncludeWalk {
                 continue;
             }
             self.files.push(joined.clone());
-            let root = match read_yaml(&joined, &shown) {
+            let root = match read_yaml(&joined, &shown, r.problems) {
                 Ok(Some(root)) => root,
                 Ok(None) => continue,
                 Err(mut ps) => {

@@ -5,9 +5,11 @@
 //! - `target` may be omitted when the plan has exactly one target.
 //! - `action` is `react` (default) or `unreact`; `react` needs a non-empty `emoji`.
 //! - Kommo rows need one of `message_id`/`msgid`, one of `conversation_id`/`conversation_ref_id`,
-//!   and a user. The user is taken as a unit: if the row (or `defaults:`) gives `user_id` or
-//!   `user_ref_id`, only those are used; otherwise the target's `user_id`/`user_ref_id`. Mixing
-//!   a row's `user_ref_id` with the target's `user_id` would name two different users.
+//!   and a user. Each of these pairs is taken as a unit: if the row gives either field of a
+//!   pair, `defaults:` does not fill in the other, and for the user, the target's
+//!   `user_id`/`user_ref_id` apply only when neither the row nor `defaults:` names a user.
+//!   Mixing a row's `conversation_ref_id` with a default `conversation_id` (or a row's
+//!   `user_ref_id` with the target's `user_id`) would name two different things.
 //! - Ogmma rows need `message_id`; the Kommo-only fields (`msgid`, conversation ids, users) are
 //!   errors when the row itself sets them, and ignored when they come from `defaults:` (a plan
 //!   mixing providers may set Kommo defaults).
@@ -100,7 +102,11 @@ pub fn check_value(field: Field, text: &str) -> Result<(), String> {
             field.max_bytes()
         ));
     }
-    if text.chars().any(char::is_control) {
+    let single_line = matches!(
+        field,
+        Field::Target | Field::Action | Field::Emoji | Field::PreviousEmoji
+    );
+    if single_line && text.chars().any(char::is_control) {
         return Err(format!("`{field}` contains a control character"));
     }
     match field {
@@ -141,10 +147,30 @@ fn problem_at(row: &RawRow, value: Option<&RawValue>, message: impl Into<String>
 
 /// Validates one raw row as row `number` of the plan.
 pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
-    let mut problems = raw.problems.clone();
+    // A row that could not be read as written (unknown key, ragged, bad bytes) is reported as
+    // that alone: the "missing field" errors that would follow are its echoes.
+    if !raw.problems.is_empty() {
+        return Checked::Invalid(raw.problems);
+    }
+    let mut problems = Vec::new();
     // A field's value: the row's own if non-empty, else the default's. `own` tells which.
     let own = |f: Field| raw.get(f).filter(|v| !v.text.is_empty());
-    let value = |f: Field| own(f).or_else(|| ctx.defaults.get(f).filter(|v| !v.text.is_empty()));
+    // Fields that identify one thing together: the row's own pair, or else the defaults' pair.
+    let partner = |f: Field| match f {
+        Field::MessageId => Some(Field::Msgid),
+        Field::Msgid => Some(Field::MessageId),
+        Field::ConversationId => Some(Field::ConversationRefId),
+        Field::ConversationRefId => Some(Field::ConversationId),
+        Field::UserId => Some(Field::UserRefId),
+        Field::UserRefId => Some(Field::UserId),
+        _ => None,
+    };
+    let value = |f: Field| {
+        if own(f).is_some() || partner(f).is_some_and(|p| own(p).is_some()) {
+            return own(f);
+        }
+        ctx.defaults.get(f).filter(|v| !v.text.is_empty())
+    };
     let text = |f: Field| value(f).map(|v| v.text.clone());
 
     for f in Field::ALL {
@@ -183,11 +209,11 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
             }
         },
         None if ctx.targets.len() == 1 && total_targets == 1 => Some(0),
-        None if total_targets == 1 => {
+        None if total_targets <= 1 => {
             return Checked::Suppressed(problem_at(
                 &raw,
                 None,
-                "the plan's only target is invalid (see its errors)",
+                "the plan has no valid target (see the targets' errors)",
             ));
         }
         None => {
@@ -257,7 +283,10 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                     problems.push(problem_at(
                         &raw,
                         None,
-                        format!("Kommo row (target `{}`) needs `message_id` or `msgid`", t.name),
+                        format!(
+                            "Kommo row (target `{}`) needs `message_id` or `msgid`",
+                            t.name
+                        ),
                     ));
                 }
                 if row.conversation_id.is_none() && row.conversation_ref_id.is_none() {

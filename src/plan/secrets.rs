@@ -33,7 +33,8 @@ pub fn resolve(targets: &[Target], sites: &[SecretSite]) -> Result<Vec<Secret>, 
 }
 
 fn read(target: &Target, site: &SecretSite) -> Result<Secret, Problem> {
-    let err = |msg: String| Problem::error(&site.file, Some(site.pos.line), Some(site.pos.col), msg);
+    let err =
+        |msg: String| Problem::error(&site.file, Some(site.pos.line), Some(site.pos.col), msg);
     let name = &target.name;
     match &target.credential {
         SecretRef::Env(var) => {

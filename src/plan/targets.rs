@@ -35,7 +35,10 @@ pub fn read_targets(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Vec<Loade
         return Vec::new();
     };
     if entries.is_empty() {
-        r.error(node.pos, "`targets` is empty: a plan needs at least one target");
+        r.error(
+            node.pos,
+            "`targets` is empty: a plan needs at least one target",
+        );
     }
     let mut out = Vec::new();
     for (name, body) in entries {
@@ -59,8 +62,7 @@ pub fn read_targets(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Vec<Loade
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
@@ -68,8 +70,7 @@ fn is_name(s: &str) -> bool {
 pub fn is_path_safe(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
@@ -84,7 +85,10 @@ fn read_target(
     let entries = r.map(body, &what)?;
     let get = |key: &str| entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v);
     let Some(provider_node) = get("provider") else {
-        r.error(name_pos, format!("{what} has no `provider` (kommo or ogmma)"));
+        r.error(
+            name_pos,
+            format!("{what} has no `provider` (kommo or ogmma)"),
+        );
         return None;
     };
     let provider = r.string(provider_node, "provider")?;
@@ -131,6 +135,10 @@ fn read_target(
             }
             Some(node) => {
                 let text = r.string(node, key)?;
+                if text.is_empty() {
+                    r.error(node.pos, format!("`{key}` of {what} is empty"));
+                    return None;
+                }
                 if is_path_safe(text) {
                     Some((text.to_string(), node.pos))
                 } else {
@@ -187,17 +195,18 @@ fn read_target(
         }
         Some(node) => read_secret_ref(r, node, secret_key, &what, dir).map(|s| (s, node.pos)),
     };
-    let base_url = match get("base_url").and_then(|n| r.optional_string(n, "base_url").map(|s| (s, n.pos))) {
-        None => None,
-        Some((text, pos)) => match check_base_url(text) {
-            Ok(url) => Some(url),
-            Err(msg) => {
-                r.error(pos, msg);
-                ok = false;
-                None
-            }
-        },
-    };
+    let base_url =
+        match get("base_url").and_then(|n| r.optional_string(n, "base_url").map(|s| (s, n.pos))) {
+            None => None,
+            Some((text, pos)) => match check_base_url(text) {
+                Ok(url) => Some(url),
+                Err(msg) => {
+                    r.error(pos, msg);
+                    ok = false;
+                    None
+                }
+            },
+        };
     let rate = match get("rate").and_then(|n| r.optional_string(n, "rate").map(|s| (s, n.pos))) {
         None => None,
         Some((text, pos)) => match parse_rate(text) {
@@ -308,7 +317,9 @@ pub fn check_base_url(text: &str) -> Result<String, String> {
         .ok_or_else(|| bad("expected `http://` or `https://` then host[:port]"))?;
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains(['/', '?', '#']) {
-        return Err(bad("expected no path, query or fragment, only scheme://host[:port]"));
+        return Err(bad(
+            "expected no path, query or fragment, only scheme://host[:port]",
+        ));
     }
     if authority.contains('@') {
         return Err(bad("credentials in URLs are not allowed"));

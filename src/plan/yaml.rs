@@ -47,7 +47,10 @@ pub struct Node {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     /// `quoted` is true for any non-plain style (quotes, `|`, `>`): such a scalar is never null.
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     /// Keys are scalars; their order is kept. Duplicates were rejected while parsing.
     Map(Vec<(Key, Node)>),
@@ -122,15 +125,20 @@ enum Frame {
     },
 }
 
+/// A parsed document (`None` when empty) and the problems that did not stop parsing
+/// (duplicate keys: the first value is kept, so checking can go on).
+pub type Parsed = (Option<Node>, Vec<Problem>);
+
 /// Parses one YAML document into a node tree. `file` names the file in problems.
-/// Returns `Ok(None)` for an empty document. Stops at the first syntax error (positions after
-/// one are unreliable) but collects every duplicate key and alias.
-pub fn parse(text: &str, file: &str) -> Result<Option<Node>, Vec<Problem>> {
+/// Stops at the first syntax error (positions after one are unreliable) and fails on aliases,
+/// but collects every duplicate key and alias first.
+pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
     let mut documents = 0usize;
     let mut problems = Vec::new();
+    let mut aliases = false;
     loop {
         let (event, mark) = match parser.next_token() {
             Ok(ev) => ev,
@@ -171,6 +179,7 @@ pub fn parse(text: &str, file: &str) -> Result<Option<Node>, Vec<Problem>> {
                 continue;
             }
             Event::Alias(_) => {
+                aliases = true;
                 problems.push(
                     Problem::error(
                         file,
@@ -279,17 +288,21 @@ pub fn parse(text: &str, file: &str) -> Result<Option<Node>, Vec<Problem>> {
             },
         }
     }
-    if problems.is_empty() {
-        Ok(root)
-    } else {
+    if aliases {
         Err(problems)
+    } else {
+        Ok((root, problems))
     }
 }
 
 fn line_has_tab(text: &str, line: u32) -> bool {
     let index = (line as usize).saturating_sub(1);
     text.lines().nth(index).is_some_and(|l| l.contains('\t'))
-        || (index > 0 && text.lines().nth(index - 1).is_some_and(|l| l.contains('\t')))
+        || (index > 0
+            && text
+                .lines()
+                .nth(index - 1)
+                .is_some_and(|l| l.contains('\t')))
 }
 
 pub fn to_u32(n: usize) -> u32 {
@@ -308,6 +321,7 @@ mod tests {
     fn plain_scalars_stay_text_and_positions_are_kept() {
         let root = parse("a: 1001\nb:\n  - 1e3\n  - { c: 0x1F }\n", "f.yaml")
             .unwrap()
+            .0
             .unwrap();
         let Value::Map(entries) = &root.value else {
             panic!("not a map")
@@ -324,6 +338,8 @@ mod tests {
 
     #[test]
     fn duplicate_keys_and_aliases_are_errors() {
+        let (_, dups) = parse("a: 1\na: 2\n", "f.yaml").unwrap();
+        assert_eq!(dups.len(), 1);
         let errs = parse("a: 1\na: 2\nb: &x 3\nc: *x\n", "f.yaml").unwrap_err();
         let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
         assert_eq!(
@@ -344,7 +360,7 @@ mod tests {
 
     #[test]
     fn null_and_quoted() {
-        let root = parse("a: ~\nb: ''\nc:\n", "f").unwrap().unwrap();
+        let root = parse("a: ~\nb: ''\nc:\n", "f").unwrap().0.unwrap();
         let Value::Map(e) = &root.value else { panic!() };
         assert!(e[0].1.is_null());
         assert!(!e[1].1.is_null());
