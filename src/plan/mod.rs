@@ -1,20 +1,41 @@
 //! Plans: the model ([`model`]), located problems ([`problem`]), and loading.
 //!
-//! INTERFACE (implemented by the plan-loading work):
-//! - `Plan::load(path, targets_file) -> Result<Plan, Vec<Problem>>` parses the plan structure.
-//! - `Plan::rows()` streams `Result<Row, Problem>` in plan order (CSV includes are streamed).
-//! - `Plan::validate()` runs the full streaming pass and collects every error and warning.
-//! - `Plan::resolve_secrets()` reads each target's `{ env }` / `{ file }` secret.
+//! - [`Plan::load`] parses the plan's structure ([`load`]): targets ([`targets`]), `settings:`
+//!   ([`settings`]), `defaults:` and inline rows, the include tree. YAML is read through a
+//!   position-keeping node tree ([`yaml`]) so every problem points at `file:line:col`.
+//! - [`Plan::rows`] streams validated rows ([`rows`]) in plan order; CSV files are read record
+//!   by record ([`csv_rows`]), never whole.
+//! - [`Plan::validate`] is one streaming pass collecting every error, plus (only when some
+//!   message repeats) a second pass for "pointless row" warnings ([`warnings`]).
+//! - [`Plan::resolve_secrets`] reads each target's `{ env }` / `{ file }` secret ([`secrets`]).
+//!
+//! Hard limits on input sizes are listed in [`fields`].
 
+mod csv_rows;
+mod doc;
+pub mod fields;
+mod load;
 pub mod model;
 pub mod problem;
+mod rows;
+mod secrets;
+mod settings;
+mod targets;
+mod warnings;
+pub mod yaml;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use model::*;
 pub use problem::{Problem, Severity};
 
 use crate::secret::Secret;
+use csv_rows::CsvRows;
+use fields::{MAX_ERRORS, MAX_WARNINGS};
+use load::Segment;
+use rows::{check_row, Checked, RowContext};
+use secrets::SecretSite;
 
 /// A loaded plan: targets and settings in memory, rows streamed on demand.
 #[derive(Debug)]
@@ -23,36 +44,272 @@ pub struct Plan {
     pub path: PathBuf,
     pub targets: Vec<Target>,
     pub settings: Settings,
+    inner: Arc<Inner>,
+    files: Vec<PathBuf>,
+    secret_sites: Vec<SecretSite>,
+}
+
+/// What row streaming needs, shared with every [`RowIter`].
+#[derive(Debug)]
+struct Inner {
+    /// The plan file's display name, for plan-wide problems.
+    file: Arc<str>,
+    ctx: RowContext,
+    segments: Vec<Segment>,
 }
 
 /// The outcome of a full validation pass.
 #[derive(Debug, Default)]
 pub struct Validation {
+    /// At most [`MAX_ERRORS`] errors, then one note saying how many more there were.
     pub errors: Vec<Problem>,
+    /// At most [`MAX_WARNINGS`] warnings, then one note saying how many more there were.
     pub warnings: Vec<Problem>,
+    /// Rows in the plan (valid or not).
     pub rows: u64,
+    /// Errors beyond the cap, not listed in `errors`.
+    pub errors_omitted: u64,
+    /// Warnings beyond the cap, not listed in `warnings`.
+    pub warnings_omitted: u64,
+}
+
+impl Validation {
+    /// The real number of errors, listed or not.
+    pub fn error_count(&self) -> u64 {
+        let notes = u64::from(self.errors_omitted > 0);
+        self.errors.len() as u64 - notes + self.errors_omitted
+    }
+
+    /// The real number of warnings, listed or not.
+    pub fn warning_count(&self) -> u64 {
+        let notes = u64::from(self.warnings_omitted > 0);
+        self.warnings.len() as u64 - notes + self.warnings_omitted
+    }
+}
+
+/// A list capped at `max` with a count of the rest.
+struct Capped {
+    list: Vec<Problem>,
+    omitted: u64,
+    max: usize,
+}
+
+impl Capped {
+    fn new(max: usize) -> Self {
+        Capped {
+            list: Vec::new(),
+            omitted: 0,
+            max,
+        }
+    }
+
+    fn push(&mut self, p: Problem) {
+        if self.list.len() < self.max {
+            self.list.push(p);
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    fn finish(mut self, file: &str, what: &str) -> (Vec<Problem>, u64) {
+        if self.omitted > 0 {
+            let message = format!("… and {} more {what} not listed", self.omitted);
+            let note = match what {
+                "warnings" => Problem::warning(file, None, None, message),
+                _ => Problem::error(file, None, None, message),
+            };
+            self.list.push(note);
+        }
+        (self.list, self.omitted)
+    }
 }
 
 impl Plan {
-    pub fn load(path: &Path, _targets_file: Option<&Path>) -> Result<Plan, Vec<Problem>> {
-        Err(vec![Problem::error(
-            path.display().to_string(),
-            None,
-            None,
-            "plan loading is not built yet",
-        )])
+    /// Parses the plan file's structure: targets (or the `--targets` file for CSV plans),
+    /// settings, defaults, inline rows with positions, the include list (existence, loops).
+    /// Does not read secrets. Every structural problem is returned, not just the first.
+    pub fn load(path: &Path, targets_file: Option<&Path>) -> Result<Plan, Vec<Problem>> {
+        match Plan::load_lenient(path, targets_file) {
+            (Some(plan), problems) if problems.is_empty() => Ok(plan),
+            (_, problems) => Err(problems),
+        }
     }
 
-    pub fn rows(&self) -> std::vec::IntoIter<Result<Row, Problem>> {
-        Vec::new().into_iter()
+    /// Like [`Plan::load`], but returns the plan even when it has structural problems, as long
+    /// as its rows can still be streamed, so `check` can report row problems too. Rows naming
+    /// a target that had errors are not reported again by [`Plan::validate`].
+    pub fn load_lenient(path: &Path, targets_file: Option<&Path>) -> (Option<Plan>, Vec<Problem>) {
+        let loaded = load::load(path, targets_file);
+        if !loaded.usable {
+            return (None, loaded.problems);
+        }
+        let plan = Plan {
+            path: path.to_path_buf(),
+            targets: loaded.ctx.targets.clone(),
+            settings: loaded.settings,
+            inner: Arc::new(Inner {
+                file: Arc::from(path.display().to_string()),
+                ctx: loaded.ctx,
+                segments: loaded.segments,
+            }),
+            files: loaded.files,
+            secret_sites: loaded.secret_sites,
+        };
+        (Some(plan), loaded.problems)
     }
 
+    /// Streams rows in plan order (inline `rows:` first, then each `include` in order; CSV
+    /// streamed), each validated. [`Row::number`] is 1-based over the whole plan. A row with
+    /// several problems yields its first; [`Plan::validate`] lists them all.
+    pub fn rows(&self) -> RowIter {
+        RowIter {
+            inner: Arc::clone(&self.inner),
+            segment: 0,
+            index: 0,
+            csv: None,
+            number: 0,
+        }
+    }
+
+    /// One full streaming pass collecting every error (capped at [`MAX_ERRORS`] plus a count),
+    /// then, only if some message appears in several rows, a second pass for warnings about
+    /// rows a later row makes pointless. Rows are never collected in memory.
     pub fn validate(&self) -> Validation {
-        Validation::default()
+        let file = &*self.inner.file;
+        let mut errors = Capped::new(MAX_ERRORS);
+        let mut warnings = Capped::new(MAX_WARNINGS);
+        let mut finder = warnings::RepeatFinder::default();
+        let mut rows = self.rows();
+        while let Some(checked) = rows.next_checked() {
+            match checked {
+                Checked::Row(row) => finder.add(&row),
+                Checked::Invalid(problems) => problems.into_iter().for_each(|p| errors.push(p)),
+                Checked::Suppressed(_) => {}
+            }
+        }
+        let count = rows.number;
+        if count == 0 {
+            warnings.push(Problem::warning(file, None, None, "the plan has no rows"));
+        }
+        if let Some(mut pointless) = finder.finish() {
+            let mut rows = self.rows();
+            while let Some(checked) = rows.next_checked() {
+                if let Checked::Row(row) = checked {
+                    if let Some(w) = pointless.add(&row) {
+                        warnings.push(w);
+                    }
+                }
+            }
+            if let Some(note) = pointless.note(file) {
+                warnings.push(note);
+            }
+        }
+        let (errors, errors_omitted) = errors.finish(file, "errors");
+        let (warnings, warnings_omitted) = warnings.finish(file, "warnings");
+        Validation {
+            errors,
+            warnings,
+            rows: count,
+            errors_omitted,
+            warnings_omitted,
+        }
     }
 
+    /// Reads each target's secret (`{ env: NAME }` / `{ file: PATH }`), index-aligned with
+    /// [`Plan::targets`]. Problems point at the secret reference and never hold a value.
     pub fn resolve_secrets(&self) -> Result<Vec<Secret>, Vec<Problem>> {
-        Ok(Vec::new())
+        secrets::resolve(&self.targets, &self.secret_sites)
+    }
+
+    /// The plan file, the `--targets` file if any, and every included file, in order (for a
+    /// digest of what was audited).
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.files.clone()
+    }
+}
+
+/// Streams a plan's rows; owns what it needs, so it can move into a task.
+#[derive(Debug)]
+pub struct RowIter {
+    inner: Arc<Inner>,
+    segment: usize,
+    index: usize,
+    csv: Option<CsvRows>,
+    /// Rows yielded so far (the last row's number).
+    number: u64,
+}
+
+impl RowIter {
+    fn next_checked(&mut self) -> Option<Checked> {
+        let inner = Arc::clone(&self.inner);
+        loop {
+            let raw = match inner.segments.get(self.segment)? {
+                Segment::Inline(rows) => match rows.get(self.index) {
+                    Some(raw) => {
+                        self.index += 1;
+                        raw.clone()
+                    }
+                    None => {
+                        self.segment += 1;
+                        self.index = 0;
+                        continue;
+                    }
+                },
+                Segment::Csv { path, file } => {
+                    if self.csv.is_none() {
+                        match CsvRows::open(path, file.clone()) {
+                            Ok(csv) => self.csv = Some(csv),
+                            // Changed since load: report it, go on with the next file.
+                            Err(problems) => {
+                                self.segment += 1;
+                                return Some(Checked::Invalid(problems));
+                            }
+                        }
+                    }
+                    match self.csv.as_mut().and_then(CsvRows::next_raw) {
+                        Some(raw) => raw,
+                        None => {
+                            self.csv = None;
+                            self.segment += 1;
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.number += 1;
+            return Some(check_row(&inner.ctx, raw, self.number));
+        }
+    }
+}
+
+impl Iterator for RowIter {
+    type Item = Result<Row, Problem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            return match self.next_checked()? {
+                Checked::Row(row) => Some(Ok(row)),
+                Checked::Suppressed(p) => Some(Err(p)),
+                Checked::Invalid(problems) => match problems.into_iter().next() {
+                    Some(p) => Some(Err(p)),
+                    None => continue,
+                },
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send_static<T: Send + 'static>() {}
+
+    #[test]
+    fn plan_and_rows_can_move_into_tasks() {
+        assert_send_sync::<Plan>();
+        assert_send_static::<RowIter>();
     }
 }
 

@@ -1,0 +1,199 @@
+//! Row fields as a closed set, raw (unvalidated) rows as read from YAML or CSV, the hard limits
+//! on input sizes, and the "did you mean" helper.
+//!
+//! # Limits
+//! Plans come from users and from scripts; these bounds turn abuse or accidents into errors
+//! (never a panic or an unbounded allocation):
+//! - a row field value: at most [`MAX_FIELD_BYTES`] bytes; `emoji`/`previous_emoji` at most
+//!   [`MAX_EMOJI_BYTES`];
+//! - a YAML file (plan, include or `--targets`): at most [`MAX_YAML_BYTES`]; nesting at most
+//!   [`super::yaml::MAX_DEPTH`] levels; aliases are refused (see [`super::yaml`]);
+//! - a CSV record: at most [`MAX_CSV_RECORD_BYTES`] (an unclosed quote cannot swallow the file);
+//! - includes nest at most [`MAX_INCLUDE_DEPTH`] levels and at most [`MAX_INCLUDES`] files;
+//! - a secret file: at most [`MAX_SECRET_BYTES`];
+//! - `check` lists at most [`MAX_ERRORS`] errors and [`MAX_WARNINGS`] warnings, then a count.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::yaml::Pos;
+
+pub const MAX_FIELD_BYTES: usize = 4096;
+pub const MAX_EMOJI_BYTES: usize = 64;
+/// Large row sets belong in CSV, which is streamed; a YAML file is held in memory as a tree.
+pub const MAX_YAML_BYTES: u64 = 16 * 1024 * 1024;
+pub const MAX_CSV_RECORD_BYTES: u64 = 64 * 1024;
+pub const MAX_INCLUDE_DEPTH: usize = 16;
+pub const MAX_INCLUDES: usize = 10_000;
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+pub const MAX_ERRORS: usize = 1000;
+pub const MAX_WARNINGS: usize = 1000;
+
+/// The fields a row (and `defaults:`) may set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Target,
+    Action,
+    Emoji,
+    MessageId,
+    Msgid,
+    ConversationId,
+    ConversationRefId,
+    UserId,
+    UserRefId,
+    NotBefore,
+    PreviousEmoji,
+    Key,
+}
+
+impl Field {
+    pub const ALL: [Field; 12] = [
+        Field::Target,
+        Field::Action,
+        Field::Emoji,
+        Field::MessageId,
+        Field::Msgid,
+        Field::ConversationId,
+        Field::ConversationRefId,
+        Field::UserId,
+        Field::UserRefId,
+        Field::NotBefore,
+        Field::PreviousEmoji,
+        Field::Key,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Target => "target",
+            Field::Action => "action",
+            Field::Emoji => "emoji",
+            Field::MessageId => "message_id",
+            Field::Msgid => "msgid",
+            Field::ConversationId => "conversation_id",
+            Field::ConversationRefId => "conversation_ref_id",
+            Field::UserId => "user_id",
+            Field::UserRefId => "user_ref_id",
+            Field::NotBefore => "not_before",
+            Field::PreviousEmoji => "previous_emoji",
+            Field::Key => "key",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        Field::ALL.into_iter().map(Field::name)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn max_bytes(self) -> usize {
+        match self {
+            Field::Emoji | Field::PreviousEmoji => MAX_EMOJI_BYTES,
+            _ => MAX_FIELD_BYTES,
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A field value as written, with where it was written (column `None` for CSV cells).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawValue {
+    pub text: String,
+    pub line: u32,
+    pub col: Option<u32>,
+}
+
+/// A row before validation: the fields it sets, where it starts, and structural problems
+/// already found while reading it (unknown keys, wrong types, bad bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawRow {
+    pub file: Arc<str>,
+    pub line: u32,
+    pub col: Option<u32>,
+    values: [Option<RawValue>; 12],
+    pub problems: Vec<super::Problem>,
+}
+
+impl RawRow {
+    pub fn new(file: Arc<str>, pos: Pos) -> Self {
+        RawRow {
+            file,
+            line: pos.line,
+            col: Some(pos.col),
+            ..RawRow::default()
+        }
+    }
+
+    pub fn get(&self, field: Field) -> Option<&RawValue> {
+        self.values[field.index()].as_ref()
+    }
+
+    pub fn set(&mut self, field: Field, value: RawValue) {
+        self.values[field.index()] = Some(value);
+    }
+
+    pub fn clear(&mut self, field: Field) {
+        self.values[field.index()] = None;
+    }
+}
+
+/// "did you mean `x`?" for the candidate closest to `word`, if any is close enough.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut best: Option<(f64, &str)> = None;
+    for c in candidates {
+        let score = strsim::jaro_winkler(&word.to_ascii_lowercase(), c);
+        if score > best.map_or(0.0, |b| b.0) {
+            best = Some((score, c));
+        }
+    }
+    match best {
+        Some((score, c)) if score >= 0.8 => Some(format!("did you mean `{c}`?")),
+        _ => None,
+    }
+}
+
+/// Shortens user text for messages (never used for secrets, which are not echoed at all).
+pub fn shorten(text: &str) -> String {
+    const MAX: usize = 60;
+    if text.chars().count() <= MAX {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(MAX).collect();
+        format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(
+            suggest("emoij", Field::names()).as_deref(),
+            Some("did you mean `emoji`?")
+        );
+        assert_eq!(
+            suggest("mesage_id", Field::names()).as_deref(),
+            Some("did you mean `message_id`?")
+        );
+        assert_eq!(suggest("zzzz", Field::names()), None);
+    }
+
+    #[test]
+    fn field_names_round_trip() {
+        for f in Field::ALL {
+            assert_eq!(Field::from_name(f.name()), Some(f));
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! Loading a plan's structure: the YAML workflow (or a bare CSV plus `--targets`), its targets,
+//! `defaults:`, `settings:`, inline rows, and the include tree. Row *validation* happens later,
+//! while streaming ([`super::RowIter`]); CSV files are only opened here to check their header.
+//!
+//! Includes are resolved relative to the including file. A `.csv` include is rows; a
+//! `.yaml`/`.yml` include may hold `rows:` and `include:` (and `version:`), so include loops are
+//! possible: they are errors naming the cycle. Rows come in plan order: a file's inline `rows:`
+//! first, then each of its includes in order, depth first.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::csv_rows::CsvRows;
+use super::doc::DocReader;
+use super::fields::{RawRow, MAX_INCLUDES, MAX_INCLUDE_DEPTH, MAX_YAML_BYTES};
+use super::model::Settings;
+use super::problem::Problem;
+use super::rows::{read_defaults, read_yaml_row, RowContext};
+use super::secrets::SecretSite;
+use super::targets::{read_targets, LoadedTarget};
+use super::yaml::{self, Key, Node, Pos, Value};
+
+const PLAN_KEYS: &[&str] = &[
+    "version", "targets", "defaults", "settings", "rows", "include",
+];
+const INCLUDE_KEYS: &[&str] = &["version", "rows", "include"];
+const TARGETS_FILE_KEYS: &[&str] = &["version", "targets"];
+
+/// A run of rows: inline rows of one YAML file, or one CSV file (streamed).
+#[derive(Debug)]
+pub enum Segment {
+    Inline(Vec<RawRow>),
+    Csv { path: PathBuf, file: Arc<str> },
+}
+
+/// Everything loading found; `problems` empty means the plan is valid as far as structure goes.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub ctx: RowContext,
+    pub secret_sites: Vec<SecretSite>,
+    pub settings: Settings,
+    pub segments: Vec<Segment>,
+    pub files: Vec<PathBuf>,
+    pub problems: Vec<Problem>,
+    /// False when the structure is too broken to stream rows from (e.g. a YAML syntax error).
+    pub usable: bool,
+}
+
+fn display(path: &Path) -> Arc<str> {
+    Arc::from(path.display().to_string())
+}
+
+fn dir_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
+}
+
+fn is_csv(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+fn is_yaml(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+}
+
+/// Reads and parses one YAML file (size limit, UTF-8 with optional BOM). Problems that did not
+/// stop parsing (duplicate keys) go into `problems`.
+fn read_yaml(
+    path: &Path,
+    file: &str,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<Node>, Vec<Problem>> {
+    let whole = |msg: String| vec![Problem::error(file, None, None, msg)];
+    let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    if meta.len() > MAX_YAML_BYTES {
+        return Err(whole(format!(
+            "YAML file is larger than {} MiB; put large row sets in a CSV file (streamed)",
+            MAX_YAML_BYTES / (1024 * 1024)
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+            let col = good.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            return Err(vec![Problem::error(
+                file,
+                Some(yaml::to_u32(line)),
+                Some(yaml::to_u32(col)),
+                "the file is not valid UTF-8; save it as UTF-8",
+            )]);
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let (root, mut found) = yaml::parse(text, file)?;
+    problems.append(&mut found);
+    Ok(root)
+}
+
+fn entry<'n>(entries: &'n [(Key, Node)], key: &str) -> Option<&'n Node> {
+    entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v)
+}
+
+fn check_version(r: &mut DocReader<'_>, entries: &[(Key, Node)]) {
+    if let Some(v) = entry(entries, "version") {
+        if v.as_scalar() != Some("1") {
+            r.error(
+                v.pos,
+                "unsupported `version`: this reactbatch reads `version: 1`",
+            );
+        }
+    }
+}
+
+/// Loads a plan (see [`super::Plan::load`]), collecting every structural problem.
+pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
+    let mut out = Loaded {
+        usable: true,
+        ..Loaded::default()
+    };
+    let file = display(path);
+    out.files.push(path.to_path_buf());
+
+    let mut target_list: Vec<(LoadedTarget, Arc<str>)> = Vec::new();
+    let mut target_names: Vec<String> = Vec::new();
+    let mut targets_given = false;
+    if let Some(tf) = targets_file {
+        targets_given = true;
+        out.files.push(tf.to_path_buf());
+        load_targets_file(tf, &mut out, &mut target_list, &mut target_names);
+    }
+
+    let mut walk = IncludeWalk {
+        segments: Vec::new(),
+        files: Vec::new(),
+        stack: Vec::new(),
+        count: 0,
+    };
+    if is_csv(path) {
+        if !targets_given {
+            out.problems.push(
+                Problem::error(&*file, None, None, "a CSV plan needs `--targets FILE`")
+                    .with_hint("a YAML file holding only `targets:`"),
+            );
+        }
+        match CsvRows::open(path, file.clone()) {
+            Ok(_) => walk.segments.push(Segment::Csv {
+                path: path.to_path_buf(),
+                file: file.clone(),
+            }),
+            Err(mut ps) => {
+                out.problems.append(&mut ps);
+                out.usable = false;
+            }
+        }
+    } else if !is_yaml(path) {
+        out.problems.push(Problem::error(
+            &*file,
+            None,
+            None,
+            "a plan must be a `.yaml`/`.yml` workflow or a `.csv` file of rows",
+        ));
+        out.usable = false;
+    } else {
+        match read_yaml(path, &file, &mut out.problems) {
+            Err(mut ps) => {
+                out.problems.append(&mut ps);
+                out.usable = false;
+            }
+            Ok(None) => {
+                out.problems
+                    .push(Problem::error(&*file, Some(1), None, "the plan is empty"));
+                out.usable = false;
+            }
+            Ok(Some(root)) => {
+                let mut problems = std::mem::take(&mut out.problems);
+                let mut r = DocReader {
+                    file: file.clone(),
+                    problems: &mut problems,
+                };
+                match r.map(&root, "the plan") {
+                    None => out.usable = false,
+                    Some(entries) => {
+                        check_version(&mut r, entries);
+                        for (key, _) in entries {
+                            if !PLAN_KEYS.contains(&key.text.as_str()) {
+                                r.unknown_key(key, "the plan", PLAN_KEYS);
+                            }
+                        }
+                        match (entry(entries, "targets"), targets_given) {
+                            (Some(node), true) => {
+                                r.error(
+                                    node.pos,
+                                    "targets are given both here and by `--targets`; keep one",
+                                );
+                            }
+                            (Some(node), false) => {
+                                let dir = dir_of(path);
+                                target_names = map_keys(node);
+                                for t in read_targets(&mut r, node, dir) {
+                                    target_list.push((t, file.clone()));
+                                }
+                            }
+                            (None, true) => {}
+                            (None, false) => {
+                                r.error(Pos { line: 1, col: 1 }, "the plan has no `targets:`")
+                                    .hint = Some("add `targets:`, or pass `--targets FILE`".into());
+                            }
+                        }
+                        if let Some(node) = entry(entries, "settings") {
+                            out.settings =
+                                super::settings::read_settings(&mut r, node, dir_of(path));
+                        }
+                        if let Some(node) = entry(entries, "defaults") {
+                            out.ctx.defaults = read_defaults(&mut r, node, &target_names);
+                        }
+                        walk.file(&mut r, path, entries);
+                    }
+                }
+                out.problems = problems;
+            }
+        }
+    }
+    out.segments = walk.segments;
+    out.files.extend(walk.files);
+
+    for (t, f) in target_list {
+        out.secret_sites.push(SecretSite {
+            file: f.to_string(),
+            pos: t.secret_pos,
+        });
+        out.ctx.targets.push(t.target);
+    }
+    sort_by_position(&mut out.problems);
+    out.ctx.broken_targets = target_names
+        .into_iter()
+        .filter(|n| !out.ctx.targets.iter().any(|t| &t.name == n))
+        .collect();
+    out
+}
+
+/// Orders problems by file (in order of first appearance) then line and column, so a target's
+/// problems read top to bottom whichever check found them first.
+fn sort_by_position(problems: &mut [Problem]) {
+    let mut files: Vec<String> = Vec::new();
+    for p in problems.iter() {
+        if !files.contains(&p.file) {
+            files.push(p.file.clone());
+        }
+    }
+    problems.sort_by_key(|p| {
+        let file = files.iter().position(|f| *f == p.file).unwrap_or(0);
+        (file, p.line.unwrap_or(0), p.column.unwrap_or(0))
+    });
+}
+
+fn map_keys(node: &Node) -> Vec<String> {
+    match &node.value {
+        Value::Map(entries) => entries.iter().map(|(k, _)| k.text.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn load_targets_file(
+    tf: &Path,
+    out: &mut Loaded,
+    list: &mut Vec<(LoadedTarget, Arc<str>)>,
+    names: &mut Vec<String>,
+) {
+    let tfile = display(tf);
+    match read_yaml(tf, &tfile, &mut out.problems) {
+        Err(mut ps) => {
+            out.problems.append(&mut ps);
+            out.usable = false;
+        }
+        Ok(None) => out.problems.push(Problem::error(
+            &*tfile,
+            None,
+            None,
+            "the targets file is empty: expected `targets:`",
+        )),
+        Ok(Some(root)) => {
+            let mut r = DocReader {
+                file: tfile.clone(),
+                problems: &mut out.problems,
+            };
+            let Some(entries) = r.map(&root, "the targets file") else {
+                return;
+            };
+            check_version(&mut r, entries);
+            for (key, _) in entries {
+                if !TARGETS_FILE_KEYS.contains(&key.text.as_str()) {
+                    r.unknown_key(
+                        key,
+                        "a --targets file (it holds only `targets:`)",
+                        TARGETS_FILE_KEYS,
+                    );
+                }
+            }
+            match entry(entries, "targets") {
+                Some(node) => {
+                    *names = map_keys(node);
+                    for t in read_targets(&mut r, node, dir_of(tf)) {
+                        list.push((t, tfile.clone()));
+                    }
+                }
+                None => {
+                    r.error(
+                        Pos { line: 1, col: 1 },
+                        "the targets file has no `targets:`",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Walks a YAML file's `rows:` and `include:` into segments, depth first.
+struct IncludeWalk {
+    segments: Vec<Segment>,
+    files: Vec<PathBuf>,
+    /// Canonical paths of the YAML files being walked, with their display names (loop check).
+    stack: Vec<(PathBuf, Arc<str>)>,
+    count: usize,
+}
+
+impl IncludeWalk {
+    fn file(&mut self, r: &mut DocReader<'_>, path: &Path, entries: &[(Key, Node)]) {
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        self.stack.push((canonical, r.file.clone()));
+        if let Some(node) = entry(entries, "rows") {
+            self.rows(r, node);
+        }
+        if let Some(node) = entry(entries, "include") {
+            self.includes(r, path, node);
+        }
+        self.stack.pop();
+    }
+
+    fn rows(&mut self, r: &mut DocReader<'_>, node: &Node) {
+        if node.is_null() {
+            return;
+        }
+        let Value::Seq(items) = &node.value else {
+            r.error(
+                node.pos,
+                format!("`rows` must be a list of rows, found {}", node.kind()),
+            );
+            return;
+        };
+        let rows = items
+            .iter()
+            .map(|item| read_yaml_row(&r.file, item, "a row"))
+            .collect();
+        self.segments.push(Segment::Inline(rows));
+    }
+
+    fn includes(&mut self, r: &mut DocReader<'_>, including: &Path, node: &Node) {
+        let items: Vec<&Node> = match &node.value {
+            _ if node.is_null() => return,
+            Value::Seq(items) => items.iter().collect(),
+            Value::Scalar { .. } => vec![node],
+            Value::Map(_) => {
+                r.error(
+                    node.pos,
+                    "`include` must be a list of file names, found a mapping",
+                );
+                return;
+            }
+        };
+        for item in items {
+            let Some(name) = r.string(item, "include") else {
+                continue;
+            };
+            let joined = dir_of(including).join(name);
+            let shown = display(&joined);
+            self.count += 1;
+            if self.count > MAX_INCLUDES {
+                r.error(item.pos, format!("more than {MAX_INCLUDES} includes"));
+                return;
+            }
+            let canonical = match std::fs::canonicalize(&joined) {
+                Ok(c) => c,
+                Err(e) => {
+                    r.error(item.pos, format!("cannot include `{shown}`: {e}"));
+                    continue;
+                }
+            };
+            if is_csv(&joined) {
+                match CsvRows::open(&joined, shown.clone()) {
+                    Ok(_) => self.segments.push(Segment::Csv {
+                        path: joined.clone(),
+                        file: shown,
+                    }),
+                    Err(mut ps) => r.problems.append(&mut ps),
+                }
+                self.files.push(joined);
+                continue;
+            }
+            if !is_yaml(&joined) {
+                r.error(
+                    item.pos,
+                    format!("cannot include `{shown}`: expected a `.csv` or `.yaml` file"),
+                );
+                continue;
+            }
+            if let Some(at) = self.stack.iter().position(|(c, _)| *c == canonical) {
+                let mut cycle: Vec<&str> = self.stack[at..].iter().map(|(_, f)| &**f).collect();
+                cycle.push(&shown);
+                r.error(item.pos, format!("include loop: {}", cycle.join(" → ")));
+                continue;
+            }
+            if self.stack.len() >= MAX_INCLUDE_DEPTH {
+                r.error(
+                    item.pos,
+                    format!("includes nest deeper than {MAX_INCLUDE_DEPTH} levels"),
+                );
+                continue;
+            }
+            self.files.push(joined.clone());
+            let root = match read_yaml(&joined, &shown, r.problems) {
+                Ok(Some(root)) => root,
+                Ok(None) => continue,
+                Err(mut ps) => {
+                    r.problems.append(&mut ps);
+                    continue;
+                }
+            };
+            let mut inner = DocReader {
+                file: shown.clone(),
+                problems: r.problems,
+            };
+            let Some(entries) = inner.map(&root, "an included file") else {
+                continue;
+            };
+            check_version(&mut inner, entries);
+            for (key, _) in entries {
+                if !INCLUDE_KEYS.contains(&key.text.as_str()) {
+                    inner.unknown_key(
+                        key,
+                        "an included file (it may hold `rows:` and `include:`)",
+                        INCLUDE_KEYS,
+                    );
+                }
+            }
+            self.file(&mut inner, &joined, entries);
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Row validation: a [`RawRow`] (from YAML or CSV) plus `defaults:` and the targets → a [`Row`]
+//! or every problem found in it.
+//!
+//! Rules (SPEC "Plan" and "Wire mapping"):
+//! - `target` may be omitted when the plan has exactly one target.
+//! - `action` is `react` (default) or `unreact`; `react` needs a non-empty `emoji`.
+//! - Kommo rows need one of `message_id`/`msgid`, one of `conversation_id`/`conversation_ref_id`,
+//!   and a user. Each of these pairs is taken as a unit: if the row gives either field of a
+//!   pair, `defaults:` does not fill in the other, and for the user, the target's
+//!   `user_id`/`user_ref_id` apply only when neither the row nor `defaults:` names a user.
+//!   Mixing a row's `conversation_ref_id` with a default `conversation_id` (or a row's
+//!   `user_ref_id` with the target's `user_id`) would name two different things.
+//! - Ogmma rows need `message_id`; the Kommo-only fields (`msgid`, conversation ids, users) are
+//!   errors when the row itself sets them, and ignored when they come from `defaults:` (a plan
+//!   mixing providers may set Kommo defaults).
+//! - Values are at most [`super::fields::MAX_FIELD_BYTES`] bytes (emojis
+//!   [`super::fields::MAX_EMOJI_BYTES`]); an empty value counts as absent.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::doc::DocReader;
+use super::fields::{shorten, suggest, Field, RawRow, RawValue};
+use super::model::{Action, ProviderKind, Row, Source, Target, TargetKind};
+use super::problem::Problem;
+use super::yaml::{Node, NodeKind, Value};
+
+/// What validating one row produced.
+#[derive(Debug)]
+pub enum Checked {
+    Row(Row),
+    /// Every problem in the row, in field order.
+    Invalid(Vec<Problem>),
+    /// The row names a target that is itself invalid (already reported at the target); `check`
+    /// does not repeat it for every row, but [`super::Plan::rows`] yields it as an error.
+    Suppressed(Problem),
+}
+
+/// What rows are checked against.
+#[derive(Debug, Default)]
+pub struct RowContext {
+    pub targets: Vec<Target>,
+    /// Targets that were written but had errors: rows naming them are [`Checked::Suppressed`].
+    pub broken_targets: Vec<String>,
+    /// `defaults:`, already checked (invalid values were dropped and reported at load).
+    pub defaults: RawRow,
+}
+
+/// Reads one YAML row mapping into a [`RawRow`]; structural problems go into `row.problems`.
+pub fn read_yaml_row(file: &Arc<str>, node: &Node, within: &str) -> RawRow {
+    let mut row = RawRow::new(file.clone(), node.pos);
+    let mut problems = Vec::new();
+    let mut r = DocReader {
+        file: file.clone(),
+        problems: &mut problems,
+    };
+    if let Value::Map(entries) = &node.value {
+        for (key, value) in entries {
+            let Some(field) = Field::from_name(&key.text) else {
+                let names: Vec<&str> = Field::names().collect();
+                r.unknown_key(key, within, &names);
+                continue;
+            };
+            match (&value.value, value.kind()) {
+                (_, NodeKind::Null) => {}
+                (Value::Scalar { text, .. }, _) => row.set(
+                    field,
+                    RawValue {
+                        text: text.clone(),
+                        line: value.pos.line,
+                        col: Some(value.pos.col),
+                    },
+                ),
+                (_, found) => {
+                    r.error(
+                        value.pos,
+                        format!("`{field}` must be a single value, found {found}"),
+                    );
+                }
+            }
+        }
+    } else {
+        r.error(
+            node.pos,
+            format!(
+                "a row must be a mapping like `{{ message_id: ..., emoji: ... }}`, found {}",
+                node.kind()
+            ),
+        );
+    }
+    row.problems = problems;
+    row
+}
+
+/// Checks a value on its own (length, syntax); the error message if it is bad.
+pub fn check_value(field: Field, text: &str) -> Result<(), String> {
+    if text.len() > field.max_bytes() {
+        return Err(format!(
+            "`{field}` is {} bytes long; the maximum is {}",
+            text.len(),
+            field.max_bytes()
+        ));
+    }
+    let single_line = matches!(
+        field,
+        Field::Target | Field::Action | Field::Emoji | Field::PreviousEmoji
+    );
+    if single_line && text.chars().any(char::is_control) {
+        return Err(format!("`{field}` contains a control character"));
+    }
+    match field {
+        Field::Action => parse_action(text).map(|_| ()),
+        Field::NotBefore => parse_not_before(text).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+fn parse_action(text: &str) -> Result<Action, String> {
+    match text {
+        "react" => Ok(Action::React),
+        "unreact" => Ok(Action::Unreact),
+        other => Err(format!(
+            "unknown action `{}`: expected `react` or `unreact`",
+            shorten(other)
+        )),
+    }
+}
+
+fn parse_not_before(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            format!(
+                "invalid not_before `{}`: {e}; expected RFC 3339 like `2026-12-01T09:00:00Z`",
+                shorten(text)
+            )
+        })
+}
+
+fn problem_at(row: &RawRow, value: Option<&RawValue>, message: impl Into<String>) -> Problem {
+    match value {
+        Some(v) => Problem::error(&*row.file, Some(v.line), v.col, message),
+        None => Problem::error(&*row.file, Some(row.line), row.col, message),
+    }
+}
+
+/// Validates one raw row as row `number` of the plan.
+pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
+    // A row that could not be read as written (unknown key, ragged, bad bytes) is reported as
+    // that alone: the "missing field" errors that would follow are its echoes.
+    if !raw.problems.is_empty() {
+        return Checked::Invalid(raw.problems);
+    }
+    let mut problems = Vec::new();
+    // A field's value: the row's own if non-empty, else the default's. `own` tells which.
+    let own = |f: Field| raw.get(f).filter(|v| !v.text.is_empty());
+    // Fields that identify one thing together: the row's own pair, or else the defaults' pair.
+    let partner = |f: Field| match f {
+        Field::MessageId => Some(Field::Msgid),
+        Field::Msgid => Some(Field::MessageId),
+        Field::ConversationId => Some(Field::ConversationRefId),
+        Field::ConversationRefId => Some(Field::ConversationId),
+        Field::UserId => Some(Field::UserRefId),
+        Field::UserRefId => Some(Field::UserId),
+        _ => None,
+    };
+    let value = |f: Field| {
+        if own(f).is_some() || partner(f).is_some_and(|p| own(p).is_some()) {
+            return own(f);
+        }
+        ctx.defaults.get(f).filter(|v| !v.text.is_empty())
+    };
+    let text = |f: Field| value(f).map(|v| v.text.clone());
+
+    for f in Field::ALL {
+        if let Some(v) = own(f) {
+            if let Err(msg) = check_value(f, &v.text) {
+                problems.push(problem_at(&raw, Some(v), msg));
+            }
+        }
+    }
+
+    // The target.
+    let total_targets = ctx.targets.len() + ctx.broken_targets.len();
+    let target = match value(Field::Target) {
+        Some(v) => match ctx.targets.iter().position(|t| t.name == v.text) {
+            Some(i) => Some(i),
+            None if ctx.broken_targets.contains(&v.text) => {
+                return Checked::Suppressed(problem_at(
+                    &raw,
+                    Some(v),
+                    format!("target `{}` is invalid (see its errors)", v.text),
+                ));
+            }
+            None => {
+                let names = ctx.targets.iter().map(|t| t.name.as_str());
+                let mut p = problem_at(
+                    &raw,
+                    Some(v),
+                    format!("unknown target `{}`", shorten(&v.text)),
+                );
+                p.hint = suggest(&v.text, names).or_else(|| {
+                    let all: Vec<&str> = ctx.targets.iter().map(|t| t.name.as_str()).collect();
+                    Some(format!("targets are: {}", all.join(", ")))
+                });
+                problems.push(p);
+                None
+            }
+        },
+        None if ctx.targets.len() == 1 && total_targets == 1 => Some(0),
+        None if total_targets <= 1 => {
+            return Checked::Suppressed(problem_at(
+                &raw,
+                None,
+                "the plan has no valid target (see the targets' errors)",
+            ));
+        }
+        None => {
+            problems.push(
+                problem_at(
+                    &raw,
+                    None,
+                    format!("row has no `target` and the plan has {total_targets} targets"),
+                )
+                .with_hint("add `target:` to the row or set `defaults: { target: ... }`"),
+            );
+            None
+        }
+    };
+
+    let action = value(Field::Action)
+        .and_then(|v| parse_action(&v.text).ok())
+        .unwrap_or(Action::React);
+    let not_before = value(Field::NotBefore).and_then(|v| parse_not_before(&v.text).ok());
+
+    let mut row = Row {
+        number,
+        source: Source {
+            file: raw.file.clone(),
+            line: raw.line,
+        },
+        target: target.unwrap_or(0),
+        action,
+        emoji: None,
+        message_id: text(Field::MessageId),
+        msgid: None,
+        conversation_id: None,
+        conversation_ref_id: None,
+        user_id: None,
+        user_ref_id: None,
+        not_before,
+        previous_emoji: text(Field::PreviousEmoji),
+        key: text(Field::Key),
+    };
+
+    // Emoji: `react` needs one; an empty one written on the row is its own mistake.
+    match (action, value(Field::Emoji)) {
+        (_, Some(v)) => row.emoji = Some(v.text.clone()),
+        (Action::React, None) => {
+            let written_empty = raw.get(Field::Emoji).filter(|v| v.text.is_empty());
+            let msg = if written_empty.is_some() {
+                "`emoji` is empty: a react row needs an emoji"
+            } else {
+                "a react row needs an `emoji`"
+            };
+            problems.push(problem_at(&raw, written_empty, msg));
+        }
+        (Action::Unreact, None) => {}
+    }
+
+    if let Some(t) = target.map(|i| &ctx.targets[i]) {
+        match &t.kind {
+            TargetKind::Kommo {
+                user_id,
+                user_ref_id,
+                ..
+            } => {
+                row.msgid = text(Field::Msgid);
+                row.conversation_id = text(Field::ConversationId);
+                row.conversation_ref_id = text(Field::ConversationRefId);
+                if row.message_id.is_none() && row.msgid.is_none() {
+                    problems.push(problem_at(
+                        &raw,
+                        None,
+                        format!(
+                            "Kommo row (target `{}`) needs `message_id` or `msgid`",
+                            t.name
+                        ),
+                    ));
+                }
+                if row.conversation_id.is_none() && row.conversation_ref_id.is_none() {
+                    problems.push(problem_at(
+                        &raw,
+                        None,
+                        format!(
+                            "Kommo row (target `{}`) needs `conversation_id` or `conversation_ref_id`",
+                            t.name
+                        ),
+                    ));
+                }
+                let (uid, uref) = (text(Field::UserId), text(Field::UserRefId));
+                if uid.is_some() || uref.is_some() {
+                    (row.user_id, row.user_ref_id) = (uid, uref);
+                } else {
+                    (row.user_id, row.user_ref_id) = (user_id.clone(), user_ref_id.clone());
+                }
+                if row.user_id.is_none() && row.user_ref_id.is_none() {
+                    problems.push(
+                        problem_at(
+                            &raw,
+                            None,
+                            format!(
+                                "Kommo row (target `{}`) needs a user: `user_id` or `user_ref_id`",
+                                t.name
+                            ),
+                        )
+                        .with_hint("set it on the row, in `defaults:`, or on the target"),
+                    );
+                }
+            }
+            TargetKind::Ogmma { .. } => {
+                for f in [
+                    Field::Msgid,
+                    Field::ConversationId,
+                    Field::ConversationRefId,
+                    Field::UserId,
+                    Field::UserRefId,
+                ] {
+                    if let Some(v) = own(f) {
+                        problems.push(problem_at(
+                            &raw,
+                            Some(v),
+                            format!(
+                                "`{f}` is Kommo-only; target `{}` is {}",
+                                t.name,
+                                ProviderKind::Ogmma
+                            ),
+                        ));
+                    }
+                }
+                if row.message_id.is_none() {
+                    problems.push(problem_at(
+                        &raw,
+                        None,
+                        format!("Ogmma row (target `{}`) needs `message_id`", t.name),
+                    ));
+                }
+            }
+        }
+    }
+
+    if problems.is_empty() {
+        Checked::Row(row)
+    } else {
+        Checked::Invalid(problems)
+    }
+}
+
+/// Reads `defaults:`: each value is checked on its own now (so a bad default is reported once,
+/// at its own line, not on every row) and dropped if bad.
+pub fn read_defaults(r: &mut DocReader<'_>, node: &Node, targets: &[String]) -> RawRow {
+    if node.is_null() {
+        return RawRow::default();
+    }
+    if r.map(node, "defaults").is_none() {
+        return RawRow::default();
+    }
+    let mut row = read_yaml_row(&r.file, node, "defaults");
+    r.problems.append(&mut row.problems);
+    for f in Field::ALL {
+        let Some(v) = row.get(f) else { continue };
+        let mut bad = check_value(f, &v.text).err();
+        if f == Field::Target && bad.is_none() && !targets.contains(&v.text) {
+            bad = Some(format!("unknown target `{}` in defaults", shorten(&v.text)));
+        }
+        if let Some(msg) = bad {
+            r.problems
+                .push(Problem::error(&*r.file, Some(v.line), v.col, msg));
+            row.clear(f);
+        }
+    }
+    row
+}

@@ -1,0 +1,91 @@
+//! Reading each target's secret from `{ env: NAME }` or `{ file: PATH }`. Problems name the
+//! variable or file and the target, never the value.
+
+use std::io::Read;
+
+use super::fields::MAX_SECRET_BYTES;
+use super::model::Target;
+use super::problem::Problem;
+use super::yaml::Pos;
+use crate::secret::{Secret, SecretRef};
+
+/// Where a target's secret reference was written.
+#[derive(Clone, Debug)]
+pub struct SecretSite {
+    pub file: String,
+    pub pos: Pos,
+}
+
+pub fn resolve(targets: &[Target], sites: &[SecretSite]) -> Result<Vec<Secret>, Vec<Problem>> {
+    let mut secrets = Vec::new();
+    let mut problems = Vec::new();
+    for (target, site) in targets.iter().zip(sites) {
+        match read(target, site) {
+            Ok(s) => secrets.push(s),
+            Err(p) => problems.push(p),
+        }
+    }
+    if problems.is_empty() {
+        Ok(secrets)
+    } else {
+        Err(problems)
+    }
+}
+
+fn read(target: &Target, site: &SecretSite) -> Result<Secret, Problem> {
+    let err =
+        |msg: String| Problem::error(&site.file, Some(site.pos.line), Some(site.pos.col), msg);
+    let name = &target.name;
+    match &target.credential {
+        SecretRef::Env(var) => {
+            let value = std::env::var_os(var).ok_or_else(|| {
+                err(format!(
+                    "environment variable `{var}` is not set (secret of target `{name}`)"
+                ))
+                .with_hint(format!("set {var} or use {{ file: ... }}"))
+            })?;
+            let value = value.into_string().map_err(|_| {
+                err(format!(
+                    "environment variable `{var}` (target `{name}`) is not valid UTF-8"
+                ))
+            })?;
+            if value.trim().is_empty() {
+                return Err(err(format!(
+                    "environment variable `{var}` (target `{name}`) is empty"
+                )));
+            }
+            Ok(Secret::new(value))
+        }
+        SecretRef::File(path) => {
+            let shown = path.display();
+            let cannot = |e: std::io::Error| {
+                err(format!(
+                    "cannot read secret file `{shown}` (target `{name}`): {e}"
+                ))
+            };
+            let file = std::fs::File::open(path).map_err(cannot)?;
+            let mut bytes = Vec::new();
+            file.take(MAX_SECRET_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(cannot)?;
+            if bytes.len() as u64 > MAX_SECRET_BYTES {
+                return Err(err(format!(
+                    "secret file `{shown}` (target `{name}`) is larger than 64 KiB"
+                )));
+            }
+            let text = String::from_utf8(bytes).map_err(|_| {
+                err(format!(
+                    "secret file `{shown}` (target `{name}`) is not valid UTF-8"
+                ))
+            })?;
+            // Files usually end with a newline that is not part of the secret.
+            let value = text.trim_end_matches(['\n', '\r']);
+            if value.trim().is_empty() {
+                return Err(err(format!(
+                    "secret file `{shown}` (target `{name}`) is empty"
+                )));
+            }
+            Ok(Secret::new(value))
+        }
+    }
+}

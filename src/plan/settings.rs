@@ -1,0 +1,132 @@
+//! `settings:` → [`Settings`], with bounds on every number (zero, negative and absurd values are
+//! errors): concurrency 1..=4096, retries 0..=100, burst 1..=100000, timeout 1ms..=10min,
+//! rate at most 100000/s or `unlimited`. Paths are relative to the plan file's directory.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::doc::DocReader;
+use super::model::{parse_duration, EmitFormat, Settings, Shard};
+use super::yaml::Node;
+
+const KEYS: &[&str] = &[
+    "report",
+    "emit",
+    "emit_format",
+    "rate",
+    "burst",
+    "concurrency",
+    "retries",
+    "timeout",
+    "resume",
+    "lock",
+    "shard",
+    "dry_run",
+    "no_progress",
+    "quiet",
+    "summary_json",
+];
+
+pub const MAX_CONCURRENCY: usize = 4096;
+pub const MAX_RETRIES: u32 = 100;
+pub const MAX_BURST: u32 = 100_000;
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings {
+    let mut s = Settings::default();
+    if node.is_null() {
+        return s;
+    }
+    let Some(entries) = r.map(node, "settings") else {
+        return s;
+    };
+    for (key, value) in entries {
+        let k = key.text.as_str();
+        if !KEYS.contains(&k) {
+            r.unknown_key(key, "settings", KEYS);
+            continue;
+        }
+        if value.is_null() {
+            continue;
+        }
+        match k {
+            "report" | "emit" | "resume" | "lock" | "summary_json" => {
+                let Some(text) = r.string(value, k) else {
+                    continue;
+                };
+                if text.is_empty() {
+                    r.error(value.pos, format!("`{k}` is an empty path"));
+                    continue;
+                }
+                let path = Some(dir.join(text));
+                match k {
+                    "report" => s.report = path,
+                    "emit" => s.emit = path,
+                    "resume" => s.resume = path,
+                    "lock" => s.lock = path,
+                    _ => s.summary_json = path,
+                }
+            }
+            "emit_format" => match r.string(value, k) {
+                Some("jsonl") => s.emit_format = Some(EmitFormat::Jsonl),
+                Some("curl") => s.emit_format = Some(EmitFormat::Curl),
+                Some(other) => {
+                    let other = super::fields::shorten(other);
+                    r.error(
+                        value.pos,
+                        format!("`emit_format` must be `jsonl` or `curl`, found `{other}`"),
+                    );
+                }
+                None => {}
+            },
+            "rate" => {
+                if let Some(text) = r.string(value, k) {
+                    match super::targets::parse_rate(text) {
+                        Ok(rate) => s.rate = Some(rate),
+                        Err(msg) => {
+                            r.error(value.pos, msg);
+                        }
+                    }
+                }
+            }
+            "burst" => s.burst = r.number(value, k, 1, MAX_BURST),
+            "concurrency" => s.concurrency = r.number(value, k, 1, MAX_CONCURRENCY),
+            "retries" => s.retries = r.number(value, k, 0, MAX_RETRIES),
+            "timeout" => {
+                if let Some(text) = r.string(value, k) {
+                    match parse_duration(text) {
+                        Ok(d) if (MIN_TIMEOUT..=MAX_TIMEOUT).contains(&d) => s.timeout = Some(d),
+                        Ok(_) => {
+                            r.error(
+                                value.pos,
+                                format!(
+                                    "`timeout` must be from 1ms to 10m, found `{}`",
+                                    super::fields::shorten(text)
+                                ),
+                            );
+                        }
+                        Err(msg) => {
+                            r.error(value.pos, msg);
+                        }
+                    }
+                }
+            }
+            "shard" => {
+                if let Some(text) = r.string(value, k) {
+                    match Shard::parse(text) {
+                        Ok(shard) => s.shard = Some(shard),
+                        Err(msg) => {
+                            r.error(value.pos, msg);
+                        }
+                    }
+                }
+            }
+            "dry_run" => s.dry_run = r.boolean(value, k),
+            "no_progress" => s.no_progress = r.boolean(value, k),
+            "quiet" => s.quiet = r.boolean(value, k),
+            _ => {}
+        }
+    }
+    s
+}

@@ -1,0 +1,405 @@
+//! `targets:` → [`Target`]s. Secrets stay references here (resolved by [`super::secrets`]); a
+//! literal secret is an error whose message never contains the value.
+
+use std::path::Path;
+
+use super::doc::DocReader;
+use super::model::{Rate, Source, Target, TargetKind};
+use super::yaml::{Node, Pos};
+use crate::secret::SecretRef;
+
+const KOMMO_KEYS: &[&str] = &[
+    "provider",
+    "scope_id",
+    "secret",
+    "user_id",
+    "user_ref_id",
+    "base_url",
+    "rate",
+];
+const OGMMA_KEYS: &[&str] = &["provider", "channel_id", "api_key", "base_url", "rate"];
+
+/// The most requests per second a `rate` may ask for (beyond it the pacing interval rounds to 0).
+pub const MAX_RATE_PER_SECOND: f64 = 100_000.0;
+
+/// A target plus where its secret reference was written (for secret-resolution errors).
+pub struct LoadedTarget {
+    pub target: Target,
+    pub secret_pos: Pos,
+}
+
+/// Reads the `targets:` mapping. `dir` is the directory of the file it is in (secret file paths
+/// are relative to it).
+pub fn read_targets(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Vec<LoadedTarget> {
+    let Some(entries) = r.map(node, "targets") else {
+        return Vec::new();
+    };
+    if entries.is_empty() {
+        r.error(
+            node.pos,
+            "`targets` is empty: a plan needs at least one target",
+        );
+    }
+    let mut out = Vec::new();
+    for (name, body) in entries {
+        if !is_name(&name.text) {
+            r.error(
+                name.pos,
+                format!(
+                    "invalid target name `{}`: use letters, digits, `-`, `_` and `.`",
+                    super::fields::shorten(&name.text)
+                ),
+            );
+            continue;
+        }
+        if let Some(t) = read_target(r, &name.text, name.pos, body, dir) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `[A-Za-z0-9._~-]+`: ids that go into a URL path unescaped (and are signed as written).
+pub fn is_path_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+fn read_target(
+    r: &mut DocReader<'_>,
+    name: &str,
+    name_pos: Pos,
+    body: &Node,
+    dir: &Path,
+) -> Option<LoadedTarget> {
+    let what = format!("target `{name}`");
+    let entries = r.map(body, &what)?;
+    let get = |key: &str| entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v);
+    let Some(provider_node) = get("provider") else {
+        r.error(
+            name_pos,
+            format!("{what} has no `provider` (kommo or ogmma)"),
+        );
+        return None;
+    };
+    let provider = r.string(provider_node, "provider")?;
+    let (known, other, other_name) = match provider {
+        "kommo" => (KOMMO_KEYS, OGMMA_KEYS, "ogmma"),
+        "ogmma" => (OGMMA_KEYS, KOMMO_KEYS, "kommo"),
+        other => {
+            let hint = super::fields::suggest(other, ["kommo", "ogmma"]);
+            let p = r.error(
+                provider_node.pos,
+                format!(
+                    "unknown provider `{}` for {what}: expected `kommo` or `ogmma`",
+                    super::fields::shorten(other)
+                ),
+            );
+            p.hint = hint;
+            return None;
+        }
+    };
+    let mut ok = true;
+    for (key, _) in entries {
+        if known.contains(&key.text.as_str()) {
+            continue;
+        }
+        ok = false;
+        if other.contains(&key.text.as_str()) {
+            r.error(
+                key.pos,
+                format!(
+                    "`{}` is for {other_name} targets; {what} is {provider}",
+                    key.text
+                ),
+            );
+        } else {
+            r.unknown_key(key, &what, known);
+        }
+    }
+
+    let required = |r: &mut DocReader<'_>, key: &str| -> Option<(String, Pos)> {
+        match get(key) {
+            None => {
+                r.error(name_pos, format!("{what} ({provider}) needs `{key}`"));
+                None
+            }
+            Some(node) => {
+                let text = r.string(node, key)?;
+                if text.is_empty() {
+                    r.error(node.pos, format!("`{key}` of {what} is empty"));
+                    return None;
+                }
+                if is_path_safe(text) {
+                    Some((text.to_string(), node.pos))
+                } else {
+                    r.error(
+                        node.pos,
+                        format!(
+                            "`{key}` of {what} must be made of `A-Z a-z 0-9 . _ ~ -` only \
+                             (it goes into the request path unescaped), found `{}`",
+                            super::fields::shorten(text)
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+    };
+
+    let optional = |r: &mut DocReader<'_>, key: &str| -> Option<String> {
+        let node = get(key)?;
+        let text = r.optional_string(node, key)?;
+        if text.len() > super::fields::MAX_FIELD_BYTES {
+            r.error(node.pos, format!("`{key}` is longer than 4096 bytes"));
+            return None;
+        }
+        Some(text.to_string())
+    };
+
+    let (kind, secret_key) = if provider == "kommo" {
+        let scope = required(r, "scope_id");
+        let user_id = optional(r, "user_id");
+        let user_ref_id = optional(r, "user_ref_id");
+        (
+            scope.map(|(scope_id, _)| TargetKind::Kommo {
+                scope_id,
+                user_id,
+                user_ref_id,
+            }),
+            "secret",
+        )
+    } else {
+        let channel = required(r, "channel_id");
+        (
+            channel.map(|(channel_id, _)| TargetKind::Ogmma { channel_id }),
+            "api_key",
+        )
+    };
+    let credential = match get(secret_key) {
+        None => {
+            r.error(
+                name_pos,
+                format!("{what} ({provider}) needs `{secret_key}: {{ env: NAME }}` or `{{ file: PATH }}`"),
+            );
+            None
+        }
+        Some(node) => read_secret_ref(r, node, secret_key, &what, dir).map(|s| (s, node.pos)),
+    };
+    let base_url =
+        match get("base_url").and_then(|n| r.optional_string(n, "base_url").map(|s| (s, n.pos))) {
+            None => None,
+            Some((text, pos)) => match check_base_url(text) {
+                Ok(url) => Some(url),
+                Err(msg) => {
+                    r.error(pos, msg);
+                    ok = false;
+                    None
+                }
+            },
+        };
+    let rate = match get("rate").and_then(|n| r.optional_string(n, "rate").map(|s| (s, n.pos))) {
+        None => None,
+        Some((text, pos)) => match parse_rate(text) {
+            Ok(rate) => Some(rate),
+            Err(msg) => {
+                r.error(pos, msg);
+                ok = false;
+                None
+            }
+        },
+    };
+    let (kind, (credential, secret_pos)) = (kind?, credential?);
+    if !ok {
+        return None;
+    }
+    let provider_kind = match kind {
+        TargetKind::Kommo { .. } => super::model::ProviderKind::Kommo,
+        TargetKind::Ogmma { .. } => super::model::ProviderKind::Ogmma,
+    };
+    Some(LoadedTarget {
+        target: Target {
+            name: name.to_string(),
+            kind,
+            base_url: base_url.unwrap_or_else(|| provider_kind.default_base_url().to_string()),
+            rate,
+            credential,
+            source: Source {
+                file: r.file.clone(),
+                line: name_pos.line,
+            },
+        },
+        secret_pos,
+    })
+}
+
+/// `{ env: NAME }` or `{ file: PATH }`; anything else is an error that never echoes the value.
+fn read_secret_ref(
+    r: &mut DocReader<'_>,
+    node: &Node,
+    key: &str,
+    what: &str,
+    dir: &Path,
+) -> Option<SecretRef> {
+    let hint = format!("write `{key}: {{ env: NAME }}` or `{key}: {{ file: PATH }}`");
+    let super::yaml::Value::Map(entries) = &node.value else {
+        let p = r.error(
+            node.pos,
+            format!(
+                "literal secret in `{key}` of {what}: secrets must not be written in a plan \
+                 (the value is not shown here)"
+            ),
+        );
+        p.hint = Some(hint);
+        return None;
+    };
+    if entries.len() != 1 {
+        let p = r.error(
+            node.pos,
+            format!("`{key}` of {what} must have exactly one of `env` or `file`"),
+        );
+        p.hint = Some(hint);
+        return None;
+    }
+    let (k, v) = &entries[0];
+    match k.text.as_str() {
+        "env" => {
+            let name = r.string(v, "env")?;
+            let valid = !name.is_empty()
+                && name.len() <= 256
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !name.as_bytes()[0].is_ascii_digit();
+            if valid {
+                Some(SecretRef::Env(name.to_string()))
+            } else {
+                // A value that is not a variable name may be the secret pasted in the wrong place.
+                r.error(
+                    v.pos,
+                    format!(
+                        "`env` of {what} must be an environment variable name \
+                         (letters, digits, `_`); the value is not shown here"
+                    ),
+                );
+                None
+            }
+        }
+        "file" => {
+            let path = r.string(v, "file")?;
+            if path.is_empty() {
+                r.error(v.pos, "`file` is empty");
+                return None;
+            }
+            Some(SecretRef::File(dir.join(path)))
+        }
+        _ => {
+            r.unknown_key(k, &format!("`{key}` of {what}"), &["env", "file"]);
+            None
+        }
+    }
+}
+
+/// `http(s)://host[:port]`, no user info, path, query or fragment; a trailing `/` is dropped.
+pub fn check_base_url(text: &str) -> Result<String, String> {
+    let shown = super::fields::shorten(text);
+    let bad = |why: &str| format!("invalid base_url `{shown}`: {why}");
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| bad("expected `http://` or `https://` then host[:port]"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#']) {
+        return Err(bad(
+            "expected no path, query or fragment, only scheme://host[:port]",
+        ));
+    }
+    if authority.contains('@') {
+        return Err(bad("credentials in URLs are not allowed"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (inside, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed `[` in IPv6 host"))?;
+        if inside.is_empty() || !inside.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
+            return Err(bad("invalid IPv6 host"));
+        }
+        (inside, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    if !host_ok {
+        return Err(bad("invalid host"));
+    }
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(bad("invalid port (1 to 65535)")),
+        }
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
+/// [`Rate::parse`] plus an upper bound, so the pacing interval stays meaningful.
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    let rate = Rate::parse(text)?;
+    if rate.per_second() > MAX_RATE_PER_SECOND && rate != Rate::Unlimited {
+        return Err(format!(
+            "rate `{}` is above the maximum of 100000/s (use `unlimited` for sandbox rehearsals)",
+            super::fields::shorten(text)
+        ));
+    }
+    Ok(rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(
+            check_base_url("https://amojo.kommo.com/").as_deref(),
+            Ok("https://amojo.kommo.com")
+        );
+        assert!(check_base_url("http://127.0.0.1:8080").is_ok());
+        assert!(check_base_url("http://[::1]:8080").is_ok());
+        assert!(check_base_url("https://x.com/api").is_err());
+        assert!(check_base_url("https://x.com?a=1").is_err());
+        assert!(check_base_url("ftp://x.com").is_err());
+        assert!(check_base_url("https://u:p@x.com").is_err());
+        assert!(check_base_url("https://x.com:0").is_err());
+        assert!(check_base_url("https://x.com:99999").is_err());
+    }
+
+    #[test]
+    fn path_safe_ids() {
+        assert!(is_path_safe("344a5002-f8ca_52e5.x~y"));
+        assert!(!is_path_safe("a/b"));
+        assert!(!is_path_safe("a b"));
+        assert!(!is_path_safe(""));
+        assert!(!is_path_safe("%2F"));
+    }
+
+    #[test]
+    fn rates_are_bounded() {
+        assert!(parse_rate("7/s").is_ok());
+        assert!(parse_rate("unlimited").is_ok());
+        assert!(parse_rate("1000000/s").is_err());
+        assert!(parse_rate("0/s").is_err());
+    }
+}

@@ -1,0 +1,369 @@
+//! A small YAML node tree where every node carries the line and column it was written at.
+//!
+//! serde_yaml reports positions only for its own syntax errors, but plan problems (a missing
+//! emoji, an unknown target) are found after parsing and still have to point at the input. So we
+//! drive the event parser of `yaml-rust2` (a pull parser: no recursion on our side, an explicit
+//! stack) and build [`Node`]s from its events and markers.
+//!
+//! Policy choices, and why:
+//! - **Scalars stay text.** Plain scalars are kept as their raw text: `message_id: 1001` is the
+//!   string `"1001"` and `1e3` stays `"1e3"`; ids must never be reinterpreted as numbers. The
+//!   callers parse numbers and booleans where a setting expects one. A plain `~`, `null` or
+//!   empty value is "absent".
+//! - **Anchors and aliases are refused** (an alias is an error at its position). A plan has no
+//!   use for them — `defaults:` covers shared row fields — and refusing them removes the
+//!   "billion laughs" alias-expansion bomb outright instead of guarding it with a budget.
+//!   An anchor that is never referenced is harmless and ignored. Tags (`!!str`) are ignored.
+//! - **Duplicate mapping keys are errors** naming both lines: YAML says keys are unique, and a
+//!   silently overwritten target or row field is exactly the kind of typo a check must catch.
+//! - **One document per file**; a second `---` document is an error.
+//! - **Limits**: nesting deeper than [`MAX_DEPTH`] is an error; file size is limited by the loader
+//!   ([`super::limits::MAX_YAML_BYTES`]). Without aliases, the node count is bounded by the size.
+
+use std::fmt;
+
+use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::TScalarStyle;
+
+use super::problem::Problem;
+
+/// Deepest nesting of sequences and mappings accepted. A plan needs 4 levels.
+pub const MAX_DEPTH: usize = 32;
+
+/// A 1-based position in a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+/// A YAML node with its position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub pos: Pos,
+    pub value: Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// `quoted` is true for any non-plain style (quotes, `|`, `>`): such a scalar is never null.
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
+    Seq(Vec<Node>),
+    /// Keys are scalars; their order is kept. Duplicates were rejected while parsing.
+    Map(Vec<(Key, Node)>),
+}
+
+/// A mapping key: its text and position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Key {
+    pub text: String,
+    pub pos: Pos,
+}
+
+impl Node {
+    /// `true` for a plain `~`, `null` or empty scalar.
+    pub fn is_null(&self) -> bool {
+        match &self.value {
+            Value::Scalar { text, quoted } => {
+                !quoted && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL")
+            }
+            _ => false,
+        }
+    }
+
+    /// What kind of node this is, for "expected a string, found a list" messages.
+    pub fn kind(&self) -> NodeKind {
+        match &self.value {
+            Value::Scalar { .. } if self.is_null() => NodeKind::Null,
+            Value::Scalar { .. } => NodeKind::Scalar,
+            Value::Seq(_) => NodeKind::List,
+            Value::Map(_) => NodeKind::Mapping,
+        }
+    }
+
+    pub fn as_scalar(&self) -> Option<&str> {
+        match &self.value {
+            Value::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Null,
+    Scalar,
+    List,
+    Mapping,
+}
+
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeKind::Null => "nothing",
+            NodeKind::Scalar => "a value",
+            NodeKind::List => "a list",
+            NodeKind::Mapping => "a mapping",
+        })
+    }
+}
+
+/// A container being built.
+enum Frame {
+    Seq {
+        pos: Pos,
+        items: Vec<Node>,
+    },
+    Map {
+        pos: Pos,
+        entries: Vec<(Key, Node)>,
+        /// A key waiting for its value.
+        pending: Option<Key>,
+    },
+}
+
+/// A parsed document (`None` when empty) and the problems that did not stop parsing
+/// (duplicate keys: the first value is kept, so checking can go on).
+pub type Parsed = (Option<Node>, Vec<Problem>);
+
+/// Parses one YAML document into a node tree. `file` names the file in problems.
+/// Stops at the first syntax error (positions after one are unreliable) and fails on aliases,
+/// but collects every duplicate key and alias first.
+pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut root: Option<Node> = None;
+    let mut documents = 0usize;
+    let mut problems = Vec::new();
+    let mut aliases = false;
+    loop {
+        let (event, mark) = match parser.next_token() {
+            Ok(ev) => ev,
+            Err(e) => {
+                let m = e.marker();
+                let line = to_u32(m.line());
+                let mut p = Problem::error(
+                    file,
+                    Some(line),
+                    Some(to_u32(m.col() + 1)),
+                    format!("YAML syntax error: {}", e.info()),
+                );
+                if line_has_tab(text, line) {
+                    p = p.with_hint("tabs are not allowed for indentation in YAML; use spaces");
+                }
+                problems.push(p);
+                return Err(problems);
+            }
+        };
+        let pos = Pos {
+            line: to_u32(mark.line()),
+            col: to_u32(mark.col() + 1),
+        };
+        let node = match event {
+            Event::StreamStart | Event::DocumentEnd | Event::Nothing => continue,
+            Event::StreamEnd => break,
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    problems.push(Problem::error(
+                        file,
+                        Some(pos.line),
+                        Some(pos.col),
+                        "a plan file holds one YAML document; found a second one",
+                    ));
+                    return Err(problems);
+                }
+                continue;
+            }
+            Event::Alias(_) => {
+                aliases = true;
+                problems.push(
+                    Problem::error(
+                        file,
+                        Some(pos.line),
+                        Some(pos.col),
+                        "YAML aliases (`*name`) are not supported in plans",
+                    )
+                    .with_hint("write the value out, or use `defaults:` for shared row fields"),
+                );
+                // Stand in a null so the structure stays balanced and checking can go on.
+                Node {
+                    pos,
+                    value: Value::Scalar {
+                        text: String::new(),
+                        quoted: false,
+                    },
+                }
+            }
+            Event::Scalar(text, style, _anchor, _tag) => Node {
+                pos,
+                value: Value::Scalar {
+                    text,
+                    quoted: style != TScalarStyle::Plain,
+                },
+            },
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                if stack.len() >= MAX_DEPTH {
+                    problems.push(Problem::error(
+                        file,
+                        Some(pos.line),
+                        Some(pos.col),
+                        format!("YAML nesting deeper than {MAX_DEPTH} levels"),
+                    ));
+                    return Err(problems);
+                }
+                stack.push(if matches!(event, Event::SequenceStart(..)) {
+                    Frame::Seq {
+                        pos,
+                        items: Vec::new(),
+                    }
+                } else {
+                    Frame::Map {
+                        pos,
+                        entries: Vec::new(),
+                        pending: None,
+                    }
+                });
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
+                Some(Frame::Seq { pos, items }) => Node {
+                    pos,
+                    value: Value::Seq(items),
+                },
+                Some(Frame::Map { pos, entries, .. }) => Node {
+                    pos,
+                    value: Value::Map(entries),
+                },
+                None => continue,
+            },
+        };
+        // Duplicate keys directly under the top-level `targets:` are duplicate target names.
+        let in_targets = stack.len() == 2
+            && matches!(&stack[0], Frame::Map { pending: Some(k), .. } if k.text == "targets");
+        // Attach the finished node to its parent.
+        match stack.last_mut() {
+            None => root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries, pending, ..
+            }) => match pending.take() {
+                None => {
+                    let text = match &node.value {
+                        Value::Scalar { text, .. } => text.clone(),
+                        _ => {
+                            problems.push(Problem::error(
+                                file,
+                                Some(node.pos.line),
+                                Some(node.pos.col),
+                                "a mapping key must be a plain name, not a list or mapping",
+                            ));
+                            String::new()
+                        }
+                    };
+                    *pending = Some(Key {
+                        text,
+                        pos: node.pos,
+                    });
+                }
+                Some(key) => {
+                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == key.text) {
+                        let what = if in_targets { "target" } else { "key" };
+                        problems.push(Problem::error(
+                            file,
+                            Some(key.pos.line),
+                            Some(key.pos.col),
+                            format!(
+                                "duplicate {what} `{}` (first written at line {})",
+                                key.text, first.pos.line
+                            ),
+                        ));
+                    } else {
+                        entries.push((key, node));
+                    }
+                }
+            },
+        }
+    }
+    if aliases {
+        Err(problems)
+    } else {
+        Ok((root, problems))
+    }
+}
+
+fn line_has_tab(text: &str, line: u32) -> bool {
+    let index = (line as usize).saturating_sub(1);
+    text.lines().nth(index).is_some_and(|l| l.contains('\t'))
+        || (index > 0
+            && text
+                .lines()
+                .nth(index - 1)
+                .is_some_and(|l| l.contains('\t')))
+}
+
+pub fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar(node: &Node) -> &str {
+        node.as_scalar().unwrap_or("<not a scalar>")
+    }
+
+    #[test]
+    fn plain_scalars_stay_text_and_positions_are_kept() {
+        let root = parse("a: 1001\nb:\n  - 1e3\n  - { c: 0x1F }\n", "f.yaml")
+            .unwrap()
+            .0
+            .unwrap();
+        let Value::Map(entries) = &root.value else {
+            panic!("not a map")
+        };
+        assert_eq!(entries[0].0.text, "a");
+        assert_eq!(scalar(&entries[0].1), "1001");
+        assert_eq!(entries[0].1.pos, Pos { line: 1, col: 4 });
+        let Value::Seq(items) = &entries[1].1.value else {
+            panic!("not a seq")
+        };
+        assert_eq!(scalar(&items[0]), "1e3");
+        assert_eq!(items[1].pos, Pos { line: 4, col: 5 });
+    }
+
+    #[test]
+    fn duplicate_keys_and_aliases_are_errors() {
+        let (_, dups) = parse("a: 1\na: 2\n", "f.yaml").unwrap();
+        assert_eq!(dups.len(), 1);
+        let errs = parse("a: 1\na: 2\nb: &x 3\nc: *x\n", "f.yaml").unwrap_err();
+        let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "f.yaml:2:1: error: duplicate key `a` (first written at line 1)",
+                "f.yaml:4:4: error: YAML aliases (`*name`) are not supported in plans (write the value out, or use `defaults:` for shared row fields)"
+            ]
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let deep = "[".repeat(10_000);
+        let errs = parse(&deep, "f.yaml").unwrap_err();
+        assert_eq!(errs.len(), 1);
+    }
+
+    #[test]
+    fn null_and_quoted() {
+        let root = parse("a: ~\nb: ''\nc:\n", "f").unwrap().0.unwrap();
+        let Value::Map(e) = &root.value else { panic!() };
+        assert!(e[0].1.is_null());
+        assert!(!e[1].1.is_null());
+        assert!(e[2].1.is_null());
+    }
+}
