@@ -313,8 +313,3 @@ mod tests {
     }
 }
 
-impl Plan {
-    pub fn files(&self) -> Vec<PathBuf> {
-        vec![self.path.clone()]
-    }
-}
