@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::secret::SecretRef;
 
 /// The closed set of chat providers reactbatch speaks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProviderKind {
     Kommo,
     Ogmma,

@@ -1,0 +1,444 @@
+//! `reactbatch run` end to end: the real binary against the sandbox on loopback, asserting on
+//! the report, the exit code and the sandbox's state (issue "executor", "Done when").
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reactbatch::plan::{ProviderKind, Rate};
+use reactbatch::report::{read_report, RowResult, Status};
+use reactbatch::sandbox::{Sandbox, SandboxConfig, SandboxHandle, OGMMA_USER};
+use reactbatch::secret::Secret;
+
+const KOMMO_SECRET: &str = "run-test-kommo-secret-0b7d3e";
+const OGMMA_KEY: &str = "run-test-ogmma-key-77c1a9";
+const SCOPE: &str = "scope-1_acct-1";
+const CHANNEL: &str = "ch_1";
+const USER: &str = "bot";
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_reactbatch"))
+}
+
+fn sandbox_config() -> SandboxConfig {
+    SandboxConfig::new()
+        .kommo_secret(Secret::new(KOMMO_SECRET))
+        .ogmma_key(Secret::new(OGMMA_KEY))
+}
+
+/// One planned reaction; `target` is `k` (Kommo) or `o` (Ogmma).
+#[derive(Clone, Debug)]
+struct PlanRow {
+    target: &'static str,
+    message: String,
+    action: &'static str,
+    emoji: &'static str,
+}
+
+fn react(target: &'static str, message: impl Into<String>, emoji: &'static str) -> PlanRow {
+    PlanRow {
+        target,
+        message: message.into(),
+        action: "react",
+        emoji,
+    }
+}
+
+fn unreact(target: &'static str, message: impl Into<String>) -> PlanRow {
+    PlanRow {
+        target,
+        message: message.into(),
+        action: "unreact",
+        emoji: "",
+    }
+}
+
+/// Writes `plan.yaml` (targets at `base_url`) and `rows.csv` into `dir`.
+fn write_plan(dir: &Path, base_url: &str, rows: &[PlanRow], settings: &str) -> PathBuf {
+    let plan = format!(
+        "version: 1\n\
+         targets:\n  k:\n    provider: kommo\n    scope_id: {SCOPE}\n    secret: {{ env: KOMMO_CHANNEL_SECRET }}\n    user_id: {USER}\n    base_url: {base_url}\n\
+         \x20 o:\n    provider: ogmma\n    channel_id: {CHANNEL}\n    api_key: {{ env: OGMMA_API_KEY }}\n    base_url: {base_url}\n\
+         settings: {{ {settings} }}\n\
+         include: [rows.csv]\n"
+    );
+    let mut csv = String::from("target,action,message_id,conversation_id,emoji\n");
+    for r in rows {
+        let conv = if r.target == "k" { "chat-1" } else { "" };
+        csv.push_str(&format!(
+            "{},{},{},{conv},{}\n",
+            r.target, r.action, r.message, r.emoji
+        ));
+    }
+    std::fs::write(dir.join("rows.csv"), csv).expect("write rows");
+    let path = dir.join("plan.yaml");
+    std::fs::write(&path, plan).expect("write plan");
+    path
+}
+
+fn run_cmd(plan: &Path, report: &Path, extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.arg("run")
+        .arg(plan)
+        .arg("--report")
+        .arg(report)
+        .arg("--no-progress")
+        .args(extra)
+        .env("KOMMO_CHANNEL_SECRET", KOMMO_SECRET)
+        .env("OGMMA_API_KEY", OGMMA_KEY)
+        .stdin(Stdio::null());
+    cmd
+}
+
+async fn run_blocking(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("run reactbatch"))
+        .await
+        .expect("join")
+}
+
+/// The final emoji per (provider, message) that the plan intends, in plan order.
+fn intent(rows: &[PlanRow]) -> BTreeMap<(ProviderKind, String), String> {
+    let mut state = BTreeMap::new();
+    for r in rows {
+        let p = if r.target == "k" {
+            ProviderKind::Kommo
+        } else {
+            ProviderKind::Ogmma
+        };
+        let key = (p, r.message.clone());
+        if r.action == "react" {
+            state.insert(key, r.emoji.to_string());
+        } else {
+            state.remove(&key);
+        }
+    }
+    state
+}
+
+fn sandbox_state(sandbox: &SandboxHandle) -> BTreeMap<(ProviderKind, String), String> {
+    sandbox
+        .reactions()
+        .into_iter()
+        .map(|r| {
+            let expected_user = if r.provider == ProviderKind::Kommo {
+                USER
+            } else {
+                OGMMA_USER
+            };
+            assert_eq!(r.user, expected_user);
+            ((r.provider, r.message), r.emoji)
+        })
+        .collect()
+}
+
+fn by_status(report: &[RowResult]) -> BTreeMap<Status, usize> {
+    let mut m = BTreeMap::new();
+    for r in report {
+        *m.entry(r.status).or_default() += 1;
+    }
+    m
+}
+
+fn assert_one_row_per_plan_row(report: &[RowResult], n: usize) {
+    let mut numbers: Vec<u64> = report.iter().map(|r| r.row).collect();
+    numbers.sort_unstable();
+    assert_eq!(
+        numbers,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "one report row per plan row"
+    );
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Mixed rows for both providers over a few messages, with reacts, replacements and unreacts.
+fn mixed_rows(n: usize, messages: usize) -> Vec<PlanRow> {
+    const EMOJIS: [&str; 4] = ["👍", "❤️", "🎉", "👩‍👩‍👧"];
+    (0..n)
+        .map(|i| {
+            let target = if i % 2 == 0 { "k" } else { "o" };
+            let message = format!("m-{}", (i / 2) % messages);
+            if i % 7 == 3 {
+                unreact(target, message)
+            } else {
+                react(target, message, EMOJIS[i % EMOJIS.len()])
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_providers_run_ok_and_the_sandbox_matches_the_plan() {
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = mixed_rows(120, 15);
+    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: unlimited");
+    let report = dir.path().join("report.jsonl");
+    let summary = dir.path().join("summary.json");
+    let out = run_blocking({
+        let mut c = run_cmd(&plan, &report, &["--summary-json"]);
+        c.arg(&summary);
+        c
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = read_report(&report).expect("report");
+    assert_one_row_per_plan_row(&report, rows.len());
+    assert!(
+        report
+            .iter()
+            .all(|r| r.status == Status::Ok && r.http_status == Some(200)),
+        "{report:?}"
+    );
+    assert_eq!(sandbox_state(&sandbox), intent(&rows));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    assert_eq!(summary["counts"]["ok"], 120);
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary["targets"].as_array().map(Vec::len), Some(2));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_and_rate_limits_are_retried_until_every_row_is_ok() {
+    let per_sec = |count| Rate::Limited {
+        count,
+        per: Duration::from_secs(1),
+    };
+    let sandbox = Sandbox::start(
+        sandbox_config()
+            .error_rate(0.10)
+            .drop_rate(0.05)
+            .seed(42)
+            // Below the plan's pace: 429s must happen and be retried.
+            .kommo_rate(per_sec(300), 5)
+            .ogmma_rate(per_sec(300), 5),
+    )
+    .await
+    .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = mixed_rows(2000, 400);
+    let plan = write_plan(
+        dir.path(),
+        &sandbox.base_url(),
+        &rows,
+        "rate: 600/s, burst: 20, concurrency: 32, retries: 12, timeout: 2s",
+    );
+    let report = dir.path().join("report.csv");
+    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = read_report(&report).expect("report");
+    assert_one_row_per_plan_row(&report, rows.len());
+    assert_eq!(by_status(&report), BTreeMap::from([(Status::Ok, 2000)]));
+    let attempts: u32 = report.iter().map(|r| r.attempts).sum();
+    let stats = sandbox.stats();
+    assert!(
+        stats.faults.server_errors > 50 && stats.faults.dropped > 20,
+        "{stats:?}"
+    );
+    assert!(stats.rate_limited > 0, "no 429 was provoked: {stats:?}");
+    // Every fault and 429 cost an attempt, and attempts are counted in the report.
+    assert!(
+        u64::from(attempts) >= 2000 + stats.faults.server_errors + stats.faults.dropped,
+        "{attempts} attempts, {stats:?}"
+    );
+    assert_eq!(sandbox_state(&sandbox), intent(&rows));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_never_exceeds_rate_plus_burst_and_takes_the_planned_time() {
+    let sandbox = Sandbox::start(sandbox_config().record_arrivals(true))
+        .await
+        .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<PlanRow> = (0..2000)
+        .map(|i| react("o", format!("p-{i}"), "👍"))
+        .collect();
+    let plan = write_plan(
+        dir.path(),
+        &sandbox.base_url(),
+        &rows,
+        "rate: 200/s, concurrency: 16",
+    );
+    let report = dir.path().join("report.csv");
+    let started = Instant::now();
+    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let in_1s = sandbox.max_in_window(None, Duration::from_secs(1));
+    let in_100ms = sandbox.max_in_window(None, Duration::from_millis(100));
+    assert!(
+        in_1s <= 201,
+        "{in_1s} requests in one second (rate 200 + burst 1)"
+    );
+    assert!(in_100ms <= 21, "{in_100ms} requests in 100 ms");
+    // 2000 rows at 200/s: 10 s ± 3%.
+    let secs = took.as_secs_f64();
+    assert!((9.7..=10.3).contains(&secs), "took {secs:.3}s");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_on_one_message_land_in_plan_order_across_repetitions() {
+    let sandbox = Sandbox::start(sandbox_config().latency(Duration::from_millis(2)))
+        .await
+        .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // react → unreact → react on 30 messages per provider, interleaved with unrelated rows.
+    let mut rows = Vec::new();
+    for step in 0..3 {
+        for m in 0..30 {
+            for target in ["k", "o"] {
+                let msg = format!("seq-{m}");
+                rows.push(match step {
+                    0 => react(target, msg, "👍"),
+                    1 => unreact(target, msg),
+                    _ => react(target, msg, "🎉"),
+                });
+                rows.push(react(target, format!("other-{step}-{m}"), "❤️"));
+            }
+        }
+    }
+    let plan = write_plan(
+        dir.path(),
+        &sandbox.base_url(),
+        &rows,
+        "rate: unlimited, concurrency: 32",
+    );
+    for rep in 0..20 {
+        let report = dir.path().join(format!("report-{rep}.csv"));
+        let out = run_blocking(run_cmd(&plan, &report, &["-q"])).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "repetition {rep}: {}",
+            stderr(&out)
+        );
+        assert_eq!(sandbox_state(&sandbox), intent(&rows), "repetition {rep}");
+    }
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_stops_the_target_after_a_few_requests() {
+    let sandbox = Sandbox::start(SandboxConfig::new().kommo_secret(Secret::new(KOMMO_SECRET)))
+        .await
+        .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<PlanRow> = (0..500)
+        .map(|i| react("o", format!("a-{i}"), "👍"))
+        .collect();
+    let plan = write_plan(
+        dir.path(),
+        &sandbox.base_url(),
+        &rows,
+        "rate: unlimited, concurrency: 4",
+    );
+    let report = dir.path().join("report.csv");
+    // OGMMA_API_KEY is the test's key, which this sandbox (generated key) does not accept.
+    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stopped after"), "{}", stderr(&out));
+    let requests = sandbox.stats().count(ProviderKind::Ogmma, 401);
+    assert!(
+        (3..=8).contains(&requests),
+        "{requests} requests before stopping"
+    );
+    let report = read_report(&report).expect("report");
+    assert_one_row_per_plan_row(&report, 500);
+    let skipped = report
+        .iter()
+        .filter(|r| r.status == Status::Skipped && r.code == "auth_stopped")
+        .count();
+    assert_eq!(skipped as u64 + requests, 500);
+    assert!(!stderr(&out).contains(OGMMA_KEY));
+    sandbox.shutdown().await;
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_cancels_unsent_rows_writes_the_report_and_exits_130() {
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<PlanRow> = (0..1000)
+        .map(|i| react("k", format!("s-{i}"), "👍"))
+        .collect();
+    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: 100/s");
+    let report = dir.path().join("report.csv");
+    let mut cmd = run_cmd(&plan, &report, &[]);
+    let out = tokio::task::spawn_blocking(move || {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(1500));
+        signal(child.id(), "-INT");
+        child.wait_with_output().expect("wait")
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let report = read_report(&report).expect("report");
+    assert_one_row_per_plan_row(&report, 1000);
+    let counts = by_status(&report);
+    let ok = counts.get(&Status::Ok).copied().unwrap_or(0);
+    assert!(ok >= 50 && ok < 1000, "{counts:?}");
+    assert_eq!(
+        ok + counts.get(&Status::Cancelled).copied().unwrap_or(0),
+        1000,
+        "{counts:?}"
+    );
+    assert_eq!(sandbox.stats().count(ProviderKind::Kommo, 200), ok as u64);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_every_answered_row_in_the_report() {
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<PlanRow> = (0..1000)
+        .map(|i| react("o", format!("x-{i}"), "👍"))
+        .collect();
+    let plan = write_plan(
+        dir.path(),
+        &sandbox.base_url(),
+        &rows,
+        "rate: 200/s, concurrency: 8",
+    );
+    let report = dir.path().join("report.csv");
+    let mut cmd = run_cmd(&plan, &report, &[]);
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(1200));
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+    })
+    .await
+    .expect("join");
+    let accepted = sandbox.stats().count(ProviderKind::Ogmma, 200);
+    let report = read_report(&report).expect("a report torn by kill -9 still parses");
+    let ok = report.iter().filter(|r| r.status == Status::Ok).count() as u64;
+    assert!(accepted > 50, "{accepted}");
+    // Only answers in flight at the kill (at most `concurrency`) may be missing.
+    assert!(
+        ok <= accepted && accepted - ok <= 8,
+        "report {ok} ok, sandbox accepted {accepted}"
+    );
+    sandbox.shutdown().await;
+}
