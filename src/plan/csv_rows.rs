@@ -116,6 +116,9 @@ impl CsvRows {
                 }
             };
             match Field::from_name(name) {
+                None if name.is_empty() => {
+                    problems.push(err(Some(1), col, format!("column {} has no name", i + 1)));
+                }
                 Some(f) if columns.contains(&f) => {
                     problems.push(err(Some(1), col, format!("duplicate column `{name}`")));
                 }

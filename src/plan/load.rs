@@ -6,6 +6,10 @@
 //! `.yaml`/`.yml` include may hold `rows:` and `include:` (and `version:`), so include loops are
 //! possible: they are errors naming the cycle. Rows come in plan order: a file's inline `rows:`
 //! first, then each of its includes in order, depth first.
+//!
+//! `version:` is optional (so plans written before it existed keep working); when present it
+//! must be `1`. A `--targets` file holds `targets:` (and optionally `version:`) only; given with
+//! a YAML plan that has its own `targets:`, it is an error (which one wins would be a guess).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -22,7 +22,7 @@ mod secrets;
 mod settings;
 mod targets;
 mod warnings;
-pub mod yaml;
+mod yaml;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

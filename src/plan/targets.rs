@@ -311,6 +311,12 @@ fn read_secret_ref(
 pub fn check_base_url(text: &str) -> Result<String, String> {
     let shown = super::fields::shorten(text);
     let bad = |why: &str| format!("invalid base_url `{shown}`: {why}");
+    if text.contains('@') {
+        // Not echoed: the part before `@` may be a password.
+        return Err("invalid base_url: credentials in URLs are not allowed \
+                    (the value is not shown here)"
+            .to_string());
+    }
     let rest = text
         .strip_prefix("https://")
         .or_else(|| text.strip_prefix("http://"))
@@ -320,9 +326,6 @@ pub fn check_base_url(text: &str) -> Result<String, String> {
         return Err(bad(
             "expected no path, query or fragment, only scheme://host[:port]",
         ));
-    }
-    if authority.contains('@') {
-        return Err(bad("credentials in URLs are not allowed"));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (inside, after) = v6
@@ -381,7 +384,8 @@ mod tests {
         assert!(check_base_url("https://x.com/api").is_err());
         assert!(check_base_url("https://x.com?a=1").is_err());
         assert!(check_base_url("ftp://x.com").is_err());
-        assert!(check_base_url("https://u:p@x.com").is_err());
+        let err = check_base_url("https://u:hunter2@x.com").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
         assert!(check_base_url("https://x.com:0").is_err());
         assert!(check_base_url("https://x.com:99999").is_err());
     }
