@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Sandbox, SandboxConfig, SandboxHandle, KOMMO_DATE_WINDOW};
+use super::{window_count, Sandbox, SandboxConfig, SandboxHandle, KOMMO_DATE_WINDOW};
 use crate::exit::Exit;
 use crate::plan::{parse_duration, ProviderKind, Rate};
 use crate::secret::Secret;
@@ -99,14 +99,6 @@ fn fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-/// The token bucket size when `--burst` is not given: one full window of the rate.
-fn default_burst(rate: Rate) -> u32 {
-    match rate {
-        Rate::Unlimited => 1,
-        Rate::Limited { count, .. } => count,
-    }
-}
-
 /// A credential from the environment (non-empty), or a generated one.
 fn credential(var: &str, prefix: &str) -> (Secret, bool) {
     match std::env::var(var) {
@@ -130,11 +122,11 @@ fn config(args: &SandboxArgs) -> Result<(SandboxConfig, bool, bool), String> {
         .ogmma_key(ogmma_key)
         .kommo_rate(
             args.kommo_rate,
-            args.burst.unwrap_or(default_burst(args.kommo_rate)),
+            args.burst.unwrap_or(window_count(args.kommo_rate)),
         )
         .ogmma_rate(
             args.ogmma_rate,
-            args.burst.unwrap_or(default_burst(args.ogmma_rate)),
+            args.burst.unwrap_or(window_count(args.ogmma_rate)),
         )
         .retry_after(args.retry_after.map(Duration::from_secs))
         .error_rate(args.error_rate)
