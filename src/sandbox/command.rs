@@ -17,28 +17,39 @@ use crate::secret::Secret;
 const KOMMO_ENV: &str = "KOMMO_CHANNEL_SECRET";
 const OGMMA_ENV: &str = "OGMMA_API_KEY";
 
+/// The examples, shared by `-h` and `--help` (a macro because `concat!` takes only literals).
+macro_rules! examples {
+    () => {
+        "Examples:\n  \
+            reactbatch sandbox\n  \
+            reactbatch sandbox --listen 127.0.0.1:8080 --kommo-rate unlimited --ogmma-rate unlimited\n  \
+            reactbatch sandbox --error-rate 0.1 --drop-rate 0.02 --latency 50ms --seed 42\n  \
+            reactbatch sandbox --kommo-rate 7/s --burst 1 --retry-after 1 --request-log sandbox.jsonl\n  \
+            reactbatch sandbox --not-found-prefix gone- --date-window 24h"
+    };
+}
+
 /// Flags of `reactbatch sandbox`.
 #[derive(clap::Args, Debug)]
+// The subcommand's one-line `about` comes from `cli.rs`; the details go after the options
+// (a `long_about` here would be overridden by the variant's doc comment).
 #[command(
-    long_about = "Run a local emulator of both providers' APIs.\n\n\
-        Serves Kommo `POST /v2/origin/custom/{scope_id}/react` and Ogmma \
-        `POST /v1/channels/{channelId}/messages/react` exactly as documented: checks Kommo \
-        signatures (Content-Type, Date within 15 minutes, Content-MD5, X-Signature) and Ogmma \
-        bearer keys, enforces rate limits with 429, keeps the reactions it was asked to make, and \
-        can inject faults deterministically from --seed. Any scope id and channel id are accepted.\n\n\
-        Stdout: the first line is the base URL (http://127.0.0.1:PORT); then the credentials. \
+    after_help = examples!(),
+    after_long_help = concat!(
+        "Serves Kommo `POST /v2/origin/custom/{scope_id}/react` and Ogmma \
+        `POST /v1/channels/{channelId}/messages/react` as documented: checks Kommo signatures \
+        (Content-Type, Date within 15 minutes, Content-MD5, X-Signature) and Ogmma bearer keys, \
+        enforces rate limits with 429, keeps the reactions it was asked to make, and can inject \
+        faults deterministically from --seed. Any scope id and channel id are accepted.\n\n\
+        Stdout: the first line is the base URL (http://127.0.0.1:PORT), then the credentials. \
         KOMMO_CHANNEL_SECRET and OGMMA_API_KEY are used when set (only their names are printed); \
         otherwise they are generated and printed as `export` lines.\n\n\
         GET /_sandbox/stats shows requests by provider and status, faults injected and the \
-        reaction count; GET /_sandbox/reactions shows the current reactions. Faults and 429s are \
-        decided before any state change, so a 5xx or a dropped connection never changes state.\n\n\
-        Runs until Ctrl-C (SIGINT) or SIGTERM, then exits 0.",
-    after_help = "Examples:\n  \
-        reactbatch sandbox\n  \
-        reactbatch sandbox --listen 127.0.0.1:8080 --kommo-rate unlimited --ogmma-rate unlimited\n  \
-        reactbatch sandbox --error-rate 0.1 --drop-rate 0.02 --latency 50ms --seed 42\n  \
-        reactbatch sandbox --kommo-rate 7/s --burst 1 --retry-after 1 --request-log sandbox.jsonl\n  \
-        reactbatch sandbox --not-found-prefix gone- --date-window 24h"
+        reaction count; GET /_sandbox/reactions the current reactions. 429s, 5xx and dropped \
+        connections never change state, so a client's retry is always correct.\n\n\
+        Runs until Ctrl-C (SIGINT) or SIGTERM, then exits 0.\n\n",
+        examples!()
+    )
 )]
 pub struct SandboxArgs {
     /// Address to listen on; port 0 picks a free port. Example: `--listen 127.0.0.1:8080`.
