@@ -934,3 +934,21 @@ fn binary_help_documents_every_knob_and_bad_flags_exit_2() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[tokio::test]
+async fn documented_limits_let_a_full_window_through_then_429() {
+    let sandbox = start(SandboxConfig::new().documented_limits()).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..70 {
+        let signed = ogmma_signed(&sandbox, &react(&format!("m{i}"), "👍"));
+        statuses.push(send(&client, &signed).await.expect("answer").status);
+    }
+    // 60/min with a bucket of 60: the first 60 pass at once; a refill of one a second could let
+    // a few more through on a very slow machine, never all 70.
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!(statuses[..60].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!((60..70).contains(&ok), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
+    sandbox.shutdown().await;
+}

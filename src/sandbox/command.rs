@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Sandbox, SandboxConfig, SandboxHandle, KOMMO_DATE_WINDOW};
+use super::{window_count, Sandbox, SandboxConfig, SandboxHandle, KOMMO_DATE_WINDOW};
 use crate::exit::Exit;
 use crate::plan::{parse_duration, ProviderKind, Rate};
 use crate::secret::Secret;
@@ -17,28 +17,39 @@ use crate::secret::Secret;
 const KOMMO_ENV: &str = "KOMMO_CHANNEL_SECRET";
 const OGMMA_ENV: &str = "OGMMA_API_KEY";
 
+/// The examples, shared by `-h` and `--help` (a macro because `concat!` takes only literals).
+macro_rules! examples {
+    () => {
+        "Examples:\n  \
+            reactbatch sandbox\n  \
+            reactbatch sandbox --listen 127.0.0.1:8080 --kommo-rate unlimited --ogmma-rate unlimited\n  \
+            reactbatch sandbox --error-rate 0.1 --drop-rate 0.02 --latency 50ms --seed 42\n  \
+            reactbatch sandbox --kommo-rate 7/s --burst 1 --retry-after 1 --request-log sandbox.jsonl\n  \
+            reactbatch sandbox --not-found-prefix gone- --date-window 24h"
+    };
+}
+
 /// Flags of `reactbatch sandbox`.
 #[derive(clap::Args, Debug)]
+// The subcommand's one-line `about` comes from `cli.rs`; the details go after the options
+// (a `long_about` here would be overridden by the variant's doc comment).
 #[command(
-    long_about = "Run a local emulator of both providers' APIs.\n\n\
-        Serves Kommo `POST /v2/origin/custom/{scope_id}/react` and Ogmma \
-        `POST /v1/channels/{channelId}/messages/react` exactly as documented: checks Kommo \
-        signatures (Content-Type, Date within 15 minutes, Content-MD5, X-Signature) and Ogmma \
-        bearer keys, enforces rate limits with 429, keeps the reactions it was asked to make, and \
-        can inject faults deterministically from --seed. Any scope id and channel id are accepted.\n\n\
-        Stdout: the first line is the base URL (http://127.0.0.1:PORT); then the credentials. \
+    after_help = examples!(),
+    after_long_help = concat!(
+        "Serves Kommo `POST /v2/origin/custom/{scope_id}/react` and Ogmma \
+        `POST /v1/channels/{channelId}/messages/react` as documented: checks Kommo signatures \
+        (Content-Type, Date within 15 minutes, Content-MD5, X-Signature) and Ogmma bearer keys, \
+        enforces rate limits with 429, keeps the reactions it was asked to make, and can inject \
+        faults deterministically from --seed. Any scope id and channel id are accepted.\n\n\
+        Stdout: the first line is the base URL (http://127.0.0.1:PORT), then the credentials. \
         KOMMO_CHANNEL_SECRET and OGMMA_API_KEY are used when set (only their names are printed); \
         otherwise they are generated and printed as `export` lines.\n\n\
         GET /_sandbox/stats shows requests by provider and status, faults injected and the \
-        reaction count; GET /_sandbox/reactions shows the current reactions. Faults and 429s are \
-        decided before any state change, so a 5xx or a dropped connection never changes state.\n\n\
-        Runs until Ctrl-C (SIGINT) or SIGTERM, then exits 0.",
-    after_help = "Examples:\n  \
-        reactbatch sandbox\n  \
-        reactbatch sandbox --listen 127.0.0.1:8080 --kommo-rate unlimited --ogmma-rate unlimited\n  \
-        reactbatch sandbox --error-rate 0.1 --drop-rate 0.02 --latency 50ms --seed 42\n  \
-        reactbatch sandbox --kommo-rate 7/s --burst 1 --retry-after 1 --request-log sandbox.jsonl\n  \
-        reactbatch sandbox --not-found-prefix gone- --date-window 24h"
+        reaction count; GET /_sandbox/reactions the current reactions. 429s, 5xx and dropped \
+        connections never change state, so a client's retry is always correct.\n\n\
+        Runs until Ctrl-C (SIGINT) or SIGTERM, then exits 0.\n\n",
+        examples!()
+    )
 )]
 pub struct SandboxArgs {
     /// Address to listen on; port 0 picks a free port. Example: `--listen 127.0.0.1:8080`.
@@ -99,14 +110,6 @@ fn fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-/// The token bucket size when `--burst` is not given: one full window of the rate.
-fn default_burst(rate: Rate) -> u32 {
-    match rate {
-        Rate::Unlimited => 1,
-        Rate::Limited { count, .. } => count,
-    }
-}
-
 /// A credential from the environment (non-empty), or a generated one.
 fn credential(var: &str, prefix: &str) -> (Secret, bool) {
     match std::env::var(var) {
@@ -130,11 +133,11 @@ fn config(args: &SandboxArgs) -> Result<(SandboxConfig, bool, bool), String> {
         .ogmma_key(ogmma_key)
         .kommo_rate(
             args.kommo_rate,
-            args.burst.unwrap_or(default_burst(args.kommo_rate)),
+            args.burst.unwrap_or(window_count(args.kommo_rate)),
         )
         .ogmma_rate(
             args.ogmma_rate,
-            args.burst.unwrap_or(default_burst(args.ogmma_rate)),
+            args.burst.unwrap_or(window_count(args.ogmma_rate)),
         )
         .retry_after(args.retry_after.map(Duration::from_secs))
         .error_rate(args.error_rate)
