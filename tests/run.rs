@@ -1,174 +1,17 @@
 //! `reactbatch run` end to end: the real binary against the sandbox on loopback, asserting on
 //! the report, the exit code and the sandbox's state (issue "executor", "Done when").
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::*;
 use reactbatch::plan::{ProviderKind, Rate};
-use reactbatch::report::{read_report, RowResult, Status};
-use reactbatch::sandbox::{Sandbox, SandboxConfig, SandboxHandle, OGMMA_USER};
+use reactbatch::report::{read_report, Status};
+use reactbatch::sandbox::{Sandbox, SandboxConfig};
 use reactbatch::secret::Secret;
-
-const KOMMO_SECRET: &str = "run-test-kommo-secret-0b7d3e";
-const OGMMA_KEY: &str = "run-test-ogmma-key-77c1a9";
-const SCOPE: &str = "scope-1_acct-1";
-const CHANNEL: &str = "ch_1";
-const USER: &str = "bot";
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_reactbatch"))
-}
-
-fn sandbox_config() -> SandboxConfig {
-    SandboxConfig::new()
-        .kommo_secret(Secret::new(KOMMO_SECRET))
-        .ogmma_key(Secret::new(OGMMA_KEY))
-}
-
-/// One planned reaction; `target` is `k` (Kommo) or `o` (Ogmma).
-#[derive(Clone, Debug)]
-struct PlanRow {
-    target: &'static str,
-    message: String,
-    action: &'static str,
-    emoji: &'static str,
-}
-
-fn react(target: &'static str, message: impl Into<String>, emoji: &'static str) -> PlanRow {
-    PlanRow {
-        target,
-        message: message.into(),
-        action: "react",
-        emoji,
-    }
-}
-
-fn unreact(target: &'static str, message: impl Into<String>) -> PlanRow {
-    PlanRow {
-        target,
-        message: message.into(),
-        action: "unreact",
-        emoji: "",
-    }
-}
-
-/// Writes `plan.yaml` (targets at `base_url`) and `rows.csv` into `dir`.
-fn write_plan(dir: &Path, base_url: &str, rows: &[PlanRow], settings: &str) -> PathBuf {
-    let plan = format!(
-        "version: 1\n\
-         targets:\n  k:\n    provider: kommo\n    scope_id: {SCOPE}\n    secret: {{ env: KOMMO_CHANNEL_SECRET }}\n    user_id: {USER}\n    base_url: {base_url}\n\
-         \x20 o:\n    provider: ogmma\n    channel_id: {CHANNEL}\n    api_key: {{ env: OGMMA_API_KEY }}\n    base_url: {base_url}\n\
-         settings: {{ {settings} }}\n\
-         include: [rows.csv]\n"
-    );
-    let mut csv = String::from("target,action,message_id,conversation_id,emoji\n");
-    for r in rows {
-        let conv = if r.target == "k" { "chat-1" } else { "" };
-        csv.push_str(&format!(
-            "{},{},{},{conv},{}\n",
-            r.target, r.action, r.message, r.emoji
-        ));
-    }
-    std::fs::write(dir.join("rows.csv"), csv).expect("write rows");
-    let path = dir.join("plan.yaml");
-    std::fs::write(&path, plan).expect("write plan");
-    path
-}
-
-fn run_cmd(plan: &Path, report: &Path, extra: &[&str]) -> Command {
-    let mut cmd = bin();
-    cmd.arg("run")
-        .arg(plan)
-        .arg("--report")
-        .arg(report)
-        .arg("--no-progress")
-        .args(extra)
-        .env("KOMMO_CHANNEL_SECRET", KOMMO_SECRET)
-        .env("OGMMA_API_KEY", OGMMA_KEY)
-        .stdin(Stdio::null());
-    cmd
-}
-
-async fn run_blocking(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().expect("run reactbatch"))
-        .await
-        .expect("join")
-}
-
-/// The final emoji per (provider, message) that the plan intends, in plan order.
-fn intent(rows: &[PlanRow]) -> BTreeMap<(ProviderKind, String), String> {
-    let mut state = BTreeMap::new();
-    for r in rows {
-        let p = if r.target == "k" {
-            ProviderKind::Kommo
-        } else {
-            ProviderKind::Ogmma
-        };
-        let key = (p, r.message.clone());
-        if r.action == "react" {
-            state.insert(key, r.emoji.to_string());
-        } else {
-            state.remove(&key);
-        }
-    }
-    state
-}
-
-fn sandbox_state(sandbox: &SandboxHandle) -> BTreeMap<(ProviderKind, String), String> {
-    sandbox
-        .reactions()
-        .into_iter()
-        .map(|r| {
-            let expected_user = if r.provider == ProviderKind::Kommo {
-                USER
-            } else {
-                OGMMA_USER
-            };
-            assert_eq!(r.user, expected_user);
-            ((r.provider, r.message), r.emoji)
-        })
-        .collect()
-}
-
-fn by_status(report: &[RowResult]) -> BTreeMap<Status, usize> {
-    let mut m = BTreeMap::new();
-    for r in report {
-        *m.entry(r.status).or_default() += 1;
-    }
-    m
-}
-
-fn assert_one_row_per_plan_row(report: &[RowResult], n: usize) {
-    let mut numbers: Vec<u64> = report.iter().map(|r| r.row).collect();
-    numbers.sort_unstable();
-    assert_eq!(
-        numbers,
-        (1..=n as u64).collect::<Vec<_>>(),
-        "one report row per plan row"
-    );
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Mixed rows for both providers over a few messages, with reacts, replacements and unreacts.
-fn mixed_rows(n: usize, messages: usize) -> Vec<PlanRow> {
-    const EMOJIS: [&str; 4] = ["👍", "❤️", "🎉", "👩‍👩‍👧"];
-    (0..n)
-        .map(|i| {
-            let target = if i % 2 == 0 { "k" } else { "o" };
-            let message = format!("m-{}", (i / 2) % messages);
-            if i % 7 == 3 {
-                unreact(target, message)
-            } else {
-                react(target, message, EMOJIS[i % EMOJIS.len()])
-            }
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_providers_run_ok_and_the_sandbox_matches_the_plan() {
@@ -246,39 +89,6 @@ async fn faults_and_rate_limits_are_retried_until_every_row_is_ok() {
         "{attempts} attempts, {stats:?}"
     );
     assert_eq!(sandbox_state(&sandbox), intent(&rows));
-    sandbox.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pacing_never_exceeds_rate_plus_burst_and_takes_the_planned_time() {
-    let sandbox = Sandbox::start(sandbox_config().record_arrivals(true))
-        .await
-        .expect("sandbox");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rows: Vec<PlanRow> = (0..2000)
-        .map(|i| react("o", format!("p-{i}"), "👍"))
-        .collect();
-    let plan = write_plan(
-        dir.path(),
-        &sandbox.base_url(),
-        &rows,
-        "rate: 200/s, concurrency: 16",
-    );
-    let report = dir.path().join("report.csv");
-    let started = Instant::now();
-    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
-    let took = started.elapsed();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let in_1s = sandbox.max_in_window(None, Duration::from_secs(1));
-    let in_100ms = sandbox.max_in_window(None, Duration::from_millis(100));
-    assert!(
-        in_1s <= 201,
-        "{in_1s} requests in one second (rate 200 + burst 1)"
-    );
-    assert!(in_100ms <= 21, "{in_100ms} requests in 100 ms");
-    // 2000 rows at 200/s: 10 s ± 3%.
-    let secs = took.as_secs_f64();
-    assert!((9.7..=10.3).contains(&secs), "took {secs:.3}s");
     sandbox.shutdown().await;
 }
 
@@ -394,7 +204,7 @@ async fn sigint_cancels_unsent_rows_writes_the_report_and_exits_130() {
     assert_one_row_per_plan_row(&report, 1000);
     let counts = by_status(&report);
     let ok = counts.get(&Status::Ok).copied().unwrap_or(0);
-    assert!(ok >= 50 && ok < 1000, "{counts:?}");
+    assert!((50..1000).contains(&ok), "{counts:?}");
     assert_eq!(
         ok + counts.get(&Status::Cancelled).copied().unwrap_or(0),
         1000,

@@ -1,0 +1,170 @@
+//! Helpers shared by the integration tests that run the real binary against the sandbox.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use reactbatch::plan::ProviderKind;
+use reactbatch::report::{RowResult, Status};
+use reactbatch::sandbox::{SandboxConfig, SandboxHandle, OGMMA_USER};
+use reactbatch::secret::Secret;
+
+pub const KOMMO_SECRET: &str = "run-test-kommo-secret-0b7d3e";
+pub const OGMMA_KEY: &str = "run-test-ogmma-key-77c1a9";
+pub const SCOPE: &str = "scope-1_acct-1";
+pub const CHANNEL: &str = "ch_1";
+pub const USER: &str = "bot";
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_reactbatch"))
+}
+
+pub fn sandbox_config() -> SandboxConfig {
+    SandboxConfig::new()
+        .kommo_secret(Secret::new(KOMMO_SECRET))
+        .ogmma_key(Secret::new(OGMMA_KEY))
+}
+
+/// One planned reaction; `target` is `k` (Kommo) or `o` (Ogmma).
+#[derive(Clone, Debug)]
+pub struct PlanRow {
+    pub target: &'static str,
+    pub message: String,
+    pub action: &'static str,
+    pub emoji: &'static str,
+}
+
+pub fn react(target: &'static str, message: impl Into<String>, emoji: &'static str) -> PlanRow {
+    PlanRow {
+        target,
+        message: message.into(),
+        action: "react",
+        emoji,
+    }
+}
+
+pub fn unreact(target: &'static str, message: impl Into<String>) -> PlanRow {
+    PlanRow {
+        target,
+        message: message.into(),
+        action: "unreact",
+        emoji: "",
+    }
+}
+
+/// Writes `plan.yaml` (targets at `base_url`) and `rows.csv` into `dir`.
+pub fn write_plan(dir: &Path, base_url: &str, rows: &[PlanRow], settings: &str) -> PathBuf {
+    let plan = format!(
+        "version: 1\n\
+         targets:\n  k:\n    provider: kommo\n    scope_id: {SCOPE}\n    secret: {{ env: KOMMO_CHANNEL_SECRET }}\n    user_id: {USER}\n    base_url: {base_url}\n\
+         \x20 o:\n    provider: ogmma\n    channel_id: {CHANNEL}\n    api_key: {{ env: OGMMA_API_KEY }}\n    base_url: {base_url}\n\
+         settings: {{ {settings} }}\n\
+         include: [rows.csv]\n"
+    );
+    let mut csv = String::from("target,action,message_id,conversation_id,emoji\n");
+    for r in rows {
+        let conv = if r.target == "k" { "chat-1" } else { "" };
+        csv.push_str(&format!(
+            "{},{},{},{conv},{}\n",
+            r.target, r.action, r.message, r.emoji
+        ));
+    }
+    std::fs::write(dir.join("rows.csv"), csv).expect("write rows");
+    let path = dir.join("plan.yaml");
+    std::fs::write(&path, plan).expect("write plan");
+    path
+}
+
+pub fn run_cmd(plan: &Path, report: &Path, extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.arg("run")
+        .arg(plan)
+        .arg("--report")
+        .arg(report)
+        .arg("--no-progress")
+        .args(extra)
+        .env("KOMMO_CHANNEL_SECRET", KOMMO_SECRET)
+        .env("OGMMA_API_KEY", OGMMA_KEY)
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub async fn run_blocking(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("run reactbatch"))
+        .await
+        .expect("join")
+}
+
+/// The final emoji per (provider, message) that the plan intends, in plan order.
+pub fn intent(rows: &[PlanRow]) -> BTreeMap<(ProviderKind, String), String> {
+    let mut state = BTreeMap::new();
+    for r in rows {
+        let p = if r.target == "k" {
+            ProviderKind::Kommo
+        } else {
+            ProviderKind::Ogmma
+        };
+        let key = (p, r.message.clone());
+        if r.action == "react" {
+            state.insert(key, r.emoji.to_string());
+        } else {
+            state.remove(&key);
+        }
+    }
+    state
+}
+
+pub fn sandbox_state(sandbox: &SandboxHandle) -> BTreeMap<(ProviderKind, String), String> {
+    sandbox
+        .reactions()
+        .into_iter()
+        .map(|r| {
+            let expected_user = if r.provider == ProviderKind::Kommo {
+                USER
+            } else {
+                OGMMA_USER
+            };
+            assert_eq!(r.user, expected_user);
+            ((r.provider, r.message), r.emoji)
+        })
+        .collect()
+}
+
+pub fn by_status(report: &[RowResult]) -> BTreeMap<Status, usize> {
+    let mut m = BTreeMap::new();
+    for r in report {
+        *m.entry(r.status).or_default() += 1;
+    }
+    m
+}
+
+pub fn assert_one_row_per_plan_row(report: &[RowResult], n: usize) {
+    let mut numbers: Vec<u64> = report.iter().map(|r| r.row).collect();
+    numbers.sort_unstable();
+    assert_eq!(
+        numbers,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "one report row per plan row"
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Mixed rows for both providers over a few messages, with reacts, replacements and unreacts.
+pub fn mixed_rows(n: usize, messages: usize) -> Vec<PlanRow> {
+    const EMOJIS: [&str; 4] = ["👍", "❤️", "🎉", "👩‍👩‍👧"];
+    (0..n)
+        .map(|i| {
+            let target = if i % 2 == 0 { "k" } else { "o" };
+            let message = format!("m-{}", (i / 2) % messages);
+            if i % 7 == 3 {
+                unreact(target, message)
+            } else {
+                react(target, message, EMOJIS[i % EMOJIS.len()])
+            }
+        })
+        .collect()
+}
