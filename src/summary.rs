@@ -18,6 +18,8 @@ pub struct TargetSummary {
     pub requests: u64,
     /// Requests per second between the first and the last send.
     pub achieved_rate: Option<f64>,
+    /// The most requests sent within any one-second window.
+    pub max_requests_in_1s: usize,
     /// Why the target was stopped (authentication failures), if it was.
     pub stopped: Option<String>,
 }
@@ -92,8 +94,8 @@ impl Summary {
                     .map_or("-".to_string(), |r| format!("{r:.1}/s"));
                 let _ = writeln!(
                     s,
-                    "  target {} ({}): {} requests, achieved {achieved} (limit {})",
-                    t.name, t.provider, t.requests, t.rate
+                    "  target {} ({}): {} requests, achieved {achieved}, busiest second {} (limit {})",
+                    t.name, t.provider, t.requests, t.max_requests_in_1s, t.rate
                 );
                 if let Some(why) = &t.stopped {
                     let _ = writeln!(s, "  {why}");

@@ -25,9 +25,22 @@ async fn pacing_never_exceeds_rate_plus_burst_and_takes_the_planned_time() {
     );
     let report = dir.path().join("report.csv");
     let started = Instant::now();
-    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
+    let summary = dir.path().join("summary.json");
+    let out = run_blocking({
+        let mut c = run_cmd(&plan, &report, &["--summary-json"]);
+        c.arg(&summary);
+        c
+    })
+    .await;
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    let sent = summary["targets"][0]["max_requests_in_1s"].as_u64();
+    assert!(
+        sent.is_some_and(|n| n <= 201),
+        "sent {sent:?} in one second"
+    );
     let in_1s = sandbox.max_in_window(None, Duration::from_secs(1));
     assert!(
         in_1s <= 201,

@@ -511,6 +511,7 @@ async fn run_with_targets(
                 rate: t.rate.to_string(),
                 requests: t.sent.load(Ordering::Relaxed),
                 achieved_rate: t.achieved_rate(),
+                max_requests_in_1s: t.max_sent_in_1s(),
                 stopped: t.stopped().map(str::to_string),
             })
             .collect(),

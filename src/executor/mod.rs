@@ -110,8 +110,17 @@ pub struct TargetRuntime {
     stop_reason: OnceLock<String>,
     /// Attempts put on the wire.
     pub sent: AtomicU64,
-    first_send: Mutex<Option<Instant>>,
-    last_send: Mutex<Option<Instant>>,
+    sends: Mutex<SendLog>,
+}
+
+/// When this target's requests went out: first, last, and the busiest one-second window.
+#[derive(Debug, Default)]
+struct SendLog {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// Sends within the last second; never longer than what one second holds.
+    window: VecDeque<Instant>,
+    max_in_1s: usize,
 }
 
 impl TargetRuntime {
@@ -125,8 +134,7 @@ impl TargetRuntime {
             stopped: AtomicBool::new(false),
             stop_reason: OnceLock::new(),
             sent: AtomicU64::new(0),
-            first_send: Mutex::new(None),
-            last_send: Mutex::new(None),
+            sends: Mutex::new(SendLog::default()),
         }
     }
 
@@ -139,21 +147,38 @@ impl TargetRuntime {
         }
     }
 
+    fn send_log(&self) -> std::sync::MutexGuard<'_, SendLog> {
+        self.sends.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn record_send(&self, at: Instant) {
         self.sent.fetch_add(1, Ordering::Relaxed);
-        let mut first = self.first_send.lock().unwrap_or_else(|e| e.into_inner());
-        first.get_or_insert(at);
-        drop(first);
-        *self.last_send.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+        let mut log = self.send_log();
+        log.first.get_or_insert(at);
+        log.last = Some(at);
+        while log
+            .window
+            .front()
+            .is_some_and(|t| at.duration_since(*t) >= Duration::from_secs(1))
+        {
+            log.window.pop_front();
+        }
+        log.window.push_back(at);
+        log.max_in_1s = log.max_in_1s.max(log.window.len());
     }
 
     /// Achieved send rate (attempts/s) between the first and last send.
     pub fn achieved_rate(&self) -> Option<f64> {
-        let first = (*self.first_send.lock().unwrap_or_else(|e| e.into_inner()))?;
-        let last = (*self.last_send.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let log = self.send_log();
+        let (first, last) = (log.first?, log.last?);
         let n = self.sent.load(Ordering::Relaxed);
         let secs = (last - first).as_secs_f64();
         (n > 1 && secs > 0.0).then(|| (n - 1) as f64 / secs)
+    }
+
+    /// The most requests this target sent within any one-second window.
+    pub fn max_sent_in_1s(&self) -> usize {
+        self.send_log().max_in_1s
     }
 
     fn record_auth(&self, failed: bool, status: u16, code: &str) {

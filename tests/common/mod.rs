@@ -168,3 +168,24 @@ pub fn mixed_rows(n: usize, messages: usize) -> Vec<PlanRow> {
         })
         .collect()
 }
+
+/// Like [`write_plan`], with the Kommo and Ogmma targets at different base URLs.
+pub fn write_plan_split(
+    dir: &Path,
+    kommo_url: &str,
+    ogmma_url: &str,
+    rows: &[PlanRow],
+    settings: &str,
+) -> PathBuf {
+    let path = write_plan(dir, kommo_url, rows, settings);
+    let text = std::fs::read_to_string(&path).expect("read plan");
+    let ogmma_at = text.find("  o:\n").expect("ogmma target");
+    let (head, tail) = text.split_at(ogmma_at);
+    let tail = tail.replacen(
+        &format!("base_url: {kommo_url}"),
+        &format!("base_url: {ogmma_url}"),
+        1,
+    );
+    std::fs::write(&path, format!("{head}{tail}")).expect("write plan");
+    path
+}
