@@ -120,6 +120,9 @@ pub struct RunArgs {
     /// Refuse to run unless the plan's digest (printed by --dry-run) is HASH.
     #[arg(long, value_name = "HASH")]
     pub expect_digest: Option<String>,
+    /// Allow plain http:// base URLs to hosts other than loopback (credentials unencrypted).
+    #[arg(long)]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

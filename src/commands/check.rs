@@ -31,7 +31,15 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> bool 
         );
         return false;
     };
-    let validation = plan.validate();
+    let mut validation = plan.validate();
+    // `run` refuses these unless --allow-insecure-http; `check` points them out.
+    let insecure = plan.insecure_http().into_iter().map(|mut p| {
+        p.severity = crate::plan::Severity::Warning;
+        p
+    });
+    validation
+        .warnings
+        .extend(insecure.chain(plan.secret_warnings()));
     let warning_count = validation.warning_count();
     let mut error_count = errors.len() as u64 + validation.error_count();
     errors.extend(validation.errors);

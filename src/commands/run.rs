@@ -173,6 +173,20 @@ pub fn run(args: RunArgs) -> Exit {
         }
     };
 
+    if !opts.sandbox {
+        let insecure = plan.insecure_http();
+        if !insecure.is_empty() && !args.allow_insecure_http {
+            print_problems(&insecure);
+            eprintln!(
+                "reactbatch run: refusing plain http:// to a non-loopback host; nothing was sent"
+            );
+            return Exit::Invalid;
+        }
+        if !opts.quiet {
+            print_problems(&plan.secret_warnings());
+        }
+    }
+
     // Pass 1: validate every row (and find repeated rows for identities) before sending any.
     let validation = plan.validate();
     if !opts.quiet {

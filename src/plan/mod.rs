@@ -221,6 +221,17 @@ impl Plan {
         secrets::resolve(&self.targets, &self.secret_sites)
     }
 
+    /// Warnings about how secrets are kept (files readable by other users).
+    pub fn secret_warnings(&self) -> Vec<Problem> {
+        secrets::permission_warnings(&self.targets, &self.secret_sites)
+    }
+
+    /// Targets reached over plain `http://` on a non-loopback host (errors for `run` unless
+    /// `--allow-insecure-http`).
+    pub fn insecure_http(&self) -> Vec<Problem> {
+        secrets::insecure_http(&self.targets)
+    }
+
     /// The plan file, the `--targets` file if any, and every included file, in order (for a
     /// digest of what was audited).
     pub fn files(&self) -> Vec<PathBuf> {

@@ -32,6 +32,77 @@ pub fn resolve(targets: &[Target], sites: &[SecretSite]) -> Result<Vec<Secret>, 
     }
 }
 
+/// Warnings for secret files that users other than the owner can read (Unix permissions).
+pub fn permission_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Problem> {
+    let mut warnings = Vec::new();
+    #[cfg(unix)]
+    for (target, site) in targets.iter().zip(sites) {
+        use std::os::unix::fs::PermissionsExt;
+        let SecretRef::File(path) = &target.credential else {
+            continue;
+        };
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            warnings.push(
+                Problem::warning(
+                    &site.file,
+                    Some(site.pos.line),
+                    Some(site.pos.col),
+                    format!(
+                        "secret file `{}` (target `{}`) can be read by other users (mode {:o})",
+                        path.display(),
+                        target.name,
+                        mode & 0o777
+                    ),
+                )
+                .with_hint(format!("chmod 600 {}", path.display())),
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (targets, sites);
+    warnings
+}
+
+/// Targets whose `base_url` is plain `http://` to a host that is not loopback: their secrets
+/// (the Ogmma key, Kommo signatures) would cross a network unencrypted.
+pub fn insecure_http(targets: &[Target]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for t in targets {
+        let Ok(url) = reqwest::Url::parse(&t.base_url) else {
+            continue;
+        };
+        if url.scheme() != "http" {
+            continue;
+        }
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if !loopback {
+            problems.push(
+                Problem::error(
+                    t.source.file.to_string(),
+                    Some(t.source.line),
+                    None,
+                    format!(
+                        "target `{}` uses plain http:// to `{}`: credentials would travel unencrypted",
+                        t.name,
+                        url.host_str().unwrap_or("")
+                    ),
+                )
+                .with_hint("use https://, or pass --allow-insecure-http to `run`"),
+            );
+        }
+    }
+    problems
+}
+
 fn read(target: &Target, site: &SecretSite) -> Result<Secret, Problem> {
     let err =
         |msg: String| Problem::error(&site.file, Some(site.pos.line), Some(site.pos.col), msg);

@@ -1,0 +1,263 @@
+//! A hostile or broken server: the client bounds body size and time, never follows a redirect
+//! (with credentials) to another host, and records a clear `failed` row.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use reactbatch::report::{read_report, RowResult, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How the fake server answers each request.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// 400 with a 200 MB body, streamed.
+    Huge,
+    /// Headers, then one byte every 200 ms, forever.
+    Drip,
+    /// 404 with a truncated JSON body.
+    MalformedJson,
+    /// 403 as an HTML page.
+    HtmlError,
+    /// 302 to another loopback host that records whether anything reached it.
+    Redirect(u16),
+    /// `HTTP/1.0 200` and the connection closed after the body.
+    Http10Close,
+}
+
+async fn read_request(sock: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return true;
+            }
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, behaviour: Behaviour, hits: Arc<AtomicUsize>) {
+    while let Ok((mut sock, _)) = listener.accept().await {
+        let hits = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while read_request(&mut sock).await {
+                hits.fetch_add(1, Ordering::Relaxed);
+                let done = answer(&mut sock, behaviour).await;
+                if done.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn answer(sock: &mut TcpStream, behaviour: Behaviour) -> std::io::Result<()> {
+    match behaviour {
+        Behaviour::Huge => {
+            let size = 200 * 1024 * 1024;
+            sock.write_all(format!("HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n").as_bytes())
+                .await?;
+            let block = vec![b'x'; 64 * 1024];
+            for _ in 0..size / block.len() {
+                sock.write_all(&block).await?;
+            }
+            Ok(())
+        }
+        Behaviour::Drip => {
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n").await?;
+            loop {
+                sock.write_all(b" ").await?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Behaviour::MalformedJson => {
+            let body = r#"{"code": "MESSAGE_NOT_F"#;
+            sock.write_all(format!("HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes())
+                .await
+        }
+        Behaviour::HtmlError => {
+            let body = "<html>\n<h1>Forbidden</h1>\n</html>";
+            sock.write_all(format!("HTTP/1.1 403 Forbidden\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes())
+                .await
+        }
+        Behaviour::Redirect(port) => {
+            sock.write_all(format!("HTTP/1.1 302 Found\r\nlocation: http://127.0.0.2:{port}/steal\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                .await
+        }
+        Behaviour::Http10Close => {
+            let body = r#"{"success":true,"message":"Reacao processada"}"#;
+            sock.write_all(format!("HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{body}").as_bytes()).await?;
+            sock.shutdown().await?;
+            Err(std::io::Error::other("closed"))
+        }
+    }
+}
+
+/// Runs a 3-row Ogmma plan against a fake server and returns the report and how long it took.
+async fn run_against(
+    behaviour: Behaviour,
+    extra: &[&str],
+) -> (Vec<RowResult>, Duration, usize, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn(serve(listener, behaviour, Arc::clone(&hits)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<PlanRow> = (0..3).map(|i| react("o", format!("h-{i}"), "👍")).collect();
+    let plan = write_plan(
+        dir.path(),
+        &url,
+        &rows,
+        "rate: unlimited, retries: 1, timeout: 1s",
+    );
+    let report = dir.path().join("report.csv");
+    let started = Instant::now();
+    let out = run_blocking(run_cmd(&plan, &report, extra)).await;
+    let took = started.elapsed();
+    server.abort();
+    let err = stderr(&out);
+    assert!(!err.contains(OGMMA_KEY));
+    (
+        read_report(&report).expect("report"),
+        took,
+        hits.load(Ordering::Relaxed),
+        err,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_body_is_not_read_whole() {
+    let (report, took, _, _) = run_against(Behaviour::Huge, &[]).await;
+    assert_eq!(report.len(), 3);
+    for r in &report {
+        assert_eq!(
+            (r.status, r.http_status, r.attempts),
+            (Status::Failed, Some(400), 1),
+            "{r:?}"
+        );
+        assert!(
+            r.message.len() <= 400,
+            "message of {} bytes",
+            r.message.len()
+        );
+    }
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drip_fed_answer_times_out_and_is_retried_then_failed() {
+    let (report, took, hits, _) = run_against(Behaviour::Drip, &[]).await;
+    for r in &report {
+        assert_eq!(
+            (r.status, r.code.as_str(), r.attempts),
+            (Status::Failed, "timeout", 2),
+            "{r:?}"
+        );
+    }
+    assert_eq!(hits, 6, "3 rows × (1 + 1 retry)");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_and_html_errors_become_clear_failed_rows() {
+    let (report, _, _, _) = run_against(Behaviour::MalformedJson, &[]).await;
+    for r in &report {
+        assert_eq!(
+            (r.status, r.http_status, r.code.as_str()),
+            (Status::Failed, Some(404), "http_404"),
+            "{r:?}"
+        );
+        assert!(r.message.contains("MESSAGE_NOT_F"), "{r:?}");
+    }
+    let (report, _, _, _) = run_against(Behaviour::HtmlError, &[]).await;
+    for r in &report {
+        assert_eq!(
+            (r.status, r.http_status, r.code.as_str()),
+            (Status::Failed, Some(403), "http_403"),
+            "{r:?}"
+        );
+        assert!(
+            !r.message.contains('\n') && r.message.contains("Forbidden"),
+            "{r:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_to_another_host() {
+    let elsewhere = TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("bind 127.0.0.2");
+    let port = elsewhere.local_addr().expect("addr").port();
+    let stolen = Arc::new(AtomicUsize::new(0));
+    let thief = tokio::spawn(serve(
+        elsewhere,
+        Behaviour::Http10Close,
+        Arc::clone(&stolen),
+    ));
+    let (report, _, _, _) = run_against(Behaviour::Redirect(port), &[]).await;
+    thief.abort();
+    for r in &report {
+        assert_eq!(
+            (r.status, r.http_status),
+            (Status::Failed, Some(302)),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        stolen.load(Ordering::Relaxed),
+        0,
+        "a request followed the redirect"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_0_with_close_is_understood() {
+    let (report, _, hits, _) = run_against(Behaviour::Http10Close, &[]).await;
+    assert_eq!(hits, 3);
+    assert!(
+        report
+            .iter()
+            .all(|r| r.status == Status::Ok && r.attempts == 1),
+        "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = vec![react("o", "r-1", "👍")];
+    let plan = write_plan(
+        dir.path(),
+        "http://reactions.example.com",
+        &rows,
+        "rate: unlimited",
+    );
+    let report = dir.path().join("report.csv");
+    let out = run_blocking(run_cmd(&plan, &report, &["--dry-run"])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("plain http://"), "{}", stderr(&out));
+    assert!(!report.exists(), "nothing may be written or sent");
+    let out = run_blocking(run_cmd(
+        &plan,
+        &report,
+        &["--dry-run", "--allow-insecure-http"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
