@@ -23,7 +23,21 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Git checks files out world-readable; secret files get the owner-only mode a user would
+/// give them, so the "readable by other users" warning shows only where a test wants it.
+fn private_fixture_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    for f in [
+        "tests/fixtures/broken/support/empty.secret",
+        "tests/fixtures/valid/secret.txt",
+    ] {
+        std::fs::set_permissions(root().join(f), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod fixture secret");
+    }
+}
+
 fn check(dir: &Path, args: &[&str]) -> Output {
+    private_fixture_secrets();
     Command::new(env!("CARGO_BIN_EXE_reactbatch"))
         .arg("check")
         .args(args)
@@ -354,4 +368,33 @@ fn an_unclosed_quote_cannot_swallow_the_file() {
         stderr.contains("error: a CSV record is longer than 64 KiB (an unclosed quote?)"),
         "{stderr}"
     );
+}
+
+#[test]
+fn secret_files_readable_by_others_get_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("key.txt"), "k-1").expect("write key");
+    std::fs::set_permissions(
+        dir.path().join("key.txt"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "version: 1\ntargets:\n  o:\n    provider: ogmma\n    channel_id: ch_1\n    api_key: { file: key.txt }\nrows:\n  - { message_id: m1, emoji: \"x\" }\n",
+    )
+    .expect("write plan");
+    let out = Command::new(env!("CARGO_BIN_EXE_reactbatch"))
+        .args(["check", "p.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("p.yaml:6:14: warning: secret file `key.txt` (target `o`) can be read by other users (mode 644) (chmod 600 key.txt)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("k-1"));
 }

@@ -125,6 +125,34 @@ enum Frame {
     },
 }
 
+/// The last position inside a text. The parser places events and errors at the end of input
+/// one line past the last line; positions are clamped to the end of the last line instead,
+/// which a reader (and a caret under it) can find.
+struct EndOfText {
+    line: u32,
+    col: u32,
+}
+
+impl EndOfText {
+    fn of(text: &str) -> EndOfText {
+        EndOfText {
+            line: to_u32(text.lines().count().max(1)),
+            col: to_u32(text.lines().last().map_or(0, |l| l.chars().count()) + 1),
+        }
+    }
+
+    fn clamp(&self, line: u32, col: u32) -> Pos {
+        if line > self.line {
+            Pos {
+                line: self.line,
+                col: self.col,
+            }
+        } else {
+            Pos { line, col }
+        }
+    }
+}
+
 /// A parsed document (`None` when empty) and the problems that did not stop parsing
 /// (duplicate keys: the first value is kept, so checking can go on).
 pub type Parsed = (Option<Node>, Vec<Problem>);
@@ -134,6 +162,7 @@ pub type Parsed = (Option<Node>, Vec<Problem>);
 /// but collects every duplicate key and alias first.
 pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
     let mut parser = Parser::new_from_str(text);
+    let end = EndOfText::of(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
     let mut documents = 0usize;
@@ -144,12 +173,22 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
             Ok(ev) => ev,
             Err(e) => {
                 let m = e.marker();
-                let line = to_u32(m.line());
+                let at = end.clamp(to_u32(m.line()), to_u32(m.col() + 1));
+                let (line, col) = (at.line, at.col);
+                let mut info = e.info().to_string();
+                if at
+                    != (Pos {
+                        line: to_u32(m.line()),
+                        col: to_u32(m.col() + 1),
+                    })
+                {
+                    info.push_str(" (at the end of the file)");
+                }
                 let mut p = Problem::error(
                     file,
                     Some(line),
-                    Some(to_u32(m.col() + 1)),
-                    format!("YAML syntax error: {}", e.info()),
+                    Some(col),
+                    format!("YAML syntax error: {info}"),
                 );
                 if line_has_tab(text, line) {
                     p = p.with_hint("tabs are not allowed for indentation in YAML; use spaces");
@@ -158,10 +197,7 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                 return Err(problems);
             }
         };
-        let pos = Pos {
-            line: to_u32(mark.line()),
-            col: to_u32(mark.col() + 1),
-        };
+        let pos = end.clamp(to_u32(mark.line()), to_u32(mark.col() + 1));
         let node = match event {
             Event::StreamStart | Event::DocumentEnd | Event::Nothing => continue,
             Event::StreamEnd => break,
