@@ -96,7 +96,9 @@ impl IdentityScan {
     }
 }
 
-/// Second pass: hands out identities in plan order.
+/// Second pass: hands out identities in plan order. Cloned for each pass that needs them
+/// (the copy of a resumed report's done rows, then the run).
+#[derive(Clone, Debug)]
 pub struct Identities {
     counts: HashMap<u64, u32>,
 }

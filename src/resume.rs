@@ -8,15 +8,21 @@
 //! The new report starts as a copy of the done rows (status `skipped`, code `done_earlier`),
 //! written to a temporary file and renamed over the report path before anything is sent, so
 //! at every instant the report on disk holds every confirmed row — even when `--resume` and
-//! `--report` name the same file, and even after `kill -9`.
+//! `--report` name the same file, and even after `kill -9`. The copy is made in the *current*
+//! plan's order and numbering: a done row keeps its earlier outcome (HTTP status, attempts,
+//! time) but takes its `row` and `source` from the plan as it is now, and a done row that was
+//! removed from the plan is not copied — so the report still has exactly one row per plan row
+//! after rows were added or removed elsewhere.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::plan::Plan;
-use crate::report::{for_each_report_row, ReportWriter, RowResult, Status};
+use crate::identity::Identities;
+use crate::plan::{Plan, Row};
+use crate::report::{for_each_report_row, timestamp, ReportWriter, RowResult, Status};
 
 /// Code of a row skipped because an earlier run did it.
 pub const DONE_EARLIER: &str = "done_earlier";
@@ -32,16 +38,25 @@ fn key_hash(key: &str) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// What an earlier report said about a done row, kept for the copy (a few bytes a row).
+#[derive(Clone, Copy, Debug)]
+struct Earlier {
+    http_status: Option<u16>,
+    attempts: u32,
+    duration_ms: u64,
+    finished_at: Option<DateTime<Utc>>,
+}
+
 /// The identities an earlier report shows done.
 #[derive(Debug, Default)]
 pub struct DoneSet {
-    keys: HashSet<u64>,
+    keys: HashMap<u64, Earlier>,
     pub report: PathBuf,
 }
 
 impl DoneSet {
     pub fn contains(&self, key: &str) -> bool {
-        self.keys.contains(&key_hash(key))
+        self.keys.contains_key(&key_hash(key))
     }
 
     pub fn len(&self) -> usize {
@@ -61,7 +76,7 @@ impl DoneSet {
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect();
         let mut set = DoneSet {
-            keys: HashSet::new(),
+            keys: HashMap::new(),
             report: report.to_path_buf(),
         };
         let mut foreign: Option<String> = None;
@@ -92,7 +107,16 @@ impl DoneSet {
                 return;
             }
             if is_done(&row) {
-                set.keys.insert(key_hash(&row.key));
+                let earlier = Earlier {
+                    http_status: row.http_status,
+                    attempts: row.attempts,
+                    duration_ms: row.duration_ms,
+                    finished_at: DateTime::parse_from_rfc3339(&row.finished_at)
+                        .ok()
+                        .map(|t| t.with_timezone(&Utc)),
+                };
+                // A row done twice (a report appended to by hand) keeps its first outcome.
+                set.keys.entry(key_hash(&row.key)).or_insert(earlier);
             }
         })?;
         if let Some(why) = foreign {
@@ -105,33 +129,52 @@ impl DoneSet {
         Ok(set)
     }
 
-    /// Copies the done rows of the earlier report into `out` as `skipped`/`done_earlier`,
-    /// once per identity. Returns how many were copied.
-    pub fn copy_done(&self, out: &mut ReportWriter) -> Result<u64, String> {
-        let mut copied = HashSet::new();
-        let mut n = 0;
-        let mut err = None;
+    /// Writes the rows of `plan` that the earlier report shows done into `out`, in plan order,
+    /// as `skipped`/`done_earlier` with the plan's current row numbers and sources. `ids` must
+    /// be fresh (it numbers repeated rows as it goes); `mine` says which rows this run covers
+    /// (a shard's). Returns how many were written.
+    pub fn copy_done(
+        &self,
+        out: &mut ReportWriter,
+        plan: &Plan,
+        mut ids: Identities,
+        mine: impl Fn(&Row) -> bool,
+    ) -> Result<u64, String> {
         let shown = self.report.display().to_string();
-        for_each_report_row(&self.report, |mut row| {
-            if err.is_some() || !is_done(&row) || !copied.insert(key_hash(&row.key)) {
-                return;
+        let mut n = 0;
+        for row in plan.rows() {
+            let row = row.map_err(|p| format!("cannot read the plan: {p}"))?;
+            let target = &plan.targets[row.target];
+            // Every row's key is taken, in order, so occurrence numbers match the run's.
+            let key = ids.key(&row, &target.name);
+            let Some(earlier) = self.keys.get(&key_hash(&key)) else {
+                continue;
+            };
+            if !mine(&row) {
+                continue;
             }
-            if row.status == Status::Ok {
-                row.status = Status::Skipped;
-                row.code = DONE_EARLIER.to_string();
-                row.message = format!(
-                    "done in an earlier run (report {shown}, finished {})",
-                    row.finished_at
-                );
-            }
-            match out.write(&row) {
-                Ok(()) => n += 1,
-                Err(e) => err = Some(format!("cannot write the report: {e}")),
-            }
-        })?;
-        match err {
-            Some(e) => Err(e),
-            None => Ok(n),
+            let finished_at = earlier.finished_at.map(timestamp).unwrap_or_default();
+            let result = RowResult {
+                row: row.number,
+                source: row.source.to_string(),
+                target: target.name.clone(),
+                provider: target.provider().to_string(),
+                action: row.action.to_string(),
+                message_id: row.message_ref().to_string(),
+                emoji: row.emoji.clone().unwrap_or_default(),
+                status: Status::Skipped,
+                http_status: earlier.http_status,
+                code: DONE_EARLIER.to_string(),
+                message: format!("done in an earlier run (report {shown}, finished {finished_at})"),
+                attempts: earlier.attempts,
+                duration_ms: earlier.duration_ms,
+                finished_at,
+                key,
+            };
+            out.write(&result)
+                .map_err(|e| format!("cannot write the report: {e}"))?;
+            n += 1;
         }
+        Ok(n)
     }
 }

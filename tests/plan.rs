@@ -111,6 +111,8 @@ fn examples_pass_check() {
         "migration.yaml",
         "cron.yaml",
         "audit.yaml",
+        "migration-to-ogmma.yaml",
+        "cron-followups.yaml",
     ] {
         let out = check(&dir, &[name]);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -366,13 +366,14 @@ async fn run_with_targets(
         done,
     } = prepared;
     let started = tokio::time::Instant::now();
-    let (report, copied) = match create_report(&opts.report, done.as_ref()) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("reactbatch run: {e}");
-            return Exit::Invalid;
-        }
-    };
+    let (report, copied) =
+        match create_report(&opts.report, done.as_ref(), plan, &identities, opts.shard) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("reactbatch run: {e}");
+                return Exit::Invalid;
+            }
+        };
     let emit = match &opts.emit {
         Some(path) => match EmitWriter::create(path, opts.emit_format) {
             Ok(w) => Some(w),
@@ -552,10 +553,17 @@ async fn run_with_targets(
     exit
 }
 
-/// Creates the report. With an earlier report to resume, its done rows are copied into a
-/// temporary file that is renamed over the report path before anything is sent, so the file on
-/// disk always holds every confirmed row (see [`crate::resume`]).
-fn create_report(path: &Path, done: Option<&DoneSet>) -> Result<(ReportWriter, u64), String> {
+/// Creates the report. With an earlier report to resume, its done rows (those still in the
+/// plan, numbered as the plan is now) are copied into a temporary file that is renamed over the
+/// report path before anything is sent, so the file on disk always holds every confirmed row
+/// (see [`crate::resume`]).
+fn create_report(
+    path: &Path,
+    done: Option<&DoneSet>,
+    plan: &Plan,
+    identities: &Identities,
+    shard: Option<Shard>,
+) -> Result<(ReportWriter, u64), String> {
     let Some(done) = done else {
         let w = ReportWriter::create(path)
             .map_err(|e| format!("cannot create report {}: {e}", path.display()))?;
@@ -566,7 +574,14 @@ fn create_report(path: &Path, done: Option<&DoneSet>) -> Result<(ReportWriter, u
     let tmp = PathBuf::from(tmp);
     let mut w = ReportWriter::create(&tmp)
         .map_err(|e| format!("cannot create report {}: {e}", tmp.display()))?;
-    let copied = done.copy_done(&mut w)?;
+    // In the plan's current numbering, only the rows of this run's shard.
+    let mine = |row: &crate::plan::Row| {
+        shard.is_none_or(|s| {
+            let name = &plan.targets[row.target].name;
+            crate::identity::shard_of(name, row.message_ref(), s.count) == s.index
+        })
+    };
+    let copied = done.copy_done(&mut w, plan, identities.clone(), mine)?;
     w.sync()
         .map_err(|e| format!("cannot write report {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path)

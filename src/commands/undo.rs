@@ -1,7 +1,8 @@
 //! `reactbatch undo REPORT --plan PLAN`: the inverse plan of the rows a report shows done, in
 //! reverse plan order. A react becomes an unreact (recording the emoji as `previous_emoji`, so
-//! undoing the undo restores it); an unreact becomes the react it removed when the plan
-//! recorded `previous_emoji`, and is otherwise left out with a warning. Targets are copied from
+//! undoing the undo restores it) — or, when the plan recorded in `previous_emoji` the reaction
+//! the react replaced, the react that puts it back; an unreact becomes the react it removed
+//! when the plan recorded `previous_emoji`, and is otherwise left out with a warning. Targets are copied from
 //! PLAN with their secret *references*; the output passes `reactbatch check`.
 
 use std::path::Path;
@@ -100,10 +101,19 @@ fn invert(row: &Row) -> Option<Row> {
     inv.not_before = None;
     inv.key = None;
     match row.action {
-        Action::React => {
-            inv.action = Action::Unreact;
-            inv.previous_emoji = row.emoji.clone();
-        }
+        // A react that replaced a reaction (the plan recorded which) puts it back; one that
+        // added a reaction removes it. Either way the inverse records the emoji it takes away,
+        // so undoing the undo redoes the row.
+        Action::React => match &row.previous_emoji {
+            Some(replaced) => {
+                inv.emoji = Some(replaced.clone());
+                inv.previous_emoji = row.emoji.clone();
+            }
+            None => {
+                inv.action = Action::Unreact;
+                inv.previous_emoji = row.emoji.clone();
+            }
+        },
         Action::Unreact => {
             inv.action = Action::React;
             inv.emoji = Some(row.previous_emoji.clone()?);
@@ -183,4 +193,71 @@ fn target_yaml(t: &Target, out_dir: &Path) -> Value {
         m.insert("rate".into(), rate.to_string().into());
     }
     Value::Mapping(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Source;
+
+    fn row(action: Action, emoji: Option<&str>, previous: Option<&str>) -> Row {
+        Row {
+            number: 1,
+            source: Source {
+                file: "p.csv".into(),
+                line: 2,
+            },
+            target: 0,
+            action,
+            emoji: emoji.map(Into::into),
+            message_id: Some("m1".into()),
+            msgid: None,
+            conversation_id: None,
+            conversation_ref_id: None,
+            user_id: None,
+            user_ref_id: None,
+            not_before: None,
+            previous_emoji: previous.map(Into::into),
+            key: Some("k".into()),
+        }
+    }
+
+    fn shape(r: &Row) -> (Action, Option<&str>, Option<&str>) {
+        (r.action, r.emoji.as_deref(), r.previous_emoji.as_deref())
+    }
+
+    #[test]
+    fn each_row_is_inverted_and_the_inverse_inverts_back() {
+        let cases = [
+            // Added a reaction: remove it.
+            (
+                row(Action::React, Some("👍"), None),
+                Some((Action::Unreact, Some("👍"), Some("👍"))),
+            ),
+            // Replaced ❤️: put ❤️ back.
+            (
+                row(Action::React, Some("🔥"), Some("❤️")),
+                Some((Action::React, Some("❤️"), Some("🔥"))),
+            ),
+            // Removed 👍: react 👍 again.
+            (
+                row(Action::Unreact, None, Some("👍")),
+                Some((Action::React, Some("👍"), None)),
+            ),
+            // Removed something unknown: cannot be restored.
+            (row(Action::Unreact, None, None), None),
+        ];
+        for (original, expected) in cases {
+            let inv = invert(&original);
+            assert_eq!(inv.as_ref().map(shape), expected, "{original:?}");
+            if let Some(inv) = inv {
+                assert_eq!(inv.key, None);
+                let back = invert(&inv).expect("an inverse is invertible");
+                assert_eq!(back.action, original.action, "{original:?}");
+                if original.action == Action::React {
+                    assert_eq!(back.emoji, original.emoji, "{original:?}");
+                }
+            }
+        }
+    }
 }

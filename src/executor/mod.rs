@@ -260,6 +260,8 @@ pub async fn execute<T: Transport>(
 ) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, String)>();
     let mut busy: HashMap<(usize, String), VecDeque<(Row, String)>> = HashMap::new();
+    // Messages with a deferred row: (first such row, its not_before).
+    let mut deferred: HashMap<(usize, String), (u64, DateTime<Utc>)> = HashMap::new();
     let mut running = 0usize;
     let mut queued = 0usize;
     let mut rows = rows.fuse();
@@ -330,8 +332,27 @@ pub async fn execute<T: Transport>(
                 Admission::Run => {}
             }
             let now = ctx.config.clock.now();
-            if let Some(at) = row.not_before.filter(|t| *t > now) {
-                let msg = format!("not before {}", timestamp(at));
+            let due = row.not_before.filter(|t| *t > now);
+            // A row behind a deferred row on the same message waits with it, so a later run
+            // still applies them in plan order.
+            let behind = (!deferred.is_empty())
+                .then(|| deferred.get(&(row.target, row.message_ref().to_string())))
+                .flatten()
+                .copied();
+            let waits = match (due, behind) {
+                (Some(at), _) => Some(format!("not before {}", timestamp(at))),
+                (None, Some((n, at))) => Some(format!(
+                    "waits for row {n} on the same message (not before {})",
+                    timestamp(at)
+                )),
+                (None, None) => None,
+            };
+            if let Some(msg) = waits {
+                if let Some(at) = due {
+                    deferred
+                        .entry((row.target, row.message_ref().to_string()))
+                        .or_insert((row.number, at));
+                }
                 let r = settled(
                     &ctx.targets,
                     &row,
