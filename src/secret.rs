@@ -45,10 +45,18 @@ pub enum SecretRef {
 
 impl SecretRef {
     /// A shell expression that yields the secret at run time, for runnable curl commands.
+    ///
+    /// A file path is made absolute (against the current directory, which is what a relative
+    /// plan path was resolved against), so the command runs from any directory, and is quoted
+    /// for the shell, so a path holding `'` neither breaks the command nor injects into it.
     pub fn shell_expr(&self) -> String {
         match self {
             SecretRef::Env(name) => format!("${name}"),
-            SecretRef::File(path) => format!("$(cat '{}')", path.display()),
+            SecretRef::File(path) => {
+                let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                let quoted = path.display().to_string().replace('\'', r"'\''");
+                format!("$(cat '{quoted}')")
+            }
         }
     }
 }
@@ -72,5 +80,19 @@ mod tests {
         assert_eq!(format!("{s:?}"), "(redacted)");
         assert_eq!(format!("{s}"), "(redacted)");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn file_reference_is_absolute_and_shell_quoted() {
+        let r = SecretRef::File(PathBuf::from("keys/it's.key"));
+        let cwd = std::env::current_dir().expect("cwd");
+        let want = cwd.join("keys/it's.key").display().to_string();
+        assert_eq!(
+            r.shell_expr(),
+            format!("$(cat '{}')", want.replace('\'', r"'\''"))
+        );
+        assert!(r.shell_expr().contains(r"it'\''s.key"));
+        let abs = SecretRef::File(PathBuf::from("/etc/k"));
+        assert_eq!(abs.shell_expr(), "$(cat '/etc/k')");
     }
 }
