@@ -34,6 +34,15 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `true` when an environment variable *name* looks like a credential pasted where the name
+/// belongs (a Kommo channel secret is 40 hex digits, a valid name whenever it starts with a
+/// letter): long, no `_`, several digits. Messages about such a name must not echo it.
+pub fn looks_like_a_secret(env_name: &str) -> bool {
+    env_name.len() >= 20
+        && !env_name.contains('_')
+        && env_name.bytes().filter(u8::is_ascii_digit).count() >= 4
+}
+
 /// Where a secret comes from, as written in a plan: `{ env: NAME }` or `{ file: PATH }`.
 /// Safe to print; it is what dry-run output and curl renderings show.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -80,6 +89,23 @@ mod tests {
         assert_eq!(format!("{s:?}"), "(redacted)");
         assert_eq!(format!("{s}"), "(redacted)");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn pasted_secrets_look_like_secrets_and_variable_names_do_not() {
+        assert!(looks_like_a_secret(
+            "abcd1e8f4c7b2a9d6e3f0c5b8a1d4e7f2c9b6a3d"
+        ));
+        assert!(looks_like_a_secret("sk2live9f3e7a1b5c8d0e4f"));
+        for name in [
+            "KOMMO_CHANNEL_SECRET",
+            "OGMMA_API_KEY",
+            "V",
+            "REACTBATCH_TEST_UNSET_VAR",
+            "token2024",
+        ] {
+            assert!(!looks_like_a_secret(name), "{name}");
+        }
     }
 
     #[test]
