@@ -312,4 +312,3 @@ mod tests {
         assert_send_static::<RowIter>();
     }
 }
-
