@@ -224,7 +224,7 @@ const EMOJIS: &[&str] = &["👍", "❤️", "👩‍👩‍👧", "🎉", "👨�
 fn gen_row(n: usize) -> GenRow {
     let emoji = EMOJIS[n % EMOJIS.len()];
     // Some ids are non-ASCII; none needs JSON escaping, so bodies can be written by hand here.
-    let tag = if n % 7 == 0 { "ção" } else { "x" };
+    let tag = if n.is_multiple_of(7) { "ção" } else { "x" };
     let kommo = |cells: [&str; 8], body: String| GenRow {
         csv: format!("kommo-main,{}", cells.join(",")),
         url_suffix: format!("/v2/origin/custom/{SCOPE}/react"),
