@@ -26,6 +26,14 @@ fn sign(args: &SignArgs) -> Result<String, String> {
     let secret = match std::env::var(&args.secret_env) {
         Ok(v) if !v.is_empty() => Secret::new(v),
         Ok(_) => return Err(format!("environment variable {} is empty", args.secret_env)),
+        Err(_) if crate::secret::looks_like_a_secret(&args.secret_env) => {
+            return Err(
+                "--secret-env names no set environment variable, and looks like a \
+                 secret value rather than a name (it is not shown here): pass the variable's \
+                 name and put the secret in that variable"
+                    .into(),
+            )
+        }
         Err(_) => {
             return Err(format!(
                 "environment variable {} is not set",

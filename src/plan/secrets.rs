@@ -110,6 +110,17 @@ fn read(target: &Target, site: &SecretSite) -> Result<Secret, Problem> {
     match &target.credential {
         SecretRef::Env(var) => {
             let value = std::env::var_os(var).ok_or_else(|| {
+                if crate::secret::looks_like_a_secret(var) {
+                    // Likely the secret itself, pasted where the variable's name belongs.
+                    return err(format!(
+                        "`env` of target `{name}` names no set environment variable, and looks \
+                         like a secret value rather than a name (it is not shown here)"
+                    ))
+                    .with_hint(
+                        "write `{ env: NAME }` with the variable's name and put the secret in \
+                         that variable",
+                    );
+                }
                 err(format!(
                     "environment variable `{var}` is not set (secret of target `{name}`)"
                 ))
