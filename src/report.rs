@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -171,22 +171,22 @@ pub fn read_report(path: &Path) -> Result<Vec<RowResult>, String> {
     Ok(rows)
 }
 
-/// Streams a report's rows to `f`; see [`read_report`].
+/// Streams a report's rows to `f`; see [`read_report`]. Memory does not grow with the report.
 pub fn for_each_report_row(path: &Path, mut f: impl FnMut(RowResult)) -> Result<(), String> {
     let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read report {shown}: {e}"))?;
-    // A file that does not end in a newline was cut mid-row: its last line is dropped.
-    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &bytes[..=i],
-        None => &bytes[..0],
-    };
+    let cannot = |e: io::Error| format!("cannot read report {shown}: {e}");
+    let mut file = File::open(path).map_err(cannot)?;
+    // A file that does not end in a newline was cut mid-row: read only up to its last newline.
+    let complete = complete_length(&mut file).map_err(cannot)?;
+    let reader = io::BufReader::with_capacity(64 * 1024, file.take(complete));
     match ReportFormat::for_path(path) {
         ReportFormat::JsonLines => {
-            for (i, line) in complete.split(|&b| b == b'\n').enumerate() {
+            for (i, line) in io::BufRead::split(reader, b'\n').enumerate() {
+                let line = line.map_err(cannot)?;
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let row: RowResult = serde_json::from_slice(line)
+                let row: RowResult = serde_json::from_slice(&line)
                     .map_err(|e| format!("{shown}:{}: not a report row: {e}", i + 1))?;
                 f(row);
             }
@@ -194,7 +194,7 @@ pub fn for_each_report_row(path: &Path, mut f: impl FnMut(RowResult)) -> Result<
         ReportFormat::Csv => {
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(true)
-                .from_reader(complete);
+                .from_reader(reader);
             for record in reader.deserialize::<RowResult>() {
                 let row = record.map_err(|e| {
                     let line = e.position().map(|p| p.line()).unwrap_or(0);
@@ -205,6 +205,27 @@ pub fn for_each_report_row(path: &Path, mut f: impl FnMut(RowResult)) -> Result<
         }
     }
     Ok(())
+}
+
+/// The length of `file` up to and including its last newline (0 when it has none).
+fn complete_length(file: &mut File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            file.seek(SeekFrom::Start(0))?;
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -252,3 +252,34 @@ async fn kill_9_keeps_every_answered_row_in_the_report() {
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_does_not_overwrite_a_live_report() {
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = vec![react("o", "d-1", "👍"), react("k", "d-2", "🎉")];
+    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: unlimited");
+    let report = dir.path().join("report.csv");
+    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let live = std::fs::read(&report).expect("live report");
+    let out = run_blocking(run_cmd(&plan, &report, &["--dry-run"])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds the results of a live run"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(&report).expect("report"),
+        live,
+        "the live report was changed"
+    );
+    // A dry run may replace an earlier dry run's report.
+    let audit = dir.path().join("audit.csv");
+    for _ in 0..2 {
+        let out = run_blocking(run_cmd(&plan, &audit, &["--dry-run"])).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    sandbox.shutdown().await;
+}

@@ -138,6 +138,14 @@ impl RunOptions {
     }
 }
 
+/// Whether `path` is a report with rows that went (or were to go) on the wire: anything but
+/// `planned`. Unreadable or foreign files count as not holding results.
+fn holds_live_results(path: &Path) -> bool {
+    let mut live = false;
+    let _ = crate::report::for_each_report_row(path, |row| live |= row.status != Status::Planned);
+    live
+}
+
 /// `<plan-stem>.report.csv` in the current directory.
 pub fn default_report_path(plan: &Path) -> PathBuf {
     let stem = plan
@@ -240,6 +248,14 @@ pub fn run(args: RunArgs) -> Exit {
             );
             return Exit::Invalid;
         }
+    }
+    if opts.dry_run && holds_live_results(&opts.report) {
+        eprintln!(
+            "reactbatch run: {} holds the results of a live run, which a dry run would overwrite \
+             (and a later --resume needs them); give the dry run its own --report FILE",
+            opts.report.display()
+        );
+        return Exit::Invalid;
     }
     let done = match &opts.resume {
         None => None,
