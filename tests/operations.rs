@@ -184,6 +184,20 @@ const CONCURRENCY: u64 = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_then_resume_sends_every_row_once() {
+    crash_loop(3, 3000).await;
+}
+
+/// The long form of the crash loop: 20 kills over 10 000 rows.
+/// `cargo test --release --test operations -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long form: 20 kills, about a minute"]
+async fn crash_loop_long() {
+    crash_loop(20, 10_000).await;
+}
+
+/// Kills the run with SIGKILL at `kills` seeded random moments, resuming after each, then lets
+/// it finish; checks the report after every kill and the sends at the end.
+async fn crash_loop(kills_wanted: u64, n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("requests.jsonl");
     let sandbox = Sandbox::start(
@@ -195,7 +209,7 @@ async fn kill_9_at_random_moments_then_resume_sends_every_row_once() {
     .expect("sandbox");
     // One message per row, so the request log counts sends per row.
     const EMOJIS: [&str; 3] = ["👍", "❤️", "🎉"];
-    let rows: Vec<OpsRow> = (0..1500)
+    let rows: Vec<OpsRow> = (0..n)
         .map(|i| {
             r(
                 if i % 3 == 0 { "k" } else { "o" },
@@ -217,8 +231,9 @@ async fn kill_9_at_random_moments_then_resume_sends_every_row_once() {
     let mut restarts: Vec<(DateTime<Utc>, BTreeSet<String>)> = Vec::new();
     let mut kills = 0u64;
     let mut finished = false;
-    for attempt in 0..10 {
-        let kill_after = (kills < 3).then(|| Duration::from_millis(rng.random_range(250..1200)));
+    for attempt in 0..kills_wanted + 10 {
+        let kill_after =
+            (kills < kills_wanted).then(|| Duration::from_millis(rng.random_range(250..1200)));
         let cmd = run_cmd(&plan, &report, &["--resume", &report_arg, "-q"]);
         let started = Utc::now();
         let (status, was_killed) = tokio::task::spawn_blocking(move || {
@@ -263,7 +278,10 @@ async fn kill_9_at_random_moments_then_resume_sends_every_row_once() {
         restarts.push((Utc::now(), done));
     }
     assert!(finished, "no run completed after {kills} kills");
-    assert!(kills >= 1, "the run was never killed");
+    assert_eq!(
+        kills, kills_wanted,
+        "the run finished before it was killed {kills_wanted} times"
+    );
     sandbox.shutdown().await;
 
     let final_report = read_report(&report).expect("final report");
@@ -295,6 +313,11 @@ async fn kill_9_at_random_moments_then_resume_sends_every_row_once() {
         "a row was never sent"
     );
     let resent = sends.len() as u64 - rows.len() as u64;
+    eprintln!(
+        "crash loop: {} rows, {kills} kills, {} requests, {resent} re-sent after kills",
+        rows.len(),
+        sends.len()
+    );
     assert!(
         resent <= CONCURRENCY * kills,
         "{resent} re-sends after {kills} kills (at most {CONCURRENCY} in flight per kill)"
