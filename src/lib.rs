@@ -21,9 +21,11 @@
 //! - [`digest`]: the plan digest for audited runs; [`resume`]: rows an earlier report shows done.
 //! - [`summary`]: the end-of-run summary (stderr and `--summary-json`).
 //! - [`secret`]: secrets as a type that cannot be printed.
+//! - [`diagnostic`]: plan problems rendered with the source line and a caret (`--color`).
 
 pub mod cli;
 pub mod commands;
+pub mod diagnostic;
 pub mod digest;
 pub mod emit;
 pub mod executor;
@@ -57,6 +59,7 @@ pub fn main_entry() -> ExitCode {
         eprintln!("reactbatch: internal error{at}; please report it (details withheld: they may contain plan data)");
     }));
     let cli = Cli::parse();
+    diagnostic::init_color(cli.color);
     let exit = match cli.command {
         Command::Check(args) => commands::check::run(&args),
         Command::Run(args) => commands::run::run(*args),

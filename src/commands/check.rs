@@ -39,8 +39,9 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> bool 
         error_count += secret_problems.len() as u64;
         errors.extend(secret_problems);
     }
+    // One batch, so a line hidden for one problem (it may hold a secret) is hidden for all.
+    errors.extend(validation.warnings.iter().cloned());
     print(&errors);
-    print(&validation.warnings);
     eprintln!(
         "{name}: {}, {}, {}, {}",
         count(validation.rows, "row"),
@@ -52,9 +53,7 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> bool 
 }
 
 fn print(problems: &[Problem]) {
-    for p in problems {
-        eprintln!("{p}");
-    }
+    crate::diagnostic::eprint(problems);
 }
 
 fn count(n: u64, what: &str) -> String {

@@ -148,9 +148,7 @@ pub fn default_report_path(plan: &Path) -> PathBuf {
 }
 
 fn print_problems(problems: &[Problem]) {
-    for p in problems {
-        eprintln!("{p}");
-    }
+    crate::diagnostic::eprint(problems);
 }
 
 pub fn run(args: RunArgs) -> Exit {

@@ -201,7 +201,8 @@ fn read_target(
             Some((text, pos)) => match check_base_url(text) {
                 Ok(url) => Some(url),
                 Err(msg) => {
-                    r.error(pos, msg);
+                    // `user:password@` must not reach the terminal through the snippet either.
+                    r.error(pos, msg).hide_source = text.contains('@');
                     ok = false;
                     None
                 }
@@ -242,8 +243,24 @@ fn read_target(
     })
 }
 
-/// `{ env: NAME }` or `{ file: PATH }`; anything else is an error that never echoes the value.
+/// `{ env: NAME }` or `{ file: PATH }`; anything else is an error that never echoes the value,
+/// and whose source line is never shown either (it may hold the secret).
 fn read_secret_ref(
+    r: &mut DocReader<'_>,
+    node: &Node,
+    key: &str,
+    what: &str,
+    dir: &Path,
+) -> Option<SecretRef> {
+    let before = r.problems.len();
+    let secret = read_secret_ref_unmarked(r, node, key, what, dir);
+    for p in &mut r.problems[before..] {
+        p.hide_source = true;
+    }
+    secret
+}
+
+fn read_secret_ref_unmarked(
     r: &mut DocReader<'_>,
     node: &Node,
     key: &str,
