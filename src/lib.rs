@@ -43,6 +43,10 @@ pub mod summary;
 
 use std::process::ExitCode;
 
+/// The version `--version` prints: the crate version, and the git commit when built from a
+/// checkout (see `build.rs`), e.g. `0.1.0 (1a2b3c4)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("REACTBATCH_VERSION_SUFFIX"));
+
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
@@ -66,6 +70,9 @@ pub fn main_entry() -> ExitCode {
         Command::Sign(args) => commands::sign::run(&args),
         Command::Undo(args) => commands::undo::run(&args),
         Command::Sandbox(args) => sandbox::run_command(args),
+        Command::Schema => commands::docs::schema(),
+        Command::Completions(args) => commands::docs::completions(args.shell),
+        Command::Man => commands::docs::man(),
     };
     exit.into()
 }

@@ -122,8 +122,8 @@ fn missing_secret_env_var_fails_check_of_an_example() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains(
-        "error: environment variable `KOMMO_CHANNEL_SECRET` is not set (secret of target `kommo-main`)\n \
-         --> quickstart.yaml:9:13\n"
+        "error: environment variable `KOMMO_CHANNEL_SECRET` is not set (secret of target `kommo-main`)\n  \
+         --> quickstart.yaml:10:13\n"
     ), "{stderr}");
     assert!(stderr.contains("= help: set KOMMO_CHANNEL_SECRET or use { file: ... }"));
 }
