@@ -155,6 +155,10 @@ pub struct RunArgs {
     /// Refuse to run unless the plan's digest (printed by --dry-run) is HASH.
     #[arg(long, value_name = "HASH")]
     pub expect_digest: Option<String>,
+    /// stderr format: `text` (timestamped progress and summary when not a terminal) or `json`
+    /// (one object per line: ts, level, event, fields; for log shippers).
+    #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
+    pub log_format: crate::log::LogFormat,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -22,6 +22,7 @@
 //! - [`summary`]: the end-of-run summary (stderr and `--summary-json`).
 //! - [`secret`]: secrets as a type that cannot be printed.
 //! - [`diagnostic`]: plan problems rendered with the source line and a caret (`--color`).
+//! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
 
 pub mod cli;
 pub mod commands;
@@ -32,6 +33,7 @@ pub mod executor;
 pub mod exit;
 pub mod identity;
 pub mod lock;
+pub mod log;
 pub mod plan;
 pub mod provider;
 pub mod report;

@@ -433,3 +433,73 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
     documented.sort();
     assert_eq!(documented, fields);
 }
+
+// ---- cron-friendly logging ----
+
+fn run_quickstart(dir: &Path, extra: &[&str]) -> Output {
+    let plan = root().join("examples/workflows/quickstart.yaml");
+    let plan = plan.display().to_string();
+    let mut args = vec!["run", &plan, "--sandbox", "--rate", "unlimited"];
+    args.extend_from_slice(extra);
+    reactbatch(dir, &args)
+}
+
+fn is_timestamp(s: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(s).is_ok() && s.ends_with('Z')
+}
+
+#[test]
+fn piped_summary_lines_are_timestamped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_quickstart(dir.path(), &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let summary: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.contains("reactbatch: 5 rows in"))
+        .take_while(|l| !l.contains("sandbox now holds"))
+        .collect();
+    assert!(summary.len() >= 3, "{stderr}");
+    for line in summary {
+        let (ts, _) = line.split_once(' ').expect("ts then text");
+        assert!(is_timestamp(ts), "{line}");
+    }
+}
+
+#[test]
+fn log_format_json_makes_every_stderr_line_an_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_quickstart(dir.path(), &["--log-format", "json"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for e in &events {
+        assert!(is_timestamp(e["ts"].as_str().expect("ts")), "{e}");
+        assert!(["info", "warn", "error"].contains(&e["level"].as_str().expect("level")));
+        assert!(e["event"].is_string(), "{e}");
+    }
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event");
+    assert_eq!(summary["counts"]["ok"], 5);
+    assert_eq!(summary["exit_code"], 0);
+
+    // Plan problems are events too, with their location.
+    let out = reactbatch(
+        &broken(),
+        &["run", "unknown_row_field.yaml", "--log-format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let first: serde_json::Value =
+        serde_json::from_str(text(&out.stderr).lines().next().expect("a line")).expect("JSON");
+    assert_eq!(first["event"], "problem");
+    assert_eq!(first["level"], "error");
+    assert_eq!(
+        (first["line"].as_u64(), first["column"].as_u64()),
+        (Some(10), Some(46))
+    );
+}
