@@ -503,3 +503,41 @@ fn log_format_json_makes_every_stderr_line_an_event() {
         (Some(10), Some(46))
     );
 }
+
+// ---- MSRV ----
+
+/// `rust-version` must be true of the dependencies too: none may declare a newer one. (Our own
+/// code is held to it by clippy's `incompatible_msrv` lint, on by default, under `-D warnings`.)
+#[test]
+fn no_dependency_needs_a_newer_rust_than_ours() {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--manifest-path",
+        ])
+        .arg(root().join("Cargo.toml"))
+        .output()
+        .expect("cargo metadata");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let version = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    let ours = env!("CARGO_PKG_RUST_VERSION");
+    assert!(!ours.is_empty(), "rust-version is declared");
+    let newer: Vec<String> = meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter_map(|p| {
+            let rv = p["rust_version"].as_str()?;
+            (version(rv) > version(ours))
+                .then(|| format!("{} {} needs {rv}", p["name"], p["version"]))
+        })
+        .collect();
+    assert!(
+        newer.is_empty(),
+        "rust-version {ours} is not true: {newer:?}"
+    );
+}
