@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(
     name = "reactbatch",
-    version,
+    version = crate::VERSION,
     about = "Apply emoji reactions to chat messages in bulk (Kommo, Ogmma)",
     long_about = "Apply emoji reactions to chat messages in bulk.\n\n\
         A plan (YAML workflow or CSV rows) lists message ids, emojis and actions; reactbatch signs \
@@ -18,6 +18,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Colour diagnostics: `auto` colours a terminal unless NO_COLOR is set.
+    #[arg(long, global = true, value_enum, default_value_t, value_name = "WHEN")]
+    pub color: crate::diagnostic::ColorChoice,
 }
 
 #[derive(Subcommand, Debug)]
@@ -32,11 +35,31 @@ pub enum Command {
     Undo(UndoArgs),
     /// Run the local emulator of both providers' APIs.
     Sandbox(crate::sandbox::SandboxArgs),
+    /// Print the JSON Schema of the plan format (for editors).
+    #[command(
+        after_help = "Examples:\n  reactbatch schema > plan.schema.json\n  then, as the first line of a plan next to it:\n  # yaml-language-server: $schema=./plan.schema.json"
+    )]
+    Schema,
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  reactbatch completions bash > ~/.local/share/bash-completion/completions/reactbatch\n  reactbatch completions zsh > ~/.zfunc/_reactbatch\n  reactbatch completions fish > ~/.config/fish/completions/reactbatch.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  reactbatch man > ~/.local/share/man/man1/reactbatch.1")]
+    Man,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  reactbatch check plan.yaml\n  reactbatch check rows.csv --targets targets.yaml"
+    after_help = "Examples:\n  reactbatch check plan.yaml\n  reactbatch check rows.csv --targets targets.yaml\n  reactbatch check plan.yaml --format json | jq '.plans[].problems[]'"
 )]
 pub struct CheckArgs {
     /// Plan files: `.yaml`/`.yml` workflows or `.csv` rows (CSV needs --targets).
@@ -45,6 +68,18 @@ pub struct CheckArgs {
     /// A YAML file holding only `targets:`, for CSV plans.
     #[arg(long, value_name = "FILE")]
     pub targets: Option<PathBuf>,
+    /// Output format: `human` (stderr) or `json` (one document on stdout, for editors and CI).
+    #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
+    pub format: CheckFormat,
+}
+
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// Diagnostics with source lines on stderr, and a summary line per plan.
+    #[default]
+    Human,
+    /// One JSON document on stdout: problems with file, line, column, severity, message, hint.
+    Json,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -123,6 +158,10 @@ pub struct RunArgs {
     /// Allow plain http:// base URLs to hosts other than loopback (credentials unencrypted).
     #[arg(long)]
     pub allow_insecure_http: bool,
+    /// stderr format: `text` (timestamped progress and summary when not a terminal) or `json`
+    /// (one object per line: ts, level, event, fields; for log shippers).
+    #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
+    pub log_format: crate::log::LogFormat,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

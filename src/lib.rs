@@ -21,15 +21,19 @@
 //! - [`digest`]: the plan digest for audited runs; [`resume`]: rows an earlier report shows done.
 //! - [`summary`]: the end-of-run summary (stderr and `--summary-json`).
 //! - [`secret`]: secrets as a type that cannot be printed.
+//! - [`diagnostic`]: plan problems rendered with the source line and a caret (`--color`).
+//! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
 
 pub mod cli;
 pub mod commands;
+pub mod diagnostic;
 pub mod digest;
 pub mod emit;
 pub mod executor;
 pub mod exit;
 pub mod identity;
 pub mod lock;
+pub mod log;
 pub mod plan;
 pub mod provider;
 pub mod report;
@@ -40,6 +44,10 @@ pub mod sign;
 pub mod summary;
 
 use std::process::ExitCode;
+
+/// The version `--version` prints: the crate version, and the git commit when built from a
+/// checkout (see `build.rs`), e.g. `0.1.0 (1a2b3c4)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("REACTBATCH_VERSION_SUFFIX"));
 
 use clap::Parser;
 
@@ -57,12 +65,16 @@ pub fn main_entry() -> ExitCode {
         eprintln!("reactbatch: internal error{at}; please report it (details withheld: they may contain plan data)");
     }));
     let cli = Cli::parse();
+    diagnostic::init_color(cli.color);
     let exit = match cli.command {
         Command::Check(args) => commands::check::run(&args),
         Command::Run(args) => commands::run::run(*args),
         Command::Sign(args) => commands::sign::run(&args),
         Command::Undo(args) => commands::undo::run(&args),
         Command::Sandbox(args) => sandbox::run_command(args),
+        Command::Schema => commands::docs::schema(),
+        Command::Completions(args) => commands::docs::completions(args.shell),
+        Command::Man => commands::docs::man(),
     };
     exit.into()
 }

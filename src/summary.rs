@@ -33,7 +33,8 @@ pub struct LatencySummary {
     pub samples: u64,
 }
 
-/// The JSON document of `--summary-json` (its schema is documented in README.md).
+/// The JSON document of `--summary-json`; its fields are documented in `docs/summary-schema.md`
+/// (a test keeps the two in step).
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub plan: String,

@@ -50,10 +50,11 @@ fn check(dir: &Path, args: &[&str]) -> Output {
         .expect("run reactbatch")
 }
 
-/// `true` if some line of `stderr` starts with `file:LINE` for a file path and a number.
+/// `true` if some line of `stderr` is a diagnostic's origin ` --> file:LINE[:COL]` for a file
+/// path and a number.
 fn names_file_and_line(stderr: &str) -> bool {
     stderr.lines().any(|line| {
-        line.split_once(": ").is_some_and(|(loc, _)| {
+        line.trim_start().strip_prefix("--> ").is_some_and(|loc| {
             let mut parts = loc.split(':');
             let file = parts.next().unwrap_or("");
             let line_no = parts.next().unwrap_or("");
@@ -137,9 +138,10 @@ fn missing_secret_env_var_fails_check_of_an_example() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains(
-        "quickstart.yaml:9:13: error: environment variable `KOMMO_CHANNEL_SECRET` is not set"
-    ));
-    assert!(stderr.contains("(set KOMMO_CHANNEL_SECRET or use { file: ... })"));
+        "error: environment variable `KOMMO_CHANNEL_SECRET` is not set (secret of target `kommo-main`)\n  \
+         --> quickstart.yaml:10:13\n"
+    ), "{stderr}");
+    assert!(stderr.contains("= help: set KOMMO_CHANNEL_SECRET or use { file: ... }"));
 }
 
 fn rows_of(plan: &Plan) -> Vec<Row> {
@@ -253,7 +255,11 @@ fn check_prints_warnings_and_succeeds() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(
         stderr,
-        "more/rows2.csv:2: warning: row 6 (react) is pointless: row 7 at more/rows2.csv:3 removes the reaction on the same message and user later\n\
+        "warning: row 6 (react) is pointless: row 7 at more/rows2.csv:3 removes the reaction on the same message and user later\n \
+         --> more/rows2.csv:2:1\n  \
+         |\n\
+         2 | m-9,🔥,react\n  \
+         | ^^^^^^^^^^^^\n\n\
          includes.yaml: 7 rows, 2 targets, 0 errors, 1 warning\n"
     );
 }
@@ -302,7 +308,12 @@ fn bom_crlf_and_quoted_newlines_keep_line_numbers() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr,
-        "rows.csv:7: error: a react row needs an `emoji`\nrows.csv: 3 rows, 2 targets, 1 error, 0 warnings\n"
+        "error: a react row needs an `emoji`\n \
+         --> rows.csv:7:1\n  \
+         |\n\
+         7 | kommo-main,m-3,c-1,,\"a \"\"quoted\"\" key\",👍\n  \
+         | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n\n\
+         rows.csv: 3 rows, 2 targets, 1 error, 0 warnings\n"
     );
 }
 
@@ -312,7 +323,10 @@ fn csv_plan_without_targets_is_a_usage_error() {
     let out = check(&dir, &["csv_ragged.csv"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("csv_ragged.csv: error: a CSV plan needs `--targets FILE`"));
+    assert!(
+        stderr.contains("error: a CSV plan needs `--targets FILE`\n--> csv_ragged.csv\n"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -394,9 +408,12 @@ fn secret_files_readable_by_others_get_a_warning() {
         .expect("run check");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("p.yaml:6:14: warning: secret file `key.txt` (target `o`) can be read by other users (mode 644) (chmod 600 key.txt)"),
-        "{stderr}"
-    );
+    for part in [
+        "warning: secret file `key.txt` (target `o`) can be read by other users (mode 644)",
+        "--> p.yaml:6:14",
+        "help: chmod 600 key.txt",
+    ] {
+        assert!(stderr.contains(part), "{part}: {stderr}");
+    }
     assert!(!stderr.contains("k-1"));
 }

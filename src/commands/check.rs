@@ -1,67 +1,120 @@
 //! `reactbatch check`: load and validate plans, print every problem, send nothing.
 //!
 //! For each plan: structural problems, row problems (one streaming pass), secret problems (a
-//! missing env var is an error of `check` too), then warnings, each as one line
-//! `file:line:col: error: message (hint)` on stderr, and a one-line summary
-//! `plan.yaml: 120 rows, 2 targets, 0 errors, 1 warning`. Exit 2 if any plan has an error.
+//! missing env var is an error of `check` too), then warnings. Human output (stderr): each
+//! problem rendered with its source line and a caret ([`crate::diagnostic`]), then a one-line
+//! summary `plan.yaml: 120 rows, 2 targets, 0 errors, 1 warning`. `--format json` prints one
+//! JSON document on stdout instead (schema in `docs/check-json.md`) and nothing on stderr.
+//! Exit 2 if any plan has an error, in both formats.
 
-use crate::cli::CheckArgs;
+use serde::Serialize;
+
+use crate::cli::{CheckArgs, CheckFormat};
 use crate::exit::Exit;
-use crate::plan::{Plan, Problem};
+use crate::plan::{Plan, Problem, Severity};
+
+/// The version of the `--format json` document; bumped only on incompatible changes.
+pub const JSON_VERSION: u32 = 1;
 
 pub fn run(args: &CheckArgs) -> Exit {
-    let mut exit = Exit::Success;
-    for path in &args.plans {
-        if !check_one(path, args.targets.as_deref()) {
-            exit = Exit::Invalid;
+    let outcomes: Vec<Outcome> = args
+        .plans
+        .iter()
+        .map(|path| {
+            let outcome = check_one(path, args.targets.as_deref());
+            if args.format == CheckFormat::Human {
+                outcome.print();
+            }
+            outcome
+        })
+        .collect();
+    if args.format == CheckFormat::Json {
+        let doc = JsonDoc::new(&outcomes);
+        match serde_json::to_string_pretty(&doc) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("reactbatch check: cannot render JSON: {e}");
+                return Exit::Invalid;
+            }
         }
     }
-    exit
+    if outcomes.iter().all(|o| o.errors == 0) {
+        Exit::Success
+    } else {
+        Exit::Invalid
+    }
 }
 
-/// Checks one plan and prints its problems and summary; `true` when it has no error.
-fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> bool {
-    let name = path.display();
-    let (plan, mut errors) = Plan::load_lenient(path, targets);
+/// What checking one plan found.
+struct Outcome {
+    plan: String,
+    /// False when the plan's structure was too broken to read its rows.
+    loaded: bool,
+    rows: u64,
+    targets: usize,
+    errors: u64,
+    warnings: u64,
+    /// Errors first, then warnings, in the order found.
+    problems: Vec<Problem>,
+}
+
+impl Outcome {
+    fn print(&self) {
+        // One batch, so a line hidden for one problem (it may hold a secret) is hidden for all.
+        crate::diagnostic::eprint(&self.problems);
+        if self.loaded {
+            eprintln!(
+                "{}: {}, {}, {}, {}",
+                self.plan,
+                count(self.rows, "row"),
+                count(self.targets as u64, "target"),
+                count(self.errors, "error"),
+                count(self.warnings, "warning"),
+            );
+        } else {
+            eprintln!("{}: not loaded, {}", self.plan, count(self.errors, "error"));
+        }
+    }
+}
+
+fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outcome {
+    let name = path.display().to_string();
+    let (plan, mut problems) = Plan::load_lenient(path, targets);
     let Some(plan) = plan else {
-        print(&errors);
-        eprintln!(
-            "{name}: not loaded, {}",
-            count(errors.len() as u64, "error")
-        );
-        return false;
+        return Outcome {
+            plan: name,
+            loaded: false,
+            rows: 0,
+            targets: 0,
+            errors: problems.len() as u64,
+            warnings: 0,
+            problems,
+        };
     };
     let mut validation = plan.validate();
     // `run` refuses these unless --allow-insecure-http; `check` points them out.
     let insecure = plan.insecure_http().into_iter().map(|mut p| {
-        p.severity = crate::plan::Severity::Warning;
+        p.severity = Severity::Warning;
         p
     });
     validation
         .warnings
         .extend(insecure.chain(plan.secret_warnings()));
-    let warning_count = validation.warning_count();
-    let mut error_count = errors.len() as u64 + validation.error_count();
-    errors.extend(validation.errors);
+    let mut errors = problems.len() as u64 + validation.error_count();
+    problems.extend(validation.errors.iter().cloned());
     if let Err(secret_problems) = plan.resolve_secrets() {
-        error_count += secret_problems.len() as u64;
-        errors.extend(secret_problems);
+        errors += secret_problems.len() as u64;
+        problems.extend(secret_problems);
     }
-    print(&errors);
-    print(&validation.warnings);
-    eprintln!(
-        "{name}: {}, {}, {}, {}",
-        count(validation.rows, "row"),
-        count(plan.targets.len() as u64, "target"),
-        count(error_count, "error"),
-        count(warning_count, "warning"),
-    );
-    error_count == 0
-}
-
-fn print(problems: &[Problem]) {
-    for p in problems {
-        eprintln!("{p}");
+    problems.extend(validation.warnings.iter().cloned());
+    Outcome {
+        plan: name,
+        loaded: true,
+        rows: validation.rows,
+        targets: plan.targets.len(),
+        errors,
+        warnings: validation.warning_count(),
+        problems,
     }
 }
 
@@ -70,5 +123,77 @@ fn count(n: u64, what: &str) -> String {
         format!("1 {what}")
     } else {
         format!("{n} {what}s")
+    }
+}
+
+/// `check --format json`: every plan's problems and counts, plus totals.
+#[derive(Serialize)]
+struct JsonDoc<'a> {
+    version: u32,
+    /// True when no plan has an error (the exit code is then 0).
+    ok: bool,
+    errors: u64,
+    warnings: u64,
+    plans: Vec<JsonPlan<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    plan: &'a str,
+    loaded: bool,
+    /// `null` when the plan was not loaded.
+    rows: Option<u64>,
+    targets: Option<usize>,
+    errors: u64,
+    warnings: u64,
+    problems: Vec<JsonProblem<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonProblem<'a> {
+    file: &'a str,
+    line: Option<u32>,
+    column: Option<u32>,
+    severity: &'static str,
+    message: &'a str,
+    hint: Option<&'a str>,
+}
+
+impl<'a> JsonDoc<'a> {
+    fn new(outcomes: &'a [Outcome]) -> JsonDoc<'a> {
+        let plans: Vec<JsonPlan<'a>> = outcomes
+            .iter()
+            .map(|o| JsonPlan {
+                plan: &o.plan,
+                loaded: o.loaded,
+                rows: o.loaded.then_some(o.rows),
+                targets: o.loaded.then_some(o.targets),
+                errors: o.errors,
+                warnings: o.warnings,
+                problems: o
+                    .problems
+                    .iter()
+                    .map(|p| JsonProblem {
+                        file: &p.file,
+                        line: p.line,
+                        column: p.column,
+                        severity: match p.severity {
+                            Severity::Error => "error",
+                            Severity::Warning => "warning",
+                        },
+                        message: &p.message,
+                        hint: p.hint.as_deref(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let errors = outcomes.iter().map(|o| o.errors).sum();
+        JsonDoc {
+            version: JSON_VERSION,
+            ok: errors == 0,
+            errors,
+            warnings: outcomes.iter().map(|o| o.warnings).sum(),
+            plans,
+        }
     }
 }

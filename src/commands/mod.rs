@@ -2,6 +2,7 @@
 //! runs the library, prints to the user, and returns the [`crate::exit::Exit`] code.
 
 pub mod check;
+pub mod docs;
 pub mod run;
 pub mod sign;
 pub mod undo;

@@ -21,6 +21,8 @@ use crate::executor::{
 use crate::exit::Exit;
 use crate::identity::{Identities, IdentityScan};
 use crate::lock::{LockError, RunLock};
+// Every notice of this file becomes a log event (plain text, or JSON with --log-format json).
+use crate::log::eprintln;
 use crate::plan::{parse_duration, EmitFormat, Plan, Problem, ProviderKind, Rate, Shard, Target};
 use crate::report::{ReportWriter, Status};
 use crate::resume::DoneSet;
@@ -156,12 +158,11 @@ pub fn default_report_path(plan: &Path) -> PathBuf {
 }
 
 fn print_problems(problems: &[Problem]) {
-    for p in problems {
-        eprintln!("{p}");
-    }
+    crate::log::problems(problems);
 }
 
 pub fn run(args: RunArgs) -> Exit {
+    crate::log::init(args.log_format);
     let plan = match Plan::load(&args.plan, args.targets.as_deref()) {
         Ok(plan) => plan,
         Err(problems) => {
@@ -261,9 +262,12 @@ pub fn run(args: RunArgs) -> Exit {
         None => None,
         Some(path) if !path.exists() && *path == opts.report => {
             if !opts.quiet {
-                eprintln!(
-                    "reactbatch run: no earlier report at {}; starting from the first row",
-                    path.display()
+                crate::log::message(
+                    crate::log::Level::Info,
+                    &format!(
+                        "reactbatch run: no earlier report at {}; starting from the first row",
+                        path.display()
+                    ),
                 );
             }
             None
@@ -555,7 +559,7 @@ async fn run_with_targets(
         eprintln!("reactbatch run: {err}");
     }
     if !opts.quiet {
-        eprint!("{}", summary.render());
+        crate::log::summary(&summary);
     }
     if let Some(path) = &opts.summary_json {
         let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();

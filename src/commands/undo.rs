@@ -28,12 +28,13 @@ pub fn run(args: &UndoArgs) -> Exit {
 
 fn undo(args: &UndoArgs) -> Result<Exit, String> {
     let plan = Plan::load(&args.plan, None).map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        format!("{} is invalid:\n{}", args.plan.display(), lines.join("\n"))
+        crate::diagnostic::eprint(&problems);
+        format!("{} is invalid", args.plan.display())
     })?;
     let validation = plan.validate();
-    if let Some(first) = validation.errors.first() {
-        return Err(format!("{} is invalid: {first}", args.plan.display()));
+    if !validation.errors.is_empty() {
+        crate::diagnostic::eprint(&validation.errors);
+        return Err(format!("{} is invalid", args.plan.display()));
     }
     let done = DoneSet::load(&args.report, &plan)?;
 

@@ -1,5 +1,6 @@
-//! Live progress on stderr: an indicatif bar on a terminal; elsewhere (cron, CI) a plain
-//! timestamped status line every 10 seconds. `--no-progress` and `--quiet` turn both off.
+//! Live progress on stderr: an indicatif bar on a terminal; elsewhere (cron, CI), or with
+//! `--log-format json`, a timestamped status line (or JSON event, see [`crate::log`]) every
+//! 10 seconds. `--no-progress` and `--quiet` turn both off.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,9 @@ impl ProgressMode {
     pub fn detect(off: bool) -> ProgressMode {
         if off {
             ProgressMode::Off
-        } else if std::io::stderr().is_terminal() {
+        } else if std::io::stderr().is_terminal()
+            && crate::log::format() == crate::log::LogFormat::Text
+        {
             ProgressMode::Bar
         } else {
             ProgressMode::Lines
@@ -99,12 +102,13 @@ impl Progress {
                         tick.tick().await;
                         let done = counters.done.load(Ordering::Relaxed);
                         let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-3);
-                        eprintln!(
-                            "{} reactbatch: progress {done}/{total} rows, ok {}, failed {}, {rate:.1} rows/s",
-                            crate::report::timestamp(chrono::Utc::now()),
-                            counters.get(Status::Ok),
-                            counters.get(Status::Failed),
-                        );
+                        crate::log::progress(crate::log::ProgressCounts {
+                            done,
+                            total,
+                            ok: counters.get(Status::Ok),
+                            failed: counters.get(Status::Failed),
+                            rows_per_second: rate,
+                        });
                     }
                 });
                 Progress {

@@ -24,7 +24,8 @@ use super::secrets::SecretSite;
 use super::targets::{read_targets, LoadedTarget};
 use super::yaml::{self, Key, Node, Pos, Value};
 
-const PLAN_KEYS: &[&str] = &[
+/// Top-level keys of a plan file (the JSON Schema in [`super::schema`] is tested against it).
+pub(super) const PLAN_KEYS: &[&str] = &[
     "version", "targets", "defaults", "settings", "rows", "include",
 ];
 const INCLUDE_KEYS: &[&str] = &["version", "rows", "include"];

@@ -18,6 +18,7 @@ mod load;
 pub mod model;
 pub mod problem;
 mod rows;
+pub mod schema;
 mod secrets;
 mod settings;
 mod targets;

@@ -21,6 +21,9 @@ pub struct Problem {
     pub message: String,
     /// e.g. "did you mean `emoji`?"
     pub hint: Option<String>,
+    /// The line may hold a secret (a literal secret, a password in a URL): diagnostics must not
+    /// show it, nor any other problem's snippet of the same line.
+    pub hide_source: bool,
 }
 
 impl Problem {
@@ -37,6 +40,7 @@ impl Problem {
             column,
             message: message.into(),
             hint: None,
+            hide_source: false,
         }
     }
 
@@ -54,6 +58,12 @@ impl Problem {
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// Marks the line as possibly holding a secret (see [`Problem::hide_source`]).
+    pub fn hiding_source(mut self) -> Self {
+        self.hide_source = true;
         self
     }
 

@@ -116,6 +116,7 @@ fn read(target: &Target, site: &SecretSite) -> Result<Secret, Problem> {
                         "`env` of target `{name}` names no set environment variable, and looks \
                          like a secret value rather than a name (it is not shown here)"
                     ))
+                    .hiding_source()
                     .with_hint(
                         "write `{ env: NAME }` with the variable's name and put the secret in \
                          that variable",

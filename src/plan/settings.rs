@@ -9,7 +9,8 @@ use super::doc::DocReader;
 use super::model::{parse_duration, EmitFormat, Settings, Shard};
 use super::yaml::Node;
 
-const KEYS: &[&str] = &[
+/// Keys of `settings:` (the JSON Schema in [`super::schema`] is tested against it).
+pub(super) const KEYS: &[&str] = &[
     "report",
     "emit",
     "emit_format",

@@ -8,7 +8,9 @@ use super::model::{Rate, Source, Target, TargetKind};
 use super::yaml::{Node, Pos};
 use crate::secret::SecretRef;
 
-const KOMMO_KEYS: &[&str] = &[
+/// Keys of a Kommo / an Ogmma target, and of a secret reference (the JSON Schema in
+/// [`super::schema`] is tested against them).
+pub(super) const KOMMO_KEYS: &[&str] = &[
     "provider",
     "scope_id",
     "secret",
@@ -17,7 +19,8 @@ const KOMMO_KEYS: &[&str] = &[
     "base_url",
     "rate",
 ];
-const OGMMA_KEYS: &[&str] = &["provider", "channel_id", "api_key", "base_url", "rate"];
+pub(super) const OGMMA_KEYS: &[&str] = &["provider", "channel_id", "api_key", "base_url", "rate"];
+pub(super) const SECRET_KEYS: &[&str] = &["env", "file"];
 
 /// The most requests per second a `rate` may ask for (beyond it the pacing interval rounds to 0).
 pub const MAX_RATE_PER_SECOND: f64 = 100_000.0;
@@ -201,7 +204,8 @@ fn read_target(
             Some((text, pos)) => match check_base_url(text) {
                 Ok(url) => Some(url),
                 Err(msg) => {
-                    r.error(pos, msg);
+                    // `user:password@` must not reach the terminal through the snippet either.
+                    r.error(pos, msg).hide_source = text.contains('@');
                     ok = false;
                     None
                 }
@@ -242,8 +246,24 @@ fn read_target(
     })
 }
 
-/// `{ env: NAME }` or `{ file: PATH }`; anything else is an error that never echoes the value.
+/// `{ env: NAME }` or `{ file: PATH }`; anything else is an error that never echoes the value,
+/// and whose source line is never shown either (it may hold the secret).
 fn read_secret_ref(
+    r: &mut DocReader<'_>,
+    node: &Node,
+    key: &str,
+    what: &str,
+    dir: &Path,
+) -> Option<SecretRef> {
+    let before = r.problems.len();
+    let secret = read_secret_ref_unmarked(r, node, key, what, dir);
+    for p in &mut r.problems[before..] {
+        p.hide_source = true;
+    }
+    secret
+}
+
+fn read_secret_ref_unmarked(
     r: &mut DocReader<'_>,
     node: &Node,
     key: &str,
@@ -301,7 +321,7 @@ fn read_secret_ref(
             Some(SecretRef::File(dir.join(path)))
         }
         _ => {
-            r.unknown_key(k, &format!("`{key}` of {what}"), &["env", "file"]);
+            r.unknown_key(k, &format!("`{key}` of {what}"), SECRET_KEYS);
             None
         }
     }
