@@ -213,10 +213,8 @@ pub type KeyFn = Box<dyn FnMut(&Row) -> String + Send>;
 pub enum Admission {
     /// Run it.
     Run,
-    /// Not this run's row at all (another shard's): no report row.
+    /// Not this run's row: another shard's, or already in the report (done earlier).
     Exclude,
-    /// Report it with this status and message, send nothing.
-    Settle(Status, String, String),
 }
 
 /// The result row for `row` with nothing sent.
@@ -249,6 +247,19 @@ pub fn settled(
     }
 }
 
+/// The result row of a row that an interruption stopped before it was sent.
+fn unsent_cancelled<T: Transport>(ctx: &RunContext<T>, row: &Row, key: String) -> RowResult {
+    settled(
+        &ctx.targets,
+        row,
+        key,
+        Status::Cancelled,
+        "cancelled",
+        "interrupted before sending",
+        ctx.config.clock.now(),
+    )
+}
+
 /// Runs every row of `rows` and sends each result to `ctx.out`. Returns when every row that
 /// was read has a result (cancelled rows included). Rows the iterator yields as `Err` are a
 /// bug upstream (validation runs first) and are reported `failed` with the problem.
@@ -274,15 +285,7 @@ pub async fn execute<T: Transport>(
             // Rows waiting behind a busy message will not start now.
             for queue in busy.values_mut() {
                 for (row, key) in queue.drain(..) {
-                    let r = settled(
-                        &ctx.targets,
-                        &row,
-                        key,
-                        Status::Cancelled,
-                        "cancelled",
-                        "interrupted before sending",
-                        ctx.config.clock.now(),
-                    );
+                    let r = unsent_cancelled(&ctx, &row, key);
                     ctx.out.row(r, None).await;
                 }
             }
@@ -302,33 +305,12 @@ pub async fn execute<T: Transport>(
             };
             let key = key_of(&row);
             if cancelled {
-                let r = settled(
-                    &ctx.targets,
-                    &row,
-                    key,
-                    Status::Cancelled,
-                    "cancelled",
-                    "interrupted before sending",
-                    ctx.config.clock.now(),
-                );
+                let r = unsent_cancelled(&ctx, &row, key);
                 ctx.out.row(r, None).await;
                 continue;
             }
             match admit(&row, &key) {
                 Admission::Exclude => continue,
-                Admission::Settle(status, code, message) => {
-                    let r = settled(
-                        &ctx.targets,
-                        &row,
-                        key,
-                        status,
-                        &code,
-                        &message,
-                        ctx.config.clock.now(),
-                    );
-                    ctx.out.row(r, None).await;
-                    continue;
-                }
                 Admission::Run => {}
             }
             let now = ctx.config.clock.now();
