@@ -87,7 +87,19 @@ pub struct RowResult {
 
 /// Formats a timestamp the way the report does.
 pub fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    // Rows finishing in the same millisecond (every row of a dry run with `--now`) share the
+    // text: remember the last one instead of formatting it again.
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let milli = at.timestamp_millis();
+    LAST.with_borrow_mut(|(cached, text)| {
+        if *cached != milli {
+            *text = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+            *cached = milli;
+        }
+        text.clone()
+    })
 }
 
 /// The report's file format, chosen by the file's ending.

@@ -15,7 +15,19 @@ pub const CONTENT_TYPE: &str = "application/json";
 /// Formats a timestamp as Kommo's RFC 2822 `Date`, day zero-padded and zone `+0000`:
 /// `Wed, 15 Dec 2021 23:12:55 +0000`.
 pub fn http_date(at: DateTime<Utc>) -> String {
-    at.format("%a, %d %b %Y %H:%M:%S +0000").to_string()
+    // Formatting through chrono's strftime costs more than hashing and signing the request;
+    // every request signed within one second carries the same Date, so remember the last one.
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let second = at.timestamp();
+    LAST.with_borrow_mut(|(cached_second, text)| {
+        if *cached_second != second {
+            *text = at.format("%a, %d %b %Y %H:%M:%S +0000").to_string();
+            *cached_second = second;
+        }
+        text.clone()
+    })
 }
 
 /// Lowercase hex MD5 of the exact body bytes (of the empty string for an empty body).

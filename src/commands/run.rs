@@ -196,8 +196,14 @@ pub fn run(args: RunArgs) -> Exit {
         }
     }
 
-    // Pass 1: validate every row (and find repeated rows for identities) before sending any.
-    let validation = plan.validate();
+    // One pass validates every row before any is sent and, on the way, finds repeated rows
+    // (for identities) and digests what would be sent.
+    let mut scan = IdentityScan::new();
+    let mut digest = PlanDigest::new(&plan);
+    let validation = plan.validate_with(|row| {
+        scan.observe(row, &plan.targets[row.target].name);
+        digest.row(row);
+    });
     if !opts.quiet {
         print_problems(&validation.warnings);
     }
@@ -232,13 +238,6 @@ pub fn run(args: RunArgs) -> Exit {
         None => None,
     };
 
-    // Pass 2: find repeated rows (for identities) and digest what would be sent.
-    let mut scan = IdentityScan::new();
-    let mut digest = PlanDigest::new(&plan);
-    for row in plan.rows().flatten() {
-        scan.observe(&row, &plan.targets[row.target].name);
-        digest.row(&row);
-    }
     let identities = scan.finish();
     let digest = digest.finish();
     if let Some(expected) = &opts.expect_digest {

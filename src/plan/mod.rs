@@ -176,6 +176,13 @@ impl Plan {
     /// then, only if some message appears in several rows, a second pass for warnings about
     /// rows a later row makes pointless. Rows are never collected in memory.
     pub fn validate(&self) -> Validation {
+        self.validate_with(|_| {})
+    }
+
+    /// [`Plan::validate`], also handing every valid row of the first pass to `on_row`, in plan
+    /// order, so a caller that needs another look at every row (identities, digest) does not
+    /// read the plan once more.
+    pub fn validate_with(&self, mut on_row: impl FnMut(&Row)) -> Validation {
         let file = &*self.inner.file;
         let mut errors = Capped::new(MAX_ERRORS);
         let mut warnings = Capped::new(MAX_WARNINGS);
@@ -183,7 +190,10 @@ impl Plan {
         let mut rows = self.rows();
         while let Some(checked) = rows.next_checked() {
             match checked {
-                Checked::Row(row) => finder.add(&row),
+                Checked::Row(row) => {
+                    on_row(&row);
+                    finder.add(&row);
+                }
                 Checked::Invalid(problems) => problems.into_iter().for_each(|p| errors.push(p)),
                 Checked::Suppressed(_) => {}
             }

@@ -1,5 +1,6 @@
-//! The optional JSON-lines request log: one line per request (time, provider, method, path,
-//! status, outcome, message id, latency). It never holds a secret, a signature or a body.
+//! The optional JSON-lines request log: one line per request (time, arrival time in µs,
+//! provider, method, path, status, outcome, message id, latency). It never holds a secret, a
+//! signature or a body.
 //! Lines go through a channel to one writer task, so request handlers never wait on the disk;
 //! the writer flushes whenever the channel runs dry, so `tail -f` follows along.
 
@@ -12,8 +13,11 @@ use tokio::task::JoinHandle;
 
 #[derive(Serialize)]
 pub(crate) struct LogLine {
-    /// RFC 3339 UTC, milliseconds.
+    /// RFC 3339 UTC, milliseconds, when the answer was sent.
     pub(crate) time: String,
+    /// When the request arrived, in microseconds since the Unix epoch: precise enough to count
+    /// requests in 100 ms windows (`scripts/bench` checks the client's pacing with it).
+    pub(crate) arrived_us: i64,
     /// `kommo`, `ogmma` or `other`.
     pub(crate) provider: &'static str,
     pub(crate) method: String,

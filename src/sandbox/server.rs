@@ -315,8 +315,11 @@ fn finish(
         }
     };
     if let Some(log) = &shared.log {
+        let now = chrono::Utc::now();
+        let waited = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
         log.write(&LogLine {
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            arrived_us: (now - waited).timestamp_micros(),
             provider: route.as_str(),
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
