@@ -318,7 +318,13 @@ fn read_secret_ref_unmarked(
                 r.error(v.pos, "`file` is empty");
                 return None;
             }
-            Some(SecretRef::File(dir.join(path)))
+            match super::paths::resolve(dir, path) {
+                Ok(resolved) => Some(SecretRef::File(resolved)),
+                Err(msg) => {
+                    r.error(v.pos, format!("secret file {msg}"));
+                    None
+                }
+            }
         }
         _ => {
             r.unknown_key(k, &format!("`{key}` of {what}"), SECRET_KEYS);

@@ -18,17 +18,24 @@
 //!   silently overwritten target or row field is exactly the kind of typo a check must catch.
 //! - **One document per file**; a second `---` document is an error.
 //! - **Limits**: nesting deeper than [`MAX_DEPTH`] is an error; file size is limited by the loader
-//!   ([`super::limits::MAX_YAML_BYTES`]). Without aliases, the node count is bounded by the size.
+//!   ([`super::fields::MAX_YAML_BYTES`]). Without aliases, the node count is bounded by the size.
+//!   Parsing stops after [`MAX_PARSE_PROBLEMS`] duplicate keys or aliases, so a file made of
+//!   them costs milliseconds, not minutes.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::TScalarStyle;
 
+use super::fields::shorten;
 use super::problem::Problem;
 
 /// Deepest nesting of sequences and mappings accepted. A plan needs 4 levels.
 pub const MAX_DEPTH: usize = 32;
+
+/// Parsing stops after this many problems (duplicate keys, aliases) in one file.
+pub const MAX_PARSE_PROBLEMS: usize = 100;
 
 /// A 1-based position in a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +129,9 @@ enum Frame {
         entries: Vec<(Key, Node)>,
         /// A key waiting for its value.
         pending: Option<Key>,
+        /// Key text → line of its first occurrence: duplicate checks stay O(1) per key, so a
+        /// mapping with a million keys is not a quadratic scan.
+        seen: HashMap<String, u32>,
     },
 }
 
@@ -198,6 +208,19 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
             }
         };
         let pos = end.clamp(to_u32(mark.line()), to_u32(mark.col() + 1));
+        if problems.len() >= MAX_PARSE_PROBLEMS {
+            // A file of a million aliases or repeated keys: listing them all would take
+            // minutes and gigabytes, and the first ones already say what is wrong.
+            problems.push(Problem::error(
+                file,
+                Some(pos.line),
+                Some(pos.col),
+                format!(
+                    "more than {MAX_PARSE_PROBLEMS} problems in this file; stopped reading here"
+                ),
+            ));
+            return Err(problems);
+        }
         let node = match event {
             Event::StreamStart | Event::DocumentEnd | Event::Nothing => continue,
             Event::StreamEnd => break,
@@ -261,6 +284,7 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                         pos,
                         entries: Vec::new(),
                         pending: None,
+                        seen: HashMap::new(),
                     }
                 });
                 continue;
@@ -285,7 +309,10 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
             None => root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
-                entries, pending, ..
+                entries,
+                pending,
+                seen,
+                ..
             }) => match pending.take() {
                 None => {
                     let text = match &node.value {
@@ -306,18 +333,19 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                     });
                 }
                 Some(key) => {
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == key.text) {
+                    if let Some(first) = seen.get(&key.text) {
                         let what = if in_targets { "target" } else { "key" };
                         problems.push(Problem::error(
                             file,
                             Some(key.pos.line),
                             Some(key.pos.col),
                             format!(
-                                "duplicate {what} `{}` (first written at line {})",
-                                key.text, first.pos.line
+                                "duplicate {what} `{}` (first written at line {first})",
+                                shorten(&key.text)
                             ),
                         ));
                     } else {
+                        seen.insert(key.text.clone(), key.pos.line);
                         entries.push((key, node));
                     }
                 }
