@@ -80,10 +80,16 @@ fn read_yaml(
     let whole = |msg: String| vec![Problem::error(file, None, None, msg)];
     let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
     if meta.len() > MAX_YAML_BYTES {
-        return Err(whole(format!(
-            "YAML file is larger than {} MiB; put large row sets in a CSV file (streamed)",
-            MAX_YAML_BYTES / (1024 * 1024)
-        )));
+        // Located at line 1 (the file as a whole), so it reads like every other plan problem.
+        return Err(vec![Problem::error(
+            file,
+            Some(1),
+            None,
+            format!(
+                "YAML file is larger than {} MiB; put large row sets in a CSV file (streamed)",
+                MAX_YAML_BYTES / (1024 * 1024)
+            ),
+        )]);
     }
     let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
     let text = match String::from_utf8(bytes) {
@@ -194,6 +200,12 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
                 out.usable = false;
             }
             Ok(None) => {
+                out.problems
+                    .push(Problem::error(&*file, Some(1), None, "the plan is empty"));
+                out.usable = false;
+            }
+            // `---` alone: a document holding nothing.
+            Ok(Some(root)) if root.is_null() => {
                 out.problems
                     .push(Problem::error(&*file, Some(1), None, "the plan is empty"));
                 out.usable = false;
@@ -421,6 +433,10 @@ impl IncludeWalk {
             let Some(name) = r.string(item, "include") else {
                 continue;
             };
+            if name.is_empty() {
+                r.error(item.pos, "`include` entry is an empty file name");
+                continue;
+            }
             self.count += 1;
             if self.count > MAX_INCLUDES {
                 r.error(item.pos, format!("more than {MAX_INCLUDES} includes"));

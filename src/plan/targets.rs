@@ -85,6 +85,13 @@ fn read_target(
     dir: &Path,
 ) -> Option<LoadedTarget> {
     let what = format!("target `{name}`");
+    if body.is_null() {
+        r.error(
+            name_pos,
+            format!("{what} is empty: expected `provider:` and its settings"),
+        );
+        return None;
+    }
     let entries = r.map(body, &what)?;
     let get = |key: &str| entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v);
     let Some(provider_node) = get("provider") else {

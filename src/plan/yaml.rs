@@ -68,6 +68,8 @@ pub enum Value {
 pub struct Key {
     pub text: String,
     pub pos: Pos,
+    /// A list or mapping used as a key (already reported); never stored in a [`Value::Map`].
+    refused: bool,
 }
 
 impl Node {
@@ -163,6 +165,53 @@ impl EndOfText {
     }
 }
 
+/// The file's lines, to place empty values: the parser puts an empty plain scalar (`key:` with
+/// nothing after it, a bare `-`) at the *next* token, often lines later; problems about it read
+/// better just after the `:` or `-` that introduced it.
+struct Lines<'t> {
+    lines: Vec<&'t str>,
+}
+
+impl<'t> Lines<'t> {
+    fn of(text: &'t str) -> Lines<'t> {
+        Lines {
+            lines: text.lines().collect(),
+        }
+    }
+
+    /// The position just after the last non-blank character before `pos` (looking back at
+    /// most a few lines), or `pos` itself.
+    fn after_previous_token(&self, pos: Pos) -> Pos {
+        let mut line = pos.line as usize;
+        let mut before: Option<&str> = self.lines.get(line.wrapping_sub(1)).map(|l| {
+            match l.char_indices().nth((pos.col as usize).saturating_sub(1)) {
+                // A bare `-` before the next token is the *next* item's dash (a null item is
+                // placed after it): look above it.
+                Some((at, _)) if l[..at].trim() == "-" => "",
+                Some((at, _)) => &l[..at],
+                None => l,
+            }
+        });
+        for _ in 0..8 {
+            let Some(text) = before else { break };
+            let trimmed = text.trim_end();
+            if !trimmed.is_empty() {
+                return Pos {
+                    line: to_u32(line),
+                    col: to_u32(trimmed.chars().count() + 1),
+                };
+            }
+            line -= 1;
+            before = if line == 0 {
+                None
+            } else {
+                self.lines.get(line - 1).copied()
+            };
+        }
+        pos
+    }
+}
+
 /// A parsed document (`None` when empty) and the problems that did not stop parsing
 /// (duplicate keys: the first value is kept, so checking can go on).
 pub type Parsed = (Option<Node>, Vec<Problem>);
@@ -173,6 +222,7 @@ pub type Parsed = (Option<Node>, Vec<Problem>);
 pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
     let mut parser = Parser::new_from_str(text);
     let end = EndOfText::of(text);
+    let lines = Lines::of(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
     let mut documents = 0usize;
@@ -258,7 +308,11 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                 }
             }
             Event::Scalar(text, style, _anchor, _tag) => Node {
-                pos,
+                pos: if text.is_empty() && style == TScalarStyle::Plain {
+                    lines.after_previous_token(pos)
+                } else {
+                    pos
+                },
                 value: Value::Scalar {
                     text,
                     quoted: style != TScalarStyle::Plain,
@@ -316,7 +370,7 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
             }) => match pending.take() {
                 None => {
                     let text = match &node.value {
-                        Value::Scalar { text, .. } => text.clone(),
+                        Value::Scalar { text, .. } => Some(text.clone()),
                         _ => {
                             problems.push(Problem::error(
                                 file,
@@ -324,14 +378,18 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                                 Some(node.pos.col),
                                 "a mapping key must be a plain name, not a list or mapping",
                             ));
-                            String::new()
+                            None
                         }
                     };
+                    // A refused key keeps its place (its value still follows) but is dropped
+                    // with its value, so no "unknown key" echo follows.
                     *pending = Some(Key {
-                        text,
+                        text: text.unwrap_or_default(),
                         pos: node.pos,
+                        refused: matches!(node.value, Value::Seq(_) | Value::Map(_)),
                     });
                 }
+                Some(key) if key.refused => {}
                 Some(key) => {
                     if let Some(first) = seen.get(&key.text) {
                         let what = if in_targets { "target" } else { "key" };
