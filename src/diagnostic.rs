@@ -121,6 +121,7 @@ pub fn render(problem: &Problem, line_text: Option<&str>, color: bool) -> String
 /// records): the whole line, trimmed. The renderer computes the origin's column from the span.
 fn window(text: &str, column: Option<u32>) -> Option<(String, std::ops::Range<usize>)> {
     const MAX_PAD: usize = 80;
+    const MAX_SPAN: usize = 80;
     let chars: Vec<char> = text.chars().collect();
     let mut shown = text.to_string();
     let (start, end) = match column {
@@ -147,6 +148,9 @@ fn window(text: &str, column: Option<u32>) -> Option<(String, std::ops::Range<us
             (first, last)
         }
     };
+    // A 10 KB token would make the renderer show all of it under its caret run: underline
+    // its start only, so the window around the column stays terminal-sized.
+    let end = end.min(start + MAX_SPAN);
     let byte_at = |i: usize| chars[..i].iter().map(|c| c.len_utf8()).sum::<usize>();
     Some((shown, byte_at(start)..byte_at(end)))
 }

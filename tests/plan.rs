@@ -75,7 +75,7 @@ fn broken_plans_fail_check_with_located_errors() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert!(names.len() >= 30, "only {} broken fixtures", names.len());
+    assert!(names.len() >= 90, "only {} broken fixtures", names.len());
     for name in &names {
         let out = if name.ends_with(".csv") {
             check(&dir, &[name, "--targets", "support/targets.yaml"])

@@ -103,6 +103,29 @@ impl CsvRows {
             )
             .with_hint("e.g. `target,message_id,conversation_id,emoji`")]);
         }
+        // Whole-file mistakes that would otherwise read as a dozen odd column names.
+        let cr_only = header
+            .iter()
+            .take(header.len().saturating_sub(1))
+            .any(|c| c.contains(&b'\r'));
+        if cr_only {
+            return Err(vec![err(
+                Some(1),
+                None,
+                "the file's lines end with a bare CR (old Mac line endings): its rows run \
+                 into the header"
+                    .into(),
+            )
+            .with_hint("save it with LF or CRLF line endings")]);
+        }
+        if header.len() == 1 && header[0].contains(&b'\t') {
+            return Err(vec![err(
+                Some(1),
+                None,
+                "the header has tabs and no commas: the file looks tab-separated".into(),
+            )
+            .with_hint("save it as comma-separated CSV")]);
+        }
         let cols = header_columns(path);
         let mut problems = Vec::new();
         let mut columns = Vec::new();

@@ -24,15 +24,21 @@ impl DocReader<'_> {
         &mut self.problems[last]
     }
 
-    /// The entries of a mapping, or an error saying what was expected.
+    /// The entries of a mapping, or an error saying what was expected. `what` is a key name
+    /// (`settings`, shown in backticks) or a description (`the plan`, shown as is).
     pub fn map<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n [(Key, Node)]> {
         match &node.value {
             Value::Map(entries) => Some(entries),
             _ => {
                 let found = node.kind();
+                let what = if what.contains(' ') {
+                    what.to_string()
+                } else {
+                    format!("`{what}`")
+                };
                 self.error(
                     node.pos,
-                    format!("`{what}` must be a mapping of `key: value`, found {found}"),
+                    format!("{what} must be a mapping of `key: value`, found {found}"),
                 );
                 None
             }

@@ -2,16 +2,32 @@
 //! on input sizes, and the "did you mean" helper.
 //!
 //! # Limits
-//! Plans come from users and from scripts; these bounds turn abuse or accidents into errors
-//! (never a panic or an unbounded allocation):
-//! - a row field value: at most [`MAX_FIELD_BYTES`] bytes; `emoji`/`previous_emoji` at most
-//!   [`MAX_EMOJI_BYTES`];
-//! - a YAML file (plan, include or `--targets`): at most [`MAX_YAML_BYTES`]; nesting at most
-//!   [`super::yaml::MAX_DEPTH`] levels; aliases are refused (see [`super::yaml`]);
-//! - a CSV record: at most [`MAX_CSV_RECORD_BYTES`] (an unclosed quote cannot swallow the file);
-//! - includes nest at most [`MAX_INCLUDE_DEPTH`] levels and at most [`MAX_INCLUDES`] files;
-//! - a secret file: at most [`MAX_SECRET_BYTES`];
-//! - `check` lists at most [`MAX_ERRORS`] errors and [`MAX_WARNINGS`] warnings, then a count.
+//! Plans come from users and from scripts; these bounds turn abuse or accidents into located
+//! errors (never a panic, a hang or an unbounded allocation). This is the one list of them:
+//! - a row field value: at most [`MAX_FIELD_BYTES`] (4096) bytes; `emoji`/`previous_emoji` at
+//!   most [`MAX_EMOJI_BYTES`] (64); no field may hold a NUL, and `target`, `action` and the
+//!   emoji fields no control character at all; a target's `scope_id`/`channel_id` at most 256
+//!   bytes of `A-Z a-z 0-9 . _ ~ -`, target names at most 128;
+//! - a YAML file (plan, include or `--targets`): at most [`MAX_YAML_BYTES`] (16 MiB), UTF-8
+//!   (a BOM is accepted), no NUL byte; nesting at most [`super::yaml::MAX_DEPTH`] (32) levels;
+//!   one document; aliases are refused outright (no "billion laughs" expansion to bound); parsing
+//!   stops after [`super::yaml::MAX_PARSE_PROBLEMS`] (100) aliases or duplicate keys;
+//! - a CSV file is streamed record by record, never held whole; a record is at most
+//!   [`MAX_CSV_RECORD_BYTES`] (64 KiB: an unclosed quote cannot swallow the file);
+//! - includes nest at most [`MAX_INCLUDE_DEPTH`] (16) levels and a plan has at most
+//!   [`MAX_INCLUDES`] (10 000) include entries in all; loops are errors naming the cycle. There
+//!   is no cap on rows per include (CSV is streamed); memory per row is bounded instead (an
+//!   explicit `key` costs a 64-bit hash, see [`super::keys`]);
+//! - includes and `{ file: }` secrets must be regular files (no directory, FIFO, socket or
+//!   device) and, when relative, stay inside the directory of the file naming them (see
+//!   [`super::paths`]);
+//! - a secret file: at most [`MAX_SECRET_BYTES`] (64 KiB);
+//! - settings: `concurrency` 1..=4096, `retries` 0..=100, `burst` 1..=100 000, `timeout`
+//!   1ms..=10m, `rate` at most 100 000/s (or `unlimited`); zero, negative, fractional and
+//!   out-of-range values are errors (see [`super::settings`]);
+//! - `check` lists at most [`MAX_ERRORS`] (1000) structural errors, [`MAX_ERRORS`] row errors
+//!   and [`MAX_WARNINGS`] (1000) warnings, each followed by a count of the rest; a source line is
+//!   shown only up to 1 MiB long and cut to a window around the column.
 
 use std::fmt;
 use std::sync::Arc;
@@ -162,15 +178,26 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     }
 }
 
-/// Shortens user text for messages (never used for secrets, which are not echoed at all).
+/// Shortens user text for messages (never used for secrets, which are not echoed at all), and
+/// escapes control and bidirectional-override characters (`\u{202e}`), so an echoed value can
+/// neither move the cursor nor reorder what the terminal shows ("Trojan Source").
 pub fn shorten(text: &str) -> String {
     const MAX: usize = 60;
-    if text.chars().count() <= MAX {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(MAX).collect();
-        format!("{cut}…")
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 #[cfg(test)]
@@ -188,6 +215,13 @@ mod tests {
             Some("did you mean `message_id`?")
         );
         assert_eq!(suggest("zzzz", Field::names()), None);
+    }
+
+    #[test]
+    fn shorten_cuts_and_escapes() {
+        assert_eq!(shorten("kommo\u{202e}main\n"), "kommo\\u{202e}main\\u{a}");
+        assert_eq!(shorten(&"x".repeat(61)), format!("{}…", "x".repeat(60)));
+        assert_eq!(shorten(&"x".repeat(60)), "x".repeat(60));
     }
 
     #[test]

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use super::csv_rows::CsvRows;
 use super::doc::DocReader;
-use super::fields::{RawRow, MAX_INCLUDES, MAX_INCLUDE_DEPTH, MAX_YAML_BYTES};
+use super::fields::{RawRow, MAX_ERRORS, MAX_INCLUDES, MAX_INCLUDE_DEPTH, MAX_YAML_BYTES};
 use super::model::Settings;
+use super::paths;
 use super::problem::Problem;
 use super::rows::{read_defaults, read_yaml_row, RowContext};
 use super::secrets::SecretSite;
@@ -79,10 +80,16 @@ fn read_yaml(
     let whole = |msg: String| vec![Problem::error(file, None, None, msg)];
     let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
     if meta.len() > MAX_YAML_BYTES {
-        return Err(whole(format!(
-            "YAML file is larger than {} MiB; put large row sets in a CSV file (streamed)",
-            MAX_YAML_BYTES / (1024 * 1024)
-        )));
+        // Located at line 1 (the file as a whole), so it reads like every other plan problem.
+        return Err(vec![Problem::error(
+            file,
+            Some(1),
+            None,
+            format!(
+                "YAML file is larger than {} MiB; put large row sets in a CSV file (streamed)",
+                MAX_YAML_BYTES / (1024 * 1024)
+            ),
+        )]);
     }
     let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
     let text = match String::from_utf8(bytes) {
@@ -91,15 +98,32 @@ fn read_yaml(
             let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
             let col = good.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-            return Err(vec![Problem::error(
+            let mut p = Problem::error(
                 file,
                 Some(yaml::to_u32(line)),
                 Some(yaml::to_u32(col)),
                 "the file is not valid UTF-8; save it as UTF-8",
-            )]);
+            );
+            if e.as_bytes().starts_with(&[0xff, 0xfe]) || e.as_bytes().starts_with(&[0xfe, 0xff]) {
+                p = p.with_hint("the file starts with a UTF-16 byte order mark");
+            }
+            return Err(vec![p]);
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    // The YAML scanner stops at a NUL as if the file ended there, which would blame the wrong
+    // place; a NUL never belongs in a plan (a binary file, or a corrupted one).
+    if let Some(at) = text.find('\0') {
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+        return Err(vec![Problem::error(
+            file,
+            Some(yaml::to_u32(line)),
+            Some(yaml::to_u32(col)),
+            "the file contains a NUL byte (a binary or corrupted file?)",
+        )]);
+    }
     let (root, mut found) = yaml::parse(text, file)?;
     problems.append(&mut found);
     Ok(root)
@@ -180,6 +204,12 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
                     .push(Problem::error(&*file, Some(1), None, "the plan is empty"));
                 out.usable = false;
             }
+            // `---` alone: a document holding nothing.
+            Ok(Some(root)) if root.is_null() => {
+                out.problems
+                    .push(Problem::error(&*file, Some(1), None, "the plan is empty"));
+                out.usable = false;
+            }
             Ok(Some(root)) => {
                 let mut problems = std::mem::take(&mut out.problems);
                 let mut r = DocReader {
@@ -240,11 +270,34 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         out.ctx.targets.push(t.target);
     }
     sort_by_position(&mut out.problems);
+    cap_problems(&mut out.problems, &file);
+    out.ctx.target_index = out
+        .ctx
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect();
     out.ctx.broken_targets = target_names
         .into_iter()
-        .filter(|n| !out.ctx.targets.iter().any(|t| &t.name == n))
+        .filter(|n| !out.ctx.target_index.contains_key(n))
         .collect();
     out
+}
+
+/// Keeps the first [`MAX_ERRORS`] structural problems and replaces the rest with one note
+/// counting them (a 16 MiB file of unknown keys would otherwise print for minutes).
+fn cap_problems(problems: &mut Vec<Problem>, file: &str) {
+    if problems.len() > MAX_ERRORS {
+        let more = problems.len() - MAX_ERRORS;
+        problems.truncate(MAX_ERRORS);
+        problems.push(Problem::error(
+            file,
+            None,
+            None,
+            format!("… and {more} more errors not listed"),
+        ));
+    }
 }
 
 /// Orders problems by file (in order of first appearance) then line and column, so a target's
@@ -380,13 +433,23 @@ impl IncludeWalk {
             let Some(name) = r.string(item, "include") else {
                 continue;
             };
-            let joined = dir_of(including).join(name);
-            let shown = display(&joined);
+            if name.is_empty() {
+                r.error(item.pos, "`include` entry is an empty file name");
+                continue;
+            }
             self.count += 1;
             if self.count > MAX_INCLUDES {
                 r.error(item.pos, format!("more than {MAX_INCLUDES} includes"));
                 return;
             }
+            let joined = match paths::resolve(dir_of(including), name) {
+                Ok(p) => p,
+                Err(msg) => {
+                    r.error(item.pos, format!("include {msg}"));
+                    continue;
+                }
+            };
+            let shown = display(&joined);
             let canonical = match std::fs::canonicalize(&joined) {
                 Ok(c) => c,
                 Err(e) => {
@@ -394,6 +457,13 @@ impl IncludeWalk {
                     continue;
                 }
             };
+            if let Err(what) = paths::regular_file(&joined) {
+                r.error(
+                    item.pos,
+                    format!("cannot include `{shown}`: it is {what}, not a regular file"),
+                );
+                continue;
+            }
             if is_csv(&joined) {
                 match CsvRows::open(&joined, shown.clone()) {
                     Ok(_) => self.segments.push(Segment::Csv {

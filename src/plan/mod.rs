@@ -6,7 +6,8 @@
 //! - [`Plan::rows`] streams validated rows ([`rows`]) in plan order; CSV files are read record
 //!   by record ([`csv_rows`]), never whole.
 //! - [`Plan::validate`] is one streaming pass collecting every error, plus (only when some
-//!   message repeats) a second pass for "pointless row" warnings ([`warnings`]).
+//!   message or some explicit `key` repeats) a second pass for "pointless row" warnings
+//!   ([`warnings`]) and duplicate-`key` errors ([`keys`]).
 //! - [`Plan::resolve_secrets`] reads each target's `{ env }` / `{ file }` secret ([`secrets`]).
 //!
 //! Hard limits on input sizes are listed in [`fields`].
@@ -14,8 +15,10 @@
 mod csv_rows;
 mod doc;
 pub mod fields;
+mod keys;
 mod load;
 pub mod model;
+mod paths;
 pub mod problem;
 mod rows;
 pub mod schema;
@@ -173,8 +176,10 @@ impl Plan {
     }
 
     /// One full streaming pass collecting every error (capped at [`MAX_ERRORS`] plus a count),
-    /// then, only if some message appears in several rows, a second pass for warnings about
-    /// rows a later row makes pointless. Rows are never collected in memory.
+    /// then, only if some message appears in several rows or some explicit `key` hash repeats,
+    /// a second pass for warnings about rows a later row makes pointless and errors for rows
+    /// repeating an earlier row's `key`. Rows are never collected in memory (explicit keys
+    /// cost a 64-bit hash each; see [`keys`]).
     pub fn validate(&self) -> Validation {
         self.validate_with(|_| {})
     }
@@ -187,12 +192,14 @@ impl Plan {
         let mut errors = Capped::new(MAX_ERRORS);
         let mut warnings = Capped::new(MAX_WARNINGS);
         let mut finder = warnings::RepeatFinder::default();
+        let mut keys = keys::KeyFinder::default();
         let mut rows = self.rows();
         while let Some(checked) = rows.next_checked() {
             match checked {
                 Checked::Row(row) => {
                     on_row(&row);
                     finder.add(&row);
+                    keys.add(&row);
                 }
                 Checked::Invalid(problems) => problems.into_iter().for_each(|p| errors.push(p)),
                 Checked::Suppressed(_) => {}
@@ -202,16 +209,21 @@ impl Plan {
         if count == 0 {
             warnings.push(Problem::warning(file, None, None, "the plan has no rows"));
         }
-        if let Some(mut pointless) = finder.finish() {
+        // One second pass serves both, and only runs when one of them needs it.
+        let (mut pointless, mut duplicates) = (finder.finish(), keys.finish());
+        if pointless.is_some() || duplicates.is_some() {
             let mut rows = self.rows();
             while let Some(checked) = rows.next_checked() {
                 if let Checked::Row(row) = checked {
-                    if let Some(w) = pointless.add(&row) {
+                    if let Some(e) = duplicates.as_mut().and_then(|d| d.add(&row)) {
+                        errors.push(e);
+                    }
+                    if let Some(w) = pointless.as_mut().and_then(|p| p.add(&row)) {
                         warnings.push(w);
                     }
                 }
             }
-            if let Some(note) = pointless.note(file) {
+            if let Some(note) = pointless.as_ref().and_then(|p| p.note(file)) {
                 warnings.push(note);
             }
         }

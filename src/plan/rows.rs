@@ -16,6 +16,7 @@
 //! - Values are at most [`super::fields::MAX_FIELD_BYTES`] bytes (emojis
 //!   [`super::fields::MAX_EMOJI_BYTES`]); an empty value counts as absent.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -42,7 +43,10 @@ pub enum Checked {
 pub struct RowContext {
     pub targets: Vec<Target>,
     /// Targets that were written but had errors: rows naming them are [`Checked::Suppressed`].
-    pub broken_targets: Vec<String>,
+    pub broken_targets: HashSet<String>,
+    /// Target name → index in `targets`: a lookup per row must not scan every target (a
+    /// hostile plan can declare a hundred thousand).
+    pub target_index: HashMap<String, usize>,
     /// `defaults:`, already checked (invalid values were dropped and reported at load).
     pub defaults: RawRow,
 }
@@ -106,6 +110,11 @@ pub fn check_value(field: Field, text: &str) -> Result<(), String> {
         field,
         Field::Target | Field::Action | Field::Emoji | Field::PreviousEmoji
     );
+    // Ids and keys may hold line breaks (a quoted CSV cell can), but never a NUL: it is
+    // always corruption, and some providers cut strings at it.
+    if text.contains('\0') {
+        return Err(format!("`{field}` contains a NUL character"));
+    }
     if single_line && text.chars().any(char::is_control) {
         return Err(format!("`{field}` contains a control character"));
     }
@@ -184,8 +193,8 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
     // The target.
     let total_targets = ctx.targets.len() + ctx.broken_targets.len();
     let target = match value(Field::Target) {
-        Some(v) => match ctx.targets.iter().position(|t| t.name == v.text) {
-            Some(i) => Some(i),
+        Some(v) => match ctx.target_index.get(&v.text) {
+            Some(&i) => Some(i),
             None if ctx.broken_targets.contains(&v.text) => {
                 return Checked::Suppressed(problem_at(
                     &raw,
@@ -194,16 +203,20 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                 ));
             }
             None => {
-                let names = ctx.targets.iter().map(|t| t.name.as_str());
                 let mut p = problem_at(
                     &raw,
                     Some(v),
                     format!("unknown target `{}`", shorten(&v.text)),
                 );
-                p.hint = suggest(&v.text, names).or_else(|| {
-                    let all: Vec<&str> = ctx.targets.iter().map(|t| t.name.as_str()).collect();
-                    Some(format!("targets are: {}", all.join(", ")))
-                });
+                // Bounded work per row: suggestions and the list only for a plan-sized set.
+                const LISTED: usize = 20;
+                if ctx.targets.len() <= LISTED {
+                    let names = ctx.targets.iter().map(|t| t.name.as_str());
+                    p.hint = suggest(&v.text, names).or_else(|| {
+                        let all: Vec<&str> = ctx.targets.iter().map(|t| t.name.as_str()).collect();
+                        Some(format!("targets are: {}", all.join(", ")))
+                    });
+                }
                 problems.push(p);
                 None
             }

@@ -44,6 +44,10 @@ pub fn permission_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Prob
         let Ok(meta) = std::fs::metadata(path) else {
             continue;
         };
+        if !meta.is_file() {
+            // Not read at all (an error of its own), so its mode says nothing.
+            continue;
+        }
         let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
             warnings.push(
@@ -146,6 +150,12 @@ fn read(target: &Target, site: &SecretSite) -> Result<Secret, Problem> {
                     "cannot read secret file `{shown}` (target `{name}`): {e}"
                 ))
             };
+            // Checked before opening: opening a FIFO would block until a writer comes.
+            if let Err(what) = super::paths::regular_file(path) {
+                return Err(err(format!(
+                    "secret file `{shown}` (target `{name}`) is {what}, not a regular file"
+                )));
+            }
             let file = std::fs::File::open(path).map_err(cannot)?;
             let mut bytes = Vec::new();
             file.take(MAX_SECRET_BYTES + 1)

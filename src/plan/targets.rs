@@ -85,6 +85,13 @@ fn read_target(
     dir: &Path,
 ) -> Option<LoadedTarget> {
     let what = format!("target `{name}`");
+    if body.is_null() {
+        r.error(
+            name_pos,
+            format!("{what} is empty: expected `provider:` and its settings"),
+        );
+        return None;
+    }
     let entries = r.map(body, &what)?;
     let get = |key: &str| entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v);
     let Some(provider_node) = get("provider") else {
@@ -318,7 +325,13 @@ fn read_secret_ref_unmarked(
                 r.error(v.pos, "`file` is empty");
                 return None;
             }
-            Some(SecretRef::File(dir.join(path)))
+            match super::paths::resolve(dir, path) {
+                Ok(resolved) => Some(SecretRef::File(resolved)),
+                Err(msg) => {
+                    r.error(v.pos, format!("secret file {msg}"));
+                    None
+                }
+            }
         }
         _ => {
             r.unknown_key(k, &format!("`{key}` of {what}"), SECRET_KEYS);

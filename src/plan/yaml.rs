@@ -18,17 +18,24 @@
 //!   silently overwritten target or row field is exactly the kind of typo a check must catch.
 //! - **One document per file**; a second `---` document is an error.
 //! - **Limits**: nesting deeper than [`MAX_DEPTH`] is an error; file size is limited by the loader
-//!   ([`super::limits::MAX_YAML_BYTES`]). Without aliases, the node count is bounded by the size.
+//!   ([`super::fields::MAX_YAML_BYTES`]). Without aliases, the node count is bounded by the size.
+//!   Parsing stops after [`MAX_PARSE_PROBLEMS`] duplicate keys or aliases, so a file made of
+//!   them costs milliseconds, not minutes.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::TScalarStyle;
 
+use super::fields::shorten;
 use super::problem::Problem;
 
 /// Deepest nesting of sequences and mappings accepted. A plan needs 4 levels.
 pub const MAX_DEPTH: usize = 32;
+
+/// Parsing stops after this many problems (duplicate keys, aliases) in one file.
+pub const MAX_PARSE_PROBLEMS: usize = 100;
 
 /// A 1-based position in a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +68,8 @@ pub enum Value {
 pub struct Key {
     pub text: String,
     pub pos: Pos,
+    /// A list or mapping used as a key (already reported); never stored in a [`Value::Map`].
+    refused: bool,
 }
 
 impl Node {
@@ -122,6 +131,9 @@ enum Frame {
         entries: Vec<(Key, Node)>,
         /// A key waiting for its value.
         pending: Option<Key>,
+        /// Key text → line of its first occurrence: duplicate checks stay O(1) per key, so a
+        /// mapping with a million keys is not a quadratic scan.
+        seen: HashMap<String, u32>,
     },
 }
 
@@ -153,6 +165,53 @@ impl EndOfText {
     }
 }
 
+/// The file's lines, to place empty values: the parser puts an empty plain scalar (`key:` with
+/// nothing after it, a bare `-`) at the *next* token, often lines later; problems about it read
+/// better just after the `:` or `-` that introduced it.
+struct Lines<'t> {
+    lines: Vec<&'t str>,
+}
+
+impl<'t> Lines<'t> {
+    fn of(text: &'t str) -> Lines<'t> {
+        Lines {
+            lines: text.lines().collect(),
+        }
+    }
+
+    /// The position just after the last non-blank character before `pos` (looking back at
+    /// most a few lines), or `pos` itself.
+    fn after_previous_token(&self, pos: Pos) -> Pos {
+        let mut line = pos.line as usize;
+        let mut before: Option<&str> = self.lines.get(line.wrapping_sub(1)).map(|l| {
+            match l.char_indices().nth((pos.col as usize).saturating_sub(1)) {
+                // A bare `-` before the next token is the *next* item's dash (a null item is
+                // placed after it): look above it.
+                Some((at, _)) if l[..at].trim() == "-" => "",
+                Some((at, _)) => &l[..at],
+                None => l,
+            }
+        });
+        for _ in 0..8 {
+            let Some(text) = before else { break };
+            let trimmed = text.trim_end();
+            if !trimmed.is_empty() {
+                return Pos {
+                    line: to_u32(line),
+                    col: to_u32(trimmed.chars().count() + 1),
+                };
+            }
+            line -= 1;
+            before = if line == 0 {
+                None
+            } else {
+                self.lines.get(line - 1).copied()
+            };
+        }
+        pos
+    }
+}
+
 /// A parsed document (`None` when empty) and the problems that did not stop parsing
 /// (duplicate keys: the first value is kept, so checking can go on).
 pub type Parsed = (Option<Node>, Vec<Problem>);
@@ -163,6 +222,7 @@ pub type Parsed = (Option<Node>, Vec<Problem>);
 pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
     let mut parser = Parser::new_from_str(text);
     let end = EndOfText::of(text);
+    let lines = Lines::of(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
     let mut documents = 0usize;
@@ -198,6 +258,19 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
             }
         };
         let pos = end.clamp(to_u32(mark.line()), to_u32(mark.col() + 1));
+        if problems.len() >= MAX_PARSE_PROBLEMS {
+            // A file of a million aliases or repeated keys: listing them all would take
+            // minutes and gigabytes, and the first ones already say what is wrong.
+            problems.push(Problem::error(
+                file,
+                Some(pos.line),
+                Some(pos.col),
+                format!(
+                    "more than {MAX_PARSE_PROBLEMS} problems in this file; stopped reading here"
+                ),
+            ));
+            return Err(problems);
+        }
         let node = match event {
             Event::StreamStart | Event::DocumentEnd | Event::Nothing => continue,
             Event::StreamEnd => break,
@@ -235,7 +308,11 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                 }
             }
             Event::Scalar(text, style, _anchor, _tag) => Node {
-                pos,
+                pos: if text.is_empty() && style == TScalarStyle::Plain {
+                    lines.after_previous_token(pos)
+                } else {
+                    pos
+                },
                 value: Value::Scalar {
                     text,
                     quoted: style != TScalarStyle::Plain,
@@ -261,6 +338,7 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                         pos,
                         entries: Vec::new(),
                         pending: None,
+                        seen: HashMap::new(),
                     }
                 });
                 continue;
@@ -285,11 +363,14 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
             None => root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
-                entries, pending, ..
+                entries,
+                pending,
+                seen,
+                ..
             }) => match pending.take() {
                 None => {
                     let text = match &node.value {
-                        Value::Scalar { text, .. } => text.clone(),
+                        Value::Scalar { text, .. } => Some(text.clone()),
                         _ => {
                             problems.push(Problem::error(
                                 file,
@@ -297,27 +378,32 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                                 Some(node.pos.col),
                                 "a mapping key must be a plain name, not a list or mapping",
                             ));
-                            String::new()
+                            None
                         }
                     };
+                    // A refused key keeps its place (its value still follows) but is dropped
+                    // with its value, so no "unknown key" echo follows.
                     *pending = Some(Key {
-                        text,
+                        text: text.unwrap_or_default(),
                         pos: node.pos,
+                        refused: matches!(node.value, Value::Seq(_) | Value::Map(_)),
                     });
                 }
+                Some(key) if key.refused => {}
                 Some(key) => {
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == key.text) {
+                    if let Some(first) = seen.get(&key.text) {
                         let what = if in_targets { "target" } else { "key" };
                         problems.push(Problem::error(
                             file,
                             Some(key.pos.line),
                             Some(key.pos.col),
                             format!(
-                                "duplicate {what} `{}` (first written at line {})",
-                                key.text, first.pos.line
+                                "duplicate {what} `{}` (first written at line {first})",
+                                shorten(&key.text)
                             ),
                         ));
                     } else {
+                        seen.insert(key.text.clone(), key.pos.line);
                         entries.push((key, node));
                     }
                 }
