@@ -8,8 +8,8 @@
 //! - The schedule does not drift: a send made at most [`LATE`] after its theoretical slot —
 //!   whether its sender slept and woke late (tokio timers tick in milliseconds) or found the
 //!   slot already past — is counted at its slot, so the average rate stays exact.
-//! - A sender later than [`LATE`] (the process stalled) moves the schedule instead of catching
-//!   up, and idle time does not bank credit beyond `burst`.
+//! - A sender later than [`LATE`] under a backlog (the process stalled) moves the schedule by
+//!   the excess instead of catching up all of it; idle time does not bank credit beyond `burst`.
 //! - Catching up within [`LATE`] could bunch sends, so an exact sliding-window guard over the
 //!   actual send times holds every one-second window to `rate + burst` and every 100 ms window
 //!   to `rate/10 + burst` (each rounded down, plus burst).
@@ -113,16 +113,22 @@ impl RateLimiter {
         let Some(interval) = self.interval else {
             return;
         };
-        let _turn = self.turn.lock().await;
+        // Whether this send is part of a backlog (others were waiting, or it had to wait).
+        let (_turn, mut pressed) = match self.turn.try_lock() {
+            Ok(turn) => (turn, false),
+            Err(_) => (self.turn.lock().await, true),
+        };
         loop {
             let now = Instant::now();
             if let Some(slot) = self.theoretical().filter(|s| *s > now) {
                 tokio::time::sleep_until(slot).await;
+                pressed = true;
                 // Loop: a Retry-After pause may have moved the schedule while we slept.
                 continue;
             }
             if let Some(free) = self.guard(now) {
                 tokio::time::sleep_until(free).await;
+                pressed = true;
                 continue;
             }
             break;
@@ -133,7 +139,12 @@ impl RateLimiter {
             .tat
             .map(|t| t.checked_sub(self.tolerance).unwrap_or(t));
         let counted = match theoretical {
+            // On schedule: within LATE of the slot.
             Some(slot) if sent <= slot + LATE => slot,
+            // Late under a backlog (timer ticks, a busy core): give up only the excess, so the
+            // pace holds without catching up more than LATE.
+            Some(slot) if pressed => slot.max(sent - LATE),
+            // Idle: a fresh start, no credit beyond the burst.
             _ => sent,
         };
         state.tat = Some(state.tat.unwrap_or(counted).max(counted) + interval);
