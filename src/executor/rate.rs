@@ -5,14 +5,15 @@
 //! `max(now, tat - tolerance)`, after which the theoretical arrival time becomes
 //! `tat = max(tat, counted) + interval`.
 //!
-//! - The schedule does not drift: a send made at most [`LATE`] after its theoretical slot —
+//! - The schedule does not drift: a send made at most the late allowance ([`late_allowance`]) after its theoretical slot —
 //!   whether its sender slept and woke late (tokio timers tick in milliseconds) or found the
 //!   slot already past — is counted at its slot, so the average rate stays exact.
-//! - A sender later than [`LATE`] under a backlog (the process stalled) moves the schedule by
+//! - A sender later than the late allowance ([`late_allowance`]) under a backlog (the process stalled) moves the schedule by
 //!   the excess instead of catching up all of it; idle time does not bank credit beyond `burst`.
-//! - Catching up within [`LATE`] could bunch sends, so an exact sliding-window guard over the
+//! - Catching up within the late allowance ([`late_allowance`]) could bunch sends, so an exact sliding-window guard over the
 //!   actual send times holds every one-second window to `rate + burst` and every 100 ms window
-//!   to `rate/10 + burst` (each rounded down, plus burst).
+//!   to `rate/10 + burst`, counting the one-second window up to 2 ms (at most half an
+//!   interval) longer than it is, as room for jitter between the send decision and the wire.
 //! - One sender at a time waits for the next slot (a FIFO turn).
 //! - A `Retry-After` pause moves the schedule for every row of the target, not only the one
 //!   that was told to wait.
@@ -25,8 +26,16 @@ use tokio::time::Instant;
 
 use crate::plan::Rate;
 
-/// How late a send may be and still count as on schedule.
-pub const LATE: Duration = Duration::from_millis(5);
+/// How late a send may be and still count as on schedule: half an interval (so catching up
+/// never puts two sends closer than half an interval at low rates), but at least 1.5 ms (tokio
+/// timers tick in milliseconds, which spans several intervals at high rates) and at most
+/// [`MAX_LATE`].
+pub fn late_allowance(interval: Duration) -> Duration {
+    (interval / 2).clamp(Duration::from_micros(1500), MAX_LATE)
+}
+
+/// The most a send may be late and still count as on schedule, at any rate.
+pub const MAX_LATE: Duration = Duration::from_millis(5);
 
 /// The windows the guard holds to their share of the rate.
 const WINDOWS: [Duration; 2] = [Duration::from_secs(1), Duration::from_millis(100)];
@@ -38,6 +47,10 @@ pub struct RateLimiter {
     tolerance: Duration,
     /// Most sends allowed in each of [`WINDOWS`].
     caps: [usize; 2],
+    /// How much longer than each window the guard counts it.
+    margin: Duration,
+    /// See [`late_allowance`].
+    late: Duration,
     state: Mutex<State>,
     /// Held by the one sender waiting for the next slot; tokio's mutex is fair (FIFO).
     turn: tokio::sync::Mutex<()>,
@@ -61,10 +74,16 @@ impl RateLimiter {
             Some(i) if !i.is_zero() => (w.as_nanos() / i.as_nanos()) as usize + burst as usize,
             _ => usize::MAX,
         });
+        // Windows are counted a little longer than they are, so that jitter between the send
+        // decision and the wire (up to the margin) cannot push a receiver's count over; at most
+        // half an interval, so that an on-time schedule always keeps slack under the cap.
+        let margin = interval.map_or(Duration::ZERO, |i| (i / 2).min(Duration::from_millis(2)));
         RateLimiter {
+            late: interval.map_or(MAX_LATE, late_allowance),
             interval,
             tolerance,
             caps,
+            margin,
             state: Mutex::new(State::default()),
             turn: tokio::sync::Mutex::new(()),
         }
@@ -83,25 +102,33 @@ impl RateLimiter {
     /// When the window guard lets the next send go, if it must wait.
     fn guard(&self, now: Instant) -> Option<Instant> {
         let mut state = self.state();
+        let longest = WINDOWS[0] + self.margin;
         while state
             .sent
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= WINDOWS[0])
+            .is_some_and(|t| now.duration_since(*t) >= longest)
         {
             state.sent.pop_front();
         }
         let mut until: Option<Instant> = None;
-        for (window, cap) in WINDOWS.iter().zip(self.caps) {
+        for (i, (window, cap)) in WINDOWS.iter().zip(self.caps).enumerate() {
+            // Only the one-second window gets the margin; at high rates the 100 ms window is
+            // the one that binds, and a margin there would cost pace.
+            let window = if i == 0 {
+                *window + self.margin
+            } else {
+                *window
+            };
             let inside = state
                 .sent
                 .iter()
                 .rev()
-                .take_while(|t| now.duration_since(**t) < *window)
+                .take_while(|t| now.duration_since(**t) < window)
                 .count();
             if inside >= cap {
                 // The send that must leave the window first.
                 let oldest = state.sent[state.sent.len() - inside + (inside - cap)];
-                let free = oldest + *window;
+                let free = oldest + window;
                 until = Some(until.map_or(free, |u| u.max(free)));
             }
         }
@@ -139,11 +166,11 @@ impl RateLimiter {
             .tat
             .map(|t| t.checked_sub(self.tolerance).unwrap_or(t));
         let counted = match theoretical {
-            // On schedule: within LATE of the slot.
-            Some(slot) if sent <= slot + LATE => slot,
+            // On schedule: within the late allowance of the slot.
+            Some(slot) if sent <= slot + self.late => slot,
             // Late under a backlog (timer ticks, a busy core): give up only the excess, so the
-            // pace holds without catching up more than LATE.
-            Some(slot) if pressed => slot.max(sent - LATE),
+            // pace holds without catching up more than the allowance.
+            Some(slot) if pressed => slot.max(sent - self.late),
             // Idle: a fresh start, no credit beyond the burst.
             _ => sent,
         };
