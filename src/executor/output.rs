@@ -23,7 +23,7 @@ pub enum Output {
     /// One finished row, rendered, and the latency of its last attempt when one was sent.
     Row(RowDone),
     /// Several finished rows (and their emit records), rendered by the dispatcher.
-    Batch(Batch),
+    Batch(Sent),
     /// One rendered emit record, newline included.
     Emit(Vec<u8>),
     /// Second Ctrl-C: write what arrived before this, then exit the process at once.
@@ -45,6 +45,12 @@ pub struct Batch {
     pub report: Vec<u8>,
     pub emit: Vec<u8>,
     pub rows: Vec<(Status, u32)>,
+}
+
+/// A batch on its way, holding one of [`BATCHES_IN_FLIGHT`] permits until the writer is done.
+pub struct Sent {
+    batch: Batch,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Batch {
@@ -101,6 +107,10 @@ pub struct OutputSender {
     /// Batches the writer has emptied, for the dispatcher to fill again (no allocation per
     /// batch once the run is going, and none freed on the other thread).
     spare: Arc<Mutex<Vec<Batch>>>,
+    /// Bounds the batches queued for the writer, so memory does not grow with the plan when
+    /// the dispatcher renders faster than the disk takes it (the channel bounds messages,
+    /// and a batch is hundreds of rows).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl OutputSender {
@@ -147,8 +157,16 @@ impl OutputSender {
         if batch.is_empty() {
             return;
         }
+        // The semaphore is never closed.
+        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+            return;
+        };
         let full = std::mem::replace(batch, self.batch());
-        let _ = self.tx.send(Output::Batch(full)).await;
+        let sent = Sent {
+            batch: full,
+            _permit: permit,
+        };
+        let _ = self.tx.send(Output::Batch(sent)).await;
     }
 
     pub async fn emit(&self, line: Vec<u8>) {
@@ -162,6 +180,9 @@ impl OutputSender {
 
 /// Spare batches kept for reuse, at most.
 const SPARE_BATCHES: usize = 8;
+
+/// Batches sent and not yet written, at most.
+pub const BATCHES_IN_FLIGHT: usize = 4;
 
 pub struct OutputThread {
     handle: JoinHandle<Tally>,
@@ -184,7 +205,16 @@ impl OutputThread {
                 eprintln!("reactbatch: cannot start the report writer thread: {e}");
                 std::process::exit(i32::from(Exit::Invalid.code()))
             });
-        (OutputSender { tx, format, spare }, OutputThread { handle })
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+        (
+            OutputSender {
+                tx,
+                format,
+                spare,
+                in_flight,
+            },
+            OutputThread { handle },
+        )
     }
 
     /// Waits for the writer to drain (all senders must be dropped first).
@@ -231,7 +261,8 @@ fn write_loop(
                             .get_or_insert(format!("cannot write the report: {e}"));
                     }
                 }
-                Output::Batch(mut batch) => {
+                Output::Batch(sent) => {
+                    let Sent { mut batch, _permit } = sent;
                     // Emit records first, as when each was sent before its row finished.
                     if let Some(w) = emit.as_mut() {
                         if let Err(e) = w.write_raw(&batch.emit) {
