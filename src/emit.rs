@@ -116,12 +116,17 @@ impl EmitWriter {
     /// Renders a record with its newline, so executor tasks can do the work in parallel.
     pub fn render(format: EmitFormat, rec: &EmitRecord<'_>) -> Vec<u8> {
         let mut line = Vec::with_capacity(512);
-        match format {
-            EmitFormat::Jsonl => to_json_line(rec, &mut line),
-            EmitFormat::Curl => to_curl(rec, &mut line),
-        }
-        line.push(b'\n');
+        Self::render_into(format, rec, &mut line);
         line
+    }
+
+    /// Appends a rendered record with its newline to `out`.
+    pub fn render_into(format: EmitFormat, rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
+        match format {
+            EmitFormat::Jsonl => to_json_line(rec, out),
+            EmitFormat::Curl => to_curl(rec, out),
+        }
+        out.push(b'\n');
     }
 
     pub fn flush(&mut self) -> io::Result<()> {

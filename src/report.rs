@@ -87,6 +87,12 @@ pub struct RowResult {
 
 /// Formats a timestamp the way the report does.
 pub fn timestamp(at: DateTime<Utc>) -> String {
+    with_timestamp(at, str::to_string)
+}
+
+/// Calls `f` with the timestamp formatted the way the report does, without allocating when
+/// the millisecond is the last one formatted on this thread.
+pub fn with_timestamp<R>(at: DateTime<Utc>, f: impl FnOnce(&str) -> R) -> R {
     // Rows finishing in the same millisecond (every row of a dry run with `--now`) share the
     // text: remember the last one instead of formatting it again.
     thread_local! {
@@ -98,7 +104,7 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
             *text = at.to_rfc3339_opts(SecondsFormat::Millis, true);
             *cached = milli;
         }
-        text.clone()
+        f(text)
     })
 }
 
@@ -118,60 +124,215 @@ impl ReportFormat {
     }
 }
 
+/// A report row borrowed from wherever its parts live, so the executor can render a row
+/// without building a [`RowResult`] of owned strings. Serialises to exactly the bytes a
+/// [`RowResult`] with the same values does (CSV and JSON Lines).
+pub struct RowView<'a> {
+    pub row: u64,
+    /// `file:line`, formatted straight into the output.
+    pub source: &'a dyn fmt::Display,
+    pub target: &'a str,
+    pub provider: &'a str,
+    pub action: &'a str,
+    pub message_id: &'a str,
+    pub emoji: &'a str,
+    pub status: Status,
+    pub http_status: Option<u16>,
+    pub code: &'a str,
+    pub message: &'a str,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    pub finished_at: &'a str,
+    pub key: &'a str,
+}
+
+impl RowResult {
+    pub fn view(&self) -> RowView<'_> {
+        RowView {
+            row: self.row,
+            source: &self.source,
+            target: &self.target,
+            provider: &self.provider,
+            action: &self.action,
+            message_id: &self.message_id,
+            emoji: &self.emoji,
+            status: self.status,
+            http_status: self.http_status,
+            code: &self.code,
+            message: &self.message,
+            attempts: self.attempts,
+            duration_ms: self.duration_ms,
+            finished_at: &self.finished_at,
+            key: &self.key,
+        }
+    }
+}
+
+impl Serialize for RowView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("RowResult", 15)?;
+        st.serialize_field("row", &self.row)?;
+        st.serialize_field("source", &Collect(self.source))?;
+        st.serialize_field("target", self.target)?;
+        st.serialize_field("provider", self.provider)?;
+        st.serialize_field("action", self.action)?;
+        st.serialize_field("message_id", self.message_id)?;
+        st.serialize_field("emoji", self.emoji)?;
+        st.serialize_field("status", &self.status)?;
+        st.serialize_field("http_status", &self.http_status)?;
+        st.serialize_field("code", self.code)?;
+        st.serialize_field("message", self.message)?;
+        st.serialize_field("attempts", &self.attempts)?;
+        st.serialize_field("duration_ms", &self.duration_ms)?;
+        st.serialize_field("finished_at", self.finished_at)?;
+        st.serialize_field("key", self.key)?;
+        st.end()
+    }
+}
+
+/// Serialises a `Display` value as a string, without an intermediate `String`.
+struct Collect<'a>(&'a dyn fmt::Display);
+
+impl Serialize for Collect<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
+/// The CSV header: the field names of [`RowResult`], in order.
+const CSV_HEADER: &[u8] = b"row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key\n";
+
+/// Appends one CSV field as the `csv` crate writes it with its defaults: quoted (quotes
+/// doubled) only when it holds a comma, a quote, CR or LF.
+fn csv_field(out: &mut Vec<u8>, start: usize) {
+    let needs = out[start..]
+        .iter()
+        .any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+    if needs {
+        let raw = out.split_off(start);
+        out.push(b'"');
+        for &b in &raw {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    }
+}
+
+fn csv_str(out: &mut Vec<u8>, s: &str) {
+    let start = out.len();
+    out.extend_from_slice(s.as_bytes());
+    csv_field(out, start);
+    out.push(b',');
+}
+
+fn csv_num(out: &mut Vec<u8>, n: u64) {
+    use std::io::Write as _;
+    let _ = write!(out, "{n},");
+}
+
+/// Renders one report row in `format`, newline included, into `out`.
+pub fn render_row(format: ReportFormat, row: &RowView<'_>, out: &mut Vec<u8>) {
+    match format {
+        ReportFormat::JsonLines => {
+            // Writing JSON of strings and numbers into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, row);
+            out.push(b'\n');
+        }
+        ReportFormat::Csv => {
+            use std::io::Write as _;
+            csv_num(out, row.row);
+            let start = out.len();
+            let _ = write!(out, "{}", row.source);
+            csv_field(out, start);
+            out.push(b',');
+            csv_str(out, row.target);
+            csv_str(out, row.provider);
+            csv_str(out, row.action);
+            csv_str(out, row.message_id);
+            csv_str(out, row.emoji);
+            csv_str(out, row.status.as_str());
+            if let Some(h) = row.http_status {
+                csv_num(out, u64::from(h));
+            } else {
+                out.push(b',');
+            }
+            csv_str(out, row.code);
+            csv_str(out, row.message);
+            csv_num(out, u64::from(row.attempts));
+            csv_num(out, row.duration_ms);
+            csv_str(out, row.finished_at);
+            let start = out.len();
+            out.extend_from_slice(row.key.as_bytes());
+            csv_field(out, start);
+            out.push(b'\n');
+        }
+    }
+}
+
 /// Writes report rows as they finish. Rows are handed to the OS on every [`flush`], so a
 /// crash (even `kill -9`) loses no row that was flushed; [`sync`] makes them durable on disk.
 ///
 /// [`flush`]: ReportWriter::flush
 /// [`sync`]: ReportWriter::sync
 pub struct ReportWriter {
-    inner: Inner,
-}
-
-enum Inner {
-    Csv(Box<csv::Writer<File>>),
-    JsonLines(BufWriter<File>),
+    out: BufWriter<File>,
+    format: ReportFormat,
+    /// CSV: the header goes out with the first row (an empty run leaves an empty file).
+    header_due: bool,
+    scratch: Vec<u8>,
 }
 
 impl ReportWriter {
-    /// Creates (truncates) the report file and writes the CSV header.
+    /// Creates (truncates) the report file; a CSV header is written with the first row.
     pub fn create(path: &Path) -> io::Result<ReportWriter> {
         let file = File::create(path)?;
-        let inner = match ReportFormat::for_path(path) {
-            ReportFormat::Csv => Inner::Csv(Box::new(
-                csv::WriterBuilder::new()
-                    .has_headers(true)
-                    .from_writer(file),
-            )),
-            ReportFormat::JsonLines => Inner::JsonLines(BufWriter::with_capacity(64 * 1024, file)),
-        };
-        Ok(ReportWriter { inner })
+        let format = ReportFormat::for_path(path);
+        Ok(ReportWriter {
+            out: BufWriter::with_capacity(64 * 1024, file),
+            format,
+            header_due: format == ReportFormat::Csv,
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn format(&self) -> ReportFormat {
+        self.format
     }
 
     pub fn write(&mut self, row: &RowResult) -> io::Result<()> {
-        match &mut self.inner {
-            Inner::Csv(w) => w.serialize(row).map_err(io::Error::other),
-            Inner::JsonLines(w) => {
-                serde_json::to_writer(&mut *w, row)?;
-                w.write_all(b"\n")
-            }
+        let mut line = std::mem::take(&mut self.scratch);
+        line.clear();
+        render_row(self.format, &row.view(), &mut line);
+        let r = self.write_rendered(&line);
+        self.scratch = line;
+        r
+    }
+
+    /// Appends rows already rendered by [`render_row`] in this writer's format.
+    pub fn write_rendered(&mut self, rows: &[u8]) -> io::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
         }
+        if self.header_due {
+            self.out.write_all(CSV_HEADER)?;
+            self.header_due = false;
+        }
+        self.out.write_all(rows)
     }
 
     /// Hands buffered rows to the OS.
     pub fn flush(&mut self) -> io::Result<()> {
-        match &mut self.inner {
-            Inner::Csv(w) => w.flush(),
-            Inner::JsonLines(w) => w.flush(),
-        }
+        self.out.flush()
     }
 
     /// Flushes and asks the OS to put the rows on disk.
     pub fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
-        match &mut self.inner {
-            Inner::Csv(w) => w.get_ref().sync_data(),
-            Inner::JsonLines(w) => w.get_ref().sync_data(),
-        }
+        self.out.get_ref().sync_data()
     }
 }
 
@@ -301,5 +462,34 @@ mod tests {
             text.lines().next(),
             Some("row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key")
         );
+    }
+
+    #[test]
+    fn rendered_rows_match_the_csv_and_json_crates_byte_for_byte() {
+        let mut tricky = sample(7, Status::Deferred);
+        tricky.source = "dir,x/p\"q.yaml:3".into();
+        tricky.http_status = None;
+        tricky.code = "a\rb".into();
+        tricky.key = "k,\"1\"".into();
+        tricky.emoji = String::new();
+        for row in [sample(1, Status::Ok), tricky] {
+            let mut w = csv::WriterBuilder::new()
+                .has_headers(true)
+                .from_writer(Vec::new());
+            w.serialize(&row).expect("csv");
+            let expected = w.into_inner().expect("csv");
+            let mut got = CSV_HEADER.to_vec();
+            render_row(ReportFormat::Csv, &row.view(), &mut got);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&expected)
+            );
+
+            let mut expected = serde_json::to_vec(&row).expect("json");
+            expected.push(b'\n');
+            let mut got = Vec::new();
+            render_row(ReportFormat::JsonLines, &row.view(), &mut got);
+            assert_eq!(got, expected);
+        }
     }
 }

@@ -29,11 +29,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::plan::{EmitFormat, Problem, Rate, Row, Target};
-use crate::report::{timestamp, RowResult, Status};
+use crate::report::{timestamp, with_timestamp, RowResult, RowView, Status};
 use crate::secret::Secret;
 
 pub use cancel::Cancel;
-pub use output::{OutputSender, OutputThread, Tally};
+pub use output::{Batch, OutputSender, OutputThread, Tally};
 pub use retry::AttemptOutcome;
 pub use transport::{HttpTransport, Transport};
 
@@ -247,9 +247,43 @@ pub fn settled(
     }
 }
 
-/// The result row of a row that an interruption stopped before it was sent.
-fn unsent_cancelled<T: Transport>(ctx: &RunContext<T>, row: &Row, key: String) -> RowResult {
-    settled(
+/// What [`settled`] builds, borrowed and handed to `f` instead of allocated.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn with_settled<R>(
+    targets: &[TargetRuntime],
+    row: &Row,
+    key: &str,
+    status: Status,
+    code: &str,
+    message: &str,
+    at: DateTime<Utc>,
+    f: impl FnOnce(&RowView<'_>) -> R,
+) -> R {
+    let t = &targets[row.target];
+    with_timestamp(at, |finished_at| {
+        f(&RowView {
+            row: row.number,
+            source: &row.source,
+            target: &t.spec.name,
+            provider: t.spec.provider().as_str(),
+            action: row.action.as_str(),
+            message_id: row.message_ref(),
+            emoji: row.emoji.as_deref().unwrap_or_default(),
+            status,
+            http_status: None,
+            code,
+            message,
+            attempts: 0,
+            duration_ms: 0,
+            finished_at,
+            key,
+        })
+    })
+}
+
+/// Adds the result row of a row that an interruption stopped before it was sent.
+fn unsent_cancelled<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str, batch: &mut Batch) {
+    with_settled(
         &ctx.targets,
         row,
         key,
@@ -257,8 +291,13 @@ fn unsent_cancelled<T: Transport>(ctx: &RunContext<T>, row: &Row, key: String) -
         "cancelled",
         "interrupted before sending",
         ctx.config.clock.now(),
-    )
+        |v| ctx.out.push(batch, v),
+    );
 }
+
+/// Rows the dispatcher renders (dry run, deferred, cancelled) go to the writer this many at a
+/// time, and whenever the dispatcher is about to wait.
+const BATCH_ROWS: usize = 256;
 
 /// Runs every row of `rows` and sends each result to `ctx.out`. Returns when every row that
 /// was read has a result (cancelled rows included). Rows the iterator yields as `Err` are a
@@ -278,6 +317,7 @@ pub async fn execute<T: Transport>(
     let mut rows = rows.fuse();
     let mut exhausted = false;
     let concurrency = ctx.config.concurrency.max(1);
+    let mut batch = ctx.out.batch();
 
     loop {
         let cancelled = ctx.cancel.is_soft();
@@ -285,8 +325,7 @@ pub async fn execute<T: Transport>(
             // Rows waiting behind a busy message will not start now.
             for queue in busy.values_mut() {
                 for (row, key) in queue.drain(..) {
-                    let r = unsent_cancelled(&ctx, &row, key);
-                    ctx.out.row(r, None).await;
+                    unsent_cancelled(&ctx, &row, &key, &mut batch);
                 }
             }
             queued = 0;
@@ -304,9 +343,11 @@ pub async fn execute<T: Transport>(
                 }
             };
             let key = key_of(&row);
+            if batch.len() >= BATCH_ROWS {
+                ctx.out.send_batch(&mut batch).await;
+            }
             if cancelled {
-                let r = unsent_cancelled(&ctx, &row, key);
-                ctx.out.row(r, None).await;
+                unsent_cancelled(&ctx, &row, &key, &mut batch);
                 continue;
             }
             match admit(&row, &key) {
@@ -335,20 +376,20 @@ pub async fn execute<T: Transport>(
                         .entry((row.target, row.message_ref().to_string()))
                         .or_insert((row.number, at));
                 }
-                let r = settled(
+                with_settled(
                     &ctx.targets,
                     &row,
-                    key,
+                    &key,
                     Status::Deferred,
                     "not_before",
                     &msg,
                     now,
+                    |v| ctx.out.push(&mut batch, v),
                 );
-                ctx.out.row(r, None).await;
                 continue;
             }
             if ctx.config.dry_run {
-                task::plan_row(&ctx, row, key).await;
+                task::plan_row(&ctx, &row, &key, &mut batch);
                 continue;
             }
             match busy.entry((row.target, row.message_ref().to_string())) {
@@ -364,6 +405,8 @@ pub async fn execute<T: Transport>(
                 }
             }
         }
+        // Before waiting (or finishing), the rows rendered so far go to the writer.
+        ctx.out.send_batch(&mut batch).await;
         if running == 0 && (exhausted || cancelled) {
             break;
         }
@@ -396,8 +439,8 @@ fn spawn_row<T: Transport>(
 ) {
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
-        let (result, latency) = task::run_row(&ctx, row, key).await;
-        ctx.out.row(result, latency).await;
+        let finished = task::run_row(&ctx, &row, &key).await;
+        ctx.out.row(finished).await;
         // Drop our handle before saying we are done, so that once the dispatcher has heard
         // from every task, it holds the only one.
         drop(ctx);

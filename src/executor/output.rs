@@ -6,7 +6,7 @@
 //! most once a second and at the end. Rows that finished but were still in the channel at a
 //! `kill -9` (microseconds' worth) are the only ones that can be missing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,17 +15,58 @@ use tokio::sync::mpsc;
 
 use crate::emit::EmitWriter;
 use crate::exit::Exit;
-use crate::report::{ReportWriter, RowResult};
+use crate::report::{render_row, ReportFormat, ReportWriter, RowView, Status};
 
 use super::progress::Counters;
 
 pub enum Output {
-    /// A finished row, and the latency of its last attempt when one was sent.
-    Row(Box<RowResult>, Option<Duration>),
+    /// One finished row, rendered, and the latency of its last attempt when one was sent.
+    Row(RowDone),
+    /// Several finished rows (and their emit records), rendered by the dispatcher.
+    Batch(Sent),
     /// One rendered emit record, newline included.
     Emit(Vec<u8>),
     /// Second Ctrl-C: write what arrived before this, then exit the process at once.
     Abort,
+}
+
+/// One finished row: its rendered report line and what the tally counts.
+pub struct RowDone {
+    pub line: Vec<u8>,
+    pub status: Status,
+    pub attempts: u32,
+    pub latency: Option<Duration>,
+}
+
+/// Rows rendered together, in order: report lines, the emit records that go with them, and
+/// per row its status and attempts (no latency: nothing was sent for these rows).
+#[derive(Default)]
+pub struct Batch {
+    pub report: Vec<u8>,
+    pub emit: Vec<u8>,
+    pub rows: Vec<(Status, u32)>,
+}
+
+/// A batch on its way, holding one of [`BATCHES_IN_FLIGHT`] permits until the writer is done.
+pub struct Sent {
+    batch: Batch,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.emit.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn clear(&mut self) {
+        self.report.clear();
+        self.emit.clear();
+        self.rows.clear();
+    }
 }
 
 /// What the writer counted, for the summary.
@@ -62,13 +103,70 @@ impl Tally {
 #[derive(Clone)]
 pub struct OutputSender {
     tx: mpsc::Sender<Output>,
+    format: ReportFormat,
+    /// Batches the writer has emptied, for the dispatcher to fill again (no allocation per
+    /// batch once the run is going, and none freed on the other thread).
+    spare: Arc<Mutex<Vec<Batch>>>,
+    /// Bounds the batches queued for the writer, so memory does not grow with the plan when
+    /// the dispatcher renders faster than the disk takes it (the channel bounds messages,
+    /// and a batch is hundreds of rows).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl OutputSender {
-    pub async fn row(&self, row: RowResult, latency: Option<Duration>) {
+    /// The report's format, for rendering rows before they are sent.
+    pub fn format(&self) -> ReportFormat {
+        self.format
+    }
+
+    /// Renders one finished row for [`OutputSender::row`].
+    pub fn render(&self, row: &RowView<'_>, latency: Option<Duration>) -> RowDone {
+        let mut line = Vec::with_capacity(256);
+        render_row(self.format, row, &mut line);
+        RowDone {
+            line,
+            status: row.status,
+            attempts: row.attempts,
+            latency,
+        }
+    }
+
+    pub async fn row(&self, done: RowDone) {
         // The receiver lives until every sender is gone, so a send only fails after an I/O
         // error stopped the writer; that error is reported by the writer itself.
-        let _ = self.tx.send(Output::Row(Box::new(row), latency)).await;
+        let _ = self.tx.send(Output::Row(done)).await;
+    }
+
+    /// An empty batch to fill, reused when the writer has one spare.
+    pub fn batch(&self) -> Batch {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default()
+    }
+
+    /// Adds a row to `batch`, rendered in the report's format.
+    pub fn push(&self, batch: &mut Batch, row: &RowView<'_>) {
+        render_row(self.format, row, &mut batch.report);
+        batch.rows.push((row.status, row.attempts));
+    }
+
+    /// Sends `batch` (if it holds anything) and leaves an empty one in its place.
+    pub async fn send_batch(&self, batch: &mut Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        // The semaphore is never closed.
+        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+            return;
+        };
+        let full = std::mem::replace(batch, self.batch());
+        let sent = Sent {
+            batch: full,
+            _permit: permit,
+        };
+        let _ = self.tx.send(Output::Batch(sent)).await;
     }
 
     pub async fn emit(&self, line: Vec<u8>) {
@@ -79,6 +177,12 @@ impl OutputSender {
         let _ = self.tx.send(Output::Abort).await;
     }
 }
+
+/// Spare batches kept for reuse, at most.
+const SPARE_BATCHES: usize = 8;
+
+/// Batches sent and not yet written, at most.
+pub const BATCHES_IN_FLIGHT: usize = 4;
 
 pub struct OutputThread {
     handle: JoinHandle<Tally>,
@@ -91,14 +195,26 @@ impl OutputThread {
         counters: Arc<Counters>,
     ) -> (OutputSender, OutputThread) {
         let (tx, rx) = mpsc::channel(8192);
+        let format = report.format();
+        let spare = Arc::new(Mutex::new(Vec::new()));
+        let spare_w = Arc::clone(&spare);
         let handle = std::thread::Builder::new()
             .name("reactbatch-writer".into())
-            .spawn(move || write_loop(rx, report, emit, &counters))
+            .spawn(move || write_loop(rx, report, emit, &counters, &spare_w))
             .unwrap_or_else(|e| {
                 eprintln!("reactbatch: cannot start the report writer thread: {e}");
                 std::process::exit(i32::from(Exit::Invalid.code()))
             });
-        (OutputSender { tx }, OutputThread { handle })
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+        (
+            OutputSender {
+                tx,
+                format,
+                spare,
+                in_flight,
+            },
+            OutputThread { handle },
+        )
     }
 
     /// Waits for the writer to drain (all senders must be dropped first).
@@ -120,6 +236,7 @@ fn write_loop(
     mut report: ReportWriter,
     mut emit: Option<EmitWriter>,
     counters: &Counters,
+    spare: &Mutex<Vec<Batch>>,
 ) -> Tally {
     let mut tally = Tally::new();
     let mut last_sync = Instant::now();
@@ -128,20 +245,48 @@ fn write_loop(
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Output::Row(row, latency) => {
-                    counters.record(row.status);
+                Output::Row(done) => {
+                    counters.record(done.status);
                     tally.rows += 1;
-                    tally.attempts += u64::from(row.attempts);
-                    tally.retries += u64::from(row.attempts.saturating_sub(1));
-                    if let Some(l) = latency {
+                    tally.attempts += u64::from(done.attempts);
+                    tally.retries += u64::from(done.attempts.saturating_sub(1));
+                    if let Some(l) = done.latency {
                         let _ = tally
                             .latency
                             .record((l.as_micros() as u64).clamp(1, 3_600_000_000));
                     }
-                    if let Err(e) = report.write(&row) {
+                    if let Err(e) = report.write_rendered(&done.line) {
                         tally
                             .io_error
                             .get_or_insert(format!("cannot write the report: {e}"));
+                    }
+                }
+                Output::Batch(sent) => {
+                    let Sent { mut batch, _permit } = sent;
+                    // Emit records first, as when each was sent before its row finished.
+                    if let Some(w) = emit.as_mut() {
+                        if let Err(e) = w.write_raw(&batch.emit) {
+                            tally
+                                .io_error
+                                .get_or_insert(format!("cannot write the emit file: {e}"));
+                        }
+                    }
+                    for &(status, attempts) in &batch.rows {
+                        counters.record(status);
+                        tally.rows += 1;
+                        tally.attempts += u64::from(attempts);
+                        tally.retries += u64::from(attempts.saturating_sub(1));
+                    }
+                    if let Err(e) = report.write_rendered(&batch.report) {
+                        tally
+                            .io_error
+                            .get_or_insert(format!("cannot write the report: {e}"));
+                    }
+                    batch.clear();
+                    if let Ok(mut spare) = spare.lock() {
+                        if spare.len() < SPARE_BATCHES {
+                            spare.push(batch);
+                        }
                     }
                 }
                 Output::Emit(line) => {

@@ -7,44 +7,61 @@ use rand::SeedableRng;
 use tokio::time::Instant;
 
 use crate::emit::{EmitRecord, EmitWriter};
-use crate::plan::Row;
+use crate::plan::{EmitFormat, Row};
 use crate::provider::{self, PreparedRequest, SignedRequest};
-use crate::report::{timestamp, RowResult, Status};
+use crate::report::{with_timestamp, RowView, Status};
 
+use super::output::{Batch, RowDone};
 use super::retry::{backoff, classify, AttemptOutcome, Verdict};
-use super::{settled, RunContext, Transport};
+use super::{with_settled, RunContext, Transport};
 
-/// Dry run: build and sign with the run's clock, record the request, report `planned`.
-pub(super) async fn plan_row<T: Transport>(ctx: &RunContext<T>, row: Row, key: String) {
+/// Dry run: build and sign with the run's clock, record the request, report `planned`;
+/// both rendered into `batch`.
+pub(super) fn plan_row<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str, batch: &mut Batch) {
     let target = &ctx.targets[row.target];
-    let prepared = provider::prepare(&target.spec, &row);
+    let prepared = provider::prepare(&target.spec, row);
     let now = ctx.config.clock.now();
     let signed = provider::sign(&prepared, &target.secret, now);
-    emit(ctx, &row, 1, &signed).await;
-    let result = settled(
+    if let Some(format) = ctx.config.emit_format {
+        render_emit(ctx, format, row, 1, &signed, &mut batch.emit);
+    }
+    with_settled(
         &ctx.targets,
-        &row,
+        row,
         key,
-        crate::report::Status::Planned,
+        Status::Planned,
         "",
         "dry run: not sent",
         now,
+        |v| ctx.out.push(batch, v),
     );
-    ctx.out.row(result, None).await;
+}
+
+fn render_emit<T: Transport>(
+    ctx: &RunContext<T>,
+    format: EmitFormat,
+    row: &Row,
+    attempt: u32,
+    signed: &SignedRequest,
+    out: &mut Vec<u8>,
+) {
+    let credential = &ctx.targets[row.target].spec.credential;
+    EmitWriter::render_into(
+        format,
+        &EmitRecord {
+            row: row.number,
+            attempt,
+            request: signed,
+            credential,
+        },
+        out,
+    );
 }
 
 async fn emit<T: Transport>(ctx: &RunContext<T>, row: &Row, attempt: u32, signed: &SignedRequest) {
     if let Some(format) = ctx.config.emit_format {
-        let credential = &ctx.targets[row.target].spec.credential;
-        let line = EmitWriter::render(
-            format,
-            &EmitRecord {
-                row: row.number,
-                attempt,
-                request: signed,
-                credential,
-            },
-        );
+        let mut line = Vec::with_capacity(512);
+        render_emit(ctx, format, row, attempt, signed, &mut line);
         ctx.out.emit(line).await;
     }
 }
@@ -56,14 +73,47 @@ struct Last {
     message: String,
 }
 
-/// Runs one row to its final status. Returns the report row and the last attempt's latency.
-pub(super) async fn run_row<T: Transport>(
-    ctx: &RunContext<T>,
-    row: Row,
-    key: String,
-) -> (RowResult, Option<Duration>) {
+/// Runs one row to its final status. Returns its report row, rendered, with the last
+/// attempt's latency.
+pub(super) async fn run_row<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str) -> RowDone {
+    let (done, latency) = drive_row(ctx, row).await;
     let target = &ctx.targets[row.target];
-    let prepared = provider::prepare(&target.spec, &row);
+    let last = &done.last;
+    with_timestamp(chrono::Utc::now(), |finished_at| {
+        ctx.out.render(
+            &RowView {
+                row: row.number,
+                source: &row.source,
+                target: &target.spec.name,
+                provider: target.spec.provider().as_str(),
+                action: row.action.as_str(),
+                message_id: row.message_ref(),
+                emoji: row.emoji.as_deref().unwrap_or_default(),
+                status: done.status,
+                http_status: last.http_status,
+                code: &last.code,
+                message: &last.message,
+                attempts: done.attempts,
+                duration_ms: done.started.map_or(0, |s| s.elapsed().as_millis() as u64),
+                finished_at,
+                key,
+            },
+            latency,
+        )
+    })
+}
+
+/// How a row ended, before it is rendered.
+struct Finished {
+    status: Status,
+    attempts: u32,
+    started: Option<Instant>,
+    last: Last,
+}
+
+async fn drive_row<T: Transport>(ctx: &RunContext<T>, row: &Row) -> (Finished, Option<Duration>) {
+    let target = &ctx.targets[row.target];
+    let prepared = provider::prepare(&target.spec, row);
     let mut rng = SmallRng::seed_from_u64(row.number ^ 0x9e37_79b9_7f4a_7c15);
     let mut attempts = 0u32;
     let mut started: Option<Instant> = None;
@@ -73,21 +123,11 @@ pub(super) async fn run_row<T: Transport>(
         code: String::new(),
         message: String::new(),
     };
-    let finish = |status: Status, attempts: u32, started: Option<Instant>, last: Last| {
-        let mut r = settled(
-            &ctx.targets,
-            &row,
-            key.clone(),
-            status,
-            &last.code,
-            &last.message,
-            ctx.config.clock.now(),
-        );
-        r.http_status = last.http_status;
-        r.attempts = attempts;
-        r.duration_ms = started.map_or(0, |s| s.elapsed().as_millis() as u64);
-        r.finished_at = timestamp(chrono::Utc::now());
-        r
+    let finish = |status: Status, attempts: u32, started: Option<Instant>, last: Last| Finished {
+        status,
+        attempts,
+        started,
+        last,
     };
     loop {
         if let Some(reason) = target.stopped() {
@@ -116,7 +156,7 @@ pub(super) async fn run_row<T: Transport>(
         let sent_at = Instant::now();
         started.get_or_insert(sent_at);
         target.record_send(sent_at);
-        let outcome = attempt(ctx, &row, &prepared, attempts).await;
+        let outcome = attempt(ctx, row, &prepared, attempts).await;
         let Some(outcome) = outcome else {
             last.code = "cancelled".into();
             last.message =

@@ -45,9 +45,17 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     async fn send(&self, request: &SignedRequest, timeout: Duration) -> AttemptOutcome {
         let work = async {
-            let mut builder = self.client.post(&request.url);
-            for (name, value) in &request.headers {
-                builder = builder.header(*name, value);
+            let mut builder = match parsed_url(&request.url) {
+                Some(url) => self.client.post(url),
+                None => self.client.post(&request.url),
+            };
+            match header_map(&request.headers) {
+                Some(map) => builder = builder.headers(map),
+                None => {
+                    for (name, value) in &request.headers {
+                        builder = builder.header(*name, value);
+                    }
+                }
             }
             if let Some(key) = &request.bearer {
                 builder = builder.bearer_auth(key.expose());
@@ -87,6 +95,45 @@ impl Transport for HttpTransport {
             Ok(Err(e)) => AttemptOutcome::Connection(describe(&e)),
         }
     }
+}
+
+/// `url` parsed, from a per-thread cache of the last one: every row of a target has the same
+/// URL, and parsing it (with IDNA) for each request showed in profiles.
+/// `None` when it does not parse: the caller then lets reqwest report the error as before.
+fn parsed_url(url: &str) -> Option<reqwest::Url> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, reqwest::Url)>> = const { std::cell::RefCell::new(None) };
+    }
+    let cached = LAST.with_borrow(|last| match last {
+        Some((text, parsed)) if text == url => Some(parsed.clone()),
+        _ => None,
+    });
+    if cached.is_some() {
+        return cached;
+    }
+    // The parse `Client::post(&str)` does.
+    let parsed = reqwest::Url::parse(url).ok()?;
+    LAST.with_borrow_mut(|last| *last = Some((url.to_string(), parsed.clone())));
+    Some(parsed)
+}
+
+/// The request's headers, with the names we send known in advance (no parsing per request).
+/// `None` if one does not convert: the caller then adds them one by one as before, so the
+/// error is reqwest's.
+fn header_map(headers: &[(&'static str, String)]) -> Option<reqwest::header::HeaderMap> {
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, DATE};
+    let mut map = HeaderMap::with_capacity(headers.len() + 2);
+    for (name, value) in headers {
+        let name = match *name {
+            "Date" => DATE,
+            "Content-Type" => CONTENT_TYPE,
+            "Content-MD5" => HeaderName::from_static("content-md5"),
+            "X-Signature" => HeaderName::from_static("x-signature"),
+            other => HeaderName::from_bytes(other.as_bytes()).ok()?,
+        };
+        map.append(name, HeaderValue::from_str(value).ok()?);
+    }
+    Some(map)
 }
 
 /// The innermost cause of a transport error, in one line.
