@@ -247,6 +247,37 @@ pub fn settled(
     }
 }
 
+/// The report row of `row` on its target, as settled with nothing sent: the fields a row and
+/// its target decide, with no attempts. Callers that sent something override the rest.
+pub(crate) fn settled_view<'a>(
+    targets: &'a [TargetRuntime],
+    row: &'a Row,
+    key: &'a str,
+    status: Status,
+    code: &'a str,
+    message: &'a str,
+    finished_at: &'a str,
+) -> RowView<'a> {
+    let t = &targets[row.target];
+    RowView {
+        row: row.number,
+        source: &row.source,
+        target: &t.spec.name,
+        provider: t.spec.provider().as_str(),
+        action: row.action.as_str(),
+        message_id: row.message_ref(),
+        emoji: row.emoji.as_deref().unwrap_or_default(),
+        status,
+        http_status: None,
+        code,
+        message,
+        attempts: 0,
+        duration_ms: 0,
+        finished_at,
+        key,
+    }
+}
+
 /// What [`settled`] builds, borrowed and handed to `f` instead of allocated.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn with_settled<R>(
@@ -259,25 +290,16 @@ pub(crate) fn with_settled<R>(
     at: DateTime<Utc>,
     f: impl FnOnce(&RowView<'_>) -> R,
 ) -> R {
-    let t = &targets[row.target];
     with_timestamp(at, |finished_at| {
-        f(&RowView {
-            row: row.number,
-            source: &row.source,
-            target: &t.spec.name,
-            provider: t.spec.provider().as_str(),
-            action: row.action.as_str(),
-            message_id: row.message_ref(),
-            emoji: row.emoji.as_deref().unwrap_or_default(),
+        f(&settled_view(
+            targets,
+            row,
+            key,
             status,
-            http_status: None,
             code,
             message,
-            attempts: 0,
-            duration_ms: 0,
             finished_at,
-            key,
-        })
+        ))
     })
 }
 

@@ -203,17 +203,9 @@ mod tests {
         }
     }
 
-    /// Largest number of `times` inside any window of `window` length.
+    /// Largest number of `times` inside any window of `window` length (the sandbox's count).
     fn max_in_window(times: &[Instant], window: Duration) -> usize {
-        let mut best = 0;
-        let mut start = 0;
-        for end in 0..times.len() {
-            while times[end] - times[start] >= window {
-                start += 1;
-            }
-            best = best.max(end - start + 1);
-        }
-        best
+        crate::sandbox::max_in_window(times.to_vec(), window)
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use crate::report::{with_timestamp, RowView, Status};
 
 use super::output::{Batch, RowDone};
 use super::retry::{backoff, classify, AttemptOutcome, Verdict};
-use super::{with_settled, RunContext, Transport};
+use super::{settled_view, with_settled, RunContext, Transport};
 
 /// Dry run: build and sign with the run's clock, record the request, report `planned`;
 /// both rendered into `batch`.
@@ -77,26 +77,23 @@ struct Last {
 /// attempt's latency.
 pub(super) async fn run_row<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str) -> RowDone {
     let (done, latency) = drive_row(ctx, row).await;
-    let target = &ctx.targets[row.target];
     let last = &done.last;
     with_timestamp(chrono::Utc::now(), |finished_at| {
+        let settled = settled_view(
+            &ctx.targets,
+            row,
+            key,
+            done.status,
+            &last.code,
+            &last.message,
+            finished_at,
+        );
         ctx.out.render(
             &RowView {
-                row: row.number,
-                source: &row.source,
-                target: &target.spec.name,
-                provider: target.spec.provider().as_str(),
-                action: row.action.as_str(),
-                message_id: row.message_ref(),
-                emoji: row.emoji.as_deref().unwrap_or_default(),
-                status: done.status,
                 http_status: last.http_status,
-                code: &last.code,
-                message: &last.message,
                 attempts: done.attempts,
                 duration_ms: done.started.map_or(0, |s| s.elapsed().as_millis() as u64),
-                finished_at,
-                key,
+                ..settled
             },
             latency,
         )

@@ -49,6 +49,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use command::{run_command, SandboxArgs};
+// The rate limiter's tests count windows the way the sandbox does.
+#[cfg(test)]
+pub(crate) use server::max_in_window;
 pub use state::{ReactionState, OGMMA_USER};
 pub use stats::{FaultStats, ProviderStats, Stats};
 
