@@ -6,12 +6,11 @@
 //! CI runs the short form (5 000 rows). The long form (100 000 rows) is ignored by default:
 //! `cargo test --release --test soak -- --ignored --nocapture`.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reactbatch::plan::Rate;
 use reactbatch::report::{read_report, Status};
 use reactbatch::sandbox::Sandbox;

@@ -59,7 +59,7 @@ fn read(path: &Path) -> String {
 
 fn snapshot(name: &str, description: &str, value: &str) {
     insta::with_settings!({
-        snapshot_path => "../snapshots",
+        snapshot_path => "../../snapshots",
         prepend_module_to_snapshot => false,
         description => description,
     }, {

@@ -1,11 +1,10 @@
 //! Pacing of `reactbatch run` as the sandbox sees it. In a test binary of its own, so that no
 //! other test competes for the CPU while it measures time.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reactbatch::sandbox::Sandbox;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,12 @@
 //! `reactbatch run` end to end: the real binary against the sandbox on loopback, asserting on
 //! the report, the exit code and the sandbox's state (issue "executor", "Done when").
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reactbatch::plan::{ProviderKind, Rate};
 use reactbatch::report::{read_report, Status};
 use reactbatch::sandbox::{Sandbox, SandboxConfig};

@@ -1,13 +1,12 @@
 //! A hostile or broken server: the client bounds body size and time, never follows a redirect
 //! (with credentials) to another host, and records a clear `failed` row.
 
-mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reactbatch::report::{read_report, RowResult, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

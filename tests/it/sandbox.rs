@@ -176,7 +176,7 @@ async fn start(config: SandboxConfig) -> SandboxHandle {
 }
 
 fn snapshot(name: &str, body: &str) {
-    insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+    insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false}, {
         insta::assert_snapshot!(name, body);
     });
 }

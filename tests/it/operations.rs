@@ -3,7 +3,6 @@
 //! `--resume` across plan edits. The real binary runs against the in-process sandbox on
 //! loopback; assertions are on reports, exit codes and what the sandbox saw.
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::*;
+use crate::common::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reactbatch::plan::ProviderKind;

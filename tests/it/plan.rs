@@ -95,7 +95,7 @@ fn broken_plans_fail_check_with_located_errors() {
         assert!(!stderr.contains("panicked"), "{name}: panic\n{stderr}");
         let snapshot = format!("check__broken__{}", name.replace('.', "_"));
         insta::with_settings!({
-            snapshot_path => "../snapshots",
+            snapshot_path => "../../snapshots",
             prepend_module_to_snapshot => false,
             description => format!("reactbatch check {name}"),
         }, {

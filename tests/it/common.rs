@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests that run the real binary against the sandbox.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -361,7 +361,7 @@ fn generated_hostile_inputs_fail_check_fast_with_located_errors() {
             stderr.clone()
         };
         insta::with_settings!({
-            snapshot_path => "../snapshots",
+            snapshot_path => "../../snapshots",
             prepend_module_to_snapshot => false,
             description => format!("reactbatch check {} (generated: {name})", case.args.join(" ")),
         }, {

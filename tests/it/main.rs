@@ -1,0 +1,17 @@
+//! The integration suite: one test binary (linked once), one module per area. Every test runs
+//! the real binary or the library against servers it starts on 127.0.0.1.
+
+mod common;
+
+mod dry_run;
+mod ecosystem;
+mod hostile_input;
+mod hostile_server;
+mod operations;
+mod pacing;
+mod plan;
+mod proptest_plans;
+mod run;
+mod sandbox;
+mod secrets;
+mod soak;
