@@ -35,6 +35,11 @@ pub enum Command {
     Undo(UndoArgs),
     /// Run the local emulator of both providers' APIs.
     Sandbox(crate::sandbox::SandboxArgs),
+    /// List emojis whose name or shortcode contains SEARCH, with their `:shortcodes:`.
+    #[command(
+        after_help = "Examples:\n  reactbatch emoji thumbs\n  reactbatch emoji :tada:\n  reactbatch emoji heart | head"
+    )]
+    Emoji(EmojiArgs),
     /// Print the JSON Schema of the plan format (for editors).
     #[command(
         after_help = "Examples:\n  reactbatch schema > plan.schema.json\n  then, as the first line of a plan next to it:\n  # yaml-language-server: $schema=./plan.schema.json"
@@ -48,6 +53,13 @@ pub enum Command {
     /// Print the man page (roff).
     #[command(after_help = "Example:\n  reactbatch man > ~/.local/share/man/man1/reactbatch.1")]
     Man,
+}
+
+#[derive(Args, Debug)]
+pub struct EmojiArgs {
+    /// Words to look for in emoji names and shortcodes, or an emoji or `:shortcode:` itself.
+    #[arg(required = true, value_name = "SEARCH")]
+    pub search: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -72,6 +72,7 @@ pub fn main_entry() -> ExitCode {
         Command::Sign(args) => commands::sign::run(&args),
         Command::Undo(args) => commands::undo::run(&args),
         Command::Sandbox(args) => sandbox::run_command(args),
+        Command::Emoji(args) => commands::emoji::run(&args),
         Command::Schema => commands::docs::schema(),
         Command::Completions(args) => commands::docs::completions(args.shell),
         Command::Man => commands::docs::man(),

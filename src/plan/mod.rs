@@ -14,6 +14,7 @@
 
 mod csv_rows;
 mod doc;
+pub mod emoji;
 pub mod fields;
 mod keys;
 mod load;
