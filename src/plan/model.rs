@@ -273,6 +273,7 @@ pub struct Settings {
     pub no_progress: Option<bool>,
     pub quiet: Option<bool>,
     pub summary_json: Option<PathBuf>,
+    pub rate_limit_budget: Option<Duration>,
 }
 
 /// One validated row: defaults applied, target resolved, required fields present.
