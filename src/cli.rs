@@ -159,6 +159,14 @@ pub struct RunArgs {
     /// Start the emulator in-process and point every target at it, with its own credentials.
     #[arg(long)]
     pub sandbox: bool,
+    /// With --sandbox: serve it over HTTPS (a certificate generated at start, trusted by this
+    /// run only).
+    #[arg(long, requires = "sandbox")]
+    pub tls: bool,
+    /// PEM file of CA certificates to trust for HTTPS, in addition to the system store and the
+    /// bundled roots (a private or corporate CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// No progress bar or status lines.
     #[arg(long)]
     pub no_progress: bool,

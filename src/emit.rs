@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use crate::executor::transport::USER_AGENT;
 use crate::plan::EmitFormat;
 use crate::provider::SignedRequest;
 use crate::secret::SecretRef;
@@ -24,17 +25,34 @@ pub struct EmitRecord<'a> {
 
 struct Headers<'a>(&'a SignedRequest);
 
+/// Every header the request carries on the wire: `Host` (from the URL), the signed ones, the
+/// bearer (redacted), and the two the HTTP client adds (`User-Agent`, `Content-Length`).
 impl Serialize for Headers<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
+        if let Some(host) = host_header(&self.0.url) {
+            map.serialize_entry("Host", &host)?;
+        }
         for (name, value) in &self.0.headers {
             map.serialize_entry(name, value)?;
         }
         if self.0.bearer.is_some() {
             map.serialize_entry("Authorization", "Bearer (redacted)")?;
         }
+        map.serialize_entry("User-Agent", USER_AGENT)?;
+        map.serialize_entry("Content-Length", &self.0.body.len().to_string())?;
         map.end()
     }
+}
+
+/// The `Host` header for `url`: host, and the port when it is not the scheme's default.
+fn host_header(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    })
 }
 
 #[derive(Serialize)]

@@ -186,6 +186,11 @@ async fn drive_row<T: Transport>(ctx: &RunContext<T>, row: &Row) -> (Finished, O
                 code: "connection".into(),
                 message: e.clone(),
             },
+            AttemptOutcome::Refused { code, message } => Last {
+                http_status: None,
+                code: code.clone(),
+                message: message.clone(),
+            },
         };
         match classify(&outcome) {
             Verdict::Success => {

@@ -300,6 +300,9 @@ struct SettingsSpec {
     quiet: Option<bool>,
     /// Also write the end-of-run summary as JSON to this file.
     summary_json: Option<String>,
+    /// A PEM file of CA certificates trusted for HTTPS in addition to the system store and
+    /// the bundled roots (a private or corporate CA); relative to the plan file.
+    ca_cert: Option<String>,
     /// How long a row may keep being answered 429 (the provider only limiting) before it
     /// fails, 0s to 24h (default 15m).
     rate_limit_budget: Option<DurationSpec>,

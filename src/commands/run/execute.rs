@@ -18,6 +18,7 @@ use crate::log::eprintln;
 use crate::plan::{Plan, ProviderKind, Shard, Target};
 use crate::report::{ReportWriter, Status};
 use crate::resume::DoneSet;
+use crate::executor::transport::Trust;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::secret::Secret;
 
@@ -49,14 +50,14 @@ pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Exec
             return Err(Exit::Invalid);
         }
     };
-    run_with_targets(plan, config, plan.targets.clone(), secrets, work).await
+    run_with_targets(plan, config, &config.trust, plan.targets.clone(), secrets, work).await
 }
 
 /// `--sandbox`: start the emulator in-process, point every target at it with its own
 /// credentials (no environment needed), run, stop it. Unless `--rate` overrides the pace, the
 /// sandbox enforces the providers' documented limits, as the real APIs would.
 async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Result<Executed, Exit> {
-    let mut sandbox_config = SandboxConfig::new();
+    let mut sandbox_config = SandboxConfig::new().tls(config.sandbox_tls);
     if config.rate.is_none() {
         // A little tolerance over the client's even pacing, for scheduling jitter on loopback.
         sandbox_config = sandbox_config
@@ -88,7 +89,18 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
         .iter()
         .map(|t| sandbox.credential(t.provider()).clone())
         .collect();
-    let executed = run_with_targets(plan, config, targets, secrets, work).await;
+    let mut trust = config.trust.clone();
+    if let Some(pem) = sandbox.ca_pem() {
+        // Its own certificate, for this run only.
+        match Trust::from_pem(pem.as_bytes()) {
+            Ok(own) => trust.extra_roots.extend(own.extra_roots),
+            Err(e) => {
+                eprintln!("reactbatch run: the sandbox's certificate: {e}");
+                return Err(Exit::Invalid);
+            }
+        }
+    }
+    let executed = run_with_targets(plan, config, &trust, targets, secrets, work).await;
     if !config.quiet {
         eprintln!(
             "reactbatch: sandbox now holds {} reaction(s); stopping it",
@@ -102,6 +114,7 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
 async fn run_with_targets(
     plan: &Plan,
     config: &RunConfig,
+    trust: &Trust,
     targets: Vec<Target>,
     secrets: Vec<Secret>,
     work: Work,
@@ -131,7 +144,7 @@ async fn run_with_targets(
         ),
         None => None,
     };
-    let transport = HttpTransport::new(config.concurrency).map_err(|e| fail(e.to_string()))?;
+    let transport = HttpTransport::new(config.concurrency, trust).map_err(|e| fail(e.to_string()))?;
     let shard_count = config.shard.map_or(1, |s| s.count);
     let runtimes: Vec<TargetRuntime> = targets
         .into_iter()
