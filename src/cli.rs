@@ -207,9 +207,10 @@ pub struct SignArgs {
     /// Request path, without scheme or host (a query is not signed).
     #[arg(long, value_name = "P")]
     pub path: String,
-    /// The Date header value, RFC 2822, used verbatim.
+    /// The Date header value, signed verbatim (a warning if it is not RFC 2822 or its weekday
+    /// is wrong) [default: now, printed as a `Date:` line].
     #[arg(long, value_name = "D")]
-    pub date: String,
+    pub date: Option<String>,
     /// HTTP method.
     #[arg(long, default_value = "POST")]
     pub method: String,
