@@ -53,6 +53,7 @@ fn render_emit<T: Transport>(
             attempt,
             request: signed,
             credential,
+            pace: ctx.targets[row.target].rate.interval(),
         },
         out,
     );

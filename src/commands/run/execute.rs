@@ -139,7 +139,7 @@ async fn run_with_targets(
     .map_err(fail)?;
     let emit = match &config.emit {
         Some(path) => Some(
-            EmitWriter::create(path, config.emit_format)
+            EmitWriter::create(path, config.emit_format, &bearer_credentials(&targets))
                 .map_err(|e| fail(format!("cannot create emit file {}: {e}", path.display())))?,
         ),
         None => None,
@@ -260,4 +260,14 @@ fn create_report(
     std::fs::rename(&tmp, path)
         .map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), path.display()))?;
     Ok((w, copied))
+}
+
+/// The credentials sent as bearer keys (Ogmma's), which a curl script reads at run time;
+/// Kommo requests carry their signature instead.
+fn bearer_credentials(targets: &[Target]) -> Vec<crate::secret::SecretRef> {
+    targets
+        .iter()
+        .filter(|t| t.provider() == ProviderKind::Ogmma)
+        .map(|t| t.credential.clone())
+        .collect()
 }
