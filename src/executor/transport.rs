@@ -217,21 +217,23 @@ fn certificate_problem(e: &reqwest::Error) -> Option<String> {
     use tokio_rustls::rustls::Error as TlsError;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        // hyper-rustls hands rustls errors up inside an io::Error, whose `source()` skips them.
-        let tls = s.downcast_ref::<TlsError>().or_else(|| {
-            s.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<TlsError>())
-        });
-        match tls {
+        match s.downcast_ref::<TlsError>() {
             Some(
                 err @ (TlsError::InvalidCertificate(_)
                 | TlsError::NoCertificatesPresented
                 | TlsError::UnsupportedNameType),
             ) => return Some(one_line(&err.to_string(), 200)),
             Some(_) => return None,
-            None => source = s.source(),
+            None => {}
         }
+        // rustls errors arrive wrapped in io::Errors (two deep), whose `source()` skips the
+        // wrapped error: step into it instead.
+        source = match s.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
     }
     None
 }

@@ -15,3 +15,4 @@ mod run;
 mod sandbox;
 mod secrets;
 mod soak;
+mod wire;
