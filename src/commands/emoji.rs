@@ -17,7 +17,12 @@ pub fn run(args: &EmojiArgs) -> Exit {
     let mut out = String::new();
     for e in found {
         let codes: Vec<String> = e.shortcodes().map(|c| format!(":{c}:")).collect();
-        out.push_str(&format!("{}\t{}\t{}\n", e.as_str(), codes.join(" "), e.name()));
+        out.push_str(&format!(
+            "{}\t{}\t{}\n",
+            e.as_str(),
+            codes.join(" "),
+            e.name()
+        ));
     }
     // A closed stdout (e.g. piped into `head`) is not worth a panic.
     let _ = std::io::stdout().lock().write_all(out.as_bytes());

@@ -36,8 +36,7 @@ impl Trust {
     pub fn from_pem_file(path: &std::path::Path) -> Result<Trust, String> {
         let pem = std::fs::read(path)
             .map_err(|e| format!("cannot read CA certificate {}: {e}", path.display()))?;
-        Trust::from_pem(&pem)
-            .map_err(|e| format!("CA certificate {}: {e}", path.display()))
+        Trust::from_pem(&pem).map_err(|e| format!("CA certificate {}: {e}", path.display()))
     }
 
     pub fn from_pem(pem: &[u8]) -> Result<Trust, String> {
@@ -46,9 +45,7 @@ impl Trust {
         if certs.is_empty() {
             return Err("holds no `-----BEGIN CERTIFICATE-----` block".into());
         }
-        Ok(Trust {
-            extra_roots: certs,
-        })
+        Ok(Trust { extra_roots: certs })
     }
 }
 
@@ -318,7 +315,10 @@ mod tests {
             refusal_in_success(br#"{"success":false,"code":"X","message":"no"}"#),
             ("X".into(), "no".into())
         );
-        assert_eq!(refusal_in_success(br#"{"success":false}"#).0, "success_false");
+        assert_eq!(
+            refusal_in_success(br#"{"success":false}"#).0,
+            "success_false"
+        );
         assert_eq!(refusal_in_success(b"ok").0, "");
     }
 

@@ -160,12 +160,16 @@ pub fn check_id(field: &str, text: &str) -> Result<(), Invalid> {
 /// Emojis whose name or shortcodes contain `query` (case-insensitive), or the one `query` is;
 /// for `reactbatch emoji`. Skin-tone variants are listed under their base emoji.
 pub fn search(query: &str) -> Vec<&'static emojis::Emoji> {
-    if let Some(e) = emojis::get(query).or_else(|| {
-        shortcode_name(query).and_then(emojis::get_by_shortcode)
-    }) {
+    if let Some(e) =
+        emojis::get(query).or_else(|| shortcode_name(query).and_then(emojis::get_by_shortcode))
+    {
         return vec![e];
     }
-    let q = query.trim().trim_matches(':').to_lowercase().replace('_', " ");
+    let q = query
+        .trim()
+        .trim_matches(':')
+        .to_lowercase()
+        .replace('_', " ");
     emojis::iter()
         .filter(|e| {
             e.name().to_lowercase().contains(&q)
@@ -180,7 +184,8 @@ mod tests {
 
     #[test]
     fn one_emoji_of_any_shape_passes_unchanged() {
-        for e in ["👍", "👨‍👩‍👧", "👍🏽", "🇧🇷", "1️⃣", "❤️", "❤", "🏳️‍🌈"] {
+        for e in ["👍", "👨‍👩‍👧", "👍🏽", "🇧🇷", "1️⃣", "❤️", "❤", "🏳️‍🌈"]
+        {
             assert_eq!(resolve("emoji", e).as_deref(), Ok(e), "{e}");
         }
     }

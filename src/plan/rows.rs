@@ -22,9 +22,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::doc::DocReader;
+use super::emoji::{self, Invalid};
 use super::fields::{shorten, suggest, Field, RawRow, RawValue};
 use super::model::{Action, ProviderKind, Row, Source, Target, TargetKind};
-use super::emoji::{self, Invalid};
 use super::problem::Problem;
 use super::yaml::{Node, NodeKind, Value};
 

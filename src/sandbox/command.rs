@@ -41,7 +41,9 @@ macro_rules! examples {
         `POST /v1/channels/{channelId}/messages/react` as documented: checks Kommo signatures \
         (Content-Type, Date within 15 minutes, Content-MD5, X-Signature) and Ogmma bearer keys, \
         enforces rate limits with 429, keeps the reactions it was asked to make, and can inject \
-        faults deterministically from --seed. Any scope id and channel id are accepted.\n\n\
+        faults deterministically from --seed. Any scope id and channel id are accepted; an emoji \
+        that is not exactly one emoji gets 400, as on the real services. --tls serves HTTPS \
+        with a certificate generated at start (--cert-out writes its CA, PEM).\n\n\
         Stdout: the first line is the base URL (http://127.0.0.1:PORT, or https:// with --tls), \
         then the credentials. \
         KOMMO_CHANNEL_SECRET and OGMMA_API_KEY are used when set (only their names are printed); \

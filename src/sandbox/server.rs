@@ -128,8 +128,11 @@ pub(crate) async fn serve(
 }
 
 /// Serves one connection (plain or TLS) until it closes or shutdown is asked for.
-async fn serve_connection<I>(io: TokioIo<I>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
-where
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| handle(shared.clone(), req));
@@ -301,7 +304,9 @@ fn process<'b>(
     }
 
     if let Some(prefix) = &shared.not_found_prefix {
-        let id = message.strip_prefix(kommo::MSGID_PREFIX).unwrap_or(&message);
+        let id = message
+            .strip_prefix(kommo::MSGID_PREFIX)
+            .unwrap_or(&message);
         if id.starts_with(prefix.as_str()) {
             shared.counters.not_found();
             let reply = match provider {

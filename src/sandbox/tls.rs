@@ -40,14 +40,13 @@ impl SandboxTls {
         let chain = vec![leaf.der().clone(), CertificateDer::from(ca.der().to_vec())];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         // An explicit provider: the process may hold more than one rustls backend.
-        let config = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot configure TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("cannot configure TLS: {e}"))?;
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("cannot configure TLS: {e}"))?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .map_err(|e| format!("cannot configure TLS: {e}"))?;
         Ok(SandboxTls {
             ca_pem: ca.pem(),
             acceptor: TlsAcceptor::from(Arc::new(config)),

@@ -37,7 +37,13 @@ impl Drop for SandboxProcess {
 /// first stdout line, the base URL.
 fn sandbox_process(extra: &[&str]) -> SandboxProcess {
     let mut child = bin()
-        .args(["sandbox", "--kommo-rate", "unlimited", "--ogmma-rate", "unlimited"])
+        .args([
+            "sandbox",
+            "--kommo-rate",
+            "unlimited",
+            "--ogmma-rate",
+            "unlimited",
+        ])
         .args(extra)
         .env("KOMMO_CHANNEL_SECRET", KOMMO_SECRET)
         .env("OGMMA_API_KEY", OGMMA_KEY)
@@ -88,7 +94,10 @@ async fn https_with_ca_cert_is_ok_and_without_it_fails_with_code_tls_once() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let rows_done = read_report(&report).expect("report");
     assert_eq!(rows_done.len(), 3);
-    assert!(rows_done.iter().all(|r| r.status == Status::Ok), "{rows_done:?}");
+    assert!(
+        rows_done.iter().all(|r| r.status == Status::Ok),
+        "{rows_done:?}"
+    );
 
     // Without the CA: every row fails at once with `tls`, and says what to do.
     let report = dir.path().join("untrusted.csv");
@@ -115,7 +124,10 @@ async fn https_with_ca_cert_is_ok_and_without_it_fails_with_code_tls_once() {
     let out = run_blocking(run_cmd(&plan, &report, &["--rate", "unlimited"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let rows_done = read_report(&report).expect("report");
-    assert!(rows_done.iter().all(|r| r.status == Status::Ok), "{rows_done:?}");
+    assert!(
+        rows_done.iter().all(|r| r.status == Status::Ok),
+        "{rows_done:?}"
+    );
 }
 
 #[tokio::test]
@@ -217,7 +229,8 @@ fn emoji_values_are_exactly_one_emoji_or_a_known_shortcode() {
         assert!(text.contains("--> plan.yaml:8:"), "{bad}: located: {text}");
         assert!(text.contains(says), "{bad}: {text}");
     }
-    for good in [":thumbsup:", "👨‍👩‍👧", "👍🏽", "🇧🇷", "1️⃣", "❤️", "❤"] {
+    for good in [":thumbsup:", "👨‍👩‍👧", "👍🏽", "🇧🇷", "1️⃣", "❤️", "❤"]
+    {
         let out = check_emoji(dir.path(), good);
         assert_eq!(out.status.code(), Some(0), "{good}: {}", stderr(&out));
     }
@@ -233,7 +246,10 @@ fn emoji_search_lists_matches_with_their_shortcodes() {
             .any(|l| l.starts_with("👍\t") && l.contains(":thumbsup:") && l.contains(":+1:")),
         "{text}"
     );
-    let out = bin().args(["emoji", "no-such-emoji-zzz"]).output().expect("emoji");
+    let out = bin()
+        .args(["emoji", "no-such-emoji-zzz"])
+        .output()
+        .expect("emoji");
     assert_ne!(out.status.code(), Some(0));
 }
 
@@ -266,17 +282,28 @@ async fn shortcodes_go_on_the_wire_as_emoji_and_every_request_accepts_json() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let done = read_report(&report).expect("report");
     assert!(done.iter().all(|r| r.status == Status::Ok), "{done:?}");
-    assert_eq!(done.iter().find(|r| r.message_id == "m-1").map(|r| r.emoji.as_str()), Some("👍"));
     assert_eq!(
-        sandbox.reaction(ProviderKind::Kommo, SCOPE, "m-1", USER).as_deref(),
+        done.iter()
+            .find(|r| r.message_id == "m-1")
+            .map(|r| r.emoji.as_str()),
         Some("👍")
     );
     assert_eq!(
-        sandbox.reaction(ProviderKind::Ogmma, CHANNEL, "m-2", OGMMA_USER).as_deref(),
+        sandbox
+            .reaction(ProviderKind::Kommo, SCOPE, "m-1", USER)
+            .as_deref(),
         Some("👍")
     );
     assert_eq!(
-        sandbox.reaction(ProviderKind::Kommo, SCOPE, "m-3", USER).as_deref(),
+        sandbox
+            .reaction(ProviderKind::Ogmma, CHANNEL, "m-2", OGMMA_USER)
+            .as_deref(),
+        Some("👍")
+    );
+    assert_eq!(
+        sandbox
+            .reaction(ProviderKind::Kommo, SCOPE, "m-3", USER)
+            .as_deref(),
         Some("👨‍👩‍👧")
     );
     let emitted = std::fs::read_to_string(&emit).expect("emit");
@@ -297,7 +324,9 @@ async fn shortcodes_go_on_the_wire_as_emoji_and_every_request_accepts_json() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
         assert_eq!(v["accept"], "application/json", "{line}");
         assert!(
-            v["user_agent"].as_str().is_some_and(|ua| ua.starts_with("reactbatch/")),
+            v["user_agent"]
+                .as_str()
+                .is_some_and(|ua| ua.starts_with("reactbatch/")),
             "{line}"
         );
     }
@@ -373,12 +402,20 @@ async fn ogmma_success_false_is_failed_with_the_body_code_and_not_retried() {
     let by_id = |id: &str| done.iter().find(|r| r.message_id == id).expect("row");
     let first = by_id("m-1");
     assert_eq!(
-        (first.status, first.http_status, first.code.as_str(), first.attempts),
+        (
+            first.status,
+            first.http_status,
+            first.code.as_str(),
+            first.attempts
+        ),
         (Status::Failed, Some(200), "MESSAGE_NOT_SENT", 1)
     );
     assert_eq!(first.message, "Mensagem nao enviada.");
     let second = by_id("m-nocode");
-    assert_eq!((second.status, second.code.as_str()), (Status::Failed, "success_false"));
+    assert_eq!(
+        (second.status, second.code.as_str()),
+        (Status::Failed, "success_false")
+    );
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
 
@@ -421,7 +458,10 @@ async fn the_sandbox_refuses_what_the_services_refuse() {
     let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
     let client = reqwest::Client::new();
     let kommo_url = format!("{}/v2/origin/custom/{SCOPE}/react", sandbox.base_url());
-    let ogmma_url = format!("{}/v1/channels/{CHANNEL}/messages/react", sandbox.base_url());
+    let ogmma_url = format!(
+        "{}/v1/channels/{CHANNEL}/messages/react",
+        sandbox.base_url()
+    );
     let now = || reactbatch::sign::http_date(chrono::Utc::now());
     let ogmma_headers = vec![
         ("Content-Type", "application/json".to_string()),
@@ -439,7 +479,8 @@ async fn the_sandbox_refuses_what_the_services_refuse() {
             "conversation_id": "c", "id": "m-1", "user": {"id": USER}, "type": "react", "emoji": emoji
         })
         .to_string();
-        let (status, answer) = post(&client, &kommo_url, &kommo_headers(&body, &now()), &body).await;
+        let (status, answer) =
+            post(&client, &kommo_url, &kommo_headers(&body, &now()), &body).await;
         assert_eq!(status, 400, "{emoji:?}: {answer}");
         assert_eq!(answer["error"], "invalid_emoji", "{answer}");
     }
@@ -451,19 +492,24 @@ async fn the_sandbox_refuses_what_the_services_refuse() {
             "conversation_id": "c", field: "same-1", "user": {"id": USER}, "type": "react", "emoji": emoji
         })
         .to_string();
-        let (status, answer) = post(&client, &kommo_url, &kommo_headers(&body, &now()), &body).await;
+        let (status, answer) =
+            post(&client, &kommo_url, &kommo_headers(&body, &now()), &body).await;
         assert_eq!(status, 200, "{answer}");
     }
     assert_eq!(sandbox.reactions().len(), 2);
     assert_eq!(
-        sandbox.reaction(ProviderKind::Kommo, SCOPE, "same-1", USER).as_deref(),
+        sandbox
+            .reaction(ProviderKind::Kommo, SCOPE, "same-1", USER)
+            .as_deref(),
         Some("👍")
     );
 
     // A Date more than 15 minutes away, either way, is refused.
     for minutes in [16i64, -16] {
-        let date = reactbatch::sign::http_date(chrono::Utc::now() + chrono::Duration::minutes(minutes));
-        let body = r#"{"conversation_id":"c","id":"m-9","user":{"id":"bot"},"type":"react","emoji":"👍"}"#;
+        let date =
+            reactbatch::sign::http_date(chrono::Utc::now() + chrono::Duration::minutes(minutes));
+        let body =
+            r#"{"conversation_id":"c","id":"m-9","user":{"id":"bot"},"type":"react","emoji":"👍"}"#;
         let (status, answer) = post(&client, &kommo_url, &kommo_headers(body, &date), body).await;
         assert_eq!(status, 403, "{minutes} min: {answer}");
         assert_eq!(answer["error"], "date_out_of_window", "{answer}");
@@ -513,7 +559,10 @@ fn sign_kommo_signs_the_documents_example_date_as_given_and_warns() {
          X-Signature: 947915fbb49a21be96a88d1c1096a8ec5b9b0209\n"
     );
     let warning = stderr(&out);
-    assert!(warning.contains("warning") && warning.contains("Sunday"), "{warning}");
+    assert!(
+        warning.contains("warning") && warning.contains("Sunday"),
+        "{warning}"
+    );
 
     // No --date: now, printed first so the request can carry it.
     let out = sign(None);
@@ -569,13 +618,20 @@ async fn the_curl_script_replays_a_dry_run_and_stops_at_a_refusal() {
     assert!(text.contains("\nset -eu\n"), "{text}");
     assert!(text.contains("15 minutes"), "{text}");
     assert!(text.contains("${OGMMA_API_KEY:?"), "{text}");
-    assert_eq!(text.matches("\ncurl -sS --fail-with-body ").count(), 3, "{text}");
+    assert_eq!(
+        text.matches("\ncurl -sS --fail-with-body ").count(),
+        3,
+        "{text}"
+    );
     assert_eq!(text.matches("\nsleep 0.143\n").count(), 2, "{text}");
     assert_eq!(text.matches("\nsleep 1.000\n").count(), 1, "{text}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&script).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(&script)
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
     }
 
@@ -607,7 +663,10 @@ async fn the_curl_script_replays_a_dry_run_and_stops_at_a_refusal() {
     let out = bash(&script, Some("wrong-key")).await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert_ne!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("row 2: ") && stdout.contains("UNAUTHORIZED"), "{stdout}");
+    assert!(
+        stdout.contains("row 2: ") && stdout.contains("UNAUTHORIZED"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("row 3: "), "{stdout}");
     assert_eq!(sandbox.stats().requests, 5);
     sandbox.shutdown().await;

@@ -136,9 +136,7 @@ impl RunConfig {
             expect_digest: args.expect_digest.clone(),
             sandbox_tls: args.tls,
             trust: match args.ca_cert.as_ref().or(s.ca_cert.as_ref()) {
-                Some(path) => {
-                    Trust::from_pem_file(path).map_err(|e| format!("--ca-cert: {e}"))?
-                }
+                Some(path) => Trust::from_pem_file(path).map_err(|e| format!("--ca-cert: {e}"))?,
                 None => Trust::default(),
             },
         })

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::emit::EmitWriter;
 use crate::executor::progress::{Counters, Progress, ProgressMode};
+use crate::executor::transport::Trust;
 use crate::executor::{
     self, Admission, Cancel, HttpTransport, OutputThread, RunContext, TargetRuntime,
 };
@@ -18,7 +19,6 @@ use crate::log::eprintln;
 use crate::plan::{Plan, ProviderKind, Shard, Target};
 use crate::report::{ReportWriter, Status};
 use crate::resume::DoneSet;
-use crate::executor::transport::Trust;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::secret::Secret;
 
@@ -50,7 +50,15 @@ pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Exec
             return Err(Exit::Invalid);
         }
     };
-    run_with_targets(plan, config, &config.trust, plan.targets.clone(), secrets, work).await
+    run_with_targets(
+        plan,
+        config,
+        &config.trust,
+        plan.targets.clone(),
+        secrets,
+        work,
+    )
+    .await
 }
 
 /// `--sandbox`: start the emulator in-process, point every target at it with its own
@@ -144,7 +152,8 @@ async fn run_with_targets(
         ),
         None => None,
     };
-    let transport = HttpTransport::new(config.concurrency, trust).map_err(|e| fail(e.to_string()))?;
+    let transport =
+        HttpTransport::new(config.concurrency, trust).map_err(|e| fail(e.to_string()))?;
     let shard_count = config.shard.map_or(1, |s| s.count);
     let runtimes: Vec<TargetRuntime> = targets
         .into_iter()
