@@ -118,6 +118,18 @@ async fn https_with_ca_cert_is_ok_and_without_it_fails_with_code_tls_once() {
         assert!(r.message.contains("--ca-cert FILE"), "{}", r.message);
     }
 
+    // The system store is trusted too: rustls-native-certs reads SSL_CERT_FILE when set.
+    let report = dir.path().join("system.csv");
+    let mut cmd = run_cmd(&plan, &report, &["--rate", "unlimited"]);
+    cmd.env("SSL_CERT_FILE", &ca).env_remove("SSL_CERT_DIR");
+    let out = run_blocking(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows_done = read_report(&report).expect("report");
+    assert!(
+        rows_done.iter().all(|r| r.status == Status::Ok),
+        "{rows_done:?}"
+    );
+
     // `settings: ca_cert:` is the same trust, relative to the plan file.
     let plan = write_plan(dir.path(), &sandbox.url, &rows(), "ca_cert: ca.pem");
     let report = dir.path().join("settings.csv");
