@@ -75,21 +75,26 @@ pub fn resolve<'t>(field: &str, text: &'t str) -> Result<Cow<'t, str>, Invalid> 
     if emojis::get(text).is_some() {
         return Ok(Cow::Borrowed(text));
     }
-    let count = count_emoji(text);
-    let message = match count {
-        Some(n) if n > 1 => format!(
-            "`{field}` `{}` is {n} emojis; a reaction is exactly one",
-            shorten(text)
-        ),
-        _ => format!(
-            "`{field}` `{}` is not an emoji (by Unicode's emoji data)",
-            shorten(&escape_invisible(text))
-        ),
-    };
+    if let Some((n, first)) = count_emoji(text).filter(|(n, _)| *n > 1) {
+        return Err(Invalid {
+            message: format!(
+                "`{field}` `{}` is {n} emojis; a reaction is exactly one",
+                shorten(text)
+            ),
+            hint: Some(format!("keep one, e.g. `{first}`")),
+        });
+    }
+    let message = format!(
+        "`{field}` `{}` is not an emoji (by Unicode's emoji data)",
+        shorten(&escape_invisible(text))
+    );
     let hint = match emojis::get_by_shortcode(&text.to_lowercase()) {
-        Some(e) => Some(format!("for {} write `:{}:`", e.as_str(), text.to_lowercase())),
-        None => Some("one emoji such as `👍` or a shortcode such as `:thumbsup:`; find one with `reactbatch emoji WORD`".into()),
+        Some(e) => format!("for {} write `:{}:`", e.as_str(), text.to_lowercase()),
+        None => "one emoji such as `👍` or a shortcode such as `:thumbsup:`; find one with \
+                 `reactbatch emoji WORD`"
+            .into(),
     };
+    let hint = Some(hint);
     Err(Invalid { message, hint })
 }
 
@@ -110,24 +115,29 @@ fn nearest_shortcode(name: &str) -> Option<(&'static str, &'static str)> {
         .map(|(_, code, emoji)| (code, emoji))
 }
 
-/// How many emojis `text` is, if it is a sequence of whole emojis (longest match first).
-fn count_emoji(text: &str) -> Option<usize> {
+/// How many emojis `text` is, and the first, if it is a sequence of whole emojis (longest match
+/// first).
+fn count_emoji(text: &str) -> Option<(usize, &str)> {
     let mut rest = text;
     let mut n = 0;
+    let mut first = "";
     while !rest.is_empty() {
         let ends: Vec<usize> = rest
             .char_indices()
             .map(|(i, c)| i + c.len_utf8())
             .take(16)
             .collect();
-        let end = ends
+        let end = *ends
             .iter()
             .rev()
             .find(|&&end| emojis::get(&rest[..end]).is_some())?;
-        rest = &rest[*end..];
+        if n == 0 {
+            first = &rest[..end];
+        }
+        rest = &rest[end..];
         n += 1;
     }
-    Some(n)
+    Some((n, first))
 }
 
 /// Shows invisible characters as `\u{..}` so a message can point at them.
@@ -203,6 +213,7 @@ mod tests {
     fn not_one_emoji_is_refused_with_a_reason() {
         let two = resolve("emoji", "👍👍").expect_err("two");
         assert!(two.message.contains("is 2 emojis"), "{}", two.message);
+        assert_eq!(two.hint.as_deref(), Some("keep one, e.g. `👍`"));
         let ok = resolve("emoji", "ok").expect_err("word");
         assert_eq!(ok.hint.as_deref(), Some("for 🆗 write `:ok:`"));
         let space = resolve("emoji", " 👍").expect_err("space");
