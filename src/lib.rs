@@ -9,7 +9,8 @@
 //! ```
 //!
 //! - [`cli`]: clap types for every command (raw values, validated by the commands).
-//! - [`plan`]: the plan model, YAML/CSV loading with source positions, validation.
+//! - [`plan`]: the plan model, YAML/CSV loading with source positions, validation (emoji
+//!   values and `:shortcodes:` in `plan::emoji`).
 //! - [`provider`]: Kommo and Ogmma request building; [`sign`]: Kommo's HMAC signature.
 //! - [`executor`]: scheduling, per-target rate limiting, per-message ordering, retries.
 //! - [`report`]: row results → report files and the end-of-run summary; [`emit`]: the audit
