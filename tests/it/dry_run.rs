@@ -29,7 +29,7 @@ use crate::common::{require_tool, root, snapshot, text};
 /// The clock every snapshot is taken at, and the `Date` it gives.
 const NOW: &str = "2026-12-01T09:00:00Z";
 const NOW_DATE: &str = "Tue, 01 Dec 2026 09:00:00 +0000";
-/// Long, distinctive values, so a leak would be unmistakable (see also tests/secrets.rs).
+/// Long, distinctive values, so a leak would be unmistakable (see also tests/it/secrets.rs).
 const KOMMO_SECRET: &str = "test-kommo-secret-5f1e8c2a9d7b4e6f0a1c3e5d7b9f2a4c6e8d0b1f";
 const OGMMA_KEY: &str = "test-ogmma-key-9a7c4e2b0d8f6a1c3e5b7d9f0a2c4e6b8d1f3a5c";
 const SCOPE: &str = "344a5002-f8ca-454d-af3d-396180102ac7_52e591f7-c98f-4255-8495-827210138c81";

@@ -1,7 +1,7 @@
 //! Hostile input that is better generated than committed: 10 MB lines, 10 KB emojis, a
 //! million aliases, files over the size limit, FIFOs, symlinks out of the plan's directory,
 //! many targets, many keyed rows. The committed corpus is `tests/fixtures/broken/` (see
-//! `tests/plan.rs`); this is its sibling loop.
+//! `tests/it/plan.rs`); this is its sibling loop.
 //!
 //! For every case, `reactbatch check` must: exit with the expected code (2, or 0 where the input
 //! is legitimately fine), name `file:line`, not panic, never hang (a watchdog, not a time budget), and print

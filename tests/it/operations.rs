@@ -178,7 +178,7 @@ async fn kill_9_at_random_moments_then_resume_sends_every_row_once() {
 }
 
 /// The long form of the crash loop: 20 kills over 10 000 rows.
-/// `cargo test --release --test operations -- --ignored --nocapture`
+/// `cargo test --release --test it operations::crash_loop_long -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long form: 20 kills, about a minute"]
 async fn crash_loop_long() {
