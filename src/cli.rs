@@ -131,6 +131,9 @@ pub struct RunArgs {
     /// Skip rows that REPORT shows done (may be the same file as --report).
     #[arg(long, value_name = "REPORT")]
     pub resume: Option<PathBuf>,
+    /// With --resume: also run rows whose earlier result was a final failure (400, 404, ...).
+    #[arg(long)]
+    pub retry_failed: bool,
     /// Refuse to start while another run holds FILE.
     #[arg(long, value_name = "FILE")]
     pub lock: Option<PathBuf>,

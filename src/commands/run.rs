@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub quiet: bool,
     pub summary_json: Option<PathBuf>,
     pub expect_digest: Option<String>,
+    /// With `resume`: run rows whose earlier result was a final failure again.
+    pub retry_failed: bool,
 }
 
 impl RunOptions {
@@ -136,6 +138,7 @@ impl RunOptions {
             quiet: args.quiet || s.quiet.unwrap_or(false),
             summary_json: args.summary_json.clone().or_else(|| s.summary_json.clone()),
             expect_digest: args.expect_digest.clone(),
+            retry_failed: args.retry_failed || s.retry_failed.unwrap_or(false),
         })
     }
 }
@@ -271,7 +274,7 @@ pub fn run(args: RunArgs) -> Exit {
             }
             None
         }
-        Some(path) => match DoneSet::load(path, &plan) {
+        Some(path) => match DoneSet::load_for_resume(path, &plan, opts.retry_failed) {
             Ok(set) => Some(set),
             Err(e) => {
                 eprintln!("reactbatch run: --resume: {e}");

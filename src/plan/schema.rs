@@ -300,6 +300,10 @@ struct SettingsSpec {
     quiet: Option<bool>,
     /// Also write the end-of-run summary as JSON to this file.
     summary_json: Option<String>,
+    /// With `resume`: also run rows whose earlier result was a final failure (400, 404, ...).
+    retry_failed: Option<bool>,
+    /// Replace a report that holds live results without resuming from it.
+    overwrite: Option<bool>,
 }
 
 #[derive(JsonSchema)]

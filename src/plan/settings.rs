@@ -26,6 +26,8 @@ pub(super) const KEYS: &[&str] = &[
     "no_progress",
     "quiet",
     "summary_json",
+    "retry_failed",
+    "overwrite",
 ];
 
 pub const MAX_CONCURRENCY: usize = 4096;
@@ -126,6 +128,8 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             "dry_run" => s.dry_run = r.boolean(value, k),
             "no_progress" => s.no_progress = r.boolean(value, k),
             "quiet" => s.quiet = r.boolean(value, k),
+            "retry_failed" => s.retry_failed = r.boolean(value, k),
+            "overwrite" => s.overwrite = r.boolean(value, k),
             _ => {}
         }
     }
