@@ -317,9 +317,21 @@ mod tests {
                 "{http:?} {code}"
             );
         }
-        assert!(!is_final_failure(&row(Status::Cancelled, None, "cancelled")));
-        assert!(!is_final_failure(&row(Status::Skipped, None, "auth_stopped")));
-        assert!(is_final_failure(&row(Status::Skipped, Some(404), FAILED_EARLIER)));
+        assert!(!is_final_failure(&row(
+            Status::Cancelled,
+            None,
+            "cancelled"
+        )));
+        assert!(!is_final_failure(&row(
+            Status::Skipped,
+            None,
+            "auth_stopped"
+        )));
+        assert!(is_final_failure(&row(
+            Status::Skipped,
+            Some(404),
+            FAILED_EARLIER
+        )));
         assert!(!is_final_failure(&row(Status::Ok, Some(200), "")));
     }
 

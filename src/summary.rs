@@ -8,6 +8,9 @@ use serde::Serialize;
 
 use crate::report::Status;
 
+/// Rates are shown only over at least this much time.
+pub const MIN_RATE_SPAN_MS: u64 = 1000;
+
 #[derive(Debug, Serialize)]
 pub struct TargetSummary {
     pub name: String,
@@ -68,11 +71,17 @@ impl Summary {
             .map(|st| format!("{} {}", self.count(*st), st))
             .collect();
         let secs = self.elapsed_ms as f64 / 1000.0;
+        // A rate over less than a second is noise ("2303 rows/s" for 4 rows): shown only once
+        // the run lasted long enough to have one.
+        let rate = if self.elapsed_ms >= MIN_RATE_SPAN_MS {
+            format!(" ({:.1} rows/s)", self.rows_per_second)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "reactbatch: {} rows in {secs:.2}s ({:.1} rows/s): {}",
+            "reactbatch: {} rows in {secs:.2}s{rate}: {}",
             self.rows,
-            self.rows_per_second,
             if counts.is_empty() {
                 "nothing to do".to_string()
             } else {
@@ -108,5 +117,53 @@ impl Summary {
         }
         let _ = writeln!(s, "  report {}", self.report);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(elapsed_ms: u64, achieved: Option<f64>) -> Summary {
+        Summary {
+            plan: "p.yaml".into(),
+            report: "r.csv".into(),
+            dry_run: false,
+            rows: 4,
+            counts: [("ok", 4)].into_iter().collect(),
+            attempts: 4,
+            retries: 0,
+            elapsed_ms,
+            rows_per_second: 4.0 / (elapsed_ms as f64 / 1000.0),
+            targets: vec![TargetSummary {
+                name: "k".into(),
+                provider: "kommo".into(),
+                rate: "7/s".into(),
+                requests: 4,
+                achieved_rate: achieved,
+                max_requests_in_1s: 4,
+                stopped: None,
+            }],
+            latency: None,
+            digest: None,
+            interrupted: false,
+            exit_code: 0,
+        }
+    }
+
+    #[test]
+    fn rates_only_over_a_second_or_more() {
+        let short = summary(2, None).render();
+        assert!(
+            short.starts_with("reactbatch: 4 rows in 0.00s: 4 ok\n"),
+            "{short}"
+        );
+        assert!(short.contains("achieved -,"), "{short}");
+        let long = summary(2000, Some(2.0)).render();
+        assert!(
+            long.starts_with("reactbatch: 4 rows in 2.00s (2.0 rows/s): 4 ok\n"),
+            "{long}"
+        );
+        assert!(long.contains("achieved 2.0/s,"), "{long}");
     }
 }

@@ -197,6 +197,9 @@ impl Plan {
         while let Some(checked) = rows.next_checked() {
             match checked {
                 Checked::Row(row) => {
+                    if let Some(w) = warnings::both_message_ids(&row) {
+                        warnings.push(w);
+                    }
                     on_row(&row);
                     finder.add(&row);
                     keys.add(&row);
@@ -244,9 +247,15 @@ impl Plan {
         secrets::resolve(&self.targets, &self.secret_sites)
     }
 
-    /// Warnings about how secrets are kept (files readable by other users).
+    /// Warnings about how secrets are kept (files readable by other users) and what they hold
+    /// (whitespace around the value). Never show the value.
     pub fn secret_warnings(&self) -> Vec<Problem> {
-        secrets::permission_warnings(&self.targets, &self.secret_sites)
+        let mut warnings = secrets::permission_warnings(&self.targets, &self.secret_sites);
+        warnings.extend(secrets::whitespace_warnings(
+            &self.targets,
+            &self.secret_sites,
+        ));
+        warnings
     }
 
     /// Targets reached over plain `http://` on a non-loopback host (errors for `run` unless

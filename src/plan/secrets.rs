@@ -71,6 +71,48 @@ pub fn permission_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Prob
     warnings
 }
 
+/// Warnings for secrets whose value starts or ends with whitespace (a file's trailing newline
+/// excepted: it is not part of the secret). Such a value is used as it is, but it is almost
+/// always a copy-paste slip (`export KEY=" abc"`, a trailing space) that would fail every
+/// request with 401. Secrets that cannot be read are left to [`resolve`]'s errors.
+pub fn whitespace_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Problem> {
+    let mut warnings = Vec::new();
+    for (target, site) in targets.iter().zip(sites) {
+        let Ok(secret) = read(target, site) else {
+            continue;
+        };
+        let value = secret.expose();
+        if value.trim() == value {
+            continue;
+        }
+        let what = match &target.credential {
+            SecretRef::Env(var) => format!("environment variable `{var}`"),
+            SecretRef::File(path) => format!("secret file `{}`", path.display()),
+        };
+        let end = match (
+            value.starts_with(char::is_whitespace),
+            value.ends_with(char::is_whitespace),
+        ) {
+            (true, true) => "starts and ends",
+            (true, false) => "starts",
+            _ => "ends",
+        };
+        warnings.push(
+            Problem::warning(
+                &site.file,
+                Some(site.pos.line),
+                Some(site.pos.col),
+                format!(
+                    "{what} (secret of target `{}`) {end} with whitespace; it is sent as it is",
+                    target.name
+                ),
+            )
+            .with_hint("remove the whitespace if it is not part of the secret"),
+        );
+    }
+    warnings
+}
+
 /// Targets whose `base_url` is plain `http://` to a host that is not loopback: their secrets
 /// (the Ogmma key, Kommo signatures) would cross a network unencrypted.
 pub fn insecure_http(targets: &[Target]) -> Vec<Problem> {

@@ -1,7 +1,6 @@
 //! A hostile or broken server: the client bounds body size and time, never follows a redirect
 //! (with credentials) to another host, and records a clear `failed` row.
 
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

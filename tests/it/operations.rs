@@ -3,14 +3,13 @@
 //! `--resume` across plan edits. The real binary runs against the in-process sandbox on
 //! loopback; assertions are on reports, exit codes and what the sandbox saw.
 
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use crate::common::*;
+use chrono::{DateTime, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reactbatch::plan::ProviderKind;

@@ -1,7 +1,6 @@
 //! Pacing of `reactbatch run` as the sandbox sees it. In a test binary of its own, so that no
 //! other test competes for the CPU while it measures time.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::*;

@@ -1,7 +1,6 @@
 //! `reactbatch run` end to end: the real binary against the sandbox on loopback, asserting on
 //! the report, the exit code and the sandbox's state (issue "executor", "Done when").
 
-
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -6,7 +6,6 @@
 //! CI runs the short form (5 000 rows). The long form (100 000 rows) is ignored by default:
 //! `cargo test --release --test soak -- --ignored --nocapture`.
 
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
