@@ -171,6 +171,7 @@ pub fn problem_line(ts: &str, p: &Problem) -> String {
             "file": p.file,
             "line": p.line,
             "column": p.column,
+            "code": p.code,
             "message": p.message,
             "hint": p.hint,
         }),
@@ -324,7 +325,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"ts": TS, "level": "warn", "event": "problem", "file": "p.yaml", "line": 3,
-                   "column": null, "message": "pointless", "hint": "drop it"})
+                   "column": null, "code": "warning", "message": "pointless", "hint": "drop it"})
         );
         let line = json_line(
             TS,

@@ -155,6 +155,8 @@ struct JsonProblem<'a> {
     line: Option<u32>,
     column: Option<u32>,
     severity: &'static str,
+    /// Stable machine code, e.g. `unknown_field` (see docs/check-json.md).
+    code: &'static str,
     message: &'a str,
     hint: Option<&'a str>,
 }
@@ -181,6 +183,7 @@ impl<'a> JsonDoc<'a> {
                             Severity::Error => "error",
                             Severity::Warning => "warning",
                         },
+                        code: p.code,
                         message: &p.message,
                         hint: p.hint.as_deref(),
                     })

@@ -77,7 +77,8 @@ fn read_yaml(
     file: &str,
     problems: &mut Vec<Problem>,
 ) -> Result<Option<Node>, Vec<Problem>> {
-    let whole = |msg: String| vec![Problem::error(file, None, None, msg)];
+    let whole =
+        |msg: String| vec![Problem::error(file, None, None, msg).with_code("unreadable_file")];
     let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
     if meta.len() > MAX_YAML_BYTES {
         // Located at line 1 (the file as a whole), so it reads like every other plan problem.
@@ -103,7 +104,8 @@ fn read_yaml(
                 Some(yaml::to_u32(line)),
                 Some(yaml::to_u32(col)),
                 "the file is not valid UTF-8; save it as UTF-8",
-            );
+            )
+            .with_code("not_utf8");
             if e.as_bytes().starts_with(&[0xff, 0xfe]) || e.as_bytes().starts_with(&[0xfe, 0xff]) {
                 p = p.with_hint("the file starts with a UTF-16 byte order mark");
             }

@@ -210,7 +210,9 @@ impl Plan {
         }
         let count = rows.number;
         if count == 0 {
-            warnings.push(Problem::warning(file, None, None, "the plan has no rows"));
+            warnings.push(
+                Problem::warning(file, None, None, "the plan has no rows").with_code("no_rows"),
+            );
         }
         // One second pass serves both, and only runs when one of them needs it.
         let (mut pointless, mut duplicates) = (finder.finish(), keys.finish());

@@ -62,7 +62,8 @@ pub fn permission_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Prob
                         mode & 0o777
                     ),
                 )
-                .with_hint(format!("chmod 600 {}", path.display())),
+                .with_hint(format!("chmod 600 {}", path.display()))
+                .with_code("secret_file_readable"),
             );
         }
     }
@@ -107,7 +108,8 @@ pub fn whitespace_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Prob
                     target.name
                 ),
             )
-            .with_hint("remove the whitespace if it is not part of the secret"),
+            .with_hint("remove the whitespace if it is not part of the secret")
+            .with_code("secret_whitespace"),
         );
     }
     warnings
@@ -142,7 +144,8 @@ pub fn insecure_http(targets: &[Target]) -> Vec<Problem> {
                         url.host_str().unwrap_or("")
                     ),
                 )
-                .with_hint("use https://, or pass --allow-insecure-http to `run`"),
+                .with_hint("use https://, or pass --allow-insecure-http to `run`")
+                .with_code("insecure_http"),
             );
         }
     }
@@ -150,8 +153,11 @@ pub fn insecure_http(targets: &[Target]) -> Vec<Problem> {
 }
 
 fn read(target: &Target, site: &SecretSite) -> Result<Secret, Problem> {
-    let err =
-        |msg: String| Problem::error(&site.file, Some(site.pos.line), Some(site.pos.col), msg);
+    // Every way of not getting the secret is one code: the message says which.
+    let err = |msg: String| {
+        Problem::error(&site.file, Some(site.pos.line), Some(site.pos.col), msg)
+            .with_code("secret_unavailable")
+    };
     let name = &target.name;
     match &target.credential {
         SecretRef::Env(var) => {

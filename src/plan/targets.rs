@@ -287,6 +287,7 @@ fn read_secret_ref_unmarked(
             ),
         );
         p.hint = Some(hint);
+        p.code = "literal_secret";
         return None;
     };
     if entries.len() != 1 {

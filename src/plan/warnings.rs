@@ -51,9 +51,11 @@ pub fn both_message_ids(row: &Row) -> Option<Problem> {
         )
         .with_hint(
             "keep the one that names the message: `message_id` for Kommo's id, `msgid` for yours",
-        ),
+        )
+        .with_code("both_message_ids"),
     )
 }
+
 const BLOOM_BITS: usize = 1 << 23;
 const BLOOM_HASHES: u64 = 4;
 
@@ -154,7 +156,7 @@ impl PointlessRows {
             return None;
         }
         let warn = |at: &Source, message: String| {
-            Problem::warning(&*at.file, Some(at.line), None, message)
+            Problem::warning(&*at.file, Some(at.line), None, message).with_code("pointless_row")
         };
         match (prev.action, row.action) {
             (Action::React, later) => Some(warn(

@@ -137,6 +137,7 @@ fn check_format_json_lists_problems_and_keeps_exit_codes() {
             "line": 10,
             "column": 46,
             "severity": "error",
+            "code": "unknown_field",
             "message": "unknown key `emoij` in a row",
             "hint": "did you mean `emoji`?"
         })
@@ -144,6 +145,7 @@ fn check_format_json_lists_problems_and_keeps_exit_codes() {
     let second = &doc["plans"][1];
     assert_eq!(second["loaded"], false);
     assert_eq!(second["rows"], serde_json::Value::Null);
+    assert_eq!(second["problems"][0]["code"], "yaml_syntax");
 
     let ok = reactbatch(
         &root().join("examples/workflows"),
