@@ -268,6 +268,13 @@ impl Plan {
 
     /// The plan file, the `--targets` file if any, and every included file, in order (for a
     /// digest of what was audited).
+    /// The file (as named in problems) where target `index` is defined.
+    pub fn target_file(&self, index: usize) -> &str {
+        self.secret_sites
+            .get(index)
+            .map_or(&*self.inner.file, |s| s.file.as_str())
+    }
+
     pub fn files(&self) -> Vec<PathBuf> {
         self.files.clone()
     }
