@@ -8,15 +8,16 @@
 //!   (`info`, `warn`, `error`), `event` (`message`, `problem`, `progress`, `summary`) and the
 //!   event's fields. No bar, even on a terminal.
 //!
-//! The format is chosen once per process ([`init`]), like the colour of diagnostics: stderr is
-//! process-wide, and the executor's progress ticker must not need the flag threaded to it.
-//! `run.rs` shadows `eprintln!` with [`eprintln!`](crate::log::eprintln) from here, so each of
-//! its notices becomes an event without touching every call; in that file a line starting
-//! `reactbatch run: ` is a failure (level `error`), any other a notice (`info`).
+//! The format and the quietness are chosen once per process ([`init`]), like the colour of
+//! diagnostics: stderr is process-wide, and the executor's progress ticker must not need the
+//! flag threaded to it. Callers say the level: [`info`] (dropped by `-q`), [`warn`] (dropped
+//! by `-q`), [`error`] (always); failed rows go through [`failed_rows`], which `-q` keeps:
+//! `-q` means "only what needs a human".
 //!
 //! The formatting functions are pure (timestamp passed in) and unit-tested.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
@@ -60,7 +61,11 @@ struct Config {
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
-/// Chooses the format for the whole process (called once, by `run`).
+/// `-q`: only errors (and failed rows) are written. Set apart from the format because `-q` is
+/// known only once the plan's `settings:` are read, and the format is needed before.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the format for the whole process (called once, by `run`, before loading the plan).
 pub fn init(format: LogFormat) {
     let _ = CONFIG.set(Config {
         format,
@@ -68,11 +73,21 @@ pub fn init(format: LogFormat) {
     });
 }
 
+/// Turns `-q` on or off (by `run`, once its options are resolved).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
 fn config() -> Config {
     *CONFIG.get_or_init(|| Config {
         format: LogFormat::Text,
         timestamps: !std::io::stderr().is_terminal(),
     })
+}
+
+/// Whether `-q` is on.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
 }
 
 /// The chosen format (text unless [`init`] said otherwise).
@@ -127,17 +142,17 @@ pub fn message(level: Level, text: &str) {
     }
 }
 
-/// Routes a `reactbatch run` message through [`message`]; see the module doc for the level.
+/// Routes a `reactbatch run` message: a line starting `reactbatch run: ` is an error, any other
+/// a notice. Kept only until `run.rs` calls [`info`]/[`error`] itself.
 pub fn run_message(text: &str) {
-    let level = if text.starts_with("reactbatch run: ") {
-        Level::Error
+    if text.starts_with("reactbatch run: ") {
+        error(text);
     } else {
-        Level::Info
-    };
-    message(level, text);
+        message(Level::Info, text);
+    }
 }
 
-/// `eprintln!` for `run.rs`: the same text in text format, a `message` event in JSON.
+/// `eprintln!` for `run.rs` until it calls the levelled functions (see [`run_message`]).
 macro_rules! eprintln {
     ($($arg:tt)*) => {
         $crate::log::run_message(&format!($($arg)*))
@@ -145,8 +160,44 @@ macro_rules! eprintln {
 }
 pub(crate) use eprintln;
 
-/// Plan problems: rendered diagnostics in text, one `problem` event each in JSON.
+/// A notice: what the run is doing. Not written with `-q`.
+pub fn info(text: &str) {
+    if !quiet() {
+        message(Level::Info, text);
+    }
+}
+
+/// Something the user may want to fix, that does not stop the run. Not written with `-q`.
+pub fn warn(text: &str) {
+    if !quiet() {
+        message(Level::Warn, text);
+    }
+}
+
+/// A failure: the run stops, or did not do what was asked. Always written.
+pub fn error(text: &str) {
+    message(Level::Error, text);
+}
+
+/// Plan problems: rendered diagnostics in text, one `problem` event each in JSON. With `-q`,
+/// only errors.
 pub fn problems(problems: &[Problem]) {
+    if quiet() {
+        let errors: Vec<Problem> = problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .cloned()
+            .collect();
+        write_problems(&errors);
+    } else {
+        write_problems(problems);
+    }
+}
+
+fn write_problems(problems: &[Problem]) {
+    if problems.is_empty() {
+        return;
+    }
     match format() {
         LogFormat::Text => crate::diagnostic::eprint(problems),
         LogFormat::Json => {
@@ -186,6 +237,108 @@ pub struct ProgressCounts {
     pub ok: u64,
     pub failed: u64,
     pub rows_per_second: f64,
+}
+
+/// One failed row, for the lines that name failures on stderr.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FailedRow {
+    pub row: u64,
+    /// `file:line`.
+    pub source: String,
+    pub target: String,
+    pub message_id: String,
+    pub status: &'static str,
+    pub http_status: Option<u16>,
+    pub code: String,
+    pub message: String,
+}
+
+/// At most this many failed rows are named on stderr; the rest are counted.
+pub const MAX_FAILED_LINES: usize = 20;
+
+/// Names failed rows (at most [`MAX_FAILED_LINES`], then how many more and where to look), and
+/// each stopped target's reason once. Written even with `-q`: this is what a human must read.
+pub fn failed_rows(rows: &[FailedRow], more: u64, report: &str, stopped: &[(String, String)]) {
+    let c = config();
+    let ts = now();
+    std::eprint!(
+        "{}",
+        failed_rows_text(c.format, &ts, rows, more, report, stopped)
+    );
+}
+
+pub fn failed_rows_text(
+    format: LogFormat,
+    ts: &str,
+    rows: &[FailedRow],
+    more: u64,
+    report: &str,
+    stopped: &[(String, String)],
+) -> String {
+    let mut out = String::new();
+    match format {
+        LogFormat::Text => {
+            for (target, why) in stopped {
+                out.push_str(&format!("reactbatch: target {target} stopped: {why}\n"));
+            }
+            for r in rows {
+                let answer = match (r.http_status, r.code.as_str()) {
+                    (Some(h), "") => h.to_string(),
+                    (Some(h), code) => format!("{h} {code}"),
+                    (None, code) => code.to_string(),
+                };
+                out.push_str(&format!(
+                    "reactbatch: {} row {} ({}) target {} message {}: {answer}: {}\n",
+                    r.status,
+                    r.row,
+                    r.source,
+                    r.target,
+                    r.message_id,
+                    one_line(&r.message)
+                ));
+            }
+            if more > 0 {
+                out.push_str(&format!("reactbatch: … and {more} more — see {report}\n"));
+            }
+        }
+        LogFormat::Json => {
+            for (target, why) in stopped {
+                out.push_str(&json_line(
+                    ts,
+                    Level::Error,
+                    "target_stopped",
+                    &json!({ "target": target, "reason": why }),
+                ));
+                out.push('\n');
+            }
+            for r in rows {
+                out.push_str(&json_line(ts, Level::Error, "failed_row", r));
+                out.push('\n');
+            }
+            if more > 0 {
+                out.push_str(&json_line(
+                    ts,
+                    Level::Error,
+                    "failed_rows_not_listed",
+                    &json!({ "count": more, "report": report }),
+                ));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// A provider's message on one line, and not a page long.
+fn one_line(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match flat.char_indices().nth(300) {
+        Some((at, _)) => format!("{}…", &flat[..at]),
+        None => flat,
+    }
 }
 
 /// A status line of a run without a progress bar (every 10 s).
@@ -295,6 +448,36 @@ mod tests {
         // Shippers read the head first; the summary's fields keep their documented order.
         let head = format!("{{\"ts\":\"{TS}\",\"level\":\"error\",\"event\":\"summary\",\"plan\":");
         assert!(line.starts_with(&head), "{line}");
+    }
+
+    #[test]
+    fn failed_rows_are_named_one_line_each_then_counted() {
+        let row = FailedRow {
+            row: 3,
+            source: "rows.csv:4".into(),
+            target: "k".into(),
+            message_id: "gone-1".into(),
+            status: "failed",
+            http_status: Some(404),
+            code: "MESSAGE_NOT_FOUND".into(),
+            message: "Message\nnot found".into(),
+        };
+        let stopped = vec![("o".to_string(), "stopped after 3 × 401".to_string())];
+        let text = failed_rows_text(LogFormat::Text, TS, &[row.clone()], 2, "r.csv", &stopped);
+        assert_eq!(
+            text,
+            "reactbatch: target o stopped: stopped after 3 × 401\n\
+             reactbatch: failed row 3 (rows.csv:4) target k message gone-1: 404 MESSAGE_NOT_FOUND: Message not found\n\
+             reactbatch: … and 2 more — see r.csv\n"
+        );
+        let json = failed_rows_text(LogFormat::Json, TS, &[row], 0, "r.csv", &[]);
+        assert_eq!(json.lines().count(), 1, "{json}");
+        let v: Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(v["event"], "failed_row");
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["code"], "MESSAGE_NOT_FOUND");
+        assert_eq!(v["http_status"], 404);
+        assert_eq!(v["source"], "rows.csv:4");
     }
 
     #[test]
