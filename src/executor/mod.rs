@@ -28,8 +28,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::plan::{EmitFormat, Problem, Rate, Row, Target};
-use crate::report::{timestamp, with_timestamp, RowResult, RowView, Status};
+use crate::plan::{settings, EmitFormat, Problem, Rate, Row, Target};
+use crate::report::{timestamp, with_timestamp, RowView, Status};
 use crate::secret::Secret;
 
 pub use cancel::Cancel;
@@ -69,6 +69,8 @@ pub struct ExecConfig {
     pub retries: u32,
     /// Per-attempt timeout.
     pub timeout: Duration,
+    /// How long a row may keep being answered 429 before it fails (429s use no retries).
+    pub rate_limit_budget: Duration,
     /// Requests allowed ahead of the even schedule (≥ 1).
     pub burst: u32,
     /// Build and sign, send nothing.
@@ -85,10 +87,11 @@ pub struct ExecConfig {
 impl Default for ExecConfig {
     fn default() -> Self {
         ExecConfig {
-            concurrency: 16,
-            retries: 5,
-            timeout: Duration::from_secs(10),
-            burst: 1,
+            concurrency: settings::DEFAULT_CONCURRENCY,
+            retries: settings::DEFAULT_RETRIES,
+            timeout: settings::DEFAULT_TIMEOUT,
+            rate_limit_budget: settings::DEFAULT_RATE_LIMIT_BUDGET,
+            burst: settings::DEFAULT_BURST,
             dry_run: false,
             clock: Clock::System,
             emit_format: None,
@@ -215,36 +218,6 @@ pub enum Admission {
     Run,
     /// Not this run's row: another shard's, or already in the report (done earlier).
     Exclude,
-}
-
-/// The result row for `row` with nothing sent.
-pub fn settled(
-    targets: &[TargetRuntime],
-    row: &Row,
-    key: String,
-    status: Status,
-    code: &str,
-    message: &str,
-    at: DateTime<Utc>,
-) -> RowResult {
-    let t = &targets[row.target];
-    RowResult {
-        row: row.number,
-        source: row.source.to_string(),
-        target: t.spec.name.clone(),
-        provider: t.spec.provider().to_string(),
-        action: row.action.to_string(),
-        message_id: row.message_ref().to_string(),
-        emoji: row.emoji.clone().unwrap_or_default(),
-        status,
-        http_status: None,
-        code: code.to_string(),
-        message: message.to_string(),
-        attempts: 0,
-        duration_ms: 0,
-        finished_at: timestamp(at),
-        key,
-    }
 }
 
 /// The report row of `row` on its target, as settled with nothing sent: the fields a row and

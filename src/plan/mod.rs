@@ -23,7 +23,7 @@ pub mod problem;
 mod rows;
 pub mod schema;
 mod secrets;
-mod settings;
+pub mod settings;
 mod targets;
 mod warnings;
 mod yaml;

@@ -304,6 +304,9 @@ struct SettingsSpec {
     retry_failed: Option<bool>,
     /// Replace a report that holds live results without resuming from it.
     overwrite: Option<bool>,
+    /// How long a row may keep being answered 429 (the provider only limiting) before it
+    /// fails, 0s to 24h (default 15m).
+    rate_limit_budget: Option<DurationSpec>,
 }
 
 #[derive(JsonSchema)]
