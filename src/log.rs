@@ -142,24 +142,6 @@ pub fn message(level: Level, text: &str) {
     }
 }
 
-/// Routes a `reactbatch run` message: a line starting `reactbatch run: ` is an error, any other
-/// a notice. Kept only until `run.rs` calls [`info`]/[`error`] itself.
-pub fn run_message(text: &str) {
-    if text.starts_with("reactbatch run: ") {
-        error(text);
-    } else {
-        message(Level::Info, text);
-    }
-}
-
-/// `eprintln!` for `run.rs` until it calls the levelled functions (see [`run_message`]).
-macro_rules! eprintln {
-    ($($arg:tt)*) => {
-        $crate::log::run_message(&format!($($arg)*))
-    };
-}
-pub(crate) use eprintln;
-
 /// A notice: what the run is doing. Not written with `-q`.
 pub fn info(text: &str) {
     if !quiet() {
@@ -382,13 +364,24 @@ pub fn summary(summary: &Summary) {
     );
 }
 
+/// `-q`'s summary: [`Summary::headline`] in text, the same `summary` event in JSON.
+pub fn summary_headline(summary: &Summary) {
+    let c = config();
+    let ts = now();
+    let text = match c.format {
+        LogFormat::Text => stamped(&summary.headline(), c.timestamps.then_some(ts.as_str())),
+        LogFormat::Json => summary_text(summary, LogFormat::Json, None, &ts),
+    };
+    std::eprint!("{text}");
+}
+
 pub fn summary_text(summary: &Summary, format: LogFormat, stamp: Option<&str>, ts: &str) -> String {
     match format {
         LogFormat::Text => stamped(&summary.render(), stamp),
         LogFormat::Json => {
             let level = match summary.exit_code {
                 0 => Level::Info,
-                130 => Level::Warn,
+                130 | 143 => Level::Warn,
                 _ => Level::Error,
             };
             let mut line = json_line(ts, level, "summary", summary);

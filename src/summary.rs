@@ -62,6 +62,13 @@ impl Summary {
         self.counts.get(status.as_str()).copied().unwrap_or(0)
     }
 
+    /// The first line of [`Summary::render`] and where the report is: what `-q` prints when
+    /// the run did not go well.
+    pub fn headline(&self) -> String {
+        let first = self.render().lines().next().unwrap_or_default().to_string();
+        format!("{first} (report {})\n", self.report)
+    }
+
     /// Human-readable lines for stderr.
     pub fn render(&self) -> String {
         let mut s = String::new();

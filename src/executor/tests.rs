@@ -121,7 +121,8 @@ async fn run(
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.csv");
     let writer = ReportWriter::create(&path).expect("report");
-    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()));
+    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
+        .expect("writer thread");
     let calls = Arc::new(Mutex::new(Vec::new()));
     let burst = config.burst;
     let ctx = Arc::new(RunContext {

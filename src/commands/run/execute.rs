@@ -3,8 +3,7 @@
 //! ([`Executed`]) for [`super::outcome`].
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::emit::EmitWriter;
@@ -14,12 +13,12 @@ use crate::executor::{
 };
 use crate::exit::Exit;
 use crate::identity::Identities;
-use crate::log::eprintln;
 use crate::plan::{Plan, ProviderKind, Shard, Target};
 use crate::report::{ReportWriter, Status};
 use crate::resume::DoneSet;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::secret::Secret;
+use crate::signals::Stop;
 
 use super::config::RunConfig;
 use super::preflight::{print_problems, Work};
@@ -33,7 +32,8 @@ pub struct Executed {
     pub copied: u64,
     pub elapsed: Duration,
     pub targets: Vec<TargetRuntime>,
-    pub interrupted: bool,
+    /// The signal that stopped the run, if one did.
+    pub stopped_by: Option<Stop>,
 }
 
 /// Resolves credentials (or the in-process sandbox), builds the targets and runs.
@@ -45,7 +45,9 @@ pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Exec
         Ok(s) => s,
         Err(problems) => {
             print_problems(&problems);
-            eprintln!("reactbatch run: cannot read the targets' credentials; nothing was sent");
+            crate::log::error(&format!(
+                "reactbatch run: cannot read the targets' credentials; nothing was sent"
+            ));
             return Err(Exit::Invalid);
         }
     };
@@ -66,15 +68,15 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
     let sandbox = match Sandbox::start(sandbox_config).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("reactbatch run: cannot start the sandbox: {e}");
+            crate::log::error(&format!("reactbatch run: cannot start the sandbox: {e}"));
             return Err(Exit::Invalid);
         }
     };
     if !config.quiet {
-        eprintln!(
+        crate::log::info(&format!(
             "reactbatch: sandbox listening on {} (in-process); every target points at it with its credentials",
             sandbox.base_url()
-        );
+        ));
     }
     let targets: Vec<_> = plan
         .targets
@@ -90,10 +92,10 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
         .collect();
     let executed = run_with_targets(plan, config, targets, secrets, work).await;
     if !config.quiet {
-        eprintln!(
+        crate::log::info(&format!(
             "reactbatch: sandbox now holds {} reaction(s); stopping it",
             sandbox.reactions().len()
-        );
+        ));
     }
     sandbox.shutdown().await;
     executed
@@ -113,7 +115,7 @@ async fn run_with_targets(
     } = work;
     let started = tokio::time::Instant::now();
     let fail = |e: String| {
-        eprintln!("reactbatch run: {e}");
+        crate::log::error(&format!("reactbatch run: {e}"));
         Exit::Invalid
     };
     let (report, copied) = create_report(
@@ -148,14 +150,14 @@ async fn run_with_targets(
     for _ in 0..copied {
         counters.record(Status::Skipped);
     }
-    let (out, writer) = OutputThread::start(report, emit, Arc::clone(&counters));
+    let (out, writer) = OutputThread::start(report, emit, Arc::clone(&counters))
+        .map_err(|e| fail(format!("cannot start the report writer thread: {e}")))?;
     let cancel = Cancel::new();
-    let interrupted = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::new(OnceLock::new());
     let signals = tokio::spawn(watch_signals(
         cancel.clone(),
         out.clone(),
-        Arc::clone(&interrupted),
-        config.quiet,
+        Arc::clone(&stopped),
     ));
     let progress = Progress::start(
         ProgressMode::detect(config.no_progress || config.quiet),
@@ -195,7 +197,9 @@ async fn run_with_targets(
     progress.finish();
     let elapsed = started.elapsed();
     let Ok(ctx) = Arc::try_unwrap(ctx) else {
-        eprintln!("reactbatch run: internal error: row tasks outlived the run");
+        crate::log::error(&format!(
+            "reactbatch run: internal error: row tasks outlived the run"
+        ));
         return Err(Exit::RowsFailed);
     };
     let RunContext { targets, out, .. } = ctx;
@@ -209,7 +213,7 @@ async fn run_with_targets(
         copied,
         elapsed,
         targets,
-        interrupted: interrupted.load(Ordering::Relaxed),
+        stopped_by: stopped.get().copied(),
     })
 }
 

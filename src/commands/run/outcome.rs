@@ -1,11 +1,13 @@
-//! After sending: the exit code and the summary (stderr, `--summary-json`), built from what
-//! [`super::execute`] handed back.
+//! After sending: the exit code ([`Exit::of_run`]), the failed rows named on stderr, and the
+//! summary (stderr, `--summary-json`), built from what [`super::execute`] handed back.
+//!
+//! `-q` keeps only what needs a human: when the exit code is not 0, the failed rows, each
+//! stopped target's reason and the summary's first line; nothing when all is well.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use crate::exit::Exit;
-use crate::log::eprintln;
+use crate::exit::{Exit, RunOutcome};
 use crate::plan::Plan;
 use crate::report::Status;
 use crate::summary::{LatencySummary, Summary, TargetSummary};
@@ -20,7 +22,7 @@ pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Execut
         copied,
         elapsed,
         targets,
-        interrupted,
+        stopped_by,
     } = executed;
     let mut counts = BTreeMap::new();
     for st in Status::ALL {
@@ -29,17 +31,19 @@ pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Execut
             counts.insert(st.as_str(), n);
         }
     }
-    let auth_stopped = targets.iter().any(|t| t.stopped().is_some());
-    let failed = counters.get(Status::Failed) + counters.get(Status::Cancelled) > 0;
-    let exit = if interrupted {
-        Exit::Interrupted
-    } else if auth_stopped {
-        Exit::AuthStopped
-    } else if failed || tally.io_error.is_some() {
-        Exit::RowsFailed
-    } else {
-        Exit::Success
-    };
+    let stopped: Vec<(String, String)> = targets
+        .iter()
+        .filter_map(|t| {
+            t.stopped()
+                .map(|why| (t.spec.name.clone(), why.to_string()))
+        })
+        .collect();
+    let exit = Exit::of_run(&RunOutcome {
+        stopped_by,
+        auth_stopped: !stopped.is_empty(),
+        rows_failed: counters.get(Status::Failed) + counters.get(Status::Cancelled) > 0,
+        output_failed: tally.io_error.is_some(),
+    });
     let latency = (!tally.latency.is_empty()).then(|| LatencySummary {
         p50_ms: tally.latency.value_at_quantile(0.5) as f64 / 1000.0,
         p95_ms: tally.latency.value_at_quantile(0.95) as f64 / 1000.0,
@@ -71,22 +75,26 @@ pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Execut
             .collect(),
         latency,
         digest: Some(digest),
-        interrupted,
+        interrupted: stopped_by.is_some(),
         exit_code: exit.code(),
     };
     if let Some(err) = &tally.io_error {
-        eprintln!("reactbatch run: {err}");
+        crate::log::error(&format!("reactbatch run: {err}"));
     }
+    let report = config.report.display().to_string();
+    crate::log::failed_rows(&tally.failed_rows, tally.failed_more, &report, &stopped);
     if !config.quiet {
         crate::log::summary(&summary);
+    } else if exit != Exit::Success {
+        crate::log::summary_headline(&summary);
     }
     if let Some(path) = &config.summary_json {
         let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
         if let Err(e) = std::fs::write(path, json) {
-            eprintln!(
+            crate::log::error(&format!(
                 "reactbatch run: cannot write summary {}: {e}",
                 path.display()
-            );
+            ));
         }
     }
     exit

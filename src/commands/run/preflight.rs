@@ -10,8 +10,6 @@ use crate::digest::PlanDigest;
 use crate::exit::Exit;
 use crate::identity::{Identities, IdentityScan};
 use crate::lock::{LockError, RunLock};
-// Every notice of this file becomes a log event (plain text, or JSON with --log-format json).
-use crate::log::eprintln;
 use crate::plan::{Plan, Problem};
 use crate::report::Status;
 use crate::resume::DoneSet;
@@ -53,17 +51,20 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         Ok(plan) => plan,
         Err(problems) => {
             print_problems(&problems);
-            eprintln!(
+            crate::log::error(&format!(
                 "reactbatch run: {} is invalid; nothing was sent",
                 args.plan.display()
-            );
+            ));
             return Err(Exit::Invalid);
         }
     };
     let config = match RunConfig::resolve(args, &plan) {
-        Ok(o) => o,
+        Ok(o) => {
+            crate::log::set_quiet(o.quiet);
+            o
+        }
         Err(message) => {
-            eprintln!("reactbatch run: {message}");
+            crate::log::error(&format!("reactbatch run: {message}"));
             return Err(Exit::Invalid);
         }
     };
@@ -72,9 +73,9 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         let insecure = plan.insecure_http();
         if !insecure.is_empty() && !args.allow_insecure_http {
             print_problems(&insecure);
-            eprintln!(
+            crate::log::error(&format!(
                 "reactbatch run: refusing plain http:// to a non-loopback host; nothing was sent"
-            );
+            ));
             return Err(Exit::Invalid);
         }
         if !config.quiet {
@@ -95,28 +96,28 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     }
     if !validation.errors.is_empty() {
         print_problems(&validation.errors);
-        eprintln!(
+        crate::log::error(&format!(
             "reactbatch run: {} has {} error(s); nothing was sent",
             plan.path.display(),
             validation.errors.len()
-        );
+        ));
         return Err(Exit::Invalid);
     }
     let lock = match &config.lock {
         Some(path) => match RunLock::acquire(path) {
             Ok(lock) => Some(lock),
             Err(LockError::Held(holder)) => {
-                eprintln!(
+                crate::log::error(&format!(
                     "reactbatch run: lock {} is held by another run ({holder}); not starting",
                     path.display()
-                );
+                ));
                 return Err(Exit::Locked);
             }
             Err(LockError::Io(e)) => {
-                eprintln!(
+                crate::log::error(&format!(
                     "reactbatch run: cannot open lock file {}: {e}",
                     path.display()
-                );
+                ));
                 return Err(Exit::Invalid);
             }
         },
@@ -127,39 +128,34 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     let digest = digest.finish();
     if let Some(expected) = &config.expect_digest {
         if expected.trim() != digest {
-            eprintln!(
+            crate::log::error(&format!(
                 "reactbatch run: plan digest is {digest}, expected {}: the plan or its includes changed since the audit; nothing was sent",
                 expected.trim()
-            );
+            ));
             return Err(Exit::Invalid);
         }
     }
     if config.dry_run && holds_live_results(&config.report) {
-        eprintln!(
+        crate::log::error(&format!(
             "reactbatch run: {} holds the results of a live run, which a dry run would overwrite \
              (and a later --resume needs them); give the dry run its own --report FILE",
             config.report.display()
-        );
+        ));
         return Err(Exit::Invalid);
     }
     let done = match &config.resume {
         None => None,
         Some(path) if !path.exists() && *path == config.report => {
-            if !config.quiet {
-                crate::log::message(
-                    crate::log::Level::Info,
-                    &format!(
-                        "reactbatch run: no earlier report at {}; starting from the first row",
-                        path.display()
-                    ),
-                );
-            }
+            crate::log::info(&format!(
+                "reactbatch run: no earlier report at {}; starting from the first row",
+                path.display()
+            ));
             None
         }
         Some(path) => match DoneSet::load_for_resume(path, &plan, config.retry_failed) {
             Ok(set) => Some(set),
             Err(e) => {
-                eprintln!("reactbatch run: --resume: {e}");
+                crate::log::error(&format!("reactbatch run: --resume: {e}"));
                 return Err(Exit::Invalid);
             }
         },
