@@ -8,6 +8,7 @@
 //!     ──▶ report::RowResult ──report──▶ CSV / JSON Lines + summary
 //! ```
 //!
+//! - [`audit`]: what a plan will do per target and how long the live run takes (dry run).
 //! - [`cli`]: clap types for every command (raw values, validated by the commands).
 //! - [`plan`]: the plan model, YAML/CSV loading with source positions, validation.
 //! - [`provider`]: Kommo and Ogmma request building; [`sign`]: Kommo's HMAC signature.
@@ -25,6 +26,7 @@
 //! - [`signals`]: SIGINT/SIGTERM and SIGPIPE for every command; [`exit`]: the exit codes.
 //! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod diagnostic;

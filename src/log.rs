@@ -408,9 +408,11 @@ mod tests {
             retries: 1,
             elapsed_ms: 1500,
             rows_per_second: 2.0,
+            estimated_ms: 0,
             targets: vec![],
             latency: None,
             digest: None,
+            files: vec![],
             interrupted: false,
             exit_code: 1,
         }

@@ -25,6 +25,9 @@ pub struct TargetSummary {
     pub max_requests_in_1s: usize,
     /// Why the target was stopped (authentication failures), if it was.
     pub stopped: Option<String>,
+    /// What the plan does on this target, and the estimate for its lane.
+    #[serde(flatten)]
+    pub plan: crate::audit::TargetAudit,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,10 +52,15 @@ pub struct Summary {
     pub retries: u64,
     pub elapsed_ms: u64,
     pub rows_per_second: f64,
+    /// How long the live run takes at the lanes' pace (see [`crate::audit`]).
+    pub estimated_ms: u64,
     pub targets: Vec<TargetSummary>,
     pub latency: Option<LatencySummary>,
     /// The plan digest (see `run --dry-run` and `--expect-digest`).
     pub digest: Option<String>,
+    /// One digest per file of the plan (see [`crate::digest`]); give this file to
+    /// `--expect-digest` and a mismatch names the files that changed.
+    pub files: Vec<crate::digest::FileDigest>,
     pub interrupted: bool,
     pub exit_code: u8,
 }
@@ -142,6 +150,7 @@ mod tests {
             retries: 0,
             elapsed_ms,
             rows_per_second: 4.0 / (elapsed_ms as f64 / 1000.0),
+            estimated_ms: 0,
             targets: vec![TargetSummary {
                 name: "k".into(),
                 provider: "kommo".into(),
@@ -150,9 +159,11 @@ mod tests {
                 achieved_rate: achieved,
                 max_requests_in_1s: 4,
                 stopped: None,
+                plan: Default::default(),
             }],
             latency: None,
             digest: None,
+            files: vec![],
             interrupted: false,
             exit_code: 0,
         }

@@ -392,6 +392,7 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
         retries: 0,
         elapsed_ms: 1,
         rows_per_second: 1.0,
+        estimated_ms: 0,
         targets: vec![TargetSummary {
             name: "t".into(),
             provider: "kommo".into(),
@@ -400,6 +401,13 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             achieved_rate: None,
             max_requests_in_1s: 1,
             stopped: None,
+            plan: reactbatch::audit::TargetAudit {
+                top_emoji: vec![reactbatch::audit::EmojiCount {
+                    emoji: "👍".into(),
+                    rows: 1,
+                }],
+                ..Default::default()
+            },
         }],
         latency: Some(LatencySummary {
             p50_ms: 1.0,
@@ -408,6 +416,10 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             samples: 1,
         }),
         digest: None,
+        files: vec![reactbatch::digest::FileDigest {
+            file: "p.yaml".into(),
+            digest: "sha256:0".into(),
+        }],
         interrupted: false,
         exit_code: 0,
     };

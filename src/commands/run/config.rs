@@ -13,7 +13,7 @@ use crate::plan::settings::{
     self, check_range, DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_RATE_LIMIT_BUDGET,
     DEFAULT_RETRIES, DEFAULT_TIMEOUT, MAX_BURST, MAX_CONCURRENCY, MAX_RETRIES,
 };
-use crate::plan::{EmitFormat, Plan, Rate, Shard};
+use crate::plan::{EmitFormat, Plan, Rate, Shard, Target};
 
 /// Every run setting, resolved: command line, then the plan's `settings:`, then defaults.
 #[derive(Debug)]
@@ -136,6 +136,14 @@ impl RunConfig {
             retry_failed: args.retry_failed || s.retry_failed.unwrap_or(false),
             overwrite: args.overwrite || s.overwrite.unwrap_or(false),
         })
+    }
+
+    /// The pace of `target` in this run: `--rate` if given, else the target's, shared among
+    /// the shards.
+    pub fn target_rate(&self, target: &Target) -> Rate {
+        let shards = self.shard.map_or(1, |s| s.count);
+        self.rate
+            .unwrap_or_else(|| target.effective_rate().divided(shards))
     }
 
     /// The executor's share of the settings.

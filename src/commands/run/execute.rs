@@ -134,14 +134,11 @@ async fn run_with_targets(
         None => None,
     };
     let transport = HttpTransport::new(config.concurrency).map_err(|e| fail(e.to_string()))?;
-    let shard_count = config.shard.map_or(1, |s| s.count);
     let runtimes: Vec<TargetRuntime> = targets
         .into_iter()
         .zip(secrets)
         .map(|(t, secret)| {
-            let rate = config
-                .rate
-                .unwrap_or_else(|| t.effective_rate().divided(shard_count));
+            let rate = config.target_rate(&t);
             TargetRuntime::new(t, secret, rate, config.burst)
         })
         .collect();

@@ -42,12 +42,13 @@ pub fn run(args: RunArgs) -> Exit {
         plan,
         config,
         digest,
+        audit,
         lock,
         work,
     } = pre;
     let executed = runtime.block_on(execute::execute(&plan, &config, work));
     let exit = match executed {
-        Ok(executed) => outcome::outcome(&plan, &config, digest, executed),
+        Ok(executed) => outcome::outcome(&plan, &config, digest, audit, executed),
         Err(exit) => exit,
     };
     drop(lock);

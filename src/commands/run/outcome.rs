@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use crate::audit::Audit;
+use crate::digest::Digests;
 use crate::exit::{Exit, RunOutcome};
 use crate::plan::Plan;
 use crate::report::Status;
@@ -15,7 +17,13 @@ use crate::summary::{LatencySummary, Summary, TargetSummary};
 use super::config::RunConfig;
 use super::execute::Executed;
 
-pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Executed) -> Exit {
+pub fn outcome(
+    plan: &Plan,
+    config: &RunConfig,
+    digest: Digests,
+    audit: Audit,
+    executed: Executed,
+) -> Exit {
     let Executed {
         counters,
         tally,
@@ -61,9 +69,11 @@ pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Execut
         retries: tally.retries,
         elapsed_ms: elapsed.as_millis() as u64,
         rows_per_second: tally.rows as f64 / elapsed.as_secs_f64().max(1e-9),
+        estimated_ms: audit.estimated_ms,
         targets: targets
             .iter()
-            .map(|t| TargetSummary {
+            .zip(&audit.targets)
+            .map(|(t, plan_audit)| TargetSummary {
                 name: t.spec.name.clone(),
                 provider: t.spec.provider().to_string(),
                 rate: t.rate.to_string(),
@@ -71,15 +81,22 @@ pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Execut
                 achieved_rate: t.achieved_rate(),
                 max_requests_in_1s: t.max_sent_in_1s(),
                 stopped: t.stopped().map(str::to_string),
+                plan: plan_audit.clone(),
             })
             .collect(),
         latency,
-        digest: Some(digest),
+        digest: Some(digest.plan),
+        files: digest.files,
         interrupted: stopped_by.is_some(),
         exit_code: exit.code(),
     };
     if let Some(err) = &tally.io_error {
         crate::log::error(&format!("reactbatch run: {err}"));
+    }
+    if config.dry_run {
+        let rates: Vec<_> = targets.iter().map(|t| t.rate).collect();
+        let specs: Vec<_> = targets.iter().map(|t| t.spec.clone()).collect();
+        crate::log::info(crate::audit::render(&audit, &specs, &rates).trim_end());
     }
     let report = config.report.display().to_string();
     crate::log::failed_rows(&tally.failed_rows, tally.failed_more, &report, &stopped);

@@ -1,9 +1,16 @@
 //! Before anything is sent: load the plan, resolve the [`RunConfig`], validate every row (one
 //! pass that also finds identities and the digest), take the lock, check the digest and the
 //! earlier report to resume. Every refusal here is exit 2 (or 4 for a held lock) with nothing
-//! sent.
+//! sent. Every file the run will write is tried here too (opened for append, never
+//! truncated; removed again if the test created it), so a missing directory or a read-only
+//! file is found before the first request, not after the last. A live run refuses a report
+//! that already holds live results unless it resumes from it or `--overwrite` says to
+//! replace it: a second cron tick without `--resume` must not send every row again.
 
 use std::path::Path;
+
+use crate::audit::{Audit, AuditBuilder};
+use crate::digest::{Digests, Expected};
 
 use crate::cli::RunArgs;
 use crate::digest::PlanDigest;
@@ -20,7 +27,9 @@ use super::config::RunConfig;
 pub struct Preflight {
     pub plan: Plan,
     pub config: RunConfig,
-    pub digest: String,
+    pub digest: Digests,
+    /// What the plan does per target, and the estimate.
+    pub audit: Audit,
     /// Held for the whole run; the OS frees it however the process ends.
     pub lock: Option<RunLock>,
     pub work: Work,
@@ -44,6 +53,46 @@ fn holds_live_results(path: &Path) -> bool {
     let mut live = false;
     let _ = crate::report::for_each_report_row(path, |row| live |= row.status != Status::Planned);
     live
+}
+
+/// The files the run writes, and what each is called in an error.
+fn outputs(config: &RunConfig) -> Vec<(&Path, &'static str)> {
+    let mut out = vec![(config.report.as_path(), "the report")];
+    if let Some(p) = &config.emit {
+        out.push((p.as_path(), "the emit file"));
+    }
+    if let Some(p) = &config.summary_json {
+        out.push((p.as_path(), "the summary"));
+    }
+    out
+}
+
+/// Whether `path` can be written: opened for append (created if missing, then removed again),
+/// so an existing file is never truncated by the test.
+fn try_output(path: &Path) -> std::io::Result<()> {
+    let existed = path.symlink_metadata().is_ok();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Whether `--resume` names `report` (the same file, however spelled).
+fn resumes_from(config: &RunConfig, report: &Path) -> bool {
+    let Some(resume) = &config.resume else {
+        return false;
+    };
+    if resume == report {
+        return true;
+    }
+    match (resume.canonicalize(), report.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
@@ -87,9 +136,18 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     // (for identities) and digests what would be sent.
     let mut scan = IdentityScan::new();
     let mut digest = PlanDigest::new(&plan);
+    let now = config.now.unwrap_or_else(chrono::Utc::now);
+    let mut audit = AuditBuilder::new(plan.targets.len(), now);
+    let shard = config.shard;
     let validation = plan.validate_with(|row| {
-        scan.observe(row, &plan.targets[row.target].name);
+        let name = &plan.targets[row.target].name;
+        scan.observe(row, name);
         digest.row(row);
+        if shard
+            .is_none_or(|s| crate::identity::shard_of(name, row.message_ref(), s.count) == s.index)
+        {
+            audit.row(row);
+        }
     });
     if !config.quiet {
         print_problems(&validation.warnings);
@@ -125,15 +183,37 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     };
 
     let identities = scan.finish();
-    let digest = digest.finish();
-    if let Some(expected) = &config.expect_digest {
-        if expected.trim() != digest {
+    let rates: Vec<_> = plan.targets.iter().map(|t| config.target_rate(t)).collect();
+    let audit = audit.finish(&plan.targets, &rates, config.burst);
+    let digest = digest.finish_all();
+    if let Some(value) = &config.expect_digest {
+        let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
+        if let Err(why) = checked {
+            crate::log::error(&format!("reactbatch run: {why}; nothing was sent"));
+            return Err(Exit::Invalid);
+        }
+    }
+    for (path, what) in outputs(&config) {
+        if let Err(e) = try_output(path) {
             crate::log::error(&format!(
-                "reactbatch run: plan digest is {digest}, expected {}: the plan or its includes changed since the audit; nothing was sent",
-                expected.trim()
+                "reactbatch run: cannot write {what} {}: {e}; nothing was sent",
+                path.display()
             ));
             return Err(Exit::Invalid);
         }
+    }
+    if !config.dry_run
+        && !config.overwrite
+        && !resumes_from(&config, &config.report)
+        && holds_live_results(&config.report)
+    {
+        let shown = config.report.display();
+        crate::log::error(&format!(
+            "reactbatch run: {shown} holds the results of a live run, which this run would \
+             overwrite; nothing was sent. To go on from it (skipping rows it shows done), add \
+             --resume {shown}; to replace it, add --overwrite"
+        ));
+        return Err(Exit::Invalid);
     }
     if config.dry_run && holds_live_results(&config.report) {
         crate::log::error(&format!(
@@ -164,6 +244,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         plan,
         config,
         digest,
+        audit,
         lock,
         work: Work {
             total_rows: validation.rows,
