@@ -261,7 +261,12 @@ pub fn failed_rows_text(
     match format {
         LogFormat::Text => {
             for (target, why) in stopped {
-                out.push_str(&format!("reactbatch: target {target} stopped: {why}\n"));
+                // The executor's reasons already name the target ("target k stopped after ...").
+                if why.starts_with(&format!("target {target} ")) {
+                    out.push_str(&format!("reactbatch: {why}\n"));
+                } else {
+                    out.push_str(&format!("reactbatch: target {target} stopped: {why}\n"));
+                }
             }
             for r in rows {
                 let answer = match (r.http_status, r.code.as_str()) {

@@ -8,6 +8,7 @@ mod ecosystem;
 mod hostile_input;
 mod hostile_server;
 mod operations;
+mod operators;
 mod pacing;
 mod plan;
 mod proptest_plans;
