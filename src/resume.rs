@@ -212,7 +212,7 @@ impl DoneSet {
                 provider: target.provider().to_string(),
                 action: row.action.to_string(),
                 message_id: row.message_ref().to_string(),
-                emoji: row.emoji.clone().unwrap_or_default(),
+                emoji: crate::provider::sent_emoji(target.provider(), &row).to_string(),
                 status: Status::Skipped,
                 http_status: earlier.http_status,
                 code: if earlier.failure.is_some() {

@@ -176,7 +176,9 @@ impl TargetRuntime {
         let (first, last) = (log.first?, log.last?);
         let n = self.sent.load(Ordering::Relaxed);
         let secs = (last - first).as_secs_f64();
-        (n > 1 && secs > 0.0).then(|| (n - 1) as f64 / secs)
+        // Over less than a second a rate is noise ("2303/s" for 4 requests).
+        (n > 1 && secs >= crate::summary::MIN_RATE_SPAN_MS as f64 / 1000.0)
+            .then(|| (n - 1) as f64 / secs)
     }
 
     /// The most requests this target sent within any one-second window.
@@ -239,7 +241,7 @@ pub(crate) fn settled_view<'a>(
         provider: t.spec.provider().as_str(),
         action: row.action.as_str(),
         message_id: row.message_ref(),
-        emoji: row.emoji.as_deref().unwrap_or_default(),
+        emoji: crate::provider::sent_emoji(t.spec.provider(), row),
         status,
         http_status: None,
         code,

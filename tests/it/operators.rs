@@ -435,3 +435,40 @@ fn check_warns_about_two_message_ids_and_a_padded_secret() {
     assert!(codes.contains(&"both_message_ids"), "{codes:?}");
     assert!(codes.contains(&"secret_whitespace"), "{codes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_shows_the_emoji_that_was_sent() {
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unreact_with = |target: &'static str| PlanRow {
+        target,
+        message: "m-1".into(),
+        action: "unreact",
+        emoji: "👍",
+    };
+    let rows = vec![
+        react("o", "m-1", "👍"),
+        unreact_with("o"),
+        react("k", "m-1", "👍"),
+        unreact_with("k"),
+    ];
+    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: unlimited");
+    let report = dir.path().join("report.csv");
+    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let emoji: Vec<(String, String, String)> = read_report(&report)
+        .expect("report")
+        .into_iter()
+        .map(|r| (r.target, r.action, r.emoji))
+        .collect();
+    let expect = |t: &str, a: &str, e: &str| (t.to_string(), a.to_string(), e.to_string());
+    for row in [
+        expect("o", "react", "👍"),
+        expect("o", "unreact", ""),
+        expect("k", "react", "👍"),
+        expect("k", "unreact", "👍"),
+    ] {
+        assert!(emoji.contains(&row), "{row:?} in {emoji:?}");
+    }
+    sandbox.shutdown().await;
+}
