@@ -262,6 +262,7 @@ mod tests {
             elapsed_ms: 1500,
             rows_per_second: 2.0,
             targets: vec![],
+            lanes: vec![],
             latency: None,
             digest: None,
             interrupted: false,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::emit::EmitWriter;
 use crate::executor::progress::{Counters, Progress, ProgressMode};
 use crate::executor::{
-    self, Admission, Cancel, HttpTransport, OutputThread, RunContext, TargetRuntime,
+    self, Admission, Cancel, HttpTransport, Lane, OutputThread, RunContext, TargetRuntime,
 };
 use crate::exit::Exit;
 use crate::identity::Identities;
@@ -33,6 +33,7 @@ pub struct Executed {
     pub copied: u64,
     pub elapsed: Duration,
     pub targets: Vec<TargetRuntime>,
+    pub lanes: Vec<Lane>,
     pub interrupted: bool,
 }
 
@@ -133,14 +134,26 @@ async fn run_with_targets(
     };
     let transport = HttpTransport::new(config.concurrency).map_err(|e| fail(e.to_string()))?;
     let shard_count = config.shard.map_or(1, |s| s.count);
+    let pace = |rate: crate::plan::Rate| config.rate.unwrap_or_else(|| rate.divided(shard_count));
+    // One lane per pace group, at the lowest of its members' rates.
+    let lanes: Vec<Lane> = plan
+        .pace_groups
+        .iter()
+        .map(|g| {
+            Lane::new(
+                g.name.clone(),
+                g.members.clone(),
+                pace(g.rate(&plan.targets)),
+                config.burst,
+            )
+        })
+        .collect();
     let runtimes: Vec<TargetRuntime> = targets
         .into_iter()
         .zip(secrets)
         .map(|(t, secret)| {
-            let rate = config
-                .rate
-                .unwrap_or_else(|| t.effective_rate().divided(shard_count));
-            TargetRuntime::new(t, secret, rate, config.burst)
+            let rate = pace(t.effective_rate());
+            TargetRuntime::new(t, secret, rate)
         })
         .collect();
 
@@ -163,13 +176,14 @@ async fn run_with_targets(
         Arc::clone(&counters),
     );
 
-    let ctx = Arc::new(RunContext {
-        config: config.exec_config(),
-        targets: runtimes,
+    let ctx = Arc::new(RunContext::new(
+        config.exec_config(),
+        runtimes,
+        lanes,
         transport,
         out,
         cancel,
-    });
+    ));
     let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let key_of = Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
     let shard = config.shard;
@@ -198,7 +212,12 @@ async fn run_with_targets(
         eprintln!("reactbatch run: internal error: row tasks outlived the run");
         return Err(Exit::RowsFailed);
     };
-    let RunContext { targets, out, .. } = ctx;
+    let RunContext {
+        targets,
+        lanes,
+        out,
+        ..
+    } = ctx;
     drop(out);
     let tally = tokio::task::spawn_blocking(move || writer.join())
         .await
@@ -209,6 +228,7 @@ async fn run_with_targets(
         copied,
         elapsed,
         targets,
+        lanes,
         interrupted: interrupted.load(Ordering::Relaxed),
     })
 }

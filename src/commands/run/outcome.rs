@@ -8,7 +8,7 @@ use crate::exit::Exit;
 use crate::log::eprintln;
 use crate::plan::Plan;
 use crate::report::Status;
-use crate::summary::{LatencySummary, Summary, TargetSummary};
+use crate::summary::{LaneSummary, LatencySummary, Summary, TargetSummary};
 
 use super::config::RunConfig;
 use super::execute::Executed;
@@ -20,6 +20,7 @@ pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Execut
         copied,
         elapsed,
         targets,
+        lanes,
         interrupted,
     } = executed;
     let mut counts = BTreeMap::new();
@@ -63,10 +64,37 @@ pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Execut
                 name: t.spec.name.clone(),
                 provider: t.spec.provider().to_string(),
                 rate: t.rate.to_string(),
-                requests: t.sent.load(Ordering::Relaxed),
+                requests: t.requests(),
                 achieved_rate: t.achieved_rate(),
                 max_requests_in_1s: t.max_sent_in_1s(),
                 stopped: t.stopped().map(str::to_string),
+            })
+            .collect(),
+        lanes: lanes
+            .iter()
+            .map(|l| {
+                let pace = l.pace_stats();
+                LaneSummary {
+                    name: l.name.clone(),
+                    provider: l
+                        .members
+                        .first()
+                        .map(|&m| targets[m].spec.provider().to_string())
+                        .unwrap_or_default(),
+                    targets: l
+                        .members
+                        .iter()
+                        .map(|&m| targets[m].spec.name.clone())
+                        .collect(),
+                    rate: l.rate.to_string(),
+                    requests: l.requests(),
+                    achieved_rate: l.achieved_rate(),
+                    max_requests_in_1s: l.max_sent_in_1s(),
+                    rate_limited: l.rate_limited.load(Ordering::Relaxed),
+                    slowdowns: pace.slowdowns,
+                    slowest_rate: pace.slowest_rate,
+                    pauses: pace.pauses,
+                }
             })
             .collect(),
         latency,
