@@ -6,9 +6,9 @@
 //! rather than adding the first), rows deferred by `not_before` (and until when), and the five
 //! most used emoji.
 //!
-//! The estimate: rows are sent through one lane per pace group (targets sharing a Kommo
-//! `scope_id` or an Ogmma API key reference share one pace; the group's pace is the slowest
-//! of its targets'). A lane needs `(rows − burst) / rate`: `burst` requests go at once, the
+//! The estimate: rows are sent through one lane per pace group ([`PaceGroup`]:
+//! targets sharing a Kommo `scope_id`, an Ogmma API key reference, or a `limit_group`; the
+//! group's pace is the slowest of its targets', or `--rate`, shared among shards). A lane needs `(rows − burst) / rate`: `burst` requests go at once, the
 //! rest at the even pace. Lanes run at the same time, so the run takes as long as its slowest
 //! lane. Deferred rows are not counted (they are not sent in this run), nor are rows of
 //! another shard; rows an earlier report shows done (`--resume`) still are. Retries, 429s and
@@ -22,7 +22,8 @@ use std::hash::{Hash, Hasher};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::plan::{Action, Rate, Row, Target, TargetKind};
+use crate::plan::pace::PaceGroup;
+use crate::plan::{Action, Rate, Row, Target};
 
 /// Emoji listed per target, at most.
 pub const TOP_EMOJI: usize = 5;
@@ -62,8 +63,10 @@ pub struct TargetAudit {
     pub deferred_from: Option<String>,
     pub deferred_until: Option<String>,
     pub top_emoji: Vec<EmojiCount>,
-    /// The pace group this target is sent through.
+    /// The pace group this target is sent through (`lanes[].name`).
     pub lane: String,
+    /// That group's pace in this run.
+    pub lane_rate: String,
     /// How long its lane needs for the rows sent now (shared with the lane's other targets).
     pub estimated_ms: u64,
 }
@@ -118,26 +121,27 @@ impl AuditBuilder {
         }
     }
 
-    /// The outline, with each target's pace (`rates`, index-aligned) and the burst.
-    pub fn finish(self, targets: &[Target], rates: &[Rate], burst: u32) -> Audit {
-        let lanes: Vec<String> = targets.iter().map(lane_of).collect();
-        // Per lane: rows sent now, and the slowest pace among its targets.
-        let mut lane_load: HashMap<&str, (u64, Rate)> = HashMap::new();
-        for (i, tally) in self.targets.iter().enumerate() {
-            let rate = rates.get(i).copied().unwrap_or(Rate::Unlimited);
-            let e = lane_load
-                .entry(lanes[i].as_str())
-                .or_insert((0, Rate::Unlimited));
-            e.0 += tally.reacts + tally.unreacts;
-            if rate.per_second() < e.1.per_second() {
-                e.1 = rate;
+    /// The outline, with the plan's pace groups and each group's pace in this run (`rates`,
+    /// index-aligned with `groups`) and the burst.
+    pub fn finish(self, groups: &[PaceGroup], rates: &[Rate], burst: u32) -> Audit {
+        let mut lane_of = vec![None; self.targets.len()];
+        let mut lane_ms = Vec::with_capacity(groups.len());
+        for (g, group) in groups.iter().enumerate() {
+            let rows: u64 = group
+                .members
+                .iter()
+                .filter_map(|&m| self.targets.get(m))
+                .map(|t| t.reacts + t.unreacts)
+                .sum();
+            let rate = rates.get(g).copied().unwrap_or(Rate::Unlimited);
+            lane_ms.push(estimate_ms(rows, rate, burst));
+            for &m in &group.members {
+                if let Some(slot) = lane_of.get_mut(m) {
+                    *slot = Some(g);
+                }
             }
         }
-        let lane_ms: HashMap<&str, u64> = lane_load
-            .iter()
-            .map(|(lane, (rows, rate))| (*lane, estimate_ms(*rows, *rate, burst)))
-            .collect();
-        let estimated_ms = lane_ms.values().copied().max().unwrap_or(0);
+        let estimated_ms = lane_ms.iter().copied().max().unwrap_or(0);
         let targets = self
             .targets
             .into_iter()
@@ -145,6 +149,7 @@ impl AuditBuilder {
             .map(|(i, t)| {
                 let mut emoji: Vec<(String, u64)> = t.emoji.into_iter().collect();
                 emoji.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let lane = lane_of[i];
                 TargetAudit {
                     reacts: t.reacts,
                     unreacts: t.unreacts,
@@ -157,8 +162,12 @@ impl AuditBuilder {
                         .take(TOP_EMOJI)
                         .map(|(emoji, rows)| EmojiCount { emoji, rows })
                         .collect(),
-                    estimated_ms: lane_ms.get(lanes[i].as_str()).copied().unwrap_or(0),
-                    lane: lanes[i].clone(),
+                    lane: lane.map(|g| groups[g].name.clone()).unwrap_or_default(),
+                    lane_rate: lane
+                        .and_then(|g| rates.get(g))
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
+                    estimated_ms: lane.map_or(0, |g| lane_ms[g]),
                 }
             })
             .collect();
@@ -166,15 +175,6 @@ impl AuditBuilder {
             targets,
             estimated_ms,
         }
-    }
-}
-
-/// The pace group of a target: Kommo targets sharing a `scope_id`, Ogmma targets sharing an
-/// API key (by its reference: the same variable or file is the same key).
-pub fn lane_of(target: &Target) -> String {
-    match &target.kind {
-        TargetKind::Kommo { scope_id, .. } => format!("kommo scope {scope_id}"),
-        TargetKind::Ogmma { .. } => format!("ogmma key {}", target.credential),
     }
 }
 
@@ -200,9 +200,9 @@ pub fn human_ms(ms: u64) -> String {
 }
 
 /// The dry run's outline for stderr: one line per target, then the estimate.
-pub fn render(audit: &Audit, targets: &[Target], rates: &[Rate]) -> String {
+pub fn render(audit: &Audit, targets: &[Target]) -> String {
     let mut out = String::new();
-    for (i, (t, a)) in targets.iter().zip(&audit.targets).enumerate() {
+    for (t, a) in targets.iter().zip(&audit.targets) {
         let mut line = format!(
             "reactbatch: plan for target {} ({}): {} react(s) ({} replacing), {} unreact(s)",
             t.name,
@@ -231,10 +231,10 @@ pub fn render(audit: &Audit, targets: &[Target], rates: &[Rate]) -> String {
                 .collect();
             line.push_str(&format!("; top emoji {}", top.join(", ")));
         }
-        let rate = rates.get(i).map_or("-".to_string(), |r| r.to_string());
         line.push_str(&format!(
-            "; at {rate} its lane ({}) needs ~{}\n",
+            "; its lane {} at {} needs ~{}\n",
             a.lane,
+            a.lane_rate,
             human_ms(a.estimated_ms)
         ));
         out.push_str(&line);

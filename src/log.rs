@@ -415,6 +415,7 @@ mod tests {
             rows_per_second: 2.0,
             estimated_ms: 0,
             targets: vec![],
+            lanes: vec![],
             latency: None,
             digest: None,
             files: vec![],

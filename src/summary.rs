@@ -30,6 +30,29 @@ pub struct TargetSummary {
     pub plan: crate::audit::TargetAudit,
 }
 
+/// One pace group's lane: the targets that share a pace, and what their provider's 429s did
+/// to it.
+#[derive(Debug, Serialize)]
+pub struct LaneSummary {
+    pub name: String,
+    pub provider: String,
+    /// Names of the targets in this pace group.
+    pub targets: Vec<String>,
+    /// Configured pace (the lowest of the members' rates, or `--rate`).
+    pub rate: String,
+    pub requests: u64,
+    pub achieved_rate: Option<f64>,
+    pub max_requests_in_1s: usize,
+    /// Requests answered 429 (rate limited), with or without `Retry-After`.
+    pub rate_limited: u64,
+    /// 429s without `Retry-After` that slowed the lane (adaptive pace).
+    pub slowdowns: u64,
+    /// The slowest pace the lane was set to after a 429, requests per second; `null` if never.
+    pub slowest_rate: Option<f64>,
+    /// `Retry-After` pauses.
+    pub pauses: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct LatencySummary {
     pub p50_ms: f64,
@@ -55,6 +78,8 @@ pub struct Summary {
     /// How long the live run takes at the lanes' pace (see [`crate::audit`]).
     pub estimated_ms: u64,
     pub targets: Vec<TargetSummary>,
+    /// One per pace group.
+    pub lanes: Vec<LaneSummary>,
     pub latency: Option<LatencySummary>,
     /// The plan digest (see `run --dry-run` and `--expect-digest`).
     pub digest: Option<String>,
@@ -126,6 +151,38 @@ impl Summary {
                     let _ = writeln!(s, "  {why}");
                 }
             }
+            for l in &self.lanes {
+                if l.targets.len() < 2 && l.rate_limited == 0 {
+                    continue;
+                }
+                let achieved = l
+                    .achieved_rate
+                    .map_or("-".to_string(), |r| format!("{r:.1}/s"));
+                let _ = write!(
+                    s,
+                    "  pace group {} ({}: {}): {} requests, achieved {achieved}, busiest second {} (limit {})",
+                    l.name,
+                    l.provider,
+                    l.targets.join(", "),
+                    l.requests,
+                    l.max_requests_in_1s,
+                    l.rate
+                );
+                if l.rate_limited > 0 {
+                    let _ = write!(s, "; {} answered 429", l.rate_limited);
+                    if let Some(slowest) = l.slowest_rate {
+                        let _ = write!(
+                            s,
+                            ", slowed {} time(s), down to {slowest:.2}/s",
+                            l.slowdowns
+                        );
+                    }
+                    if l.pauses > 0 {
+                        let _ = write!(s, ", paused {} time(s) for Retry-After", l.pauses);
+                    }
+                }
+                s.push('\n');
+            }
         }
         if let Some(d) = &self.digest {
             let _ = writeln!(s, "  plan digest {d}");
@@ -161,6 +218,7 @@ mod tests {
                 stopped: None,
                 plan: Default::default(),
             }],
+            lanes: vec![],
             latency: None,
             digest: None,
             files: vec![],

@@ -125,16 +125,17 @@ async fn run(
         .expect("writer thread");
     let calls = Arc::new(Mutex::new(Vec::new()));
     let burst = config.burst;
-    let ctx = Arc::new(RunContext {
+    let ctx = Arc::new(RunContext::new(
         config,
-        targets: vec![TargetRuntime::new(target(), Secret::new("k"), rate, burst)],
-        transport: FakeTransport {
+        vec![TargetRuntime::new(target(), Secret::new("k"), rate)],
+        vec![Lane::new("o".into(), vec![0], rate, burst)],
+        FakeTransport {
             calls: Arc::clone(&calls),
             script,
         },
         out,
         cancel,
-    });
+    ));
     execute(
         Arc::clone(&ctx),
         rows.into_iter(),

@@ -44,6 +44,9 @@ pub enum Segment {
 pub struct Loaded {
     pub ctx: RowContext,
     pub secret_sites: Vec<SecretSite>,
+    pub pace_groups: Vec<super::pace::PaceGroup>,
+    /// Warnings about `limit_group:` (not problems: they do not stop a run).
+    pub pace_warnings: Vec<Problem>,
     pub settings: Settings,
     pub segments: Vec<Segment>,
     pub files: Vec<PathBuf>,
@@ -264,13 +267,28 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
     out.segments = walk.segments;
     out.files.extend(walk.files);
 
+    let mut group_sites = Vec::new();
     for (t, f) in target_list {
         out.secret_sites.push(SecretSite {
             file: f.to_string(),
             pos: t.secret_pos,
         });
+        group_sites.push(
+            t.limit_group
+                .map(|(group, pos)| super::pace::LimitGroupSite {
+                    group,
+                    file: f.clone(),
+                    pos,
+                }),
+        );
         out.ctx.targets.push(t.target);
     }
+    out.pace_groups = super::pace::group(
+        &out.ctx.targets,
+        &group_sites,
+        &mut out.problems,
+        &mut out.pace_warnings,
+    );
     sort_by_position(&mut out.problems);
     cap_problems(&mut out.problems, &file);
     out.ctx.target_index = out

@@ -18,6 +18,7 @@ pub mod fields;
 mod keys;
 mod load;
 pub mod model;
+pub mod pace;
 mod paths;
 pub mod problem;
 mod rows;
@@ -47,6 +48,10 @@ pub struct Plan {
     /// The plan file as the user named it.
     pub path: PathBuf,
     pub targets: Vec<Target>,
+    /// Which targets share a pace (one lane each); every target is in exactly one.
+    pub pace_groups: Vec<pace::PaceGroup>,
+    /// Warnings about `limit_group:` (e.g. a named group with one member).
+    pub pace_warnings: Vec<Problem>,
     pub settings: Settings,
     inner: Arc<Inner>,
     files: Vec<PathBuf>,
@@ -150,6 +155,8 @@ impl Plan {
         let plan = Plan {
             path: path.to_path_buf(),
             targets: loaded.ctx.targets.clone(),
+            pace_groups: loaded.pace_groups,
+            pace_warnings: loaded.pace_warnings,
             settings: loaded.settings,
             inner: Arc::new(Inner {
                 file: Arc::from(path.display().to_string()),

@@ -126,6 +126,10 @@ struct KommoTarget {
     base_url: Option<BaseUrl>,
     /// Default: the provider's documented limit (7/s).
     rate: Option<RateSpec>,
+    /// Share one pace with the other targets naming the same group (one provider only), or
+    /// `own` for a pace of its own. Default: targets with the same `scope_id`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$"))]
+    limit_group: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -141,6 +145,10 @@ struct OgmmaTarget {
     base_url: Option<BaseUrl>,
     /// Default: the provider's documented limit (60/min).
     rate: Option<RateSpec>,
+    /// Share one pace with the other targets naming the same group (one provider only), or
+    /// `own` for a pace of its own. Default: targets with the same `api_key` reference.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$"))]
+    limit_group: Option<String>,
 }
 
 /// A secret reference. A literal secret in a plan is an error.

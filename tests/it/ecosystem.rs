@@ -381,7 +381,7 @@ fn version_names_the_commit_in_a_checkout() {
 
 #[test]
 fn summary_schema_doc_lists_exactly_the_summary_fields() {
-    use reactbatch::summary::{LatencySummary, Summary, TargetSummary};
+    use reactbatch::summary::{LaneSummary, LatencySummary, Summary, TargetSummary};
     let summary = Summary {
         plan: "p.yaml".into(),
         report: "r.csv".into(),
@@ -408,6 +408,19 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
                 }],
                 ..Default::default()
             },
+        }],
+        lanes: vec![LaneSummary {
+            name: "t".into(),
+            provider: "kommo".into(),
+            targets: vec!["t".into()],
+            rate: "7/s".into(),
+            requests: 1,
+            achieved_rate: None,
+            max_requests_in_1s: 1,
+            rate_limited: 0,
+            slowdowns: 0,
+            slowest_rate: None,
+            pauses: 0,
         }],
         latency: Some(LatencySummary {
             p50_ms: 1.0,

@@ -138,12 +138,15 @@ impl RunConfig {
         })
     }
 
-    /// The pace of `target` in this run: `--rate` if given, else the target's, shared among
-    /// the shards.
-    pub fn target_rate(&self, target: &Target) -> Rate {
+    /// A pace in this run: `--rate` if given, else `rate`, shared among the shards.
+    pub fn pace(&self, rate: Rate) -> Rate {
         let shards = self.shard.map_or(1, |s| s.count);
-        self.rate
-            .unwrap_or_else(|| target.effective_rate().divided(shards))
+        self.rate.unwrap_or_else(|| rate.divided(shards))
+    }
+
+    /// The pace of `target` in this run (see [`RunConfig::pace`]).
+    pub fn target_rate(&self, target: &Target) -> Rate {
+        self.pace(target.effective_rate())
     }
 
     /// The executor's share of the settings.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::emit::EmitWriter;
 use crate::executor::progress::{Counters, Progress, ProgressMode};
 use crate::executor::{
-    self, Admission, Cancel, HttpTransport, OutputThread, RunContext, TargetRuntime,
+    self, Admission, Cancel, HttpTransport, Lane, OutputThread, RunContext, TargetRuntime,
 };
 use crate::exit::Exit;
 use crate::identity::Identities;
@@ -32,6 +32,7 @@ pub struct Executed {
     pub copied: u64,
     pub elapsed: Duration,
     pub targets: Vec<TargetRuntime>,
+    pub lanes: Vec<Lane>,
     /// The signal that stopped the run, if one did.
     pub stopped_by: Option<Stop>,
 }
@@ -134,12 +135,25 @@ async fn run_with_targets(
         None => None,
     };
     let transport = HttpTransport::new(config.concurrency).map_err(|e| fail(e.to_string()))?;
+    // One lane per pace group, at the lowest of its members' rates.
+    let lanes: Vec<Lane> = plan
+        .pace_groups
+        .iter()
+        .map(|g| {
+            Lane::new(
+                g.name.clone(),
+                g.members.clone(),
+                config.pace(g.rate(&plan.targets)),
+                config.burst,
+            )
+        })
+        .collect();
     let runtimes: Vec<TargetRuntime> = targets
         .into_iter()
         .zip(secrets)
         .map(|(t, secret)| {
             let rate = config.target_rate(&t);
-            TargetRuntime::new(t, secret, rate, config.burst)
+            TargetRuntime::new(t, secret, rate)
         })
         .collect();
 
@@ -162,13 +176,14 @@ async fn run_with_targets(
         Arc::clone(&counters),
     );
 
-    let ctx = Arc::new(RunContext {
-        config: config.exec_config(),
-        targets: runtimes,
+    let ctx = Arc::new(RunContext::new(
+        config.exec_config(),
+        runtimes,
+        lanes,
         transport,
         out,
         cancel,
-    });
+    ));
     let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let key_of = Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
     let shard = config.shard;
@@ -199,7 +214,12 @@ async fn run_with_targets(
         ));
         return Err(Exit::RowsFailed);
     };
-    let RunContext { targets, out, .. } = ctx;
+    let RunContext {
+        targets,
+        lanes,
+        out,
+        ..
+    } = ctx;
     drop(out);
     let tally = tokio::task::spawn_blocking(move || writer.join())
         .await
@@ -210,6 +230,7 @@ async fn run_with_targets(
         copied,
         elapsed,
         targets,
+        lanes,
         stopped_by: stopped.get().copied(),
     })
 }

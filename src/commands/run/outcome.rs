@@ -12,7 +12,7 @@ use crate::digest::Digests;
 use crate::exit::{Exit, RunOutcome};
 use crate::plan::Plan;
 use crate::report::Status;
-use crate::summary::{LatencySummary, Summary, TargetSummary};
+use crate::summary::{LaneSummary, LatencySummary, Summary, TargetSummary};
 
 use super::config::RunConfig;
 use super::execute::Executed;
@@ -30,6 +30,7 @@ pub fn outcome(
         copied,
         elapsed,
         targets,
+        lanes,
         stopped_by,
     } = executed;
     let mut counts = BTreeMap::new();
@@ -77,11 +78,38 @@ pub fn outcome(
                 name: t.spec.name.clone(),
                 provider: t.spec.provider().to_string(),
                 rate: t.rate.to_string(),
-                requests: t.sent.load(Ordering::Relaxed),
+                requests: t.requests(),
                 achieved_rate: t.achieved_rate(),
                 max_requests_in_1s: t.max_sent_in_1s(),
                 stopped: t.stopped().map(str::to_string),
                 plan: plan_audit.clone(),
+            })
+            .collect(),
+        lanes: lanes
+            .iter()
+            .map(|l| {
+                let pace = l.pace_stats();
+                LaneSummary {
+                    name: l.name.clone(),
+                    provider: l
+                        .members
+                        .first()
+                        .map(|&m| targets[m].spec.provider().to_string())
+                        .unwrap_or_default(),
+                    targets: l
+                        .members
+                        .iter()
+                        .map(|&m| targets[m].spec.name.clone())
+                        .collect(),
+                    rate: l.rate.to_string(),
+                    requests: l.requests(),
+                    achieved_rate: l.achieved_rate(),
+                    max_requests_in_1s: l.max_sent_in_1s(),
+                    rate_limited: l.rate_limited.load(Ordering::Relaxed),
+                    slowdowns: pace.slowdowns,
+                    slowest_rate: pace.slowest_rate,
+                    pauses: pace.pauses,
+                }
             })
             .collect(),
         latency,
@@ -94,9 +122,7 @@ pub fn outcome(
         crate::log::error(&format!("reactbatch run: {err}"));
     }
     if config.dry_run {
-        let rates: Vec<_> = targets.iter().map(|t| t.rate).collect();
-        let specs: Vec<_> = targets.iter().map(|t| t.spec.clone()).collect();
-        crate::log::info(crate::audit::render(&audit, &specs, &rates).trim_end());
+        crate::log::info(crate::audit::render(&audit, &plan.targets).trim_end());
     }
     let report = config.report.display().to_string();
     crate::log::failed_rows(&tally.failed_rows, tally.failed_more, &report, &stopped);

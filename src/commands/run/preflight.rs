@@ -183,8 +183,12 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     };
 
     let identities = scan.finish();
-    let rates: Vec<_> = plan.targets.iter().map(|t| config.target_rate(t)).collect();
-    let audit = audit.finish(&plan.targets, &rates, config.burst);
+    let rates: Vec<_> = plan
+        .pace_groups
+        .iter()
+        .map(|g| config.pace(g.rate(&plan.targets)))
+        .collect();
+    let audit = audit.finish(&plan.pace_groups, &rates, config.burst);
     let digest = digest.finish_all();
     if let Some(value) = &config.expect_digest {
         let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
