@@ -219,6 +219,8 @@ pub struct ProgressCounts {
     pub ok: u64,
     pub failed: u64,
     pub rows_per_second: f64,
+    /// Time left, by [`crate::executor::progress::eta`].
+    pub eta: std::time::Duration,
 }
 
 /// One failed row, for the lines that name failures on stderr.
@@ -336,8 +338,13 @@ pub fn progress(c: ProgressCounts) {
 pub fn progress_line(ts: &str, format: LogFormat, c: ProgressCounts) -> String {
     match format {
         LogFormat::Text => format!(
-            "{ts} reactbatch: progress {}/{} rows, ok {}, failed {}, {:.1} rows/s\n",
-            c.done, c.total, c.ok, c.failed, c.rows_per_second
+            "{ts} reactbatch: progress {}/{} rows, ok {}, failed {}, {:.1} rows/s, ETA {}\n",
+            c.done,
+            c.total,
+            c.ok,
+            c.failed,
+            c.rows_per_second,
+            crate::audit::human_ms(c.eta.as_millis() as u64)
         ),
         LogFormat::Json => {
             let mut line = json_line(
@@ -350,6 +357,7 @@ pub fn progress_line(ts: &str, format: LogFormat, c: ProgressCounts) -> String {
                     "ok": c.ok,
                     "failed": c.failed,
                     "rows_per_second": (c.rows_per_second * 10.0).round() / 10.0,
+                    "eta_ms": c.eta.as_millis() as u64,
                 }),
             );
             line.push('\n');
@@ -489,16 +497,17 @@ mod tests {
             ok: 4,
             failed: 1,
             rows_per_second: 2.345,
+            eta: std::time::Duration::from_secs(100),
         };
         assert_eq!(
             progress_line(TS, LogFormat::Text, c),
-            format!("{TS} reactbatch: progress 5/10 rows, ok 4, failed 1, 2.3 rows/s\n")
+            format!("{TS} reactbatch: progress 5/10 rows, ok 4, failed 1, 2.3 rows/s, ETA 1m 40s\n")
         );
         let v: Value = serde_json::from_str(&progress_line(TS, LogFormat::Json, c)).expect("JSON");
         assert_eq!(
             v,
             json!({"ts": TS, "level": "info", "event": "progress", "done": 5, "total": 10,
-                   "ok": 4, "failed": 1, "rows_per_second": 2.3})
+                   "ok": 4, "failed": 1, "rows_per_second": 2.3, "eta_ms": 100000})
         );
     }
 

@@ -113,6 +113,7 @@ async fn run_with_targets(
         total_rows,
         mut identities,
         done,
+        estimated,
     } = work;
     let started = tokio::time::Instant::now();
     let fail = |e: String| {
@@ -174,6 +175,7 @@ async fn run_with_targets(
         ProgressMode::detect(config.no_progress || config.quiet),
         total_rows,
         Arc::clone(&counters),
+        estimated,
     );
 
     let ctx = Arc::new(RunContext::new(

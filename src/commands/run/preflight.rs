@@ -41,6 +41,8 @@ pub struct Work {
     pub identities: Identities,
     /// Rows an earlier report shows done (`--resume`).
     pub done: Option<DoneSet>,
+    /// The plan's estimate of the run ([`Audit::estimated_ms`]), for the progress ETA.
+    pub estimated: std::time::Duration,
 }
 
 pub(super) fn print_problems(problems: &[Problem]) {
@@ -244,6 +246,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             }
         },
     };
+    let estimated = std::time::Duration::from_millis(audit.estimated_ms);
     Ok(Preflight {
         plan,
         config,
@@ -254,6 +257,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             total_rows: validation.rows,
             identities,
             done,
+            estimated,
         },
     })
 }
