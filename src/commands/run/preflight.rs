@@ -12,6 +12,7 @@ use crate::identity::{Identities, IdentityScan};
 use crate::lock::{LockError, RunLock};
 // Every notice of this file becomes a log event (plain text, or JSON with --log-format json).
 use crate::log::eprintln;
+use crate::plan::spool::Spool;
 use crate::plan::{Plan, Problem};
 use crate::report::Status;
 use crate::resume::DoneSet;
@@ -30,6 +31,8 @@ pub struct Preflight {
 
 /// What the executor consumes: the rows to run and how to know them.
 pub struct Work {
+    /// The validated rows, in plan order.
+    pub spool: Spool,
     pub total_rows: u64,
     pub identities: Identities,
     /// Rows an earlier report shows done (`--resume`).
@@ -84,13 +87,32 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
 
     // One pass validates every row before any is sent and, on the way, finds repeated rows
     // (for identities) and digests what would be sent.
+    // The rows it validated are spooled: the executor reads them, never the plan files again.
     let mut scan = IdentityScan::new();
     let mut digest = PlanDigest::new(&plan);
+    let mut spool = match Spool::create() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("reactbatch run: cannot create a spool file in the temp directory: {e}");
+            return Err(Exit::Invalid);
+        }
+    };
+    let mut spool_error = None;
     let validation = plan.validate_with(|row| {
         scan.observe(row, &plan.targets[row.target].name);
         digest.row(row);
+        if spool_error.is_none() {
+            if let Err(e) = spool.push(row) {
+                spool_error = Some(e);
+            }
+        }
     });
+    if let Some(e) = spool_error {
+        eprintln!("reactbatch run: cannot write the spool file in the temp directory: {e}; nothing was sent");
+        return Err(Exit::Invalid);
+    }
     if !config.quiet {
+        print_problems(&plan.pace_warnings);
         print_problems(&validation.warnings);
     }
     if !validation.errors.is_empty() {
@@ -170,6 +192,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         digest,
         lock,
         work: Work {
+            spool,
             total_rows: validation.rows,
             identities,
             done,
