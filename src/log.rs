@@ -501,7 +501,9 @@ mod tests {
         };
         assert_eq!(
             progress_line(TS, LogFormat::Text, c),
-            format!("{TS} reactbatch: progress 5/10 rows, ok 4, failed 1, 2.3 rows/s, ETA 1m 40s\n")
+            format!(
+                "{TS} reactbatch: progress 5/10 rows, ok 4, failed 1, 2.3 rows/s, ETA 1m 40s\n"
+            )
         );
         let v: Value = serde_json::from_str(&progress_line(TS, LogFormat::Json, c)).expect("JSON");
         assert_eq!(

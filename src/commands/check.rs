@@ -56,6 +56,8 @@ struct Outcome {
     warnings: u64,
     /// Errors first, then warnings, in the order found.
     problems: Vec<Problem>,
+    /// Which targets share a pace (groups of more than one), one line each.
+    pace: Vec<String>,
 }
 
 impl Outcome {
@@ -71,6 +73,9 @@ impl Outcome {
                 count(self.errors, "error"),
                 count(self.warnings, "warning"),
             );
+            for line in &self.pace {
+                eprintln!("  {line}");
+            }
         } else {
             eprintln!("{}: not loaded, {}", self.plan, count(self.errors, "error"));
         }
@@ -89,6 +94,7 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
             errors: problems.len() as u64,
             warnings: 0,
             problems,
+            pace: Vec::new(),
         };
     };
     let mut validation = plan.validate();
@@ -100,6 +106,9 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
     validation
         .warnings
         .extend(insecure.chain(plan.secret_warnings()));
+    validation
+        .warnings
+        .extend(plan.pace_warnings.iter().cloned());
     let mut errors = problems.len() as u64 + validation.error_count();
     problems.extend(validation.errors.iter().cloned());
     if let Err(secret_problems) = plan.resolve_secrets() {
@@ -115,7 +124,37 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
         errors,
         warnings: validation.warning_count(),
         problems,
+        pace: pace_lines(&plan),
     }
+}
+
+/// `targets a, b share one pace (group g): 7/s`, and when their rates differ, which is used.
+fn pace_lines(plan: &Plan) -> Vec<String> {
+    let targets = &plan.targets;
+    plan.pace_groups
+        .iter()
+        .filter(|g| g.members.len() > 1)
+        .map(|g| {
+            let mut line = format!(
+                "targets {} share one pace (group {}): {}",
+                crate::plan::pace::names(targets, &g.members),
+                g.name,
+                g.rate(targets)
+            );
+            if g.rates_differ(targets) {
+                let each: Vec<String> = g
+                    .members
+                    .iter()
+                    .map(|&i| format!("{} {}", targets[i].name, targets[i].effective_rate()))
+                    .collect();
+                line.push_str(&format!(
+                    ", the lowest of their rates ({})",
+                    each.join(", ")
+                ));
+            }
+            line
+        })
+        .collect()
 }
 
 fn count(n: u64, what: &str) -> String {

@@ -112,8 +112,8 @@ impl Progress {
                         tick.tick().await;
                         let done = counters.done.load(Ordering::Relaxed);
                         let elapsed = start.elapsed();
-                        let rate = (done - copied.min(done)) as f64
-                            / elapsed.as_secs_f64().max(1e-3);
+                        let rate =
+                            (done - copied.min(done)) as f64 / elapsed.as_secs_f64().max(1e-3);
                         crate::log::progress(crate::log::ProgressCounts {
                             done,
                             total,

@@ -188,7 +188,7 @@ impl RateLimiter {
         let now = Instant::now();
         let mut state = self.state();
         let configured = 1.0 / base.as_secs_f64();
-        if state.adapt.is_some_and(|a| sent_at < a.at) {
+        if state.adapt.is_some_and(|a| sent_at <= a.at) {
             return;
         }
         let current = state.adapt.map_or(configured, |a| a.rate(now));
@@ -477,5 +477,97 @@ mod tests {
         let limiter = RateLimiter::new(Rate::Unlimited, 1);
         let times = send_times(&limiter, 1000).await;
         assert!(times.iter().all(|t| t.is_zero()));
+    }
+}
+
+#[cfg(test)]
+mod adaptive_tests {
+    use super::*;
+
+    fn per_sec(n: u32) -> Rate {
+        Rate::Limited {
+            count: n,
+            per: Duration::from_secs(1),
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_slows_the_pace_which_climbs_back_to_just_under_where_it_came() {
+        let limiter = RateLimiter::new(per_sec(10), 1);
+        limiter.until_ready().await;
+        let sent = Instant::now();
+        limiter.rate_limited(sent);
+        // Ceiling 0.95 × 10, pace 0.8 × that.
+        assert!(close(limiter.current_rate().expect("rate"), 7.6));
+        // A second 429 for a request sent before the decrease is the same congestion.
+        limiter.rate_limited(sent);
+        assert_eq!(limiter.stats().slowdowns, 1);
+        // Climbing by 1/s per second (10% of the configured rate): 1.9 s to the ceiling.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(close(limiter.current_rate().expect("rate"), 8.6));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let at_ceiling = limiter.current_rate().expect("rate");
+        assert!((9.5..9.6).contains(&at_ceiling), "{at_ceiling}");
+        // The ceiling itself recovers slowly (1% per 10 s) up to the configured rate.
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(close(limiter.current_rate().expect("rate"), 10.0));
+        let stats = limiter.stats();
+        assert_eq!(stats.slowdowns, 1);
+        assert!(close(stats.slowest_rate.expect("slowest"), 7.6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_follow_the_slowed_pace_from_actual_send_times() {
+        let limiter = RateLimiter::new(per_sec(10), 3);
+        limiter.until_ready().await;
+        limiter.rate_limited(Instant::now());
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            limiter.until_ready().await;
+            times.push(Instant::now() - start);
+        }
+        // No burst once slowed, and every gap at least the slowed interval (1/7.6 s, growing
+        // less as the pace climbs).
+        for pair in times.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(100), "{times:?}");
+        }
+        assert!(times[0] >= Duration::from_millis(130), "{times:?}");
+    }
+
+    /// A strict provider (token bucket of one at 7/s) sees arrivals with 0–3 ms of jitter; the
+    /// plan asks for exactly 7/s. The pace must settle just under the limit: few 429s, most
+    /// of the rate achieved.
+    #[tokio::test(start_paused = true)]
+    async fn at_a_strict_providers_limit_the_pace_settles_just_under_it() {
+        let limiter = RateLimiter::new(per_sec(7), 1);
+        let interval = Duration::from_secs(1) / 7;
+        let start = Instant::now();
+        let mut last_ok: Option<Instant> = None;
+        let (mut ok, mut limited) = (0u32, 0u32);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        while ok < 1000 {
+            limiter.until_ready().await;
+            let sent = Instant::now();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let arrival = sent + Duration::from_micros(seed % 3000);
+            if last_ok.is_some_and(|t| arrival < t + interval) {
+                limited += 1;
+                limiter.rate_limited(sent);
+            } else {
+                ok += 1;
+                last_ok = Some(arrival);
+            }
+        }
+        let achieved = f64::from(ok) / (Instant::now() - start).as_secs_f64();
+        let share = f64::from(limited) / f64::from(ok + limited);
+        assert!(achieved >= 0.9 * 7.0, "achieved {achieved:.3}/s");
+        assert!(share <= 0.05, "{limited} of {} answered 429", ok + limited);
     }
 }

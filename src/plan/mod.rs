@@ -25,6 +25,7 @@ mod rows;
 pub mod schema;
 mod secrets;
 pub mod settings;
+pub mod spool;
 mod targets;
 mod warnings;
 mod yaml;

@@ -7,6 +7,7 @@ mod dry_run;
 mod ecosystem;
 mod hostile_input;
 mod hostile_server;
+mod lanes;
 mod operations;
 mod operators;
 mod pacing;

@@ -110,6 +110,7 @@ async fn run_with_targets(
     work: Work,
 ) -> Result<Executed, Exit> {
     let Work {
+        spool,
         total_rows,
         mut identities,
         done,
@@ -120,6 +121,9 @@ async fn run_with_targets(
         crate::log::error(&format!("reactbatch run: {e}"));
         Exit::Invalid
     };
+    let rows = spool
+        .into_rows()
+        .map_err(|e| fail(format!("cannot read the spool file back: {e}")))?;
     let (report, copied) = create_report(
         &config.report,
         done.as_ref(),
@@ -203,7 +207,7 @@ async fn run_with_targets(
             Admission::Exclude
         }
     };
-    executor::execute(Arc::clone(&ctx), plan.rows(), key_of, admit).await;
+    executor::execute(Arc::clone(&ctx), rows, key_of, admit).await;
 
     signals.abort();
     // Wait until the signal watcher (which holds a report sender) is really gone.

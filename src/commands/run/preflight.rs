@@ -17,6 +17,7 @@ use crate::digest::PlanDigest;
 use crate::exit::Exit;
 use crate::identity::{Identities, IdentityScan};
 use crate::lock::{LockError, RunLock};
+use crate::plan::spool::Spool;
 use crate::plan::{Plan, Problem};
 use crate::report::Status;
 use crate::resume::DoneSet;
@@ -37,6 +38,8 @@ pub struct Preflight {
 
 /// What the executor consumes: the rows to run and how to know them.
 pub struct Work {
+    /// The validated rows, in plan order.
+    pub spool: Spool,
     pub total_rows: u64,
     pub identities: Identities,
     /// Rows an earlier report shows done (`--resume`).
@@ -136,11 +139,22 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
 
     // One pass validates every row before any is sent and, on the way, finds repeated rows
     // (for identities) and digests what would be sent.
+    // The rows it validated are spooled: the executor reads them, never the plan files again.
     let mut scan = IdentityScan::new();
     let mut digest = PlanDigest::new(&plan);
     let now = config.now.unwrap_or_else(chrono::Utc::now);
     let mut audit = AuditBuilder::new(plan.targets.len(), now);
     let shard = config.shard;
+    let mut spool = match Spool::create() {
+        Ok(s) => s,
+        Err(e) => {
+            crate::log::error(&format!(
+                "reactbatch run: cannot create a spool file in the temp directory: {e}"
+            ));
+            return Err(Exit::Invalid);
+        }
+    };
+    let mut spool_error = None;
     let validation = plan.validate_with(|row| {
         let name = &plan.targets[row.target].name;
         scan.observe(row, name);
@@ -150,8 +164,20 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         {
             audit.row(row);
         }
+        if spool_error.is_none() {
+            if let Err(e) = spool.push(row) {
+                spool_error = Some(e);
+            }
+        }
     });
+    if let Some(e) = spool_error {
+        crate::log::error(&format!(
+            "reactbatch run: cannot write the spool file in the temp directory: {e}; nothing was sent"
+        ));
+        return Err(Exit::Invalid);
+    }
     if !config.quiet {
+        print_problems(&plan.pace_warnings);
         print_problems(&validation.warnings);
     }
     if !validation.errors.is_empty() {
@@ -254,6 +280,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         audit,
         lock,
         work: Work {
+            spool,
             total_rows: validation.rows,
             identities,
             done,
