@@ -245,10 +245,13 @@ pub const MAX_FAILED_LINES: usize = 20;
 pub fn failed_rows(rows: &[FailedRow], more: u64, report: &str, stopped: &[(String, String)]) {
     let c = config();
     let ts = now();
-    std::eprint!(
-        "{}",
-        failed_rows_text(c.format, &ts, rows, more, report, stopped)
-    );
+    let text = failed_rows_text(c.format, &ts, rows, more, report, stopped);
+    // Off a terminal, text lines carry the timestamp the summary's do.
+    let text = match c.format {
+        LogFormat::Text if c.timestamps => stamped(&text, Some(&ts)),
+        _ => text,
+    };
+    std::eprint!("{text}");
 }
 
 pub fn failed_rows_text(

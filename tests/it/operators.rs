@@ -45,7 +45,7 @@ async fn quiet_names_a_404_row_and_exits_1_and_says_nothing_when_all_is_well() {
     let err = stderr(&out);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "the failed row and the summary line: {err}");
-    assert!(lines[0].starts_with("reactbatch: failed row 2 ("), "{err}");
+    assert!(lines[0].contains(" reactbatch: failed row 2 ("), "{err}");
     assert!(
         lines[0].contains("rows.csv:3) target k message gone-1: 404 message_not_found: "),
         "{err}"
@@ -99,7 +99,7 @@ async fn quiet_names_the_reason_of_a_wrong_secret_and_exits_3() {
     let err = stderr(&out);
     let stopped: Vec<&str> = err
         .lines()
-        .filter(|l| l.starts_with("reactbatch: target k stopped"))
+        .filter(|l| l.contains(" reactbatch: target k stopped"))
         .collect();
     assert_eq!(stopped.len(), 1, "the reason, once: {err}");
     assert!(stopped[0].contains("authentication failures"), "{err}");
