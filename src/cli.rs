@@ -156,7 +156,7 @@ pub struct RunArgs {
     /// No progress bar or status lines.
     #[arg(long)]
     pub no_progress: bool,
-    /// Only errors on stderr.
+    /// Only what needs a human: failed rows, stopped targets and the summary line, when the exit code is not 0.
     #[arg(short, long)]
     pub quiet: bool,
     /// Also write the end-of-run summary as JSON to FILE.

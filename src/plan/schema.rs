@@ -304,7 +304,7 @@ struct SettingsSpec {
     dry_run: Option<bool>,
     /// No progress bar or status lines.
     no_progress: Option<bool>,
-    /// Only errors on stderr.
+    /// Only what needs a human: failed rows, stopped targets and the summary line, when the exit code is not 0.
     quiet: Option<bool>,
     /// Also write the end-of-run summary as JSON to this file.
     summary_json: Option<String>,
