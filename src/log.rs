@@ -475,7 +475,14 @@ mod tests {
             message: "Message\nnot found".into(),
         };
         let stopped = vec![("o".to_string(), "stopped after 3 × 401".to_string())];
-        let text = failed_rows_text(LogFormat::Text, TS, &[row.clone()], 2, "r.csv", &stopped);
+        let text = failed_rows_text(
+            LogFormat::Text,
+            TS,
+            std::slice::from_ref(&row),
+            2,
+            "r.csv",
+            &stopped,
+        );
         assert_eq!(
             text,
             "reactbatch: target o stopped: stopped after 3 × 401\n\

@@ -46,9 +46,9 @@ pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Exec
         Ok(s) => s,
         Err(problems) => {
             print_problems(&problems);
-            crate::log::error(&format!(
-                "reactbatch run: cannot read the targets' credentials; nothing was sent"
-            ));
+            crate::log::error(
+                "reactbatch run: cannot read the targets' credentials; nothing was sent",
+            );
             return Err(Exit::Invalid);
         }
     };
@@ -215,9 +215,7 @@ async fn run_with_targets(
     progress.finish();
     let elapsed = started.elapsed();
     let Ok(ctx) = Arc::try_unwrap(ctx) else {
-        crate::log::error(&format!(
-            "reactbatch run: internal error: row tasks outlived the run"
-        ));
+        crate::log::error("reactbatch run: internal error: row tasks outlived the run");
         return Err(Exit::RowsFailed);
     };
     let RunContext {

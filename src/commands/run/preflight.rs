@@ -127,9 +127,9 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         let insecure = plan.insecure_http();
         if !insecure.is_empty() && !args.allow_insecure_http {
             print_problems(&insecure);
-            crate::log::error(&format!(
-                "reactbatch run: refusing plain http:// to a non-loopback host; nothing was sent"
-            ));
+            crate::log::error(
+                "reactbatch run: refusing plain http:// to a non-loopback host; nothing was sent",
+            );
             return Err(Exit::Invalid);
         }
         if !config.quiet {
