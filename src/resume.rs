@@ -26,9 +26,12 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::executor::row_view;
 use crate::identity::Identities;
-use crate::plan::{Plan, Row};
-use crate::report::{for_each_report_row, timestamp, ReportWriter, RowResult, Status};
+use crate::plan::{Plan, Problem, Row};
+use crate::report::{
+    for_each_report_row, render_row, timestamp, ReportWriter, RowResult, RowView, Status,
+};
 
 /// Code of a row skipped because an earlier run did it.
 pub const DONE_EARLIER: &str = "done_earlier";
@@ -179,22 +182,26 @@ impl DoneSet {
         Ok(set)
     }
 
-    /// Writes the rows of `plan` that the earlier report shows done (or failed for good) into
-    /// `out`, in plan order, as `skipped` with code `done_earlier` (or `failed_earlier`), with
-    /// the plan's current row numbers and sources. `ids` must
-    /// be fresh (it numbers repeated rows as it goes); `mine` says which rows this run covers
-    /// (a shard's). Returns how many were written.
+    /// Writes the rows of `rows` (the run's validated rows, in plan order) that the earlier
+    /// report shows done (or failed for good) into `out`, as `skipped` with code
+    /// `done_earlier` (or `failed_earlier`), with the plan's current row numbers and sources,
+    /// built by the executor's row view builder. `ids` must be fresh (it numbers repeated rows
+    /// as it goes); `mine` says which rows this run covers (a shard's). Returns how many were
+    /// written.
     pub fn copy_done(
         &self,
         out: &mut ReportWriter,
         plan: &Plan,
+        rows: impl Iterator<Item = Result<Row, Problem>>,
         mut ids: Identities,
         mine: impl Fn(&Row) -> bool,
     ) -> Result<u64, String> {
         let shown = self.report.display().to_string();
+        let format = out.format();
+        let mut line = Vec::with_capacity(256);
         let mut n = 0;
-        for row in plan.rows() {
-            let row = row.map_err(|p| format!("cannot read the plan: {p}"))?;
+        for row in rows {
+            let row = row.map_err(|p| format!("cannot read the validated rows: {p}"))?;
             let target = &plan.targets[row.target];
             // Every row's key is taken, in order, so occurrence numbers match the run's.
             let key = ids.key(&row, &target.name);
@@ -205,34 +212,34 @@ impl DoneSet {
                 continue;
             }
             let finished_at = earlier.finished_at.map(timestamp).unwrap_or_default();
-            let result = RowResult {
-                row: row.number,
-                source: row.source.to_string(),
-                target: target.name.clone(),
-                provider: target.provider().to_string(),
-                action: row.action.to_string(),
-                message_id: row.message_ref().to_string(),
-                emoji: crate::provider::sent_emoji(target.provider(), &row).to_string(),
-                status: Status::Skipped,
+            let message = match &earlier.failure {
+                None => format!("done in an earlier run (report {shown}, finished {finished_at})"),
+                Some(why) => format!(
+                    "failed in an earlier run: {why} (report {shown}, finished {finished_at}); --retry-failed sends it again"
+                ),
+            };
+            let code = if earlier.failure.is_some() {
+                FAILED_EARLIER
+            } else {
+                DONE_EARLIER
+            };
+            let view = RowView {
                 http_status: earlier.http_status,
-                code: if earlier.failure.is_some() {
-                    FAILED_EARLIER
-                } else {
-                    DONE_EARLIER
-                }
-                .to_string(),
-                message: match &earlier.failure {
-                    None => format!("done in an earlier run (report {shown}, finished {finished_at})"),
-                    Some(why) => format!(
-                        "failed in an earlier run: {why} (report {shown}, finished {finished_at}); --retry-failed sends it again"
-                    ),
-                },
                 attempts: earlier.attempts,
                 duration_ms: earlier.duration_ms,
-                finished_at,
-                key,
+                ..row_view(
+                    target,
+                    &row,
+                    &key,
+                    Status::Skipped,
+                    code,
+                    &message,
+                    &finished_at,
+                )
             };
-            out.write(&result)
+            line.clear();
+            render_row(format, &view, &mut line);
+            out.write_rendered(&line)
                 .map_err(|e| format!("cannot write the report: {e}"))?;
             n += 1;
         }

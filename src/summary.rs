@@ -163,7 +163,11 @@ impl Summary {
                     "  pace group {} ({}: {}): {} requests, achieved {achieved}, busiest second {} (limit {})",
                     l.name,
                     l.provider,
-                    l.targets.join(", "),
+                    if l.targets.len() > 10 {
+                        format!("{} and {} more", l.targets[..10].join(", "), l.targets.len() - 10)
+                    } else {
+                        l.targets.join(", ")
+                    },
                     l.requests,
                     l.max_requests_in_1s,
                     l.rate

@@ -128,6 +128,9 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
     }
 }
 
+/// Targets named in one pace line, at most.
+const MAX_LISTED: usize = 10;
+
 /// `targets a, b share one pace (group g): 7/s`, and when their rates differ, which is used.
 fn pace_lines(plan: &Plan) -> Vec<String> {
     let targets = &plan.targets;
@@ -135,15 +138,19 @@ fn pace_lines(plan: &Plan) -> Vec<String> {
         .iter()
         .filter(|g| g.members.len() > 1)
         .map(|g| {
+            // A long list is cut: the line must stay readable (and short).
+            let shown = &g.members[..g.members.len().min(MAX_LISTED)];
+            let mut names = crate::plan::pace::names(targets, shown);
+            if g.members.len() > shown.len() {
+                names.push_str(&format!(" and {} more", g.members.len() - shown.len()));
+            }
             let mut line = format!(
-                "targets {} share one pace (group {}): {}",
-                crate::plan::pace::names(targets, &g.members),
+                "targets {names} share one pace (group {}): {}",
                 g.name,
                 g.rate(targets)
             );
             if g.rates_differ(targets) {
-                let each: Vec<String> = g
-                    .members
+                let each: Vec<String> = shown
                     .iter()
                     .map(|&i| format!("{} {}", targets[i].name, targets[i].effective_rate()))
                     .collect();

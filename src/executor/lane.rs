@@ -146,6 +146,12 @@ pub(super) async fn run_lane<T: Transport>(
                 permit
             }
         };
+        // The target may have been stopped while this row waited for its pace or its slot.
+        if ctx.targets[job.row.target].stopped().is_some() {
+            drop(permit);
+            task::finish_unsent(&ctx, job, &done).await;
+            continue;
+        }
         let ctx = Arc::clone(&ctx);
         let done = done.clone();
         tokio::spawn(async move {

@@ -301,10 +301,11 @@ pub enum Admission {
     Exclude,
 }
 
-/// The report row of `row` on its target, as settled with nothing sent: the fields a row and
-/// its target decide, with no attempts. Callers that sent something override the rest.
-pub(crate) fn settled_view<'a>(
-    targets: &'a [TargetRuntime],
+/// The report row of `row` on `target`, as settled with nothing sent: the fields a row and
+/// its target decide, with no attempts. Callers that sent something (or, for `--resume`, that
+/// copy an earlier outcome) override the rest. Every report row is built here.
+pub fn row_view<'a>(
+    target: &'a Target,
     row: &'a Row,
     key: &'a str,
     status: Status,
@@ -312,15 +313,14 @@ pub(crate) fn settled_view<'a>(
     message: &'a str,
     finished_at: &'a str,
 ) -> RowView<'a> {
-    let t = &targets[row.target];
     RowView {
         row: row.number,
         source: &row.source,
-        target: &t.spec.name,
-        provider: t.spec.provider().as_str(),
+        target: &target.name,
+        provider: target.provider().as_str(),
         action: row.action.as_str(),
         message_id: row.message_ref(),
-        emoji: crate::provider::sent_emoji(t.spec.provider(), row),
+        emoji: crate::provider::sent_emoji(target.provider(), row),
         status,
         http_status: None,
         code,
@@ -332,7 +332,28 @@ pub(crate) fn settled_view<'a>(
     }
 }
 
-/// What [`settled`] builds, borrowed and handed to `f` instead of allocated.
+/// [`row_view`] for a row of the run's targets.
+pub(crate) fn settled_view<'a>(
+    targets: &'a [TargetRuntime],
+    row: &'a Row,
+    key: &'a str,
+    status: Status,
+    code: &'a str,
+    message: &'a str,
+    finished_at: &'a str,
+) -> RowView<'a> {
+    row_view(
+        &targets[row.target].spec,
+        row,
+        key,
+        status,
+        code,
+        message,
+        finished_at,
+    )
+}
+
+/// A settled row's view, with its timestamp rendered, handed to `f`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn with_settled<R>(
     targets: &[TargetRuntime],

@@ -114,7 +114,7 @@ pub fn group(
                                 t.name,
                                 t.provider(),
                                 group.provider,
-                                names(targets, &group.members)
+                                names(targets, &group.members[..group.members.len().min(10)])
                             ),
                         ));
                     }

@@ -128,6 +128,7 @@ impl Spool {
             path,
             files,
             left: rows,
+            total: rows,
         })
     }
 }
@@ -138,9 +139,24 @@ pub struct SpoolRows {
     path: PathBuf,
     files: Vec<Arc<str>>,
     left: u64,
+    total: u64,
 }
 
 impl SpoolRows {
+    /// The rows again from the first. The handles share one file offset: read one at a time
+    /// (`--resume` copies done rows from one before the executor reads another).
+    pub fn again(&self) -> std::io::Result<SpoolRows> {
+        let mut file = self.reader.get_ref().try_clone()?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok(SpoolRows {
+            reader: BufReader::with_capacity(1 << 16, file),
+            path: self.path.clone(),
+            files: self.files.clone(),
+            left: self.total,
+            total: self.total,
+        })
+    }
+
     fn read_row(&mut self) -> std::io::Result<Row> {
         let r = &mut self.reader;
         let number = u64::from_le_bytes(read_n(r)?);
@@ -276,11 +292,18 @@ mod tests {
         for r in &rows {
             spool.push(r).expect("push");
         }
-        let back: Vec<Row> = spool
-            .into_rows()
-            .expect("rows")
+        let first = spool.into_rows().expect("rows");
+        let back: Vec<Row> = first
+            .again()
+            .expect("again")
             .map(|r| r.expect("row"))
             .collect();
         assert_eq!(back, rows);
+        let twice: Vec<Row> = first
+            .again()
+            .expect("again")
+            .map(|r| r.expect("row"))
+            .collect();
+        assert_eq!(twice, rows);
     }
 }

@@ -13,6 +13,7 @@ use crate::executor::{
 };
 use crate::exit::Exit;
 use crate::identity::Identities;
+use crate::plan::spool::SpoolRows;
 use crate::plan::{Plan, ProviderKind, Shard, Target};
 use crate::report::{ReportWriter, Status};
 use crate::resume::DoneSet;
@@ -121,17 +122,25 @@ async fn run_with_targets(
         crate::log::error(&format!("reactbatch run: {e}"));
         Exit::Invalid
     };
-    let rows = spool
+    let spooled = spool
         .into_rows()
         .map_err(|e| fail(format!("cannot read the spool file back: {e}")))?;
+    // Read twice, one after the other: done rows to copy (`--resume`), then the rows to run.
+    let again = || {
+        spooled
+            .again()
+            .map_err(|e| format!("cannot read the spool file back: {e}"))
+    };
     let (report, copied) = create_report(
         &config.report,
         done.as_ref(),
         plan,
+        again,
         &identities,
         config.shard,
     )
     .map_err(fail)?;
+    let rows = again().map_err(fail)?;
     let emit = match &config.emit {
         Some(path) => Some(
             EmitWriter::create(path, config.emit_format)
@@ -247,6 +256,7 @@ fn create_report(
     path: &Path,
     done: Option<&DoneSet>,
     plan: &Plan,
+    rows: impl FnOnce() -> Result<SpoolRows, String>,
     identities: &Identities,
     shard: Option<Shard>,
 ) -> Result<(ReportWriter, u64), String> {
@@ -267,7 +277,7 @@ fn create_report(
             crate::identity::shard_of(name, row.message_ref(), s.count) == s.index
         })
     };
-    let copied = done.copy_done(&mut w, plan, identities.clone(), mine)?;
+    let copied = done.copy_done(&mut w, plan, rows()?, identities.clone(), mine)?;
     w.sync()
         .map_err(|e| format!("cannot write report {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path)
