@@ -546,7 +546,7 @@ pub async fn execute<T: Transport>(
 /// Hands a row whose message is free to its target's lane.
 fn to_lane<T: Transport>(ctx: &RunContext<T>, row: Row, key: String) {
     let lane = ctx.targets[row.target].lane;
-    let job = task::Job::new(ctx, row, key);
+    let job = task::Job::new(row, key);
     ctx.lanes[lane].push_back(job);
 }
 

@@ -93,7 +93,8 @@ pub struct RowOutcome {
 pub(super) struct Job {
     pub(super) row: Row,
     key: String,
-    prepared: PreparedRequest,
+    /// Built at the first attempt, so rows waiting in a lane hold only the row.
+    prepared: Option<PreparedRequest>,
     attempts: u32,
     /// Retries used (429s within the budget use none).
     retries: u32,
@@ -105,13 +106,12 @@ pub(super) struct Job {
 }
 
 impl Job {
-    pub(super) fn new<T: Transport>(ctx: &RunContext<T>, row: Row, key: String) -> Job {
-        let prepared = provider::prepare(&ctx.targets[row.target].spec, &row);
+    pub(super) fn new(row: Row, key: String) -> Job {
         let rng = SmallRng::seed_from_u64(row.number ^ 0x9e37_79b9_7f4a_7c15);
         Job {
             row,
             key,
-            prepared,
+            prepared: None,
             attempts: 0,
             retries: 0,
             started: None,
@@ -211,8 +211,11 @@ pub(super) async fn attempt<T: Transport>(
     job.started.get_or_insert(sent_at);
     target.sends.record(sent_at);
     lane.sends.record(sent_at);
+    let prepared = job
+        .prepared
+        .get_or_insert_with(|| provider::prepare(&target.spec, &job.row));
     // Signed at send time, on every attempt: a retry with an old Date would be rejected.
-    let signed = provider::sign(&job.prepared, &target.secret, chrono::Utc::now());
+    let signed = provider::sign(prepared, &target.secret, chrono::Utc::now());
     emit(ctx, &job.row, job.attempts, &signed).await;
     let outcome = tokio::select! {
         outcome = ctx.transport.send(&signed, ctx.config.timeout) => Some(outcome),
