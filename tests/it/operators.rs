@@ -472,3 +472,30 @@ async fn the_report_shows_the_emoji_that_was_sent() {
     }
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_failed_rows_are_named_then_the_rest_counted() {
+    let sandbox = gone_sandbox().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<PlanRow> = (0..25)
+        .map(|i| react("k", format!("gone-{i}"), "👍"))
+        .collect();
+    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: unlimited");
+    let report = dir.path().join("report.csv");
+    let out = run_blocking(run_cmd(&plan, &report, &["-q"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let named = err
+        .lines()
+        .filter(|l| l.contains(" reactbatch: failed row "))
+        .count();
+    assert_eq!(named, 20, "{err}");
+    assert!(
+        err.contains(&format!(
+            "reactbatch: … and 5 more — see {}",
+            report.display()
+        )),
+        "{err}"
+    );
+    sandbox.shutdown().await;
+}
