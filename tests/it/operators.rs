@@ -499,3 +499,79 @@ async fn twenty_failed_rows_are_named_then_the_rest_counted() {
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_exits_at_once_with_every_finished_row_on_disk() {
+    use std::io::BufRead;
+    // Each answer takes 2 s and rows go out at 10/s: whenever a row finishes, a score of
+    // requests are still in flight, longer than the first Ctrl-C waits for them.
+    let sandbox = Sandbox::start(sandbox_config().latency(Duration::from_secs(2)))
+        .await
+        .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<PlanRow> = (0..100)
+        .map(|i| react("k", format!("c-{i}"), "👍"))
+        .collect();
+    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: 10/s");
+    let report = dir.path().join("report.csv");
+    let mut child = run_cmd(&plan, &report, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().to_string();
+    let err = child.stderr.take().expect("stderr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&report).is_ok_and(|t| t.contains(",ok,")) {
+        assert!(Instant::now() < deadline, "no row was reported");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kill = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    kill("-INT");
+    // The second signal once the first was heard.
+    let (mut seen, rest) = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(err).lines();
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("stderr");
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("interrupted (Ctrl-C)") {
+                break;
+            }
+        }
+        (seen, lines)
+    })
+    .await
+    .expect("join");
+    kill("-INT");
+    let (status, rest) = tokio::task::spawn_blocking(move || {
+        let rest: Vec<String> = rest.map_while(Result::ok).collect();
+        (child.wait().expect("wait"), rest.join("\n"))
+    })
+    .await
+    .expect("join");
+    seen.push_str(&rest);
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(
+        !seen.contains(" rows in "),
+        "exited before the summary: {seen}"
+    );
+    // The report is whole: its header, then complete rows, each row once.
+    let text = std::fs::read_to_string(&report).expect("report");
+    assert!(text.starts_with("row,source,target,"), "{text}");
+    let rows_on_disk = read_report(&report).expect("report");
+    assert!(!rows_on_disk.is_empty());
+    let ok = rows_on_disk
+        .iter()
+        .filter(|r| r.status == Status::Ok)
+        .count();
+    assert!(ok < rows.len(), "stopped early");
+    sandbox.shutdown().await;
+}
