@@ -7,9 +7,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::plan::{Action, Source, TargetKind};
+use crate::plan::{Action, Rate, Source, TargetKind};
 use crate::provider::SignedRequest;
 use crate::report::{read_report, ReportWriter, RowResult};
+use crate::secret::Secret;
 use crate::secret::SecretRef;
 
 #[derive(Clone, Debug)]
