@@ -128,9 +128,19 @@ pub struct RunArgs {
     /// Per-attempt timeout, e.g. `10s`, `500ms` [default: 10s].
     #[arg(long, value_name = "DUR")]
     pub timeout: Option<String>,
+    /// How long a row may keep being answered 429 (rate limited) before it fails; 429s do not
+    /// use up --retries [default: 15m].
+    #[arg(long, value_name = "DUR")]
+    pub rate_limit_budget: Option<String>,
     /// Skip rows that REPORT shows done (may be the same file as --report).
     #[arg(long, value_name = "REPORT")]
     pub resume: Option<PathBuf>,
+    /// With --resume: also run rows whose earlier result was a final failure (400, 404, ...).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Replace a report that holds live results, without resuming from it.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Refuse to start while another run holds FILE.
     #[arg(long, value_name = "FILE")]
     pub lock: Option<PathBuf>,
@@ -146,7 +156,7 @@ pub struct RunArgs {
     /// No progress bar or status lines.
     #[arg(long)]
     pub no_progress: bool,
-    /// Only errors on stderr.
+    /// Only what needs a human: failed rows, stopped targets and the summary line, when the exit code is not 0.
     #[arg(short, long)]
     pub quiet: bool,
     /// Also write the end-of-run summary as JSON to FILE.

@@ -1,6 +1,11 @@
 //! `settings:` → [`Settings`], with bounds on every number (zero, negative and absurd values are
 //! errors): concurrency 1..=4096, retries 0..=100, burst 1..=100000, timeout 1ms..=10min,
-//! rate at most 100000/s or `unlimited`. Paths are relative to the plan file's directory.
+//! rate at most 100000/s or `unlimited`, rate_limit_budget 0s..=24h. Paths are relative to the
+//! plan file's directory.
+//!
+//! The bounds, the defaults and the value parsers here are the only ones: the command line
+//! (`commands::run::config`) checks its flags with the same functions, so a flag accepts
+//! exactly what a plan accepts.
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,6 +31,9 @@ pub(super) const KEYS: &[&str] = &[
     "no_progress",
     "quiet",
     "summary_json",
+    "retry_failed",
+    "overwrite",
+    "rate_limit_budget",
 ];
 
 pub const MAX_CONCURRENCY: usize = 4096;
@@ -33,6 +41,58 @@ pub const MAX_RETRIES: u32 = 100;
 pub const MAX_BURST: u32 = 100_000;
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+pub const MAX_RATE_LIMIT_BUDGET: Duration = Duration::from_secs(24 * 3600);
+
+pub const DEFAULT_CONCURRENCY: usize = 16;
+pub const DEFAULT_RETRIES: u32 = 5;
+pub const DEFAULT_BURST: u32 = 1;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a row may keep being answered 429 (the provider only limiting) before it fails.
+pub const DEFAULT_RATE_LIMIT_BUDGET: Duration = Duration::from_secs(15 * 60);
+
+/// `what` must be a whole number from `min` to `max`.
+pub fn check_range<T: PartialOrd + std::fmt::Display>(
+    what: &str,
+    n: T,
+    min: T,
+    max: T,
+) -> Result<T, String> {
+    if n >= min && n <= max {
+        Ok(n)
+    } else {
+        Err(format!(
+            "`{what}` must be a whole number from {min} to {max}, found `{n}`"
+        ))
+    }
+}
+
+/// A `rate` value: `N/s`, `N/min`, `N/h` up to 100000/s, or `unlimited`.
+pub fn parse_rate(text: &str) -> Result<super::Rate, String> {
+    super::targets::parse_rate(text)
+}
+
+/// A `timeout` value: a duration from 1ms to 10m.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if (MIN_TIMEOUT..=MAX_TIMEOUT).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "`timeout` must be from 1ms to 10m, found `{}`",
+            super::fields::shorten(text)
+        )),
+    }
+}
+
+/// A `rate_limit_budget` value: a duration from 0s (a 429 fails the row at once, after the
+/// retries) to 24h.
+pub fn parse_rate_limit_budget(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d <= MAX_RATE_LIMIT_BUDGET => Ok(d),
+        _ => Err(format!(
+            "`rate_limit_budget` must be from 0s to 24h, found `{}`",
+            super::fields::shorten(text)
+        )),
+    }
+}
 
 pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings {
     let mut s = Settings::default();
@@ -83,7 +143,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             },
             "rate" => {
                 if let Some(text) = r.string(value, k) {
-                    match super::targets::parse_rate(text) {
+                    match parse_rate(text) {
                         Ok(rate) => s.rate = Some(rate),
                         Err(msg) => {
                             r.error(value.pos, msg);
@@ -94,22 +154,15 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             "burst" => s.burst = r.number(value, k, 1, MAX_BURST),
             "concurrency" => s.concurrency = r.number(value, k, 1, MAX_CONCURRENCY),
             "retries" => s.retries = r.number(value, k, 0, MAX_RETRIES),
-            "timeout" => {
+            "timeout" | "rate_limit_budget" => {
                 if let Some(text) = r.string(value, k) {
-                    match parse_duration(text) {
-                        Ok(d) if (MIN_TIMEOUT..=MAX_TIMEOUT).contains(&d) => s.timeout = Some(d),
-                        Ok(_) => {
-                            r.error(
-                                value.pos,
-                                format!(
-                                    "`timeout` must be from 1ms to 10m, found `{}`",
-                                    super::fields::shorten(text)
-                                ),
-                            );
-                        }
-                        Err(msg) => {
-                            r.error(value.pos, msg);
-                        }
+                    let parsed = if k == "timeout" {
+                        parse_timeout(text).map(|d| s.timeout = Some(d))
+                    } else {
+                        parse_rate_limit_budget(text).map(|d| s.rate_limit_budget = Some(d))
+                    };
+                    if let Err(msg) = parsed {
+                        r.error(value.pos, msg);
                     }
                 }
             }
@@ -126,6 +179,8 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             "dry_run" => s.dry_run = r.boolean(value, k),
             "no_progress" => s.no_progress = r.boolean(value, k),
             "quiet" => s.quiet = r.boolean(value, k),
+            "retry_failed" => s.retry_failed = r.boolean(value, k),
+            "overwrite" => s.overwrite = r.boolean(value, k),
             _ => {}
         }
     }

@@ -133,6 +133,7 @@ fn check_format_json_lists_problems_and_keeps_exit_codes() {
             "line": 10,
             "column": 46,
             "severity": "error",
+            "code": "unknown_field",
             "message": "unknown key `emoij` in a row",
             "hint": "did you mean `emoji`?"
         })
@@ -140,6 +141,7 @@ fn check_format_json_lists_problems_and_keeps_exit_codes() {
     let second = &doc["plans"][1];
     assert_eq!(second["loaded"], false);
     assert_eq!(second["rows"], serde_json::Value::Null);
+    assert_eq!(second["problems"][0]["code"], "yaml_syntax");
 
     let ok = reactbatch(
         &root().join("examples/workflows"),
@@ -372,7 +374,7 @@ fn version_names_the_commit_in_a_checkout() {
 
 #[test]
 fn summary_schema_doc_lists_exactly_the_summary_fields() {
-    use reactbatch::summary::{LatencySummary, Summary, TargetSummary};
+    use reactbatch::summary::{LaneSummary, LatencySummary, Summary, TargetSummary};
     let summary = Summary {
         plan: "p.yaml".into(),
         report: "r.csv".into(),
@@ -383,6 +385,7 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
         retries: 0,
         elapsed_ms: 1,
         rows_per_second: 1.0,
+        estimated_ms: 0,
         targets: vec![TargetSummary {
             name: "t".into(),
             provider: "kommo".into(),
@@ -391,6 +394,26 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             achieved_rate: None,
             max_requests_in_1s: 1,
             stopped: None,
+            plan: reactbatch::audit::TargetAudit {
+                top_emoji: vec![reactbatch::audit::EmojiCount {
+                    emoji: "👍".into(),
+                    rows: 1,
+                }],
+                ..Default::default()
+            },
+        }],
+        lanes: vec![LaneSummary {
+            name: "t".into(),
+            provider: "kommo".into(),
+            targets: vec!["t".into()],
+            rate: "7/s".into(),
+            requests: 1,
+            achieved_rate: None,
+            max_requests_in_1s: 1,
+            rate_limited: 0,
+            slowdowns: 0,
+            slowest_rate: None,
+            pauses: 0,
         }],
         latency: Some(LatencySummary {
             p50_ms: 1.0,
@@ -399,6 +422,10 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             samples: 1,
         }),
         digest: None,
+        files: vec![reactbatch::digest::FileDigest {
+            file: "p.yaml".into(),
+            digest: "sha256:0".into(),
+        }],
         interrupted: false,
         exit_code: 0,
     };

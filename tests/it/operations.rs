@@ -362,7 +362,12 @@ async fn a_second_run_with_the_same_lock_exits_4_at_once_and_a_stale_lock_does_n
     assert!(report_rows.iter().all(|r| r.status == Status::Ok));
 
     // A run killed while holding the lock leaves the file behind, with its pid.
-    let mut killed = spawn(run_cmd(&plan, &report, &["--lock", &lock_arg]));
+    // (`--overwrite`: the report holds the first run's results.)
+    let mut killed = spawn(run_cmd(
+        &plan,
+        &report,
+        &["--lock", &lock_arg, "--overwrite"],
+    ));
     let dead = format!("pid {}", killed.id());
     wait_for_file_containing(&lock, &dead).await;
     killed.kill().expect("kill -9");
@@ -373,7 +378,7 @@ async fn a_second_run_with_the_same_lock_exits_4_at_once_and_a_stale_lock_does_n
     let out = run_blocking(run_cmd(
         &plan,
         &report,
-        &["--lock", &lock_arg, "--rate", "unlimited"],
+        &["--lock", &lock_arg, "--rate", "unlimited", "--overwrite"],
     ))
     .await;
     assert_eq!(

@@ -1,0 +1,286 @@
+//! Sending: resolve credentials (or start the in-process sandbox), create the report and emit
+//! files, build the targets' lanes, run the executor, and hand back what happened as data
+//! ([`Executed`]) for [`super::outcome`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::emit::EmitWriter;
+use crate::executor::progress::{Counters, Progress, ProgressMode};
+use crate::executor::{
+    self, Admission, Cancel, HttpTransport, Lane, OutputThread, RunContext, TargetRuntime,
+};
+use crate::exit::Exit;
+use crate::identity::Identities;
+use crate::plan::spool::SpoolRows;
+use crate::plan::{Plan, ProviderKind, Shard, Target};
+use crate::report::{ReportWriter, Status};
+use crate::resume::DoneSet;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::secret::Secret;
+use crate::signals::Stop;
+
+use super::config::RunConfig;
+use super::preflight::{print_problems, Work};
+use super::signals::watch_signals;
+
+/// What a run did, for the exit code and the summary.
+pub struct Executed {
+    pub counters: Arc<Counters>,
+    pub tally: executor::Tally,
+    /// Rows copied from the earlier report (`--resume`).
+    pub copied: u64,
+    pub elapsed: Duration,
+    pub targets: Vec<TargetRuntime>,
+    pub lanes: Vec<Lane>,
+    /// The signal that stopped the run, if one did.
+    pub stopped_by: Option<Stop>,
+}
+
+/// Resolves credentials (or the in-process sandbox), builds the targets and runs.
+pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Executed, Exit> {
+    if config.sandbox {
+        return execute_on_sandbox(plan, config, work).await;
+    }
+    let secrets: Vec<Secret> = match plan.resolve_secrets() {
+        Ok(s) => s,
+        Err(problems) => {
+            print_problems(&problems);
+            crate::log::error(
+                "reactbatch run: cannot read the targets' credentials; nothing was sent",
+            );
+            return Err(Exit::Invalid);
+        }
+    };
+    run_with_targets(plan, config, plan.targets.clone(), secrets, work).await
+}
+
+/// `--sandbox`: start the emulator in-process, point every target at it with its own
+/// credentials (no environment needed), run, stop it. Unless `--rate` overrides the pace, the
+/// sandbox enforces the providers' documented limits, as the real APIs would.
+async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Result<Executed, Exit> {
+    let mut sandbox_config = SandboxConfig::new();
+    if config.rate.is_none() {
+        // A little tolerance over the client's even pacing, for scheduling jitter on loopback.
+        sandbox_config = sandbox_config
+            .kommo_rate(ProviderKind::Kommo.default_rate(), 3)
+            .ogmma_rate(ProviderKind::Ogmma.default_rate(), 3);
+    }
+    let sandbox = match Sandbox::start(sandbox_config).await {
+        Ok(s) => s,
+        Err(e) => {
+            crate::log::error(&format!("reactbatch run: cannot start the sandbox: {e}"));
+            return Err(Exit::Invalid);
+        }
+    };
+    if !config.quiet {
+        crate::log::info(&format!(
+            "reactbatch: sandbox listening on {} (in-process); every target points at it with its credentials",
+            sandbox.base_url()
+        ));
+    }
+    let targets: Vec<_> = plan
+        .targets
+        .iter()
+        .map(|t| Target {
+            base_url: sandbox.base_url(),
+            ..t.clone()
+        })
+        .collect();
+    let secrets = targets
+        .iter()
+        .map(|t| sandbox.credential(t.provider()).clone())
+        .collect();
+    let executed = run_with_targets(plan, config, targets, secrets, work).await;
+    if !config.quiet {
+        crate::log::info(&format!(
+            "reactbatch: sandbox now holds {} reaction(s); stopping it",
+            sandbox.reactions().len()
+        ));
+    }
+    sandbox.shutdown().await;
+    executed
+}
+
+async fn run_with_targets(
+    plan: &Plan,
+    config: &RunConfig,
+    targets: Vec<Target>,
+    secrets: Vec<Secret>,
+    work: Work,
+) -> Result<Executed, Exit> {
+    let Work {
+        spool,
+        total_rows,
+        mut identities,
+        done,
+        estimated,
+    } = work;
+    let started = tokio::time::Instant::now();
+    let fail = |e: String| {
+        crate::log::error(&format!("reactbatch run: {e}"));
+        Exit::Invalid
+    };
+    let spooled = spool
+        .into_rows()
+        .map_err(|e| fail(format!("cannot read the spool file back: {e}")))?;
+    // Read twice, one after the other: done rows to copy (`--resume`), then the rows to run.
+    let again = || {
+        spooled
+            .again()
+            .map_err(|e| format!("cannot read the spool file back: {e}"))
+    };
+    let (report, copied) = create_report(
+        &config.report,
+        done.as_ref(),
+        plan,
+        again,
+        &identities,
+        config.shard,
+    )
+    .map_err(fail)?;
+    let rows = again().map_err(fail)?;
+    let emit = match &config.emit {
+        Some(path) => Some(
+            EmitWriter::create(path, config.emit_format)
+                .map_err(|e| fail(format!("cannot create emit file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let transport = HttpTransport::new(config.concurrency).map_err(|e| fail(e.to_string()))?;
+    // One lane per pace group, at the lowest of its members' rates.
+    let lanes: Vec<Lane> = plan
+        .pace_groups
+        .iter()
+        .map(|g| {
+            Lane::new(
+                g.name.clone(),
+                g.members.clone(),
+                config.pace(g.rate(&plan.targets)),
+                config.burst,
+            )
+        })
+        .collect();
+    let runtimes: Vec<TargetRuntime> = targets
+        .into_iter()
+        .zip(secrets)
+        .map(|(t, secret)| {
+            let rate = config.target_rate(&t);
+            TargetRuntime::new(t, secret, rate)
+        })
+        .collect();
+
+    let counters = Arc::new(Counters::default());
+    for _ in 0..copied {
+        counters.record(Status::Skipped);
+    }
+    let (out, writer) = OutputThread::start(report, emit, Arc::clone(&counters))
+        .map_err(|e| fail(format!("cannot start the report writer thread: {e}")))?;
+    let cancel = Cancel::new();
+    let stopped = Arc::new(OnceLock::new());
+    let signals = tokio::spawn(watch_signals(
+        cancel.clone(),
+        out.clone(),
+        Arc::clone(&stopped),
+    ));
+    let progress = Progress::start(
+        ProgressMode::detect(config.no_progress || config.quiet),
+        total_rows,
+        Arc::clone(&counters),
+        estimated,
+    );
+
+    let ctx = Arc::new(RunContext::new(
+        config.exec_config(),
+        runtimes,
+        lanes,
+        transport,
+        out,
+        cancel,
+    ));
+    let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
+    let key_of = Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
+    let shard = config.shard;
+    let shard_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
+    let admit = move |row: &crate::plan::Row, key: &str| {
+        let mine = shard.is_none_or(|s| {
+            crate::identity::shard_of(&shard_names[row.target], row.message_ref(), s.count)
+                == s.index
+        });
+        // A row done earlier is already in the report, copied from the earlier one.
+        let done_earlier = done.as_ref().is_some_and(|d| d.contains(key));
+        if mine && !done_earlier {
+            Admission::Run
+        } else {
+            Admission::Exclude
+        }
+    };
+    executor::execute(Arc::clone(&ctx), rows, key_of, admit).await;
+
+    signals.abort();
+    // Wait until the signal watcher (which holds a report sender) is really gone.
+    let _ = signals.await;
+    progress.finish();
+    let elapsed = started.elapsed();
+    let Ok(ctx) = Arc::try_unwrap(ctx) else {
+        crate::log::error("reactbatch run: internal error: row tasks outlived the run");
+        return Err(Exit::RowsFailed);
+    };
+    let RunContext {
+        targets,
+        lanes,
+        out,
+        ..
+    } = ctx;
+    drop(out);
+    let tally = tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap_or_else(|_| executor::Tally::lost("the report writer stopped unexpectedly"));
+    Ok(Executed {
+        counters,
+        tally,
+        copied,
+        elapsed,
+        targets,
+        lanes,
+        stopped_by: stopped.get().copied(),
+    })
+}
+
+/// Creates the report. With an earlier report to resume, its done rows (those still in the
+/// plan, numbered as the plan is now) are copied into a temporary file that is renamed over the
+/// report path before anything is sent, so the file on disk always holds every confirmed row
+/// (see [`crate::resume`]).
+fn create_report(
+    path: &Path,
+    done: Option<&DoneSet>,
+    plan: &Plan,
+    rows: impl FnOnce() -> Result<SpoolRows, String>,
+    identities: &Identities,
+    shard: Option<Shard>,
+) -> Result<(ReportWriter, u64), String> {
+    let Some(done) = done else {
+        let w = ReportWriter::create(path)
+            .map_err(|e| format!("cannot create report {}: {e}", path.display()))?;
+        return Ok((w, 0));
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let mut w = ReportWriter::create(&tmp)
+        .map_err(|e| format!("cannot create report {}: {e}", tmp.display()))?;
+    // In the plan's current numbering, only the rows of this run's shard.
+    let mine = |row: &crate::plan::Row| {
+        shard.is_none_or(|s| {
+            let name = &plan.targets[row.target].name;
+            crate::identity::shard_of(name, row.message_ref(), s.count) == s.index
+        })
+    };
+    let copied = done.copy_done(&mut w, plan, rows()?, identities.clone(), mine)?;
+    w.sync()
+        .map_err(|e| format!("cannot write report {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), path.display()))?;
+    Ok((w, copied))
+}
