@@ -147,6 +147,12 @@ pub struct RunArgs {
     /// Skip rows that REPORT shows done (may be the same file as --report).
     #[arg(long, value_name = "REPORT")]
     pub resume: Option<PathBuf>,
+    /// With --resume: also run rows whose earlier result was a final failure (400, 404, ...).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Replace a report that holds live results, without resuming from it.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Refuse to start while another run holds FILE.
     #[arg(long, value_name = "FILE")]
     pub lock: Option<PathBuf>,
@@ -170,7 +176,7 @@ pub struct RunArgs {
     /// No progress bar or status lines.
     #[arg(long)]
     pub no_progress: bool,
-    /// Only errors on stderr.
+    /// Only what needs a human: failed rows, stopped targets and the summary line, when the exit code is not 0.
     #[arg(short, long)]
     pub quiet: bool,
     /// Also write the end-of-run summary as JSON to FILE.

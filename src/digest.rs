@@ -4,20 +4,70 @@
 //! run when the plan or any include changed since the audit. Row source positions are not
 //! part of it (a comment added to the plan does not change what is sent); command-line flags
 //! are not either.
+//!
+//! Beside the plan digest, one digest per file ([`FileDigest`]): the targets defined in it,
+//! the `settings:` (in the plan file) and its rows, without row numbers (a row added to one
+//! include does not make the later ones look changed). The dry run's `--summary-json` holds
+//! them; given that file as `--expect-digest`, a mismatch names the files that changed.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::plan::{Plan, Row, TargetKind};
 
 pub struct PlanDigest {
     h: Sha256,
+    /// Per file (as rows name it): the same fields as the plan digest, without row numbers.
+    files: BTreeMap<String, Sha256>,
+    /// Target names by index, for the per-file digests.
+    target_names: Vec<String>,
+    /// The file rows of the last call came from, and its hasher's key (rows come file by file).
+    last_file: Option<std::sync::Arc<str>>,
+}
+
+/// The digest of one file of the plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub file: String,
+    pub digest: String,
+}
+
+/// The plan digest and the per-file digests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests {
+    pub plan: String,
+    pub files: Vec<FileDigest>,
+}
+
+/// Feeds length-prefixed fields to a hasher, so `("ab","c")` and `("a","bc")` differ.
+fn put(h: &mut Sha256, v: &str) {
+    h.update((v.len() as u64).to_le_bytes());
+    h.update(v.as_bytes());
+}
+
+fn put_opt(h: &mut Sha256, v: Option<&str>) {
+    match v {
+        Some(v) => {
+            h.update([1]);
+            put(h, v);
+        }
+        None => h.update([0]),
+    }
 }
 
 impl PlanDigest {
     pub fn new(plan: &Plan) -> PlanDigest {
-        let mut d = PlanDigest { h: Sha256::new() };
+        let mut d = PlanDigest {
+            h: Sha256::new(),
+            files: BTreeMap::new(),
+            target_names: plan.targets.iter().map(|t| t.name.clone()).collect(),
+            last_file: None,
+        };
         d.field("reactbatch-plan-digest-v1");
-        for t in &plan.targets {
+        for (i, t) in plan.targets.iter().enumerate() {
             d.field("target");
             d.field(&t.name);
             d.field(t.provider().as_str());
@@ -36,6 +86,26 @@ impl PlanDigest {
             }
             d.opt(t.rate.map(|r| r.to_string()).as_deref());
             d.field(&t.credential.to_string());
+            // The same fields again, into the digest of the file that defines the target.
+            let file = d.files.entry(plan.target_file(i).to_string()).or_default();
+            put(file, "target");
+            put(file, &t.name);
+            put(file, t.provider().as_str());
+            put(file, &t.base_url);
+            match &t.kind {
+                TargetKind::Kommo {
+                    scope_id,
+                    user_id,
+                    user_ref_id,
+                } => {
+                    put(file, scope_id);
+                    put_opt(file, user_id.as_deref());
+                    put_opt(file, user_ref_id.as_deref());
+                }
+                TargetKind::Ogmma { channel_id } => put(file, channel_id),
+            }
+            put_opt(file, t.rate.map(|r| r.to_string()).as_deref());
+            put(file, &t.credential.to_string());
         }
         let s = &plan.settings;
         d.field("settings");
@@ -50,28 +120,52 @@ impl PlanDigest {
                 .as_deref(),
         );
         d.field("rows");
+        // The settings belong to the plan file.
+        let settings: Vec<Option<String>> = vec![
+            s.rate.map(|r| r.to_string()),
+            s.burst.map(|v| v.to_string()),
+            s.concurrency.map(|v| v.to_string()),
+            s.retries.map(|v| v.to_string()),
+            s.timeout.map(|v| v.as_millis().to_string()),
+            s.shard.map(|v| format!("{}/{}", v.index, v.count)),
+        ];
+        let file = d.files.entry(plan_file_name(plan)).or_default();
+        put(file, "settings");
+        for v in &settings {
+            put_opt(file, v.as_deref());
+        }
         d
     }
 
     fn field(&mut self, v: &str) {
-        self.h.update((v.len() as u64).to_le_bytes());
-        self.h.update(v.as_bytes());
+        put(&mut self.h, v);
     }
 
     fn opt(&mut self, v: Option<&str>) {
-        match v {
-            Some(v) => {
-                self.h.update([1]);
-                self.field(v);
-            }
-            None => self.h.update([0]),
-        }
+        put_opt(&mut self.h, v);
     }
 
     pub fn row(&mut self, row: &Row) {
         self.h.update(row.number.to_le_bytes());
         self.h.update((row.target as u64).to_le_bytes());
         self.field(row.action.as_str());
+        // Rows arrive file by file: look the file's hasher up only when the file changes.
+        if self.last_file.as_ref() != Some(&row.source.file) {
+            self.last_file = Some(row.source.file.clone());
+            self.files.entry(row.source.file.to_string()).or_default();
+        }
+        if let Some(file) = self.files.get_mut(&*row.source.file) {
+            put(file, "row");
+            put(
+                file,
+                self.target_names.get(row.target).map_or("", String::as_str),
+            );
+            put(file, row.action.as_str());
+            for v in row_fields(row) {
+                put_opt(file, v.as_deref());
+            }
+            put_opt(file, row.not_before.map(|t| t.to_rfc3339()).as_deref());
+        }
         for v in [
             &row.emoji,
             &row.message_id,
@@ -90,6 +184,217 @@ impl PlanDigest {
 
     /// `sha256:` and 64 lowercase hex digits.
     pub fn finish(self) -> String {
-        format!("sha256:{}", hex::encode(self.h.finalize()))
+        self.finish_all().plan
+    }
+
+    /// The plan digest and one digest per file, files in name order.
+    pub fn finish_all(self) -> Digests {
+        Digests {
+            plan: format!("sha256:{}", hex::encode(self.h.finalize())),
+            files: self
+                .files
+                .into_iter()
+                .map(|(file, h)| FileDigest {
+                    file,
+                    digest: format!("sha256:{}", hex::encode(h.finalize())),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn row_fields(row: &Row) -> [&Option<String>; 9] {
+    [
+        &row.emoji,
+        &row.message_id,
+        &row.msgid,
+        &row.conversation_id,
+        &row.conversation_ref_id,
+        &row.user_id,
+        &row.user_ref_id,
+        &row.previous_emoji,
+        &row.key,
+    ]
+}
+
+/// The plan file as rows name their source (the path as given).
+fn plan_file_name(plan: &Plan) -> String {
+    plan.path.display().to_string()
+}
+
+/// What `--expect-digest` was given: a digest, or the audit's `--summary-json` file (which
+/// also holds the per-file digests, so a mismatch can name what changed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub plan: String,
+    /// Empty when only a digest was given.
+    pub files: Vec<FileDigest>,
+}
+
+/// Whether `text` is `sha256:` and 64 lowercase hex digits.
+pub fn is_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+impl Expected {
+    /// Reads an `--expect-digest` value: a digest as `--dry-run` prints it, or the path of a
+    /// `--summary-json` file a dry run wrote. Anything else is an error saying what is expected.
+    pub fn parse(value: &str) -> Result<Expected, String> {
+        let text = value.trim();
+        if is_digest(text) {
+            return Ok(Expected {
+                plan: text.to_string(),
+                files: Vec::new(),
+            });
+        }
+        let expected = "expected `sha256:` and 64 lowercase hex digits, as `run --dry-run` prints \
+                        it, or the --summary-json file of that dry run";
+        let path = Path::new(text);
+        if text.starts_with("sha256:") || !path.is_file() {
+            return Err(format!(
+                "--expect-digest `{}` is not a digest ({expected})",
+                crate::plan::fields::shorten(text)
+            ));
+        }
+        #[derive(Deserialize)]
+        struct Audit {
+            digest: Option<String>,
+            #[serde(default)]
+            files: Vec<FileDigest>,
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("--expect-digest: cannot read {}: {e}", path.display()))?;
+        let audit: Audit = serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "--expect-digest: {} is not a --summary-json file ({e}); {expected}",
+                path.display()
+            )
+        })?;
+        match audit.digest {
+            Some(plan) if is_digest(&plan) => Ok(Expected {
+                plan,
+                files: audit.files,
+            }),
+            _ => Err(format!(
+                "--expect-digest: {} holds no plan digest; {expected}",
+                path.display()
+            )),
+        }
+    }
+
+    /// `Ok` when the plan is what was audited; otherwise the message for the user, naming the
+    /// files whose digests differ when the audit's per-file digests are known.
+    pub fn check(&self, actual: &Digests) -> Result<(), String> {
+        if self.plan == actual.plan {
+            return Ok(());
+        }
+        let mut msg = format!(
+            "plan digest is {}, expected {}: the plan changed since the audit",
+            actual.plan, self.plan
+        );
+        if self.files.is_empty() {
+            msg.push_str(
+                " (give the audit's --summary-json file as --expect-digest to see which files changed)",
+            );
+            return Err(msg);
+        }
+        let before: BTreeMap<&str, &str> = self
+            .files
+            .iter()
+            .map(|f| (f.file.as_str(), f.digest.as_str()))
+            .collect();
+        let now: BTreeMap<&str, &str> = actual
+            .files
+            .iter()
+            .map(|f| (f.file.as_str(), f.digest.as_str()))
+            .collect();
+        let mut changes = Vec::new();
+        for (file, digest) in &now {
+            match before.get(file) {
+                None => changes.push(format!("{file} (new)")),
+                Some(d) if d != digest => changes.push(format!("{file} (changed)")),
+                _ => {}
+            }
+        }
+        for file in before.keys().filter(|f| !now.contains_key(*f)) {
+            changes.push(format!("{file} (no longer part of the plan)"));
+        }
+        if changes.is_empty() {
+            // Same files, same content, different digest: the rows moved between files, or
+            // the numbering changed.
+            msg.push_str("; every file's content is as audited, but rows moved between them");
+        } else {
+            msg.push_str(": ");
+            msg.push_str(&changes.join(", "));
+        }
+        Err(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digests(files: &[(&str, &str)]) -> Digests {
+        Digests {
+            plan: format!("sha256:{}", "1".repeat(64)),
+            files: files
+                .iter()
+                .map(|(f, d)| FileDigest {
+                    file: f.to_string(),
+                    digest: d.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_digest_says_so() {
+        for bad in [
+            "",
+            "abc",
+            "sha256:xyz",
+            &format!("sha256:{}", "A".repeat(64)),
+        ] {
+            let e = Expected::parse(bad).expect_err(bad);
+            assert!(e.contains("is not a digest"), "{e}");
+        }
+        let good = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(
+            Expected::parse(&format!(" {good}\n")).expect("digest").plan,
+            good
+        );
+    }
+
+    #[test]
+    fn a_mismatch_names_the_files_that_changed() {
+        let audit = Expected {
+            plan: format!("sha256:{}", "0".repeat(64)),
+            files: digests(&[("p.yaml", "a"), ("rows.csv", "b"), ("old.csv", "c")]).files,
+        };
+        let now = digests(&[("p.yaml", "a"), ("rows.csv", "B"), ("new.csv", "d")]);
+        let e = audit.check(&now).expect_err("mismatch");
+        assert!(
+            e.ends_with(
+                ": new.csv (new), rows.csv (changed), old.csv (no longer part of the plan)"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("p.yaml"), "{e}");
+        let same = Expected {
+            plan: now.plan.clone(),
+            files: vec![],
+        };
+        assert_eq!(same.check(&now), Ok(()));
+        let bare = Expected {
+            plan: audit.plan.clone(),
+            files: vec![],
+        };
+        assert!(bare
+            .check(&now)
+            .expect_err("mismatch")
+            .contains("--summary-json"));
     }
 }

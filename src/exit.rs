@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use crate::signals::Stop;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
     /// Every row `ok`, `planned`, `skipped` or `deferred`.
@@ -14,18 +16,86 @@ pub enum Exit {
     AuthStopped = 3,
     /// `--lock` is held by another run.
     Locked = 4,
-    /// SIGINT/SIGTERM.
+    /// Interrupted by SIGINT (Ctrl-C).
     Interrupted = 130,
+    /// Terminated by SIGTERM.
+    Terminated = 143,
 }
 
 impl Exit {
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    /// The exit code of a run that got as far as sending, decided here and nowhere else: a
+    /// stop signal wins (the run did not finish), then a target stopped on authentication
+    /// (a human must fix a credential), then failed or cancelled rows (including a report
+    /// that could not be written: rows may be missing from it).
+    pub fn of_run(outcome: &RunOutcome) -> Exit {
+        if let Some(stop) = outcome.stopped_by {
+            stop.exit()
+        } else if outcome.auth_stopped {
+            Exit::AuthStopped
+        } else if outcome.rows_failed || outcome.output_failed {
+            Exit::RowsFailed
+        } else {
+            Exit::Success
+        }
+    }
+}
+
+/// What [`Exit::of_run`] decides from.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOutcome {
+    /// The signal that stopped the run, if one did.
+    pub stopped_by: Option<Stop>,
+    /// Some target was stopped on repeated 401/403.
+    pub auth_stopped: bool,
+    /// Some row ended `failed` or `cancelled`.
+    pub rows_failed: bool,
+    /// The report or emit file could not be written completely.
+    pub output_failed: bool,
 }
 
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> ExitCode {
         ExitCode::from(e.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_wins_then_auth_then_failures() {
+        let all = RunOutcome {
+            stopped_by: Some(Stop::Terminate),
+            auth_stopped: true,
+            rows_failed: true,
+            output_failed: true,
+        };
+        assert_eq!(Exit::of_run(&all).code(), 143);
+        let int = RunOutcome {
+            stopped_by: Some(Stop::Interrupt),
+            ..all
+        };
+        assert_eq!(Exit::of_run(&int).code(), 130);
+        let auth = RunOutcome {
+            stopped_by: None,
+            ..all
+        };
+        assert_eq!(Exit::of_run(&auth), Exit::AuthStopped);
+        let failed = RunOutcome {
+            auth_stopped: false,
+            ..auth
+        };
+        assert_eq!(Exit::of_run(&failed), Exit::RowsFailed);
+        let io = RunOutcome {
+            output_failed: true,
+            ..RunOutcome::default()
+        };
+        assert_eq!(Exit::of_run(&io), Exit::RowsFailed);
+        assert_eq!(Exit::of_run(&RunOutcome::default()), Exit::Success);
     }
 }

@@ -8,6 +8,7 @@
 //!     ──▶ report::RowResult ──report──▶ CSV / JSON Lines + summary
 //! ```
 //!
+//! - [`audit`]: what a plan will do per target and how long the live run takes (dry run).
 //! - [`cli`]: clap types for every command (raw values, validated by the commands).
 //! - [`plan`]: the plan model, YAML/CSV loading with source positions, validation (emoji
 //!   values and `:shortcodes:` in `plan::emoji`).
@@ -23,8 +24,10 @@
 //! - [`summary`]: the end-of-run summary (stderr and `--summary-json`).
 //! - [`secret`]: secrets as a type that cannot be printed.
 //! - [`diagnostic`]: plan problems rendered with the source line and a caret (`--color`).
+//! - [`signals`]: SIGINT/SIGTERM and SIGPIPE for every command; [`exit`]: the exit codes.
 //! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod diagnostic;
@@ -42,6 +45,7 @@ pub mod resume;
 pub mod sandbox;
 pub mod secret;
 pub mod sign;
+pub mod signals;
 pub mod summary;
 
 use std::process::ExitCode;
@@ -65,6 +69,7 @@ pub fn main_entry() -> ExitCode {
             .unwrap_or_default();
         eprintln!("reactbatch: internal error{at}; please report it (details withheld: they may contain plan data)");
     }));
+    signals::default_sigpipe();
     let cli = Cli::parse();
     diagnostic::init_color(cli.color);
     let exit = match cli.command {

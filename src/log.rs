@@ -8,15 +8,16 @@
 //!   (`info`, `warn`, `error`), `event` (`message`, `problem`, `progress`, `summary`) and the
 //!   event's fields. No bar, even on a terminal.
 //!
-//! The format is chosen once per process ([`init`]), like the colour of diagnostics: stderr is
-//! process-wide, and the executor's progress ticker must not need the flag threaded to it.
-//! `run.rs` shadows `eprintln!` with [`eprintln!`](crate::log::eprintln) from here, so each of
-//! its notices becomes an event without touching every call; in that file a line starting
-//! `reactbatch run: ` is a failure (level `error`), any other a notice (`info`).
+//! The format and the quietness are chosen once per process ([`init`]), like the colour of
+//! diagnostics: stderr is process-wide, and the executor's progress ticker must not need the
+//! flag threaded to it. Callers say the level: [`info`] (dropped by `-q`), [`warn`] (dropped
+//! by `-q`), [`error`] (always); failed rows go through [`failed_rows`], which `-q` keeps:
+//! `-q` means "only what needs a human".
 //!
 //! The formatting functions are pure (timestamp passed in) and unit-tested.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
@@ -60,7 +61,11 @@ struct Config {
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
-/// Chooses the format for the whole process (called once, by `run`).
+/// `-q`: only errors (and failed rows) are written. Set apart from the format because `-q` is
+/// known only once the plan's `settings:` are read, and the format is needed before.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the format for the whole process (called once, by `run`, before loading the plan).
 pub fn init(format: LogFormat) {
     let _ = CONFIG.set(Config {
         format,
@@ -68,11 +73,21 @@ pub fn init(format: LogFormat) {
     });
 }
 
+/// Turns `-q` on or off (by `run`, once its options are resolved).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
 fn config() -> Config {
     *CONFIG.get_or_init(|| Config {
         format: LogFormat::Text,
         timestamps: !std::io::stderr().is_terminal(),
     })
+}
+
+/// Whether `-q` is on.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
 }
 
 /// The chosen format (text unless [`init`] said otherwise).
@@ -127,26 +142,44 @@ pub fn message(level: Level, text: &str) {
     }
 }
 
-/// Routes a `reactbatch run` message through [`message`]; see the module doc for the level.
-pub fn run_message(text: &str) {
-    let level = if text.starts_with("reactbatch run: ") {
-        Level::Error
-    } else {
-        Level::Info
-    };
-    message(level, text);
+/// A notice: what the run is doing. Not written with `-q`.
+pub fn info(text: &str) {
+    if !quiet() {
+        message(Level::Info, text);
+    }
 }
 
-/// `eprintln!` for `run.rs`: the same text in text format, a `message` event in JSON.
-macro_rules! eprintln {
-    ($($arg:tt)*) => {
-        $crate::log::run_message(&format!($($arg)*))
-    };
+/// Something the user may want to fix, that does not stop the run. Not written with `-q`.
+pub fn warn(text: &str) {
+    if !quiet() {
+        message(Level::Warn, text);
+    }
 }
-pub(crate) use eprintln;
 
-/// Plan problems: rendered diagnostics in text, one `problem` event each in JSON.
+/// A failure: the run stops, or did not do what was asked. Always written.
+pub fn error(text: &str) {
+    message(Level::Error, text);
+}
+
+/// Plan problems: rendered diagnostics in text, one `problem` event each in JSON. With `-q`,
+/// only errors.
 pub fn problems(problems: &[Problem]) {
+    if quiet() {
+        let errors: Vec<Problem> = problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .cloned()
+            .collect();
+        write_problems(&errors);
+    } else {
+        write_problems(problems);
+    }
+}
+
+fn write_problems(problems: &[Problem]) {
+    if problems.is_empty() {
+        return;
+    }
     match format() {
         LogFormat::Text => crate::diagnostic::eprint(problems),
         LogFormat::Json => {
@@ -171,6 +204,7 @@ pub fn problem_line(ts: &str, p: &Problem) -> String {
             "file": p.file,
             "line": p.line,
             "column": p.column,
+            "code": p.code,
             "message": p.message,
             "hint": p.hint,
         }),
@@ -185,6 +219,118 @@ pub struct ProgressCounts {
     pub ok: u64,
     pub failed: u64,
     pub rows_per_second: f64,
+    /// Time left, by [`crate::executor::progress::eta`].
+    pub eta: std::time::Duration,
+}
+
+/// One failed row, for the lines that name failures on stderr.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FailedRow {
+    pub row: u64,
+    /// `file:line`.
+    pub source: String,
+    pub target: String,
+    pub message_id: String,
+    pub status: &'static str,
+    pub http_status: Option<u16>,
+    pub code: String,
+    pub message: String,
+}
+
+/// At most this many failed rows are named on stderr; the rest are counted.
+pub const MAX_FAILED_LINES: usize = 20;
+
+/// Names failed rows (at most [`MAX_FAILED_LINES`], then how many more and where to look), and
+/// each stopped target's reason once. Written even with `-q`: this is what a human must read.
+pub fn failed_rows(rows: &[FailedRow], more: u64, report: &str, stopped: &[(String, String)]) {
+    let c = config();
+    let ts = now();
+    let text = failed_rows_text(c.format, &ts, rows, more, report, stopped);
+    // Off a terminal, text lines carry the timestamp the summary's do.
+    let text = match c.format {
+        LogFormat::Text if c.timestamps => stamped(&text, Some(&ts)),
+        _ => text,
+    };
+    std::eprint!("{text}");
+}
+
+pub fn failed_rows_text(
+    format: LogFormat,
+    ts: &str,
+    rows: &[FailedRow],
+    more: u64,
+    report: &str,
+    stopped: &[(String, String)],
+) -> String {
+    let mut out = String::new();
+    match format {
+        LogFormat::Text => {
+            for (target, why) in stopped {
+                // The executor's reasons already name the target ("target k stopped after ...").
+                if why.starts_with(&format!("target {target} ")) {
+                    out.push_str(&format!("reactbatch: {why}\n"));
+                } else {
+                    out.push_str(&format!("reactbatch: target {target} stopped: {why}\n"));
+                }
+            }
+            for r in rows {
+                let answer = match (r.http_status, r.code.as_str()) {
+                    (Some(h), "") => h.to_string(),
+                    (Some(h), code) => format!("{h} {code}"),
+                    (None, code) => code.to_string(),
+                };
+                out.push_str(&format!(
+                    "reactbatch: {} row {} ({}) target {} message {}: {answer}: {}\n",
+                    r.status,
+                    r.row,
+                    r.source,
+                    r.target,
+                    r.message_id,
+                    one_line(&r.message)
+                ));
+            }
+            if more > 0 {
+                out.push_str(&format!("reactbatch: … and {more} more — see {report}\n"));
+            }
+        }
+        LogFormat::Json => {
+            for (target, why) in stopped {
+                out.push_str(&json_line(
+                    ts,
+                    Level::Error,
+                    "target_stopped",
+                    &json!({ "target": target, "reason": why }),
+                ));
+                out.push('\n');
+            }
+            for r in rows {
+                out.push_str(&json_line(ts, Level::Error, "failed_row", r));
+                out.push('\n');
+            }
+            if more > 0 {
+                out.push_str(&json_line(
+                    ts,
+                    Level::Error,
+                    "failed_rows_not_listed",
+                    &json!({ "count": more, "report": report }),
+                ));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// A provider's message on one line, and not a page long.
+fn one_line(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match flat.char_indices().nth(300) {
+        Some((at, _)) => format!("{}…", &flat[..at]),
+        None => flat,
+    }
 }
 
 /// A status line of a run without a progress bar (every 10 s).
@@ -195,8 +341,13 @@ pub fn progress(c: ProgressCounts) {
 pub fn progress_line(ts: &str, format: LogFormat, c: ProgressCounts) -> String {
     match format {
         LogFormat::Text => format!(
-            "{ts} reactbatch: progress {}/{} rows, ok {}, failed {}, {:.1} rows/s\n",
-            c.done, c.total, c.ok, c.failed, c.rows_per_second
+            "{ts} reactbatch: progress {}/{} rows, ok {}, failed {}, {:.1} rows/s, ETA {}\n",
+            c.done,
+            c.total,
+            c.ok,
+            c.failed,
+            c.rows_per_second,
+            crate::audit::human_ms(c.eta.as_millis() as u64)
         ),
         LogFormat::Json => {
             let mut line = json_line(
@@ -209,6 +360,7 @@ pub fn progress_line(ts: &str, format: LogFormat, c: ProgressCounts) -> String {
                     "ok": c.ok,
                     "failed": c.failed,
                     "rows_per_second": (c.rows_per_second * 10.0).round() / 10.0,
+                    "eta_ms": c.eta.as_millis() as u64,
                 }),
             );
             line.push('\n');
@@ -228,13 +380,24 @@ pub fn summary(summary: &Summary) {
     );
 }
 
+/// `-q`'s summary: [`Summary::headline`] in text, the same `summary` event in JSON.
+pub fn summary_headline(summary: &Summary) {
+    let c = config();
+    let ts = now();
+    let text = match c.format {
+        LogFormat::Text => stamped(&summary.headline(), c.timestamps.then_some(ts.as_str())),
+        LogFormat::Json => summary_text(summary, LogFormat::Json, None, &ts),
+    };
+    std::eprint!("{text}");
+}
+
 pub fn summary_text(summary: &Summary, format: LogFormat, stamp: Option<&str>, ts: &str) -> String {
     match format {
         LogFormat::Text => stamped(&summary.render(), stamp),
         LogFormat::Json => {
             let level = match summary.exit_code {
                 0 => Level::Info,
-                130 => Level::Warn,
+                130 | 143 => Level::Warn,
                 _ => Level::Error,
             };
             let mut line = json_line(ts, level, "summary", summary);
@@ -261,9 +424,12 @@ mod tests {
             retries: 1,
             elapsed_ms: 1500,
             rows_per_second: 2.0,
+            estimated_ms: 0,
             targets: vec![],
+            lanes: vec![],
             latency: None,
             digest: None,
+            files: vec![],
             interrupted: false,
             exit_code: 1,
         }
@@ -297,6 +463,43 @@ mod tests {
     }
 
     #[test]
+    fn failed_rows_are_named_one_line_each_then_counted() {
+        let row = FailedRow {
+            row: 3,
+            source: "rows.csv:4".into(),
+            target: "k".into(),
+            message_id: "gone-1".into(),
+            status: "failed",
+            http_status: Some(404),
+            code: "MESSAGE_NOT_FOUND".into(),
+            message: "Message\nnot found".into(),
+        };
+        let stopped = vec![("o".to_string(), "stopped after 3 × 401".to_string())];
+        let text = failed_rows_text(
+            LogFormat::Text,
+            TS,
+            std::slice::from_ref(&row),
+            2,
+            "r.csv",
+            &stopped,
+        );
+        assert_eq!(
+            text,
+            "reactbatch: target o stopped: stopped after 3 × 401\n\
+             reactbatch: failed row 3 (rows.csv:4) target k message gone-1: 404 MESSAGE_NOT_FOUND: Message not found\n\
+             reactbatch: … and 2 more — see r.csv\n"
+        );
+        let json = failed_rows_text(LogFormat::Json, TS, &[row], 0, "r.csv", &[]);
+        assert_eq!(json.lines().count(), 1, "{json}");
+        let v: Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(v["event"], "failed_row");
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["code"], "MESSAGE_NOT_FOUND");
+        assert_eq!(v["http_status"], 404);
+        assert_eq!(v["source"], "rows.csv:4");
+    }
+
+    #[test]
     fn progress_lines() {
         let c = ProgressCounts {
             done: 5,
@@ -304,16 +507,19 @@ mod tests {
             ok: 4,
             failed: 1,
             rows_per_second: 2.345,
+            eta: std::time::Duration::from_secs(100),
         };
         assert_eq!(
             progress_line(TS, LogFormat::Text, c),
-            format!("{TS} reactbatch: progress 5/10 rows, ok 4, failed 1, 2.3 rows/s\n")
+            format!(
+                "{TS} reactbatch: progress 5/10 rows, ok 4, failed 1, 2.3 rows/s, ETA 1m 40s\n"
+            )
         );
         let v: Value = serde_json::from_str(&progress_line(TS, LogFormat::Json, c)).expect("JSON");
         assert_eq!(
             v,
             json!({"ts": TS, "level": "info", "event": "progress", "done": 5, "total": 10,
-                   "ok": 4, "failed": 1, "rows_per_second": 2.3})
+                   "ok": 4, "failed": 1, "rows_per_second": 2.3, "eta_ms": 100000})
         );
     }
 
@@ -324,7 +530,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"ts": TS, "level": "warn", "event": "problem", "file": "p.yaml", "line": 3,
-                   "column": null, "message": "pointless", "hint": "drop it"})
+                   "column": null, "code": "warning", "message": "pointless", "hint": "drop it"})
         );
         let line = json_line(
             TS,

@@ -281,22 +281,26 @@ pub fn render_row(format: ReportFormat, row: &RowView<'_>, out: &mut Vec<u8>) {
 pub struct ReportWriter {
     out: BufWriter<File>,
     format: ReportFormat,
-    /// CSV: the header goes out with the first row (an empty run leaves an empty file).
-    header_due: bool,
     scratch: Vec<u8>,
 }
 
 impl ReportWriter {
-    /// Creates (truncates) the report file; a CSV header is written with the first row.
+    /// Creates (truncates) the report file and, for CSV, writes the header at once and hands
+    /// it to the OS: a run with no rows, or one killed before its first row, still leaves a
+    /// report that CSV readers (and `--resume`) accept.
     pub fn create(path: &Path) -> io::Result<ReportWriter> {
         let file = File::create(path)?;
         let format = ReportFormat::for_path(path);
-        Ok(ReportWriter {
+        let mut w = ReportWriter {
             out: BufWriter::with_capacity(64 * 1024, file),
             format,
-            header_due: format == ReportFormat::Csv,
             scratch: Vec::new(),
-        })
+        };
+        if format == ReportFormat::Csv {
+            w.out.write_all(CSV_HEADER)?;
+            w.out.flush()?;
+        }
+        Ok(w)
     }
 
     pub fn format(&self) -> ReportFormat {
@@ -314,13 +318,6 @@ impl ReportWriter {
 
     /// Appends rows already rendered by [`render_row`] in this writer's format.
     pub fn write_rendered(&mut self, rows: &[u8]) -> io::Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        if self.header_due {
-            self.out.write_all(CSV_HEADER)?;
-            self.header_due = false;
-        }
         self.out.write_all(rows)
     }
 
@@ -462,6 +459,17 @@ mod tests {
             text.lines().next(),
             Some("row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key")
         );
+    }
+
+    #[test]
+    fn an_empty_report_has_its_header_and_reads_as_no_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.csv");
+        let w = ReportWriter::create(&path).expect("create");
+        // Without a flush or drop: the header is on disk as soon as the report exists.
+        assert_eq!(std::fs::read(&path).expect("read"), CSV_HEADER);
+        drop(w);
+        assert_eq!(read_report(&path).expect("read"), vec![]);
     }
 
     #[test]

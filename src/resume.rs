@@ -1,11 +1,17 @@
-//! `--resume REPORT`: which rows an earlier run already did.
+//! `--resume REPORT`: which rows an earlier run already did, or already failed for good.
 //!
 //! A row counts as done when the report shows it `ok`, or `skipped` with code `done_earlier`
-//! (done by a run before that one), so a chain of resumed runs works. Done rows are matched by
-//! identity ([`crate::identity`]), not position. Only 64-bit hashes of done identities are
-//! held in memory.
+//! (done by a run before that one), so a chain of resumed runs works. A row *failed for good*
+//! when the provider answered with a final refusal ([`is_final_failure`]: 400, 404 and the
+//! like), or it is `skipped` with code `failed_earlier`; `--resume` skips those too, so a
+//! message that no longer exists is not tried again on every cron tick, unless
+//! `--retry-failed`. Rows that failed for reasons that may pass (timeouts, 5xx, 429 after the
+//! time budget, connection errors, 401/403, cancelled) run again. Rows are matched by identity
+//! ([`crate::identity`]), not position. Only 64-bit hashes of their identities (and, for final
+//! failures, the provider's code) are held in memory.
 //!
-//! The new report starts as a copy of the done rows (status `skipped`, code `done_earlier`),
+//! The new report starts as a copy of the skipped rows (status `skipped`, code `done_earlier`
+//! or `failed_earlier`),
 //! written to a temporary file and renamed over the report path before anything is sent, so
 //! at every instant the report on disk holds every confirmed row — even when `--resume` and
 //! `--report` name the same file, and even after `kill -9`. The copy is made in the *current*
@@ -20,15 +26,37 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::executor::row_view;
 use crate::identity::Identities;
-use crate::plan::{Plan, Row};
-use crate::report::{for_each_report_row, timestamp, ReportWriter, RowResult, Status};
+use crate::plan::{Plan, Problem, Row};
+use crate::report::{
+    for_each_report_row, render_row, timestamp, ReportWriter, RowResult, RowView, Status,
+};
 
 /// Code of a row skipped because an earlier run did it.
 pub const DONE_EARLIER: &str = "done_earlier";
 
+/// Code of a row skipped because an earlier run got a final refusal for it.
+pub const FAILED_EARLIER: &str = "failed_earlier";
+
 pub fn is_done(row: &RowResult) -> bool {
     row.status == Status::Ok || (row.status == Status::Skipped && row.code == DONE_EARLIER)
+}
+
+/// Whether a report row is a failure that sending again would only repeat: the provider
+/// answered and refused the request itself — a 4xx other than 401/403 (a credential can be
+/// fixed), 408 and 429 (time), or a 2xx that said no (Ogmma's `{"success": false}`) — or an
+/// earlier resumed run already skipped it as such.
+pub fn is_final_failure(row: &RowResult) -> bool {
+    match row.status {
+        Status::Failed => match row.http_status {
+            Some(s) if (200..300).contains(&s) => true,
+            Some(s) if (400..500).contains(&s) => !matches!(s, 401 | 403 | 408 | 429),
+            _ => false,
+        },
+        Status::Skipped => row.code == FAILED_EARLIER,
+        _ => false,
+    }
 }
 
 fn key_hash(key: &str) -> u64 {
@@ -38,16 +66,18 @@ fn key_hash(key: &str) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// What an earlier report said about a done row, kept for the copy (a few bytes a row).
-#[derive(Clone, Copy, Debug)]
+/// What an earlier report said about a skipped row, kept for the copy (a few bytes a row).
+#[derive(Clone, Debug)]
 struct Earlier {
     http_status: Option<u16>,
     attempts: u32,
     duration_ms: u64,
     finished_at: Option<DateTime<Utc>>,
+    /// `None` when the row was done; for a final failure, why (the provider's code and text).
+    failure: Option<Box<str>>,
 }
 
-/// The identities an earlier report shows done.
+/// The identities an earlier report shows done (and, for `--resume`, failed for good).
 #[derive(Debug, Default)]
 pub struct DoneSet {
     keys: HashMap<u64, Earlier>,
@@ -67,9 +97,24 @@ impl DoneSet {
         self.keys.is_empty()
     }
 
+    /// The rows `report` shows done (for `undo`); see [`DoneSet::load_for_resume`].
+    pub fn load(report: &Path, plan: &Plan) -> Result<DoneSet, String> {
+        DoneSet::read(report, plan, false)
+    }
+
+    /// The rows `--resume report` skips: those done and, unless `retry_failed`, those that
+    /// failed for good ([`is_final_failure`]).
+    pub fn load_for_resume(
+        report: &Path,
+        plan: &Plan,
+        retry_failed: bool,
+    ) -> Result<DoneSet, String> {
+        DoneSet::read(report, plan, !retry_failed)
+    }
+
     /// Reads `report` and checks that it comes from `plan`: every target it names must be a
     /// target of the plan, and every source file one of the plan's files.
-    pub fn load(report: &Path, plan: &Plan) -> Result<DoneSet, String> {
+    fn read(report: &Path, plan: &Plan, skip_final_failures: bool) -> Result<DoneSet, String> {
         let file_names: HashSet<String> = plan
             .files()
             .iter()
@@ -106,7 +151,14 @@ impl DoneSet {
                 ));
                 return;
             }
-            if is_done(&row) {
+            let failure = if is_done(&row) {
+                None
+            } else if skip_final_failures && is_final_failure(&row) {
+                Some(failure_text(&row))
+            } else {
+                return;
+            };
+            {
                 let earlier = Earlier {
                     http_status: row.http_status,
                     attempts: row.attempts,
@@ -114,6 +166,7 @@ impl DoneSet {
                     finished_at: DateTime::parse_from_rfc3339(&row.finished_at)
                         .ok()
                         .map(|t| t.with_timezone(&Utc)),
+                    failure: failure.map(String::into_boxed_str),
                 };
                 // A row done twice (a report appended to by hand) keeps its first outcome.
                 set.keys.entry(key_hash(&row.key)).or_insert(earlier);
@@ -129,21 +182,26 @@ impl DoneSet {
         Ok(set)
     }
 
-    /// Writes the rows of `plan` that the earlier report shows done into `out`, in plan order,
-    /// as `skipped`/`done_earlier` with the plan's current row numbers and sources. `ids` must
-    /// be fresh (it numbers repeated rows as it goes); `mine` says which rows this run covers
-    /// (a shard's). Returns how many were written.
+    /// Writes the rows of `rows` (the run's validated rows, in plan order) that the earlier
+    /// report shows done (or failed for good) into `out`, as `skipped` with code
+    /// `done_earlier` (or `failed_earlier`), with the plan's current row numbers and sources,
+    /// built by the executor's row view builder. `ids` must be fresh (it numbers repeated rows
+    /// as it goes); `mine` says which rows this run covers (a shard's). Returns how many were
+    /// written.
     pub fn copy_done(
         &self,
         out: &mut ReportWriter,
         plan: &Plan,
+        rows: impl Iterator<Item = Result<Row, Problem>>,
         mut ids: Identities,
         mine: impl Fn(&Row) -> bool,
     ) -> Result<u64, String> {
         let shown = self.report.display().to_string();
+        let format = out.format();
+        let mut line = Vec::with_capacity(256);
         let mut n = 0;
-        for row in plan.rows() {
-            let row = row.map_err(|p| format!("cannot read the plan: {p}"))?;
+        for row in rows {
+            let row = row.map_err(|p| format!("cannot read the validated rows: {p}"))?;
             let target = &plan.targets[row.target];
             // Every row's key is taken, in order, so occurrence numbers match the run's.
             let key = ids.key(&row, &target.name);
@@ -154,27 +212,143 @@ impl DoneSet {
                 continue;
             }
             let finished_at = earlier.finished_at.map(timestamp).unwrap_or_default();
-            let result = RowResult {
-                row: row.number,
-                source: row.source.to_string(),
-                target: target.name.clone(),
-                provider: target.provider().to_string(),
-                action: row.action.to_string(),
-                message_id: row.message_ref().to_string(),
-                emoji: row.emoji.clone().unwrap_or_default(),
-                status: Status::Skipped,
+            let message = match &earlier.failure {
+                None => format!("done in an earlier run (report {shown}, finished {finished_at})"),
+                Some(why) => format!(
+                    "failed in an earlier run: {why} (report {shown}, finished {finished_at}); --retry-failed sends it again"
+                ),
+            };
+            let code = if earlier.failure.is_some() {
+                FAILED_EARLIER
+            } else {
+                DONE_EARLIER
+            };
+            let view = RowView {
                 http_status: earlier.http_status,
-                code: DONE_EARLIER.to_string(),
-                message: format!("done in an earlier run (report {shown}, finished {finished_at})"),
                 attempts: earlier.attempts,
                 duration_ms: earlier.duration_ms,
-                finished_at,
-                key,
+                ..row_view(
+                    target,
+                    &row,
+                    &key,
+                    Status::Skipped,
+                    code,
+                    &message,
+                    &finished_at,
+                )
             };
-            out.write(&result)
+            line.clear();
+            render_row(format, &view, &mut line);
+            out.write_rendered(&line)
                 .map_err(|e| format!("cannot write the report: {e}"))?;
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// Why a row failed for good, for the `failed_earlier` message; a chain of resumed runs keeps
+/// the first run's reason.
+fn failure_text(row: &RowResult) -> String {
+    if row.status == Status::Skipped {
+        // "failed in an earlier run: WHY (report ...": keep WHY.
+        let why = row
+            .message
+            .strip_prefix("failed in an earlier run: ")
+            .and_then(|m| m.split(" (report ").next())
+            .unwrap_or(&row.message);
+        return why.to_string();
+    }
+    let status = row.http_status.map(|s| s.to_string()).unwrap_or_default();
+    let text = [status.as_str(), row.code.as_str(), row.message.as_str()]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // The report keeps the provider's whole text; the reminder needs a line, not a page.
+    match text.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: Status, http: Option<u16>, code: &str) -> RowResult {
+        RowResult {
+            row: 1,
+            source: "p.yaml:3".into(),
+            target: "k".into(),
+            provider: "kommo".into(),
+            action: "react".into(),
+            message_id: "m-1".into(),
+            emoji: String::new(),
+            status,
+            http_status: http,
+            code: code.into(),
+            message: "Message not found".into(),
+            attempts: 1,
+            duration_ms: 5,
+            finished_at: String::new(),
+            key: "k1".into(),
+        }
+    }
+
+    #[test]
+    fn final_failures_are_refusals_of_the_request_itself() {
+        for (http, code) in [
+            (400, "BAD_REQUEST"),
+            (404, "MESSAGE_NOT_FOUND"),
+            (422, "http_422"),
+            (200, "success_false"),
+        ] {
+            assert!(
+                is_final_failure(&row(Status::Failed, Some(http), code)),
+                "{http}"
+            );
+        }
+        for (http, code) in [
+            (Some(401), "UNAUTHORIZED"),
+            (Some(403), "FORBIDDEN"),
+            (Some(408), "http_408"),
+            (Some(429), "RATE_LIMITED"),
+            (Some(500), "http_500"),
+            (Some(503), "http_503"),
+            (None, "timeout"),
+            (None, "connection"),
+        ] {
+            assert!(
+                !is_final_failure(&row(Status::Failed, http, code)),
+                "{http:?} {code}"
+            );
+        }
+        assert!(!is_final_failure(&row(
+            Status::Cancelled,
+            None,
+            "cancelled"
+        )));
+        assert!(!is_final_failure(&row(
+            Status::Skipped,
+            None,
+            "auth_stopped"
+        )));
+        assert!(is_final_failure(&row(
+            Status::Skipped,
+            Some(404),
+            FAILED_EARLIER
+        )));
+        assert!(!is_final_failure(&row(Status::Ok, Some(200), "")));
+    }
+
+    #[test]
+    fn a_chain_of_resumed_runs_keeps_the_first_reason() {
+        let first = row(Status::Failed, Some(404), "MESSAGE_NOT_FOUND");
+        let why = failure_text(&first);
+        assert_eq!(why, "404 MESSAGE_NOT_FOUND Message not found");
+        let mut again = row(Status::Skipped, Some(404), FAILED_EARLIER);
+        again.message = format!("failed in an earlier run: {why} (report r.csv, finished x); --retry-failed sends it again");
+        assert_eq!(failure_text(&again), why);
     }
 }

@@ -56,6 +56,8 @@ struct Outcome {
     warnings: u64,
     /// Errors first, then warnings, in the order found.
     problems: Vec<Problem>,
+    /// Which targets share a pace (groups of more than one), one line each.
+    pace: Vec<String>,
 }
 
 impl Outcome {
@@ -71,6 +73,9 @@ impl Outcome {
                 count(self.errors, "error"),
                 count(self.warnings, "warning"),
             );
+            for line in &self.pace {
+                eprintln!("  {line}");
+            }
         } else {
             eprintln!("{}: not loaded, {}", self.plan, count(self.errors, "error"));
         }
@@ -89,6 +94,7 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
             errors: problems.len() as u64,
             warnings: 0,
             problems,
+            pace: Vec::new(),
         };
     };
     let mut validation = plan.validate();
@@ -100,6 +106,9 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
     validation
         .warnings
         .extend(insecure.chain(plan.secret_warnings()));
+    validation
+        .warnings
+        .extend(plan.pace_warnings.iter().cloned());
     let mut errors = problems.len() as u64 + validation.error_count();
     problems.extend(validation.errors.iter().cloned());
     if let Err(secret_problems) = plan.resolve_secrets() {
@@ -115,7 +124,44 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
         errors,
         warnings: validation.warning_count(),
         problems,
+        pace: pace_lines(&plan),
     }
+}
+
+/// Targets named in one pace line, at most.
+const MAX_LISTED: usize = 10;
+
+/// `targets a, b share one pace (group g): 7/s`, and when their rates differ, which is used.
+fn pace_lines(plan: &Plan) -> Vec<String> {
+    let targets = &plan.targets;
+    plan.pace_groups
+        .iter()
+        .filter(|g| g.members.len() > 1)
+        .map(|g| {
+            // A long list is cut: the line must stay readable (and short).
+            let shown = &g.members[..g.members.len().min(MAX_LISTED)];
+            let mut names = crate::plan::pace::names(targets, shown);
+            if g.members.len() > shown.len() {
+                names.push_str(&format!(" and {} more", g.members.len() - shown.len()));
+            }
+            let mut line = format!(
+                "targets {names} share one pace (group {}): {}",
+                g.name,
+                g.rate(targets)
+            );
+            if g.rates_differ(targets) {
+                let each: Vec<String> = shown
+                    .iter()
+                    .map(|&i| format!("{} {}", targets[i].name, targets[i].effective_rate()))
+                    .collect();
+                line.push_str(&format!(
+                    ", the lowest of their rates ({})",
+                    each.join(", ")
+                ));
+            }
+            line
+        })
+        .collect()
 }
 
 fn count(n: u64, what: &str) -> String {
@@ -155,6 +201,8 @@ struct JsonProblem<'a> {
     line: Option<u32>,
     column: Option<u32>,
     severity: &'static str,
+    /// Stable machine code, e.g. `unknown_field` (see docs/check-json.md).
+    code: &'static str,
     message: &'a str,
     hint: Option<&'a str>,
 }
@@ -181,6 +229,7 @@ impl<'a> JsonDoc<'a> {
                             Severity::Error => "error",
                             Severity::Warning => "warning",
                         },
+                        code: p.code,
                         message: &p.message,
                         hint: p.hint.as_deref(),
                     })

@@ -2,46 +2,47 @@
 //! per-target pacing to the provider (or, in a dry run, to the renderer), and every row's
 //! result to the report.
 //!
-//! - The dispatcher reads rows lazily and tracks only messages with a row in flight; a row for
+//! - The dispatcher reads rows lazily and tracks only messages with a row on its way; a row for
 //!   a message that is busy waits in that message's queue, so rows on one (target, message) go
-//!   in plan order and never overlap. Reading pauses while `concurrency` rows run or
-//!   [`MAX_QUEUED`] rows wait, so memory does not grow with the plan.
-//! - Each row runs as a task: wait for its target's [`rate::RateLimiter`] slot, sign afresh,
-//!   send, classify ([`retry`]), back off and retry, or finish.
+//!   in plan order and never overlap. Reading pauses while [`MAX_QUEUED`] rows are on their
+//!   way or waiting, so memory does not grow with the plan.
+//! - A row whose message is free goes to its target's [`lane::Lane`] (one per pace group):
+//!   the lane's worker paces it, takes one of `concurrency` slots for the request only, and
+//!   starts the attempt ([`task`]): sign afresh, send, classify ([`retry`]), finish or go back
+//!   to the front of the lane.
 //! - Finished rows go to the writer thread ([`output`]), which appends them to the report.
 
 pub mod cancel;
+pub mod lane;
 pub mod output;
 pub mod progress;
 pub mod rate;
 pub mod retry;
+mod target;
 mod task;
 pub mod transport;
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
-use crate::plan::{settings, EmitFormat, Problem, Rate, Row, Target};
+use crate::plan::{settings, EmitFormat, Problem, Row, Target};
 use crate::report::{timestamp, with_timestamp, RowView, Status};
-use crate::secret::Secret;
 
 pub use cancel::Cancel;
+pub use lane::Lane;
 pub use output::{Batch, OutputSender, OutputThread, Tally};
 pub use retry::AttemptOutcome;
+pub use target::{SendLog, TargetRuntime, AUTH_FAILURES_TO_STOP};
+pub use task::RowOutcome;
 pub use transport::{HttpTransport, Transport};
 
 /// Rows waiting behind a busy message, at most; the dispatcher stops reading beyond this.
 pub const MAX_QUEUED: usize = 10_000;
-
-/// 401/403 answers in a row (no success between) after which a target is stopped.
-pub const AUTH_FAILURES_TO_STOP: u32 = 3;
 
 /// Where "now" comes from: the wall clock, or a fixed instant (`--now`) for `not_before`
 /// and for signing in a dry run. The wall clock is read only through this.
@@ -102,112 +103,62 @@ impl Default for ExecConfig {
     }
 }
 
-/// A target while a run goes on: its pacing, credential and authentication health.
-pub struct TargetRuntime {
-    pub spec: Target,
-    pub secret: Secret,
-    pub rate: Rate,
-    pub limiter: rate::RateLimiter,
-    auth_failures: AtomicU32,
-    stopped: AtomicBool,
-    stop_reason: OnceLock<String>,
-    /// Attempts put on the wire.
-    pub sent: AtomicU64,
-    sends: Mutex<SendLog>,
-}
-
-/// When this target's requests went out: first, last, and the busiest one-second window.
-#[derive(Debug, Default)]
-struct SendLog {
-    first: Option<Instant>,
-    last: Option<Instant>,
-    /// Sends within the last second; never longer than what one second holds.
-    window: VecDeque<Instant>,
-    max_in_1s: usize,
-}
-
-impl TargetRuntime {
-    pub fn new(spec: Target, secret: Secret, rate: Rate, burst: u32) -> TargetRuntime {
-        TargetRuntime {
-            limiter: rate::RateLimiter::new(rate, burst),
-            spec,
-            secret,
-            rate,
-            auth_failures: AtomicU32::new(0),
-            stopped: AtomicBool::new(false),
-            stop_reason: OnceLock::new(),
-            sent: AtomicU64::new(0),
-            sends: Mutex::new(SendLog::default()),
-        }
-    }
-
-    /// Why this target was stopped, if it was.
-    pub fn stopped(&self) -> Option<&str> {
-        if self.stopped.load(Ordering::Acquire) {
-            self.stop_reason.get().map(String::as_str)
-        } else {
-            None
-        }
-    }
-
-    fn send_log(&self) -> std::sync::MutexGuard<'_, SendLog> {
-        self.sends.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn record_send(&self, at: Instant) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        let mut log = self.send_log();
-        log.first.get_or_insert(at);
-        log.last = Some(at);
-        while log
-            .window
-            .front()
-            .is_some_and(|t| at.duration_since(*t) >= Duration::from_secs(1))
-        {
-            log.window.pop_front();
-        }
-        log.window.push_back(at);
-        log.max_in_1s = log.max_in_1s.max(log.window.len());
-    }
-
-    /// Achieved send rate (attempts/s) between the first and last send.
-    pub fn achieved_rate(&self) -> Option<f64> {
-        let log = self.send_log();
-        let (first, last) = (log.first?, log.last?);
-        let n = self.sent.load(Ordering::Relaxed);
-        let secs = (last - first).as_secs_f64();
-        (n > 1 && secs > 0.0).then(|| (n - 1) as f64 / secs)
-    }
-
-    /// The most requests this target sent within any one-second window.
-    pub fn max_sent_in_1s(&self) -> usize {
-        self.send_log().max_in_1s
-    }
-
-    fn record_auth(&self, failed: bool, status: u16, code: &str) {
-        if !failed {
-            self.auth_failures.store(0, Ordering::Relaxed);
-            return;
-        }
-        let n = self.auth_failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if n >= AUTH_FAILURES_TO_STOP {
-            let _ = self.stop_reason.set(format!(
-                "target {} stopped after {n} authentication failures in a row (last: HTTP {status} {code})",
-                self.spec.name
-            ));
-            self.stopped.store(true, Ordering::Release);
-        }
-    }
-}
-
 /// Everything a row task needs, shared.
 pub struct RunContext<T: Transport> {
     pub config: ExecConfig,
     pub targets: Vec<TargetRuntime>,
+    /// One per pace group; every target is a member of exactly one.
+    pub lanes: Vec<Lane>,
     pub transport: T,
     pub out: OutputSender,
     pub cancel: Cancel,
+    /// Requests in flight, at most `config.concurrency`.
+    slots: Arc<tokio::sync::Semaphore>,
 }
+
+impl<T: Transport> RunContext<T> {
+    /// Ties each target to its lane. A target no lane names gets a lane of its own.
+    pub fn new(
+        config: ExecConfig,
+        mut targets: Vec<TargetRuntime>,
+        mut lanes: Vec<Lane>,
+        transport: T,
+        out: OutputSender,
+        cancel: Cancel,
+    ) -> RunContext<T> {
+        for (i, lane) in lanes.iter().enumerate() {
+            for &m in &lane.members {
+                if let Some(t) = targets.get_mut(m) {
+                    t.lane = i;
+                }
+            }
+        }
+        for (i, t) in targets.iter_mut().enumerate() {
+            if !lanes.get(t.lane).is_some_and(|l| l.members.contains(&i)) {
+                t.lane = lanes.len();
+                lanes.push(Lane::new(
+                    t.spec.name.clone(),
+                    vec![i],
+                    t.rate,
+                    config.burst,
+                ));
+            }
+        }
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+        RunContext {
+            config,
+            targets,
+            lanes,
+            transport,
+            out,
+            cancel,
+            slots,
+        }
+    }
+}
+
+/// A (target, message) pair: rows on one run in plan order, one at a time.
+pub(crate) type MessageId = (usize, String);
 
 /// A row's stable identity for `--resume`, computed by the caller (see `crate::identity`).
 pub type KeyFn = Box<dyn FnMut(&Row) -> String + Send>;
@@ -220,10 +171,11 @@ pub enum Admission {
     Exclude,
 }
 
-/// The report row of `row` on its target, as settled with nothing sent: the fields a row and
-/// its target decide, with no attempts. Callers that sent something override the rest.
-pub(crate) fn settled_view<'a>(
-    targets: &'a [TargetRuntime],
+/// The report row of `row` on `target`, as settled with nothing sent: the fields a row and
+/// its target decide, with no attempts. Callers that sent something (or, for `--resume`, that
+/// copy an earlier outcome) override the rest. Every report row is built here.
+pub fn row_view<'a>(
+    target: &'a Target,
     row: &'a Row,
     key: &'a str,
     status: Status,
@@ -231,15 +183,14 @@ pub(crate) fn settled_view<'a>(
     message: &'a str,
     finished_at: &'a str,
 ) -> RowView<'a> {
-    let t = &targets[row.target];
     RowView {
         row: row.number,
         source: &row.source,
-        target: &t.spec.name,
-        provider: t.spec.provider().as_str(),
+        target: &target.name,
+        provider: target.provider().as_str(),
         action: row.action.as_str(),
         message_id: row.message_ref(),
-        emoji: row.emoji.as_deref().unwrap_or_default(),
+        emoji: crate::provider::sent_emoji(target.provider(), row),
         status,
         http_status: None,
         code,
@@ -251,7 +202,28 @@ pub(crate) fn settled_view<'a>(
     }
 }
 
-/// What [`settled`] builds, borrowed and handed to `f` instead of allocated.
+/// [`row_view`] for a row of the run's targets.
+pub(crate) fn settled_view<'a>(
+    targets: &'a [TargetRuntime],
+    row: &'a Row,
+    key: &'a str,
+    status: Status,
+    code: &'a str,
+    message: &'a str,
+    finished_at: &'a str,
+) -> RowView<'a> {
+    row_view(
+        &targets[row.target].spec,
+        row,
+        key,
+        status,
+        code,
+        message,
+        finished_at,
+    )
+}
+
+/// A settled row's view, with its timestamp rendered, handed to `f`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn with_settled<R>(
     targets: &[TargetRuntime],
@@ -295,24 +267,33 @@ fn unsent_cancelled<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str, bat
 const BATCH_ROWS: usize = 256;
 
 /// Runs every row of `rows` and sends each result to `ctx.out`. Returns when every row that
-/// was read has a result (cancelled rows included). Rows the iterator yields as `Err` are a
-/// bug upstream (validation runs first) and are reported `failed` with the problem.
+/// was read has a result (cancelled rows included) and every lane's worker has ended. Rows the
+/// iterator yields as `Err` (a plan file that no longer reads as it was validated) are
+/// reported `failed` with code `invalid_row` and the problem, never dropped.
 pub async fn execute<T: Transport>(
     ctx: Arc<RunContext<T>>,
     rows: impl Iterator<Item = Result<Row, Problem>>,
     mut key_of: KeyFn,
     mut admit: impl FnMut(&Row, &str) -> Admission,
 ) {
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, String)>();
-    let mut busy: HashMap<(usize, String), VecDeque<(Row, String)>> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<MessageId>();
+    let mut busy: HashMap<MessageId, VecDeque<(Row, String)>> = HashMap::new();
     // Messages with a deferred row: (first such row, its not_before).
-    let mut deferred: HashMap<(usize, String), (u64, DateTime<Utc>)> = HashMap::new();
+    let mut deferred: HashMap<MessageId, (u64, DateTime<Utc>)> = HashMap::new();
+    // Rows handed to a lane and not finished; rows waiting behind a busy message.
     let mut running = 0usize;
     let mut queued = 0usize;
     let mut rows = rows.fuse();
     let mut exhausted = false;
-    let concurrency = ctx.config.concurrency.max(1);
+    let mut last_number = 0u64;
     let mut batch = ctx.out.batch();
+    let workers: Vec<_> = if ctx.config.dry_run {
+        Vec::new()
+    } else {
+        (0..ctx.lanes.len())
+            .map(|i| tokio::spawn(lane::run_lane(Arc::clone(&ctx), i, done_tx.clone())))
+            .collect()
+    };
 
     loop {
         let cancelled = ctx.cancel.is_soft();
@@ -325,22 +306,24 @@ pub async fn execute<T: Transport>(
             }
             queued = 0;
         }
-        while !exhausted && running < concurrency && queued < MAX_QUEUED {
+        while !exhausted && running + queued < MAX_QUEUED {
             let Some(item) = rows.next() else {
                 exhausted = true;
                 break;
             };
-            let row = match item {
-                Ok(row) => row,
-                Err(problem) => {
-                    eprintln!("reactbatch: {problem}");
-                    continue;
-                }
-            };
-            let key = key_of(&row);
             if batch.len() >= BATCH_ROWS {
                 ctx.out.send_batch(&mut batch).await;
             }
+            let row = match item {
+                Ok(row) => row,
+                Err(problem) => {
+                    last_number += 1;
+                    unusable_row(&ctx, last_number, &problem, &mut batch);
+                    continue;
+                }
+            };
+            last_number = row.number;
+            let key = key_of(&row);
             if cancelled {
                 unsent_cancelled(&ctx, &row, &key, &mut batch);
                 continue;
@@ -393,9 +376,8 @@ pub async fn execute<T: Transport>(
                     queued += 1;
                 }
                 Entry::Vacant(v) => {
-                    let id = v.key().clone();
                     v.insert(VecDeque::new());
-                    spawn_row(&ctx, row, key, id, done_tx.clone());
+                    to_lane(&ctx, row, key);
                     running += 1;
                 }
             }
@@ -412,7 +394,7 @@ pub async fn execute<T: Transport>(
                 match next {
                     Some((row, key)) => {
                         queued -= 1;
-                        spawn_row(&ctx, row, key, id, done_tx.clone());
+                        to_lane(&ctx, row, key);
                         running += 1;
                     }
                     None => {
@@ -423,24 +405,53 @@ pub async fn execute<T: Transport>(
             _ = ctx.cancel.soft(), if !cancelled => {}
         }
     }
+    for lane in &ctx.lanes {
+        lane.close();
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
 }
 
-fn spawn_row<T: Transport>(
-    ctx: &Arc<RunContext<T>>,
-    row: Row,
-    key: String,
-    id: (usize, String),
-    done: mpsc::UnboundedSender<(usize, String)>,
+/// Hands a row whose message is free to its target's lane.
+fn to_lane<T: Transport>(ctx: &RunContext<T>, row: Row, key: String) {
+    let lane = ctx.targets[row.target].lane;
+    let job = task::Job::new(row, key);
+    ctx.lanes[lane].push_back(job);
+}
+
+/// The report row of a row the executor could not use (the plan no longer reads as it was
+/// validated): `failed`, code `invalid_row`, with the problem.
+fn unusable_row<T: Transport>(
+    ctx: &RunContext<T>,
+    number: u64,
+    problem: &Problem,
+    batch: &mut Batch,
 ) {
-    let ctx = Arc::clone(ctx);
-    tokio::spawn(async move {
-        let finished = task::run_row(&ctx, &row, &key).await;
-        ctx.out.row(finished).await;
-        // Drop our handle before saying we are done, so that once the dispatcher has heard
-        // from every task, it holds the only one.
-        drop(ctx);
-        // The dispatcher outlives every task it spawned.
-        let _ = done.send(id);
+    let source = crate::plan::Source {
+        file: problem.file.clone().into(),
+        line: problem.line.unwrap_or(0),
+    };
+    let message = problem.message.clone();
+    with_timestamp(ctx.config.clock.now(), |finished_at| {
+        let view = RowView {
+            row: number,
+            source: &source,
+            target: "",
+            provider: "",
+            action: "",
+            message_id: "",
+            emoji: "",
+            status: Status::Failed,
+            http_status: None,
+            code: "invalid_row",
+            message: &message,
+            attempts: 0,
+            duration_ms: 0,
+            finished_at,
+            key: "",
+        };
+        ctx.out.push(batch, &view);
     });
 }
 

@@ -5,6 +5,10 @@
 //! crash or `kill -9` loses no row that reached this thread; the report is also `fsync`ed at
 //! most once a second and at the end. Rows that finished but were still in the channel at a
 //! `kill -9` (microseconds' worth) are the only ones that can be missing.
+//!
+//! The thread never ends the process: a second Ctrl-C asks it to put what it has on disk and
+//! confirm ([`OutputSender::flush_now`]); the signal handler then exits. Failed rows are kept
+//! (the first [`MAX_FAILED_LINES`]) and counted for the lines that name them at the end.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -14,7 +18,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
 use crate::emit::EmitWriter;
-use crate::exit::Exit;
+use crate::log::{FailedRow, MAX_FAILED_LINES};
 use crate::report::{render_row, ReportFormat, ReportWriter, RowView, Status};
 
 use super::progress::Counters;
@@ -26,8 +30,8 @@ pub enum Output {
     Batch(Sent),
     /// One rendered emit record, newline included.
     Emit(Vec<u8>),
-    /// Second Ctrl-C: write what arrived before this, then exit the process at once.
-    Abort,
+    /// Second Ctrl-C: put what arrived before this on disk, then confirm.
+    FlushNow(std::sync::mpsc::Sender<()>),
 }
 
 /// One finished row: its rendered report line and what the tally counts.
@@ -36,6 +40,8 @@ pub struct RowDone {
     pub status: Status,
     pub attempts: u32,
     pub latency: Option<Duration>,
+    /// For a failed or cancelled row: what the stderr line names.
+    pub failure: Option<Box<FailedRow>>,
 }
 
 /// Rows rendered together, in order: report lines, the emit records that go with them, and
@@ -45,6 +51,8 @@ pub struct Batch {
     pub report: Vec<u8>,
     pub emit: Vec<u8>,
     pub rows: Vec<(Status, u32)>,
+    /// The failed or cancelled rows among them (see [`RowDone::failure`]).
+    pub failures: Vec<FailedRow>,
 }
 
 /// A batch on its way, holding one of [`BATCHES_IN_FLIGHT`] permits until the writer is done.
@@ -66,6 +74,7 @@ impl Batch {
         self.report.clear();
         self.emit.clear();
         self.rows.clear();
+        self.failures.clear();
     }
 }
 
@@ -78,6 +87,10 @@ pub struct Tally {
     pub retries: u64,
     pub latency: Histogram<u64>,
     pub io_error: Option<String>,
+    /// The first failed or cancelled rows, in the order they finished.
+    pub failed_rows: Vec<FailedRow>,
+    /// Failed or cancelled rows beyond those.
+    pub failed_more: u64,
 }
 
 impl Tally {
@@ -88,6 +101,16 @@ impl Tally {
             retries: 0,
             latency: new_histogram(),
             io_error: None,
+            failed_rows: Vec::new(),
+            failed_more: 0,
+        }
+    }
+
+    fn record_failure(&mut self, failure: FailedRow) {
+        if self.failed_rows.len() < MAX_FAILED_LINES {
+            self.failed_rows.push(failure);
+        } else {
+            self.failed_more += 1;
         }
     }
 
@@ -128,6 +151,7 @@ impl OutputSender {
             status: row.status,
             attempts: row.attempts,
             latency,
+            failure: failure_of(row).map(Box::new),
         }
     }
 
@@ -150,6 +174,9 @@ impl OutputSender {
     pub fn push(&self, batch: &mut Batch, row: &RowView<'_>) {
         render_row(self.format, row, &mut batch.report);
         batch.rows.push((row.status, row.attempts));
+        if let Some(f) = failure_of(row) {
+            batch.failures.push(f);
+        }
     }
 
     /// Sends `batch` (if it holds anything) and leaves an empty one in its place.
@@ -173,9 +200,28 @@ impl OutputSender {
         let _ = self.tx.send(Output::Emit(line)).await;
     }
 
-    pub async fn abort(&self) {
-        let _ = self.tx.send(Output::Abort).await;
+    /// Asks the writer to put every row it received on disk, and waits until it has (or is
+    /// gone). For a second Ctrl-C, just before the process exits.
+    pub async fn flush_now(&self) {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        if self.tx.send(Output::FlushNow(done_tx)).await.is_ok() {
+            let _ = tokio::task::spawn_blocking(move || done_rx.recv()).await;
+        }
     }
+}
+
+/// What the stderr line of a failed or cancelled row names; `None` for other rows.
+fn failure_of(row: &RowView<'_>) -> Option<FailedRow> {
+    matches!(row.status, Status::Failed | Status::Cancelled).then(|| FailedRow {
+        row: row.row,
+        source: row.source.to_string(),
+        target: row.target.to_string(),
+        message_id: row.message_id.to_string(),
+        status: row.status.as_str(),
+        http_status: row.http_status,
+        code: row.code.to_string(),
+        message: row.message.to_string(),
+    })
 }
 
 /// Spare batches kept for reuse, at most.
@@ -189,24 +235,21 @@ pub struct OutputThread {
 }
 
 impl OutputThread {
+    /// Starts the writer thread; an error when the OS refuses a thread (nothing was sent).
     pub fn start(
         report: ReportWriter,
         emit: Option<EmitWriter>,
         counters: Arc<Counters>,
-    ) -> (OutputSender, OutputThread) {
+    ) -> std::io::Result<(OutputSender, OutputThread)> {
         let (tx, rx) = mpsc::channel(8192);
         let format = report.format();
         let spare = Arc::new(Mutex::new(Vec::new()));
         let spare_w = Arc::clone(&spare);
         let handle = std::thread::Builder::new()
             .name("reactbatch-writer".into())
-            .spawn(move || write_loop(rx, report, emit, &counters, &spare_w))
-            .unwrap_or_else(|e| {
-                eprintln!("reactbatch: cannot start the report writer thread: {e}");
-                std::process::exit(i32::from(Exit::Invalid.code()))
-            });
+            .spawn(move || write_loop(rx, report, emit, &counters, &spare_w))?;
         let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
-        (
+        Ok((
             OutputSender {
                 tx,
                 format,
@@ -214,7 +257,7 @@ impl OutputThread {
                 in_flight,
             },
             OutputThread { handle },
-        )
+        ))
     }
 
     /// Waits for the writer to drain (all senders must be dropped first).
@@ -240,7 +283,7 @@ fn write_loop(
 ) -> Tally {
     let mut tally = Tally::new();
     let mut last_sync = Instant::now();
-    let mut abort = false;
+    let mut confirm: Vec<std::sync::mpsc::Sender<()>> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -250,6 +293,9 @@ fn write_loop(
                     tally.rows += 1;
                     tally.attempts += u64::from(done.attempts);
                     tally.retries += u64::from(done.attempts.saturating_sub(1));
+                    if let Some(f) = done.failure {
+                        tally.record_failure(*f);
+                    }
                     if let Some(l) = done.latency {
                         let _ = tally
                             .latency
@@ -270,6 +316,9 @@ fn write_loop(
                                 .io_error
                                 .get_or_insert(format!("cannot write the emit file: {e}"));
                         }
+                    }
+                    for f in batch.failures.drain(..) {
+                        tally.record_failure(f);
                     }
                     for &(status, attempts) in &batch.rows {
                         counters.record(status);
@@ -298,14 +347,16 @@ fn write_loop(
                         }
                     }
                 }
-                Output::Abort => abort = true,
+                Output::FlushNow(done) => confirm.push(done),
             }
             next = rx.try_recv().ok();
         }
         flush(&mut report, emit.as_mut(), &mut tally);
-        if abort {
+        if !confirm.is_empty() {
             let _ = report.sync();
-            std::process::exit(i32::from(Exit::Interrupted.code()));
+            for done in confirm.drain(..) {
+                let _ = done.send(());
+            }
         }
         if last_sync.elapsed() >= Duration::from_secs(1) {
             let _ = report.sync();

@@ -1,6 +1,8 @@
 //! Live progress on stderr: an indicatif bar on a terminal; elsewhere (cron, CI), or with
 //! `--log-format json`, a timestamped status line (or JSON event, see [`crate::log`]) every
-//! 10 seconds. `--no-progress` and `--quiet` turn both off.
+//! 10 seconds. `--no-progress` and `--quiet` turn both off. Both show an ETA: the bar's from
+//! its own rate; the status lines' from the rows this run finished per second so far, or —
+//! before there is a rate to go by — from the plan's estimate ([`crate::audit`]).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,7 +64,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn start(mode: ProgressMode, total: u64, counters: Arc<Counters>) -> Progress {
+    /// `estimated`: the plan's estimate of the whole run, for the ETA before rows finish.
+    pub fn start(
+        mode: ProgressMode,
+        total: u64,
+        counters: Arc<Counters>,
+        estimated: Duration,
+    ) -> Progress {
         match mode {
             ProgressMode::Off => Progress {
                 bar: None,
@@ -96,18 +104,23 @@ impl Progress {
             ProgressMode::Lines => {
                 let ticker = tokio::spawn(async move {
                     let start = tokio::time::Instant::now();
+                    // Rows copied from an earlier report are counted before the run starts.
+                    let copied = counters.done.load(Ordering::Relaxed);
                     let mut tick = tokio::time::interval(Duration::from_secs(10));
                     tick.tick().await;
                     loop {
                         tick.tick().await;
                         let done = counters.done.load(Ordering::Relaxed);
-                        let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-3);
+                        let elapsed = start.elapsed();
+                        let rate =
+                            (done - copied.min(done)) as f64 / elapsed.as_secs_f64().max(1e-3);
                         crate::log::progress(crate::log::ProgressCounts {
                             done,
                             total,
                             ok: counters.get(Status::Ok),
                             failed: counters.get(Status::Failed),
                             rows_per_second: rate,
+                            eta: eta(total.saturating_sub(done), rate, estimated, elapsed),
                         });
                     }
                 });
@@ -126,5 +139,31 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// Time left for `remaining` rows: at the `rate` seen so far, or, with no rate yet, what the
+/// plan's `estimated` time leaves after `elapsed`.
+pub fn eta(remaining: u64, rate: f64, estimated: Duration, elapsed: Duration) -> Duration {
+    if remaining == 0 {
+        Duration::ZERO
+    } else if rate > 0.0 {
+        Duration::from_secs_f64(remaining as f64 / rate)
+    } else {
+        estimated.saturating_sub(elapsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_from_the_rate_seen_or_else_the_estimate() {
+        let s = Duration::from_secs;
+        assert_eq!(eta(70, 7.0, s(100), s(10)), s(10));
+        assert_eq!(eta(70, 0.0, s(100), s(10)), s(90));
+        assert_eq!(eta(70, 0.0, s(5), s(10)), Duration::ZERO);
+        assert_eq!(eta(0, 7.0, s(100), s(10)), Duration::ZERO);
     }
 }

@@ -16,8 +16,16 @@
 //!   `rate + burst - 1` (one under the promise, as headroom for jitter between the send
 //!   decision and the wire) and every 100 ms window to `rate/10 + burst`.
 //! - One sender at a time waits for the next slot (a FIFO turn).
-//! - A `Retry-After` pause moves the schedule for every row of the target, not only the one
+//! - A `Retry-After` pause moves the schedule for every row of the lane, not only the one
 //!   that was told to wait.
+//! - Adaptive pace (AIMD, [`Adapt`]): a 429 without `Retry-After` lowers the lane's ceiling to
+//!   [`SETTLE`] × the rate the 429 came at and the pace to [`DECREASE`] × that ceiling; the
+//!   pace then climbs back by [`CLIMB`] × the configured rate per second up to the ceiling,
+//!   and the ceiling itself recovers by [`RECOVER`] × the configured rate per second. One 429
+//!   decreases once: answers to requests sent before the last decrease are not counted again.
+//!   Once slowed, the lane paces from actual send times (no late allowance, no burst), since a
+//!   strict provider counts the gaps between arrivals: a plan rate exactly at such a
+//!   provider's limit settles just under it instead of oscillating.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -45,6 +53,53 @@ pub const FINE: Duration = Duration::from_millis(2);
 /// The windows the guard holds to their share of the rate.
 const WINDOWS: [Duration; 2] = [Duration::from_secs(1), Duration::from_millis(100)];
 
+/// After a 429, the ceiling is this share of the rate the 429 came at.
+pub const SETTLE: f64 = 0.95;
+/// After a 429, the pace drops to this share of the new ceiling.
+pub const DECREASE: f64 = 0.8;
+/// The pace climbs back by this share of the configured rate per second.
+pub const CLIMB: f64 = 0.1;
+/// The ceiling recovers by this share of the configured rate per second (1% per 10 s).
+pub const RECOVER: f64 = 0.001;
+/// The slowest a lane is paced at after 429s, in requests per second (one a minute).
+const FLOOR: f64 = 1.0 / 60.0;
+
+/// The adaptive part of a lane's pace: what 429s without `Retry-After` did to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Adapt {
+    /// The configured rate, requests per second.
+    configured: f64,
+    /// Pace right after the last decrease, and when that was.
+    from: f64,
+    at: Instant,
+    /// Ceiling right after the last decrease.
+    ceiling: f64,
+}
+
+impl Adapt {
+    /// Pace (requests per second) at `now`.
+    fn rate(&self, now: Instant) -> f64 {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.from + CLIMB * self.configured * secs).min(self.ceiling(now))
+    }
+
+    fn ceiling(&self, now: Instant) -> f64 {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.ceiling + RECOVER * self.configured * secs).min(self.configured)
+    }
+}
+
+/// What a lane's pace went through, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PaceStats {
+    /// 429 answers without `Retry-After` that slowed the lane.
+    pub slowdowns: u64,
+    /// The slowest pace the lane was set to, requests per second.
+    pub slowest_rate: Option<f64>,
+    /// `Retry-After` pauses.
+    pub pauses: u64,
+}
+
 #[derive(Debug)]
 pub struct RateLimiter {
     /// `None`: unlimited.
@@ -65,6 +120,9 @@ struct State {
     tat: Option<Instant>,
     /// Actual send times within the longest window, oldest first.
     sent: VecDeque<Instant>,
+    /// Set once a 429 without `Retry-After` slowed the pace.
+    adapt: Option<Adapt>,
+    stats: PaceStats,
 }
 
 impl RateLimiter {
@@ -100,10 +158,78 @@ impl RateLimiter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The theoretical slot of the next send (`tat - tolerance`), if any send was made.
+    /// The theoretical slot of the next send (`tat - tolerance`), if any send was made. A
+    /// slowed lane has no burst.
     fn theoretical(&self) -> Option<Instant> {
-        let tat = self.state().tat?;
-        Some(tat.checked_sub(self.tolerance).unwrap_or(tat))
+        let state = self.state();
+        let tat = state.tat?;
+        let tolerance = if state.adapt.is_some() {
+            Duration::ZERO
+        } else {
+            self.tolerance
+        };
+        Some(tat.checked_sub(tolerance).unwrap_or(tat))
+    }
+
+    /// The spacing between sends at `now`: the configured interval, or longer while slowed.
+    fn interval_at(state: &State, base: Duration, now: Instant) -> Duration {
+        match &state.adapt {
+            None => base,
+            Some(a) => Duration::from_secs_f64(1.0 / a.rate(now).max(FLOOR)).max(base),
+        }
+    }
+
+    /// A 429 without `Retry-After` to a request sent at `sent_at`: slow the pace (once per
+    /// congestion: requests sent before the last decrease do not decrease it again).
+    pub fn rate_limited(&self, sent_at: Instant) {
+        let Some(base) = self.interval else {
+            return;
+        };
+        let now = Instant::now();
+        let mut state = self.state();
+        let configured = 1.0 / base.as_secs_f64();
+        if state.adapt.is_some_and(|a| sent_at <= a.at) {
+            return;
+        }
+        let current = state.adapt.map_or(configured, |a| a.rate(now));
+        let ceiling = (current * SETTLE).max(FLOOR);
+        let from = (ceiling * DECREASE).max(FLOOR);
+        state.adapt = Some(Adapt {
+            configured,
+            from,
+            at: now,
+            ceiling,
+        });
+        state.stats.slowdowns += 1;
+        state.stats.slowest_rate = Some(state.stats.slowest_rate.map_or(from, |s| s.min(from)));
+        // The next send waits a full interval at the new pace from now.
+        let next = now + Duration::from_secs_f64(1.0 / from);
+        state.tat = Some(state.tat.map_or(next, |t| t.max(next)));
+    }
+
+    /// The pace now, requests per second (`None` when unlimited).
+    pub fn current_rate(&self) -> Option<f64> {
+        let base = self.interval?;
+        let state = self.state();
+        Some(1.0 / Self::interval_at(&state, base, Instant::now()).as_secs_f64())
+    }
+
+    pub fn stats(&self) -> PaceStats {
+        self.state().stats
+    }
+
+    /// The send that took the last slot actually left at `at` (it waited for a concurrency
+    /// slot after its pace slot): the schedule and the window guard count it then.
+    pub fn sent_late(&self, at: Instant) {
+        let Some(base) = self.interval else {
+            return;
+        };
+        let mut state = self.state();
+        if let Some(last) = state.sent.back_mut() {
+            *last = (*last).max(at);
+        }
+        let next = at + Self::interval_at(&state, base, at);
+        state.tat = Some(state.tat.map_or(next, |t| t.max(next)));
     }
 
     /// When the window guard lets the next send go, if it must wait.
@@ -168,7 +294,10 @@ impl RateLimiter {
         let theoretical = state
             .tat
             .map(|t| t.checked_sub(self.tolerance).unwrap_or(t));
+        let strict = state.adapt.is_some();
         let counted = match (slept_until, theoretical) {
+            // A slowed lane counts from the actual send: a strict provider counts the gaps.
+            _ if strict => sent,
             // Slept until the slot and woke within the allowance: on schedule.
             (Some(at), _) if sent <= at + self.late => at,
             // A fine rate under a backlog, the slot already past: catch up on what the timer
@@ -179,7 +308,8 @@ impl RateLimiter {
             // Idle, stalled, or a coarse rate: the schedule moves to now.
             _ => sent,
         };
-        state.tat = Some(state.tat.unwrap_or(counted).max(counted) + interval);
+        let spacing = Self::interval_at(&state, interval, sent);
+        state.tat = Some(state.tat.unwrap_or(counted).max(counted) + spacing);
         state.sent.push_back(sent);
     }
 
@@ -187,6 +317,7 @@ impl RateLimiter {
     /// then resumes on the even schedule, without a burst.
     pub fn pause_until(&self, until: Instant) {
         let mut state = self.state();
+        state.stats.pauses += 1;
         let resume = until + self.tolerance;
         state.tat = Some(state.tat.map_or(resume, |t| t.max(resume)));
     }
@@ -346,5 +477,97 @@ mod tests {
         let limiter = RateLimiter::new(Rate::Unlimited, 1);
         let times = send_times(&limiter, 1000).await;
         assert!(times.iter().all(|t| t.is_zero()));
+    }
+}
+
+#[cfg(test)]
+mod adaptive_tests {
+    use super::*;
+
+    fn per_sec(n: u32) -> Rate {
+        Rate::Limited {
+            count: n,
+            per: Duration::from_secs(1),
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_slows_the_pace_which_climbs_back_to_just_under_where_it_came() {
+        let limiter = RateLimiter::new(per_sec(10), 1);
+        limiter.until_ready().await;
+        let sent = Instant::now();
+        limiter.rate_limited(sent);
+        // Ceiling 0.95 × 10, pace 0.8 × that.
+        assert!(close(limiter.current_rate().expect("rate"), 7.6));
+        // A second 429 for a request sent before the decrease is the same congestion.
+        limiter.rate_limited(sent);
+        assert_eq!(limiter.stats().slowdowns, 1);
+        // Climbing by 1/s per second (10% of the configured rate): 1.9 s to the ceiling.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(close(limiter.current_rate().expect("rate"), 8.6));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let at_ceiling = limiter.current_rate().expect("rate");
+        assert!((9.5..9.6).contains(&at_ceiling), "{at_ceiling}");
+        // The ceiling itself recovers slowly (1% per 10 s) up to the configured rate.
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(close(limiter.current_rate().expect("rate"), 10.0));
+        let stats = limiter.stats();
+        assert_eq!(stats.slowdowns, 1);
+        assert!(close(stats.slowest_rate.expect("slowest"), 7.6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_follow_the_slowed_pace_from_actual_send_times() {
+        let limiter = RateLimiter::new(per_sec(10), 3);
+        limiter.until_ready().await;
+        limiter.rate_limited(Instant::now());
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            limiter.until_ready().await;
+            times.push(Instant::now() - start);
+        }
+        // No burst once slowed, and every gap at least the slowed interval (1/7.6 s, growing
+        // less as the pace climbs).
+        for pair in times.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(100), "{times:?}");
+        }
+        assert!(times[0] >= Duration::from_millis(130), "{times:?}");
+    }
+
+    /// A strict provider (token bucket of one at 7/s) sees arrivals with 0–3 ms of jitter; the
+    /// plan asks for exactly 7/s. The pace must settle just under the limit: few 429s, most
+    /// of the rate achieved.
+    #[tokio::test(start_paused = true)]
+    async fn at_a_strict_providers_limit_the_pace_settles_just_under_it() {
+        let limiter = RateLimiter::new(per_sec(7), 1);
+        let interval = Duration::from_secs(1) / 7;
+        let start = Instant::now();
+        let mut last_ok: Option<Instant> = None;
+        let (mut ok, mut limited) = (0u32, 0u32);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        while ok < 1000 {
+            limiter.until_ready().await;
+            let sent = Instant::now();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let arrival = sent + Duration::from_micros(seed % 3000);
+            if last_ok.is_some_and(|t| arrival < t + interval) {
+                limited += 1;
+                limiter.rate_limited(sent);
+            } else {
+                ok += 1;
+                last_ok = Some(arrival);
+            }
+        }
+        let achieved = f64::from(ok) / (Instant::now() - start).as_secs_f64();
+        let share = f64::from(limited) / f64::from(ok + limited);
+        assert!(achieved >= 0.9 * 7.0, "achieved {achieved:.3}/s");
+        assert!(share <= 0.05, "{limited} of {} answered 429", ok + limited);
     }
 }

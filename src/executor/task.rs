@@ -1,9 +1,18 @@
-//! One row's life: wait for the target's slot, sign afresh, send, classify, retry or finish.
+//! One row's life in its lane: a [`Job`] carries the row and its retry state between
+//! attempts. [`attempt`] signs afresh, sends, classifies the answer and either finishes the row
+//! (its [`RowOutcome`] rendered for the writer) or puts it back at the front of its lane.
+//!
+//! - 429 without `Retry-After` slows the lane ([`super::rate::RateLimiter::rate_limited`]);
+//!   with `Retry-After` the lane pauses. Either way the row keeps its place and uses no
+//!   retry, as long as it has been rate limited for less than the run's `rate_limit_budget`;
+//!   after that a 429 counts as an ordinary retry.
+//! - 5xx, timeouts and connection errors use `--retries`, with backoff and jitter.
 
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::emit::{EmitRecord, EmitWriter};
@@ -13,7 +22,7 @@ use crate::report::{with_timestamp, RowView, Status};
 
 use super::output::{Batch, RowDone};
 use super::retry::{backoff, classify, AttemptOutcome, Verdict};
-use super::{settled_view, with_settled, RunContext, Transport};
+use super::{settled_view, with_settled, MessageId, RunContext, Transport};
 
 /// Dry run: build and sign with the run's clock, record the request, report `planned`;
 /// both rendered into `batch`.
@@ -53,7 +62,8 @@ fn render_emit<T: Transport>(
             attempt,
             request: signed,
             credential,
-            pace: ctx.targets[row.target].rate.interval(),
+            // The pace of the row's lane: targets sharing a pace share it in the script too.
+            pace: ctx.lanes[ctx.targets[row.target].lane].rate.interval(),
         },
         out,
     );
@@ -67,183 +77,256 @@ async fn emit<T: Transport>(ctx: &RunContext<T>, row: &Row, attempt: u32, signed
     }
 }
 
-/// The last answer (or failure) seen, for the report row.
-struct Last {
-    http_status: Option<u16>,
-    code: String,
-    message: String,
+/// How a row ended, as data: the writer renders it, the tally counts it.
+#[derive(Debug, Clone)]
+pub struct RowOutcome {
+    pub status: Status,
+    pub http_status: Option<u16>,
+    pub code: String,
+    pub message: String,
+    pub attempts: u32,
+    /// From the first attempt to the end, 0 when nothing was sent.
+    pub duration: Duration,
+    /// The last attempt's latency, when one was answered.
+    pub latency: Option<Duration>,
 }
 
-/// Runs one row to its final status. Returns its report row, rendered, with the last
-/// attempt's latency.
-pub(super) async fn run_row<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str) -> RowDone {
-    let (done, latency) = drive_row(ctx, row).await;
-    let last = &done.last;
+/// A row on its way through its lane, with its state between attempts.
+pub(super) struct Job {
+    pub(super) row: Row,
+    key: String,
+    /// Built at the first attempt, so rows waiting in a lane hold only the row.
+    prepared: Option<PreparedRequest>,
+    attempts: u32,
+    /// Retries used (429s within the budget use none).
+    retries: u32,
+    started: Option<Instant>,
+    /// When the current run of 429 answers began.
+    limited_since: Option<Instant>,
+    latency: Option<Duration>,
+    rng: SmallRng,
+}
+
+impl Job {
+    pub(super) fn new(row: Row, key: String) -> Job {
+        let rng = SmallRng::seed_from_u64(row.number ^ 0x9e37_79b9_7f4a_7c15);
+        Job {
+            row,
+            key,
+            prepared: None,
+            attempts: 0,
+            retries: 0,
+            started: None,
+            limited_since: None,
+            latency: None,
+            rng,
+        }
+    }
+
+    pub(super) fn message_id(&self) -> MessageId {
+        (self.row.target, self.row.message_ref().to_string())
+    }
+
+    fn outcome(
+        &self,
+        status: Status,
+        http_status: Option<u16>,
+        code: &str,
+        message: String,
+    ) -> RowOutcome {
+        RowOutcome {
+            status,
+            http_status,
+            code: code.to_string(),
+            message,
+            attempts: self.attempts,
+            duration: self.started.map_or(Duration::ZERO, |s| s.elapsed()),
+            latency: self.latency,
+        }
+    }
+}
+
+/// Renders a finished row for the writer, with the same view builder as every other row.
+fn render<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: &RowOutcome) -> RowDone {
     with_timestamp(chrono::Utc::now(), |finished_at| {
         let settled = settled_view(
             &ctx.targets,
-            row,
-            key,
-            done.status,
-            &last.code,
-            &last.message,
+            &job.row,
+            &job.key,
+            outcome.status,
+            &outcome.code,
+            &outcome.message,
             finished_at,
         );
         ctx.out.render(
             &RowView {
-                http_status: last.http_status,
-                attempts: done.attempts,
-                duration_ms: done.started.map_or(0, |s| s.elapsed().as_millis() as u64),
+                http_status: outcome.http_status,
+                attempts: outcome.attempts,
+                duration_ms: outcome.duration.as_millis() as u64,
                 ..settled
             },
-            latency,
+            outcome.latency,
         )
     })
 }
 
-/// How a row ended, before it is rendered.
-struct Finished {
-    status: Status,
-    attempts: u32,
-    started: Option<Instant>,
-    last: Last,
+async fn finish<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: RowOutcome) -> MessageId {
+    ctx.out.row(render(ctx, job, &outcome)).await;
+    job.message_id()
 }
 
-async fn drive_row<T: Transport>(ctx: &RunContext<T>, row: &Row) -> (Finished, Option<Duration>) {
-    let target = &ctx.targets[row.target];
-    let prepared = provider::prepare(&target.spec, row);
-    let mut rng = SmallRng::seed_from_u64(row.number ^ 0x9e37_79b9_7f4a_7c15);
-    let mut attempts = 0u32;
-    let mut started: Option<Instant> = None;
-    let mut latency = None;
-    let mut last = Last {
-        http_status: None,
-        code: String::new(),
-        message: String::new(),
-    };
-    let finish = |status: Status, attempts: u32, started: Option<Instant>, last: Last| Finished {
-        status,
-        attempts,
-        started,
-        last,
-    };
-    loop {
-        if let Some(reason) = target.stopped() {
-            last.code = "auth_stopped".into();
-            last.message = reason.to_string();
-            return (finish(Status::Skipped, attempts, started, last), latency);
-        }
-        if ctx.cancel.is_soft() {
-            last.code = "cancelled".into();
-            last.message = if attempts == 0 {
+/// A row its lane will not send: its target was stopped, or the run was interrupted.
+pub(super) async fn finish_unsent<T: Transport>(
+    ctx: &RunContext<T>,
+    job: Job,
+    done: &mpsc::UnboundedSender<MessageId>,
+) {
+    let outcome = match ctx.targets[job.row.target].stopped() {
+        Some(reason) => job.outcome(Status::Skipped, None, "auth_stopped", reason.to_string()),
+        None => job.outcome(
+            Status::Cancelled,
+            None,
+            "cancelled",
+            if job.attempts == 0 {
                 "interrupted before sending".into()
             } else {
                 "interrupted before retrying".into()
+            },
+        ),
+    };
+    let id = finish(ctx, &job, outcome).await;
+    let _ = done.send(id);
+}
+
+/// One attempt of `job`, holding a concurrency slot (`permit`) while on the wire. Returns the
+/// row's message once the row is finished; `None` when it went back to its lane.
+pub(super) async fn attempt<T: Transport>(
+    ctx: &RunContext<T>,
+    lane: usize,
+    mut job: Job,
+    permit: OwnedSemaphorePermit,
+) -> Option<MessageId> {
+    let target = &ctx.targets[job.row.target];
+    let lane = &ctx.lanes[lane];
+    job.attempts += 1;
+    let sent_at = Instant::now();
+    job.started.get_or_insert(sent_at);
+    target.sends.record(sent_at);
+    lane.sends.record(sent_at);
+    let prepared = job
+        .prepared
+        .get_or_insert_with(|| provider::prepare(&target.spec, &job.row));
+    // Signed at send time, on every attempt: a retry with an old Date would be rejected.
+    let signed = provider::sign(prepared, &target.secret, chrono::Utc::now());
+    emit(ctx, &job.row, job.attempts, &signed).await;
+    let outcome = tokio::select! {
+        outcome = ctx.transport.send(&signed, ctx.config.timeout) => Some(outcome),
+        _ = ctx.cancel.hard() => None,
+    };
+    drop(permit);
+    let Some(outcome) = outcome else {
+        let o = job.outcome(
+            Status::Cancelled,
+            None,
+            "cancelled",
+            "interrupted while the request was in flight; it may have been applied".into(),
+        );
+        return Some(finish(ctx, &job, o).await);
+    };
+    job.latency = Some(sent_at.elapsed());
+    let (http_status, code, message) = match &outcome {
+        AttemptOutcome::Answered {
+            status,
+            code,
+            message,
+            ..
+        } => (
+            Some(*status),
+            if code.is_empty() && !(200..300).contains(status) {
+                format!("http_{status}")
+            } else {
+                code.clone()
+            },
+            message.clone(),
+        ),
+        AttemptOutcome::Timeout => (
+            None,
+            "timeout".to_string(),
+            format!("no answer within {:?}", ctx.config.timeout),
+        ),
+        AttemptOutcome::Connection(e) => (None, "connection".to_string(), e.clone()),
+        AttemptOutcome::Refused { code, message } => (None, code.clone(), message.clone()),
+    };
+    match classify(&outcome) {
+        Verdict::Success => {
+            target.record_auth(false, 0, "");
+            let o = job.outcome(Status::Ok, http_status, &code, message);
+            Some(finish(ctx, &job, o).await)
+        }
+        Verdict::Fail { auth } => {
+            if auth {
+                target.record_auth(true, http_status.unwrap_or(0), &code);
+            }
+            let o = job.outcome(Status::Failed, http_status, &code, message);
+            Some(finish(ctx, &job, o).await)
+        }
+        Verdict::Retry { retry_after } => {
+            let limited = http_status == Some(429);
+            if limited {
+                lane.rate_limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match retry_after {
+                    // The provider asked the whole lane to wait, not just this row.
+                    Some(ra) => lane.limiter.pause_until(Instant::now() + ra),
+                    None => lane.limiter.rate_limited(sent_at),
+                }
+            } else {
+                job.limited_since = None;
+            }
+            let within_budget = limited && {
+                let since = *job.limited_since.get_or_insert(sent_at);
+                since.elapsed() <= ctx.config.rate_limit_budget
             };
-            return (finish(Status::Cancelled, attempts, started, last), latency);
-        }
-        tokio::select! {
-            _ = target.limiter.until_ready() => {}
-            _ = ctx.cancel.soft() => continue,
-        }
-        // The target may have been stopped while this row waited for its slot.
-        if target.stopped().is_some() {
-            continue;
-        }
-        attempts += 1;
-        let sent_at = Instant::now();
-        started.get_or_insert(sent_at);
-        target.record_send(sent_at);
-        let outcome = attempt(ctx, row, &prepared, attempts).await;
-        let Some(outcome) = outcome else {
-            last.code = "cancelled".into();
-            last.message =
-                "interrupted while the request was in flight; it may have been applied".into();
-            return (finish(Status::Cancelled, attempts, started, last), latency);
-        };
-        latency = Some(sent_at.elapsed());
-        last = match &outcome {
-            AttemptOutcome::Answered {
-                status,
-                code,
-                message,
-                ..
-            } => Last {
-                http_status: Some(*status),
-                code: if code.is_empty() && !(200..300).contains(status) {
-                    format!("http_{status}")
-                } else {
-                    code.clone()
-                },
-                message: message.clone(),
-            },
-            AttemptOutcome::Timeout => Last {
-                http_status: None,
-                code: "timeout".into(),
-                message: format!("no answer within {:?}", ctx.config.timeout),
-            },
-            AttemptOutcome::Connection(e) => Last {
-                http_status: None,
-                code: "connection".into(),
-                message: e.clone(),
-            },
-            AttemptOutcome::Refused { code, message } => Last {
-                http_status: None,
-                code: code.clone(),
-                message: message.clone(),
-            },
-        };
-        match classify(&outcome) {
-            Verdict::Success => {
-                target.record_auth(false, 0, "");
-                return (finish(Status::Ok, attempts, started, last), latency);
-            }
-            Verdict::Fail { auth } => {
-                if auth {
-                    target.record_auth(true, last.http_status.unwrap_or(0), &last.code);
+            if !within_budget {
+                job.retries += 1;
+                if job.retries > ctx.config.retries {
+                    let why = if limited {
+                        format!(
+                            "{message} (still rate limited after {}s and {} attempts)",
+                            job.limited_since.map_or(0, |s| s.elapsed().as_secs()),
+                            job.attempts
+                        )
+                    } else {
+                        format!("{message} (gave up after {} attempts)", job.attempts)
+                    };
+                    let o = job.outcome(
+                        Status::Failed,
+                        http_status,
+                        &code,
+                        why.trim_start().to_string(),
+                    );
+                    return Some(finish(ctx, &job, o).await);
                 }
-                return (finish(Status::Failed, attempts, started, last), latency);
-            }
-            Verdict::Retry { retry_after } => {
-                if attempts > ctx.config.retries {
-                    last.message = format!("{} (gave up after {attempts} attempts)", last.message)
-                        .trim_start()
-                        .to_string();
-                    return (finish(Status::Failed, attempts, started, last), latency);
-                }
-                if let Some(ra) = retry_after {
-                    // The provider asked the whole target to slow down, not just this row.
-                    target.limiter.pause_until(Instant::now() + ra);
+                if let (false, Some(ra)) = (limited, retry_after) {
+                    lane.limiter.pause_until(Instant::now() + ra);
                 }
                 let wait = backoff(
-                    attempts,
+                    job.retries,
                     ctx.config.backoff_base,
                     ctx.config.backoff_cap,
                     retry_after,
-                    &mut rng,
+                    &mut job.rng,
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = ctx.cancel.soft() => {}
                 }
             }
+            // Back to the front of its lane: the lane's pace (slowed or paused for a 429)
+            // decides when it goes again. The lane's worker finishes it if the run was
+            // interrupted meanwhile.
+            lane.push_front(job);
+            None
         }
-    }
-}
-
-/// Signs and sends one attempt. `None` when a hard cancel abandoned it in flight.
-async fn attempt<T: Transport>(
-    ctx: &RunContext<T>,
-    row: &Row,
-    prepared: &PreparedRequest,
-    n: u32,
-) -> Option<AttemptOutcome> {
-    let target = &ctx.targets[row.target];
-    // Signed at send time, on every attempt: a retry with an old Date would be rejected.
-    let signed = provider::sign(prepared, &target.secret, chrono::Utc::now());
-    emit(ctx, row, n, &signed).await;
-    tokio::select! {
-        outcome = ctx.transport.send(&signed, ctx.config.timeout) => Some(outcome),
-        _ = ctx.cancel.hard() => None,
     }
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::plan::{Action, Source, TargetKind};
+use crate::plan::{Action, Rate, Source, TargetKind};
 use crate::provider::SignedRequest;
 use crate::report::{read_report, ReportWriter, RowResult};
+use crate::secret::Secret;
 use crate::secret::SecretRef;
 
 #[derive(Clone, Debug)]
@@ -121,19 +122,21 @@ async fn run(
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.csv");
     let writer = ReportWriter::create(&path).expect("report");
-    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()));
+    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
+        .expect("writer thread");
     let calls = Arc::new(Mutex::new(Vec::new()));
     let burst = config.burst;
-    let ctx = Arc::new(RunContext {
+    let ctx = Arc::new(RunContext::new(
         config,
-        targets: vec![TargetRuntime::new(target(), Secret::new("k"), rate, burst)],
-        transport: FakeTransport {
+        vec![TargetRuntime::new(target(), Secret::new("k"), rate)],
+        vec![Lane::new("o".into(), vec![0], rate, burst)],
+        FakeTransport {
             calls: Arc::clone(&calls),
             script,
         },
         out,
         cancel,
-    });
+    ));
     execute(
         Arc::clone(&ctx),
         rows.into_iter(),
@@ -370,4 +373,126 @@ async fn cancel_reports_every_row_once_with_unsent_rows_cancelled() {
         .count();
     assert!((30..=40).contains(&ok), "{ok} ok");
     assert_eq!(ok + cancelled, 1000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limited_rows_keep_their_place_without_using_retries_within_the_budget() {
+    // The first 8 calls are answered 429 (no Retry-After), then every call succeeds.
+    let script = Box::new(|_: &str, n: usize| {
+        if n < 8 {
+            (status(429), Duration::from_millis(1))
+        } else {
+            (ok(), Duration::from_millis(1))
+        }
+    });
+    let cfg = ExecConfig {
+        retries: 1,
+        ..config(4)
+    };
+    let out = run(cfg, per_sec(20), rows(4, 4), script, Cancel::new()).await;
+    assert!(
+        out.results.iter().all(|r| r.status == Status::Ok),
+        "{:?}",
+        out.results
+    );
+    assert_eq!(out.calls.len(), 12);
+    // Row 1 was answered 429 first and stayed first in its lane.
+    assert!(out.calls.iter().filter(|c| c.emoji == "e1").count() >= 2);
+
+    // With no budget, a 429 is an ordinary retry: bounded by --retries.
+    let script = Box::new(|_: &str, _n: usize| (status(429), Duration::from_millis(1)));
+    let cfg = ExecConfig {
+        retries: 2,
+        rate_limit_budget: Duration::ZERO,
+        ..config(4)
+    };
+    let out = run(cfg, per_sec(20), rows(1, 1), script, Cancel::new()).await;
+    let got: Vec<(Status, u32)> = out.results.iter().map(|r| (r.status, r.attempts)).collect();
+    assert_eq!(got, vec![(Status::Failed, 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_lane_holds_no_concurrency_slot_from_a_fast_one() {
+    // Two targets with their own lanes: `slow` at 1/s, `fast` unlimited; one slot. Rows
+    // waiting for the slow lane's pace must not keep the fast lane's rows from the wire.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.csv");
+    let writer = ReportWriter::create(&path).expect("report");
+    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
+        .expect("writer thread");
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let slow = Target {
+        name: "slow".into(),
+        ..target()
+    };
+    let fast = Target {
+        name: "fast".into(),
+        ..target()
+    };
+    let ctx = Arc::new(RunContext::new(
+        config(1),
+        vec![
+            TargetRuntime::new(slow, Secret::new("k"), per_sec(1)),
+            TargetRuntime::new(fast, Secret::new("k"), Rate::Unlimited),
+        ],
+        vec![
+            Lane::new("slow".into(), vec![0], per_sec(1), 1),
+            Lane::new("fast".into(), vec![1], Rate::Unlimited, 1),
+        ],
+        FakeTransport {
+            calls: Arc::clone(&calls),
+            script: Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(10))),
+        },
+        out,
+        Cancel::new(),
+    ));
+    // Rows alternate: 5 on the slow target, 50 on the fast one.
+    let rows: Vec<Result<Row, Problem>> = rows(55, 55)
+        .into_iter()
+        .map(|r| {
+            r.map(|mut row| {
+                row.target = usize::from(row.number % 11 != 1);
+                row
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    execute(
+        Arc::clone(&ctx),
+        rows.into_iter(),
+        Box::new(|r: &Row| format!("k{}", r.number)),
+        |_: &Row, _: &str| Admission::Run,
+    )
+    .await;
+    drop(ctx);
+    thread.join();
+    let calls = calls.lock().expect("calls").clone();
+    assert_eq!(calls.len(), 55);
+    // The 50 fast rows, 10 ms each one at a time, are done within the first second, while
+    // the slow lane waits for its pace (5 rows at 1/s end at 4 s).
+    let fast_done = calls
+        .iter()
+        .filter(|c| {
+            let n: u64 = c.emoji[1..].parse().unwrap_or(0);
+            n % 11 != 1
+        })
+        .map(|c| c.end - start)
+        .max()
+        .expect("fast calls");
+    assert!(
+        fast_done < Duration::from_millis(1000),
+        "fast lane done at {fast_done:?}"
+    );
+    let last = calls.iter().map(|c| c.end - start).max().expect("calls");
+    assert!(
+        last >= Duration::from_secs(4),
+        "slow lane kept its pace: {last:?}"
+    );
+}
+
+fn per_sec(n: u32) -> Rate {
+    Rate::Limited {
+        count: n,
+        per: Duration::from_secs(1),
+    }
 }

@@ -143,7 +143,10 @@ impl CsvRows {
                     problems.push(err(Some(1), col, format!("column {} has no name", i + 1)));
                 }
                 Some(f) if columns.contains(&f) => {
-                    problems.push(err(Some(1), col, format!("duplicate column `{name}`")));
+                    problems.push(
+                        err(Some(1), col, format!("duplicate column `{name}`"))
+                            .with_code("duplicate_field"),
+                    );
                 }
                 Some(f) => columns.push(f),
                 None => {
@@ -151,7 +154,8 @@ impl CsvRows {
                         Some(1),
                         col,
                         format!("unknown column `{}`", super::fields::shorten(name)),
-                    );
+                    )
+                    .with_code("unknown_field");
                     p.hint = suggest(name, Field::names()).or_else(|| {
                         Some(format!(
                             "columns are: {}",
@@ -207,12 +211,10 @@ impl CsvRows {
                     // I/O errors and over-long records: the rest of the file is unreliable.
                     self.done = true;
                 }
-                row.problems.push(Problem::error(
-                    &*self.file,
-                    Some(to_u32(line)),
-                    None,
-                    csv_error_message(&e),
-                ));
+                row.problems.push(
+                    Problem::error(&*self.file, Some(to_u32(line)), None, csv_error_message(&e))
+                        .with_code("csv_syntax"),
+                );
                 Some(row)
             }
         }

@@ -39,7 +39,8 @@ impl DocReader<'_> {
                 self.error(
                     node.pos,
                     format!("{what} must be a mapping of `key: value`, found {found}"),
-                );
+                )
+                .code = "wrong_type";
                 None
             }
         }
@@ -49,12 +50,13 @@ impl DocReader<'_> {
     pub fn string<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n str> {
         match (&node.value, node.kind()) {
             (_, NodeKind::Null) => {
-                self.error(node.pos, format!("`{what}` has no value"));
+                self.error(node.pos, format!("`{what}` has no value")).code = "missing_value";
                 None
             }
             (Value::Scalar { text, .. }, _) => Some(text),
             (_, found) => {
-                self.error(node.pos, format!("`{what}` must be a value, found {found}"));
+                self.error(node.pos, format!("`{what}` must be a value, found {found}"))
+                    .code = "wrong_type";
                 None
             }
         }
@@ -73,6 +75,7 @@ impl DocReader<'_> {
     pub fn unknown_key(&mut self, key: &Key, within: &str, known: &[&str]) {
         let hint = suggest(&key.text, known.iter().copied());
         let p = self.error(key.pos, format!("unknown key `{}` in {within}", key.text));
+        p.code = "unknown_field";
         if let Some(hint) = hint {
             p.hint = Some(hint);
         } else {
@@ -90,7 +93,8 @@ impl DocReader<'_> {
                 self.error(
                     node.pos,
                     format!("`{what}` must be `true` or `false`, found `{other}`"),
-                );
+                )
+                .code = "invalid_value";
                 None
             }
         }
@@ -109,7 +113,8 @@ impl DocReader<'_> {
                 self.error(
                     node.pos,
                     format!("`{what}` must be a whole number from {min} to {max}, found `{text}`"),
-                );
+                )
+                .code = "invalid_value";
                 None
             }
         }

@@ -84,7 +84,8 @@ impl DuplicateKeys {
                         shorten(key)
                     ),
                 )
-                .with_hint("keys must be unique: a row's `key` is its identity for --resume"),
+                .with_hint("keys must be unique: a row's `key` is its identity for --resume")
+                .with_code("duplicate_key"),
             ),
         }
     }

@@ -44,6 +44,9 @@ pub enum Segment {
 pub struct Loaded {
     pub ctx: RowContext,
     pub secret_sites: Vec<SecretSite>,
+    pub pace_groups: Vec<super::pace::PaceGroup>,
+    /// Warnings about `limit_group:` (not problems: they do not stop a run).
+    pub pace_warnings: Vec<Problem>,
     pub settings: Settings,
     pub segments: Vec<Segment>,
     pub files: Vec<PathBuf>,
@@ -77,7 +80,8 @@ fn read_yaml(
     file: &str,
     problems: &mut Vec<Problem>,
 ) -> Result<Option<Node>, Vec<Problem>> {
-    let whole = |msg: String| vec![Problem::error(file, None, None, msg)];
+    let whole =
+        |msg: String| vec![Problem::error(file, None, None, msg).with_code("unreadable_file")];
     let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
     if meta.len() > MAX_YAML_BYTES {
         // Located at line 1 (the file as a whole), so it reads like every other plan problem.
@@ -103,7 +107,8 @@ fn read_yaml(
                 Some(yaml::to_u32(line)),
                 Some(yaml::to_u32(col)),
                 "the file is not valid UTF-8; save it as UTF-8",
-            );
+            )
+            .with_code("not_utf8");
             if e.as_bytes().starts_with(&[0xff, 0xfe]) || e.as_bytes().starts_with(&[0xfe, 0xff]) {
                 p = p.with_hint("the file starts with a UTF-16 byte order mark");
             }
@@ -262,13 +267,28 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
     out.segments = walk.segments;
     out.files.extend(walk.files);
 
+    let mut group_sites = Vec::new();
     for (t, f) in target_list {
         out.secret_sites.push(SecretSite {
             file: f.to_string(),
             pos: t.secret_pos,
         });
+        group_sites.push(
+            t.limit_group
+                .map(|(group, pos)| super::pace::LimitGroupSite {
+                    group,
+                    file: f.clone(),
+                    pos,
+                }),
+        );
         out.ctx.targets.push(t.target);
     }
+    out.pace_groups = super::pace::group(
+        &out.ctx.targets,
+        &group_sites,
+        &mut out.problems,
+        &mut out.pace_warnings,
+    );
     sort_by_position(&mut out.problems);
     cap_problems(&mut out.problems, &file);
     out.ctx.target_index = out

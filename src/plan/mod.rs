@@ -20,12 +20,14 @@ pub mod fields;
 mod keys;
 mod load;
 pub mod model;
+pub mod pace;
 mod paths;
 pub mod problem;
 mod rows;
 pub mod schema;
 mod secrets;
 pub mod settings;
+pub mod spool;
 mod targets;
 mod warnings;
 mod yaml;
@@ -49,6 +51,10 @@ pub struct Plan {
     /// The plan file as the user named it.
     pub path: PathBuf,
     pub targets: Vec<Target>,
+    /// Which targets share a pace (one lane each); every target is in exactly one.
+    pub pace_groups: Vec<pace::PaceGroup>,
+    /// Warnings about `limit_group:` (e.g. a named group with one member).
+    pub pace_warnings: Vec<Problem>,
     pub settings: Settings,
     inner: Arc<Inner>,
     files: Vec<PathBuf>,
@@ -152,6 +158,8 @@ impl Plan {
         let plan = Plan {
             path: path.to_path_buf(),
             targets: loaded.ctx.targets.clone(),
+            pace_groups: loaded.pace_groups,
+            pace_warnings: loaded.pace_warnings,
             settings: loaded.settings,
             inner: Arc::new(Inner {
                 file: Arc::from(path.display().to_string()),
@@ -199,6 +207,9 @@ impl Plan {
         while let Some(checked) = rows.next_checked() {
             match checked {
                 Checked::Row(row) => {
+                    if let Some(w) = warnings::both_message_ids(&row) {
+                        warnings.push(w);
+                    }
                     on_row(&row);
                     finder.add(&row);
                     keys.add(&row);
@@ -209,7 +220,9 @@ impl Plan {
         }
         let count = rows.number;
         if count == 0 {
-            warnings.push(Problem::warning(file, None, None, "the plan has no rows"));
+            warnings.push(
+                Problem::warning(file, None, None, "the plan has no rows").with_code("no_rows"),
+            );
         }
         // One second pass serves both, and only runs when one of them needs it.
         let (mut pointless, mut duplicates) = (finder.finish(), keys.finish());
@@ -246,9 +259,15 @@ impl Plan {
         secrets::resolve(&self.targets, &self.secret_sites)
     }
 
-    /// Warnings about how secrets are kept (files readable by other users).
+    /// Warnings about how secrets are kept (files readable by other users) and what they hold
+    /// (whitespace around the value). Never show the value.
     pub fn secret_warnings(&self) -> Vec<Problem> {
-        secrets::permission_warnings(&self.targets, &self.secret_sites)
+        let mut warnings = secrets::permission_warnings(&self.targets, &self.secret_sites);
+        warnings.extend(secrets::whitespace_warnings(
+            &self.targets,
+            &self.secret_sites,
+        ));
+        warnings
     }
 
     /// Targets reached over plain `http://` on a non-loopback host (errors for `run` unless
@@ -259,6 +278,13 @@ impl Plan {
 
     /// The plan file, the `--targets` file if any, and every included file, in order (for a
     /// digest of what was audited).
+    /// The file (as named in problems) where target `index` is defined.
+    pub fn target_file(&self, index: usize) -> &str {
+        self.secret_sites
+            .get(index)
+            .map_or(&*self.inner.file, |s| s.file.as_str())
+    }
+
     pub fn files(&self) -> Vec<PathBuf> {
         self.files.clone()
     }

@@ -1,5 +1,6 @@
-//! A located problem in a plan: `file:line:col: error: message`, with an optional hint.
-//! Validation collects these instead of stopping at the first one.
+//! A located problem in a plan: `file:line:col: error: message`, with an optional hint and a
+//! stable machine [`code`](Problem::code) (`unknown_field`, `missing_emoji`, ...; the list is
+//! in `docs/check-json.md`). Validation collects these instead of stopping at the first one.
 
 use std::fmt;
 
@@ -19,6 +20,10 @@ pub struct Problem {
     /// 1-based.
     pub column: Option<u32>,
     pub message: String,
+    /// What kind of problem this is, for scripts (`check --format json`, `--log-format json`):
+    /// stable across releases, unlike the message. Generic (`invalid`, `warning`) only where
+    /// no more precise code was given.
+    pub code: &'static str,
     /// e.g. "did you mean `emoji`?"
     pub hint: Option<String>,
     /// The line may hold a secret (a literal secret, a password in a URL): diagnostics must not
@@ -39,6 +44,7 @@ impl Problem {
             line,
             column,
             message: message.into(),
+            code: "invalid",
             hint: None,
             hide_source: false,
         }
@@ -52,8 +58,15 @@ impl Problem {
     ) -> Self {
         Problem {
             severity: Severity::Warning,
+            code: "warning",
             ..Problem::error(file, line, column, message)
         }
+    }
+
+    /// Sets the machine code (see [`Problem::code`]).
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -81,7 +81,8 @@ pub fn read_yaml_row(file: &Arc<str>, node: &Node, within: &str) -> RawRow {
                     r.error(
                         value.pos,
                         format!("`{field}` must be a single value, found {found}"),
-                    );
+                    )
+                    .code = "wrong_type";
                 }
             }
         }
@@ -96,6 +97,16 @@ pub fn read_yaml_row(file: &Arc<str>, node: &Node, within: &str) -> RawRow {
     }
     row.problems = problems;
     row
+}
+
+/// The code of a [`check_value`] failure for `field`.
+fn invalid_code(field: Field) -> &'static str {
+    match field {
+        Field::Emoji | Field::PreviousEmoji => "invalid_emoji",
+        Field::Action => "invalid_action",
+        Field::NotBefore => "invalid_time",
+        _ => "invalid_value",
+    }
 }
 
 /// Checks a value on its own (length, syntax); the error message if it is bad.
@@ -206,7 +217,7 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
     for f in Field::ALL {
         if let Some(v) = own(f) {
             if let Err(bad) = check_value(f, &v.text) {
-                let mut p = problem_at(&raw, Some(v), bad.message);
+                let mut p = problem_at(&raw, Some(v), bad.message).with_code(invalid_code(f));
                 p.hint = bad.hint;
                 problems.push(p);
             }
@@ -219,18 +230,22 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
         Some(v) => match ctx.target_index.get(&v.text) {
             Some(&i) => Some(i),
             None if ctx.broken_targets.contains(&v.text) => {
-                return Checked::Suppressed(problem_at(
-                    &raw,
-                    Some(v),
-                    format!("target `{}` is invalid (see its errors)", v.text),
-                ));
+                return Checked::Suppressed(
+                    problem_at(
+                        &raw,
+                        Some(v),
+                        format!("target `{}` is invalid (see its errors)", v.text),
+                    )
+                    .with_code("invalid_target"),
+                );
             }
             None => {
                 let mut p = problem_at(
                     &raw,
                     Some(v),
                     format!("unknown target `{}`", shorten(&v.text)),
-                );
+                )
+                .with_code("unknown_target");
                 // Bounded work per row: suggestions and the list only for a plan-sized set.
                 const LISTED: usize = 20;
                 if ctx.targets.len() <= LISTED {
@@ -246,11 +261,14 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
         },
         None if ctx.targets.len() == 1 && total_targets == 1 => Some(0),
         None if total_targets <= 1 => {
-            return Checked::Suppressed(problem_at(
-                &raw,
-                None,
-                "the plan has no valid target (see the targets' errors)",
-            ));
+            return Checked::Suppressed(
+                problem_at(
+                    &raw,
+                    None,
+                    "the plan has no valid target (see the targets' errors)",
+                )
+                .with_code("invalid_target"),
+            );
         }
         None => {
             problems.push(
@@ -259,6 +277,7 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                     None,
                     format!("row has no `target` and the plan has {total_targets} targets"),
                 )
+                .with_code("missing_target")
                 .with_hint("add `target:` to the row or set `defaults: { target: ... }`"),
             );
             None
@@ -300,7 +319,7 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
             } else {
                 "a react row needs an `emoji`"
             };
-            problems.push(problem_at(&raw, written_empty, msg));
+            problems.push(problem_at(&raw, written_empty, msg).with_code("missing_emoji"));
         }
         (Action::Unreact, None) => {}
     }
@@ -316,24 +335,30 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                 row.conversation_id = text(Field::ConversationId);
                 row.conversation_ref_id = text(Field::ConversationRefId);
                 if row.message_id.is_none() && row.msgid.is_none() {
-                    problems.push(problem_at(
-                        &raw,
-                        None,
-                        format!(
-                            "Kommo row (target `{}`) needs `message_id` or `msgid`",
-                            t.name
-                        ),
-                    ));
+                    problems.push(
+                        problem_at(
+                            &raw,
+                            None,
+                            format!(
+                                "Kommo row (target `{}`) needs `message_id` or `msgid`",
+                                t.name
+                            ),
+                        )
+                        .with_code("missing_message_id"),
+                    );
                 }
                 if row.conversation_id.is_none() && row.conversation_ref_id.is_none() {
-                    problems.push(problem_at(
-                        &raw,
-                        None,
-                        format!(
-                            "Kommo row (target `{}`) needs `conversation_id` or `conversation_ref_id`",
-                            t.name
-                        ),
-                    ));
+                    problems.push(
+                        problem_at(
+                            &raw,
+                            None,
+                            format!(
+                                "Kommo row (target `{}`) needs `conversation_id` or `conversation_ref_id`",
+                                t.name
+                            ),
+                        )
+                        .with_code("missing_conversation"),
+                    );
                 }
                 let (uid, uref) = (text(Field::UserId), text(Field::UserRefId));
                 if uid.is_some() || uref.is_some() {
@@ -351,7 +376,8 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                                 t.name
                             ),
                         )
-                        .with_hint("set it on the row, in `defaults:`, or on the target"),
+                        .with_hint("set it on the row, in `defaults:`, or on the target")
+                        .with_code("missing_user"),
                     );
                 }
             }
@@ -364,23 +390,29 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                     Field::UserRefId,
                 ] {
                     if let Some(v) = own(f) {
-                        problems.push(problem_at(
-                            &raw,
-                            Some(v),
-                            format!(
-                                "`{f}` is Kommo-only; target `{}` is {}",
-                                t.name,
-                                ProviderKind::Ogmma
-                            ),
-                        ));
+                        problems.push(
+                            problem_at(
+                                &raw,
+                                Some(v),
+                                format!(
+                                    "`{f}` is Kommo-only; target `{}` is {}",
+                                    t.name,
+                                    ProviderKind::Ogmma
+                                ),
+                            )
+                            .with_code("field_not_for_provider"),
+                        );
                     }
                 }
                 if row.message_id.is_none() {
-                    problems.push(problem_at(
-                        &raw,
-                        None,
-                        format!("Ogmma row (target `{}`) needs `message_id`", t.name),
-                    ));
+                    problems.push(
+                        problem_at(
+                            &raw,
+                            None,
+                            format!("Ogmma row (target `{}`) needs `message_id`", t.name),
+                        )
+                        .with_code("missing_message_id"),
+                    );
                 }
             }
         }

@@ -126,6 +126,10 @@ struct KommoTarget {
     base_url: Option<BaseUrl>,
     /// Default: the provider's documented limit (7/s).
     rate: Option<RateSpec>,
+    /// Share one pace with the other targets naming the same group (one provider only), or
+    /// `own` for a pace of its own. Default: targets with the same `scope_id`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$"))]
+    limit_group: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -141,6 +145,10 @@ struct OgmmaTarget {
     base_url: Option<BaseUrl>,
     /// Default: the provider's documented limit (60/min).
     rate: Option<RateSpec>,
+    /// Share one pace with the other targets naming the same group (one provider only), or
+    /// `own` for a pace of its own. Default: targets with the same `api_key` reference.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$"))]
+    limit_group: Option<String>,
 }
 
 /// A secret reference. A literal secret in a plan is an error.
@@ -296,13 +304,17 @@ struct SettingsSpec {
     dry_run: Option<bool>,
     /// No progress bar or status lines.
     no_progress: Option<bool>,
-    /// Only errors on stderr.
+    /// Only what needs a human: failed rows, stopped targets and the summary line, when the exit code is not 0.
     quiet: Option<bool>,
     /// Also write the end-of-run summary as JSON to this file.
     summary_json: Option<String>,
     /// A PEM file of CA certificates trusted for HTTPS in addition to the system store and
     /// the bundled roots (a private or corporate CA); relative to the plan file.
     ca_cert: Option<String>,
+    /// With `resume`: also run rows whose earlier result was a final failure (400, 404, ...).
+    retry_failed: Option<bool>,
+    /// Replace a report that holds live results without resuming from it.
+    overwrite: Option<bool>,
     /// How long a row may keep being answered 429 (the provider only limiting) before it
     /// fails, 0s to 24h (default 15m).
     rate_limit_budget: Option<DurationSpec>,

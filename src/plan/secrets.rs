@@ -62,12 +62,56 @@ pub fn permission_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Prob
                         mode & 0o777
                     ),
                 )
-                .with_hint(format!("chmod 600 {}", path.display())),
+                .with_hint(format!("chmod 600 {}", path.display()))
+                .with_code("secret_file_readable"),
             );
         }
     }
     #[cfg(not(unix))]
     let _ = (targets, sites);
+    warnings
+}
+
+/// Warnings for secrets whose value starts or ends with whitespace (a file's trailing newline
+/// excepted: it is not part of the secret). Such a value is used as it is, but it is almost
+/// always a copy-paste slip (`export KEY=" abc"`, a trailing space) that would fail every
+/// request with 401. Secrets that cannot be read are left to [`resolve`]'s errors.
+pub fn whitespace_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Problem> {
+    let mut warnings = Vec::new();
+    for (target, site) in targets.iter().zip(sites) {
+        let Ok(secret) = read(target, site) else {
+            continue;
+        };
+        let value = secret.expose();
+        if value.trim() == value {
+            continue;
+        }
+        let what = match &target.credential {
+            SecretRef::Env(var) => format!("environment variable `{var}`"),
+            SecretRef::File(path) => format!("secret file `{}`", path.display()),
+        };
+        let end = match (
+            value.starts_with(char::is_whitespace),
+            value.ends_with(char::is_whitespace),
+        ) {
+            (true, true) => "starts and ends",
+            (true, false) => "starts",
+            _ => "ends",
+        };
+        warnings.push(
+            Problem::warning(
+                &site.file,
+                Some(site.pos.line),
+                Some(site.pos.col),
+                format!(
+                    "{what} (secret of target `{}`) {end} with whitespace; it is sent as it is",
+                    target.name
+                ),
+            )
+            .with_hint("remove the whitespace if it is not part of the secret")
+            .with_code("secret_whitespace"),
+        );
+    }
     warnings
 }
 
@@ -100,7 +144,8 @@ pub fn insecure_http(targets: &[Target]) -> Vec<Problem> {
                         url.host_str().unwrap_or("")
                     ),
                 )
-                .with_hint("use https://, or pass --allow-insecure-http to `run`"),
+                .with_hint("use https://, or pass --allow-insecure-http to `run`")
+                .with_code("insecure_http"),
             );
         }
     }
@@ -108,8 +153,11 @@ pub fn insecure_http(targets: &[Target]) -> Vec<Problem> {
 }
 
 fn read(target: &Target, site: &SecretSite) -> Result<Secret, Problem> {
-    let err =
-        |msg: String| Problem::error(&site.file, Some(site.pos.line), Some(site.pos.col), msg);
+    // Every way of not getting the secret is one code: the message says which.
+    let err = |msg: String| {
+        Problem::error(&site.file, Some(site.pos.line), Some(site.pos.col), msg)
+            .with_code("secret_unavailable")
+    };
     let name = &target.name;
     match &target.credential {
         SecretRef::Env(var) => {

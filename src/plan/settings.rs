@@ -32,6 +32,8 @@ pub(super) const KEYS: &[&str] = &[
     "quiet",
     "summary_json",
     "ca_cert",
+    "retry_failed",
+    "overwrite",
     "rate_limit_budget",
 ];
 
@@ -179,6 +181,8 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             "dry_run" => s.dry_run = r.boolean(value, k),
             "no_progress" => s.no_progress = r.boolean(value, k),
             "quiet" => s.quiet = r.boolean(value, k),
+            "retry_failed" => s.retry_failed = r.boolean(value, k),
+            "overwrite" => s.overwrite = r.boolean(value, k),
             _ => {}
         }
     }

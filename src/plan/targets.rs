@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::doc::DocReader;
 use super::model::{Rate, Source, Target, TargetKind};
+use super::pace::LimitGroup;
 use super::yaml::{Node, Pos};
 use crate::secret::SecretRef;
 
@@ -18,8 +19,16 @@ pub(super) const KOMMO_KEYS: &[&str] = &[
     "user_ref_id",
     "base_url",
     "rate",
+    "limit_group",
 ];
-pub(super) const OGMMA_KEYS: &[&str] = &["provider", "channel_id", "api_key", "base_url", "rate"];
+pub(super) const OGMMA_KEYS: &[&str] = &[
+    "provider",
+    "channel_id",
+    "api_key",
+    "base_url",
+    "rate",
+    "limit_group",
+];
 pub(super) const SECRET_KEYS: &[&str] = &["env", "file"];
 
 /// The most requests per second a `rate` may ask for (beyond it the pacing interval rounds to 0).
@@ -29,6 +38,8 @@ pub const MAX_RATE_PER_SECOND: f64 = 100_000.0;
 pub struct LoadedTarget {
     pub target: Target,
     pub secret_pos: Pos,
+    /// `limit_group:` as written, and where.
+    pub limit_group: Option<(LimitGroup, Pos)>,
 }
 
 /// Reads the `targets:` mapping. `dir` is the directory of the file it is in (secret file paths
@@ -234,6 +245,24 @@ fn read_target(
             }
         },
     };
+    let limit_group = match get("limit_group")
+        .and_then(|n| r.optional_string(n, "limit_group").map(|s| (s, n.pos)))
+    {
+        None => None,
+        Some(("own", pos)) => Some((LimitGroup::Own, pos)),
+        Some((text, pos)) if is_name(text) => Some((LimitGroup::Named(text.to_string()), pos)),
+        Some((text, pos)) => {
+            r.error(
+                pos,
+                format!(
+                    "invalid limit_group `{}`: use letters, digits, `-`, `_` and `.` (or `own`)",
+                    super::fields::shorten(text)
+                ),
+            );
+            ok = false;
+            None
+        }
+    };
     let (kind, (credential, secret_pos)) = (kind?, credential?);
     if !ok {
         return None;
@@ -255,6 +284,7 @@ fn read_target(
             },
         },
         secret_pos,
+        limit_group,
     })
 }
 
@@ -292,6 +322,7 @@ fn read_secret_ref_unmarked(
             ),
         );
         p.hint = Some(hint);
+        p.code = "literal_secret";
         return None;
     };
     if entries.len() != 1 {

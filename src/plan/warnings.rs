@@ -1,3 +1,7 @@
+//! Row warnings. [`both_message_ids`]: a Kommo row giving both `message_id` and `msgid` (the
+//! two ids may name different messages; Kommo documents each as required only without the
+//! other, so which one wins is not a contract).
+//!
 //! Warnings for rows a later row makes pointless, on the same (target, message, user):
 //! - a `react` followed by another `react` (the later one replaces it) or by an `unreact` (the
 //!   later one removes it) → warning at the earlier row;
@@ -26,6 +30,32 @@ use super::model::{Action, Row, Source};
 use super::problem::Problem;
 
 pub const MAX_CANDIDATES: usize = 200_000;
+
+/// A row that names its message twice, by Kommo id and by integration id.
+pub fn both_message_ids(row: &Row) -> Option<Problem> {
+    let (Some(id), Some(msgid)) = (&row.message_id, &row.msgid) else {
+        return None;
+    };
+    Some(
+        Problem::warning(
+            &*row.source.file,
+            Some(row.source.line),
+            None,
+            format!(
+                "row {} gives both `message_id` ({}) and `msgid` ({}): both are sent, and Kommo \
+                 does not document which one it uses",
+                row.number,
+                super::fields::shorten(id),
+                super::fields::shorten(msgid)
+            ),
+        )
+        .with_hint(
+            "keep the one that names the message: `message_id` for Kommo's id, `msgid` for yours",
+        )
+        .with_code("both_message_ids"),
+    )
+}
+
 const BLOOM_BITS: usize = 1 << 23;
 const BLOOM_HASHES: u64 = 4;
 
@@ -126,7 +156,7 @@ impl PointlessRows {
             return None;
         }
         let warn = |at: &Source, message: String| {
-            Problem::warning(&*at.file, Some(at.line), None, message)
+            Problem::warning(&*at.file, Some(at.line), None, message).with_code("pointless_row")
         };
         match (prev.action, row.action) {
             (Action::React, later) => Some(warn(

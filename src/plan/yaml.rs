@@ -249,7 +249,8 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                     Some(line),
                     Some(col),
                     format!("YAML syntax error: {info}"),
-                );
+                )
+                .with_code("yaml_syntax");
                 if line_has_tab(text, line) {
                     p = p.with_hint("tabs are not allowed for indentation in YAML; use spaces");
                 }
@@ -296,6 +297,7 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                         Some(pos.col),
                         "YAML aliases (`*name`) are not supported in plans",
                     )
+                    .with_code("yaml_alias")
                     .with_hint("write the value out, or use `defaults:` for shared row fields"),
                 );
                 // Stand in a null so the structure stays balanced and checking can go on.

@@ -10,7 +10,7 @@ mod ogmma;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::plan::{ProviderKind, Row, Target, TargetKind};
+use crate::plan::{Action, ProviderKind, Row, Target, TargetKind};
 use crate::secret::Secret;
 use crate::sign::CONTENT_TYPE;
 
@@ -46,6 +46,15 @@ pub struct SignedRequest {
 }
 
 /// Builds the request for `row` on `target`: path, URL and body bytes (serialised once).
+/// The emoji the request for `row` carries, as the report's `emoji` column shows it: an Ogmma
+/// unreact sends `""` whatever the row says; a Kommo unreact sends the row's emoji if it has one.
+pub fn sent_emoji(provider: ProviderKind, row: &Row) -> &str {
+    match (provider, row.action) {
+        (ProviderKind::Ogmma, Action::Unreact) => "",
+        _ => row.emoji.as_deref().unwrap_or_default(),
+    }
+}
+
 pub fn prepare(target: &Target, row: &Row) -> PreparedRequest {
     let (path, body) = match &target.kind {
         TargetKind::Kommo { scope_id, .. } => (kommo::path(scope_id), kommo::body(row)),
@@ -156,5 +165,18 @@ mod tests {
         let signed = sign(&req, &Secret::new("k-123"), Utc::now());
         assert!(signed.headers.iter().all(|(_, v)| !v.contains("k-123")));
         assert_eq!(signed.bearer.as_ref().map(Secret::expose), Some("k-123"));
+    }
+
+    #[test]
+    fn the_report_shows_the_emoji_that_is_sent() {
+        let unreact = row(Action::Unreact, Some("👍"));
+        assert_eq!(sent_emoji(ProviderKind::Ogmma, &unreact), "");
+        assert_eq!(sent_emoji(ProviderKind::Kommo, &unreact), "👍");
+        let react = row(Action::React, Some("🎉"));
+        assert_eq!(sent_emoji(ProviderKind::Ogmma, &react), "🎉");
+        assert_eq!(
+            sent_emoji(ProviderKind::Kommo, &row(Action::Unreact, None)),
+            ""
+        );
     }
 }

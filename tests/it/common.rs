@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use reactbatch::plan::ProviderKind;
 use reactbatch::report::{RowResult, Status};
@@ -14,6 +15,59 @@ pub const OGMMA_KEY: &str = "run-test-ogmma-key-77c1a9";
 pub const SCOPE: &str = "scope-1_acct-1";
 pub const CHANNEL: &str = "ch_1";
 pub const USER: &str = "bot";
+
+/// The checkout: fixtures, examples and docs are found from here.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A process's output as text; the binary writes UTF-8 only, so anything else is a failure.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("output is UTF-8")
+}
+
+/// `true` if some line of `stderr` is a diagnostic's origin ` --> file:LINE[:COL]` for a
+/// `.yaml` or `.csv` file and a line number.
+pub fn names_file_and_line(stderr: &str) -> bool {
+    stderr.lines().any(|line| {
+        line.trim_start().strip_prefix("--> ").is_some_and(|loc| {
+            let mut parts = loc.split(':');
+            let file = parts.next().unwrap_or("");
+            let line_no = parts.next().unwrap_or("");
+            (file.ends_with(".yaml") || file.ends_with(".csv"))
+                && !line_no.is_empty()
+                && line_no.chars().all(|c| c.is_ascii_digit())
+        })
+    })
+}
+
+/// Asserts `value` against `snapshots/<name>.snap`, with `description` (the command that made
+/// it, say) in the snapshot's header when given.
+pub fn snapshot(name: &str, description: Option<&str>, value: &str) {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../../snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    if let Some(description) = description {
+        settings.set_description(description);
+    }
+    settings.bind(|| insta::assert_snapshot!(name, value));
+}
+
+/// Fails the calling test, saying what to install, unless `tool --version` runs. Tests that
+/// drive a real outside tool (bash, curl, util-linux `script`) need it: they never pass by
+/// skipping. `.ci/run` installs these where they are missing.
+pub fn require_tool(tool: &str, package: &str) {
+    let runs = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        runs,
+        "this test needs `{tool}` on PATH (Debian/Ubuntu package `{package}`); install it"
+    );
+}
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_reactbatch"))
@@ -87,6 +141,68 @@ pub fn run_cmd(plan: &Path, report: &Path, extra: &[&str]) -> Command {
         .env("OGMMA_API_KEY", OGMMA_KEY)
         .stdin(Stdio::null());
     cmd
+}
+
+/// Runs `cmd` to the end like [`Command::output`], but kills it and fails the test if it is
+/// still running after `watchdog`. For tests whose point is that something does not hang: the
+/// watchdog is generous (a hang is forever), never a speed limit.
+pub fn output_within(cmd: &mut Command, watchdog: Duration) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                pipe.read_to_end(&mut bytes).expect("read child output");
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + watchdog;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+            panic!("still running after {watchdog:?}: hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout"),
+        stderr: stderr.join().expect("stderr"),
+    }
+}
+
+/// Waits for an observable event (`happened` turning true: a request in the sandbox, a line in
+/// a file), polling; fails the test if it has not happened after a generous watchdog, which
+/// only a run that is stuck can reach.
+pub async fn wait_until(what: &str, mut happened: impl FnMut() -> bool) {
+    const WATCHDOG: Duration = Duration::from_secs(120);
+    let deadline = Instant::now() + WATCHDOG;
+    while !happened() {
+        assert!(Instant::now() < deadline, "waited {WATCHDOG:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 pub async fn run_blocking(mut cmd: Command) -> Output {

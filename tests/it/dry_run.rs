@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use hmac::{Hmac, Mac};
@@ -24,17 +24,15 @@ use reactbatch::secret::Secret;
 use serde_json::Value;
 use sha1::Sha1;
 
+use crate::common::{require_tool, root, snapshot, text};
+
 /// The clock every snapshot is taken at, and the `Date` it gives.
 const NOW: &str = "2026-12-01T09:00:00Z";
 const NOW_DATE: &str = "Tue, 01 Dec 2026 09:00:00 +0000";
-/// Long, distinctive values, so a leak would be unmistakable (see also tests/secrets.rs).
+/// Long, distinctive values, so a leak would be unmistakable (see also tests/it/secrets.rs).
 const KOMMO_SECRET: &str = "test-kommo-secret-5f1e8c2a9d7b4e6f0a1c3e5d7b9f2a4c6e8d0b1f";
 const OGMMA_KEY: &str = "test-ogmma-key-9a7c4e2b0d8f6a1c3e5b7d9f0a2c4e6b8d1f3a5c";
 const SCOPE: &str = "344a5002-f8ca-454d-af3d-396180102ac7_52e591f7-c98f-4255-8495-827210138c81";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The binary, run in `dir`, with the test secrets in its environment.
 fn reactbatch(dir: &Path) -> Command {
@@ -49,22 +47,8 @@ fn output(cmd: &mut Command) -> Output {
     cmd.output().expect("run reactbatch")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).expect("output is UTF-8")
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn snapshot(name: &str, description: &str, value: &str) {
-    insta::with_settings!({
-        snapshot_path => "../../snapshots",
-        prepend_module_to_snapshot => false,
-        description => description,
-    }, {
-        insta::assert_snapshot!(name, value);
-    });
 }
 
 fn hmac_sha1_hex(key: &str, message: &str) -> String {
@@ -184,13 +168,13 @@ fn signed_requests_of_every_shape_are_snapshotted() {
     assert!(at("\"Content-MD5\"") < at("\"X-Signature\""));
     snapshot(
         "dry_run__signed_requests_jsonl",
-        "run signed.yaml --dry-run --now 2026-12-01T09:00:00Z --emit requests.jsonl",
+        Some("run signed.yaml --dry-run --now 2026-12-01T09:00:00Z --emit requests.jsonl"),
         &emitted,
     );
     let report_csv = read(&report);
     snapshot(
         "dry_run__signed_report_csv",
-        "run signed.yaml --dry-run --now 2026-12-01T09:00:00Z --report report.csv",
+        Some("run signed.yaml --dry-run --now 2026-12-01T09:00:00Z --report report.csv"),
         &report_csv,
     );
 
@@ -201,7 +185,7 @@ fn signed_requests_of_every_shape_are_snapshotted() {
     assert_eq!(script.matches("\ncurl ").count(), 12);
     snapshot(
         "dry_run__signed_requests_curl",
-        "run signed.yaml --dry-run --now 2026-12-01T09:00:00Z --emit requests.sh --emit-format curl",
+        Some("run signed.yaml --dry-run --now 2026-12-01T09:00:00Z --emit requests.sh --emit-format curl"),
         &script,
     );
     // The same clock gives the same report, whatever the emit format.
@@ -431,7 +415,7 @@ fn sign_reproduces_the_published_kommo_vector() {
     assert!(!stdout.contains(VECTOR_SECRET));
     snapshot(
         "sign__kommo_published_vector_verbose",
-        "reactbatch sign kommo -v on the example from Kommo's documentation",
+        Some("reactbatch sign kommo -v on the example from Kommo's documentation"),
         &stdout,
     );
 }
@@ -478,15 +462,7 @@ rows:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_curl_rendering_runs_against_the_sandbox() {
-    let have_curl = Command::new("curl")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_curl {
-        println!("SKIPPED a_curl_rendering_runs_against_the_sandbox: curl is not installed");
-        return;
-    }
+    require_tool("curl", "curl");
     let sandbox = Sandbox::start(
         SandboxConfig::new()
             .kommo_secret(Secret::new(KOMMO_SECRET))

@@ -11,9 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::common::{require_tool, root, text};
 
 fn reactbatch(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_reactbatch"))
@@ -25,10 +23,6 @@ fn reactbatch(dir: &Path, args: &[&str]) -> Output {
         .env("REACTBATCH_TEST_SECRET", "test-secret")
         .output()
         .expect("run reactbatch")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn broken() -> PathBuf {
@@ -78,8 +72,8 @@ fn color_always_colours_even_when_piped_and_never_wins_on_a_terminal() {
 }
 
 /// Runs `reactbatch ARGS` with stderr on a pseudo-terminal (util-linux `script`), returning
-/// what the terminal showed; `None` where `script` is not available.
-fn on_a_terminal(dir: &Path, args: &str, no_color: bool) -> Option<String> {
+/// what the terminal showed.
+fn on_a_terminal(dir: &Path, args: &str, no_color: bool) -> String {
     let bin = env!("CARGO_BIN_EXE_reactbatch");
     let mut cmd = Command::new("script");
     cmd.args(["-q", "-e", "-c", &format!("{bin} {args}"), "/dev/null"])
@@ -89,20 +83,22 @@ fn on_a_terminal(dir: &Path, args: &str, no_color: bool) -> Option<String> {
     if no_color {
         cmd.env("NO_COLOR", "1");
     }
-    let out = cmd.output().ok()?;
-    out.status.code()?;
-    Some(text(&out.stdout))
+    let out = cmd.output().expect("run script");
+    assert!(
+        out.status.code().is_some(),
+        "script was killed: {:?}",
+        out.status
+    );
+    text(&out.stdout)
 }
 
 #[test]
 fn on_a_terminal_colour_unless_no_color() {
-    let Some(shown) = on_a_terminal(&broken(), "check unknown_row_field.yaml", false) else {
-        eprintln!("skipped: no `script` to make a pty");
-        return;
-    };
+    require_tool("script", "bsdutils");
+    let shown = on_a_terminal(&broken(), "check unknown_row_field.yaml", false);
     assert!(shown.contains("\x1b["), "{shown:?}");
     assert!(shown.contains("did you mean `emoji`?"), "{shown:?}");
-    let plain = on_a_terminal(&broken(), "check unknown_row_field.yaml", true).expect("script");
+    let plain = on_a_terminal(&broken(), "check unknown_row_field.yaml", true);
     assert!(!plain.contains('\x1b'), "{plain:?}");
     assert!(plain.contains("^^^^^"), "{plain:?}");
 }
@@ -137,6 +133,7 @@ fn check_format_json_lists_problems_and_keeps_exit_codes() {
             "line": 10,
             "column": 46,
             "severity": "error",
+            "code": "unknown_field",
             "message": "unknown key `emoij` in a row",
             "hint": "did you mean `emoji`?"
         })
@@ -144,6 +141,7 @@ fn check_format_json_lists_problems_and_keeps_exit_codes() {
     let second = &doc["plans"][1];
     assert_eq!(second["loaded"], false);
     assert_eq!(second["rows"], serde_json::Value::Null);
+    assert_eq!(second["problems"][0]["code"], "yaml_syntax");
 
     let ok = reactbatch(
         &root().join("examples/workflows"),
@@ -302,10 +300,7 @@ fn bash_completes_subcommands_and_flags() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("reactbatch.bash");
     std::fs::write(&path, script).expect("write");
-    if Command::new("bash").arg("--version").output().is_err() {
-        eprintln!("skipped the live part: no bash");
-        return;
-    }
+    require_tool("bash", "bash");
     let subcommands = bash_complete(&path, &["reactbatch", ""]);
     for sub in [
         "run",
@@ -379,7 +374,7 @@ fn version_names_the_commit_in_a_checkout() {
 
 #[test]
 fn summary_schema_doc_lists_exactly_the_summary_fields() {
-    use reactbatch::summary::{LatencySummary, Summary, TargetSummary};
+    use reactbatch::summary::{LaneSummary, LatencySummary, Summary, TargetSummary};
     let summary = Summary {
         plan: "p.yaml".into(),
         report: "r.csv".into(),
@@ -390,6 +385,7 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
         retries: 0,
         elapsed_ms: 1,
         rows_per_second: 1.0,
+        estimated_ms: 0,
         targets: vec![TargetSummary {
             name: "t".into(),
             provider: "kommo".into(),
@@ -398,6 +394,26 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             achieved_rate: None,
             max_requests_in_1s: 1,
             stopped: None,
+            plan: reactbatch::audit::TargetAudit {
+                top_emoji: vec![reactbatch::audit::EmojiCount {
+                    emoji: "👍".into(),
+                    rows: 1,
+                }],
+                ..Default::default()
+            },
+        }],
+        lanes: vec![LaneSummary {
+            name: "t".into(),
+            provider: "kommo".into(),
+            targets: vec!["t".into()],
+            rate: "7/s".into(),
+            requests: 1,
+            achieved_rate: None,
+            max_requests_in_1s: 1,
+            rate_limited: 0,
+            slowdowns: 0,
+            slowest_rate: None,
+            pauses: 0,
         }],
         latency: Some(LatencySummary {
             p50_ms: 1.0,
@@ -406,6 +422,10 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             samples: 1,
         }),
         digest: None,
+        files: vec![reactbatch::digest::FileDigest {
+            file: "p.yaml".into(),
+            digest: "sha256:0".into(),
+        }],
         interrupted: false,
         exit_code: 0,
     };
@@ -502,43 +522,5 @@ fn log_format_json_makes_every_stderr_line_an_event() {
     assert_eq!(
         (first["line"].as_u64(), first["column"].as_u64()),
         (Some(10), Some(46))
-    );
-}
-
-// ---- MSRV ----
-
-/// `rust-version` must be true of the dependencies too: none may declare a newer one. (Our own
-/// code is held to it by clippy's `incompatible_msrv` lint, on by default, under `-D warnings`.)
-#[test]
-fn no_dependency_needs_a_newer_rust_than_ours() {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--manifest-path",
-        ])
-        .arg(root().join("Cargo.toml"))
-        .output()
-        .expect("cargo metadata");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let version = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
-    let ours = env!("CARGO_PKG_RUST_VERSION");
-    assert!(!ours.is_empty(), "rust-version is declared");
-    let newer: Vec<String> = meta["packages"]
-        .as_array()
-        .expect("packages")
-        .iter()
-        .filter_map(|p| {
-            let rv = p["rust_version"].as_str()?;
-            (version(rv) > version(ours))
-                .then(|| format!("{} {} needs {rv}", p["name"], p["version"]))
-        })
-        .collect();
-    assert!(
-        newer.is_empty(),
-        "rust-version {ours} is not true: {newer:?}"
     );
 }

@@ -6,10 +6,12 @@
 //!   newlines, defaults, includes;
 //! - every example in `examples/workflows/` passes `check`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use reactbatch::plan::{Action, Plan, Row, TargetKind};
+
+use crate::common::{names_file_and_line, root};
 
 /// The value tests put in REACTBATCH_TEST_SECRET; it must never be printed.
 const TEST_SECRET: &str = "s3cr3t-v4lue-never-printed";
@@ -18,10 +20,6 @@ const LITERAL_SECRETS: &[&str] = &[
     "f2d7f8704eff95087ed45b23ba99c0b5aac8278e",
     "sk-live-5f2b9c0e1d",
 ];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Git checks files out world-readable; secret files get the owner-only mode a user would
 /// give them, so the "readable by other users" warning shows only where a test wants it.
@@ -48,21 +46,6 @@ fn check(dir: &Path, args: &[&str]) -> Output {
         .env_remove("REACTBATCH_TEST_UNSET_VAR")
         .output()
         .expect("run reactbatch")
-}
-
-/// `true` if some line of `stderr` is a diagnostic's origin ` --> file:LINE[:COL]` for a file
-/// path and a number.
-fn names_file_and_line(stderr: &str) -> bool {
-    stderr.lines().any(|line| {
-        line.trim_start().strip_prefix("--> ").is_some_and(|loc| {
-            let mut parts = loc.split(':');
-            let file = parts.next().unwrap_or("");
-            let line_no = parts.next().unwrap_or("");
-            (file.ends_with(".yaml") || file.ends_with(".csv"))
-                && !line_no.is_empty()
-                && line_no.chars().all(|c| c.is_ascii_digit())
-        })
-    })
 }
 
 #[test]

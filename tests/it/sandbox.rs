@@ -12,6 +12,8 @@ use reactbatch::provider::{prepare, sign, SignedRequest};
 use reactbatch::sandbox::{Sandbox, SandboxConfig, SandboxHandle, Stats, OGMMA_USER};
 use reactbatch::secret::{Secret, SecretRef};
 
+use crate::common::snapshot;
+
 const SCOPE: &str = "344a5002-f8ca-454d-af3d-396180102ac7_52e591f7-c98f-4255-8495-827210138c81";
 const CHANNEL: &str = "ch_123";
 
@@ -173,12 +175,6 @@ fn with_header(signed: &SignedRequest, name: &str, value: String) -> SignedReque
 
 async fn start(config: SandboxConfig) -> SandboxHandle {
     Sandbox::start(config).await.expect("sandbox starts")
-}
-
-fn snapshot(name: &str, body: &str) {
-    insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false}, {
-        insta::assert_snapshot!(name, body);
-    });
 }
 
 #[tokio::test]
@@ -372,7 +368,7 @@ async fn kommo_header_and_body_problems_are_named() {
         .expect("answer");
     assert_eq!(answer.status().as_u16(), 400);
     let text = answer.text().await.expect("body");
-    snapshot("kommo_400_missing_emoji", &text);
+    snapshot("kommo_400_missing_emoji", None, &text);
 
     // The body a changed byte produces, verbatim (the MD5 shown is of the received bytes).
     let tampered = send_parts(
@@ -383,7 +379,7 @@ async fn kommo_header_and_body_problems_are_named() {
     )
     .await
     .expect("answer");
-    snapshot("kommo_403_content_md5_mismatch", &tampered.body);
+    snapshot("kommo_403_content_md5_mismatch", None, &tampered.body);
 
     // An invalid signature shows the string the sandbox signed (no secret in it).
     let bad = with_header(&signed, "X-Signature", "0".repeat(40));
@@ -392,7 +388,7 @@ async fn kommo_header_and_body_problems_are_named() {
         .body
         .replace(header_value(&signed, "Date"), "<DATE>")
         .replace(header_value(&signed, "Content-MD5"), "<MD5>");
-    snapshot("kommo_403_invalid_signature", &stable);
+    snapshot("kommo_403_invalid_signature", None, &stable);
     sandbox.shutdown().await;
 }
 
@@ -449,7 +445,7 @@ async fn ogmma_bearer_body_replace_and_remove() {
     let answer = send_parts(&client, &signed.url, &signed, br#"{"emoji":"x"}"#.to_vec())
         .await
         .expect("answer");
-    snapshot("ogmma_400_missing_message_id", &answer.body);
+    snapshot("ogmma_400_missing_message_id", None, &answer.body);
 
     assert!(sandbox.reactions().is_empty());
     sandbox.shutdown().await;

@@ -16,6 +16,8 @@ use reactbatch::plan::ProviderKind;
 use reactbatch::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 use reactbatch::secret::Secret;
 
+use crate::common::text;
+
 /// Long, distinctive values: any leak, whole or in part, is unmistakable.
 const KOMMO_SECRET: &str = "test-kommo-secret-5f1e8c2a9d7b4e6f0a1c3e5d7b9f2a4c6e8d0b1f";
 const OGMMA_KEY: &str = "test-ogmma-key-9a7c4e2b0d8f6a1c3e5b7d9f0a2c4e6b8d1f3a5c";
@@ -107,10 +109,6 @@ fn reactbatch(dir: &Path) -> Command {
         .env("OGMMA_API_KEY", OGMMA_KEY)
         .stdin(Stdio::null());
     cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Runs `args` in `dir`, records the output, checks the exit code.

@@ -4,7 +4,7 @@
 //! must equal the plan's intent, and no one-second window may exceed the configured rate.
 //!
 //! CI runs the short form (5 000 rows). The long form (100 000 rows) is ignored by default:
-//! `cargo test --release --test soak -- --ignored --nocapture`.
+//! `cargo test --release --test it soak::soak_long -- --ignored --nocapture`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

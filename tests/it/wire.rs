@@ -24,6 +24,8 @@ use crate::common::{
 struct SandboxProcess {
     child: Child,
     url: String,
+    /// Kept open: the sandbox writes more lines, and a closed pipe would end it (SIGPIPE).
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for SandboxProcess {
@@ -58,6 +60,7 @@ fn sandbox_process(extra: &[&str]) -> SandboxProcess {
     SandboxProcess {
         child,
         url: line.trim_end().to_string(),
+        _stdout: stdout,
     }
 }
 
@@ -184,9 +187,12 @@ async fn dead_proxy_variables_do_not_touch_the_sandbox_or_loopback() {
     let dir = tempfile::tempdir().expect("tempdir");
     // `run --sandbox`, over HTTP and over HTTPS.
     let plan = write_plan(dir.path(), "https://example.invalid", &rows(), "");
-    for extra in [&["--sandbox"][..], &["--sandbox", "--tls"]] {
-        let report = dir.path().join("sandbox.csv");
-        let mut cmd = run_cmd(&plan, &report, &[extra, &["--rate", "unlimited"]].concat());
+    for (i, extra) in [&["--sandbox"][..], &["--sandbox", "--tls"]]
+        .iter()
+        .enumerate()
+    {
+        let report = dir.path().join(format!("sandbox-{i}.csv"));
+        let mut cmd = run_cmd(&plan, &report, &[*extra, &["--rate", "unlimited"]].concat());
         dead_proxies(&mut cmd);
         let out = run_blocking(cmd).await;
         assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stderr(&out));

@@ -14,7 +14,7 @@ use crate::plan::settings::{
     self, check_range, DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_RATE_LIMIT_BUDGET,
     DEFAULT_RETRIES, DEFAULT_TIMEOUT, MAX_BURST, MAX_CONCURRENCY, MAX_RETRIES,
 };
-use crate::plan::{EmitFormat, Plan, Rate, Shard};
+use crate::plan::{EmitFormat, Plan, Rate, Shard, Target};
 
 /// Every run setting, resolved: command line, then the plan's `settings:`, then defaults.
 #[derive(Debug)]
@@ -44,6 +44,10 @@ pub struct RunConfig {
     pub sandbox_tls: bool,
     /// Whom HTTPS trusts beyond the system store and bundled roots (`--ca-cert`, `ca_cert:`).
     pub trust: Trust,
+    /// With `resume`: run rows whose earlier result was a final failure again.
+    pub retry_failed: bool,
+    /// Replace a report that holds live results without resuming from it.
+    pub overwrite: bool,
 }
 
 /// A flag's value through the plan setting's parser, the error naming the flag.
@@ -139,7 +143,20 @@ impl RunConfig {
                 Some(path) => Trust::from_pem_file(path).map_err(|e| format!("--ca-cert: {e}"))?,
                 None => Trust::default(),
             },
+            retry_failed: args.retry_failed || s.retry_failed.unwrap_or(false),
+            overwrite: args.overwrite || s.overwrite.unwrap_or(false),
         })
+    }
+
+    /// A pace in this run: `--rate` if given, else `rate`, shared among the shards.
+    pub fn pace(&self, rate: Rate) -> Rate {
+        let shards = self.shard.map_or(1, |s| s.count);
+        self.rate.unwrap_or_else(|| rate.divided(shards))
+    }
+
+    /// The pace of `target` in this run (see [`RunConfig::pace`]).
+    pub fn target_rate(&self, target: &Target) -> Rate {
+        self.pace(target.effective_rate())
     }
 
     /// The executor's share of the settings.

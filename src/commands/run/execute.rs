@@ -3,24 +3,24 @@
 //! ([`Executed`]) for [`super::outcome`].
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::emit::EmitWriter;
 use crate::executor::progress::{Counters, Progress, ProgressMode};
 use crate::executor::transport::Trust;
 use crate::executor::{
-    self, Admission, Cancel, HttpTransport, OutputThread, RunContext, TargetRuntime,
+    self, Admission, Cancel, HttpTransport, Lane, OutputThread, RunContext, TargetRuntime,
 };
 use crate::exit::Exit;
 use crate::identity::Identities;
-use crate::log::eprintln;
+use crate::plan::spool::SpoolRows;
 use crate::plan::{Plan, ProviderKind, Shard, Target};
 use crate::report::{ReportWriter, Status};
 use crate::resume::DoneSet;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::secret::Secret;
+use crate::signals::Stop;
 
 use super::config::RunConfig;
 use super::preflight::{print_problems, Work};
@@ -34,7 +34,9 @@ pub struct Executed {
     pub copied: u64,
     pub elapsed: Duration,
     pub targets: Vec<TargetRuntime>,
-    pub interrupted: bool,
+    pub lanes: Vec<Lane>,
+    /// The signal that stopped the run, if one did.
+    pub stopped_by: Option<Stop>,
 }
 
 /// Resolves credentials (or the in-process sandbox), builds the targets and runs.
@@ -46,7 +48,9 @@ pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Exec
         Ok(s) => s,
         Err(problems) => {
             print_problems(&problems);
-            eprintln!("reactbatch run: cannot read the targets' credentials; nothing was sent");
+            crate::log::error(
+                "reactbatch run: cannot read the targets' credentials; nothing was sent",
+            );
             return Err(Exit::Invalid);
         }
     };
@@ -75,15 +79,15 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
     let sandbox = match Sandbox::start(sandbox_config).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("reactbatch run: cannot start the sandbox: {e}");
+            crate::log::error(&format!("reactbatch run: cannot start the sandbox: {e}"));
             return Err(Exit::Invalid);
         }
     };
     if !config.quiet {
-        eprintln!(
+        crate::log::info(&format!(
             "reactbatch: sandbox listening on {} (in-process); every target points at it with its credentials",
             sandbox.base_url()
-        );
+        ));
     }
     let targets: Vec<_> = plan
         .targets
@@ -110,10 +114,10 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
     }
     let executed = run_with_targets(plan, config, &trust, targets, secrets, work).await;
     if !config.quiet {
-        eprintln!(
+        crate::log::info(&format!(
             "reactbatch: sandbox now holds {} reaction(s); stopping it",
             sandbox.reactions().len()
-        );
+        ));
     }
     sandbox.shutdown().await;
     executed
@@ -128,23 +132,36 @@ async fn run_with_targets(
     work: Work,
 ) -> Result<Executed, Exit> {
     let Work {
+        spool,
         total_rows,
         mut identities,
         done,
+        estimated,
     } = work;
     let started = tokio::time::Instant::now();
     let fail = |e: String| {
-        eprintln!("reactbatch run: {e}");
+        crate::log::error(&format!("reactbatch run: {e}"));
         Exit::Invalid
+    };
+    let spooled = spool
+        .into_rows()
+        .map_err(|e| fail(format!("cannot read the spool file back: {e}")))?;
+    // Read twice, one after the other: done rows to copy (`--resume`), then the rows to run.
+    let again = || {
+        spooled
+            .again()
+            .map_err(|e| format!("cannot read the spool file back: {e}"))
     };
     let (report, copied) = create_report(
         &config.report,
         done.as_ref(),
         plan,
+        again,
         &identities,
         config.shard,
     )
     .map_err(fail)?;
+    let rows = again().map_err(fail)?;
     let emit = match &config.emit {
         Some(path) => Some(
             EmitWriter::create(path, config.emit_format, &bearer_credentials(&targets))
@@ -154,15 +171,25 @@ async fn run_with_targets(
     };
     let transport =
         HttpTransport::new(config.concurrency, trust).map_err(|e| fail(e.to_string()))?;
-    let shard_count = config.shard.map_or(1, |s| s.count);
+    // One lane per pace group, at the lowest of its members' rates.
+    let lanes: Vec<Lane> = plan
+        .pace_groups
+        .iter()
+        .map(|g| {
+            Lane::new(
+                g.name.clone(),
+                g.members.clone(),
+                config.pace(g.rate(&plan.targets)),
+                config.burst,
+            )
+        })
+        .collect();
     let runtimes: Vec<TargetRuntime> = targets
         .into_iter()
         .zip(secrets)
         .map(|(t, secret)| {
-            let rate = config
-                .rate
-                .unwrap_or_else(|| t.effective_rate().divided(shard_count));
-            TargetRuntime::new(t, secret, rate, config.burst)
+            let rate = config.target_rate(&t);
+            TargetRuntime::new(t, secret, rate)
         })
         .collect();
 
@@ -170,28 +197,30 @@ async fn run_with_targets(
     for _ in 0..copied {
         counters.record(Status::Skipped);
     }
-    let (out, writer) = OutputThread::start(report, emit, Arc::clone(&counters));
+    let (out, writer) = OutputThread::start(report, emit, Arc::clone(&counters))
+        .map_err(|e| fail(format!("cannot start the report writer thread: {e}")))?;
     let cancel = Cancel::new();
-    let interrupted = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::new(OnceLock::new());
     let signals = tokio::spawn(watch_signals(
         cancel.clone(),
         out.clone(),
-        Arc::clone(&interrupted),
-        config.quiet,
+        Arc::clone(&stopped),
     ));
     let progress = Progress::start(
         ProgressMode::detect(config.no_progress || config.quiet),
         total_rows,
         Arc::clone(&counters),
+        estimated,
     );
 
-    let ctx = Arc::new(RunContext {
-        config: config.exec_config(),
-        targets: runtimes,
+    let ctx = Arc::new(RunContext::new(
+        config.exec_config(),
+        runtimes,
+        lanes,
         transport,
         out,
         cancel,
-    });
+    ));
     let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let key_of = Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
     let shard = config.shard;
@@ -209,7 +238,7 @@ async fn run_with_targets(
             Admission::Exclude
         }
     };
-    executor::execute(Arc::clone(&ctx), plan.rows(), key_of, admit).await;
+    executor::execute(Arc::clone(&ctx), rows, key_of, admit).await;
 
     signals.abort();
     // Wait until the signal watcher (which holds a report sender) is really gone.
@@ -217,10 +246,15 @@ async fn run_with_targets(
     progress.finish();
     let elapsed = started.elapsed();
     let Ok(ctx) = Arc::try_unwrap(ctx) else {
-        eprintln!("reactbatch run: internal error: row tasks outlived the run");
+        crate::log::error("reactbatch run: internal error: row tasks outlived the run");
         return Err(Exit::RowsFailed);
     };
-    let RunContext { targets, out, .. } = ctx;
+    let RunContext {
+        targets,
+        lanes,
+        out,
+        ..
+    } = ctx;
     drop(out);
     let tally = tokio::task::spawn_blocking(move || writer.join())
         .await
@@ -231,7 +265,8 @@ async fn run_with_targets(
         copied,
         elapsed,
         targets,
-        interrupted: interrupted.load(Ordering::Relaxed),
+        lanes,
+        stopped_by: stopped.get().copied(),
     })
 }
 
@@ -243,6 +278,7 @@ fn create_report(
     path: &Path,
     done: Option<&DoneSet>,
     plan: &Plan,
+    rows: impl FnOnce() -> Result<SpoolRows, String>,
     identities: &Identities,
     shard: Option<Shard>,
 ) -> Result<(ReportWriter, u64), String> {
@@ -263,7 +299,7 @@ fn create_report(
             crate::identity::shard_of(name, row.message_ref(), s.count) == s.index
         })
     };
-    let copied = done.copy_done(&mut w, plan, identities.clone(), mine)?;
+    let copied = done.copy_done(&mut w, plan, rows()?, identities.clone(), mine)?;
     w.sync()
         .map_err(|e| format!("cannot write report {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path)

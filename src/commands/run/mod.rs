@@ -15,12 +15,13 @@ mod signals;
 
 use crate::cli::RunArgs;
 use crate::exit::Exit;
-use crate::log::eprintln;
 
 pub use config::{default_report_path, RunConfig};
 
 pub fn run(args: RunArgs) -> Exit {
     crate::log::init(args.log_format);
+    // `-q` from the command line already quiets loading; the plan's `settings:` may add it.
+    crate::log::set_quiet(args.quiet);
     let pre = match preflight::preflight(&args) {
         Ok(p) => p,
         Err(exit) => return exit,
@@ -31,7 +32,9 @@ pub fn run(args: RunArgs) -> Exit {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("reactbatch run: cannot start the async runtime: {e}");
+            crate::log::error(&format!(
+                "reactbatch run: cannot start the async runtime: {e}"
+            ));
             return Exit::Invalid;
         }
     };
@@ -39,12 +42,13 @@ pub fn run(args: RunArgs) -> Exit {
         plan,
         config,
         digest,
+        audit,
         lock,
         work,
     } = pre;
     let executed = runtime.block_on(execute::execute(&plan, &config, work));
     let exit = match executed {
-        Ok(executed) => outcome::outcome(&plan, &config, digest, executed),
+        Ok(executed) => outcome::outcome(&plan, &config, digest, audit, executed),
         Err(exit) => exit,
     };
     drop(lock);

@@ -1,26 +1,37 @@
-//! After sending: the exit code and the summary (stderr, `--summary-json`), built from what
-//! [`super::execute`] handed back.
+//! After sending: the exit code ([`Exit::of_run`]), the failed rows named on stderr, and the
+//! summary (stderr, `--summary-json`), built from what [`super::execute`] handed back.
+//!
+//! `-q` keeps only what needs a human: when the exit code is not 0, the failed rows, each
+//! stopped target's reason and the summary's first line; nothing when all is well.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use crate::exit::Exit;
-use crate::log::eprintln;
+use crate::audit::Audit;
+use crate::digest::Digests;
+use crate::exit::{Exit, RunOutcome};
 use crate::plan::Plan;
 use crate::report::Status;
-use crate::summary::{LatencySummary, Summary, TargetSummary};
+use crate::summary::{LaneSummary, LatencySummary, Summary, TargetSummary};
 
 use super::config::RunConfig;
 use super::execute::Executed;
 
-pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Executed) -> Exit {
+pub fn outcome(
+    plan: &Plan,
+    config: &RunConfig,
+    digest: Digests,
+    audit: Audit,
+    executed: Executed,
+) -> Exit {
     let Executed {
         counters,
         tally,
         copied,
         elapsed,
         targets,
-        interrupted,
+        lanes,
+        stopped_by,
     } = executed;
     let mut counts = BTreeMap::new();
     for st in Status::ALL {
@@ -29,17 +40,19 @@ pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Execut
             counts.insert(st.as_str(), n);
         }
     }
-    let auth_stopped = targets.iter().any(|t| t.stopped().is_some());
-    let failed = counters.get(Status::Failed) + counters.get(Status::Cancelled) > 0;
-    let exit = if interrupted {
-        Exit::Interrupted
-    } else if auth_stopped {
-        Exit::AuthStopped
-    } else if failed || tally.io_error.is_some() {
-        Exit::RowsFailed
-    } else {
-        Exit::Success
-    };
+    let stopped: Vec<(String, String)> = targets
+        .iter()
+        .filter_map(|t| {
+            t.stopped()
+                .map(|why| (t.spec.name.clone(), why.to_string()))
+        })
+        .collect();
+    let exit = Exit::of_run(&RunOutcome {
+        stopped_by,
+        auth_stopped: !stopped.is_empty(),
+        rows_failed: counters.get(Status::Failed) + counters.get(Status::Cancelled) > 0,
+        output_failed: tally.io_error.is_some(),
+    });
     let latency = (!tally.latency.is_empty()).then(|| LatencySummary {
         p50_ms: tally.latency.value_at_quantile(0.5) as f64 / 1000.0,
         p95_ms: tally.latency.value_at_quantile(0.95) as f64 / 1000.0,
@@ -57,36 +70,74 @@ pub fn outcome(plan: &Plan, config: &RunConfig, digest: String, executed: Execut
         retries: tally.retries,
         elapsed_ms: elapsed.as_millis() as u64,
         rows_per_second: tally.rows as f64 / elapsed.as_secs_f64().max(1e-9),
+        estimated_ms: audit.estimated_ms,
         targets: targets
             .iter()
-            .map(|t| TargetSummary {
+            .zip(&audit.targets)
+            .map(|(t, plan_audit)| TargetSummary {
                 name: t.spec.name.clone(),
                 provider: t.spec.provider().to_string(),
                 rate: t.rate.to_string(),
-                requests: t.sent.load(Ordering::Relaxed),
+                requests: t.requests(),
                 achieved_rate: t.achieved_rate(),
                 max_requests_in_1s: t.max_sent_in_1s(),
                 stopped: t.stopped().map(str::to_string),
+                plan: plan_audit.clone(),
+            })
+            .collect(),
+        lanes: lanes
+            .iter()
+            .map(|l| {
+                let pace = l.pace_stats();
+                LaneSummary {
+                    name: l.name.clone(),
+                    provider: l
+                        .members
+                        .first()
+                        .map(|&m| targets[m].spec.provider().to_string())
+                        .unwrap_or_default(),
+                    targets: l
+                        .members
+                        .iter()
+                        .map(|&m| targets[m].spec.name.clone())
+                        .collect(),
+                    rate: l.rate.to_string(),
+                    requests: l.requests(),
+                    achieved_rate: l.achieved_rate(),
+                    max_requests_in_1s: l.max_sent_in_1s(),
+                    rate_limited: l.rate_limited.load(Ordering::Relaxed),
+                    slowdowns: pace.slowdowns,
+                    slowest_rate: pace.slowest_rate,
+                    pauses: pace.pauses,
+                }
             })
             .collect(),
         latency,
-        digest: Some(digest),
-        interrupted,
+        digest: Some(digest.plan),
+        files: digest.files,
+        interrupted: stopped_by.is_some(),
         exit_code: exit.code(),
     };
     if let Some(err) = &tally.io_error {
-        eprintln!("reactbatch run: {err}");
+        crate::log::error(&format!("reactbatch run: {err}"));
     }
+    if config.dry_run {
+        crate::log::info(crate::audit::render(&audit, &plan.targets).trim_end());
+    }
+    let report = config.report.display().to_string();
+    crate::log::failed_rows(&tally.failed_rows, tally.failed_more, &report, &stopped);
     if !config.quiet {
         crate::log::summary(&summary);
+    } else if exit != Exit::Success {
+        crate::log::summary_headline(&summary);
     }
     if let Some(path) = &config.summary_json {
         let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
         if let Err(e) = std::fs::write(path, json) {
-            eprintln!(
+            crate::log::error(&format!(
                 "reactbatch run: cannot write summary {}: {e}",
                 path.display()
-            );
+            ));
         }
     }
     exit

@@ -1,17 +1,23 @@
 //! Before anything is sent: load the plan, resolve the [`RunConfig`], validate every row (one
 //! pass that also finds identities and the digest), take the lock, check the digest and the
 //! earlier report to resume. Every refusal here is exit 2 (or 4 for a held lock) with nothing
-//! sent.
+//! sent. Every file the run will write is tried here too (opened for append, never
+//! truncated; removed again if the test created it), so a missing directory or a read-only
+//! file is found before the first request, not after the last. A live run refuses a report
+//! that already holds live results unless it resumes from it or `--overwrite` says to
+//! replace it: a second cron tick without `--resume` must not send every row again.
 
 use std::path::Path;
+
+use crate::audit::{Audit, AuditBuilder};
+use crate::digest::{Digests, Expected};
 
 use crate::cli::RunArgs;
 use crate::digest::PlanDigest;
 use crate::exit::Exit;
 use crate::identity::{Identities, IdentityScan};
 use crate::lock::{LockError, RunLock};
-// Every notice of this file becomes a log event (plain text, or JSON with --log-format json).
-use crate::log::eprintln;
+use crate::plan::spool::Spool;
 use crate::plan::{Plan, Problem};
 use crate::report::Status;
 use crate::resume::DoneSet;
@@ -22,7 +28,9 @@ use super::config::RunConfig;
 pub struct Preflight {
     pub plan: Plan,
     pub config: RunConfig,
-    pub digest: String,
+    pub digest: Digests,
+    /// What the plan does per target, and the estimate.
+    pub audit: Audit,
     /// Held for the whole run; the OS frees it however the process ends.
     pub lock: Option<RunLock>,
     pub work: Work,
@@ -30,10 +38,14 @@ pub struct Preflight {
 
 /// What the executor consumes: the rows to run and how to know them.
 pub struct Work {
+    /// The validated rows, in plan order.
+    pub spool: Spool,
     pub total_rows: u64,
     pub identities: Identities,
     /// Rows an earlier report shows done (`--resume`).
     pub done: Option<DoneSet>,
+    /// The plan's estimate of the run ([`Audit::estimated_ms`]), for the progress ETA.
+    pub estimated: std::time::Duration,
 }
 
 pub(super) fn print_problems(problems: &[Problem]) {
@@ -48,22 +60,65 @@ fn holds_live_results(path: &Path) -> bool {
     live
 }
 
+/// The files the run writes, and what each is called in an error.
+fn outputs(config: &RunConfig) -> Vec<(&Path, &'static str)> {
+    let mut out = vec![(config.report.as_path(), "the report")];
+    if let Some(p) = &config.emit {
+        out.push((p.as_path(), "the emit file"));
+    }
+    if let Some(p) = &config.summary_json {
+        out.push((p.as_path(), "the summary"));
+    }
+    out
+}
+
+/// Whether `path` can be written: opened for append (created if missing, then removed again),
+/// so an existing file is never truncated by the test.
+fn try_output(path: &Path) -> std::io::Result<()> {
+    let existed = path.symlink_metadata().is_ok();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Whether `--resume` names `report` (the same file, however spelled).
+fn resumes_from(config: &RunConfig, report: &Path) -> bool {
+    let Some(resume) = &config.resume else {
+        return false;
+    };
+    if resume == report {
+        return true;
+    }
+    match (resume.canonicalize(), report.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     let plan = match Plan::load(&args.plan, args.targets.as_deref()) {
         Ok(plan) => plan,
         Err(problems) => {
             print_problems(&problems);
-            eprintln!(
+            crate::log::error(&format!(
                 "reactbatch run: {} is invalid; nothing was sent",
                 args.plan.display()
-            );
+            ));
             return Err(Exit::Invalid);
         }
     };
     let config = match RunConfig::resolve(args, &plan) {
-        Ok(o) => o,
+        Ok(o) => {
+            crate::log::set_quiet(o.quiet);
+            o
+        }
         Err(message) => {
-            eprintln!("reactbatch run: {message}");
+            crate::log::error(&format!("reactbatch run: {message}"));
             return Err(Exit::Invalid);
         }
     };
@@ -72,8 +127,8 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         let insecure = plan.insecure_http();
         if !insecure.is_empty() && !args.allow_insecure_http {
             print_problems(&insecure);
-            eprintln!(
-                "reactbatch run: refusing plain http:// to a non-loopback host; nothing was sent"
+            crate::log::error(
+                "reactbatch run: refusing plain http:// to a non-loopback host; nothing was sent",
             );
             return Err(Exit::Invalid);
         }
@@ -84,39 +139,71 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
 
     // One pass validates every row before any is sent and, on the way, finds repeated rows
     // (for identities) and digests what would be sent.
+    // The rows it validated are spooled: the executor reads them, never the plan files again.
     let mut scan = IdentityScan::new();
     let mut digest = PlanDigest::new(&plan);
+    let now = config.now.unwrap_or_else(chrono::Utc::now);
+    let mut audit = AuditBuilder::new(plan.targets.len(), now);
+    let shard = config.shard;
+    let mut spool = match Spool::create() {
+        Ok(s) => s,
+        Err(e) => {
+            crate::log::error(&format!(
+                "reactbatch run: cannot create a spool file in the temp directory: {e}"
+            ));
+            return Err(Exit::Invalid);
+        }
+    };
+    let mut spool_error = None;
     let validation = plan.validate_with(|row| {
-        scan.observe(row, &plan.targets[row.target].name);
+        let name = &plan.targets[row.target].name;
+        scan.observe(row, name);
         digest.row(row);
+        if shard
+            .is_none_or(|s| crate::identity::shard_of(name, row.message_ref(), s.count) == s.index)
+        {
+            audit.row(row);
+        }
+        if spool_error.is_none() {
+            if let Err(e) = spool.push(row) {
+                spool_error = Some(e);
+            }
+        }
     });
+    if let Some(e) = spool_error {
+        crate::log::error(&format!(
+            "reactbatch run: cannot write the spool file in the temp directory: {e}; nothing was sent"
+        ));
+        return Err(Exit::Invalid);
+    }
     if !config.quiet {
+        print_problems(&plan.pace_warnings);
         print_problems(&validation.warnings);
     }
     if !validation.errors.is_empty() {
         print_problems(&validation.errors);
-        eprintln!(
+        crate::log::error(&format!(
             "reactbatch run: {} has {} error(s); nothing was sent",
             plan.path.display(),
             validation.errors.len()
-        );
+        ));
         return Err(Exit::Invalid);
     }
     let lock = match &config.lock {
         Some(path) => match RunLock::acquire(path) {
             Ok(lock) => Some(lock),
             Err(LockError::Held(holder)) => {
-                eprintln!(
+                crate::log::error(&format!(
                     "reactbatch run: lock {} is held by another run ({holder}); not starting",
                     path.display()
-                );
+                ));
                 return Err(Exit::Locked);
             }
             Err(LockError::Io(e)) => {
-                eprintln!(
+                crate::log::error(&format!(
                     "reactbatch run: cannot open lock file {}: {e}",
                     path.display()
-                );
+                ));
                 return Err(Exit::Invalid);
             }
         },
@@ -124,55 +211,80 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     };
 
     let identities = scan.finish();
-    let digest = digest.finish();
-    if let Some(expected) = &config.expect_digest {
-        if expected.trim() != digest {
-            eprintln!(
-                "reactbatch run: plan digest is {digest}, expected {}: the plan or its includes changed since the audit; nothing was sent",
-                expected.trim()
-            );
+    let rates: Vec<_> = plan
+        .pace_groups
+        .iter()
+        .map(|g| config.pace(g.rate(&plan.targets)))
+        .collect();
+    let audit = audit.finish(&plan.pace_groups, &rates, config.burst);
+    let digest = digest.finish_all();
+    if let Some(value) = &config.expect_digest {
+        let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
+        if let Err(why) = checked {
+            crate::log::error(&format!("reactbatch run: {why}; nothing was sent"));
             return Err(Exit::Invalid);
         }
     }
+    for (path, what) in outputs(&config) {
+        if let Err(e) = try_output(path) {
+            crate::log::error(&format!(
+                "reactbatch run: cannot write {what} {}: {e}; nothing was sent",
+                path.display()
+            ));
+            return Err(Exit::Invalid);
+        }
+    }
+    if !config.dry_run
+        && !config.overwrite
+        && !resumes_from(&config, &config.report)
+        && holds_live_results(&config.report)
+    {
+        let shown = config.report.display();
+        crate::log::error(&format!(
+            "reactbatch run: {shown} holds the results of a live run, which this run would \
+             overwrite; nothing was sent. To go on from it (skipping rows it shows done), add \
+             --resume {shown}; to replace it, add --overwrite"
+        ));
+        return Err(Exit::Invalid);
+    }
     if config.dry_run && holds_live_results(&config.report) {
-        eprintln!(
+        crate::log::error(&format!(
             "reactbatch run: {} holds the results of a live run, which a dry run would overwrite \
              (and a later --resume needs them); give the dry run its own --report FILE",
             config.report.display()
-        );
+        ));
         return Err(Exit::Invalid);
     }
     let done = match &config.resume {
         None => None,
         Some(path) if !path.exists() && *path == config.report => {
-            if !config.quiet {
-                crate::log::message(
-                    crate::log::Level::Info,
-                    &format!(
-                        "reactbatch run: no earlier report at {}; starting from the first row",
-                        path.display()
-                    ),
-                );
-            }
+            crate::log::info(&format!(
+                "reactbatch run: no earlier report at {}; starting from the first row",
+                path.display()
+            ));
             None
         }
-        Some(path) => match DoneSet::load(path, &plan) {
+        Some(path) => match DoneSet::load_for_resume(path, &plan, config.retry_failed) {
             Ok(set) => Some(set),
             Err(e) => {
-                eprintln!("reactbatch run: --resume: {e}");
+                crate::log::error(&format!("reactbatch run: --resume: {e}"));
                 return Err(Exit::Invalid);
             }
         },
     };
+    let estimated = std::time::Duration::from_millis(audit.estimated_ms);
     Ok(Preflight {
         plan,
         config,
         digest,
+        audit,
         lock,
         work: Work {
+            spool,
             total_rows: validation.rows,
             identities,
             done,
+            estimated,
         },
     })
 }

@@ -1,67 +1,45 @@
-//! Ctrl-C / SIGTERM during a run.
+//! Ctrl-C / SIGTERM during a run (the signals themselves: [`crate::signals`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::executor::{self, Cancel, ExecConfig};
-use crate::log::eprintln;
+use crate::signals::{Signals, Stop};
 
 /// First SIGINT/SIGTERM: stop dispatching and let in-flight requests finish for a short grace
-/// (then abandon them); the report and summary are still written. A second signal makes the
-/// writer flush what it has and exit at once.
+/// (then abandon them); the report and summary are still written, and `stopped` says which
+/// signal it was (for the exit code). A second signal has the writer put what it has on disk,
+/// then ends the process at once with the first signal's exit code: the one place a run exits
+/// without returning, because waiting is exactly what the user asked us not to do.
 pub(super) async fn watch_signals(
     cancel: Cancel,
     out: executor::OutputSender,
-    interrupted: Arc<AtomicBool>,
-    quiet: bool,
+    stopped: Arc<OnceLock<Stop>>,
 ) {
     let grace = ExecConfig::default().grace;
     let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("reactbatch run: cannot watch for signals: {e}");
+            crate::log::error(&format!("reactbatch run: cannot watch for signals: {e}"));
             return;
         }
     };
-    signals.next().await;
-    interrupted.store(true, Ordering::Relaxed);
-    if !quiet {
-        eprintln!(
-            "reactbatch: interrupted; finishing requests in flight (Ctrl-C again to exit now)"
-        );
-    }
+    let stop = signals.next().await;
+    let _ = stopped.set(stop);
+    crate::log::warn(&format!(
+        "reactbatch: {}; finishing requests in flight{}",
+        stop.describe(),
+        stop.again_hint()
+    ));
     cancel.cancel_soft();
     tokio::select! {
         _ = tokio::time::sleep(grace) => cancel.cancel_hard(),
-        _ = signals.next() => {
-            out.abort().await;
-            return;
-        }
+        _ = signals.next() => exit_now(&out, stop).await,
     }
     signals.next().await;
-    out.abort().await;
+    exit_now(&out, stop).await;
 }
 
-struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        Ok(Signals {
-            #[cfg(unix)]
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
-        })
-    }
-
-    async fn next(&mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = self.term.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    }
+async fn exit_now(out: &executor::OutputSender, stop: Stop) {
+    out.flush_now().await;
+    std::process::exit(i32::from(stop.exit().code()));
 }

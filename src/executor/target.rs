@@ -1,0 +1,142 @@
+//! A target while a run goes on ([`TargetRuntime`]): its credential, its lane, its
+//! authentication health; and [`SendLog`], the send counts and windows that targets and lanes
+//! report in the summary.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::plan::{Rate, Target};
+use crate::secret::Secret;
+
+/// 401/403 answers in a row (no success between) after which a target is stopped.
+pub const AUTH_FAILURES_TO_STOP: u32 = 3;
+
+/// A target while a run goes on: its credential, lane and authentication health.
+pub struct TargetRuntime {
+    pub spec: Target,
+    pub secret: Secret,
+    /// The target's own rate (its lane may run slower: the lowest of its members').
+    pub rate: Rate,
+    /// Index of its lane in [`RunContext::lanes`].
+    pub lane: usize,
+    auth_failures: AtomicU32,
+    stopped: AtomicBool,
+    stop_reason: OnceLock<String>,
+    pub(crate) sends: SendLog,
+}
+
+/// When requests went out: how many, first, last, and the busiest one-second window.
+#[derive(Debug, Default)]
+pub struct SendLog {
+    sent: AtomicU64,
+    inner: Mutex<SendWindow>,
+}
+
+#[derive(Debug, Default)]
+struct SendWindow {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// Sends within the last second; never longer than what one second holds.
+    window: VecDeque<Instant>,
+    max_in_1s: usize,
+}
+
+impl SendLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SendWindow> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn record(&self, at: Instant) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let mut log = self.lock();
+        log.first.get_or_insert(at);
+        log.last = Some(at);
+        while log
+            .window
+            .front()
+            .is_some_and(|t| at.duration_since(*t) >= Duration::from_secs(1))
+        {
+            log.window.pop_front();
+        }
+        log.window.push_back(at);
+        log.max_in_1s = log.max_in_1s.max(log.window.len());
+    }
+
+    pub fn count(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Achieved send rate (attempts/s) between the first and last send.
+    pub fn achieved_rate(&self) -> Option<f64> {
+        let log = self.lock();
+        let (first, last) = (log.first?, log.last?);
+        let n = self.count();
+        let secs = (last - first).as_secs_f64();
+        // Over less than a second a rate is noise ("2303/s" for 4 requests).
+        (n > 1 && secs >= crate::summary::MIN_RATE_SPAN_MS as f64 / 1000.0)
+            .then(|| (n - 1) as f64 / secs)
+    }
+
+    /// The most requests sent within any one-second window.
+    pub fn max_in_1s(&self) -> usize {
+        self.lock().max_in_1s
+    }
+}
+
+impl TargetRuntime {
+    pub fn new(spec: Target, secret: Secret, rate: Rate) -> TargetRuntime {
+        TargetRuntime {
+            spec,
+            secret,
+            rate,
+            lane: 0,
+            auth_failures: AtomicU32::new(0),
+            stopped: AtomicBool::new(false),
+            stop_reason: OnceLock::new(),
+            sends: SendLog::default(),
+        }
+    }
+
+    /// Why this target was stopped, if it was.
+    pub fn stopped(&self) -> Option<&str> {
+        if self.stopped.load(Ordering::Acquire) {
+            self.stop_reason.get().map(String::as_str)
+        } else {
+            None
+        }
+    }
+
+    /// Attempts put on the wire.
+    pub fn requests(&self) -> u64 {
+        self.sends.count()
+    }
+
+    /// Achieved send rate (attempts/s) between the first and last send.
+    pub fn achieved_rate(&self) -> Option<f64> {
+        self.sends.achieved_rate()
+    }
+
+    /// The most requests this target sent within any one-second window.
+    pub fn max_sent_in_1s(&self) -> usize {
+        self.sends.max_in_1s()
+    }
+
+    pub(super) fn record_auth(&self, failed: bool, status: u16, code: &str) {
+        if !failed {
+            self.auth_failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        let n = self.auth_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= AUTH_FAILURES_TO_STOP {
+            let _ = self.stop_reason.set(format!(
+                "target {} stopped after {n} authentication failures in a row (last: HTTP {status} {code})",
+                self.spec.name
+            ));
+            self.stopped.store(true, Ordering::Release);
+        }
+    }
+}

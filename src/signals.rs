@@ -1,0 +1,88 @@
+//! Process signals, in one place for every command: which signal stopped us, what it means for
+//! the exit code (SIGINT 130, SIGTERM 143, the shell's 128 + signal number), and how a closed
+//! stdout/stderr pipe ends the process.
+
+use crate::exit::Exit;
+
+/// A signal that asks the process to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGINT: Ctrl-C at a terminal.
+    Interrupt,
+    /// SIGTERM: `kill`, systemd, a container runtime, a CI timeout.
+    Terminate,
+}
+
+impl Stop {
+    /// The exit code a run stopped by this signal ends with.
+    pub fn exit(self) -> Exit {
+        match self {
+            Stop::Interrupt => Exit::Interrupted,
+            Stop::Terminate => Exit::Terminated,
+        }
+    }
+
+    /// How a notice names the signal: "interrupted (Ctrl-C)" / "terminated (SIGTERM)".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "interrupted (Ctrl-C)",
+            Stop::Terminate => "terminated (SIGTERM)",
+        }
+    }
+
+    /// What a second signal of the same kind does, for the notice after the first: only Ctrl-C
+    /// is something a person presses again; a supervisor sending SIGTERM escalates on its own.
+    pub fn again_hint(self) -> &'static str {
+        match self {
+            Stop::Interrupt => " (Ctrl-C again to exit now)",
+            Stop::Terminate => " (a second SIGTERM exits now)",
+        }
+    }
+}
+
+/// Listens for SIGINT and SIGTERM (SIGINT only off Unix).
+pub struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; needs a tokio runtime.
+    pub fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for the next stop signal.
+    pub async fn next(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => Stop::Interrupt,
+                _ = self.term.recv() => Stop::Terminate,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Stop::Interrupt
+        }
+    }
+}
+
+/// Lets a closed stdout/stderr pipe end the process quietly, as it does for `cat` or `grep`.
+///
+/// Rust ignores SIGPIPE, so `check --format json | head -c1` would see EPIPE in `println!`,
+/// which panics ("internal error", exit 101). With the default action the process ends at that
+/// write with SIGPIPE (the shell shows 141) and prints nothing. Sockets are unaffected: Rust
+/// sends on them with `MSG_NOSIGNAL`, so a peer closing a connection is still an I/O error.
+pub fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at the start of `main`, before any thread is spawned; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
