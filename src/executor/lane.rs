@@ -120,7 +120,7 @@ pub(super) async fn run_lane<T: Transport>(
             continue;
         }
         tokio::select! {
-            _ = l.limiter.until_ready() => {}
+            _ = l.limiter.next_slot(true) => {}
             _ = ctx.cancel.soft() => {
                 l.push_front(job);
                 continue;

@@ -264,6 +264,15 @@ impl RateLimiter {
 
     /// Waits for the next slot and takes it.
     pub async fn until_ready(&self) {
+        self.next_slot(false).await
+    }
+
+    /// [`RateLimiter::until_ready`] for a lane's worker, which takes one slot after another
+    /// from its queue (`backlog`): a slot found just past — by at most the late allowance,
+    /// because the worker was busy starting the previous row — counts on schedule, as if it
+    /// had slept until it. Without this the schedule would move by that work on every send
+    /// and fall behind the rate.
+    pub async fn next_slot(&self, backlog: bool) {
         let Some(interval) = self.interval else {
             return;
         };
@@ -300,6 +309,8 @@ impl RateLimiter {
             _ if strict => sent,
             // Slept until the slot and woke within the allowance: on schedule.
             (Some(at), _) if sent <= at + self.late => at,
+            // A worker's next row, its slot just past: on schedule too.
+            (None, Some(slot)) if backlog && sent <= slot + self.late => slot,
             // A fine rate under a backlog, the slot already past: catch up on what the timer
             // tick cost, giving up only lateness beyond the allowance.
             (_, Some(slot)) if pressed && interval < FINE => {
@@ -483,6 +494,33 @@ mod tests {
 #[cfg(test)]
 mod adaptive_tests {
     use super::*;
+
+    /// A lane's worker does some work after each slot (starting the row's attempt) before it
+    /// asks for the next; at 200/s a 1–2 ms detour must not make the schedule drift.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_worker_keeps_the_schedule() {
+        let limiter = RateLimiter::new(per_sec(200), 1);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for i in 0..1000u64 {
+            limiter.next_slot(true).await;
+            times.push(Instant::now());
+            // Work after the send: sometimes longer than the gap to the next slot.
+            tokio::time::advance(Duration::from_micros(if i % 3 == 0 {
+                6_500
+            } else {
+                1_000
+            }))
+            .await;
+        }
+        let last = times[999] - start;
+        assert!(
+            last <= Duration::from_millis(4995) * 101 / 100,
+            "drifted: last send at {last:?}"
+        );
+        let max_1s = crate::sandbox::max_in_window(times.clone(), Duration::from_secs(1));
+        assert!(max_1s <= 200, "{max_1s} in one second");
+    }
 
     fn per_sec(n: u32) -> Rate {
         Rate::Limited {
