@@ -35,6 +35,11 @@ pub enum Command {
     Undo(UndoArgs),
     /// Run the local emulator of both providers' APIs.
     Sandbox(crate::sandbox::SandboxArgs),
+    /// List emojis whose name or shortcode contains SEARCH, with their `:shortcodes:`.
+    #[command(
+        after_help = "Examples:\n  reactbatch emoji thumbs\n  reactbatch emoji :tada:\n  reactbatch emoji heart | head"
+    )]
+    Emoji(EmojiArgs),
     /// Print the JSON Schema of the plan format (for editors).
     #[command(
         after_help = "Examples:\n  reactbatch schema > plan.schema.json\n  then, as the first line of a plan next to it:\n  # yaml-language-server: $schema=./plan.schema.json"
@@ -48,6 +53,13 @@ pub enum Command {
     /// Print the man page (roff).
     #[command(after_help = "Example:\n  reactbatch man > ~/.local/share/man/man1/reactbatch.1")]
     Man,
+}
+
+#[derive(Args, Debug)]
+pub struct EmojiArgs {
+    /// Words to look for in emoji names and shortcodes, or an emoji or `:shortcode:` itself.
+    #[arg(required = true, value_name = "SEARCH")]
+    pub search: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +165,14 @@ pub struct RunArgs {
     /// Start the emulator in-process and point every target at it, with its own credentials.
     #[arg(long)]
     pub sandbox: bool,
+    /// With --sandbox: serve it over HTTPS (a certificate generated at start, trusted by this
+    /// run only).
+    #[arg(long, requires = "sandbox")]
+    pub tls: bool,
+    /// PEM file of CA certificates to trust for HTTPS, in addition to the system store and the
+    /// bundled roots (a private or corporate CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// No progress bar or status lines.
     #[arg(long)]
     pub no_progress: bool,
@@ -193,9 +213,10 @@ pub struct SignArgs {
     /// Request path, without scheme or host (a query is not signed).
     #[arg(long, value_name = "P")]
     pub path: String,
-    /// The Date header value, RFC 2822, used verbatim.
+    /// The Date header value, signed verbatim (a warning if it is not RFC 2822 or its weekday
+    /// is wrong) [default: now, printed as a `Date:` line].
     #[arg(long, value_name = "D")]
-    pub date: String,
+    pub date: Option<String>,
     /// HTTP method.
     #[arg(long, default_value = "POST")]
     pub method: String,

@@ -10,7 +10,8 @@
 //!
 //! - [`audit`]: what a plan will do per target and how long the live run takes (dry run).
 //! - [`cli`]: clap types for every command (raw values, validated by the commands).
-//! - [`plan`]: the plan model, YAML/CSV loading with source positions, validation.
+//! - [`plan`]: the plan model, YAML/CSV loading with source positions, validation (emoji
+//!   values and `:shortcodes:` in `plan::emoji`).
 //! - [`provider`]: Kommo and Ogmma request building; [`sign`]: Kommo's HMAC signature.
 //! - [`executor`]: scheduling, per-target rate limiting, per-message ordering, retries.
 //! - [`report`]: row results → report files and the end-of-run summary; [`emit`]: the audit
@@ -77,6 +78,7 @@ pub fn main_entry() -> ExitCode {
         Command::Sign(args) => commands::sign::run(&args),
         Command::Undo(args) => commands::undo::run(&args),
         Command::Sandbox(args) => sandbox::run_command(args),
+        Command::Emoji(args) => commands::emoji::run(&args),
         Command::Schema => commands::docs::schema(),
         Command::Completions(args) => commands::docs::completions(args.shell),
         Command::Man => commands::docs::man(),

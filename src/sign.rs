@@ -30,6 +30,30 @@ pub fn http_date(at: DateTime<Utc>) -> String {
     })
 }
 
+/// Why a server would likely refuse `date` as a `Date`, or `None`: not RFC 2822, or a weekday
+/// that does not match the date (chrono refuses those; servers may too).
+pub fn date_warning(date: &str) -> Option<String> {
+    let expected = "expected e.g. `Wed, 15 Dec 2021 23:12:55 +0000`";
+    // The weekday is optional in RFC 2822: check the rest without it, then compare.
+    let (weekday, rest) = match date.split_once(',') {
+        Some((day, rest)) => (Some(day.trim()), rest),
+        None => (None, date),
+    };
+    let Ok(parsed) = DateTime::parse_from_rfc2822(rest.trim()) else {
+        return Some(format!(
+            "`{date}` is not an RFC 2822 date ({expected}); signed as given"
+        ));
+    };
+    let (short, full) = (parsed.format("%a").to_string(), parsed.format("%A"));
+    match weekday {
+        Some(day) if !day.eq_ignore_ascii_case(&short) => Some(format!(
+            "`{date}`: {} is a {full}, not `{day}`; signed as given, but a server may refuse it",
+            parsed.format("%d %b %Y")
+        )),
+        _ => None,
+    }
+}
+
 /// Lowercase hex MD5 of the exact body bytes (of the empty string for an empty body).
 pub fn content_md5(body: &[u8]) -> String {
     hex::encode(Md5::digest(body))
@@ -109,6 +133,29 @@ mod tests {
         );
         assert_eq!(sig.content_md5, "2fbcb3c652b61e24e004daddfc73d0ce");
         assert_eq!(sig.signature, "81211856ce0c5095f3e1a90c0a38dc9d736cfd55");
+    }
+
+    /// The Date format example in Kommo's documentation ("Thu, 01 Jan 2023 12:00:00 +0000",
+    /// a Sunday) is signed as given; the expected values were computed independently
+    /// (Python's hashlib/hmac).
+    #[test]
+    fn signs_the_documents_example_date_verbatim_and_warns_about_its_weekday() {
+        let date = "Thu, 01 Jan 2023 12:00:00 +0000";
+        let body = "{\"conversation_id\":\"chat-7\",\"id\":\"m-1001\",\"user\":{\"id\":\"bot\"},\"type\":\"react\",\"emoji\":\"👍\"}";
+        let sig = sign_kommo(
+            "POST",
+            "/v2/origin/custom/scope-1/react",
+            body.as_bytes(),
+            date,
+            &Secret::new("doc-example-secret"),
+        );
+        assert_eq!(sig.content_md5, "d70daffa0e9d950677004423fd68f1ee");
+        assert_eq!(sig.signature, "947915fbb49a21be96a88d1c1096a8ec5b9b0209");
+        assert!(sig.signed.contains("\nThu, 01 Jan 2023 12:00:00 +0000\n"));
+        let warning = date_warning(date).expect("a Sunday");
+        assert!(warning.contains("Sunday"), "{warning}");
+        assert_eq!(date_warning("Sun, 01 Jan 2023 12:00:00 +0000"), None);
+        assert!(date_warning("2023-01-01T12:00:00Z").is_some());
     }
 
     #[test]

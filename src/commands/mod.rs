@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod docs;
+pub mod emoji;
 pub mod run;
 pub mod sign;
 pub mod undo;

@@ -9,7 +9,10 @@ use crate::secret::Secret;
 
 pub fn run(args: &SignArgs) -> Exit {
     match sign(args) {
-        Ok(out) => {
+        Ok((out, warning)) => {
+            if let Some(warning) = warning {
+                eprintln!("reactbatch sign: warning: {warning}");
+            }
             let mut stdout = std::io::stdout().lock();
             // A closed stdout (e.g. piped into `head`) is not worth a panic.
             let _ = stdout.write_all(out.as_bytes());
@@ -22,7 +25,8 @@ pub fn run(args: &SignArgs) -> Exit {
     }
 }
 
-fn sign(args: &SignArgs) -> Result<String, String> {
+/// The signed headers (and, with `-v`, the signed string), plus a warning about the Date.
+fn sign(args: &SignArgs) -> Result<(String, Option<String>), String> {
     let secret = match std::env::var(&args.secret_env) {
         Ok(v) if !v.is_empty() => Secret::new(v),
         Ok(_) => return Err(format!("environment variable {} is empty", args.secret_env)),
@@ -47,25 +51,29 @@ fn sign(args: &SignArgs) -> Result<String, String> {
             args.path
         ));
     }
-    if chrono::DateTime::parse_from_rfc2822(&args.date).is_err() {
-        return Err(format!(
-            "--date `{}` is not an RFC 2822 date (expected e.g. `Wed, 15 Dec 2021 23:12:55 +0000`)",
-            args.date
-        ));
-    }
+    // The clock is read here only when no Date was given; a given one is signed verbatim
+    // (that is what a server compares), with a warning if a server would likely refuse it.
+    let (date, warning) = match &args.date {
+        Some(date) => (date.clone(), crate::sign::date_warning(date)),
+        None => (crate::sign::http_date(chrono::Utc::now()), None),
+    };
     let body = read_body(args.body.as_deref())?;
     let SignProvider::Kommo = args.provider;
-    let sig = crate::sign::sign_kommo(&args.method, &args.path, &body, &args.date, &secret);
-    let mut out = format!(
+    let sig = crate::sign::sign_kommo(&args.method, &args.path, &body, &date, &secret);
+    let mut out = String::new();
+    if args.date.is_none() {
+        out.push_str(&format!("Date: {date}\n"));
+    }
+    out.push_str(&format!(
         "Content-MD5: {}\nX-Signature: {}\n",
         sig.content_md5, sig.signature
-    );
+    ));
     if args.verbose {
         out.push_str("--- signed string (between the markers, no trailing newline) ---\n");
         out.push_str(&sig.signed);
         out.push_str("\n--- end ---\n");
     }
-    Ok(out)
+    Ok((out, warning))
 }
 
 fn read_body(path: Option<&std::path::Path>) -> Result<Vec<u8>, String> {

@@ -22,6 +22,8 @@ pub enum AttemptOutcome {
     Timeout,
     /// Could not connect, or the connection dropped before an answer.
     Connection(String),
+    /// Not sent in a way a retry could fix (the server's certificate is not trusted): final.
+    Refused { code: String, message: String },
 }
 
 /// The decision for one outcome.
@@ -43,9 +45,12 @@ pub fn classify(outcome: &AttemptOutcome) -> Verdict {
         AttemptOutcome::Answered {
             status,
             retry_after,
+            code,
             ..
         } => match *status {
-            200..=299 => Verdict::Success,
+            // A 2xx whose body still says no (Ogmma `success: false`) carries a code.
+            200..=299 if code.is_empty() => Verdict::Success,
+            200..=299 => Verdict::Fail { auth: false },
             429 | 500..=599 => Verdict::Retry {
                 retry_after: *retry_after,
             },
@@ -55,6 +60,7 @@ pub fn classify(outcome: &AttemptOutcome) -> Verdict {
         AttemptOutcome::Timeout | AttemptOutcome::Connection(_) => {
             Verdict::Retry { retry_after: None }
         }
+        AttemptOutcome::Refused { .. } => Verdict::Fail { auth: false },
     }
 }
 

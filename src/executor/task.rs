@@ -62,6 +62,8 @@ fn render_emit<T: Transport>(
             attempt,
             request: signed,
             credential,
+            // The pace of the row's lane: targets sharing a pace share it in the script too.
+            pace: ctx.lanes[ctx.targets[row.target].lane].rate.interval(),
         },
         out,
     );
@@ -253,6 +255,7 @@ pub(super) async fn attempt<T: Transport>(
             format!("no answer within {:?}", ctx.config.timeout),
         ),
         AttemptOutcome::Connection(e) => (None, "connection".to_string(), e.clone()),
+        AttemptOutcome::Refused { code, message } => (None, code.clone(), message.clone()),
     };
     match classify(&outcome) {
         Verdict::Success => {

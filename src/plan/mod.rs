@@ -10,10 +10,12 @@
 //!   ([`warnings`]) and duplicate-`key` errors ([`keys`]).
 //! - [`Plan::resolve_secrets`] reads each target's `{ env }` / `{ file }` secret ([`secrets`]).
 //!
-//! Hard limits on input sizes are listed in [`fields`].
+//! Hard limits on input sizes are listed in [`fields`]; what an emoji or an id may be, in
+//! [`emoji`].
 
 mod csv_rows;
 mod doc;
+pub mod emoji;
 pub mod fields;
 mod keys;
 mod load;

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::doc::DocReader;
+use super::emoji::{self, Invalid};
 use super::fields::{shorten, suggest, Field, RawRow, RawValue};
 use super::model::{Action, ProviderKind, Row, Source, Target, TargetKind};
 use super::problem::Problem;
@@ -109,13 +110,13 @@ fn invalid_code(field: Field) -> &'static str {
 }
 
 /// Checks a value on its own (length, syntax); the error message if it is bad.
-pub fn check_value(field: Field, text: &str) -> Result<(), String> {
+pub fn check_value(field: Field, text: &str) -> Result<(), Invalid> {
     if text.len() > field.max_bytes() {
-        return Err(format!(
+        return Err(Invalid::from(format!(
             "`{field}` is {} bytes long; the maximum is {}",
             text.len(),
             field.max_bytes()
-        ));
+        )));
     }
     let single_line = matches!(
         field,
@@ -124,15 +125,35 @@ pub fn check_value(field: Field, text: &str) -> Result<(), String> {
     // Ids and keys may hold line breaks (a quoted CSV cell can), but never a NUL: it is
     // always corruption, and some providers cut strings at it.
     if text.contains('\0') {
-        return Err(format!("`{field}` contains a NUL character"));
+        return Err(format!("`{field}` contains a NUL character").into());
     }
     if single_line && text.chars().any(char::is_control) {
-        return Err(format!("`{field}` contains a control character"));
+        return Err(format!("`{field}` contains a control character").into());
     }
     match field {
-        Field::Action => parse_action(text).map(|_| ()),
-        Field::NotBefore => parse_not_before(text).map(|_| ()),
+        Field::Action => parse_action(text).map(|_| ()).map_err(Invalid::from),
+        Field::NotBefore => parse_not_before(text).map(|_| ()).map_err(Invalid::from),
+        // Empty means absent (the react-needs-an-emoji rule reports it).
+        Field::Emoji | Field::PreviousEmoji if text.is_empty() => Ok(()),
+        Field::Emoji | Field::PreviousEmoji => emoji::resolve(field.name(), text).map(|_| ()),
+        Field::MessageId
+        | Field::Msgid
+        | Field::ConversationId
+        | Field::ConversationRefId
+        | Field::UserId
+        | Field::UserRefId => emoji::check_id(field.name(), text),
         _ => Ok(()),
+    }
+}
+
+/// The emoji a checked `emoji`/`previous_emoji` value stands for: a `:shortcode:` becomes its
+/// emoji, so what is sent, reported and emitted is the emoji itself.
+fn canonical_emoji(text: String) -> String {
+    match emoji::resolve("emoji", &text) {
+        Ok(resolved) if *resolved == *text => text,
+        Ok(resolved) => resolved.into_owned(),
+        // Only checked values get here; an unchecked one stays as written.
+        Err(_) => text,
     }
 }
 
@@ -195,8 +216,10 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
 
     for f in Field::ALL {
         if let Some(v) = own(f) {
-            if let Err(msg) = check_value(f, &v.text) {
-                problems.push(problem_at(&raw, Some(v), msg).with_code(invalid_code(f)));
+            if let Err(bad) = check_value(f, &v.text) {
+                let mut p = problem_at(&raw, Some(v), bad.message).with_code(invalid_code(f));
+                p.hint = bad.hint;
+                problems.push(p);
             }
         }
     }
@@ -282,13 +305,13 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
         user_id: None,
         user_ref_id: None,
         not_before,
-        previous_emoji: text(Field::PreviousEmoji),
+        previous_emoji: text(Field::PreviousEmoji).map(canonical_emoji),
         key: text(Field::Key),
     };
 
     // Emoji: `react` needs one; an empty one written on the row is its own mistake.
     match (action, value(Field::Emoji)) {
-        (_, Some(v)) => row.emoji = Some(v.text.clone()),
+        (_, Some(v)) => row.emoji = Some(canonical_emoji(v.text.clone())),
         (Action::React, None) => {
             let written_empty = raw.get(Field::Emoji).filter(|v| v.text.is_empty());
             let msg = if written_empty.is_some() {
@@ -417,11 +440,12 @@ pub fn read_defaults(r: &mut DocReader<'_>, node: &Node, targets: &[String]) -> 
         let Some(v) = row.get(f) else { continue };
         let mut bad = check_value(f, &v.text).err();
         if f == Field::Target && bad.is_none() && !targets.contains(&v.text) {
-            bad = Some(format!("unknown target `{}` in defaults", shorten(&v.text)));
+            bad = Some(format!("unknown target `{}` in defaults", shorten(&v.text)).into());
         }
-        if let Some(msg) = bad {
-            r.problems
-                .push(Problem::error(&*r.file, Some(v.line), v.col, msg));
+        if let Some(bad) = bad {
+            let mut p = Problem::error(&*r.file, Some(v.line), v.col, bad.message);
+            p.hint = bad.hint;
+            r.problems.push(p);
             row.clear(f);
         }
     }

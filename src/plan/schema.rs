@@ -308,6 +308,9 @@ struct SettingsSpec {
     quiet: Option<bool>,
     /// Also write the end-of-run summary as JSON to this file.
     summary_json: Option<String>,
+    /// A PEM file of CA certificates trusted for HTTPS in addition to the system store and
+    /// the bundled roots (a private or corporate CA); relative to the plan file.
+    ca_cert: Option<String>,
     /// With `resume`: also run rows whose earlier result was a final failure (400, 404, ...).
     retry_failed: Option<bool>,
     /// Replace a report that holds live results without resuming from it.

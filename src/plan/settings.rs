@@ -31,6 +31,7 @@ pub(super) const KEYS: &[&str] = &[
     "no_progress",
     "quiet",
     "summary_json",
+    "ca_cert",
     "retry_failed",
     "overwrite",
     "rate_limit_budget",
@@ -112,7 +113,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             continue;
         }
         match k {
-            "report" | "emit" | "resume" | "lock" | "summary_json" => {
+            "report" | "emit" | "resume" | "lock" | "summary_json" | "ca_cert" => {
                 let Some(text) = r.string(value, k) else {
                     continue;
                 };
@@ -126,6 +127,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
                     "emit" => s.emit = path,
                     "resume" => s.resume = path,
                     "lock" => s.lock = path,
+                    "ca_cert" => s.ca_cert = path,
                     _ => s.summary_json = path,
                 }
             }

@@ -184,6 +184,11 @@ fn read_target(
             r.error(node.pos, format!("`{key}` is longer than 4096 bytes"));
             return None;
         }
+        // A target's user ids are row ids by default: the same whitespace rule.
+        if let Err(bad) = super::emoji::check_id(key, text) {
+            // Kept, so rows are not also told they lack a user: one error, at its place.
+            r.error(node.pos, bad.message).hint = bad.hint;
+        }
         Some(text.to_string())
     };
 

@@ -14,6 +14,10 @@ use crate::plan::{Action, ProviderKind, Row, Target, TargetKind};
 use crate::secret::Secret;
 use crate::sign::CONTENT_TYPE;
 
+/// What every request asks back: Kommo documents `application/json` (default) or `text/plain`,
+/// Ogmma answers JSON; reqwest alone would send `*/*`.
+pub const ACCEPT: &str = "application/json";
+
 /// A row's request before signing: method, URL and the exact body bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreparedRequest {
@@ -82,11 +86,15 @@ pub fn sign(request: &PreparedRequest, secret: &Secret, now: DateTime<Utc>) -> S
                 ("Content-Type", CONTENT_TYPE.to_string()),
                 ("Content-MD5", sig.content_md5),
                 ("X-Signature", sig.signature),
+                ("Accept", ACCEPT.to_string()),
             ];
             (headers, None, Some(sig.signed))
         }
         ProviderKind::Ogmma => (
-            vec![("Content-Type", CONTENT_TYPE.to_string())],
+            vec![
+                ("Content-Type", CONTENT_TYPE.to_string()),
+                ("Accept", ACCEPT.to_string()),
+            ],
             Some(secret.clone()),
             None,
         ),

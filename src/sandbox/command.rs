@@ -25,7 +25,8 @@ macro_rules! examples {
             reactbatch sandbox --listen 127.0.0.1:8080 --kommo-rate unlimited --ogmma-rate unlimited\n  \
             reactbatch sandbox --error-rate 0.1 --drop-rate 0.02 --latency 50ms --seed 42\n  \
             reactbatch sandbox --kommo-rate 7/s --burst 1 --retry-after 1 --request-log sandbox.jsonl\n  \
-            reactbatch sandbox --not-found-prefix gone- --date-window 24h"
+            reactbatch sandbox --not-found-prefix gone- --date-window 24h\n  \
+            reactbatch sandbox --tls --cert-out sandbox-ca.pem"
     };
 }
 
@@ -40,8 +41,11 @@ macro_rules! examples {
         `POST /v1/channels/{channelId}/messages/react` as documented: checks Kommo signatures \
         (Content-Type, Date within 15 minutes, Content-MD5, X-Signature) and Ogmma bearer keys, \
         enforces rate limits with 429, keeps the reactions it was asked to make, and can inject \
-        faults deterministically from --seed. Any scope id and channel id are accepted.\n\n\
-        Stdout: the first line is the base URL (http://127.0.0.1:PORT), then the credentials. \
+        faults deterministically from --seed. Any scope id and channel id are accepted; an emoji \
+        that is not exactly one emoji gets 400, as on the real services. --tls serves HTTPS \
+        with a certificate generated at start (--cert-out writes its CA, PEM).\n\n\
+        Stdout: the first line is the base URL (http://127.0.0.1:PORT, or https:// with --tls), \
+        then the credentials. \
         KOMMO_CHANNEL_SECRET and OGMMA_API_KEY are used when set (only their names are printed); \
         otherwise they are generated and printed as `export` lines.\n\n\
         GET /_sandbox/stats shows requests by provider and status, faults injected and the \
@@ -96,6 +100,14 @@ pub struct SandboxArgs {
     /// it to replay pre-signed requests in a benchmark. Example: `--date-window 24h`.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub date_window: Option<Duration>,
+    /// Serve HTTPS with a certificate generated at start (signed by a CA generated with it);
+    /// the first stdout line is then `https://127.0.0.1:PORT`.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: write the CA certificate (PEM) to FILE before the URL is printed, for
+    /// clients' `--ca-cert FILE`. Example: `--tls --cert-out sandbox-ca.pem`.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub cert_out: Option<PathBuf>,
 }
 
 fn fraction(text: &str) -> Result<f64, String> {
@@ -144,7 +156,8 @@ fn config(args: &SandboxArgs) -> Result<(SandboxConfig, bool, bool), String> {
         .drop_rate(args.drop_rate)
         .latency(args.latency)
         .seed(args.seed)
-        .date_window(args.date_window.unwrap_or(KOMMO_DATE_WINDOW));
+        .date_window(args.date_window.unwrap_or(KOMMO_DATE_WINDOW))
+        .tls(args.tls);
     if let Some(prefix) = &args.not_found_prefix {
         config = config.not_found_prefix(prefix.clone());
     }
@@ -180,6 +193,16 @@ pub fn run_command(args: SandboxArgs) -> Exit {
                 return Exit::Invalid;
             }
         };
+        if let (Some(path), Some(pem)) = (&args.cert_out, sandbox.ca_pem()) {
+            // Before the URL: a script that waits for the URL can then read the file.
+            if let Err(e) = std::fs::write(path, pem) {
+                eprintln!(
+                    "reactbatch sandbox: cannot write the certificate to {}: {e}",
+                    path.display()
+                );
+                return Exit::Invalid;
+            }
+        }
         announce(&sandbox, kommo_from_env, ogmma_from_env, &args);
         wait_for_signal().await;
         eprintln!("reactbatch sandbox: stopping");

@@ -26,6 +26,8 @@ use crate::sign::{content_md5, hmac_sha1_hex, string_to_sign, CONTENT_TYPE as JS
 
 pub(crate) const PREFIX: &str = "/v2/origin/custom/";
 pub(crate) const SUFFIX: &str = "/react";
+/// How a message named only by `msgid` is keyed in the state (see [`parse`]).
+pub(crate) const MSGID_PREFIX: &str = "msgid:";
 
 /// The scope id of a Kommo react path, or `None` when `path` is not one.
 pub(crate) fn scope_of(path: &str) -> Option<&str> {
@@ -254,7 +256,10 @@ pub(crate) fn parse(body: &[u8]) -> Result<Reaction<'_>, Reply> {
             ))
         }
     };
-    let message = given(parsed.id).or(given(parsed.msgid)).ok_or_else(|| {
+    // `id` (Kommo's) and `msgid` (the integration's) are different namespaces: the same text
+    // in both names two messages, so a msgid is kept under its own prefix.
+    let msgid = given(parsed.msgid).map(|m| Cow::Owned(format!("{MSGID_PREFIX}{m}")));
+    let message = given(parsed.id).or(msgid).ok_or_else(|| {
         field_error(
             "missing_field",
             "id",
@@ -294,6 +299,18 @@ pub(crate) fn parse(body: &[u8]) -> Result<Reaction<'_>, Reply> {
         user,
         emoji,
     })
+}
+
+/// A `react` whose emoji is not exactly one emoji: Kommo's documented 400.
+pub(crate) fn invalid_emoji(emoji: &str) -> Reply {
+    field_error(
+        "invalid_emoji",
+        "emoji",
+        format!(
+            "`emoji` must be exactly one emoji; got `{}`",
+            emoji.escape_debug()
+        ),
+    )
 }
 
 pub(crate) fn success() -> Reply {
@@ -351,7 +368,10 @@ mod tests {
     fn body_rules() {
         let ok = parse(br#"{"conversation_id":"c","msgid":"m","user":{"ref_id":"u"},"type":"react","emoji":"x"}"#)
             .expect("valid");
-        assert_eq!((&*ok.message, &*ok.user, &*ok.emoji), ("m", "u", "x"));
+        assert_eq!((&*ok.message, &*ok.user, &*ok.emoji), ("msgid:m", "u", "x"));
+        let both = parse(br#"{"conversation_id":"c","id":"k","msgid":"m","user":{"id":"u"},"type":"react","emoji":"x"}"#)
+            .expect("valid");
+        assert_eq!(both.message, "k");
         let unreact =
             parse(br#"{"conversation_ref_id":"c","id":"m","user":{"id":"u"},"type":"unreact"}"#)
                 .expect("valid");

@@ -27,6 +27,10 @@ pub(crate) struct LogLine {
     /// `ok`, an error name (`invalid_signature`, `rate_limit_exceeded`, ...) or `dropped`.
     pub(crate) outcome: &'static str,
     pub(crate) message_id: Option<String>,
+    /// The request's `Accept` and `User-Agent` headers, when sent (what a client asked back,
+    /// and who it was; neither holds a secret).
+    pub(crate) accept: Option<String>,
+    pub(crate) user_agent: Option<String>,
     pub(crate) latency_ms: f64,
 }
 

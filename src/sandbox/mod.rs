@@ -37,6 +37,7 @@ mod reply;
 mod server;
 mod state;
 mod stats;
+mod tls;
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -91,6 +92,7 @@ pub struct SandboxConfig {
     record_arrivals: bool,
     request_log: Option<PathBuf>,
     date_window: Duration,
+    tls: bool,
 }
 
 impl Default for SandboxConfig {
@@ -118,6 +120,7 @@ impl SandboxConfig {
             record_arrivals: false,
             request_log: None,
             date_window: KOMMO_DATE_WINDOW,
+            tls: false,
         }
     }
 
@@ -222,6 +225,13 @@ impl SandboxConfig {
         self
     }
 
+    /// Serve HTTPS with a certificate generated at start, signed by a CA generated with it
+    /// ([`SandboxHandle::ca_pem`]). Default: plain HTTP.
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
     fn validate(&self) -> Result<(), String> {
         let fraction = |name: &str, f: f64| {
             if (0.0..=1.0).contains(&f) {
@@ -269,6 +279,11 @@ impl Sandbox {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tls = if config.tls {
+            Some(tls::SandboxTls::generate().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let (log, log_writer) = match &config.request_log {
@@ -298,9 +313,11 @@ impl Sandbox {
             log,
         });
         let (stop, stopped) = watch::channel(false);
-        let server = tokio::spawn(server::serve(listener, shared.clone(), stopped));
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+        let server = tokio::spawn(server::serve(listener, shared.clone(), acceptor, stopped));
         Ok(SandboxHandle {
             addr,
+            ca_pem: tls.map(|t| t.ca_pem),
             shared,
             stop,
             server: Some(server),
@@ -313,6 +330,8 @@ impl Sandbox {
 /// also waits for in-flight requests and flushes the request log.
 pub struct SandboxHandle {
     addr: SocketAddr,
+    /// With TLS: the CA certificate clients must trust (PEM).
+    ca_pem: Option<String>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
@@ -320,9 +339,15 @@ pub struct SandboxHandle {
 }
 
 impl SandboxHandle {
-    /// `http://127.0.0.1:PORT`: the base URL to give targets.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS): the base URL to give targets.
     pub fn base_url(&self) -> String {
-        server::base_url(self.addr)
+        server::base_url(self.addr, self.ca_pem.is_some())
+    }
+
+    /// With TLS: the PEM of the CA that signed the sandbox's certificate (what a client passes
+    /// as `--ca-cert`).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     pub fn addr(&self) -> SocketAddr {

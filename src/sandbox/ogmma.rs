@@ -109,6 +109,14 @@ pub(crate) fn parse<'b>(headers: &HeaderMap, body: &'b [u8]) -> Result<Reaction<
     })
 }
 
+/// An emoji that is not exactly one emoji, in the documented error shape.
+pub(crate) fn invalid_emoji(emoji: &str) -> Reply {
+    invalid(format!(
+        "O campo emoji deve conter exatamente um emoji (recebido \"{}\").",
+        emoji.escape_debug()
+    ))
+}
+
 pub(crate) fn success() -> Reply {
     Reply::new(200, "ok", Bytes::from_static(SUCCESS.as_bytes()))
 }

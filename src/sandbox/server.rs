@@ -3,8 +3,8 @@
 //! shared by both providers:
 //!
 //! ```text
-//! route ─▶ (latency) ─▶ authenticate ─▶ rate limit ─▶ body rules ─▶ faults ─▶ not-found ─▶ state
-//!           sleep        401/403(400)      429           400        5xx/drop     404        200
+//! route ─▶ (latency) ─▶ authenticate ─▶ rate limit ─▶ body rules, emoji ─▶ faults ─▶ not-found ─▶ state
+//!           sleep        401/403(400)      429           400             5xx/drop     404        200
 //! ```
 //!
 //! Every rejection happens before the state changes, so only a 200 changes it.
@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use super::faults::{Fault, FaultPlan};
 use super::limits::RateLimiter;
@@ -42,6 +43,8 @@ use crate::secret::Secret;
 const MAX_BODY: usize = 64 * 1024;
 /// How long shutdown waits for in-flight requests before closing their connections.
 const GRACE: Duration = Duration::from_secs(5);
+/// How long a TLS client may take to finish its handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Everything a request handler reads or updates. One per sandbox, shared by all connections.
 pub(crate) struct Shared {
@@ -81,6 +84,7 @@ impl std::error::Error for Dropped {}
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Each connection task holds a sender; `recv()` returns `None` once all have ended.
@@ -100,21 +104,20 @@ pub(crate) async fn serve(
         // Small request/response pairs on keep-alive: never wait for Nagle.
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         let alive = alive.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            let service = service_fn(move |req| handle(shared.clone(), req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(GRACE, conn).await;
+            match tls {
+                None => serve_connection(TokioIo::new(stream), shared, shutdown).await,
+                Some(acceptor) => {
+                    // A client that does not trust the certificate aborts the handshake: that
+                    // connection simply ends. A silent one is not waited on forever.
+                    let handshake = tokio::time::timeout(HANDSHAKE, acceptor.accept(stream));
+                    if let Ok(Ok(stream)) = handshake.await {
+                        serve_connection(TokioIo::new(stream), shared, shutdown).await;
+                    }
                 }
             }
         });
@@ -122,6 +125,29 @@ pub(crate) async fn serve(
     drop(listener);
     drop(alive);
     let _ = tokio::time::timeout(GRACE, all_closed.recv()).await;
+}
+
+/// Serves one connection (plain or TLS) until it closes or shutdown is asked for.
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(shared.clone(), req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(GRACE, conn).await;
+        }
+    }
 }
 
 /// Resolves once shutdown was asked for (at once if it already was).
@@ -254,6 +280,15 @@ fn process<'b>(
         Err(reply) => return (Outcome::Reply(reply), None),
     };
 
+    // As on the real services: a reaction is exactly one emoji (an empty one removes).
+    if !emoji.is_empty() && emojis::get(&emoji).is_none() {
+        let reply = match provider {
+            ProviderKind::Kommo => kommo::invalid_emoji(&emoji),
+            ProviderKind::Ogmma => ogmma::invalid_emoji(&emoji),
+        };
+        return (Outcome::Reply(reply), Some(message));
+    }
+
     match shared.faults.decide(provider, scope, &message) {
         Fault::None => {}
         Fault::Drop => return (Outcome::Drop, Some(message)),
@@ -269,7 +304,10 @@ fn process<'b>(
     }
 
     if let Some(prefix) = &shared.not_found_prefix {
-        if message.starts_with(prefix.as_str()) {
+        let id = message
+            .strip_prefix(kommo::MSGID_PREFIX)
+            .unwrap_or(&message);
+        if id.starts_with(prefix.as_str()) {
             shared.counters.not_found();
             let reply = match provider {
                 ProviderKind::Kommo => kommo::not_found(scope, &message),
@@ -326,10 +364,21 @@ fn finish(
             status,
             outcome: label,
             message_id: message,
+            accept: text_header(parts, hyper::header::ACCEPT),
+            user_agent: text_header(parts, hyper::header::USER_AGENT),
             // Microsecond precision, without float noise in the JSON.
             latency_ms: started.elapsed().as_micros() as f64 / 1000.0,
         });
     }
+}
+
+/// A header's value as text, for the log (`None` when absent or not text).
+fn text_header(parts: &Parts, name: hyper::header::HeaderName) -> Option<String> {
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn unknown_path(method: &Method, path: &str) -> Reply {
@@ -383,8 +432,9 @@ pub(crate) fn max_in_window(mut times: Vec<Instant>, window: Duration) -> usize 
 }
 
 /// Formats the listen address as the base URL clients use.
-pub(crate) fn base_url(addr: SocketAddr) -> String {
-    format!("http://{addr}")
+pub(crate) fn base_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
 }
 
 #[cfg(test)]

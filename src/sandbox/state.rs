@@ -22,7 +22,8 @@ pub struct ReactionState {
     pub provider: ProviderKind,
     /// Kommo `scope_id` or Ogmma `channelId`.
     pub scope: String,
-    /// Kommo `id` (or `msgid` when no `id` was sent) / Ogmma `messageId`.
+    /// Kommo `id` (or `msgid:` + the `msgid` when no `id` was sent: the two are different
+    /// namespaces) / Ogmma `messageId`.
     pub message: String,
     /// Kommo `user.id` (or `user.ref_id`) / Ogmma: always [`OGMMA_USER`].
     pub user: String,

@@ -181,7 +181,7 @@ fn signed_requests_of_every_shape_are_snapshotted() {
     let out = run(&curl, &["--emit-format", "curl"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let script = read(&curl);
-    assert!(script.starts_with("#!/bin/sh\n"));
+    assert!(script.starts_with("#!/usr/bin/env bash\n"));
     assert_eq!(script.matches("\ncurl ").count(), 12);
     snapshot(
         "dry_run__signed_requests_curl",
@@ -495,7 +495,7 @@ async fn a_curl_rendering_runs_against_the_sandbox() {
         // requests carry their signatures, so the channel secret is not needed.
         let elsewhere = run_dir.join("elsewhere");
         std::fs::create_dir(&elsewhere).expect("mkdir");
-        let script = Command::new("sh")
+        let script = Command::new("bash")
             .arg(run_dir.join("requests.sh"))
             .current_dir(&elsewhere)
             .env_remove("KOMMO_CHANNEL_SECRET")
@@ -534,7 +534,8 @@ async fn a_curl_rendering_runs_against_the_sandbox() {
         reaction(k, SCOPE, "it's-5", "bot", "✅"),
         reaction(k, SCOPE, "m-1", "bot", "👍"),
         reaction(k, SCOPE, "m-2", "bot", "👩‍👩‍👧"),
-        reaction(k, SCOPE, "own-4", "mgr-9", "❤️"),
+        // A message named by `msgid` only: its own namespace in the sandbox.
+        reaction(k, SCOPE, "msgid:own-4", "mgr-9", "❤️"),
         reaction(o, "ch_env", "6650a1b2c3d4e5f6a7b8c9f0", OGMMA_USER, "❤️"),
         reaction(o, "ch_file", "6650a1b2c3d4e5f6a7b8c9f2", OGMMA_USER, "🔥"),
     ];

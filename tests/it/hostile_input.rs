@@ -110,7 +110,7 @@ fn cases() -> Vec<Case> {
             "ten_mb_single_line_csv",
             "rows.csv",
             format!(
-                "target,message_id,conversation_id,emoji\nkommo-main,m-1,c-1,{}\nkommo-main,m-2,c-1,x\n",
+                "target,message_id,conversation_id,emoji\nkommo-main,m-1,c-1,{}\nkommo-main,m-2,c-1,👍\n",
                 "x".repeat(ten_mb)
             ),
         ),
@@ -189,7 +189,7 @@ fn cases() -> Vec<Case> {
         Case::new(
             "secret_fifo",
             "plan.yaml",
-            "version: 1\ntargets:\n  o:\n    provider: ogmma\n    channel_id: ch_1\n    api_key: { file: key.pipe }\nrows:\n  - { message_id: m-1, emoji: x }\n",
+            "version: 1\ntargets:\n  o:\n    provider: ogmma\n    channel_id: ch_1\n    api_key: { file: key.pipe }\nrows:\n  - { message_id: m-1, emoji: \"👍\" }\n",
         )
         .setup(|dir| mkfifo(&dir.join("key.pipe"))),
         Case::new(
@@ -197,8 +197,8 @@ fn cases() -> Vec<Case> {
             "plan/plan.yaml",
             plan("include: [rows.csv, inside.csv]\n"),
         )
-        .with("outside.csv", "message_id,conversation_id,emoji\nm-9,c-1,x\n")
-        .with("plan/real.csv", "message_id,conversation_id,emoji\nm-8,c-1,x\n")
+        .with("outside.csv", "message_id,conversation_id,emoji\nm-9,c-1,👍\n")
+        .with("plan/real.csv", "message_id,conversation_id,emoji\nm-8,c-1,👍\n")
         .setup(|dir| {
             symlink(&dir.join("outside.csv"), &dir.join("plan/rows.csv"));
             symlink(&dir.join("plan/real.csv"), &dir.join("plan/inside.csv"));
@@ -206,7 +206,7 @@ fn cases() -> Vec<Case> {
         Case::new(
             "secret_symlink_out_of_dir",
             "plan/plan.yaml",
-            "version: 1\ntargets:\n  o:\n    provider: ogmma\n    channel_id: ch_1\n    api_key: { file: key.txt }\nrows:\n  - { message_id: m-1, emoji: x }\n",
+            "version: 1\ntargets:\n  o:\n    provider: ogmma\n    channel_id: ch_1\n    api_key: { file: key.txt }\nrows:\n  - { message_id: m-1, emoji: \"👍\" }\n",
         )
         .with("id_rsa", "not a key")
         .setup(|dir| symlink(&dir.join("id_rsa"), &dir.join("plan/key.txt"))),
@@ -219,12 +219,12 @@ fn cases() -> Vec<Case> {
             // The absolute path is only known here: rewrite the plan with it.
             let rows = dir.join("sub/rows.csv");
             std::fs::create_dir_all(rows.parent().expect("parent")).expect("mkdir");
-            std::fs::write(&rows, "message_id,conversation_id,emoji\nm-1,c-1,x\n").expect("rows");
+            std::fs::write(&rows, "message_id,conversation_id,emoji\nm-1,c-1,👍\n").expect("rows");
             let text = std::fs::read_to_string(dir.join("plan.yaml")).expect("plan");
             // A relative path that climbs out via the absolute one's parent is still refused;
             // the absolute one itself loads. Its location is not in the snapshot (it varies).
             let text = text.replace("ABSOLUTE", &rows.display().to_string());
-            std::fs::write(dir.join("plan.yaml"), text + "rows:\n  - { message_id: m-2, conversation_id: c-1, emoji: x }\n").expect("plan");
+            std::fs::write(dir.join("plan.yaml"), text + "rows:\n  - { message_id: m-2, conversation_id: c-1, emoji: \"👍\" }\n").expect("plan");
         })
         .exit(0),
         Case::new(
@@ -249,9 +249,9 @@ fn cases() -> Vec<Case> {
                 }
                 s.push_str("rows:\n");
                 for i in 0..n {
-                    s.push_str(&format!("  - {{ target: t{}, message_id: m{i}, emoji: x }}\n", n - 1 - i));
+                    s.push_str(&format!("  - {{ target: t{}, message_id: m{i}, emoji: \"👍\" }}\n", n - 1 - i));
                 }
-                s.push_str("  - { target: t-unknown, message_id: m, emoji: x }\n");
+                s.push_str("  - { target: t-unknown, message_id: m, emoji: \"👍\" }\n");
                 s
             },
         ),
@@ -261,9 +261,9 @@ fn cases() -> Vec<Case> {
             {
                 let mut s = String::from("target,message_id,emoji,key\n");
                 for i in 0..200_000 {
-                    s.push_str(&format!("ogmma-br,m-{i},x,key-{i}\n"));
+                    s.push_str(&format!("ogmma-br,m-{i},👍,key-{i}\n"));
                 }
-                s.push_str("ogmma-br,m-x,x,key-7\nogmma-br,m-y,x,key-199999\n");
+                s.push_str("ogmma-br,m-x,👍,key-7\nogmma-br,m-y,👍,key-199999\n");
                 s
             },
         ),

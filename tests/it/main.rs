@@ -17,3 +17,4 @@ mod run;
 mod sandbox;
 mod secrets;
 mod soak;
+mod wire;

@@ -353,7 +353,7 @@ fn an_unclosed_quote_cannot_swallow_the_file() {
     let csv = tmp.path().join("rows.csv");
     let mut text = String::from("message_id,conversation_id,emoji\nm-1,c-1,\"👍\n");
     for i in 0..20_000 {
-        text.push_str(&format!("m-{i},c-1,x\n"));
+        text.push_str(&format!("m-{i},c-1,👍\n"));
     }
     std::fs::write(&csv, text).expect("write");
     let targets = root().join("tests/fixtures/broken/support/targets.yaml");
@@ -381,7 +381,7 @@ fn secret_files_readable_by_others_get_a_warning() {
     .expect("chmod");
     std::fs::write(
         dir.path().join("p.yaml"),
-        "version: 1\ntargets:\n  o:\n    provider: ogmma\n    channel_id: ch_1\n    api_key: { file: key.txt }\nrows:\n  - { message_id: m1, emoji: \"x\" }\n",
+        "version: 1\ntargets:\n  o:\n    provider: ogmma\n    channel_id: ch_1\n    api_key: { file: key.txt }\nrows:\n  - { message_id: m1, emoji: \"👍\" }\n",
     )
     .expect("write plan");
     let out = Command::new(env!("CARGO_BIN_EXE_reactbatch"))

@@ -229,7 +229,7 @@ async fn kommo_requests_signed_by_the_project_pass_and_change_state() {
     assert_eq!(all.len(), 1);
     assert_eq!(
         (all[0].message.as_str(), all[0].user.as_str()),
-        ("int-9", "ref-5")
+        ("msgid:int-9", "ref-5")
     );
     sandbox.shutdown().await;
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::cli::{EmitFormatArg, RunArgs};
+use crate::executor::transport::Trust;
 use crate::executor::{Clock, ExecConfig};
 use crate::plan::settings::{
     self, check_range, DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_RATE_LIMIT_BUDGET,
@@ -39,6 +40,10 @@ pub struct RunConfig {
     pub quiet: bool,
     pub summary_json: Option<PathBuf>,
     pub expect_digest: Option<String>,
+    /// `--sandbox --tls`: the in-process sandbox serves HTTPS.
+    pub sandbox_tls: bool,
+    /// Whom HTTPS trusts beyond the system store and bundled roots (`--ca-cert`, `ca_cert:`).
+    pub trust: Trust,
     /// With `resume`: run rows whose earlier result was a final failure again.
     pub retry_failed: bool,
     /// Replace a report that holds live results without resuming from it.
@@ -133,6 +138,11 @@ impl RunConfig {
             quiet: args.quiet || s.quiet.unwrap_or(false),
             summary_json: args.summary_json.clone().or_else(|| s.summary_json.clone()),
             expect_digest: args.expect_digest.clone(),
+            sandbox_tls: args.tls,
+            trust: match args.ca_cert.as_ref().or(s.ca_cert.as_ref()) {
+                Some(path) => Trust::from_pem_file(path).map_err(|e| format!("--ca-cert: {e}"))?,
+                None => Trust::default(),
+            },
             retry_failed: args.retry_failed || s.retry_failed.unwrap_or(false),
             overwrite: args.overwrite || s.overwrite.unwrap_or(false),
         })

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::emit::EmitWriter;
 use crate::executor::progress::{Counters, Progress, ProgressMode};
+use crate::executor::transport::Trust;
 use crate::executor::{
     self, Admission, Cancel, HttpTransport, Lane, OutputThread, RunContext, TargetRuntime,
 };
@@ -53,14 +54,22 @@ pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Exec
             return Err(Exit::Invalid);
         }
     };
-    run_with_targets(plan, config, plan.targets.clone(), secrets, work).await
+    run_with_targets(
+        plan,
+        config,
+        &config.trust,
+        plan.targets.clone(),
+        secrets,
+        work,
+    )
+    .await
 }
 
 /// `--sandbox`: start the emulator in-process, point every target at it with its own
 /// credentials (no environment needed), run, stop it. Unless `--rate` overrides the pace, the
 /// sandbox enforces the providers' documented limits, as the real APIs would.
 async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Result<Executed, Exit> {
-    let mut sandbox_config = SandboxConfig::new();
+    let mut sandbox_config = SandboxConfig::new().tls(config.sandbox_tls);
     if config.rate.is_none() {
         // A little tolerance over the client's even pacing, for scheduling jitter on loopback.
         sandbox_config = sandbox_config
@@ -92,7 +101,18 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
         .iter()
         .map(|t| sandbox.credential(t.provider()).clone())
         .collect();
-    let executed = run_with_targets(plan, config, targets, secrets, work).await;
+    let mut trust = config.trust.clone();
+    if let Some(pem) = sandbox.ca_pem() {
+        // Its own certificate, for this run only.
+        match Trust::from_pem(pem.as_bytes()) {
+            Ok(own) => trust.extra_roots.extend(own.extra_roots),
+            Err(e) => {
+                eprintln!("reactbatch run: the sandbox's certificate: {e}");
+                return Err(Exit::Invalid);
+            }
+        }
+    }
+    let executed = run_with_targets(plan, config, &trust, targets, secrets, work).await;
     if !config.quiet {
         crate::log::info(&format!(
             "reactbatch: sandbox now holds {} reaction(s); stopping it",
@@ -106,6 +126,7 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
 async fn run_with_targets(
     plan: &Plan,
     config: &RunConfig,
+    trust: &Trust,
     targets: Vec<Target>,
     secrets: Vec<Secret>,
     work: Work,
@@ -143,12 +164,13 @@ async fn run_with_targets(
     let rows = again().map_err(fail)?;
     let emit = match &config.emit {
         Some(path) => Some(
-            EmitWriter::create(path, config.emit_format)
+            EmitWriter::create(path, config.emit_format, &bearer_credentials(&targets))
                 .map_err(|e| fail(format!("cannot create emit file {}: {e}", path.display())))?,
         ),
         None => None,
     };
-    let transport = HttpTransport::new(config.concurrency).map_err(|e| fail(e.to_string()))?;
+    let transport =
+        HttpTransport::new(config.concurrency, trust).map_err(|e| fail(e.to_string()))?;
     // One lane per pace group, at the lowest of its members' rates.
     let lanes: Vec<Lane> = plan
         .pace_groups
@@ -283,4 +305,14 @@ fn create_report(
     std::fs::rename(&tmp, path)
         .map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), path.display()))?;
     Ok((w, copied))
+}
+
+/// The credentials sent as bearer keys (Ogmma's), which a curl script reads at run time;
+/// Kommo requests carry their signature instead.
+fn bearer_credentials(targets: &[Target]) -> Vec<crate::secret::SecretRef> {
+    targets
+        .iter()
+        .filter(|t| t.provider() == ProviderKind::Ogmma)
+        .map(|t| t.credential.clone())
+        .collect()
 }

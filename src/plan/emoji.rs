@@ -1,0 +1,238 @@
+//! Emoji values and id values as the providers accept them (SPEC "Emoji values").
+//!
+//! An `emoji`/`previous_emoji` is exactly one emoji by Unicode's emoji data, as the `emojis`
+//! crate carries it (emoji-test.txt: ZWJ sequences, skin tones, flags, keycaps, fully/minimally
+//! qualified and unqualified forms), or a `:shortcode:` (GitHub's gemoji names, which are also
+//! most of Slack's) that [`resolve`] turns into its emoji. Ids must not carry whitespace around
+//! them: a provider compares ids byte for byte, so `" m-1"` would be a different (missing)
+//! message. Both are plan errors, found before anything is sent.
+
+use std::borrow::Cow;
+
+use super::fields::shorten;
+
+/// Why a value is refused, with a hint for the fix (a did-you-mean, or the trimmed value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid {
+            message,
+            hint: None,
+        }
+    }
+}
+
+/// Characters that are invisible around a value: Unicode white space plus the zero-width ones
+/// (which are not `White_Space` but are what a copy from a chat export leaves behind).
+fn invisible(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{200b}' | '\u{2060}' | '\u{feff}')
+}
+
+fn trimmed(text: &str) -> &str {
+    text.trim_matches(invisible)
+}
+
+/// The emoji `text` stands for: itself when it is one emoji, the emoji of a known
+/// `:shortcode:`, or why it is neither. `field` names the field in messages.
+pub fn resolve<'t>(field: &str, text: &'t str) -> Result<Cow<'t, str>, Invalid> {
+    let bare = trimmed(text);
+    if bare.len() != text.len() {
+        let hint = if bare.is_empty() {
+            None
+        } else {
+            Some(format!("write `{}`", shorten(bare)))
+        };
+        let message = if bare.is_empty() {
+            format!(
+                "`{field}` holds only invisible characters (`{}`), not an emoji",
+                shorten(&escape_invisible(text))
+            )
+        } else {
+            format!(
+                "`{field}` has whitespace or invisible characters around it: `{}`",
+                shorten(&escape_invisible(text))
+            )
+        };
+        return Err(Invalid { message, hint });
+    }
+    if let Some(name) = shortcode_name(text) {
+        return match emojis::get_by_shortcode(name) {
+            Some(e) => Ok(Cow::Borrowed(e.as_str())),
+            None => Err(Invalid {
+                message: format!("`{field}`: unknown shortcode `{}`", shorten(text)),
+                hint: Some(match nearest_shortcode(name) {
+                    Some((code, emoji)) => format!("did you mean `:{code}:` ({emoji})?"),
+                    None => "find one with `reactbatch emoji WORD` (GitHub/Slack names)".into(),
+                }),
+            }),
+        };
+    }
+    if emojis::get(text).is_some() {
+        return Ok(Cow::Borrowed(text));
+    }
+    if let Some((n, first)) = count_emoji(text).filter(|(n, _)| *n > 1) {
+        return Err(Invalid {
+            message: format!(
+                "`{field}` `{}` is {n} emojis; a reaction is exactly one",
+                shorten(text)
+            ),
+            hint: Some(format!("keep one, e.g. `{first}`")),
+        });
+    }
+    let message = format!(
+        "`{field}` `{}` is not an emoji (by Unicode's emoji data)",
+        shorten(&escape_invisible(text))
+    );
+    let hint = match emojis::get_by_shortcode(&text.to_lowercase()) {
+        Some(e) => format!("for {} write `:{}:`", e.as_str(), text.to_lowercase()),
+        None => "one emoji such as `👍` or a shortcode such as `:thumbsup:`; find one with \
+                 `reactbatch emoji WORD`"
+            .into(),
+    };
+    let hint = Some(hint);
+    Err(Invalid { message, hint })
+}
+
+/// `name` of a `:name:` value (no colon or space inside).
+fn shortcode_name(text: &str) -> Option<&str> {
+    let name = text.strip_prefix(':')?.strip_suffix(':')?;
+    (!name.is_empty() && !name.contains([':', ' '])).then_some(name)
+}
+
+/// The known shortcode closest to `name` (Jaro-Winkler, as for field names), with its emoji.
+fn nearest_shortcode(name: &str) -> Option<(&'static str, &'static str)> {
+    let name = name.to_lowercase();
+    emojis::iter()
+        .flat_map(|e| e.shortcodes().map(move |code| (code, e.as_str())))
+        .map(|(code, emoji)| (strsim::jaro_winkler(&name, code), code, emoji))
+        .filter(|(score, ..)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, code, emoji)| (code, emoji))
+}
+
+/// How many emojis `text` is, and the first, if it is a sequence of whole emojis (longest match
+/// first).
+fn count_emoji(text: &str) -> Option<(usize, &str)> {
+    let mut rest = text;
+    let mut n = 0;
+    let mut first = "";
+    while !rest.is_empty() {
+        let ends: Vec<usize> = rest
+            .char_indices()
+            .map(|(i, c)| i + c.len_utf8())
+            .take(16)
+            .collect();
+        let end = *ends
+            .iter()
+            .rev()
+            .find(|&&end| emojis::get(&rest[..end]).is_some())?;
+        if n == 0 {
+            first = &rest[..end];
+        }
+        rest = &rest[end..];
+        n += 1;
+    }
+    Some((n, first))
+}
+
+/// Shows invisible characters as `\u{..}` so a message can point at them.
+fn escape_invisible(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            ' ' => " ".to_string(),
+            c if invisible(c) => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// An id with whitespace or invisible characters around it: the error, with the trimmed id as
+/// the hint.
+pub fn check_id(field: &str, text: &str) -> Result<(), Invalid> {
+    let bare = trimmed(text);
+    if bare.len() == text.len() {
+        return Ok(());
+    }
+    Err(Invalid {
+        message: format!(
+            "`{field}` has whitespace or invisible characters around it: `{}`",
+            shorten(&escape_invisible(text))
+        ),
+        hint: (!bare.is_empty()).then(|| format!("write `{}`", shorten(bare))),
+    })
+}
+
+/// Emojis whose name or shortcodes contain `query` (case-insensitive), or the one `query` is;
+/// for `reactbatch emoji`. Skin-tone variants are listed under their base emoji.
+pub fn search(query: &str) -> Vec<&'static emojis::Emoji> {
+    if let Some(e) =
+        emojis::get(query).or_else(|| shortcode_name(query).and_then(emojis::get_by_shortcode))
+    {
+        return vec![e];
+    }
+    let q = query
+        .trim()
+        .trim_matches(':')
+        .to_lowercase()
+        .replace('_', " ");
+    emojis::iter()
+        .filter(|e| {
+            e.name().to_lowercase().contains(&q)
+                || e.shortcodes().any(|s| s.replace('_', " ").contains(&q))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_emoji_of_any_shape_passes_unchanged() {
+        for e in ["👍", "👨‍👩‍👧", "👍🏽", "🇧🇷", "1️⃣", "❤️", "❤", "🏳️‍🌈"]
+        {
+            assert_eq!(resolve("emoji", e).as_deref(), Ok(e), "{e}");
+        }
+    }
+
+    #[test]
+    fn shortcodes_resolve() {
+        assert_eq!(resolve("emoji", ":thumbsup:").as_deref(), Ok("👍"));
+        assert_eq!(resolve("emoji", ":+1:").as_deref(), Ok("👍"));
+        assert_eq!(resolve("emoji", ":heart:").as_deref(), Ok("❤️"));
+        let bad = resolve("emoji", ":thumbsupp:").expect_err("unknown");
+        assert_eq!(bad.hint.as_deref(), Some("did you mean `:thumbsup:` (👍)?"));
+    }
+
+    #[test]
+    fn not_one_emoji_is_refused_with_a_reason() {
+        let two = resolve("emoji", "👍👍").expect_err("two");
+        assert!(two.message.contains("is 2 emojis"), "{}", two.message);
+        assert_eq!(two.hint.as_deref(), Some("keep one, e.g. `👍`"));
+        let ok = resolve("emoji", "ok").expect_err("word");
+        assert_eq!(ok.hint.as_deref(), Some("for 🆗 write `:ok:`"));
+        let space = resolve("emoji", " 👍").expect_err("space");
+        assert_eq!(space.hint.as_deref(), Some("write `👍`"));
+        let zw = resolve("emoji", "\u{200b}").expect_err("zero width");
+        assert!(zw.message.contains("\\u{200b}"), "{}", zw.message);
+        assert!(resolve("emoji", "x").is_err());
+    }
+
+    #[test]
+    fn ids_with_whitespace_are_refused() {
+        assert!(check_id("message_id", "m-1").is_ok());
+        let e = check_id("message_id", "m-1 ").expect_err("space");
+        assert_eq!(e.hint.as_deref(), Some("write `m-1`"));
+    }
+
+    #[test]
+    fn search_finds_by_name_and_shortcode() {
+        assert!(search("thumbs").iter().any(|e| e.as_str() == "👍"));
+        assert_eq!(search(":tada:").first().map(|e| e.as_str()), Some("🎉"));
+    }
+}
