@@ -42,6 +42,11 @@ impl Stop {
 
 /// Listens for SIGINT and SIGTERM (SIGINT only off Unix).
 pub struct Signals {
+    // Both streams live as long as the watcher: a signal that arrives between two `next()`
+    // calls is buffered in them, where a `ctrl_c()` future made afresh per call would miss it
+    // (a second Ctrl-C sent right after the first was reported was sometimes lost).
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
 }
@@ -50,6 +55,8 @@ impl Signals {
     /// Installs the handlers; needs a tokio runtime.
     pub fn new() -> std::io::Result<Signals> {
         Ok(Signals {
+            #[cfg(unix)]
+            int: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
             #[cfg(unix)]
             term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
         })
@@ -60,7 +67,7 @@ impl Signals {
         #[cfg(unix)]
         {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => Stop::Interrupt,
+                _ = self.int.recv() => Stop::Interrupt,
                 _ = self.term.recv() => Stop::Terminate,
             }
         }
