@@ -161,22 +161,12 @@ impl PlanDigest {
                 self.target_names.get(row.target).map_or("", String::as_str),
             );
             put(file, row.action.as_str());
-            for v in row_fields(row) {
+            for v in row.text_fields() {
                 put_opt(file, v.as_deref());
             }
             put_opt(file, row.not_before.map(|t| t.to_rfc3339()).as_deref());
         }
-        for v in [
-            &row.emoji,
-            &row.message_id,
-            &row.msgid,
-            &row.conversation_id,
-            &row.conversation_ref_id,
-            &row.user_id,
-            &row.user_ref_id,
-            &row.previous_emoji,
-            &row.key,
-        ] {
+        for v in row.text_fields() {
             self.opt(v.as_deref());
         }
         self.opt(row.not_before.map(|t| t.to_rfc3339()).as_deref());
@@ -201,20 +191,6 @@ impl PlanDigest {
                 .collect(),
         }
     }
-}
-
-fn row_fields(row: &Row) -> [&Option<String>; 9] {
-    [
-        &row.emoji,
-        &row.message_id,
-        &row.msgid,
-        &row.conversation_id,
-        &row.conversation_ref_id,
-        &row.user_id,
-        &row.user_ref_id,
-        &row.previous_emoji,
-        &row.key,
-    ]
 }
 
 /// The plan file as rows name their source (the path as given).

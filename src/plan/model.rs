@@ -306,6 +306,22 @@ pub struct Row {
 }
 
 impl Row {
+    /// The optional text fields in one fixed order, for the passes that walk them all (the
+    /// digest, the spool): adding a field here adds it everywhere.
+    pub fn text_fields(&self) -> [&Option<String>; 9] {
+        [
+            &self.emoji,
+            &self.message_id,
+            &self.msgid,
+            &self.conversation_id,
+            &self.conversation_ref_id,
+            &self.user_id,
+            &self.user_ref_id,
+            &self.previous_emoji,
+            &self.key,
+        ]
+    }
+
     /// The message this row acts on, as the provider identifies it: `id` wins over `msgid`.
     /// Used for per-message ordering and sharding together with the target index.
     pub fn message_ref(&self) -> &str {

@@ -74,17 +74,7 @@ impl Spool {
         w.write_all(&(file as u32).to_le_bytes())?;
         w.write_all(&(row.target as u32).to_le_bytes())?;
         w.write_all(&[matches!(row.action, Action::Unreact) as u8])?;
-        for field in [
-            &row.emoji,
-            &row.message_id,
-            &row.msgid,
-            &row.conversation_id,
-            &row.conversation_ref_id,
-            &row.user_id,
-            &row.user_ref_id,
-            &row.previous_emoji,
-            &row.key,
-        ] {
+        for field in row.text_fields() {
             match field {
                 None => w.write_all(&NONE.to_le_bytes())?,
                 Some(s) => {
@@ -188,6 +178,7 @@ impl SpoolRows {
             .get(file)
             .cloned()
             .ok_or_else(|| std::io::Error::other("bad file index"))?;
+        // The order `Row::text_fields` writes them in.
         let [emoji, message_id, msgid, conversation_id, conversation_ref_id, user_id, user_ref_id, previous_emoji, key] =
             fields;
         Ok(Row {
