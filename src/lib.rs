@@ -3,9 +3,10 @@
 //! Data flows one way:
 //!
 //! ```text
-//! plan files ──plan::Plan::load──▶ validated rows ──provider::prepare──▶ exact body bytes
-//!     ──provider::sign (clock as a value)──▶ signed request ──executor──▶ send | render
-//!     ──▶ report::RowResult ──report──▶ CSV / JSON Lines + summary
+//! plan files ──plan::Plan::load──▶ one validation pass ──▶ validated rows, spooled
+//!     (plan::spool: the plan files are read once) ──executor: a lane per pace group──▶
+//!     provider::prepare ──▶ exact body bytes ──provider::sign (clock as a value)──▶
+//!     signed request ──▶ send | render ──▶ row outcome ──report──▶ CSV / JSON Lines + summary
 //! ```
 //!
 //! - [`audit`]: what a plan will do per target and how long the live run takes (dry run).
@@ -13,7 +14,8 @@
 //! - [`plan`]: the plan model, YAML/CSV loading with source positions, validation (emoji
 //!   values and `:shortcodes:` in `plan::emoji`).
 //! - [`provider`]: Kommo and Ogmma request building; [`sign`]: Kommo's HMAC signature.
-//! - [`executor`]: scheduling, per-target rate limiting, per-message ordering, retries.
+//! - [`executor`]: lanes (one per pace group, `plan::pace`) with adaptive rate limiting,
+//!   per-message ordering, bounded requests in flight, retries.
 //! - [`report`]: row results → report files and the end-of-run summary; [`emit`]: the audit
 //!   trail of signed requests (JSON Lines or curl).
 //! - [`sandbox`]: the local emulator of both providers, used by tests and `run --sandbox`.
