@@ -16,6 +16,7 @@ pub mod cancel;
 mod dry;
 pub mod lane;
 pub mod output;
+mod pacer;
 pub mod progress;
 pub mod rate;
 pub mod retry;
@@ -85,6 +86,9 @@ pub struct ExecConfig {
     pub backoff_cap: Duration,
     /// How long in-flight requests may finish after a soft cancel before they are abandoned.
     pub grace: Duration,
+    /// Fast lanes wait for their pace with sub-millisecond wake-ups (see `pacer`). Off by
+    /// default: tests drive the limiter under tokio's paused clock.
+    pub precise_pacing: bool,
 }
 
 impl Default for ExecConfig {
@@ -101,6 +105,7 @@ impl Default for ExecConfig {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(10),
             grace: Duration::from_secs(3),
+            precise_pacing: false,
         }
     }
 }
@@ -145,6 +150,9 @@ impl<T: Transport> RunContext<T> {
                     config.burst,
                 ));
             }
+        }
+        for lane in &mut lanes {
+            lane.limiter.set_precise(config.precise_pacing);
         }
         let slots = tokio::sync::Semaphore::new(config.concurrency.max(1));
         RunContext {

@@ -191,8 +191,13 @@ async fn run_with_targets(
         estimated,
     );
 
+    // On the wall clock, fast lanes pace with sub-millisecond wake-ups.
+    let exec_config = executor::ExecConfig {
+        precise_pacing: true,
+        ..config.exec_config()
+    };
     let ctx = Arc::new(RunContext::new(
-        config.exec_config(),
+        exec_config,
         runtimes,
         lanes,
         transport,
