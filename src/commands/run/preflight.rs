@@ -60,6 +60,39 @@ fn holds_live_results(path: &Path) -> bool {
     live
 }
 
+/// [`holds_live_results`] of a report, read on a thread of its own while the plan is
+/// validated (inline if the OS refuses a thread). `None`: not needed; counts as `false`.
+enum LiveCheck {
+    Skip,
+    Thread(std::thread::JoinHandle<bool>),
+    Inline(std::path::PathBuf),
+}
+
+impl LiveCheck {
+    fn start(report: Option<std::path::PathBuf>) -> LiveCheck {
+        let Some(path) = report else {
+            return LiveCheck::Skip;
+        };
+        let inline = path.clone();
+        match std::thread::Builder::new()
+            .name("reactbatch-report-check".into())
+            .spawn(move || holds_live_results(&path))
+        {
+            Ok(handle) => LiveCheck::Thread(handle),
+            Err(_) => LiveCheck::Inline(inline),
+        }
+    }
+
+    fn finish(self) -> bool {
+        match self {
+            LiveCheck::Skip => false,
+            // A check that panicked reads as the report holding results: nothing is overwritten.
+            LiveCheck::Thread(handle) => handle.join().unwrap_or(true),
+            LiveCheck::Inline(path) => holds_live_results(&path),
+        }
+    }
+}
+
 /// The files the run writes, and what each is called in an error.
 fn outputs(config: &RunConfig) -> Vec<(&Path, &'static str)> {
     let mut out = vec![(config.report.as_path(), "the report")];
@@ -136,6 +169,13 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             print_problems(&plan.secret_warnings());
         }
     }
+
+    // Whether the report already holds live results is read on another thread meanwhile: a
+    // large earlier report costs as much to read as the plan does to validate.
+    let live_check = LiveCheck::start(
+        (config.dry_run || (!config.overwrite && !resumes_from(&config, &config.report)))
+            .then(|| config.report.clone()),
+    );
 
     // One pass validates every row before any is sent and, on the way, finds repeated rows
     // (for identities) and digests what would be sent.
@@ -234,11 +274,8 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             return Err(Exit::Invalid);
         }
     }
-    if !config.dry_run
-        && !config.overwrite
-        && !resumes_from(&config, &config.report)
-        && holds_live_results(&config.report)
-    {
+    let holds_live = live_check.finish();
+    if !config.dry_run && holds_live {
         let shown = config.report.display();
         crate::log::error(&format!(
             "reactbatch run: {shown} holds the results of a live run, which this run would \
@@ -247,7 +284,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         ));
         return Err(Exit::Invalid);
     }
-    if config.dry_run && holds_live_results(&config.report) {
+    if config.dry_run && holds_live {
         crate::log::error(&format!(
             "reactbatch run: {} holds the results of a live run, which a dry run would overwrite \
              (and a later --resume needs them); give the dry run its own --report FILE",
