@@ -4,9 +4,9 @@
 //! Durability: after each batch of whatever has arrived, both files are flushed to the OS, so a
 //! crash or `kill -9` loses no row that reached this thread; the report is also `fsync`ed at
 //! most once a second and at the end. Rows that finished but were still in the channel at a
-//! `kill -9` are the only ones that can be missing: at most [`ROW_WINDOW`]'s worth, since
-//! after a round with rows sent live the writer lets them gather that long instead of being
-//! woken for each one (a wake-up per row cost a large share of a fast run's time).
+//! `kill -9` (microseconds' worth) are the only ones that can be missing. (The writer does not
+//! gather live rows over a time window to save wake-ups: a confirmed row must reach the file
+//! at once, as the SPEC promises.)
 //!
 //! The thread never ends the process: a second Ctrl-C asks it to put what it has on disk and
 //! confirm ([`OutputSender::flush_now`]); the signal handler then exits. Failed rows are kept
@@ -226,11 +226,6 @@ fn failure_of(row: &RowView<'_>) -> Option<FailedRow> {
     })
 }
 
-/// After writing rows that requests produced, the writer waits this long before it looks for
-/// more, so rows finishing at thousands a second are written in rounds rather than each waking
-/// the thread. At low rates it only delays writing by this much.
-pub const ROW_WINDOW: Duration = Duration::from_millis(1);
-
 /// Spare batches kept for reuse, at most.
 const SPARE_BATCHES: usize = 8;
 
@@ -293,11 +288,9 @@ fn write_loop(
     let mut confirm: Vec<std::sync::mpsc::Sender<()>> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
-        let mut live = false;
         while let Some(msg) = next.take() {
             match msg {
                 Output::Row(done) => {
-                    live = true;
                     counters.record(done.status);
                     tally.rows += 1;
                     tally.attempts += u64::from(done.attempts);
@@ -370,9 +363,6 @@ fn write_loop(
         if last_sync.elapsed() >= Duration::from_secs(1) {
             let _ = report.sync();
             last_sync = Instant::now();
-        }
-        if live {
-            std::thread::sleep(ROW_WINDOW);
         }
     }
     flush(&mut report, emit.as_mut(), &mut tally);
