@@ -182,6 +182,7 @@ pub(super) async fn sender<T: Transport>(
                 let _ = done.send(id);
             }
             task::Attempted::Again(job, wait) => {
+                let job = *job;
                 if wait.is_zero() {
                     l.push_front(job);
                 } else {

@@ -200,8 +200,9 @@ pub(super) async fn finish_unsent<T: Transport>(
 pub(super) enum Attempted {
     /// The row is finished (its result is with the writer): its message is free.
     Finished(MessageId),
-    /// The row goes back to the front of its lane after this backoff (zero: at once).
-    Again(Job, Duration),
+    /// The row goes back to the front of its lane after this backoff (zero: at once). Boxed:
+    /// retries are rare, and the common variant stays small.
+    Again(Box<Job>, Duration),
 }
 
 /// One attempt of `job`, holding a concurrency slot (`permit`) while on the wire.
@@ -324,11 +325,11 @@ pub(super) async fn attempt<T: Transport>(
                 // Back to the front of its lane once the backoff is over: the lane's pace
                 // decides when it goes again. The lane's sender finishes it if the run was
                 // interrupted meanwhile.
-                return Attempted::Again(job, wait);
+                return Attempted::Again(Box::new(job), wait);
             }
             // Rate limited within the budget: back to the front of its lane at once; the
             // lane's pace (slowed or paused for the 429) decides when it goes again.
-            Attempted::Again(job, Duration::ZERO)
+            Attempted::Again(Box::new(job), Duration::ZERO)
         }
     }
 }
