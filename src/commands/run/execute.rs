@@ -221,7 +221,13 @@ async fn run_with_targets(
             Admission::Exclude
         }
     };
-    executor::execute(Arc::clone(&ctx), rows, key_of, admit).await;
+    // The dispatcher runs as a task on the runtime, beside the lanes' senders: a finished row
+    // then wakes it as a task on the same threads, not the main thread parked in `block_on`
+    // (a thread wake-up per row showed as context switches in profiles).
+    let dispatcher = tokio::spawn(executor::execute(Arc::clone(&ctx), rows, key_of, admit));
+    if dispatcher.await.is_err() {
+        crate::log::error("reactbatch run: internal error: the dispatcher stopped unexpectedly");
+    }
 
     signals.abort();
     // Wait until the signal watcher (which holds a report sender) is really gone.
