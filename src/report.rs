@@ -326,6 +326,12 @@ impl ReportWriter {
         self.out.flush()
     }
 
+    /// Flushes and hands back a handle to the file, for an `fsync` off this thread.
+    pub fn file_to_sync(&mut self) -> io::Result<File> {
+        self.flush()?;
+        self.out.get_ref().try_clone()
+    }
+
     /// Flushes and asks the OS to put the rows on disk.
     pub fn sync(&mut self) -> io::Result<()> {
         self.flush()?;

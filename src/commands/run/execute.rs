@@ -176,7 +176,7 @@ async fn run_with_targets(
         counters.record(Status::Skipped);
     }
     let (out, writer) = OutputThread::start(report, emit, Arc::clone(&counters))
-        .map_err(|e| fail(format!("cannot start the report writer thread: {e}")))?;
+        .map_err(|e| fail(format!("cannot start the report writer: {e}")))?;
     let cancel = Cancel::new();
     let stopped = Arc::new(OnceLock::new());
     let signals = tokio::spawn(watch_signals(
@@ -245,9 +245,7 @@ async fn run_with_targets(
         ..
     } = ctx;
     drop(out);
-    let tally = tokio::task::spawn_blocking(move || writer.join())
-        .await
-        .unwrap_or_else(|_| executor::Tally::lost("the report writer stopped unexpectedly"));
+    let tally = writer.join().await;
     Ok(Executed {
         counters,
         tally,
