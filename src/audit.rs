@@ -14,7 +14,11 @@
 //! another shard; rows an earlier report shows done (`--resume`) still are. Retries, 429s and
 //! latency are not predicted: the estimate is the floor the providers' pace sets.
 //!
-//! Memory: one 64-bit hash per reacted message, and a count per distinct emoji.
+//! Memory: flat. *Replacing* needs to know whether a message was reacted to by an earlier row;
+//! instead of a hash per reacted message (tens of MiB at a million rows), the first pass keeps
+//! a fixed Bloom filter and the hashes it may have seen before (repeats, and a few percent of
+//! false positives); [`AuditBuilder::finish`] settles those exactly in a second pass over the
+//! rows, which tracks only them. Plus a count per distinct emoji.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -39,11 +43,26 @@ struct Tally {
     emoji: HashMap<String, u64>,
 }
 
+/// Bits in the first pass's Bloom filter of reacted messages (2 MiB), and hashes per message.
+const BLOOM_BITS: u64 = 1 << 24;
+const BLOOM_HASHES: u32 = 2;
+
 /// Collects the outline row by row (pure: the clock is passed in).
 pub struct AuditBuilder {
     now: DateTime<Utc>,
     targets: Vec<Tally>,
-    reacted: HashSet<u64>,
+    /// Reacted messages so far (by [`message_hash`]), approximately.
+    bloom: Vec<u64>,
+    /// Messages that may have been reacted to before one of their react rows.
+    candidates: HashSet<u64>,
+}
+
+/// A (target, message) pair as one 64-bit hash.
+fn message_hash(row: &Row) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    row.target.hash(&mut h);
+    row.message_ref().hash(&mut h);
+    h.finish()
 }
 
 /// An emoji and how many rows use it.
@@ -83,8 +102,16 @@ impl AuditBuilder {
         AuditBuilder {
             now,
             targets: (0..targets).map(|_| Tally::default()).collect(),
-            reacted: HashSet::new(),
+            bloom: vec![0; (BLOOM_BITS / 64) as usize],
+            candidates: HashSet::new(),
         }
+    }
+
+    /// Whether `row` is a react this outline counts now (not deferred), on a known target.
+    fn counted_react(&self, row: &Row) -> bool {
+        row.target < self.targets.len()
+            && row.action == Action::React
+            && !row.not_before.is_some_and(|at| at > self.now)
     }
 
     /// Counts one row (only rows this run covers: its shard's).
@@ -101,12 +128,19 @@ impl AuditBuilder {
         match row.action {
             Action::React => {
                 t.reacts += 1;
-                let mut h = std::hash::DefaultHasher::new();
-                row.target.hash(&mut h);
-                row.message_ref().hash(&mut h);
-                let first = self.reacted.insert(h.finish());
-                if !first || row.previous_emoji.is_some() {
+                let h = message_hash(row);
+                let mut seen = true;
+                for i in 0..BLOOM_HASHES {
+                    let bit = h.rotate_left(i * 29) % BLOOM_BITS;
+                    let (slot, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
+                    seen &= self.bloom[slot] & mask != 0;
+                    self.bloom[slot] |= mask;
+                }
+                if row.previous_emoji.is_some() {
                     t.replacing += 1;
+                } else if seen {
+                    // Maybe not the first react on its message: settled by the second pass.
+                    self.candidates.insert(h);
                 }
                 if let Some(e) = &row.emoji {
                     match t.emoji.get_mut(e) {
@@ -122,8 +156,33 @@ impl AuditBuilder {
     }
 
     /// The outline, with the plan's pace groups and each group's pace in this run (`rates`,
-    /// index-aligned with `groups`) and the burst.
-    pub fn finish(self, groups: &[PaceGroup], rates: &[Rate], burst: u32) -> Audit {
+    /// index-aligned with `groups`) and the burst. `again` gives the rows [`AuditBuilder::row`]
+    /// was given, once more and in the same order; it is read only if some message may have
+    /// been reacted to twice.
+    pub fn finish<I: IntoIterator<Item = Row>>(
+        mut self,
+        groups: &[PaceGroup],
+        rates: &[Rate],
+        burst: u32,
+        again: impl FnOnce() -> I,
+    ) -> Audit {
+        if !self.candidates.is_empty() {
+            // Second pass, over the candidates only: the first react on each is not replacing
+            // (unless it names `previous_emoji`, counted in the first pass), every later one is.
+            let mut reacted: HashSet<u64> = HashSet::with_capacity(self.candidates.len());
+            for row in again() {
+                if !self.counted_react(&row) {
+                    continue;
+                }
+                let h = message_hash(&row);
+                if self.candidates.contains(&h)
+                    && !reacted.insert(h)
+                    && row.previous_emoji.is_none()
+                {
+                    self.targets[row.target].replacing += 1;
+                }
+            }
+        }
         let mut lane_of = vec![None; self.targets.len()];
         let mut lane_ms = Vec::with_capacity(groups.len());
         for (g, group) in groups.iter().enumerate() {
@@ -275,5 +334,83 @@ mod tests {
         assert_eq!(human_ms(99_857), "1m 39s");
         assert_eq!(human_ms(12_500), "12.5s");
         assert_eq!(human_ms(3_720_000), "1h 02m");
+    }
+}
+
+#[cfg(test)]
+mod replacing_tests {
+    use super::*;
+    use crate::plan::Source;
+
+    fn row(n: u64, target: usize, message: u64, previous: bool, deferred: bool) -> Row {
+        Row {
+            number: n,
+            source: Source {
+                file: "p.csv".into(),
+                line: n as u32 + 1,
+            },
+            target,
+            action: Action::React,
+            emoji: Some("👍".into()),
+            message_id: Some(format!("m-{message}")),
+            msgid: None,
+            conversation_id: Some("c".into()),
+            conversation_ref_id: None,
+            user_id: None,
+            user_ref_id: None,
+            not_before: deferred.then(|| "2030-01-01T00:00:00Z".parse().expect("time")),
+            previous_emoji: previous.then(|| "❤️".into()),
+            key: None,
+        }
+    }
+
+    /// The two passes count exactly what one pass with every message remembered counts:
+    /// repeats (on two targets), `previous_emoji`, deferred rows, and enough distinct messages
+    /// that the Bloom filter has false positives to settle.
+    #[test]
+    fn two_passes_count_replacing_exactly() {
+        let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("time");
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let rows: Vec<Row> = (0..300_000u64)
+            .map(|n| {
+                let r = next();
+                row(
+                    n,
+                    (r % 2) as usize,
+                    (r >> 8) % 250_000,
+                    r % 97 == 0,
+                    r % 89 == 0,
+                )
+            })
+            .collect();
+        let mut expected = [0u64; 2];
+        let mut seen = HashSet::new();
+        for r in &rows {
+            if r.not_before.is_some() {
+                continue;
+            }
+            let first = seen.insert((r.target, r.message_id.clone()));
+            if !first || r.previous_emoji.is_some() {
+                expected[r.target] += 1;
+            }
+        }
+        let mut builder = AuditBuilder::new(2, now);
+        for r in &rows {
+            builder.row(r);
+        }
+        assert!(
+            builder.candidates.len() > expected[0] as usize / 4,
+            "the second pass is exercised"
+        );
+        let audit = builder.finish(&[], &[], 1, || rows.iter().cloned());
+        let got: Vec<u64> = audit.targets.iter().map(|t| t.replacing).collect();
+        assert_eq!(got, expected.to_vec());
+        assert!(expected[0] > 1000 && expected[1] > 1000);
     }
 }

@@ -122,9 +122,7 @@ async fn run_with_targets(
         crate::log::error(&format!("reactbatch run: {e}"));
         Exit::Invalid
     };
-    let spooled = spool
-        .into_rows()
-        .map_err(|e| fail(format!("cannot read the spool file back: {e}")))?;
+    let spooled = spool;
     // Read twice, one after the other: done rows to copy (`--resume`), then the rows to run.
     let again = || {
         spooled

@@ -17,7 +17,7 @@ use crate::digest::PlanDigest;
 use crate::exit::Exit;
 use crate::identity::{Identities, IdentityScan};
 use crate::lock::{LockError, RunLock};
-use crate::plan::spool::Spool;
+use crate::plan::spool::{Spool, SpoolRows};
 use crate::plan::{Plan, Problem};
 use crate::report::Status;
 use crate::resume::DoneSet;
@@ -39,7 +39,7 @@ pub struct Preflight {
 /// What the executor consumes: the rows to run and how to know them.
 pub struct Work {
     /// The validated rows, in plan order.
-    pub spool: Spool,
+    pub spool: SpoolRows,
     pub total_rows: u64,
     pub identities: Identities,
     /// Rows an earlier report shows done (`--resume`).
@@ -256,7 +256,26 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         .iter()
         .map(|g| config.pace(g.rate(&plan.targets)))
         .collect();
-    let audit = audit.finish(&plan.pace_groups, &rates, config.burst);
+    let spool = match spool.into_rows() {
+        Ok(rows) => rows,
+        Err(e) => {
+            crate::log::error(&format!(
+                "reactbatch run: cannot read the spool file back: {e}; nothing was sent"
+            ));
+            return Err(Exit::Invalid);
+        }
+    };
+    // The outline's second pass reads the validated rows of this run's shard again. (A read
+    // error here only makes the *replacing* counts short; the run itself reads the spool
+    // afresh and reports any row it cannot read.)
+    let audit = audit.finish(&plan.pace_groups, &rates, config.burst, || {
+        spool.again().into_iter().flatten().flatten().filter(|row| {
+            shard.is_none_or(|s| {
+                let name = &plan.targets[row.target].name;
+                crate::identity::shard_of(name, row.message_ref(), s.count) == s.index
+            })
+        })
+    });
     let digest = digest.finish_all();
     if let Some(value) = &config.expect_digest {
         let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
