@@ -111,7 +111,7 @@ impl AuditBuilder {
     fn counted_react(&self, row: &Row) -> bool {
         row.target < self.targets.len()
             && row.action == Action::React
-            && !row.not_before.is_some_and(|at| at > self.now)
+            && row.not_before.is_none_or(|at| at <= self.now)
     }
 
     /// Counts one row (only rows this run covers: its shard's).
