@@ -17,8 +17,9 @@
 //! Memory: flat. *Replacing* needs to know whether a message was reacted to by an earlier row;
 //! instead of a hash per reacted message (tens of MiB at a million rows), the first pass keeps
 //! a fixed Bloom filter and the hashes it may have seen before (repeats, and a few percent of
-//! false positives); [`AuditBuilder::finish`] settles those exactly in a second pass over the
-//! rows, which tracks only them. Plus a count per distinct emoji.
+//! false positives); [`Replacing`] settles those exactly in a second pass over the rows, which
+//! tracks only them — the run's dispatcher feeds it the rows it reads anyway, so the second
+//! pass costs no extra read. Plus a count per distinct emoji.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -107,13 +108,6 @@ impl AuditBuilder {
         }
     }
 
-    /// Whether `row` is a react this outline counts now (not deferred), on a known target.
-    fn counted_react(&self, row: &Row) -> bool {
-        row.target < self.targets.len()
-            && row.action == Action::React
-            && row.not_before.is_none_or(|at| at <= self.now)
-    }
-
     /// Counts one row (only rows this run covers: its shard's).
     pub fn row(&mut self, row: &Row) {
         let Some(t) = self.targets.get_mut(row.target) else {
@@ -156,33 +150,84 @@ impl AuditBuilder {
     }
 
     /// The outline, with the plan's pace groups and each group's pace in this run (`rates`,
-    /// index-aligned with `groups`) and the burst. `again` gives the rows [`AuditBuilder::row`]
-    /// was given, once more and in the same order; it is read only if some message may have
-    /// been reacted to twice.
-    pub fn finish<I: IntoIterator<Item = Row>>(
-        mut self,
-        groups: &[PaceGroup],
-        rates: &[Rate],
-        burst: u32,
-        again: impl FnOnce() -> I,
-    ) -> Audit {
-        if !self.candidates.is_empty() {
-            // Second pass, over the candidates only: the first react on each is not replacing
-            // (unless it names `previous_emoji`, counted in the first pass), every later one is.
-            let mut reacted: HashSet<u64> = HashSet::with_capacity(self.candidates.len());
-            for row in again() {
-                if !self.counted_react(&row) {
-                    continue;
-                }
-                let h = message_hash(&row);
-                if self.candidates.contains(&h)
-                    && !reacted.insert(h)
-                    && row.previous_emoji.is_none()
-                {
-                    self.targets[row.target].replacing += 1;
-                }
-            }
+    /// index-aligned with `groups`) and the burst; and the second pass that completes its
+    /// *replacing* counts ([`Replacing::apply`]) once it has seen the rows again.
+    pub fn finish(self, groups: &[PaceGroup], rates: &[Rate], burst: u32) -> (Audit, Replacing) {
+        let replacing = Replacing {
+            now: self.now,
+            extra: vec![0; self.targets.len()],
+            candidates: self.candidates,
+            reacted: HashSet::new(),
+            seen: 0,
+        };
+        let first = Finished {
+            targets: self.targets,
+        };
+        (first.audit(groups, rates, burst), replacing)
+    }
+}
+
+/// The first pass's tallies, for [`AuditBuilder::finish`].
+struct Finished {
+    targets: Vec<Tally>,
+}
+
+/// The second pass of the *replacing* counts: given every row of the plan again, in order
+/// ([`Replacing::row`]), it settles the messages the first pass could not.
+pub struct Replacing {
+    now: DateTime<Utc>,
+    /// Replacing reacts found by this pass, per target.
+    extra: Vec<u64>,
+    candidates: HashSet<u64>,
+    /// Candidates reacted to so far.
+    reacted: HashSet<u64>,
+    /// Rows given to [`Replacing::row`].
+    seen: u64,
+}
+
+impl Replacing {
+    /// The next row of the plan; `counted` is whether the outline counts it (this run's shard).
+    pub fn row(&mut self, row: &Row, counted: bool) {
+        self.seen += 1;
+        if self.candidates.is_empty() || !counted {
+            return;
         }
+        if row.target >= self.extra.len()
+            || row.action != Action::React
+            || row.not_before.is_some_and(|at| at > self.now)
+        {
+            return;
+        }
+        let h = message_hash(row);
+        // The first react on a candidate message is not replacing (unless it names
+        // `previous_emoji`, counted in the first pass), every later one is.
+        if self.candidates.contains(&h) && !self.reacted.insert(h) && row.previous_emoji.is_none() {
+            self.extra[row.target] += 1;
+        }
+    }
+
+    /// Rows given so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Starts over (to be given every row again from the first).
+    pub fn restart(&mut self) {
+        self.seen = 0;
+        self.reacted.clear();
+        self.extra.iter_mut().for_each(|n| *n = 0);
+    }
+
+    /// Adds what this pass found to `audit`'s replacing counts.
+    pub fn apply(self, audit: &mut Audit) {
+        for (t, n) in audit.targets.iter_mut().zip(self.extra) {
+            t.replacing += n;
+        }
+    }
+}
+
+impl Finished {
+    fn audit(self, groups: &[PaceGroup], rates: &[Rate], burst: u32) -> Audit {
         let mut lane_of = vec![None; self.targets.len()];
         let mut lane_ms = Vec::with_capacity(groups.len());
         for (g, group) in groups.iter().enumerate() {
@@ -408,7 +453,12 @@ mod replacing_tests {
             builder.candidates.len() > expected[0] as usize / 4,
             "the second pass is exercised"
         );
-        let audit = builder.finish(&[], &[], 1, || rows.iter().cloned());
+        let (mut audit, mut replacing) = builder.finish(&[], &[], 1);
+        for r in &rows {
+            replacing.row(r, true);
+        }
+        assert_eq!(replacing.seen(), rows.len() as u64);
+        replacing.apply(&mut audit);
         let got: Vec<u64> = audit.targets.iter().map(|t| t.replacing).collect();
         assert_eq!(got, expected.to_vec());
         assert!(expected[0] > 1000 && expected[1] > 1000);

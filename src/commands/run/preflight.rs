@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::audit::{Audit, AuditBuilder};
+use crate::audit::{Audit, AuditBuilder, Replacing};
 use crate::digest::{Digests, Expected};
 
 use crate::cli::RunArgs;
@@ -46,6 +46,8 @@ pub struct Work {
     pub done: Option<DoneSet>,
     /// The plan's estimate of the run ([`Audit::estimated_ms`]), for the progress ETA.
     pub estimated: std::time::Duration,
+    /// The second pass of the outline's replacing counts, to be given every row again.
+    pub replacing: Replacing,
 }
 
 pub(super) fn print_problems(problems: &[Problem]) {
@@ -265,17 +267,8 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             return Err(Exit::Invalid);
         }
     };
-    // The outline's second pass reads the validated rows of this run's shard again. (A read
-    // error here only makes the *replacing* counts short; the run itself reads the spool
-    // afresh and reports any row it cannot read.)
-    let audit = audit.finish(&plan.pace_groups, &rates, config.burst, || {
-        spool.again().into_iter().flatten().flatten().filter(|row| {
-            shard.is_none_or(|s| {
-                let name = &plan.targets[row.target].name;
-                crate::identity::shard_of(name, row.message_ref(), s.count) == s.index
-            })
-        })
-    });
+    // The outline's second pass (replacing counts) rides on the run's own read of the rows.
+    let (audit, replacing) = audit.finish(&plan.pace_groups, &rates, config.burst);
     let digest = digest.finish_all();
     if let Some(value) = &config.expect_digest {
         let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
@@ -341,6 +334,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             identities,
             done,
             estimated,
+            replacing,
         },
     })
 }
