@@ -19,7 +19,6 @@ use crate::identity::{Identities, IdentityScan};
 use crate::lock::{LockError, RunLock};
 use crate::plan::spool::{Spool, SpoolRows};
 use crate::plan::{Plan, Problem};
-use crate::report::Status;
 use crate::resume::DoneSet;
 
 use super::config::RunConfig;
@@ -57,9 +56,7 @@ pub(super) fn print_problems(problems: &[Problem]) {
 /// Whether `path` is a report with rows that went (or were to go) on the wire: anything but
 /// `planned`. Unreadable or foreign files count as not holding results.
 fn holds_live_results(path: &Path) -> bool {
-    let mut live = false;
-    let _ = crate::report::for_each_report_row(path, |row| live |= row.status != Status::Planned);
-    live
+    crate::report::holds_live_rows(path)
 }
 
 /// [`holds_live_results`] of a report, read on a thread of its own while the plan is
