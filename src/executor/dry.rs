@@ -185,8 +185,16 @@ fn work<T: Transport>(
 ) {
     while let Some(Chunk { seq, items }) = rx.blocking_recv() {
         let mut batch = ctx.out.batch();
-        for item in &items {
-            render(ctx, item, &mut batch);
+        // Rendering does not panic on any row; should it ever, the chunk's rows are missing
+        // from the report (the summary's count shows it) but the other workers, waiting for
+        // this chunk's turn, are not left hanging.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for item in &items {
+                render(ctx, item, &mut batch);
+            }
+        }));
+        if rendered.is_err() {
+            batch = ctx.out.batch();
         }
         let _ = spent.send(items);
         turn.wait_for(seq);
