@@ -14,7 +14,12 @@
 //! another shard; rows an earlier report shows done (`--resume`) still are. Retries, 429s and
 //! latency are not predicted: the estimate is the floor the providers' pace sets.
 //!
-//! Memory: one 64-bit hash per reacted message, and a count per distinct emoji.
+//! Memory: flat. *Replacing* needs to know whether a message was reacted to by an earlier row;
+//! instead of a hash per reacted message (tens of MiB at a million rows), the first pass keeps
+//! a fixed Bloom filter and the hashes it may have seen before (repeats, and a few percent of
+//! false positives); [`Replacing`] settles those exactly in a second pass over the rows, which
+//! tracks only them — the run's dispatcher feeds it the rows it reads anyway, so the second
+//! pass costs no extra read. Plus a count per distinct emoji.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -39,11 +44,26 @@ struct Tally {
     emoji: HashMap<String, u64>,
 }
 
+/// Bits in the first pass's Bloom filter of reacted messages (2 MiB), and hashes per message.
+const BLOOM_BITS: u64 = 1 << 24;
+const BLOOM_HASHES: u32 = 2;
+
 /// Collects the outline row by row (pure: the clock is passed in).
 pub struct AuditBuilder {
     now: DateTime<Utc>,
     targets: Vec<Tally>,
-    reacted: HashSet<u64>,
+    /// Reacted messages so far (by [`message_hash`]), approximately.
+    bloom: Vec<u64>,
+    /// Messages that may have been reacted to before one of their react rows.
+    candidates: HashSet<u64>,
+}
+
+/// A (target, message) pair as one 64-bit hash.
+fn message_hash(row: &Row) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    row.target.hash(&mut h);
+    row.message_ref().hash(&mut h);
+    h.finish()
 }
 
 /// An emoji and how many rows use it.
@@ -83,7 +103,8 @@ impl AuditBuilder {
         AuditBuilder {
             now,
             targets: (0..targets).map(|_| Tally::default()).collect(),
-            reacted: HashSet::new(),
+            bloom: vec![0; (BLOOM_BITS / 64) as usize],
+            candidates: HashSet::new(),
         }
     }
 
@@ -101,12 +122,19 @@ impl AuditBuilder {
         match row.action {
             Action::React => {
                 t.reacts += 1;
-                let mut h = std::hash::DefaultHasher::new();
-                row.target.hash(&mut h);
-                row.message_ref().hash(&mut h);
-                let first = self.reacted.insert(h.finish());
-                if !first || row.previous_emoji.is_some() {
+                let h = message_hash(row);
+                let mut seen = true;
+                for i in 0..BLOOM_HASHES {
+                    let bit = h.rotate_left(i * 29) % BLOOM_BITS;
+                    let (slot, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
+                    seen &= self.bloom[slot] & mask != 0;
+                    self.bloom[slot] |= mask;
+                }
+                if row.previous_emoji.is_some() {
                     t.replacing += 1;
+                } else if seen {
+                    // Maybe not the first react on its message: settled by the second pass.
+                    self.candidates.insert(h);
                 }
                 if let Some(e) = &row.emoji {
                     match t.emoji.get_mut(e) {
@@ -122,8 +150,84 @@ impl AuditBuilder {
     }
 
     /// The outline, with the plan's pace groups and each group's pace in this run (`rates`,
-    /// index-aligned with `groups`) and the burst.
-    pub fn finish(self, groups: &[PaceGroup], rates: &[Rate], burst: u32) -> Audit {
+    /// index-aligned with `groups`) and the burst; and the second pass that completes its
+    /// *replacing* counts ([`Replacing::apply`]) once it has seen the rows again.
+    pub fn finish(self, groups: &[PaceGroup], rates: &[Rate], burst: u32) -> (Audit, Replacing) {
+        let replacing = Replacing {
+            now: self.now,
+            extra: vec![0; self.targets.len()],
+            candidates: self.candidates,
+            reacted: HashSet::new(),
+            seen: 0,
+        };
+        let first = Finished {
+            targets: self.targets,
+        };
+        (first.audit(groups, rates, burst), replacing)
+    }
+}
+
+/// The first pass's tallies, for [`AuditBuilder::finish`].
+struct Finished {
+    targets: Vec<Tally>,
+}
+
+/// The second pass of the *replacing* counts: given every row of the plan again, in order
+/// ([`Replacing::row`]), it settles the messages the first pass could not.
+pub struct Replacing {
+    now: DateTime<Utc>,
+    /// Replacing reacts found by this pass, per target.
+    extra: Vec<u64>,
+    candidates: HashSet<u64>,
+    /// Candidates reacted to so far.
+    reacted: HashSet<u64>,
+    /// Rows given to [`Replacing::row`].
+    seen: u64,
+}
+
+impl Replacing {
+    /// The next row of the plan; `counted` is whether the outline counts it (this run's shard).
+    pub fn row(&mut self, row: &Row, counted: bool) {
+        self.seen += 1;
+        if self.candidates.is_empty() || !counted {
+            return;
+        }
+        if row.target >= self.extra.len()
+            || row.action != Action::React
+            || row.not_before.is_some_and(|at| at > self.now)
+        {
+            return;
+        }
+        let h = message_hash(row);
+        // The first react on a candidate message is not replacing (unless it names
+        // `previous_emoji`, counted in the first pass), every later one is.
+        if self.candidates.contains(&h) && !self.reacted.insert(h) && row.previous_emoji.is_none() {
+            self.extra[row.target] += 1;
+        }
+    }
+
+    /// Rows given so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Starts over (to be given every row again from the first).
+    pub fn restart(&mut self) {
+        self.seen = 0;
+        self.reacted.clear();
+        self.extra.iter_mut().for_each(|n| *n = 0);
+    }
+
+    /// Adds what this pass found to `audit`'s replacing counts.
+    pub fn apply(self, audit: &mut Audit) {
+        for (t, n) in audit.targets.iter_mut().zip(self.extra) {
+            t.replacing += n;
+        }
+    }
+}
+
+impl Finished {
+    fn audit(self, groups: &[PaceGroup], rates: &[Rate], burst: u32) -> Audit {
         let mut lane_of = vec![None; self.targets.len()];
         let mut lane_ms = Vec::with_capacity(groups.len());
         for (g, group) in groups.iter().enumerate() {
@@ -275,5 +379,88 @@ mod tests {
         assert_eq!(human_ms(99_857), "1m 39s");
         assert_eq!(human_ms(12_500), "12.5s");
         assert_eq!(human_ms(3_720_000), "1h 02m");
+    }
+}
+
+#[cfg(test)]
+mod replacing_tests {
+    use super::*;
+    use crate::plan::Source;
+
+    fn row(n: u64, target: usize, message: u64, previous: bool, deferred: bool) -> Row {
+        Row {
+            number: n,
+            source: Source {
+                file: "p.csv".into(),
+                line: n as u32 + 1,
+            },
+            target,
+            action: Action::React,
+            emoji: Some("👍".into()),
+            message_id: Some(format!("m-{message}")),
+            msgid: None,
+            conversation_id: Some("c".into()),
+            conversation_ref_id: None,
+            user_id: None,
+            user_ref_id: None,
+            not_before: deferred.then(|| "2030-01-01T00:00:00Z".parse().expect("time")),
+            previous_emoji: previous.then(|| "❤️".into()),
+            key: None,
+        }
+    }
+
+    /// The two passes count exactly what one pass with every message remembered counts:
+    /// repeats (on two targets), `previous_emoji`, deferred rows, and enough distinct messages
+    /// that the Bloom filter has false positives to settle.
+    #[test]
+    fn two_passes_count_replacing_exactly() {
+        let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("time");
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let rows: Vec<Row> = (0..300_000u64)
+            .map(|n| {
+                let r = next();
+                row(
+                    n,
+                    (r % 2) as usize,
+                    (r >> 8) % 250_000,
+                    r % 97 == 0,
+                    r % 89 == 0,
+                )
+            })
+            .collect();
+        let mut expected = [0u64; 2];
+        let mut seen = HashSet::new();
+        for r in &rows {
+            if r.not_before.is_some() {
+                continue;
+            }
+            let first = seen.insert((r.target, r.message_id.clone()));
+            if !first || r.previous_emoji.is_some() {
+                expected[r.target] += 1;
+            }
+        }
+        let mut builder = AuditBuilder::new(2, now);
+        for r in &rows {
+            builder.row(r);
+        }
+        assert!(
+            builder.candidates.len() > expected[0] as usize / 4,
+            "the second pass is exercised"
+        );
+        let (mut audit, mut replacing) = builder.finish(&[], &[], 1);
+        for r in &rows {
+            replacing.row(r, true);
+        }
+        assert_eq!(replacing.seen(), rows.len() as u64);
+        replacing.apply(&mut audit);
+        let got: Vec<u64> = audit.targets.iter().map(|t| t.replacing).collect();
+        assert_eq!(got, expected.to_vec());
+        assert!(expected[0] > 1000 && expected[1] > 1000);
     }
 }

@@ -326,6 +326,12 @@ impl ReportWriter {
         self.out.flush()
     }
 
+    /// Flushes and hands back a handle to the file, for an `fsync` off this thread.
+    pub fn file_to_sync(&mut self) -> io::Result<File> {
+        self.flush()?;
+        self.out.get_ref().try_clone()
+    }
+
     /// Flushes and asks the OS to put the rows on disk.
     pub fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
@@ -339,6 +345,56 @@ pub fn read_report(path: &Path) -> Result<Vec<RowResult>, String> {
     let mut rows = Vec::new();
     for_each_report_row(path, |r| rows.push(r))?;
     Ok(rows)
+}
+
+/// Whether the report at `path` has a row that is not `planned` (a live run's results).
+/// Unreadable or foreign files, and rows after a malformed one, count as not holding results.
+/// A CSV report in our own column order is scanned for its status column only, without
+/// building each row (a million-row report took as long to check as the plan to validate).
+pub fn holds_live_rows(path: &Path) -> bool {
+    let slow = || {
+        let mut live = false;
+        let _ = for_each_report_row(path, |row| live |= row.status != Status::Planned);
+        live
+    };
+    if ReportFormat::for_path(path) != ReportFormat::Csv {
+        return slow();
+    }
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let Ok(complete) = complete_length(&mut file) else {
+        return false;
+    };
+    let reader = io::BufReader::with_capacity(64 * 1024, file.take(complete));
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(reader);
+    let ours = reader.byte_headers().is_ok_and(|h| {
+        let joined: Vec<&[u8]> = h.iter().collect();
+        let expected: Vec<&[u8]> = CSV_HEADER
+            .strip_suffix(b"\n")
+            .unwrap_or(CSV_HEADER)
+            .split(|b| *b == b',')
+            .collect();
+        joined == expected
+    });
+    if !ours {
+        return slow();
+    }
+    const STATUS: usize = 7;
+    let mut record = csv::ByteRecord::new();
+    while let Ok(true) = reader.read_byte_record(&mut record) {
+        let Some(status) = record.get(STATUS) else {
+            return false;
+        };
+        if status == b"planned" {
+            continue;
+        }
+        // Another known status: live results. Anything else is a malformed row.
+        return Status::ALL.iter().any(|s| s.as_str().as_bytes() == status);
+    }
+    false
 }
 
 /// Streams a report's rows to `f`; see [`read_report`]. Memory does not grow with the report.
@@ -420,6 +476,39 @@ mod tests {
             finished_at: "2026-12-01T09:00:00.000Z".into(),
             key: "k1".into(),
         }
+    }
+
+    #[test]
+    fn live_rows_are_found_by_status_only_in_either_format() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["r.csv", "r.jsonl"] {
+            let path = dir.path().join(name);
+            let mut w = ReportWriter::create(&path).expect("create");
+            for n in 1..=3 {
+                w.write(&sample(n, Status::Planned)).expect("write");
+            }
+            w.flush().expect("flush");
+            drop(w);
+            assert!(!holds_live_rows(&path), "{name}: only planned rows");
+            // A torn last row is not read, whatever its status.
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open");
+            f.write_all(b"4,p.yaml:9,kommo-main,kommo,react,m-4,x,ok")
+                .expect("append");
+            assert!(!holds_live_rows(&path), "{name}: torn row");
+            let mut w = ReportWriter::create(&path).expect("create");
+            w.write(&sample(1, Status::Planned)).expect("write");
+            w.write(&sample(2, Status::Cancelled)).expect("write");
+            w.flush().expect("flush");
+            drop(w);
+            assert!(holds_live_rows(&path), "{name}: a cancelled row");
+        }
+        let foreign = dir.path().join("other.csv");
+        std::fs::write(&foreign, "a,b\n1,2\n").expect("write");
+        assert!(!holds_live_rows(&foreign));
+        assert!(!holds_live_rows(&dir.path().join("missing.csv")));
     }
 
     #[test]

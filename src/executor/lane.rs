@@ -1,10 +1,13 @@
 //! Lanes: one per pace group. A lane owns its group's [`RateLimiter`] and a queue of rows
-//! ready to send; one long-lived worker per lane takes the row at the front, waits for the
-//! lane's pace, then for one of the run's concurrency slots, and starts the attempt
-//! ([`super::task`]). A row waiting for its lane's pace holds no concurrency slot, so every
-//! lane runs at its own limit at the same time; `--concurrency` bounds requests in flight.
+//! ready to send. Each lane has `concurrency` long-lived senders: a sender takes the row at
+//! the front, waits for the lane's pace (one sender at a time, in turn), then for one of the
+//! run's concurrency slots, and runs the attempt itself ([`super::task`]) — no task is spawned
+//! per row or per attempt. A row waiting for its lane's pace holds no concurrency slot, so
+//! every lane runs at its own limit at the same time; `--concurrency` bounds requests in
+//! flight.
 //!
-//! A row that is retried goes back to the front of its lane's queue: it keeps its place.
+//! A row that is retried goes back to the front of its lane's queue: it keeps its place. Its
+//! backoff is waited out by a small task of its own, so a sender never sleeps through one.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,9 +29,8 @@ pub struct Lane {
     /// The configured rate (the lowest of the members', or `--rate`).
     pub rate: Rate,
     pub limiter: RateLimiter,
-    queue: Mutex<VecDeque<Job>>,
-    ready: Notify,
-    closed: AtomicBool,
+    /// Shared with the tasks that wait out a retry's backoff (they hold no run context).
+    pub(super) queue: Arc<LaneQueue>,
     /// 429 answers (with or without `Retry-After`).
     pub rate_limited: AtomicU64,
     pub(super) sends: SendLog,
@@ -41,47 +43,24 @@ impl Lane {
             members,
             rate,
             limiter: RateLimiter::new(rate, burst),
-            queue: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
-            closed: AtomicBool::new(false),
+            queue: Arc::new(LaneQueue::default()),
             rate_limited: AtomicU64::new(0),
             sends: SendLog::default(),
         }
     }
 
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(super) fn push_back(&self, job: Job) {
-        self.queue().push_back(job);
-        self.ready.notify_one();
+        self.queue.push_back(job);
     }
 
-    /// A row that was already on its way (retried, or put back while waiting): first again.
+    /// A row that was already on its way (put back while waiting): first again.
     pub(super) fn push_front(&self, job: Job) {
-        self.queue().push_front(job);
-        self.ready.notify_one();
+        self.queue.push_front(job);
     }
 
-    /// No row will be added any more; the worker ends once the queue is empty.
+    /// No row will be added any more; the senders end once the queue is empty.
     pub(super) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.ready.notify_one();
-    }
-
-    async fn next(&self) -> Option<Job> {
-        loop {
-            if let Some(job) = self.queue().pop_front() {
-                return Some(job);
-            }
-            if self.closed.load(Ordering::Acquire) {
-                return None;
-            }
-            // `notify_one` stores a permit when nobody waits, so a push between the check
-            // above and this wait is not missed.
-            self.ready.notified().await;
-        }
+        self.queue.close();
     }
 
     /// Requests this lane put on the wire.
@@ -102,15 +81,61 @@ impl Lane {
     }
 }
 
-/// The lane's worker: until the lane is closed and empty, take the front row, wait for the
-/// pace, then for a concurrency slot, and start its attempt.
-pub(super) async fn run_lane<T: Transport>(
+/// A lane's rows ready to send, and the senders waiting for one.
+#[derive(Default)]
+pub(super) struct LaneQueue {
+    queue: Mutex<VecDeque<Job>>,
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+impl LaneQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push_back(&self, job: Job) {
+        self.lock().push_back(job);
+        self.ready.notify_one();
+    }
+
+    pub(super) fn push_front(&self, job: Job) {
+        self.lock().push_front(job);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_waiters();
+    }
+
+    async fn next(&self) -> Option<Job> {
+        loop {
+            // Registered before the checks, so neither a push (`notify_one`) nor the close
+            // (`notify_waiters`) between the checks and the wait is missed.
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(job) = self.lock().pop_front() {
+                return Some(job);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One of a lane's senders: until the lane is closed and empty, take the front row, wait for
+/// the pace, then for a concurrency slot, and run its attempt.
+pub(super) async fn sender<T: Transport>(
     ctx: Arc<RunContext<T>>,
     lane: usize,
     done: mpsc::UnboundedSender<MessageId>,
 ) {
     let l = &ctx.lanes[lane];
-    while let Some(job) = l.next().await {
+    while let Some(job) = l.queue.next().await {
         if ctx.cancel.is_soft() {
             task::finish_unsent(&ctx, job, &done).await;
             continue;
@@ -126,11 +151,11 @@ pub(super) async fn run_lane<T: Transport>(
                 continue;
             }
         }
-        let permit = match Arc::clone(&ctx.slots).try_acquire_owned() {
+        let permit = match ctx.slots.try_acquire() {
             Ok(permit) => permit,
             Err(_) => {
                 let permit = tokio::select! {
-                    p = Arc::clone(&ctx.slots).acquire_owned() => p,
+                    p = ctx.slots.acquire() => p,
                     _ = ctx.cancel.soft() => {
                         l.push_front(job);
                         continue;
@@ -152,16 +177,27 @@ pub(super) async fn run_lane<T: Transport>(
             task::finish_unsent(&ctx, job, &done).await;
             continue;
         }
-        let ctx = Arc::clone(&ctx);
-        let done = done.clone();
-        tokio::spawn(async move {
-            let finished = task::attempt(&ctx, lane, job, permit).await;
-            // Drop our handle before saying the row is done, so that once the dispatcher has
-            // heard from every row and the workers have ended, it holds the only one.
-            drop(ctx);
-            if let Some(id) = finished {
+        match task::attempt(&ctx, lane, job, permit).await {
+            task::Attempted::Finished(id) => {
                 let _ = done.send(id);
             }
-        });
+            task::Attempted::Again(job, wait) => {
+                let job = *job;
+                if wait.is_zero() {
+                    l.push_front(job);
+                } else {
+                    // Waited out apart, holding only the lane's queue: the sender goes on.
+                    let queue = Arc::clone(&l.queue);
+                    let cancel = ctx.cancel.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = cancel.soft() => {}
+                        }
+                        queue.push_front(job);
+                    });
+                }
+            }
+        }
     }
 }

@@ -13,8 +13,10 @@
 //! - Finished rows go to the writer thread ([`output`]), which appends them to the report.
 
 pub mod cancel;
+mod dry;
 pub mod lane;
 pub mod output;
+mod pacer;
 pub mod progress;
 pub mod rate;
 pub mod retry;
@@ -32,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::plan::{settings, EmitFormat, Problem, Row, Target};
 use crate::report::{timestamp, with_timestamp, RowView, Status};
+use dry::{DryPool, Item};
 
 pub use cancel::Cancel;
 pub use lane::Lane;
@@ -83,6 +86,9 @@ pub struct ExecConfig {
     pub backoff_cap: Duration,
     /// How long in-flight requests may finish after a soft cancel before they are abandoned.
     pub grace: Duration,
+    /// Fast lanes wait for their pace with sub-millisecond wake-ups (see `pacer`). Off by
+    /// default: tests drive the limiter under tokio's paused clock.
+    pub precise_pacing: bool,
 }
 
 impl Default for ExecConfig {
@@ -99,6 +105,7 @@ impl Default for ExecConfig {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(10),
             grace: Duration::from_secs(3),
+            precise_pacing: false,
         }
     }
 }
@@ -113,7 +120,7 @@ pub struct RunContext<T: Transport> {
     pub out: OutputSender,
     pub cancel: Cancel,
     /// Requests in flight, at most `config.concurrency`.
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: tokio::sync::Semaphore,
 }
 
 impl<T: Transport> RunContext<T> {
@@ -144,7 +151,10 @@ impl<T: Transport> RunContext<T> {
                 ));
             }
         }
-        let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+        for lane in &mut lanes {
+            lane.limiter.set_precise(config.precise_pacing);
+        }
+        let slots = tokio::sync::Semaphore::new(config.concurrency.max(1));
         RunContext {
             config,
             targets,
@@ -248,18 +258,52 @@ pub(crate) fn with_settled<R>(
     })
 }
 
-/// Adds the result row of a row that an interruption stopped before it was sent.
-fn unsent_cancelled<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str, batch: &mut Batch) {
-    with_settled(
-        &ctx.targets,
+/// The fate of a row that an interruption stopped before it was sent.
+fn unsent_cancelled<T: Transport>(ctx: &RunContext<T>, row: Row, key: String) -> Item {
+    Item::Settled {
         row,
         key,
-        Status::Cancelled,
-        "cancelled",
-        "interrupted before sending",
-        ctx.config.clock.now(),
-        |v| ctx.out.push(batch, v),
-    );
+        status: Status::Cancelled,
+        code: "cancelled",
+        message: "interrupted before sending".into(),
+        at: ctx.config.clock.now(),
+    }
+}
+
+/// Where the rows the dispatcher settles itself go: rendered on the spot into a batch for the
+/// writer, or (dry run) collected into chunks that a pool of threads signs and renders.
+enum Settle {
+    Inline(Batch),
+    Pool(DryPool),
+}
+
+impl Settle {
+    async fn push<T: Transport>(&mut self, ctx: &RunContext<T>, item: Item) {
+        match self {
+            Settle::Inline(batch) => {
+                if batch.len() >= BATCH_ROWS {
+                    ctx.out.send_batch(batch).await;
+                }
+                dry::render(ctx, &item, batch);
+            }
+            Settle::Pool(pool) => pool.push(item).await,
+        }
+    }
+
+    /// Hands on what was settled so far (before the dispatcher waits).
+    async fn flush<T: Transport>(&mut self, ctx: &RunContext<T>) {
+        match self {
+            Settle::Inline(batch) => ctx.out.send_batch(batch).await,
+            Settle::Pool(pool) => pool.send().await,
+        }
+    }
+
+    async fn finish<T: Transport>(self, ctx: &RunContext<T>) {
+        match self {
+            Settle::Inline(mut batch) => ctx.out.send_batch(&mut batch).await,
+            Settle::Pool(pool) => pool.finish().await,
+        }
+    }
 }
 
 /// Rows the dispatcher renders (dry run, deferred, cancelled) go to the writer this many at a
@@ -286,12 +330,22 @@ pub async fn execute<T: Transport>(
     let mut rows = rows.fuse();
     let mut exhausted = false;
     let mut last_number = 0u64;
-    let mut batch = ctx.out.batch();
+    let pool = if ctx.config.dry_run {
+        DryPool::start(&ctx)
+    } else {
+        None
+    };
+    let mut settle = match pool {
+        Some(pool) => Settle::Pool(pool),
+        None => Settle::Inline(ctx.out.batch()),
+    };
     let workers: Vec<_> = if ctx.config.dry_run {
         Vec::new()
     } else {
+        let senders = ctx.config.concurrency.max(1);
         (0..ctx.lanes.len())
-            .map(|i| tokio::spawn(lane::run_lane(Arc::clone(&ctx), i, done_tx.clone())))
+            .flat_map(|i| (0..senders).map(move |_| i))
+            .map(|i| tokio::spawn(lane::sender(Arc::clone(&ctx), i, done_tx.clone())))
             .collect()
     };
 
@@ -301,7 +355,7 @@ pub async fn execute<T: Transport>(
             // Rows waiting behind a busy message will not start now.
             for queue in busy.values_mut() {
                 for (row, key) in queue.drain(..) {
-                    unsent_cancelled(&ctx, &row, &key, &mut batch);
+                    settle.push(&ctx, unsent_cancelled(&ctx, row, key)).await;
                 }
             }
             queued = 0;
@@ -311,21 +365,22 @@ pub async fn execute<T: Transport>(
                 exhausted = true;
                 break;
             };
-            if batch.len() >= BATCH_ROWS {
-                ctx.out.send_batch(&mut batch).await;
-            }
             let row = match item {
                 Ok(row) => row,
                 Err(problem) => {
                     last_number += 1;
-                    unusable_row(&ctx, last_number, &problem, &mut batch);
+                    let item = Item::Unusable {
+                        number: last_number,
+                        problem,
+                    };
+                    settle.push(&ctx, item).await;
                     continue;
                 }
             };
             last_number = row.number;
             let key = key_of(&row);
             if cancelled {
-                unsent_cancelled(&ctx, &row, &key, &mut batch);
+                settle.push(&ctx, unsent_cancelled(&ctx, row, key)).await;
                 continue;
             }
             match admit(&row, &key) {
@@ -354,20 +409,19 @@ pub async fn execute<T: Transport>(
                         .entry((row.target, row.message_ref().to_string()))
                         .or_insert((row.number, at));
                 }
-                with_settled(
-                    &ctx.targets,
-                    &row,
-                    &key,
-                    Status::Deferred,
-                    "not_before",
-                    &msg,
-                    now,
-                    |v| ctx.out.push(&mut batch, v),
-                );
+                let item = Item::Settled {
+                    row,
+                    key,
+                    status: Status::Deferred,
+                    code: "not_before",
+                    message: msg,
+                    at: now,
+                };
+                settle.push(&ctx, item).await;
                 continue;
             }
             if ctx.config.dry_run {
-                task::plan_row(&ctx, &row, &key, &mut batch);
+                settle.push(&ctx, Item::Plan { row, key }).await;
                 continue;
             }
             match busy.entry((row.target, row.message_ref().to_string())) {
@@ -382,8 +436,8 @@ pub async fn execute<T: Transport>(
                 }
             }
         }
-        // Before waiting (or finishing), the rows rendered so far go to the writer.
-        ctx.out.send_batch(&mut batch).await;
+        // Before waiting (or finishing), the rows settled so far go on.
+        settle.flush(&ctx).await;
         if running == 0 && (exhausted || cancelled) {
             break;
         }
@@ -405,6 +459,7 @@ pub async fn execute<T: Transport>(
             _ = ctx.cancel.soft(), if !cancelled => {}
         }
     }
+    settle.finish(&ctx).await;
     for lane in &ctx.lanes {
         lane.close();
     }

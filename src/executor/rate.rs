@@ -112,6 +112,8 @@ pub struct RateLimiter {
     state: Mutex<State>,
     /// Held by the one sender waiting for the next slot; tokio's mutex is fair (FIFO).
     turn: tokio::sync::Mutex<()>,
+    /// Wait through [`super::pacer`] (sub-millisecond) rather than tokio's timer.
+    precise: bool,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +153,25 @@ impl RateLimiter {
             caps,
             state: Mutex::new(State::default()),
             turn: tokio::sync::Mutex::new(()),
+            precise: false,
+        }
+    }
+
+    /// Precise wake-ups ([`super::pacer`]) for intervals shorter than
+    /// [`super::pacer::PRECISE_BELOW`]; only on the wall clock (tokio's paused clock in tests
+    /// drives the ordinary timer).
+    pub fn set_precise(&mut self, on: bool) {
+        self.precise = on
+            && self
+                .interval
+                .is_some_and(|i| i < super::pacer::PRECISE_BELOW);
+    }
+
+    async fn sleep_until(&self, at: Instant) {
+        if self.precise {
+            super::pacer::sleep_until(at).await;
+        } else {
+            tokio::time::sleep_until(at).await;
         }
     }
 
@@ -285,14 +306,14 @@ impl RateLimiter {
         loop {
             let now = Instant::now();
             if let Some(slot) = self.theoretical().filter(|s| *s > now) {
-                tokio::time::sleep_until(slot).await;
+                self.sleep_until(slot).await;
                 slept_until = Some(slot);
                 pressed = true;
                 // Loop: a Retry-After pause may have moved the schedule while we slept.
                 continue;
             }
             if let Some(free) = self.guard(now) {
-                tokio::time::sleep_until(free).await;
+                self.sleep_until(free).await;
                 pressed = true;
                 continue;
             }

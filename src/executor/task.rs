@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::emit::{EmitRecord, EmitWriter};
@@ -198,14 +198,22 @@ pub(super) async fn finish_unsent<T: Transport>(
     let _ = done.send(id);
 }
 
-/// One attempt of `job`, holding a concurrency slot (`permit`) while on the wire. Returns the
-/// row's message once the row is finished; `None` when it went back to its lane.
+/// What became of an attempt.
+pub(super) enum Attempted {
+    /// The row is finished (its result is with the writer): its message is free.
+    Finished(MessageId),
+    /// The row goes back to the front of its lane after this backoff (zero: at once). Boxed:
+    /// retries are rare, and the common variant stays small.
+    Again(Box<Job>, Duration),
+}
+
+/// One attempt of `job`, holding a concurrency slot (`permit`) while on the wire.
 pub(super) async fn attempt<T: Transport>(
     ctx: &RunContext<T>,
     lane: usize,
     mut job: Job,
-    permit: OwnedSemaphorePermit,
-) -> Option<MessageId> {
+    permit: SemaphorePermit<'_>,
+) -> Attempted {
     let target = &ctx.targets[job.row.target];
     let lane = &ctx.lanes[lane];
     job.attempts += 1;
@@ -231,7 +239,7 @@ pub(super) async fn attempt<T: Transport>(
             "cancelled",
             "interrupted while the request was in flight; it may have been applied".into(),
         );
-        return Some(finish(ctx, &job, o).await);
+        return Attempted::Finished(finish(ctx, &job, o).await);
     };
     job.latency = Some(sent_at.elapsed());
     let (http_status, code, message) = match &outcome {
@@ -261,14 +269,14 @@ pub(super) async fn attempt<T: Transport>(
         Verdict::Success => {
             target.record_auth(false, 0, "");
             let o = job.outcome(Status::Ok, http_status, &code, message);
-            Some(finish(ctx, &job, o).await)
+            Attempted::Finished(finish(ctx, &job, o).await)
         }
         Verdict::Fail { auth } => {
             if auth {
                 target.record_auth(true, http_status.unwrap_or(0), &code);
             }
             let o = job.outcome(Status::Failed, http_status, &code, message);
-            Some(finish(ctx, &job, o).await)
+            Attempted::Finished(finish(ctx, &job, o).await)
         }
         Verdict::Retry { retry_after } => {
             let limited = http_status == Some(429);
@@ -305,7 +313,7 @@ pub(super) async fn attempt<T: Transport>(
                         &code,
                         why.trim_start().to_string(),
                     );
-                    return Some(finish(ctx, &job, o).await);
+                    return Attempted::Finished(finish(ctx, &job, o).await);
                 }
                 if let (false, Some(ra)) = (limited, retry_after) {
                     lane.limiter.pause_until(Instant::now() + ra);
@@ -317,16 +325,14 @@ pub(super) async fn attempt<T: Transport>(
                     retry_after,
                     &mut job.rng,
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = ctx.cancel.soft() => {}
-                }
+                // Back to the front of its lane once the backoff is over: the lane's pace
+                // decides when it goes again. The lane's sender finishes it if the run was
+                // interrupted meanwhile.
+                return Attempted::Again(Box::new(job), wait);
             }
-            // Back to the front of its lane: the lane's pace (slowed or paused for a 429)
-            // decides when it goes again. The lane's worker finishes it if the run was
-            // interrupted meanwhile.
-            lane.push_front(job);
-            None
+            // Rate limited within the budget: back to the front of its lane at once; the
+            // lane's pace (slowed or paused for the 429) decides when it goes again.
+            Attempted::Again(Box::new(job), Duration::ZERO)
         }
     }
 }

@@ -147,7 +147,7 @@ async fn run(
     let ctx = Arc::try_unwrap(ctx).ok().expect("tasks done");
     let stopped = ctx.targets[0].stopped().map(str::to_string);
     drop(ctx);
-    thread.join();
+    thread.join().await;
     let mut results = read_report(&path).expect("read report");
     results.sort_by_key(|r| r.row);
     let calls = calls.lock().expect("calls").clone();
@@ -465,7 +465,7 @@ async fn a_slow_lane_holds_no_concurrency_slot_from_a_fast_one() {
     )
     .await;
     drop(ctx);
-    thread.join();
+    thread.join().await;
     let calls = calls.lock().expect("calls").clone();
     assert_eq!(calls.len(), 55);
     // The 50 fast rows, 10 ms each one at a time, are done within the first second, while

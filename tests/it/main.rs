@@ -11,6 +11,7 @@ mod lanes;
 mod operations;
 mod operators;
 mod pacing;
+mod perf;
 mod plan;
 mod proptest_plans;
 mod run;

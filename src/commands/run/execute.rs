@@ -37,6 +37,8 @@ pub struct Executed {
     pub lanes: Vec<Lane>,
     /// The signal that stopped the run, if one did.
     pub stopped_by: Option<Stop>,
+    /// The outline's replacing counts, settled by the run's read of the rows.
+    pub replacing: crate::audit::Replacing,
 }
 
 /// Resolves credentials (or the in-process sandbox), builds the targets and runs.
@@ -137,15 +139,14 @@ async fn run_with_targets(
         mut identities,
         done,
         estimated,
+        replacing,
     } = work;
     let started = tokio::time::Instant::now();
     let fail = |e: String| {
         crate::log::error(&format!("reactbatch run: {e}"));
         Exit::Invalid
     };
-    let spooled = spool
-        .into_rows()
-        .map_err(|e| fail(format!("cannot read the spool file back: {e}")))?;
+    let spooled = spool;
     // Read twice, one after the other: done rows to copy (`--resume`), then the rows to run.
     let again = || {
         spooled
@@ -198,7 +199,7 @@ async fn run_with_targets(
         counters.record(Status::Skipped);
     }
     let (out, writer) = OutputThread::start(report, emit, Arc::clone(&counters))
-        .map_err(|e| fail(format!("cannot start the report writer thread: {e}")))?;
+        .map_err(|e| fail(format!("cannot start the report writer: {e}")))?;
     let cancel = Cancel::new();
     let stopped = Arc::new(OnceLock::new());
     let signals = tokio::spawn(watch_signals(
@@ -213,8 +214,13 @@ async fn run_with_targets(
         estimated,
     );
 
+    // On the wall clock, fast lanes pace with sub-millisecond wake-ups.
+    let exec_config = executor::ExecConfig {
+        precise_pacing: true,
+        ..config.exec_config()
+    };
     let ctx = Arc::new(RunContext::new(
-        config.exec_config(),
+        exec_config,
         runtimes,
         lanes,
         transport,
@@ -238,7 +244,29 @@ async fn run_with_targets(
             Admission::Exclude
         }
     };
-    executor::execute(Arc::clone(&ctx), rows, key_of, admit).await;
+    // The dispatcher runs as a task on the runtime, beside the lanes' senders: a finished row
+    // then wakes it as a task on the same threads, not the main thread parked in `block_on`
+    // (a thread wake-up per row showed as context switches in profiles).
+    // The outline's second pass sees every row the dispatcher reads (this run's shard counted).
+    let replacing = Arc::new(std::sync::Mutex::new(replacing));
+    let pass = Arc::clone(&replacing);
+    let pass_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
+    let counted = move |row: &crate::plan::Row| {
+        shard.is_none_or(|s| {
+            crate::identity::shard_of(&pass_names[row.target], row.message_ref(), s.count)
+                == s.index
+        })
+    };
+    let counted_again = counted.clone();
+    let rows = rows.inspect(move |item| {
+        if let (Ok(row), Ok(mut pass)) = (item, pass.lock()) {
+            pass.row(row, counted(row));
+        }
+    });
+    let dispatcher = tokio::spawn(executor::execute(Arc::clone(&ctx), rows, key_of, admit));
+    if dispatcher.await.is_err() {
+        crate::log::error("reactbatch run: internal error: the dispatcher stopped unexpectedly");
+    }
 
     signals.abort();
     // Wait until the signal watcher (which holds a report sender) is really gone.
@@ -256,10 +284,26 @@ async fn run_with_targets(
         ..
     } = ctx;
     drop(out);
-    let tally = tokio::task::spawn_blocking(move || writer.join())
-        .await
-        .unwrap_or_else(|_| executor::Tally::lost("the report writer stopped unexpectedly"));
+    let tally = writer.join().await;
+    let mut replacing = match Arc::try_unwrap(replacing) {
+        Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
+        Err(_) => {
+            crate::log::error("reactbatch run: internal error: the row reader outlived the run");
+            return Err(Exit::RowsFailed);
+        }
+    };
+    if replacing.seen() < total_rows {
+        // The run stopped reading early (interrupted): the outline's pass reads the rest.
+        replacing.restart();
+        if let Ok(rows) = spooled.again() {
+            for row in rows.flatten() {
+                let counted = counted_again(&row);
+                replacing.row(&row, counted);
+            }
+        }
+    }
     Ok(Executed {
+        replacing,
         counters,
         tally,
         copied,

@@ -21,7 +21,7 @@ pub fn outcome(
     plan: &Plan,
     config: &RunConfig,
     digest: Digests,
-    audit: Audit,
+    mut audit: Audit,
     executed: Executed,
 ) -> Exit {
     let Executed {
@@ -32,7 +32,10 @@ pub fn outcome(
         targets,
         lanes,
         stopped_by,
+        replacing,
     } = executed;
+    // The outline's replacing counts, completed by the run's read of the rows.
+    replacing.apply(&mut audit);
     let mut counts = BTreeMap::new();
     for st in Status::ALL {
         let n = counters.get(st);

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::audit::{Audit, AuditBuilder};
+use crate::audit::{Audit, AuditBuilder, Replacing};
 use crate::digest::{Digests, Expected};
 
 use crate::cli::RunArgs;
@@ -17,9 +17,8 @@ use crate::digest::PlanDigest;
 use crate::exit::Exit;
 use crate::identity::{Identities, IdentityScan};
 use crate::lock::{LockError, RunLock};
-use crate::plan::spool::Spool;
+use crate::plan::spool::{Spool, SpoolRows};
 use crate::plan::{Plan, Problem};
-use crate::report::Status;
 use crate::resume::DoneSet;
 
 use super::config::RunConfig;
@@ -39,13 +38,15 @@ pub struct Preflight {
 /// What the executor consumes: the rows to run and how to know them.
 pub struct Work {
     /// The validated rows, in plan order.
-    pub spool: Spool,
+    pub spool: SpoolRows,
     pub total_rows: u64,
     pub identities: Identities,
     /// Rows an earlier report shows done (`--resume`).
     pub done: Option<DoneSet>,
     /// The plan's estimate of the run ([`Audit::estimated_ms`]), for the progress ETA.
     pub estimated: std::time::Duration,
+    /// The second pass of the outline's replacing counts, to be given every row again.
+    pub replacing: Replacing,
 }
 
 pub(super) fn print_problems(problems: &[Problem]) {
@@ -55,9 +56,40 @@ pub(super) fn print_problems(problems: &[Problem]) {
 /// Whether `path` is a report with rows that went (or were to go) on the wire: anything but
 /// `planned`. Unreadable or foreign files count as not holding results.
 fn holds_live_results(path: &Path) -> bool {
-    let mut live = false;
-    let _ = crate::report::for_each_report_row(path, |row| live |= row.status != Status::Planned);
-    live
+    crate::report::holds_live_rows(path)
+}
+
+/// [`holds_live_results`] of a report, read on a thread of its own while the plan is
+/// validated (inline if the OS refuses a thread). `None`: not needed; counts as `false`.
+enum LiveCheck {
+    Skip,
+    Thread(std::thread::JoinHandle<bool>),
+    Inline(std::path::PathBuf),
+}
+
+impl LiveCheck {
+    fn start(report: Option<std::path::PathBuf>) -> LiveCheck {
+        let Some(path) = report else {
+            return LiveCheck::Skip;
+        };
+        let inline = path.clone();
+        match std::thread::Builder::new()
+            .name("reactbatch-report-check".into())
+            .spawn(move || holds_live_results(&path))
+        {
+            Ok(handle) => LiveCheck::Thread(handle),
+            Err(_) => LiveCheck::Inline(inline),
+        }
+    }
+
+    fn finish(self) -> bool {
+        match self {
+            LiveCheck::Skip => false,
+            // A check that panicked reads as the report holding results: nothing is overwritten.
+            LiveCheck::Thread(handle) => handle.join().unwrap_or(true),
+            LiveCheck::Inline(path) => holds_live_results(&path),
+        }
+    }
 }
 
 /// The files the run writes, and what each is called in an error.
@@ -136,6 +168,13 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             print_problems(&plan.secret_warnings());
         }
     }
+
+    // Whether the report already holds live results is read on another thread meanwhile: a
+    // large earlier report costs as much to read as the plan does to validate.
+    let live_check = LiveCheck::start(
+        (config.dry_run || (!config.overwrite && !resumes_from(&config, &config.report)))
+            .then(|| config.report.clone()),
+    );
 
     // One pass validates every row before any is sent and, on the way, finds repeated rows
     // (for identities) and digests what would be sent.
@@ -216,7 +255,17 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         .iter()
         .map(|g| config.pace(g.rate(&plan.targets)))
         .collect();
-    let audit = audit.finish(&plan.pace_groups, &rates, config.burst);
+    let spool = match spool.into_rows() {
+        Ok(rows) => rows,
+        Err(e) => {
+            crate::log::error(&format!(
+                "reactbatch run: cannot read the spool file back: {e}; nothing was sent"
+            ));
+            return Err(Exit::Invalid);
+        }
+    };
+    // The outline's second pass (replacing counts) rides on the run's own read of the rows.
+    let (audit, replacing) = audit.finish(&plan.pace_groups, &rates, config.burst);
     let digest = digest.finish_all();
     if let Some(value) = &config.expect_digest {
         let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
@@ -234,11 +283,8 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             return Err(Exit::Invalid);
         }
     }
-    if !config.dry_run
-        && !config.overwrite
-        && !resumes_from(&config, &config.report)
-        && holds_live_results(&config.report)
-    {
+    let holds_live = live_check.finish();
+    if !config.dry_run && holds_live {
         let shown = config.report.display();
         crate::log::error(&format!(
             "reactbatch run: {shown} holds the results of a live run, which this run would \
@@ -247,7 +293,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         ));
         return Err(Exit::Invalid);
     }
-    if config.dry_run && holds_live_results(&config.report) {
+    if config.dry_run && holds_live {
         crate::log::error(&format!(
             "reactbatch run: {} holds the results of a live run, which a dry run would overwrite \
              (and a later --resume needs them); give the dry run its own --report FILE",
@@ -285,6 +331,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             identities,
             done,
             estimated,
+            replacing,
         },
     })
 }
