@@ -12,6 +12,7 @@ use serde_yaml::{Mapping, Value};
 use crate::cli::UndoArgs;
 use crate::exit::Exit;
 use crate::identity::IdentityScan;
+use crate::plan::spool::Spool;
 use crate::plan::{Action, Plan, Row, Target, TargetKind};
 use crate::resume::DoneSet;
 use crate::secret::SecretRef;
@@ -31,21 +32,34 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
         crate::diagnostic::eprint(&problems);
         format!("{} is invalid", args.plan.display())
     })?;
-    let validation = plan.validate();
+    // One pass reads the plan files: it validates, finds repeated rows (for identities) and
+    // spools the rows, which the inverse is then built from, as `run` does.
+    let mut scan = IdentityScan::new();
+    let mut spool = Spool::create().map_err(|e| format!("cannot create a spool file: {e}"))?;
+    let mut spool_error = None;
+    let validation = plan.validate_with(|row| {
+        scan.observe(row, &plan.targets[row.target].name);
+        if spool_error.is_none() {
+            spool_error = spool.push(row).err();
+        }
+    });
     if !validation.errors.is_empty() {
         crate::diagnostic::eprint(&validation.errors);
         return Err(format!("{} is invalid", args.plan.display()));
     }
+    if let Some(e) = spool_error {
+        return Err(format!("cannot write the spool file: {e}"));
+    }
+    let rows = spool
+        .into_rows()
+        .map_err(|e| format!("cannot read the spool file back: {e}"))?;
     let done = DoneSet::load(&args.report, &plan)?;
 
-    let mut scan = IdentityScan::new();
-    for row in plan.rows().flatten() {
-        scan.observe(&row, &plan.targets[row.target].name);
-    }
     let mut ids = scan.finish();
     let mut inverse = Vec::new();
     let mut unrestorable = Vec::new();
-    for row in plan.rows().flatten() {
+    for row in rows {
+        let row = row.map_err(|problem| problem.to_string())?;
         let key = ids.key(&row, &plan.targets[row.target].name);
         if !done.contains(&key) {
             continue;
