@@ -19,7 +19,8 @@
 //! - A `Retry-After` pause moves the schedule for every row of the lane, not only the one
 //!   that was told to wait.
 //! - Adaptive pace (AIMD, [`Adapt`]): a 429 without `Retry-After` lowers the lane's ceiling to
-//!   [`SETTLE`] × the rate the 429 came at and the pace to [`DECREASE`] × that ceiling; the
+//!   [`SETTLE`] × the rate the 429 came at ([`REFINE`] × when the lane was already at its
+//!   ceiling) and the pace to [`DECREASE`] × that ceiling; the
 //!   pace then climbs back by [`CLIMB`] × the configured rate per second up to the ceiling,
 //!   and the ceiling itself recovers by [`RECOVER`] × the configured rate per second. One 429
 //!   decreases once: answers to requests sent before the last decrease are not counted again.
@@ -55,6 +56,11 @@ const WINDOWS: [Duration; 2] = [Duration::from_secs(1), Duration::from_millis(10
 
 /// After a 429, the ceiling is this share of the rate the 429 came at.
 pub const SETTLE: f64 = 0.95;
+/// A 429 that comes while the lane already runs at its ceiling lowers the ceiling by this
+/// share only: the limit was found (just under the ceiling), so it is refined in small steps;
+/// lowering it by [`SETTLE`] again for each jitter-borne 429 at a strict provider would
+/// ratchet the lane ever further below the limit.
+pub const REFINE: f64 = 0.98;
 /// After a 429, the pace drops to this share of the new ceiling.
 pub const DECREASE: f64 = 0.8;
 /// The pace climbs back by this share of the configured rate per second.
@@ -213,7 +219,11 @@ impl RateLimiter {
             return;
         }
         let current = state.adapt.map_or(configured, |a| a.rate(now));
-        let ceiling = (current * SETTLE).max(FLOOR);
+        let at_ceiling = state
+            .adapt
+            .is_some_and(|a| current >= a.ceiling(now) * (1.0 - 1e-9));
+        let step = if at_ceiling { REFINE } else { SETTLE };
+        let ceiling = (current * step).max(FLOOR);
         let from = (ceiling * DECREASE).max(FLOOR);
         state.adapt = Some(Adapt {
             configured,
@@ -577,6 +587,30 @@ mod adaptive_tests {
         let stats = limiter.stats();
         assert_eq!(stats.slowdowns, 1);
         assert!(close(stats.slowest_rate.expect("slowest"), 7.6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_at_the_ceiling_refines_it_in_a_small_step() {
+        let limiter = RateLimiter::new(per_sec(10), 1);
+        limiter.until_ready().await;
+        limiter.rate_limited(Instant::now());
+        // Still climbing (8.6/s, under the 9.5 ceiling): a new congestion lowers the ceiling
+        // to 0.95 × the pace it came at.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        limiter.rate_limited(Instant::now());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let ceiling = limiter.current_rate().expect("rate");
+        assert!((8.17..8.3).contains(&ceiling), "{ceiling}");
+        // At the ceiling: a 429 lowers it by 2% only.
+        limiter.rate_limited(Instant::now());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let refined = limiter.current_rate().expect("rate");
+        let expected = ceiling * REFINE;
+        assert!(
+            (expected..expected + 0.11).contains(&refined),
+            "{refined} after {ceiling}"
+        );
+        assert_eq!(limiter.stats().slowdowns, 3);
     }
 
     #[tokio::test(start_paused = true)]
