@@ -205,6 +205,11 @@ pub async fn wait_until(what: &str, mut happened: impl FnMut() -> bool) {
     }
 }
 
+/// The `--summary-json` file a run wrote, parsed.
+pub fn summary_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("summary")).expect("summary is JSON")
+}
+
 pub async fn run_blocking(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("run reactbatch"))
         .await

@@ -61,10 +61,6 @@ fn check(plan: &Path) -> std::process::Output {
         .expect("check")
 }
 
-fn summary_json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).expect("summary")).expect("json")
-}
-
 /// 70 Kommo rows (7/s) interleaved with 10 Ogmma rows (60/min) with default settings: Kommo
 /// runs at its own limit while Ogmma runs at 1/s. (10 Ogmma rows, not 70, keep the test at
 /// ~10 s: both lanes then take about as long, and a Kommo lane held back by Ogmma's pace would

@@ -734,8 +734,7 @@ async fn an_audited_digest_runs_and_a_changed_include_is_refused() {
     let out = run_blocking(dry_run(Some(&summary))).await;
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let audited = digest_in(&stderr(&out));
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    let json = summary_json(&summary);
     assert_eq!(json["digest"], audited.as_str());
     // The same plan audited again (any --now) has the same digest.
     let again = run_blocking(dry_run(None)).await;

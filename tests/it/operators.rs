@@ -341,8 +341,7 @@ fn a_dry_run_of_700_kommo_rows_at_7_per_second_estimates_100_seconds() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("JSON");
+    let doc = summary_json(&summary);
     let estimated = doc["estimated_ms"].as_u64().expect("estimated_ms");
     assert!(
         (97_000..=103_000).contains(&estimated),

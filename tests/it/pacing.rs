@@ -36,8 +36,7 @@ async fn pacing_never_exceeds_rate_plus_burst_and_spreads_over_the_planned_time(
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(sandbox.stats().requests, ROWS as u64, "one request per row");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    let summary = summary_json(&summary);
     let sent = summary["targets"][0]["max_requests_in_1s"].as_u64();
     assert!(
         sent.is_some_and(|n| n <= (RATE + BURST) as u64),

@@ -42,8 +42,7 @@ async fn an_interrupted_run_still_counts_every_replacing_react() {
         .await
         .expect("join");
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    let json = summary_json(&summary);
     let target = &json["targets"][0];
     assert_eq!(target["reacts"], 24_000, "{target}");
     assert_eq!(target["replacing"], 8_000, "{target}");

@@ -35,8 +35,7 @@ async fn both_providers_run_ok_and_the_sandbox_matches_the_plan() {
         "{report:?}"
     );
     assert_eq!(sandbox_state(&sandbox), intent(&rows));
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    let summary = summary_json(&summary);
     assert_eq!(summary["counts"]["ok"], 120);
     assert_eq!(summary["exit_code"], 0);
     assert_eq!(summary["targets"].as_array().map(Vec::len), Some(2));

@@ -83,8 +83,7 @@ async fn soak(n: usize) {
         assert!(stats.rate_limited > 0, "{name}: no 429 provoked: {stats:?}");
     }
     // What the client sent: never more than rate + burst in any second.
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    let summary = summary_json(&summary);
     for t in summary["targets"].as_array().expect("targets") {
         let sent = t["max_requests_in_1s"]
             .as_u64()
