@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::plan::{Plan, Row, TargetKind};
+use crate::plan::{Plan, Row, Settings, Target, TargetKind};
 
 pub struct PlanDigest {
     h: Sha256,
@@ -58,6 +58,52 @@ fn put_opt(h: &mut Sha256, v: Option<&str>) {
     }
 }
 
+/// A target's fields as both digests take them: secrets as references only.
+fn put_target(h: &mut Sha256, t: &Target) {
+    put(h, "target");
+    put(h, &t.name);
+    put(h, t.provider().as_str());
+    put(h, &t.base_url);
+    match &t.kind {
+        TargetKind::Kommo {
+            scope_id,
+            user_id,
+            user_ref_id,
+        } => {
+            put(h, scope_id);
+            put_opt(h, user_id.as_deref());
+            put_opt(h, user_ref_id.as_deref());
+        }
+        TargetKind::Ogmma { channel_id } => put(h, channel_id),
+    }
+    put_opt(h, t.rate.map(|r| r.to_string()).as_deref());
+    put(h, &t.credential.to_string());
+}
+
+/// The plan's `settings:` that change what is sent or how fast.
+fn put_settings(h: &mut Sha256, s: &Settings) {
+    put(h, "settings");
+    put_opt(h, s.rate.map(|r| r.to_string()).as_deref());
+    put_opt(h, s.burst.map(|v| v.to_string()).as_deref());
+    put_opt(h, s.concurrency.map(|v| v.to_string()).as_deref());
+    put_opt(h, s.retries.map(|v| v.to_string()).as_deref());
+    put_opt(h, s.timeout.map(|v| v.as_millis().to_string()).as_deref());
+    put_opt(
+        h,
+        s.shard
+            .map(|v| format!("{}/{}", v.index, v.count))
+            .as_deref(),
+    );
+}
+
+/// A row's content fields, the part both digests share.
+fn put_row_fields(h: &mut Sha256, row: &Row) {
+    for v in row.text_fields() {
+        put_opt(h, v.as_deref());
+    }
+    put_opt(h, row.not_before.map(|t| t.to_rfc3339()).as_deref());
+}
+
 impl PlanDigest {
     pub fn new(plan: &Plan) -> PlanDigest {
         let mut d = PlanDigest {
@@ -68,81 +114,21 @@ impl PlanDigest {
         };
         d.field("reactbatch-plan-digest-v1");
         for (i, t) in plan.targets.iter().enumerate() {
-            d.field("target");
-            d.field(&t.name);
-            d.field(t.provider().as_str());
-            d.field(&t.base_url);
-            match &t.kind {
-                TargetKind::Kommo {
-                    scope_id,
-                    user_id,
-                    user_ref_id,
-                } => {
-                    d.field(scope_id);
-                    d.opt(user_id.as_deref());
-                    d.opt(user_ref_id.as_deref());
-                }
-                TargetKind::Ogmma { channel_id } => d.field(channel_id),
-            }
-            d.opt(t.rate.map(|r| r.to_string()).as_deref());
-            d.field(&t.credential.to_string());
+            put_target(&mut d.h, t);
             // The same fields again, into the digest of the file that defines the target.
             let file = d.files.entry(plan.target_file(i).to_string()).or_default();
-            put(file, "target");
-            put(file, &t.name);
-            put(file, t.provider().as_str());
-            put(file, &t.base_url);
-            match &t.kind {
-                TargetKind::Kommo {
-                    scope_id,
-                    user_id,
-                    user_ref_id,
-                } => {
-                    put(file, scope_id);
-                    put_opt(file, user_id.as_deref());
-                    put_opt(file, user_ref_id.as_deref());
-                }
-                TargetKind::Ogmma { channel_id } => put(file, channel_id),
-            }
-            put_opt(file, t.rate.map(|r| r.to_string()).as_deref());
-            put(file, &t.credential.to_string());
+            put_target(file, t);
         }
-        let s = &plan.settings;
-        d.field("settings");
-        d.opt(s.rate.map(|r| r.to_string()).as_deref());
-        d.opt(s.burst.map(|v| v.to_string()).as_deref());
-        d.opt(s.concurrency.map(|v| v.to_string()).as_deref());
-        d.opt(s.retries.map(|v| v.to_string()).as_deref());
-        d.opt(s.timeout.map(|v| v.as_millis().to_string()).as_deref());
-        d.opt(
-            s.shard
-                .map(|v| format!("{}/{}", v.index, v.count))
-                .as_deref(),
-        );
+        put_settings(&mut d.h, &plan.settings);
         d.field("rows");
         // The settings belong to the plan file.
-        let settings: Vec<Option<String>> = vec![
-            s.rate.map(|r| r.to_string()),
-            s.burst.map(|v| v.to_string()),
-            s.concurrency.map(|v| v.to_string()),
-            s.retries.map(|v| v.to_string()),
-            s.timeout.map(|v| v.as_millis().to_string()),
-            s.shard.map(|v| format!("{}/{}", v.index, v.count)),
-        ];
         let file = d.files.entry(plan_file_name(plan)).or_default();
-        put(file, "settings");
-        for v in &settings {
-            put_opt(file, v.as_deref());
-        }
+        put_settings(file, &plan.settings);
         d
     }
 
     fn field(&mut self, v: &str) {
         put(&mut self.h, v);
-    }
-
-    fn opt(&mut self, v: Option<&str>) {
-        put_opt(&mut self.h, v);
     }
 
     pub fn row(&mut self, row: &Row) {
@@ -161,15 +147,9 @@ impl PlanDigest {
                 self.target_names.get(row.target).map_or("", String::as_str),
             );
             put(file, row.action.as_str());
-            for v in row.text_fields() {
-                put_opt(file, v.as_deref());
-            }
-            put_opt(file, row.not_before.map(|t| t.to_rfc3339()).as_deref());
+            put_row_fields(file, row);
         }
-        for v in row.text_fields() {
-            self.opt(v.as_deref());
-        }
-        self.opt(row.not_before.map(|t| t.to_rfc3339()).as_deref());
+        put_row_fields(&mut self.h, row);
     }
 
     /// `sha256:` and 64 lowercase hex digits.
