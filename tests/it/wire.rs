@@ -26,6 +26,22 @@ struct SandboxProcess {
     url: String,
     /// Kept open: the sandbox writes more lines, and a closed pipe would end it (SIGPIPE).
     _stdout: BufReader<std::process::ChildStdout>,
+    /// The sandbox's stderr, for [`SandboxProcess::fate`].
+    stderr_file: tempfile::NamedTempFile,
+}
+
+impl SandboxProcess {
+    /// Whether the sandbox is still running and what it printed to stderr: the message of an
+    /// assertion on a run against it, so a sandbox that died says how.
+    fn fate(&mut self) -> String {
+        let state = match self.child.try_wait() {
+            Ok(None) => "still running".to_string(),
+            Ok(Some(status)) => format!("exited: {status:?}"),
+            Err(e) => format!("unknown: {e}"),
+        };
+        let printed = std::fs::read_to_string(self.stderr_file.path()).unwrap_or_default();
+        format!("sandbox {state}; its stderr:\n{printed}")
+    }
 }
 
 impl Drop for SandboxProcess {
@@ -38,6 +54,8 @@ impl Drop for SandboxProcess {
 /// Starts `reactbatch sandbox` with the test credentials and `extra` flags; waits for its
 /// first stdout line, the base URL.
 fn sandbox_process(extra: &[&str]) -> SandboxProcess {
+    let stderr_file = tempfile::NamedTempFile::new().expect("stderr file");
+    let stderr_out = stderr_file.reopen().expect("stderr file");
     let mut child = bin()
         .args([
             "sandbox",
@@ -51,7 +69,7 @@ fn sandbox_process(extra: &[&str]) -> SandboxProcess {
         .env("OGMMA_API_KEY", OGMMA_KEY)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr_out)
         .spawn()
         .expect("start reactbatch sandbox");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
@@ -61,6 +79,7 @@ fn sandbox_process(extra: &[&str]) -> SandboxProcess {
         child,
         url: line.trim_end().to_string(),
         _stdout: stdout,
+        stderr_file,
     }
 }
 
@@ -76,7 +95,7 @@ fn rows() -> Vec<PlanRow> {
 async fn https_with_ca_cert_is_ok_and_without_it_fails_with_code_tls_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("ca.pem");
-    let sandbox = sandbox_process(&["--tls", "--cert-out", &ca.display().to_string()]);
+    let mut sandbox = sandbox_process(&["--tls", "--cert-out", &ca.display().to_string()]);
     assert!(
         sandbox.url.starts_with("https://127.0.0.1:"),
         "{}",
@@ -94,7 +113,13 @@ async fn https_with_ca_cert_is_ok_and_without_it_fails_with_code_tls_once() {
         &["--ca-cert", &ca_arg, "--rate", "unlimited"],
     ))
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        sandbox.fate()
+    );
     let rows_done = read_report(&report).expect("report");
     assert_eq!(rows_done.len(), 3);
     assert!(
@@ -115,7 +140,7 @@ async fn https_with_ca_cert_is_ok_and_without_it_fails_with_code_tls_once() {
     assert_eq!(failed.len(), 3);
     for r in &failed {
         assert_eq!(r.status, Status::Failed, "{r:?}");
-        assert_eq!(r.code, "tls", "{r:?}");
+        assert_eq!(r.code, "tls", "{r:?}\n{}", sandbox.fate());
         assert_eq!(r.attempts, 1, "a certificate failure is not retried: {r:?}");
         assert_eq!(r.http_status, None);
         assert!(r.message.contains("--ca-cert FILE"), "{}", r.message);
@@ -126,7 +151,13 @@ async fn https_with_ca_cert_is_ok_and_without_it_fails_with_code_tls_once() {
     let mut cmd = run_cmd(&plan, &report, &["--rate", "unlimited"]);
     cmd.env("SSL_CERT_FILE", &ca).env_remove("SSL_CERT_DIR");
     let out = run_blocking(cmd).await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        sandbox.fate()
+    );
     let rows_done = read_report(&report).expect("report");
     assert!(
         rows_done.iter().all(|r| r.status == Status::Ok),
@@ -137,7 +168,13 @@ async fn https_with_ca_cert_is_ok_and_without_it_fails_with_code_tls_once() {
     let plan = write_plan(dir.path(), &sandbox.url, &rows(), "ca_cert: ca.pem");
     let report = dir.path().join("settings.csv");
     let out = run_blocking(run_cmd(&plan, &report, &["--rate", "unlimited"])).await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        sandbox.fate()
+    );
     let rows_done = read_report(&report).expect("report");
     assert!(
         rows_done.iter().all(|r| r.status == Status::Ok),
