@@ -135,6 +135,8 @@ pub(super) async fn sender<T: Transport>(
     done: mpsc::UnboundedSender<MessageId>,
 ) {
     let l = &ctx.lanes[lane];
+    // This sender's own connections, kept between its requests.
+    let mut session = ctx.transport.session();
     while let Some(job) = l.queue.next().await {
         if ctx.cancel.is_soft() {
             task::finish_unsent(&ctx, job, &done).await;
@@ -177,7 +179,7 @@ pub(super) async fn sender<T: Transport>(
             task::finish_unsent(&ctx, job, &done).await;
             continue;
         }
-        match task::attempt(&ctx, lane, job, permit).await {
+        match task::attempt(&ctx, &mut session, lane, job, permit).await {
             task::Attempted::Finished(id) => {
                 let _ = done.send(id);
             }

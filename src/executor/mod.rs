@@ -15,6 +15,7 @@
 pub mod cancel;
 mod dry;
 pub mod lane;
+mod link;
 pub mod output;
 mod pacer;
 pub mod progress;

@@ -210,6 +210,7 @@ pub(super) enum Attempted {
 /// One attempt of `job`, holding a concurrency slot (`permit`) while on the wire.
 pub(super) async fn attempt<T: Transport>(
     ctx: &RunContext<T>,
+    session: &mut T::Session,
     lane: usize,
     mut job: Job,
     permit: SemaphorePermit<'_>,
@@ -228,7 +229,7 @@ pub(super) async fn attempt<T: Transport>(
     let signed = provider::sign(prepared, &target.secret, chrono::Utc::now());
     emit(ctx, &job.row, job.attempts, &signed).await;
     let outcome = tokio::select! {
-        outcome = ctx.transport.send(&signed, ctx.config.timeout) => Some(outcome),
+        outcome = ctx.transport.send(session, &signed, ctx.config.timeout) => Some(outcome),
         _ = ctx.cancel.hard() => None,
     };
     drop(permit);

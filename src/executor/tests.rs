@@ -30,7 +30,16 @@ struct FakeTransport {
 }
 
 impl Transport for FakeTransport {
-    async fn send(&self, request: &SignedRequest, _timeout: Duration) -> AttemptOutcome {
+    type Session = ();
+
+    fn session(&self) {}
+
+    async fn send(
+        &self,
+        _session: &mut (),
+        request: &SignedRequest,
+        _timeout: Duration,
+    ) -> AttemptOutcome {
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
         let emoji = body["emoji"].as_str().unwrap_or_default().to_string();
         let message = body["messageId"].as_str().unwrap_or_default().to_string();

@@ -1,12 +1,21 @@
 //! Putting a signed request on the wire. [`Transport`] is the one seam the executor has, so
 //! scheduling can be tested under paused tokio time; every integration test still goes over
-//! loopback HTTP to the sandbox through [`HttpTransport`].
+//! loopback HTTP to the sandbox through [`HttpTransport`]. Each lane sender has a
+//! [`Transport::Session`] of its own: with [`HttpTransport`], its own keep-alive connections
+//! ([`super::link`]).
 
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+
 use crate::provider::SignedRequest;
 
+use super::link::{self, LinkError, Links, Origin};
 use super::retry::{parse_retry_after, AttemptOutcome};
 
 /// Response bodies are read up to this many bytes; the rest is ignored (a hostile or broken
@@ -14,8 +23,15 @@ use super::retry::{parse_retry_after, AttemptOutcome};
 pub const MAX_BODY: usize = 64 * 1024;
 
 pub trait Transport: Send + Sync + 'static {
+    /// What one sender keeps between its requests (its own connections).
+    type Session: Send + 'static;
+
+    /// A new sender's state: nothing open yet.
+    fn session(&self) -> Self::Session;
+
     fn send(
         &self,
+        session: &mut Self::Session,
         request: &SignedRequest,
         timeout: Duration,
     ) -> impl Future<Output = AttemptOutcome> + Send;
@@ -27,8 +43,8 @@ pub const USER_AGENT: &str = concat!("reactbatch/", env!("CARGO_PKG_VERSION"));
 /// Whom HTTPS trusts, beyond the system store and the bundled web roots.
 #[derive(Clone, Debug, Default)]
 pub struct Trust {
-    /// Extra CA certificates (`--ca-cert`, or the in-process sandbox's own CA).
-    pub extra_roots: Vec<reqwest::Certificate>,
+    /// Extra CA certificates, DER (`--ca-cert`, or the in-process sandbox's own CA).
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl Trust {
@@ -40,30 +56,54 @@ impl Trust {
     }
 
     pub fn from_pem(pem: &[u8]) -> Result<Trust, String> {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("not a PEM certificate ({e})"))?;
         if certs.is_empty() {
             return Err("holds no `-----BEGIN CERTIFICATE-----` block".into());
+        }
+        // Refused here, not at the first request: a certificate rustls cannot use.
+        let mut store = tokio_rustls::rustls::RootCertStore::empty();
+        for cert in &certs {
+            store
+                .add(cert.clone())
+                .map_err(|e| format!("not a usable CA certificate ({e})"))?;
         }
         Ok(Trust { extra_roots: certs })
     }
 }
 
-/// reqwest over rustls; HTTP/1.1 keep-alive, no redirects (a redirect is answered as a final
+/// HTTP/1.1 keep-alive over TCP or rustls; no redirects (a redirect is answered as a final
 /// failure, so credentials never follow one to another host).
 ///
-/// Two clients: `proxied` honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (reqwest reads them) and
-/// serves remote hosts; `direct` never uses a proxy and serves loopback hosts (the sandbox,
-/// a local relay), which a corporate proxy cannot reach or should not see.
+/// Each sender has its own connections ([`Links`]), driven in its own task. When a proxy is
+/// configured (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`), requests to hosts other than
+/// loopback go through reqwest instead, which honours those variables and `NO_PROXY`;
+/// loopback hosts (the sandbox, a local relay) are never proxied: a corporate proxy cannot
+/// reach them or should not see them.
 #[derive(Clone)]
 pub struct HttpTransport {
-    proxied: reqwest::Client,
-    direct: reqwest::Client,
+    tls: tokio_rustls::TlsConnector,
+    /// Set when the environment names a proxy.
+    proxied: Option<reqwest::Client>,
 }
+
+/// The proxy variables reqwest reads; any of them set (and not empty) means "use a proxy".
+const PROXY_VARS: [&str; 6] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 
 impl HttpTransport {
     pub fn new(max_idle_per_host: usize, trust: &Trust) -> Result<HttpTransport, String> {
-        let build = |proxy: bool| {
+        let proxy_set = PROXY_VARS
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|value| !value.is_empty()));
+        let proxied = if proxy_set {
             let mut builder = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .pool_max_idle_per_host(max_idle_per_host)
@@ -72,24 +112,62 @@ impl HttpTransport {
                 .http1_only();
             // Bundled web roots and the system store both (reqwest features), plus these.
             for cert in &trust.extra_roots {
-                builder = builder.add_root_certificate(cert.clone());
+                let cert = reqwest::Certificate::from_der(cert)
+                    .map_err(|e| format!("a CA certificate cannot be used: {e}"))?;
+                builder = builder.add_root_certificate(cert);
             }
-            if !proxy {
-                builder = builder.no_proxy();
-            }
-            builder
-                .build()
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+            Some(
+                builder
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+            )
+        } else {
+            None
         };
         Ok(HttpTransport {
-            proxied: build(true)?,
-            direct: build(false)?,
+            tls: link::tls_connector(&trust.extra_roots)?,
+            proxied,
         })
+    }
+
+    /// Through the proxy, with reqwest's pooled client.
+    async fn send_proxied(
+        client: &reqwest::Client,
+        url: Option<url::Url>,
+        request: &SignedRequest,
+    ) -> Result<AttemptOutcome, reqwest::Error> {
+        let mut builder = match url {
+            Some(url) => client.post(url),
+            None => client.post(&request.url),
+        };
+        if let Some(map) = header_map(&request.headers, None) {
+            builder = builder.headers(map);
+        }
+        if let Some(key) = &request.bearer {
+            builder = builder.bearer_auth(key.expose());
+        }
+        // The exact bytes that were hashed and signed; reqwest sends them untouched.
+        let mut response = builder.body(request.body.clone()).send().await?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            let room = MAX_BODY - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= MAX_BODY {
+                break;
+            }
+        }
+        Ok(answered(status, retry_after.as_deref(), &body))
     }
 }
 
 /// Whether `url` names a loopback host (`127.0.0.0/8`, `::1`, `localhost`).
-fn is_loopback(url: &reqwest::Url) -> bool {
+fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -100,107 +178,227 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
+/// A sender's connections, and the last URL it sent to, parsed (every row of a target has
+/// the same URL: parsing it per request showed in profiles).
+#[derive(Default)]
+pub struct HttpSession {
+    links: Links,
+    last: Option<Destination>,
+}
+
+/// A request URL, parsed once.
+struct Destination {
+    url_text: String,
+    url: url::Url,
+    /// `None` when the URL is not one a connection can be opened to (reqwest reports it).
+    origin: Option<Origin>,
+    /// `host[:port]`, as the `Host` header carries it.
+    host_header: Option<HeaderValue>,
+    /// The request target: path and query.
+    target: Option<hyper::Uri>,
+}
+
+impl Destination {
+    fn parse(text: &str) -> Option<Destination> {
+        let url = url::Url::parse(text).ok()?;
+        let host = url.host_str()?;
+        let host_header = match url.port() {
+            Some(port) => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+            None => HeaderValue::from_str(host).ok(),
+        };
+        let target = url[url::Position::BeforePath..].parse::<hyper::Uri>().ok();
+        Some(Destination {
+            url_text: text.to_string(),
+            origin: Origin::of(&url),
+            url,
+            host_header,
+            target,
+        })
+    }
+}
+
 impl Transport for HttpTransport {
-    async fn send(&self, request: &SignedRequest, timeout: Duration) -> AttemptOutcome {
+    type Session = HttpSession;
+
+    fn session(&self) -> HttpSession {
+        HttpSession::default()
+    }
+
+    async fn send(
+        &self,
+        session: &mut HttpSession,
+        request: &SignedRequest,
+        timeout: Duration,
+    ) -> AttemptOutcome {
+        let HttpSession { links, last } = session;
         let work = async {
-            let mut builder = match parsed_url(&request.url) {
-                Some(url) if is_loopback(&url) => self.direct.post(url),
-                Some(url) => self.proxied.post(url),
-                None => self.proxied.post(&request.url),
-            };
-            match header_map(&request.headers) {
-                Some(map) => builder = builder.headers(map),
-                None => {
-                    for (name, value) in &request.headers {
-                        builder = builder.header(*name, value);
+            let dest = session_destination(last, &request.url);
+            match dest {
+                Some(d) if self.proxied.is_none() || is_loopback(&d.url) => {
+                    let (Some(origin), Some(host), Some(target)) =
+                        (d.origin.clone(), d.host_header.clone(), d.target.clone())
+                    else {
+                        return Err(Failure::Url);
+                    };
+                    let built = build_request(request, host, target).ok_or(Failure::Url)?;
+                    let answer = links
+                        .exchange(&origin, &self.tls, built)
+                        .await
+                        .map_err(Failure::Direct)?;
+                    Ok(answered(
+                        answer.status,
+                        answer.retry_after.as_deref(),
+                        &answer.body,
+                    ))
+                }
+                d => match &self.proxied {
+                    Some(client) => {
+                        let url = d.map(|d| d.url.clone());
+                        HttpTransport::send_proxied(client, url, request)
+                            .await
+                            .map_err(Failure::Pooled)
                     }
-                }
+                    None => Err(Failure::Url),
+                },
             }
-            if let Some(key) = &request.bearer {
-                builder = builder.bearer_auth(key.expose());
-            }
-            // The exact bytes that were hashed and signed; reqwest sends them untouched.
-            let mut response = builder.body(request.body.clone()).send().await?;
-            let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await? {
-                let room = MAX_BODY - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if body.len() >= MAX_BODY {
-                    break;
-                }
-            }
-            let (code, message) = if (200..300).contains(&status) {
-                // Empty unless the body refuses despite the status (Ogmma `success: false`):
-                // a code on a 2xx makes it a final failure.
-                refusal_in_success(&body)
-            } else {
-                error_fields(status, &body)
-            };
-            Ok::<_, reqwest::Error>(AttemptOutcome::Answered {
-                status,
-                retry_after,
-                code,
-                message,
-            })
         };
         match tokio::time::timeout(timeout, work).await {
             Err(_) => AttemptOutcome::Timeout,
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) if e.is_timeout() => AttemptOutcome::Timeout,
-            Ok(Err(e)) => match certificate_problem(&e) {
-                Some(problem) => AttemptOutcome::Refused {
-                    code: "tls".into(),
-                    message: format!(
-                        "the server's certificate is not trusted ({problem}); if a private or \
-                         corporate CA signed it, pass --ca-cert FILE (PEM) or set \
-                         `settings: ca_cert:`"
-                    ),
-                },
-                None => AttemptOutcome::Connection(describe(&e)),
-            },
+            Ok(Err(Failure::Pooled(e))) if e.is_timeout() => AttemptOutcome::Timeout,
+            Ok(Err(failure)) => {
+                let cause = failure.source_error();
+                match cause.and_then(certificate_problem) {
+                    Some(problem) => AttemptOutcome::Refused {
+                        code: "tls".into(),
+                        message: format!(
+                            "the server's certificate is not trusted ({problem}); if a private \
+                             or corporate CA signed it, pass --ca-cert FILE (PEM) or set \
+                             `settings: ca_cert:`"
+                        ),
+                    },
+                    None => AttemptOutcome::Connection(failure.describe()),
+                }
+            }
         }
     }
 }
 
-/// `url` parsed, from a per-thread cache of the last one: every row of a target has the same
-/// URL, and parsing it (with IDNA) for each request showed in profiles.
-/// `None` when it does not parse: the caller then lets reqwest report the error as before.
-fn parsed_url(url: &str) -> Option<reqwest::Url> {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(String, reqwest::Url)>> = const { std::cell::RefCell::new(None) };
+/// `text` parsed, from the session's last URL when it is the same.
+fn session_destination<'a>(
+    last: &'a mut Option<Destination>,
+    text: &str,
+) -> Option<&'a Destination> {
+    if last.as_ref().is_none_or(|d| d.url_text != text) {
+        *last = Destination::parse(text);
     }
-    let cached = LAST.with_borrow(|last| match last {
-        Some((text, parsed)) if text == url => Some(parsed.clone()),
-        _ => None,
-    });
-    if cached.is_some() {
-        return cached;
-    }
-    // The parse `Client::post(&str)` does.
-    let parsed = reqwest::Url::parse(url).ok()?;
-    LAST.with_borrow_mut(|last| *last = Some((url.to_string(), parsed.clone())));
-    Some(parsed)
+    last.as_ref()
 }
 
-/// The request's headers, with the names we send known in advance (no parsing per request).
-/// `None` if one does not convert: the caller then adds them one by one as before, so the
-/// error is reqwest's.
-fn header_map(headers: &[(&'static str, String)]) -> Option<reqwest::header::HeaderMap> {
-    use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, DATE};
-    let mut map = HeaderMap::with_capacity(headers.len() + 2);
+/// Why a request got no answer, from either path.
+enum Failure {
+    Pooled(reqwest::Error),
+    Direct(LinkError),
+    /// The URL is not one a request can go to.
+    Url,
+}
+
+impl Failure {
+    fn source_error(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Pooled(e) => Some(e),
+            Failure::Direct(e) => e.source_error(),
+            Failure::Url => None,
+        }
+    }
+
+    /// The innermost cause, in one line.
+    fn describe(&self) -> String {
+        let mut text = match self {
+            Failure::Pooled(e) => e.to_string(),
+            Failure::Direct(e) => e.to_string(),
+            Failure::Url => "the target's URL cannot be requested".to_string(),
+        };
+        let mut source = self.source_error().and_then(|e| e.source());
+        if let Failure::Direct(LinkError::Connect(e)) = self {
+            // An io::Error's `source()` skips the error it wraps.
+            source = e
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
+        }
+        while let Some(s) = source {
+            text = s.to_string();
+            source = s.source();
+        }
+        one_line(&text, 200)
+    }
+}
+
+/// The hyper request for `request`: `Host`, the signed headers in wire order, the bearer
+/// credential, `User-Agent` and `Content-Length`, and the exact body bytes that were signed.
+fn build_request(
+    request: &SignedRequest,
+    host: HeaderValue,
+    target: hyper::Uri,
+) -> Option<hyper::Request<Full<Bytes>>> {
+    let mut built = hyper::Request::new(Full::new(request.body.clone()));
+    *built.method_mut() = hyper::Method::from_bytes(request.method.as_bytes()).ok()?;
+    *built.uri_mut() = target;
+    let bearer = match &request.bearer {
+        Some(key) => {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+        None => None,
+    };
+    let mut headers = header_map(&request.headers, Some(host))?;
+    if let Some(value) = bearer {
+        headers.insert(hyper::header::AUTHORIZATION, value);
+    }
+    headers.insert(
+        hyper::header::USER_AGENT,
+        HeaderValue::from_static(USER_AGENT),
+    );
+    headers.insert(
+        hyper::header::CONTENT_LENGTH,
+        HeaderValue::from(request.body.len()),
+    );
+    *built.headers_mut() = headers;
+    Some(built)
+}
+
+/// The outcome of an answer: its status, `Retry-After`, and the provider's code and message.
+fn answered(status: u16, retry_after: Option<&str>, body: &[u8]) -> AttemptOutcome {
+    let (code, message) = if (200..300).contains(&status) {
+        // Empty unless the body refuses despite the status (Ogmma `success: false`):
+        // a code on a 2xx makes it a final failure.
+        refusal_in_success(body)
+    } else {
+        error_fields(status, body)
+    };
+    AttemptOutcome::Answered {
+        status,
+        retry_after: retry_after.and_then(|v| parse_retry_after(v, chrono::Utc::now())),
+        code,
+        message,
+    }
+}
+
+/// The request's headers (after `Host`, when given), with the names we send known in advance
+/// (no parsing per request). `None` if one does not convert.
+fn header_map(headers: &[(&'static str, String)], host: Option<HeaderValue>) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(headers.len() + 4);
+    if let Some(host) = host {
+        map.insert(hyper::header::HOST, host);
+    }
     for (name, value) in headers {
         let name = match *name {
-            "Date" => DATE,
-            "Content-Type" => CONTENT_TYPE,
+            "Date" => hyper::header::DATE,
+            "Content-Type" => hyper::header::CONTENT_TYPE,
             "Content-MD5" => HeaderName::from_static("content-md5"),
             "X-Signature" => HeaderName::from_static("x-signature"),
-            "Accept" => reqwest::header::ACCEPT,
+            "Accept" => hyper::header::ACCEPT,
             other => HeaderName::from_bytes(other.as_bytes()).ok()?,
         };
         map.append(name, HeaderValue::from_str(value).ok()?);
@@ -210,7 +408,7 @@ fn header_map(headers: &[(&'static str, String)]) -> Option<reqwest::header::Hea
 
 /// The certificate problem behind a transport error, if that is what it is: retrying cannot
 /// fix it, the user's trust settings can.
-fn certificate_problem(e: &reqwest::Error) -> Option<String> {
+fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     use tokio_rustls::rustls::Error as TlsError;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
@@ -255,17 +453,6 @@ pub fn refusal_in_success(body: &[u8]) -> (String, String) {
         text("code").unwrap_or_else(|| "success_false".into()),
         text("message").unwrap_or_else(|| "the provider answered success: false".into()),
     )
-}
-
-/// The innermost cause of a transport error, in one line.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text = s.to_string();
-        source = s.source();
-    }
-    one_line(&text, 200)
 }
 
 fn one_line(text: &str, max: usize) -> String {
@@ -332,7 +519,7 @@ mod tests {
             ("https://amojo.kommo.com/x", false),
             ("https://10.0.0.1/x", false),
         ] {
-            let parsed = reqwest::Url::parse(url).expect("url");
+            let parsed = url::Url::parse(url).expect("url");
             assert_eq!(is_loopback(&parsed), want, "{url}");
         }
     }
