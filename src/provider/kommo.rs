@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::plan::{Action, Row};
 
 pub(super) fn path(scope_id: &str) -> String {
-    format!("/v2/origin/custom/{scope_id}/react")
+    ["/v2/origin/custom/", scope_id, "/react"].concat()
 }
 
 #[derive(Serialize)]

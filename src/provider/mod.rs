@@ -60,10 +60,15 @@ pub fn prepare(target: &Target, row: &Row) -> PreparedRequest {
         TargetKind::Kommo { scope_id, .. } => (kommo::path(scope_id), kommo::body(row)),
         TargetKind::Ogmma { channel_id } => (ogmma::path(channel_id), ogmma::body(row)),
     };
+    // Per row, so no `format!`: two exact-size copies.
+    let base = target.base_url.trim_end_matches('/');
+    let mut url = String::with_capacity(base.len() + path.len());
+    url.push_str(base);
+    url.push_str(&path);
     PreparedRequest {
         provider: target.provider(),
         method: "POST",
-        url: format!("{}{}", target.base_url.trim_end_matches('/'), path),
+        url,
         path,
         body: Bytes::from(body),
     }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::plan::{Action, Row};
 
 pub(super) fn path(channel_id: &str) -> String {
-    format!("/v1/channels/{channel_id}/messages/react")
+    ["/v1/channels/", channel_id, "/messages/react"].concat()
 }
 
 #[derive(Serialize)]
