@@ -196,7 +196,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     let mut spool_error = None;
     let validation = plan.validate_with(|row| {
         let name = &plan.targets[row.target].name;
-        scan.observe(row, name);
+        let content_id = scan.observe(row, name);
         digest.row(row);
         if shard
             .is_none_or(|s| crate::identity::shard_of(name, row.message_ref(), s.count) == s.index)
@@ -204,7 +204,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             audit.row(row);
         }
         if spool_error.is_none() {
-            if let Err(e) = spool.push(row) {
+            if let Err(e) = spool.push(row, content_id) {
                 spool_error = Some(e);
             }
         }
@@ -264,6 +264,8 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             return Err(Exit::Invalid);
         }
     };
+    // The run takes each row's identity hash from the spool instead of hashing it again.
+    let identities = identities.linked_to(spool.content_ids());
     // The outline's second pass (replacing counts) rides on the run's own read of the rows.
     let (audit, replacing) = audit.finish(&plan.pace_groups, &rates, config.burst);
     let digest = digest.finish_all();
