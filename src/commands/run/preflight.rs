@@ -194,7 +194,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         }
     };
     let mut spool_error = None;
-    let validation = plan.validate_with(|row| {
+    let on_row = |row: &crate::plan::Row| {
         let name = &plan.targets[row.target].name;
         let content_id = scan.observe(row, name);
         digest.row(row);
@@ -208,7 +208,13 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
                 spool_error = Some(e);
             }
         }
-    });
+    };
+    // Warnings are only printed without -q: quiet, the pass that only finds warnings is skipped.
+    let validation = if config.quiet {
+        plan.validate_errors_with(on_row)
+    } else {
+        plan.validate_with(on_row)
+    };
     if let Some(e) = spool_error {
         crate::log::error(&format!(
             "reactbatch run: cannot write the spool file in the temp directory: {e}; nothing was sent"
