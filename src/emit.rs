@@ -7,6 +7,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use crate::executor::transport::USER_AGENT;
+use crate::json;
 use crate::plan::EmitFormat;
 use crate::provider::SignedRequest;
 use crate::secret::SecretRef;
@@ -55,7 +56,7 @@ fn push_url_part(url: &str, out: &mut Vec<u8>) {
         if last.url != url || last.json.is_empty() {
             let mut json = Vec::with_capacity(url.len() + 64);
             json.extend_from_slice(b",\"url\":");
-            push_json_str(url, &mut json);
+            json::push_str(url, &mut json);
             json.extend_from_slice(b",\"headers\":{");
             if let Some(host) = host_header(url) {
                 push_entry("Host", &host, &mut json);
@@ -72,69 +73,10 @@ fn push_url_part(url: &str, out: &mut Vec<u8>) {
 /// Appends `"name":"value",` (JSON-escaped). The object's last entry is written without the
 /// comma by the caller.
 fn push_entry(name: &str, value: &str, out: &mut Vec<u8>) {
-    push_json_str(name, out);
+    json::push_str(name, out);
     out.push(b':');
-    push_json_str(value, out);
+    json::push_str(value, out);
     out.push(b',');
-}
-
-/// Whether any of the 8 bytes in `w` must be escaped in a JSON string: below 0x20, `"` or
-/// `\\` (the classic "has a zero byte" bit trick, exact for this use).
-fn needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
-    below_space || zero_in(w ^ (ONES * u64::from(b'"'))) || zero_in(w ^ (ONES * u64::from(b'\\')))
-}
-
-/// Appends `s` as a JSON string exactly as `serde_json` writes it: `"` and `\\` escaped, the
-/// control characters below U+0020 as `\\b \\f \\n \\r \\t` or `\\u00xx` (lowercase hex), everything
-/// else (DEL, non-ASCII) as is. Runs of 8 bytes with nothing to escape are skipped whole.
-fn push_json_str(s: &str, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(word) = bytes.get(i..i + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            if !needs_escape(u64::from_le_bytes(w)) {
-                i += 8;
-                continue;
-            }
-        }
-        let b = bytes[i];
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x09 => b't',
-            0x0A => b'n',
-            0x0C => b'f',
-            0x0D => b'r',
-            0x00..=0x1F => b'u',
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        i += 1;
-        start = i;
-        out.push(b'\\');
-        out.push(short);
-        if short == b'u' {
-            out.extend_from_slice(b"00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xF)]);
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// Renders one record as a JSON line (without the newline): `row`, `attempt`, `method`, `url`,
@@ -150,7 +92,7 @@ pub fn to_json_line(rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"attempt\":");
     out.extend_from_slice(n.format(rec.attempt).as_bytes());
     out.extend_from_slice(b",\"method\":");
-    push_json_str(r.method, out);
+    json::push_str(r.method, out);
     push_url_part(&r.url, out);
     for (name, value) in &r.headers {
         push_entry(name, value, out);
@@ -164,8 +106,8 @@ pub fn to_json_line(rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\"},\"body\":");
     // Bodies are built from validated strings, so UTF-8 (checked faster than lossily).
     match std::str::from_utf8(&r.body) {
-        Ok(body) => push_json_str(body, out),
-        Err(_) => push_json_str(&String::from_utf8_lossy(&r.body), out),
+        Ok(body) => json::push_str(body, out),
+        Err(_) => json::push_str(&String::from_utf8_lossy(&r.body), out),
     }
     out.push(b'}');
 }
@@ -306,7 +248,6 @@ mod tests {
     use super::*;
 
     use bytes::Bytes;
-    use proptest::prelude::*;
     use serde::ser::{SerializeMap, Serializer};
     use serde::Serialize;
 
@@ -388,19 +329,6 @@ mod tests {
         out
     }
 
-    const HOSTILE: &[&str] = &[
-        "",
-        "plain",
-        "quote \" and backslash \\ and \\\"",
-        "\u{0}\u{1}\u{7}\u{8}\t\n\u{b}\u{c}\r\u{e}\u{1f} \u{7f}",
-        "non-ASCII: café, Ünïcödé, 日本語, \u{2028}\u{2029}",
-        "emoji: 👍🏽 ❤️ 🏳️‍🌈 \u{fe0f}\u{200d}",
-        "</script><!-- & ' `",
-        "\"",
-        "\\",
-        "\n",
-    ];
-
     #[test]
     fn json_lines_match_serde_json_on_hostile_strings() {
         let urls = [
@@ -411,7 +339,7 @@ mod tests {
             "not a url \" \\",
         ];
         for (i, url) in urls.iter().enumerate() {
-            for (j, text) in HOSTILE.iter().enumerate() {
+            for (j, text) in json::HOSTILE.iter().enumerate() {
                 let body = format!("{{\"emoji\":{text:?},\"raw\":\"{text}\"}}");
                 for bearer in [false, true] {
                     let req = request(url, text, body.as_bytes(), bearer);
@@ -438,23 +366,6 @@ mod tests {
         assert!(has(&a, r#""Host":"a.test:81""#) && has(&a2, r#""Host":"a.test:81""#));
         assert!(has(&b, r#""Host":"b.test""#));
         assert!(!has(&none, r#""Host""#));
-    }
-
-    proptest! {
-        #[test]
-        fn json_strings_match_serde_json(chars in proptest::collection::vec(prop_oneof![
-            any::<char>(),
-            // Mostly what needs escaping, and the bytes next to it, in runs of any length.
-            proptest::sample::select(vec![
-                '"', '\\', '\u{0}', '\u{8}', '\t', '\n', '\u{c}', '\r', '\u{1f}', ' ', '!', '#',
-                '[', ']', '\u{7f}', 'é', '👍', 'a',
-            ]),
-        ], 0..40)) {
-            let s: String = chars.into_iter().collect();
-            let mut out = Vec::new();
-            push_json_str(&s, &mut out);
-            prop_assert_eq!(out, serde_json::to_vec(&s).expect("serialises"));
-        }
     }
 
     #[test]
