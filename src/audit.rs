@@ -22,7 +22,7 @@
 //! pass costs no extra read. Plus a count per distinct emoji.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -41,7 +41,8 @@ struct Tally {
     deferred: u64,
     deferred_from: Option<DateTime<Utc>>,
     deferred_until: Option<DateTime<Utc>>,
-    emoji: HashMap<String, u64>,
+    /// Rows per emoji (sorted when the outline is made; the hasher only has to be cheap).
+    emoji: HashMap<String, u64, foldhash::fast::FixedState>,
 }
 
 /// Bits in the first pass's Bloom filter of reacted messages (2 MiB), and hashes per message.
@@ -60,7 +61,8 @@ pub struct AuditBuilder {
 
 /// A (target, message) pair as one 64-bit hash.
 fn message_hash(row: &Row) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
+    // A fixed-seed hasher: the second pass must agree. foldhash, not SipHash: every row.
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
     row.target.hash(&mut h);
     row.message_ref().hash(&mut h);
     h.finish()

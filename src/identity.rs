@@ -7,8 +7,13 @@
 //! filter says it may have seen before (true repeats plus a few false positives). The second
 //! pass ([`Identities`]) counts only those. Memory is the filter plus the repeated rows, not
 //! the plan.
+//!
+//! The first pass's content hash of each row travels with the row in the spool
+//! ([`crate::plan::spool`]); a spool reader hands it to the [`Identities`] linked to it
+//! ([`LastContentId`]), so the run does not hash every row a second time.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -71,9 +76,10 @@ impl IdentityScan {
         IdentityScan::default()
     }
 
-    pub fn observe(&mut self, row: &Row, target_name: &str) {
+    /// Counts a row; returns its content id (for the spool), `None` when it has a `key`.
+    pub fn observe(&mut self, row: &Row, target_name: &str) -> Option<u64> {
         if row.key.is_some() {
-            return;
+            return None;
         }
         let d = content_digest(row, target_name);
         let id = word(&d, 0);
@@ -87,12 +93,35 @@ impl IdentityScan {
         if seen {
             self.candidates.insert(id);
         }
+        Some(id)
     }
 
     pub fn finish(self) -> Identities {
         Identities {
             counts: self.candidates.into_iter().map(|id| (id, 0)).collect(),
+            last: None,
         }
+    }
+}
+
+/// The content id of the row a spool reader yielded last, with that row's number: how the id
+/// computed in the first pass reaches [`Identities::key`] without a field on every [`Row`].
+/// Readers of one spool share it (they read one after another, never interleaved).
+#[derive(Clone, Debug, Default)]
+pub struct LastContentId(Arc<Mutex<(u64, u64)>>);
+
+impl LastContentId {
+    /// Row `number` (≥ 1) has content id `id`.
+    pub fn set(&self, number: u64, id: u64) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = (number, id);
+        }
+    }
+
+    /// The id of row `number`, if it is the row read last.
+    fn get(&self, number: u64) -> Option<u64> {
+        let last = *self.0.lock().ok()?;
+        (last.0 == number && number != 0).then_some(last.1)
     }
 }
 
@@ -101,15 +130,27 @@ impl IdentityScan {
 #[derive(Clone, Debug)]
 pub struct Identities {
     counts: HashMap<u64, u32>,
+    /// Where the spool leaves each row's content id (else the row is hashed again).
+    last: Option<LastContentId>,
 }
 
 impl Identities {
+    /// Takes each row's content id from the spool reader that shares `last`, when it is there
+    /// for the row asked about.
+    pub fn linked_to(mut self, last: LastContentId) -> Identities {
+        self.last = Some(last);
+        self
+    }
+
     /// The identity of the next row (rows must come in plan order, each once).
     pub fn key(&mut self, row: &Row, target_name: &str) -> String {
         if let Some(k) = &row.key {
             return k.clone();
         }
-        let id = word(&content_digest(row, target_name), 0);
+        let id = match self.last.as_ref().and_then(|l| l.get(row.number)) {
+            Some(id) => id,
+            None => word(&content_digest(row, target_name), 0),
+        };
         let occurrence = match self.counts.get_mut(&id) {
             Some(n) => {
                 *n += 1;
@@ -160,7 +201,9 @@ mod tests {
 
     fn keys(rows: &[Row]) -> Vec<String> {
         let mut scan = IdentityScan::new();
-        rows.iter().for_each(|r| scan.observe(r, "t"));
+        rows.iter().for_each(|r| {
+            scan.observe(r, "t");
+        });
         let mut ids = scan.finish();
         rows.iter().map(|r| ids.key(r, "t")).collect()
     }

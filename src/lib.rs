@@ -17,7 +17,8 @@
 //! - [`executor`]: lanes (one per pace group, `plan::pace`) with adaptive rate limiting,
 //!   per-message ordering, bounded requests in flight, retries.
 //! - [`report`]: row results → report files and the end-of-run summary; [`emit`]: the audit
-//!   trail of signed requests (JSON Lines or curl).
+//!   trail of signed requests (JSON Lines or curl); `json`: JSON strings written as
+//!   `serde_json` writes them, for what is rendered on every row.
 //! - [`sandbox`]: the local emulator of both providers, used by tests and `run --sandbox`.
 //! - [`commands`]: one module per subcommand, gluing the above together.
 //! - [`identity`]: stable row identities for `--resume`, and shard assignment.
@@ -38,6 +39,7 @@ pub mod emit;
 pub mod executor;
 pub mod exit;
 pub mod identity;
+pub(crate) mod json;
 pub mod lock;
 pub mod log;
 pub mod plan;

@@ -230,8 +230,8 @@ fn csv_str(out: &mut Vec<u8>, s: &str) {
 }
 
 fn csv_num(out: &mut Vec<u8>, n: u64) {
-    use std::io::Write as _;
-    let _ = write!(out, "{n},");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.push(b',');
 }
 
 /// Renders one report row in `format`, newline included, into `out`.

@@ -38,9 +38,9 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
     let mut spool = Spool::create().map_err(|e| format!("cannot create a spool file: {e}"))?;
     let mut spool_error = None;
     let validation = plan.validate_with(|row| {
-        scan.observe(row, &plan.targets[row.target].name);
+        let content_id = scan.observe(row, &plan.targets[row.target].name);
         if spool_error.is_none() {
-            spool_error = spool.push(row).err();
+            spool_error = spool.push(row, content_id).err();
         }
     });
     if !validation.errors.is_empty() {
@@ -55,7 +55,7 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
         .map_err(|e| format!("cannot read the spool file back: {e}"))?;
     let done = DoneSet::load(&args.report, &plan)?;
 
-    let mut ids = scan.finish();
+    let mut ids = scan.finish().linked_to(rows.content_ids());
     let mut inverse = Vec::new();
     let mut unrestorable = Vec::new();
     for row in rows {

@@ -25,7 +25,7 @@ use super::{task, unusable_row, with_settled, RunContext, Transport};
 
 /// Rows per chunk: large enough that the hand-offs cost nothing per row, small enough that
 /// every worker has work early.
-pub const CHUNK_ROWS: usize = 256;
+pub const CHUNK_ROWS: usize = 128;
 
 /// Workers at most, whatever the machine: the dispatcher and the writer need a share too.
 const MAX_WORKERS: usize = 4;

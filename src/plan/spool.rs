@@ -7,7 +7,8 @@
 //! process ends, however it ends (on Unix; elsewhere it is removed when the spool is dropped).
 //!
 //! Record: `number u64, line u32, file u32` (index into the spool's file names), `target u32`,
-//! `action u8`, ten optional strings (`u32` length, `u32::MAX` for none) in [`Row`] field order,
+//! `action u8`, `content_id u64` (the row's content hash from the validation pass, see
+//! [`crate::identity`]; 0 for a row with a `key`), ten optional strings (`u32` length, `u32::MAX` for none) in [`Row`] field order,
 //! and `not_before` (`u8` flag + `i64` microseconds).
 
 use std::fs::{File, OpenOptions};
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 
 use super::model::{Action, Row, Source};
 use super::problem::Problem;
+use crate::identity::LastContentId;
 
 /// Validated rows on their way from validation to the executor.
 pub struct Spool {
@@ -55,8 +57,10 @@ impl Spool {
         })
     }
 
-    /// Appends a validated row.
-    pub fn push(&mut self, row: &Row) -> std::io::Result<()> {
+    /// Appends a validated row with its content id ([`crate::identity::IdentityScan::observe`];
+    /// `None` for a row with a `key`). Readers hand the id to the [`LastContentId`] they
+    /// share, so the run does not hash the row again for its identity.
+    pub fn push(&mut self, row: &Row, content_id: Option<u64>) -> std::io::Result<()> {
         let file = match self
             .files
             .iter()
@@ -74,6 +78,7 @@ impl Spool {
         w.write_all(&(file as u32).to_le_bytes())?;
         w.write_all(&(row.target as u32).to_le_bytes())?;
         w.write_all(&[matches!(row.action, Action::Unreact) as u8])?;
+        w.write_all(&content_id.unwrap_or(0).to_le_bytes())?;
         for field in row.text_fields() {
             match field {
                 None => w.write_all(&NONE.to_le_bytes())?,
@@ -119,6 +124,7 @@ impl Spool {
             files,
             left: rows,
             total: rows,
+            last: LastContentId::default(),
         })
     }
 }
@@ -130,9 +136,17 @@ pub struct SpoolRows {
     files: Vec<Arc<str>>,
     left: u64,
     total: u64,
+    /// Where each row's content id goes as the row is read (shared by every reader).
+    last: LastContentId,
 }
 
 impl SpoolRows {
+    /// Where this reader (and every one [`SpoolRows::again`] makes) leaves the content id of
+    /// the row it yielded last: link it to the run's [`crate::identity::Identities`].
+    pub fn content_ids(&self) -> LastContentId {
+        self.last.clone()
+    }
+
     /// The rows again from the first. The handles share one file offset: read one at a time
     /// (`--resume` copies done rows from one before the executor reads another).
     pub fn again(&self) -> std::io::Result<SpoolRows> {
@@ -144,6 +158,7 @@ impl SpoolRows {
             files: self.files.clone(),
             left: self.total,
             total: self.total,
+            last: self.last.clone(),
         })
     }
 
@@ -154,6 +169,7 @@ impl SpoolRows {
         let file = u32::from_le_bytes(read_n(r)?) as usize;
         let target = u32::from_le_bytes(read_n(r)?) as usize;
         let [action] = read_n::<1>(r)?;
+        let content_id = u64::from_le_bytes(read_n(r)?);
         let mut fields: [Option<String>; 9] = Default::default();
         for f in &mut fields {
             let len = u32::from_le_bytes(read_n(r)?);
@@ -173,6 +189,9 @@ impl SpoolRows {
         } else {
             None
         };
+        if content_id != 0 {
+            self.last.set(number, content_id);
+        }
         let file = self
             .files
             .get(file)
@@ -281,7 +300,7 @@ mod tests {
         }
         let mut spool = Spool::create().expect("spool");
         for r in &rows {
-            spool.push(r).expect("push");
+            spool.push(r, Some(r.number * 7)).expect("push");
         }
         let first = spool.into_rows().expect("rows");
         let back: Vec<Row> = first
@@ -296,5 +315,80 @@ mod tests {
             .map(|r| r.expect("row"))
             .collect();
         assert_eq!(twice, rows);
+    }
+
+    #[test]
+    fn identities_from_the_spool_match_hashing_each_row_again() {
+        use crate::identity::IdentityScan;
+        let file: Arc<str> = Arc::from("rows.csv");
+        // Repeated rows (occurrence numbers), `not_before` (hashed as text), explicit keys.
+        let rows: Vec<Row> = (1..=60u64)
+            .map(|i| Row {
+                number: i,
+                source: Source {
+                    file: Arc::clone(&file),
+                    line: i as u32 + 1,
+                },
+                target: (i % 2) as usize,
+                action: Action::React,
+                emoji: Some("👍".into()),
+                message_id: Some(format!("m-{}", i % 13)),
+                msgid: None,
+                conversation_id: None,
+                conversation_ref_id: None,
+                user_id: None,
+                user_ref_id: None,
+                not_before: (i % 3 == 0).then(|| {
+                    Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0)
+                        .single()
+                        .expect("time")
+                }),
+                previous_emoji: None,
+                key: (i % 10 == 0).then(|| format!("k{i}")),
+            })
+            .collect();
+        let names = ["a", "b"];
+        let mut scan = IdentityScan::new();
+        let mut spool = Spool::create().expect("spool");
+        for r in &rows {
+            let id = scan.observe(r, names[r.target]);
+            assert_eq!(id.is_none(), r.key.is_some());
+            spool.push(r, id).expect("push");
+        }
+        let ids = scan.finish();
+        let spooled = spool.into_rows().expect("rows");
+        let mut hashed = ids.clone();
+        let expected: Vec<String> = rows
+            .iter()
+            .map(|r| hashed.key(r, names[r.target]))
+            .collect();
+        // Twice, as a resumed run reads the spool (the copy of done rows, then the run).
+        for _ in 0..2 {
+            let mut linked = ids.clone().linked_to(spooled.content_ids());
+            let got: Vec<String> = spooled
+                .again()
+                .expect("again")
+                .map(|r| {
+                    let r = r.expect("row");
+                    linked.key(&r, names[r.target])
+                })
+                .collect();
+            assert_eq!(got, expected);
+        }
+        assert!(expected.iter().any(|k| k.ends_with(".2")), "{expected:?}");
+        // The id really comes from the spool (not hashed again): a planted one shows.
+        let mut spool = Spool::create().expect("spool");
+        spool.push(&rows[0], Some(0xdead)).expect("push");
+        let spooled = spool.into_rows().expect("rows");
+        let mut linked = IdentityScan::new()
+            .finish()
+            .linked_to(spooled.content_ids());
+        let row = spooled
+            .again()
+            .expect("again")
+            .next()
+            .expect("one")
+            .expect("row");
+        assert_eq!(linked.key(&row, "a"), "#000000000000dead.1");
     }
 }

@@ -60,10 +60,15 @@ pub fn prepare(target: &Target, row: &Row) -> PreparedRequest {
         TargetKind::Kommo { scope_id, .. } => (kommo::path(scope_id), kommo::body(row)),
         TargetKind::Ogmma { channel_id } => (ogmma::path(channel_id), ogmma::body(row)),
     };
+    // Per row, so no `format!`: two exact-size copies.
+    let base = target.base_url.trim_end_matches('/');
+    let mut url = String::with_capacity(base.len() + path.len());
+    url.push_str(base);
+    url.push_str(&path);
     PreparedRequest {
         provider: target.provider(),
         method: "POST",
-        url: format!("{}{}", target.base_url.trim_end_matches('/'), path),
+        url,
         path,
         body: Bytes::from(body),
     }
@@ -165,6 +170,108 @@ mod tests {
         let signed = sign(&req, &Secret::new("k-123"), Utc::now());
         assert!(signed.headers.iter().all(|(_, v)| !v.contains("k-123")));
         assert_eq!(signed.bearer.as_ref().map(Secret::expose), Some("k-123"));
+    }
+
+    /// The bodies as `serde_json` serialised them before they were written by hand.
+    mod reference {
+        use serde::Serialize;
+
+        #[derive(Serialize)]
+        pub struct User<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub ref_id: Option<&'a str>,
+        }
+
+        #[derive(Serialize)]
+        pub struct Kommo<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub conversation_id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub conversation_ref_id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub msgid: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub user: Option<User<'a>>,
+            #[serde(rename = "type")]
+            pub kind: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub emoji: Option<&'a str>,
+        }
+
+        #[derive(Serialize)]
+        pub struct Ogmma<'a> {
+            #[serde(rename = "messageId")]
+            pub message_id: &'a str,
+            pub emoji: &'a str,
+        }
+    }
+
+    #[test]
+    fn bodies_match_serde_json_for_every_shape_and_hostile_strings() {
+        let hostile = crate::json::HOSTILE;
+        let mut n = 0;
+        for present in 0u32..128 {
+            for action in [Action::React, Action::Unreact] {
+                for shift in [0, 3, 7] {
+                    // Each present field gets another hostile string (the empty one included).
+                    let mut pick = |bit: u32| {
+                        n += 1;
+                        (present & (1 << bit) != 0)
+                            .then(|| hostile[(n + shift) % hostile.len()].to_string())
+                    };
+                    let r = Row {
+                        action,
+                        emoji: pick(0),
+                        message_id: pick(1),
+                        msgid: pick(2),
+                        conversation_id: pick(3),
+                        conversation_ref_id: pick(4),
+                        user_id: pick(5),
+                        user_ref_id: pick(6),
+                        ..row(action, None)
+                    };
+                    let user = (r.user_id.is_some() || r.user_ref_id.is_some()).then_some(
+                        reference::User {
+                            id: r.user_id.as_deref(),
+                            ref_id: r.user_ref_id.as_deref(),
+                        },
+                    );
+                    let kommo = reference::Kommo {
+                        conversation_id: r.conversation_id.as_deref(),
+                        conversation_ref_id: r.conversation_ref_id.as_deref(),
+                        id: r.message_id.as_deref(),
+                        msgid: r.msgid.as_deref(),
+                        user,
+                        kind: r.action.as_str(),
+                        emoji: r
+                            .emoji
+                            .as_deref()
+                            .filter(|e| !e.is_empty() || r.action == Action::React),
+                    };
+                    let expected = serde_json::to_vec(&kommo).expect("serialises");
+                    assert_eq!(
+                        String::from_utf8_lossy(&kommo::body(&r)),
+                        String::from_utf8_lossy(&expected)
+                    );
+                    let ogmma = reference::Ogmma {
+                        message_id: r.message_id.as_deref().unwrap_or(""),
+                        emoji: match r.action {
+                            Action::React => r.emoji.as_deref().unwrap_or(""),
+                            Action::Unreact => "",
+                        },
+                    };
+                    let expected = serde_json::to_vec(&ogmma).expect("serialises");
+                    assert_eq!(
+                        String::from_utf8_lossy(&ogmma::body(&r)),
+                        String::from_utf8_lossy(&expected)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

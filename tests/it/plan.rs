@@ -338,6 +338,46 @@ fn large_csv_streams_and_warns_on_repeats() {
 }
 
 #[test]
+fn validation_without_warnings_finds_the_same_errors() {
+    // What `run -q` uses: no pointless-row search, but repeated keys are still errors (found
+    // by the same second pass), and every row still reaches the caller once.
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("rows.csv");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&csv).expect("create"));
+    writeln!(f, "target,message_id,emoji,action,key").expect("write");
+    for i in 0..20_000u32 {
+        writeln!(f, "ogmma-br,msg-{i},👍,react,k-{i}").expect("write");
+    }
+    writeln!(f, "ogmma-br,msg-7,,unreact,k-19999").expect("write");
+    writeln!(f, "ogmma-br,msg-8,nope,react,").expect("write");
+    drop(f);
+    let targets = root().join("tests/fixtures/valid/targets.yaml");
+    let plan = Plan::load(&csv, Some(&targets)).expect("plan loads");
+    let full = plan.validate();
+    let mut seen = 0u64;
+    let quiet = plan.validate_errors_with(|_| seen += 1);
+    let text = |v: &reactbatch::plan::Validation| -> Vec<String> {
+        v.errors.iter().map(ToString::to_string).collect()
+    };
+    assert_eq!(text(&quiet), text(&full));
+    assert_eq!(quiet.errors.len(), 2, "{:?}", text(&quiet));
+    assert!(
+        text(&quiet).iter().any(|e| e.contains("k-19999")),
+        "{:?}",
+        text(&quiet)
+    );
+    assert_eq!((quiet.rows, seen), (20_002, 20_001));
+    // The full validation also warns that row 8 is pointless; the quiet one does not look.
+    assert!(
+        full.warnings.iter().any(|w| w.line == Some(9)),
+        "{:?}",
+        full.warnings
+    );
+    assert!(quiet.warnings.iter().all(|w| w.line != Some(9)));
+}
+
+#[test]
 fn structural_errors_fail_load_with_every_problem() {
     let dir = root().join("tests/fixtures/broken");
     let problems = Plan::load(&dir.join("bad_settings_values.yaml"), None).expect_err("invalid");

@@ -194,9 +194,9 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         }
     };
     let mut spool_error = None;
-    let validation = plan.validate_with(|row| {
+    let on_row = |row: &crate::plan::Row| {
         let name = &plan.targets[row.target].name;
-        scan.observe(row, name);
+        let content_id = scan.observe(row, name);
         digest.row(row);
         if shard
             .is_none_or(|s| crate::identity::shard_of(name, row.message_ref(), s.count) == s.index)
@@ -204,11 +204,17 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             audit.row(row);
         }
         if spool_error.is_none() {
-            if let Err(e) = spool.push(row) {
+            if let Err(e) = spool.push(row, content_id) {
                 spool_error = Some(e);
             }
         }
-    });
+    };
+    // Warnings are only printed without -q: quiet, the pass that only finds warnings is skipped.
+    let validation = if config.quiet {
+        plan.validate_errors_with(on_row)
+    } else {
+        plan.validate_with(on_row)
+    };
     if let Some(e) = spool_error {
         crate::log::error(&format!(
             "reactbatch run: cannot write the spool file in the temp directory: {e}; nothing was sent"
@@ -264,6 +270,8 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             return Err(Exit::Invalid);
         }
     };
+    // The run takes each row's identity hash from the spool instead of hashing it again.
+    let identities = identities.linked_to(spool.content_ids());
     // The outline's second pass (replacing counts) rides on the run's own read of the rows.
     let (audit, replacing) = audit.finish(&plan.pace_groups, &rates, config.burst);
     let digest = digest.finish_all();

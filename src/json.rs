@@ -1,0 +1,127 @@
+//! JSON strings written by hand, byte for byte as `serde_json` writes them, for the records
+//! rendered on every row (the emit trail, the request bodies): `serde_json`'s serialiser
+//! machinery was a fifth of a dry run's signing and rendering.
+
+/// Whether any of the 8 bytes in `w` must be escaped in a JSON string: below 0x20, `"` or
+/// `\` (the classic "has a zero byte" bit trick; exact, as used here).
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+    below_space || zero_in(w ^ (ONES * u64::from(b'"'))) || zero_in(w ^ (ONES * u64::from(b'\\')))
+}
+
+/// Appends `s` as a JSON string exactly as `serde_json` writes it: `"` and `\` escaped, the
+/// control characters below U+0020 as `\b`, `\f`, `\n`, `\r`, `\t` or `\u00xx` (lowercase
+/// hex), everything else (DEL, non-ASCII) as is. Runs of 8 bytes with nothing to escape are
+/// skipped whole.
+pub fn push_str(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            if !needs_escape(u64::from_le_bytes(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0A => b'n',
+            0x0C => b'f',
+            0x0D => b'r',
+            0x00..=0x1F => b'u',
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        i += 1;
+        start = i;
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            out.extend_from_slice(b"00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xF)]);
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends `"name":` after a `,` unless `first`; the value is the caller's.
+pub fn push_key(first: bool, name: &str, out: &mut Vec<u8>) {
+    if !first {
+        out.push(b',');
+    }
+    push_str(name, out);
+    out.push(b':');
+}
+
+/// Appends `"name":` and the string `value` (JSON-escaped), after a `,` unless `first`.
+pub fn push_member(first: bool, name: &str, value: &str, out: &mut Vec<u8>) {
+    push_key(first, name, out);
+    push_str(value, out);
+}
+
+/// Strings that need escaping, and the bytes around them: for tests comparing with
+/// `serde_json`.
+#[cfg(test)]
+pub const HOSTILE: &[&str] = &[
+    "",
+    "plain",
+    "quote \" and backslash \\ and \\\"",
+    "\u{0}\u{1}\u{7}\u{8}\t\n\u{b}\u{c}\r\u{e}\u{1f} \u{7f}",
+    "non-ASCII: café, Ünïcödé, 日本語, \u{2028}\u{2029}",
+    "emoji: 👍🏽 ❤️ 🏳️‍🌈 \u{fe0f}\u{200d}",
+    "</script><!-- & ' `",
+    "\"",
+    "\\",
+    "\n",
+    "12345678\"12345678\\1234567\u{1}",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hostile_strings_match_serde_json() {
+        for s in HOSTILE {
+            let mut out = Vec::new();
+            push_str(s, &mut out);
+            assert_eq!(out, serde_json::to_vec(s).expect("serialises"), "{s:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn strings_match_serde_json(chars in proptest::collection::vec(prop_oneof![
+            any::<char>(),
+            // Mostly what needs escaping, and the bytes next to it, in runs of any length.
+            proptest::sample::select(vec![
+                '"', '\\', '\u{0}', '\u{8}', '\t', '\n', '\u{c}', '\r', '\u{1f}', ' ', '!', '#',
+                '[', ']', '\u{7f}', 'é', '👍', 'a',
+            ]),
+        ], 0..40)) {
+            let s: String = chars.into_iter().collect();
+            let mut out = Vec::new();
+            push_str(&s, &mut out);
+            prop_assert_eq!(out, serde_json::to_vec(&s).expect("serialises"));
+        }
+    }
+}
