@@ -147,6 +147,9 @@ pub(super) async fn sender<T: Transport>(
             continue;
         }
         tokio::select! {
+            // The pace first: when it has a slot at once (an unlimited lane), the cancel
+            // watch is not even registered with.
+            biased;
             _ = l.limiter.next_slot(true) => {}
             _ = ctx.cancel.soft() => {
                 l.push_front(job);

@@ -127,7 +127,9 @@ impl Links {
     ) -> Result<Answer, LinkError> {
         let (mut link, reused) = match self.take(origin) {
             Some(link) => (link, true),
-            None => (connect(origin, tls).await?, false),
+            // Boxed: the connect and TLS handshake state is large and needed once per
+            // connection; inline, every request's future would carry (and move) it.
+            None => (Box::pin(connect(origin, tls)).await?, false),
         };
         let result = match link.exchange(request).await {
             // Never written: the server had closed the reused connection. Once more, fresh.
@@ -135,7 +137,7 @@ impl Links {
                 unsent: Some(request),
                 ..
             }) if reused => {
-                link = connect(origin, tls).await?;
+                link = Box::pin(connect(origin, tls)).await?;
                 link.exchange(request).await
             }
             other => other,

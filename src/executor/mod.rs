@@ -168,8 +168,18 @@ impl<T: Transport> RunContext<T> {
     }
 }
 
-/// A (target, message) pair: rows on one run in plan order, one at a time.
-pub(crate) type MessageId = (usize, String);
+/// A (target, message) pair, the message hashed: rows on one message run in plan order, one
+/// at a time. Two messages whose hashes collide only wait for each other (never overlap), so
+/// the dispatcher keeps no copy of each in-flight message id.
+pub(crate) type MessageId = (usize, u64);
+
+pub(crate) fn message_id(row: &Row) -> MessageId {
+    use std::hash::BuildHasher;
+    (
+        row.target,
+        foldhash::quality::FixedState::default().hash_one(row.message_ref()),
+    )
+}
 
 /// A row's stable identity for `--resume`, computed by the caller (see `crate::identity`).
 pub type KeyFn = Box<dyn FnMut(&Row) -> String + Send>;
@@ -324,7 +334,8 @@ pub async fn execute<T: Transport>(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<MessageId>();
     let mut busy: HashMap<MessageId, VecDeque<(Row, String)>> = HashMap::new();
     // Messages with a deferred row: (first such row, its not_before).
-    let mut deferred: HashMap<MessageId, (u64, DateTime<Utc>)> = HashMap::new();
+    // Exact ids here: a collision would defer an unrelated row.
+    let mut deferred: HashMap<(usize, String), (u64, DateTime<Utc>)> = HashMap::new();
     // Rows handed to a lane and not finished; rows waiting behind a busy message.
     let mut running = 0usize;
     let mut queued = 0usize;
@@ -425,7 +436,7 @@ pub async fn execute<T: Transport>(
                 settle.push(&ctx, Item::Plan { row, key }).await;
                 continue;
             }
-            match busy.entry((row.target, row.message_ref().to_string())) {
+            match busy.entry(message_id(&row)) {
                 Entry::Occupied(mut q) => {
                     q.get_mut().push_back((row, key));
                     queued += 1;

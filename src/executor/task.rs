@@ -124,7 +124,7 @@ impl Job {
     }
 
     pub(super) fn message_id(&self) -> MessageId {
-        (self.row.target, self.row.message_ref().to_string())
+        super::message_id(&self.row)
     }
 
     fn outcome(

@@ -401,9 +401,17 @@ fn header_map(headers: &[(&'static str, String)], host: Option<HeaderValue>) -> 
             "Accept" => hyper::header::ACCEPT,
             other => HeaderName::from_bytes(other.as_bytes()).ok()?,
         };
-        map.append(name, HeaderValue::from_str(value).ok()?);
+        map.append(name, header_value(value)?);
     }
     Some(map)
+}
+
+/// The values every request repeats are shared, not copied per request.
+fn header_value(value: &str) -> Option<HeaderValue> {
+    match value {
+        "application/json" => Some(HeaderValue::from_static("application/json")),
+        _ => HeaderValue::from_str(value).ok(),
+    }
 }
 
 /// The certificate problem behind a transport error, if that is what it is: retrying cannot
@@ -436,6 +444,10 @@ fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> 
 /// Code and message of a 2xx body that says the request was not done: a JSON object with
 /// `"success": false` (Ogmma), with its `code`/`message` or `success_false`. Empty otherwise.
 pub fn refusal_in_success(body: &[u8]) -> (String, String) {
+    // Most 2xx bodies say nothing of the kind: no JSON parse for them.
+    if !body.windows(5).any(|w| w == b"false") {
+        return (String::new(), String::new());
+    }
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
     else {
         return (String::new(), String::new());
