@@ -186,13 +186,24 @@ impl Link {
         request: hyper::Request<Full<Bytes>>,
     ) -> Result<(Answer, bool), Failed> {
         let Link { sender, conn, .. } = self;
-        let work = async move {
-            if let Err(e) = sender.ready().await {
+        // First until the connection takes a request: if it ends or fails before that,
+        // nothing was written and the request comes back.
+        match with_conn(conn, sender.ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
                 return Err(Failed {
                     error: LinkError::Http(e),
                     unsent: Some(request),
-                });
+                })
             }
+            Err(ended) => {
+                return Err(Failed {
+                    error: LinkError::Closed(ended),
+                    unsent: Some(request),
+                })
+            }
+        }
+        let work = async move {
             let response = sender.try_send_request(request).await.map_err(|mut e| {
                 let unsent = e.take_message();
                 Failed {

@@ -295,3 +295,123 @@ async fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// A server that closes each keep-alive connection soon after answering on it (an idle
+/// timeout far shorter than the gap between two rows). Each of a sender's requests then finds
+/// its connection closed: it opens a fresh one and the row goes once, with one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_the_server_closed_is_replaced_without_a_lost_attempt() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (h, c) = (Arc::clone(&hits), Arc::clone(&connections));
+    let server = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::Relaxed);
+            let h = Arc::clone(&h);
+            tokio::spawn(async move {
+                if read_request(&mut sock).await {
+                    h.fetch_add(1, Ordering::Relaxed);
+                    let body = r#"{"success":true,"message":"Reacao processada"}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(format!("{head}{body}").as_bytes()).await;
+                    // Keep-alive as far as the headers say; closed 20 ms later.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let _ = sock.shutdown().await;
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<PlanRow> = (0..5).map(|i| react("o", format!("k-{i}"), "👍")).collect();
+    // One sender, a row every 200 ms: every request after the first finds a closed connection.
+    let plan = write_plan(
+        dir.path(),
+        &url,
+        &rows,
+        "rate: 5/s, concurrency: 1, retries: 0, timeout: 5s",
+    );
+    let report = dir.path().join("report.csv");
+    let mut cmd = run_cmd(&plan, &report, &[]);
+    let out = tokio::task::spawn_blocking(move || output_within(&mut cmd, WATCHDOG))
+        .await
+        .expect("join");
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = read_report(&report).expect("report");
+    assert!(
+        report
+            .iter()
+            .all(|r| r.status == Status::Ok && r.attempts == 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        hits.load(Ordering::Relaxed),
+        5,
+        "each row reached the server once"
+    );
+    assert_eq!(
+        connections.load(Ordering::Relaxed),
+        5,
+        "a fresh connection per row"
+    );
+}
+
+/// The other side of the same coin: a server that keeps its connections open gets every row
+/// of a sender on one connection (keep-alive is used, not a connection per request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sender_keeps_one_connection_open_for_all_its_rows() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (h, c) = (Arc::clone(&hits), Arc::clone(&connections));
+    let server = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::Relaxed);
+            let h = Arc::clone(&h);
+            tokio::spawn(async move {
+                while read_request(&mut sock).await {
+                    h.fetch_add(1, Ordering::Relaxed);
+                    let body = r#"{"success":true}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<PlanRow> = (0..20)
+        .map(|i| react("o", format!("j-{i}"), "👍"))
+        .collect();
+    let plan = write_plan(
+        dir.path(),
+        &url,
+        &rows,
+        "rate: unlimited, concurrency: 1, retries: 0",
+    );
+    let report = dir.path().join("report.csv");
+    let mut cmd = run_cmd(&plan, &report, &[]);
+    let out = tokio::task::spawn_blocking(move || output_within(&mut cmd, WATCHDOG))
+        .await
+        .expect("join");
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = read_report(&report).expect("report");
+    assert!(report.iter().all(|r| r.status == Status::Ok), "{report:?}");
+    assert_eq!(hits.load(Ordering::Relaxed), 20);
+    assert_eq!(
+        connections.load(Ordering::Relaxed),
+        1,
+        "one keep-alive connection"
+    );
+}
