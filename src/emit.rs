@@ -301,9 +301,12 @@ mod tests {
     fn request(url: &str, value: &str, body: &[u8], bearer: bool) -> SignedRequest {
         SignedRequest {
             method: "POST",
-            url: url.to_string(),
+            url: url.into(),
             path: "/p".into(),
-            headers: vec![("Date", value.to_string()), ("X-Signature", "ab\"c".into())],
+            headers: vec![
+                ("Date", value.to_string().into()),
+                ("X-Signature", "ab\"c".into()),
+            ],
             bearer: bearer.then(|| Secret::new("k-secret")),
             body: Bytes::copy_from_slice(body),
             signed_string: None,

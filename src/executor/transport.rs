@@ -138,7 +138,7 @@ impl HttpTransport {
     ) -> Result<AttemptOutcome, reqwest::Error> {
         let mut builder = match url {
             Some(url) => client.post(url),
-            None => client.post(&request.url),
+            None => client.post(&*request.url),
         };
         if let Some(map) = header_map(&request.headers, None) {
             builder = builder.headers(map);
@@ -387,7 +387,10 @@ fn answered(status: u16, retry_after: Option<&str>, body: &[u8]) -> AttemptOutco
 
 /// The request's headers (after `Host`, when given), with the names we send known in advance
 /// (no parsing per request). `None` if one does not convert.
-fn header_map(headers: &[(&'static str, String)], host: Option<HeaderValue>) -> Option<HeaderMap> {
+fn header_map(
+    headers: &[(&'static str, std::borrow::Cow<'static, str>)],
+    host: Option<HeaderValue>,
+) -> Option<HeaderMap> {
     let mut map = HeaderMap::with_capacity(headers.len() + 4);
     if let Some(host) = host {
         map.insert(hyper::header::HOST, host);
@@ -407,10 +410,21 @@ fn header_map(headers: &[(&'static str, String)], host: Option<HeaderValue>) -> 
 }
 
 /// The values every request repeats are shared, not copied per request.
-fn header_value(value: &str) -> Option<HeaderValue> {
+// The `Cow` itself is the point: borrowed values are the constants that need no copy.
+#[allow(clippy::ptr_arg)]
+fn header_value(value: &std::borrow::Cow<'static, str>) -> Option<HeaderValue> {
     match value {
-        "application/json" => Some(HeaderValue::from_static("application/json")),
-        _ => HeaderValue::from_str(value).ok(),
+        // `from_static` takes what `from_str` would (visible ASCII and tab); checked first, so
+        // it cannot panic.
+        std::borrow::Cow::Borrowed(constant)
+            if constant
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) =>
+        {
+            Some(HeaderValue::from_static(constant))
+        }
+        std::borrow::Cow::Borrowed(other) => HeaderValue::from_str(other).ok(),
+        std::borrow::Cow::Owned(text) => HeaderValue::from_str(text).ok(),
     }
 }
 

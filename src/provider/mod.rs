@@ -7,6 +7,9 @@
 mod kommo;
 mod ogmma;
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
@@ -23,10 +26,11 @@ pub const ACCEPT: &str = "application/json";
 pub struct PreparedRequest {
     pub provider: ProviderKind,
     pub method: &'static str,
-    /// Path only (what Kommo signs), e.g. `/v2/origin/custom/{scope_id}/react`.
-    pub path: String,
+    /// Path only (what Kommo signs), e.g. `/v2/origin/custom/{scope_id}/react`. Shared with
+    /// every attempt's [`SignedRequest`], not copied.
+    pub path: Arc<str>,
     /// `base_url` + `path`.
-    pub url: String,
+    pub url: Arc<str>,
     pub body: Bytes,
 }
 
@@ -35,10 +39,10 @@ pub struct PreparedRequest {
 #[derive(Clone, Debug)]
 pub struct SignedRequest {
     pub method: &'static str,
-    pub url: String,
-    pub path: String,
-    /// In wire order.
-    pub headers: Vec<(&'static str, String)>,
+    pub url: Arc<str>,
+    pub path: Arc<str>,
+    /// In wire order. The values every request repeats are borrowed, not copied.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub bearer: Option<Secret>,
     pub body: Bytes,
     /// Kommo only: the exact string that was signed.
@@ -68,8 +72,8 @@ pub fn prepare(target: &Target, row: &Row) -> PreparedRequest {
     PreparedRequest {
         provider: target.provider(),
         method: "POST",
-        url,
-        path,
+        url: url.into(),
+        path: path.into(),
         body: Bytes::from(body),
     }
 }
@@ -87,18 +91,18 @@ pub fn sign(request: &PreparedRequest, secret: &Secret, now: DateTime<Utc>) -> S
                 secret,
             );
             let headers = vec![
-                ("Date", sig.date),
-                ("Content-Type", CONTENT_TYPE.to_string()),
-                ("Content-MD5", sig.content_md5),
-                ("X-Signature", sig.signature),
-                ("Accept", ACCEPT.to_string()),
+                ("Date", Cow::Owned(sig.date)),
+                ("Content-Type", Cow::Borrowed(CONTENT_TYPE)),
+                ("Content-MD5", Cow::Owned(sig.content_md5)),
+                ("X-Signature", Cow::Owned(sig.signature)),
+                ("Accept", Cow::Borrowed(ACCEPT)),
             ];
             (headers, None, Some(sig.signed))
         }
         ProviderKind::Ogmma => (
             vec![
-                ("Content-Type", CONTENT_TYPE.to_string()),
-                ("Accept", ACCEPT.to_string()),
+                ("Content-Type", Cow::Borrowed(CONTENT_TYPE)),
+                ("Accept", Cow::Borrowed(ACCEPT)),
             ],
             Some(secret.clone()),
             None,
@@ -164,7 +168,7 @@ mod tests {
         let req = prepare(&ogmma(), &row(Action::Unreact, Some("👍")));
         assert_eq!(&req.body[..], br#"{"messageId":"m-1","emoji":""}"#);
         assert_eq!(
-            req.url,
+            &*req.url,
             "http://127.0.0.1:9/v1/channels/ch_1/messages/react"
         );
         let signed = sign(&req, &Secret::new("k-123"), Utc::now());

@@ -2,7 +2,6 @@
 //! current emoji. Sharded behind plain mutexes so concurrent connections rarely contend, and so
 //! a run's effect can be asserted after it finishes.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -10,6 +9,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde::Serialize;
 
 use crate::plan::ProviderKind;
+
+/// foldhash, not SipHash: every accepted request hashes its key twice (shard, then map), and
+/// SipHash over the long scope id showed in the sandbox's profile under load.
+type Hasher = foldhash::quality::RandomState;
 
 /// Independent locks; a power of two well above the core count keeps contention negligible.
 const SHARDS: usize = 32;
@@ -47,19 +50,21 @@ pub(crate) struct ReactionKey {
 }
 
 pub(crate) struct ReactionStore {
-    hasher: RandomState,
-    shards: Vec<Mutex<HashMap<ReactionKey, String>>>,
+    hasher: Hasher,
+    shards: Vec<Mutex<HashMap<ReactionKey, String, Hasher>>>,
 }
 
 impl ReactionStore {
     pub(crate) fn new() -> Self {
         ReactionStore {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Hasher::default(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(Hasher::default())))
+                .collect(),
         }
     }
 
-    fn shard(&self, key: &ReactionKey) -> MutexGuard<'_, HashMap<ReactionKey, String>> {
+    fn shard(&self, key: &ReactionKey) -> MutexGuard<'_, HashMap<ReactionKey, String, Hasher>> {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
         lock(&self.shards[index])
     }
