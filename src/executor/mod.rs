@@ -455,17 +455,23 @@ pub async fn execute<T: Transport>(
         }
         tokio::select! {
             Some(id) = done_rx.recv() => {
-                running -= 1;
-                let next = busy.get_mut(&id).and_then(VecDeque::pop_front);
-                match next {
-                    Some((row, key)) => {
-                        queued -= 1;
-                        to_lane(&ctx, row, key);
-                        running += 1;
+                // Every row that finished meanwhile, in one wake-up: with many senders, rows
+                // finish faster than one loop round per row would go.
+                let mut next_id = Some(id);
+                while let Some(id) = next_id {
+                    running -= 1;
+                    let next = busy.get_mut(&id).and_then(VecDeque::pop_front);
+                    match next {
+                        Some((row, key)) => {
+                            queued -= 1;
+                            to_lane(&ctx, row, key);
+                            running += 1;
+                        }
+                        None => {
+                            busy.remove(&id);
+                        }
                     }
-                    None => {
-                        busy.remove(&id);
-                    }
+                    next_id = done_rx.try_recv().ok();
                 }
             }
             _ = ctx.cancel.soft(), if !cancelled => {}
