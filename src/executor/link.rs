@@ -122,7 +122,7 @@ impl Links {
     pub(super) async fn exchange(
         &mut self,
         origin: &Origin,
-        tls: &TlsConnector,
+        tls: &Tls,
         request: hyper::Request<Full<Bytes>>,
     ) -> Result<Answer, LinkError> {
         let (mut link, reused) = match self.take(origin) {
@@ -283,7 +283,7 @@ async fn with_conn<F: Future>(
 }
 
 /// Opens a connection to `origin`: TCP with `TCP_NODELAY`, then TLS for https.
-async fn connect(origin: &Origin, tls: &TlsConnector) -> Result<Link, LinkError> {
+async fn connect(origin: &Origin, tls: &Tls) -> Result<Link, LinkError> {
     let failed = LinkError::Connect;
     let tcp = match &origin.host {
         url::Host::Ipv4(ip) => TcpStream::connect((*ip, origin.port)).await,
@@ -300,7 +300,8 @@ async fn connect(origin: &Origin, tls: &TlsConnector) -> Result<Link, LinkError>
             url::Host::Domain(name) => ServerName::try_from(name.clone())
                 .map_err(|e| failed(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?,
         };
-        Box::new(tls.connect(name, tcp).await.map_err(failed)?)
+        let connector = tls.connector().await?;
+        Box::new(connector.connect(name, tcp).await.map_err(failed)?)
     } else {
         Box::new(tcp)
     };
@@ -315,9 +316,44 @@ async fn connect(origin: &Origin, tls: &TlsConnector) -> Result<Link, LinkError>
     })
 }
 
+/// The TLS client every https connection uses, built at the first one: loading the system
+/// store (every file of `SSL_CERT_DIR` when it is set) took tens of milliseconds before the
+/// first request, which a run to http targets (the sandbox) never needs.
+pub(super) struct Tls {
+    extra_roots: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+    connector: tokio::sync::OnceCell<Result<TlsConnector, String>>,
+}
+
+impl Tls {
+    pub(super) fn new(
+        extra_roots: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+    ) -> Tls {
+        Tls {
+            extra_roots,
+            connector: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn connector(&self) -> Result<&TlsConnector, LinkError> {
+        let built = self
+            .connector
+            .get_or_init(|| async {
+                let roots = self.extra_roots.clone();
+                // Reading and parsing certificate files: not on a runtime worker.
+                tokio::task::spawn_blocking(move || tls_connector(&roots))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("cannot set up TLS: {e}")))
+            })
+            .await;
+        built
+            .as_ref()
+            .map_err(|e| LinkError::Connect(std::io::Error::other(e.clone())))
+    }
+}
+
 /// The TLS client every connection uses: the bundled web roots, the system store
 /// (`SSL_CERT_FILE`/`SSL_CERT_DIR` when set) and the extra roots given, HTTP/1.1 only.
-pub(super) fn tls_connector(
+fn tls_connector(
     extra_roots: &[tokio_rustls::rustls::pki_types::CertificateDer<'static>],
 ) -> Result<TlsConnector, String> {
     use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};

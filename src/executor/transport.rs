@@ -83,7 +83,7 @@ impl Trust {
 /// reach them or should not see them.
 #[derive(Clone)]
 pub struct HttpTransport {
-    tls: tokio_rustls::TlsConnector,
+    tls: std::sync::Arc<link::Tls>,
     /// Set when the environment names a proxy.
     proxied: Option<reqwest::Client>,
 }
@@ -125,7 +125,7 @@ impl HttpTransport {
             None
         };
         Ok(HttpTransport {
-            tls: link::tls_connector(&trust.extra_roots)?,
+            tls: std::sync::Arc::new(link::Tls::new(trust.extra_roots.clone())),
             proxied,
         })
     }
