@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
-use super::transport::MAX_BODY;
+use super::transport::append_capped;
 
 /// Where a connection goes: scheme, host and port of a request's URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl std::fmt::Display for LinkError {
 pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) retry_after: Option<String>,
-    /// At most [`MAX_BODY`] bytes.
+    /// At most [`MAX_BODY`](super::transport::MAX_BODY) bytes.
     pub(super) body: Vec<u8>,
 }
 
@@ -180,7 +180,7 @@ struct Failed {
 
 impl Link {
     /// Writes the request and reads the answer, driving the connection meanwhile. `whole` is
-    /// false when the body was cut at [`MAX_BODY`] (the connection is then not reused).
+    /// false when the body was cut at [`MAX_BODY`](super::transport::MAX_BODY) (the connection is then not reused).
     async fn exchange(
         &mut self,
         request: hyper::Request<Full<Bytes>>,
@@ -226,9 +226,7 @@ impl Link {
                     unsent: None,
                 })?;
                 if let Ok(chunk) = frame.into_data() {
-                    let room = MAX_BODY - body.len();
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if body.len() >= MAX_BODY {
+                    if !append_capped(&mut body, &chunk) {
                         whole = false;
                         break;
                     }

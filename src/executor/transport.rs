@@ -156,14 +156,20 @@ impl HttpTransport {
             .map(str::to_string);
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await? {
-            let room = MAX_BODY - body.len();
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if body.len() >= MAX_BODY {
+            if !append_capped(&mut body, &chunk) {
                 break;
             }
         }
         Ok(answered(status, retry_after.as_deref(), &body))
     }
+}
+
+/// Appends `chunk` to a response body kept to [`MAX_BODY`] bytes; false once it is full (the
+/// rest is not read).
+pub(super) fn append_capped(body: &mut Vec<u8>, chunk: &[u8]) -> bool {
+    let room = MAX_BODY - body.len();
+    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    body.len() < MAX_BODY
 }
 
 /// Whether `url` names a loopback host (`127.0.0.0/8`, `::1`, `localhost`).

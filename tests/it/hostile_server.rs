@@ -296,75 +296,14 @@ async fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
-/// A server that closes each keep-alive connection soon after answering on it (an idle
-/// timeout far shorter than the gap between two rows). Each of a sender's requests then finds
-/// its connection closed: it opens a fresh one and the row goes once, with one attempt.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keep_alive_connection_the_server_closed_is_replaced_without_a_lost_attempt() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let connections = Arc::new(AtomicUsize::new(0));
-    let (h, c) = (Arc::clone(&hits), Arc::clone(&connections));
-    let server = tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            c.fetch_add(1, Ordering::Relaxed);
-            let h = Arc::clone(&h);
-            tokio::spawn(async move {
-                if read_request(&mut sock).await {
-                    h.fetch_add(1, Ordering::Relaxed);
-                    let body = r#"{"success":true,"message":"Reacao processada"}"#;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = sock.write_all(format!("{head}{body}").as_bytes()).await;
-                    // Keep-alive as far as the headers say; closed 20 ms later.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    let _ = sock.shutdown().await;
-                }
-            });
-        }
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rows: Vec<PlanRow> = (0..5).map(|i| react("o", format!("k-{i}"), "👍")).collect();
-    // One sender, a row every 200 ms: every request after the first finds a closed connection.
-    let plan = write_plan(
-        dir.path(),
-        &url,
-        &rows,
-        "rate: 5/s, concurrency: 1, retries: 0, timeout: 5s",
-    );
-    let report = dir.path().join("report.csv");
-    let mut cmd = run_cmd(&plan, &report, &[]);
-    let out = tokio::task::spawn_blocking(move || output_within(&mut cmd, WATCHDOG))
-        .await
-        .expect("join");
-    server.abort();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report = read_report(&report).expect("report");
-    assert!(
-        report
-            .iter()
-            .all(|r| r.status == Status::Ok && r.attempts == 1),
-        "{report:?}"
-    );
-    assert_eq!(
-        hits.load(Ordering::Relaxed),
-        5,
-        "each row reached the server once"
-    );
-    assert_eq!(
-        connections.load(Ordering::Relaxed),
-        5,
-        "a fresh connection per row"
-    );
-}
-
-/// The other side of the same coin: a server that keeps its connections open gets every row
-/// of a sender on one connection (keep-alive is used, not a connection per request).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_sender_keeps_one_connection_open_for_all_its_rows() {
+/// A keep-alive server answering 200 to every request, counting requests and connections;
+/// with `close_after`, it closes each connection that long after its first answer (an idle
+/// timeout). Runs `rows` Ogmma rows against it with `settings`.
+async fn keep_alive_run(
+    close_after: Option<Duration>,
+    rows: usize,
+    settings: &str,
+) -> (std::process::Output, Vec<RowResult>, usize, usize) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let hits = Arc::new(AtomicUsize::new(0));
@@ -377,7 +316,7 @@ async fn one_sender_keeps_one_connection_open_for_all_its_rows() {
             tokio::spawn(async move {
                 while read_request(&mut sock).await {
                     h.fetch_add(1, Ordering::Relaxed);
-                    let body = r#"{"success":true}"#;
+                    let body = r#"{"success":true,"message":"Reacao processada"}"#;
                     let answer = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
@@ -385,33 +324,67 @@ async fn one_sender_keeps_one_connection_open_for_all_its_rows() {
                     if sock.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }
+                    if let Some(after) = close_after {
+                        // Keep-alive as far as the headers say; closed a little later.
+                        tokio::time::sleep(after).await;
+                        let _ = sock.shutdown().await;
+                        return;
+                    }
                 }
             });
         }
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let rows: Vec<PlanRow> = (0..20)
-        .map(|i| react("o", format!("j-{i}"), "👍"))
+    let rows: Vec<PlanRow> = (0..rows)
+        .map(|i| react("o", format!("k-{i}"), "👍"))
         .collect();
-    let plan = write_plan(
-        dir.path(),
-        &url,
-        &rows,
-        "rate: unlimited, concurrency: 1, retries: 0",
-    );
+    let plan = write_plan(dir.path(), &url, &rows, settings);
     let report = dir.path().join("report.csv");
     let mut cmd = run_cmd(&plan, &report, &[]);
     let out = tokio::task::spawn_blocking(move || output_within(&mut cmd, WATCHDOG))
         .await
         .expect("join");
     server.abort();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = read_report(&report).expect("report");
-    assert!(report.iter().all(|r| r.status == Status::Ok), "{report:?}");
-    assert_eq!(hits.load(Ordering::Relaxed), 20);
-    assert_eq!(
+    (
+        out,
+        report,
+        hits.load(Ordering::Relaxed),
         connections.load(Ordering::Relaxed),
-        1,
-        "one keep-alive connection"
+    )
+}
+
+/// A server that closes each keep-alive connection soon after answering on it (an idle
+/// timeout far shorter than the gap between two rows). Each of a sender's requests then finds
+/// its connection closed: it opens a fresh one and the row goes once, with one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_the_server_closed_is_replaced_without_a_lost_attempt() {
+    // One sender, a row every 200 ms: every request after the first finds a closed connection.
+    let (out, report, hits, connections) = keep_alive_run(
+        Some(Duration::from_millis(20)),
+        5,
+        "rate: 5/s, concurrency: 1, retries: 0, timeout: 5s",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        report
+            .iter()
+            .all(|r| r.status == Status::Ok && r.attempts == 1),
+        "{report:?}"
     );
+    assert_eq!(hits, 5, "each row reached the server once");
+    assert_eq!(connections, 5, "a fresh connection per row");
+}
+
+/// The other side of the same coin: a server that keeps its connections open gets every row
+/// of a sender on one connection (keep-alive is used, not a connection per request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sender_keeps_one_connection_open_for_all_its_rows() {
+    let (out, report, hits, connections) =
+        keep_alive_run(None, 20, "rate: unlimited, concurrency: 1, retries: 0").await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(report.iter().all(|r| r.status == Status::Ok), "{report:?}");
+    assert_eq!(hits, 20);
+    assert_eq!(connections, 1, "one keep-alive connection");
 }

@@ -31,6 +31,23 @@ struct SandboxProcess {
 }
 
 impl SandboxProcess {
+    /// Asserts that a run against this sandbox exited 0 with every row of `report` ok.
+    fn assert_all_ok(&mut self, out: &std::process::Output, report: &Path) {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            stderr(out),
+            self.fate()
+        );
+        let rows_done = read_report(report).expect("report");
+        assert_eq!(rows_done.len(), 3);
+        assert!(
+            rows_done.iter().all(|r| r.status == Status::Ok),
+            "{rows_done:?}"
+        );
+    }
+
     /// Whether the sandbox is still running and what it printed to stderr: the message of an
     /// assertion on a run against it, so a sandbox that died says how.
     fn fate(&mut self) -> String {
@@ -113,19 +130,7 @@ async fn https_with_ca_cert_is_ok_and_without_it_fails_with_code_tls_once() {
         &["--ca-cert", &ca_arg, "--rate", "unlimited"],
     ))
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        stderr(&out),
-        sandbox.fate()
-    );
-    let rows_done = read_report(&report).expect("report");
-    assert_eq!(rows_done.len(), 3);
-    assert!(
-        rows_done.iter().all(|r| r.status == Status::Ok),
-        "{rows_done:?}"
-    );
+    sandbox.assert_all_ok(&out, &report);
 
     // Without the CA: every row fails at once with `tls`, and says what to do.
     let report = dir.path().join("untrusted.csv");
@@ -151,35 +156,13 @@ async fn https_with_ca_cert_is_ok_and_without_it_fails_with_code_tls_once() {
     let mut cmd = run_cmd(&plan, &report, &["--rate", "unlimited"]);
     cmd.env("SSL_CERT_FILE", &ca).env_remove("SSL_CERT_DIR");
     let out = run_blocking(cmd).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        stderr(&out),
-        sandbox.fate()
-    );
-    let rows_done = read_report(&report).expect("report");
-    assert!(
-        rows_done.iter().all(|r| r.status == Status::Ok),
-        "{rows_done:?}"
-    );
+    sandbox.assert_all_ok(&out, &report);
 
     // `settings: ca_cert:` is the same trust, relative to the plan file.
     let plan = write_plan(dir.path(), &sandbox.url, &rows(), "ca_cert: ca.pem");
     let report = dir.path().join("settings.csv");
     let out = run_blocking(run_cmd(&plan, &report, &["--rate", "unlimited"])).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        stderr(&out),
-        sandbox.fate()
-    );
-    let rows_done = read_report(&report).expect("report");
-    assert!(
-        rows_done.iter().all(|r| r.status == Status::Ok),
-        "{rows_done:?}"
-    );
+    sandbox.assert_all_ok(&out, &report);
 }
 
 #[tokio::test]
