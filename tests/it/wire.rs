@@ -1,5 +1,5 @@
 //! Reality on the wire (issue 14): HTTPS against `sandbox --tls` with and without `--ca-cert`,
-//! dead proxy variables, emoji values as the providers accept them, Ogmma `success: false`,
+//! dead proxy variables, a remote target through a live HTTP_PROXY, emoji values as the providers accept them, Ogmma `success: false`,
 //! the `Accept` header, `sign kommo` on the document's example date, and the curl script run
 //! with bash against the sandbox. Everything goes over real sockets on 127.0.0.1.
 
@@ -740,4 +740,101 @@ async fn the_curl_script_of_a_live_run_holds_first_attempts_only() {
     let text = std::fs::read_to_string(&script).expect("script");
     assert_eq!(text.matches("\ncurl ").count(), 8, "{text}");
     sandbox.shutdown().await;
+}
+
+/// A remote target with `HTTP_PROXY` set goes through the proxy: the proxy gets the request
+/// in absolute form, with the signed headers and body untouched, and its answer is the row's.
+/// (A plain-http remote host needs `--allow-insecure-http`; the proxy resolves nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_target_goes_through_http_proxy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("addr"));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = Arc::clone(&seen);
+    let server = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = proxy.accept().await {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let len: usize = head
+                        .to_ascii_lowercase()
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(str::trim))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                    buf.drain(..end + 4 + len);
+                    if let Ok(mut log) = log.lock() {
+                        log.push(format!("{head}\n\n{body}"));
+                    }
+                    let answer = r#"{"success":true,"message":"Reacao processada"}"#;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if sock.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = vec![react("o", "p-1", "👍"), react("o", "p-2", "🎉")];
+    let plan = write_plan(dir.path(), "http://reactions.example.test", &rows, "");
+    let report = dir.path().join("report.csv");
+    let mut cmd = run_cmd(
+        &plan,
+        &report,
+        &["--allow-insecure-http", "--rate", "unlimited"],
+    );
+    dead_proxies(&mut cmd);
+    cmd.env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url);
+    let out = run_blocking(cmd).await;
+    server.abort();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let done = read_report(&report).expect("report");
+    assert!(done.iter().all(|r| r.status == Status::Ok), "{done:?}");
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for request in &seen {
+        assert!(
+            request.starts_with(&format!(
+                "POST http://reactions.example.test/v1/channels/{CHANNEL}/messages/react HTTP/1.1"
+            )),
+            "{request}"
+        );
+        assert!(
+            request.to_ascii_lowercase().contains(&format!(
+                "authorization: bearer {}",
+                OGMMA_KEY.to_ascii_lowercase()
+            )),
+            "{request}"
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|r| r.ends_with(r#"{"messageId":"p-1","emoji":"👍"}"#)),
+        "{seen:?}"
+    );
 }
