@@ -296,11 +296,21 @@ async fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
-/// A keep-alive server answering 200 to every request, counting requests and connections;
-/// with `close_after`, it closes each connection that long after its first answer (an idle
-/// timeout). Runs `rows` Ogmma rows against it with `settings`.
+/// When [`keep_alive_run`]'s server closes a connection.
+#[derive(Clone, Copy)]
+enum Close {
+    /// Never: every request on one connection.
+    Never,
+    /// This long after the first answer, without a word (an idle timeout).
+    After(Duration),
+    /// Right after the first answer, which says `connection: close`.
+    Announced,
+}
+
+/// A server answering 200 to every request, counting requests and connections, closing them
+/// as `close` says. Runs `rows` Ogmma rows against it with `settings`.
 async fn keep_alive_run(
-    close_after: Option<Duration>,
+    close: Close,
     rows: usize,
     settings: &str,
 ) -> (std::process::Output, Vec<RowResult>, usize, usize) {
@@ -317,18 +327,29 @@ async fn keep_alive_run(
                 while read_request(&mut sock).await {
                     h.fetch_add(1, Ordering::Relaxed);
                     let body = r#"{"success":true,"message":"Reacao processada"}"#;
+                    let announce = match close {
+                        Close::Announced => "connection: close\r\n",
+                        Close::Never | Close::After(_) => "",
+                    };
                     let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        "HTTP/1.1 200 OK\r\n{announce}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
                     );
                     if sock.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }
-                    if let Some(after) = close_after {
-                        // Keep-alive as far as the headers say; closed a little later.
-                        tokio::time::sleep(after).await;
-                        let _ = sock.shutdown().await;
-                        return;
+                    match close {
+                        Close::Never => {}
+                        Close::After(after) => {
+                            // Keep-alive as far as the headers say; closed a little later.
+                            tokio::time::sleep(after).await;
+                            let _ = sock.shutdown().await;
+                            return;
+                        }
+                        Close::Announced => {
+                            let _ = sock.shutdown().await;
+                            return;
+                        }
                     }
                 }
             });
@@ -361,7 +382,7 @@ async fn keep_alive_run(
 async fn a_keep_alive_connection_the_server_closed_is_replaced_without_a_lost_attempt() {
     // One sender, a row every 200 ms: every request after the first finds a closed connection.
     let (out, report, hits, connections) = keep_alive_run(
-        Some(Duration::from_millis(20)),
+        Close::After(Duration::from_millis(20)),
         5,
         "rate: 5/s, concurrency: 1, retries: 0, timeout: 5s",
     )
@@ -381,10 +402,35 @@ async fn a_keep_alive_connection_the_server_closed_is_replaced_without_a_lost_at
 /// of a sender on one connection (keep-alive is used, not a connection per request).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sender_keeps_one_connection_open_for_all_its_rows() {
-    let (out, report, hits, connections) =
-        keep_alive_run(None, 20, "rate: unlimited, concurrency: 1, retries: 0").await;
+    let (out, report, hits, connections) = keep_alive_run(
+        Close::Never,
+        20,
+        "rate: unlimited, concurrency: 1, retries: 0",
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(report.iter().all(|r| r.status == Status::Ok), "{report:?}");
     assert_eq!(hits, 20);
     assert_eq!(connections, 1, "one keep-alive connection");
+}
+
+/// `connection: close` on every answer: each of one sender's rows gets a fresh connection,
+/// none is sent on a connection the server said it would close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_close_answers_are_honoured_by_one_sender() {
+    let (out, report, hits, connections) = keep_alive_run(
+        Close::Announced,
+        8,
+        "rate: unlimited, concurrency: 1, retries: 0",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        report
+            .iter()
+            .all(|r| r.status == Status::Ok && r.attempts == 1),
+        "{report:?}"
+    );
+    assert_eq!(hits, 8);
+    assert_eq!(connections, 8);
 }
