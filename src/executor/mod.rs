@@ -7,10 +7,11 @@
 //!   in plan order and never overlap. Reading pauses while [`MAX_QUEUED`] rows are on their
 //!   way or waiting, so memory does not grow with the plan.
 //! - A row whose message is free goes to its target's [`lane::Lane`] (one per pace group):
-//!   the lane's worker paces it, takes one of `concurrency` slots for the request only, and
-//!   starts the attempt ([`task`]): sign afresh, send, classify ([`retry`]), finish or go back
-//!   to the front of the lane.
-//! - Finished rows go to the writer thread ([`output`]), which appends them to the report.
+//!   one of the lane's senders paces it, takes one of `concurrency` slots for the request
+//!   only, and runs the attempt ([`task`]): sign afresh, send on the sender's own keep-alive
+//!   connection ([`transport`], `link`), classify ([`retry`]), finish or go back to the front
+//!   of the lane.
+//! - Finished rows go to the writer task ([`output`]), which appends them to the report.
 
 pub mod cancel;
 mod dry;
