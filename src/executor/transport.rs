@@ -241,14 +241,16 @@ impl Transport for HttpTransport {
             let dest = session_destination(last, &request.url);
             match dest {
                 Some(d) if self.proxied.is_none() || is_loopback(&d.url) => {
+                    // The origin is only compared with the sender's open connections: borrowed,
+                    // not copied per request (a host name would be a `String` copy).
                     let (Some(origin), Some(host), Some(target)) =
-                        (d.origin.clone(), d.host_header.clone(), d.target.clone())
+                        (d.origin.as_ref(), d.host_header.clone(), d.target.clone())
                     else {
                         return Err(Failure::Url);
                     };
                     let built = build_request(request, host, target).ok_or(Failure::Url)?;
                     let answer = links
-                        .exchange(&origin, &self.tls, built)
+                        .exchange(origin, &self.tls, built)
                         .await
                         .map_err(Failure::Direct)?;
                     Ok(answered(
