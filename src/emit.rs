@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::executor::transport::USER_AGENT;
 use crate::json;
 use crate::plan::EmitFormat;
-use crate::provider::SignedRequest;
+use crate::provider::{header_text, SignedRequest};
 use crate::secret::SecretRef;
 
 /// One request as it goes (or would go) on the wire.
@@ -95,7 +95,7 @@ pub fn to_json_line(rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
     json::push_str(r.method, out);
     push_url_part(&r.url, out);
     for (name, value) in &r.headers {
-        push_entry(name, value, out);
+        push_entry(name, header_text(value), out);
     }
     if r.bearer.is_some() {
         out.extend_from_slice(b"\"Authorization\":\"Bearer (redacted)\",");
@@ -134,7 +134,7 @@ pub fn to_curl(rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
     );
     for (name, value) in &r.headers {
         cmd.push_str(" -H ");
-        cmd.push_str(&shell_quote(&format!("{name}: {value}")));
+        cmd.push_str(&shell_quote(&format!("{name}: {}", header_text(value))));
     }
     if r.bearer.is_some() {
         // Double quotes so the shell expands the reference; the reference is a plain
@@ -248,6 +248,7 @@ mod tests {
     use super::*;
 
     use bytes::Bytes;
+    use hyper::header::HeaderValue;
     use serde::ser::{SerializeMap, Serializer};
     use serde::Serialize;
 
@@ -264,7 +265,7 @@ mod tests {
                 map.serialize_entry("Host", &host)?;
             }
             for (name, value) in &self.0.headers {
-                map.serialize_entry(name, value)?;
+                map.serialize_entry(name, header_text(value))?;
             }
             if self.0.bearer.is_some() {
                 map.serialize_entry("Authorization", "Bearer (redacted)")?;
@@ -304,12 +305,16 @@ mod tests {
             url: url.into(),
             path: "/p".into(),
             headers: vec![
-                ("Date", value.to_string().into()),
-                ("X-Signature", "ab\"c".into()),
+                // Header values are visible ASCII; the hostile strings that are not stand
+                // for nothing a request can carry.
+                (
+                    "Date",
+                    HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("d")),
+                ),
+                ("X-Signature", HeaderValue::from_static("ab\"c")),
             ],
             bearer: bearer.then(|| Secret::new("k-secret")),
             body: Bytes::copy_from_slice(body),
-            signed_string: None,
         }
     }
 

@@ -129,7 +129,7 @@ impl LastContentId {
 /// (the copy of a resumed report's done rows, then the run).
 #[derive(Clone, Debug)]
 pub struct Identities {
-    counts: HashMap<u64, u32>,
+    counts: HashMap<u64, u32, foldhash::fast::FixedState>,
     /// Where the spool leaves each row's content id (else the row is hashed again).
     last: Option<LastContentId>,
 }
@@ -158,8 +158,24 @@ impl Identities {
             }
             None => 1,
         };
-        format!("#{id:016x}.{occurrence}")
+        key_text(id, occurrence)
     }
+}
+
+/// `#` + the id as 16 lowercase hex digits + `.` + the occurrence: what `format!("#{id:016x}.
+/// {occurrence}")` writes, by hand (one per row of a run).
+fn key_text(id: u64, occurrence: u32) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut n = itoa::Buffer::new();
+    let occurrence = n.format(occurrence);
+    let mut out = String::with_capacity(18 + occurrence.len());
+    out.push('#');
+    for shift in (0..16).rev() {
+        out.push(char::from(DIGITS[((id >> (shift * 4)) & 0xf) as usize]));
+    }
+    out.push('.');
+    out.push_str(occurrence);
+    out
 }
 
 /// Which of `count` shards a (target, message) belongs to, 1-based; stable across runs.
@@ -176,6 +192,13 @@ pub fn shard_of(target_name: &str, message: &str, count: u32) -> u32 {
 mod tests {
     use super::*;
     use crate::plan::{Action, Source};
+
+    #[test]
+    fn key_text_is_what_format_wrote() {
+        for (id, occurrence) in [(0, 1), (1, 2), (0xdead_beef, 10), (u64::MAX, u32::MAX)] {
+            assert_eq!(key_text(id, occurrence), format!("#{id:016x}.{occurrence}"));
+        }
+    }
 
     fn row(msg: &str, emoji: &str) -> Row {
         Row {

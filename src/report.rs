@@ -7,6 +7,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::plan::Source;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -124,13 +125,44 @@ impl ReportFormat {
     }
 }
 
+/// A row's `source` column: a plan row's [`Source`], or the text a report already holds.
+#[derive(Clone, Copy, Debug)]
+pub enum SourceRef<'a> {
+    Plan(&'a Source),
+    Text(&'a str),
+}
+
+impl SourceRef<'_> {
+    /// Appends `file:line` as [`Source`] displays it, without the formatting machinery (a
+    /// report row is rendered for every row of a run).
+    fn push(&self, out: &mut Vec<u8>) {
+        match self {
+            SourceRef::Plan(source) => {
+                out.extend_from_slice(source.file.as_bytes());
+                out.push(b':');
+                out.extend_from_slice(itoa::Buffer::new().format(source.line).as_bytes());
+            }
+            SourceRef::Text(text) => out.extend_from_slice(text.as_bytes()),
+        }
+    }
+}
+
+impl fmt::Display for SourceRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceRef::Plan(source) => source.fmt(f),
+            SourceRef::Text(text) => f.write_str(text),
+        }
+    }
+}
+
 /// A report row borrowed from wherever its parts live, so the executor can render a row
 /// without building a [`RowResult`] of owned strings. Serialises to exactly the bytes a
 /// [`RowResult`] with the same values does (CSV and JSON Lines).
 pub struct RowView<'a> {
     pub row: u64,
-    /// `file:line`, formatted straight into the output.
-    pub source: &'a dyn fmt::Display,
+    /// `file:line`, written straight into the output.
+    pub source: SourceRef<'a>,
     pub target: &'a str,
     pub provider: &'a str,
     pub action: &'a str,
@@ -150,7 +182,7 @@ impl RowResult {
     pub fn view(&self) -> RowView<'_> {
         RowView {
             row: self.row,
-            source: &self.source,
+            source: SourceRef::Text(&self.source),
             target: &self.target,
             provider: &self.provider,
             action: &self.action,
@@ -173,7 +205,7 @@ impl Serialize for RowView<'_> {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("RowResult", 15)?;
         st.serialize_field("row", &self.row)?;
-        st.serialize_field("source", &Collect(self.source))?;
+        st.serialize_field("source", &Collect(&self.source))?;
         st.serialize_field("target", self.target)?;
         st.serialize_field("provider", self.provider)?;
         st.serialize_field("action", self.action)?;
@@ -243,10 +275,9 @@ pub fn render_row(format: ReportFormat, row: &RowView<'_>, out: &mut Vec<u8>) {
             out.push(b'\n');
         }
         ReportFormat::Csv => {
-            use std::io::Write as _;
             csv_num(out, row.row);
             let start = out.len();
-            let _ = write!(out, "{}", row.source);
+            row.source.push(out);
             csv_field(out, start);
             out.push(b',');
             csv_str(out, row.target);

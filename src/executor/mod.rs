@@ -35,7 +35,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::plan::{settings, EmitFormat, Problem, Row, Target};
-use crate::report::{timestamp, with_timestamp, RowView, Status};
+use crate::report::{timestamp, with_timestamp, RowView, SourceRef, Status};
 use dry::{DryPool, Item};
 
 pub use cancel::Cancel;
@@ -207,7 +207,7 @@ pub fn row_view<'a>(
 ) -> RowView<'a> {
     RowView {
         row: row.number,
-        source: &row.source,
+        source: SourceRef::Plan(&row.source),
         target: &target.name,
         provider: target.provider().as_str(),
         action: row.action.as_str(),
@@ -333,7 +333,8 @@ pub async fn execute<T: Transport>(
     mut admit: impl FnMut(&Row, &str) -> Admission,
 ) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<MessageId>();
-    let mut busy: HashMap<MessageId, VecDeque<(Row, String)>> = HashMap::new();
+    let mut busy: HashMap<MessageId, VecDeque<(Row, String)>, foldhash::fast::FixedState> =
+        HashMap::default();
     // Messages with a deferred row: (first such row, its not_before).
     // Exact ids here: a collision would defer an unrelated row.
     let mut deferred: HashMap<(usize, String), (u64, DateTime<Utc>)> = HashMap::new();
@@ -510,7 +511,7 @@ fn unusable_row<T: Transport>(
     with_timestamp(ctx.config.clock.now(), |finished_at| {
         let view = RowView {
             row: number,
-            source: &source,
+            source: SourceRef::Plan(&source),
             target: "",
             provider: "",
             action: "",

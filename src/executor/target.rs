@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::plan::{Rate, Target};
+use crate::provider::{Endpoint, Signer};
 use crate::secret::Secret;
 
 /// 401/403 answers in a row (no success between) after which a target is stopped.
@@ -19,6 +20,10 @@ pub const AUTH_FAILURES_TO_STOP: u32 = 3;
 pub struct TargetRuntime {
     pub spec: Target,
     pub secret: Secret,
+    /// The path and URL every request to it shares, made once.
+    pub endpoint: Endpoint,
+    /// The credential, ready to sign (the HMAC key state made once).
+    pub signer: Signer,
     /// The target's own rate (its lane may run slower: the lowest of its members').
     pub rate: Rate,
     /// Index of its lane in [`RunContext::lanes`].
@@ -90,6 +95,8 @@ impl SendLog {
 impl TargetRuntime {
     pub fn new(spec: Target, secret: Secret, rate: Rate) -> TargetRuntime {
         TargetRuntime {
+            endpoint: Endpoint::new(&spec),
+            signer: Signer::new(&secret),
             spec,
             secret,
             rate,

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::emit::{EmitRecord, EmitWriter};
 use crate::plan::{EmitFormat, Row};
-use crate::provider::{self, PreparedRequest, SignedRequest};
+use crate::provider::{PreparedRequest, SignedRequest};
 use crate::report::{with_timestamp, RowView, Status};
 
 use super::output::{Batch, RowDone};
@@ -28,9 +28,9 @@ use super::{settled_view, with_settled, MessageId, RunContext, Transport};
 /// both rendered into `batch`.
 pub(super) fn plan_row<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str, batch: &mut Batch) {
     let target = &ctx.targets[row.target];
-    let prepared = provider::prepare(&target.spec, row);
+    let prepared = target.endpoint.prepare(row);
     let now = ctx.config.clock.now();
-    let signed = provider::sign(&prepared, &target.secret, now);
+    let signed = target.signer.sign(&prepared, now);
     if let Some(format) = ctx.config.emit_format {
         render_emit(ctx, format, row, 1, &signed, &mut batch.emit);
     }
@@ -224,12 +224,12 @@ pub(super) async fn attempt<T: Transport>(
     lane.sends.record(sent_at);
     let prepared = job
         .prepared
-        .get_or_insert_with(|| provider::prepare(&target.spec, &job.row));
+        .get_or_insert_with(|| target.endpoint.prepare(&job.row));
     // Signed at send time, on every attempt: a retry with an old Date would be rejected.
-    let signed = provider::sign(prepared, &target.secret, chrono::Utc::now());
+    let signed = target.signer.sign(prepared, chrono::Utc::now());
     emit(ctx, &job.row, job.attempts, &signed).await;
     let outcome = tokio::select! {
-        outcome = ctx.transport.send(session, &signed, ctx.config.timeout) => Some(outcome),
+        outcome = ctx.transport.send(session, signed, ctx.config.timeout) => Some(outcome),
         _ = ctx.cancel.hard() => None,
     };
     drop(permit);

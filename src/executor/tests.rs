@@ -37,7 +37,7 @@ impl Transport for FakeTransport {
     async fn send(
         &self,
         _session: &mut (),
-        request: &SignedRequest,
+        request: SignedRequest,
         _timeout: Duration,
     ) -> AttemptOutcome {
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();

@@ -32,7 +32,7 @@ pub trait Transport: Send + Sync + 'static {
     fn send(
         &self,
         session: &mut Self::Session,
-        request: &SignedRequest,
+        request: SignedRequest,
         timeout: Duration,
     ) -> impl Future<Output = AttemptOutcome> + Send;
 }
@@ -140,7 +140,7 @@ impl HttpTransport {
             Some(url) => client.post(url),
             None => client.post(&*request.url),
         };
-        if let Some(map) = header_map(&request.headers, None) {
+        if let Some(map) = header_map(request.headers.iter().cloned(), None) {
             builder = builder.headers(map);
         }
         if let Some(key) = &request.bearer {
@@ -233,7 +233,7 @@ impl Transport for HttpTransport {
     async fn send(
         &self,
         session: &mut HttpSession,
-        request: &SignedRequest,
+        request: SignedRequest,
         timeout: Duration,
     ) -> AttemptOutcome {
         let HttpSession { links, last } = session;
@@ -262,7 +262,7 @@ impl Transport for HttpTransport {
                 d => match &self.proxied {
                     Some(client) => {
                         let url = d.map(|d| d.url.clone());
-                        HttpTransport::send_proxied(client, url, request)
+                        HttpTransport::send_proxied(client, url, &request)
                             .await
                             .map_err(Failure::Pooled)
                     }
@@ -344,12 +344,14 @@ impl Failure {
 
 /// The hyper request for `request`: `Host`, the signed headers in wire order, the bearer
 /// credential, `User-Agent` and `Content-Length`, and the exact body bytes that were signed.
+/// Takes the signed request: its header values move to the wire without a copy.
 fn build_request(
-    request: &SignedRequest,
+    request: SignedRequest,
     host: HeaderValue,
     target: hyper::Uri,
 ) -> Option<hyper::Request<Full<Bytes>>> {
-    let mut built = hyper::Request::new(Full::new(request.body.clone()));
+    let length = content_length(request.body.len());
+    let mut built = hyper::Request::new(Full::new(request.body));
     *built.method_mut() = hyper::Method::from_bytes(request.method.as_bytes()).ok()?;
     *built.uri_mut() = target;
     let bearer = match &request.bearer {
@@ -360,7 +362,7 @@ fn build_request(
         }
         None => None,
     };
-    let mut headers = header_map(&request.headers, Some(host))?;
+    let mut headers = header_map(request.headers, Some(host))?;
     if let Some(value) = bearer {
         headers.insert(hyper::header::AUTHORIZATION, value);
     }
@@ -368,12 +370,30 @@ fn build_request(
         hyper::header::USER_AGENT,
         HeaderValue::from_static(USER_AGENT),
     );
-    headers.insert(
-        hyper::header::CONTENT_LENGTH,
-        HeaderValue::from(request.body.len()),
-    );
+    headers.insert(hyper::header::CONTENT_LENGTH, length);
     *built.headers_mut() = headers;
     Some(built)
+}
+
+/// `Content-Length: len`, made once per length per thread: bodies of one plan have few
+/// distinct lengths, and a value made from a number costs two allocations.
+fn content_length(len: usize) -> HeaderValue {
+    const CACHED: usize = 4096;
+    thread_local! {
+        static BY_LENGTH: std::cell::RefCell<Vec<Option<HeaderValue>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if len >= CACHED {
+        return HeaderValue::from(len);
+    }
+    BY_LENGTH.with_borrow_mut(|values| {
+        if values.is_empty() {
+            values.resize(CACHED, None);
+        }
+        values[len]
+            .get_or_insert_with(|| HeaderValue::from(len))
+            .clone()
+    })
 }
 
 /// The outcome of an answer: its status, `Retry-After`, and the provider's code and message.
@@ -394,17 +414,19 @@ fn answered(status: u16, retry_after: Option<&str>, body: &[u8]) -> AttemptOutco
 }
 
 /// The request's headers (after `Host`, when given), with the names we send known in advance
-/// (no parsing per request). `None` if one does not convert.
+/// (no parsing per request). The values are shared, not copied. `None` if a name does not
+/// convert.
 fn header_map(
-    headers: &[(&'static str, std::borrow::Cow<'static, str>)],
+    headers: impl IntoIterator<Item = (&'static str, HeaderValue), IntoIter: ExactSizeIterator>,
     host: Option<HeaderValue>,
 ) -> Option<HeaderMap> {
+    let headers = headers.into_iter();
     let mut map = HeaderMap::with_capacity(headers.len() + 4);
     if let Some(host) = host {
         map.insert(hyper::header::HOST, host);
     }
     for (name, value) in headers {
-        let name = match *name {
+        let name = match name {
             "Date" => hyper::header::DATE,
             "Content-Type" => hyper::header::CONTENT_TYPE,
             "Content-MD5" => HeaderName::from_static("content-md5"),
@@ -412,28 +434,9 @@ fn header_map(
             "Accept" => hyper::header::ACCEPT,
             other => HeaderName::from_bytes(other.as_bytes()).ok()?,
         };
-        map.append(name, header_value(value)?);
+        map.append(name, value);
     }
     Some(map)
-}
-
-/// The values every request repeats are shared, not copied per request.
-// The `Cow` itself is the point: borrowed values are the constants that need no copy.
-#[allow(clippy::ptr_arg)]
-fn header_value(value: &std::borrow::Cow<'static, str>) -> Option<HeaderValue> {
-    match value {
-        // `from_static` takes what `from_str` would (visible ASCII and tab); checked first, so
-        // it cannot panic.
-        std::borrow::Cow::Borrowed(constant)
-            if constant
-                .bytes()
-                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) =>
-        {
-            Some(HeaderValue::from_static(constant))
-        }
-        std::borrow::Cow::Borrowed(other) => HeaderValue::from_str(other).ok(),
-        std::borrow::Cow::Owned(text) => HeaderValue::from_str(text).ok(),
-    }
 }
 
 /// The certificate problem behind a transport error, if that is what it is: retrying cannot

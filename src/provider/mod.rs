@@ -7,15 +7,15 @@
 mod kommo;
 mod ogmma;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use hyper::header::HeaderValue;
 
 use crate::plan::{Action, ProviderKind, Row, Target, TargetKind};
 use crate::secret::Secret;
-use crate::sign::CONTENT_TYPE;
+use crate::sign::{KommoKey, CONTENT_TYPE};
 
 /// What every request asks back: Kommo documents `application/json` (default) or `text/plain`,
 /// Ogmma answers JSON; reqwest alone would send `*/*`.
@@ -27,11 +27,13 @@ pub struct PreparedRequest {
     pub provider: ProviderKind,
     pub method: &'static str,
     /// Path only (what Kommo signs), e.g. `/v2/origin/custom/{scope_id}/react`. Shared with
-    /// every attempt's [`SignedRequest`], not copied.
+    /// every request to the target and every attempt's [`SignedRequest`], not copied.
     pub path: Arc<str>,
-    /// `base_url` + `path`.
+    /// `base_url` + `path`, shared the same way.
     pub url: Arc<str>,
     pub body: Bytes,
+    /// Kommo: the body's lowercase hex MD5, computed once for every attempt.
+    pub content_md5: Option<[u8; 32]>,
 }
 
 /// A request ready for the wire. Its `headers` never hold a secret: the Ogmma key travels in
@@ -41,15 +43,19 @@ pub struct SignedRequest {
     pub method: &'static str,
     pub url: Arc<str>,
     pub path: Arc<str>,
-    /// In wire order. The values every request repeats are borrowed, not copied.
-    pub headers: Vec<(&'static str, Cow<'static, str>)>,
+    /// In wire order, as the wire takes them: the constants and the second's `Date` are
+    /// shared, not copied per request. Every value is visible ASCII ([`header_text`]).
+    pub headers: Vec<(&'static str, HeaderValue)>,
     pub bearer: Option<Secret>,
     pub body: Bytes,
-    /// Kommo only: the exact string that was signed.
-    pub signed_string: Option<String>,
 }
 
-/// Builds the request for `row` on `target`: path, URL and body bytes (serialised once).
+/// A header value as text. Ours are built from visible ASCII (dates, hex digits and
+/// constants), which is what [`HeaderValue::to_str`] accepts.
+pub fn header_text(value: &HeaderValue) -> &str {
+    value.to_str().unwrap_or_default()
+}
+
 /// The emoji the request for `row` carries, as the report's `emoji` column shows it: an Ogmma
 /// unreact sends `""` whatever the row says; a Kommo unreact sends the row's emoji if it has one.
 pub fn sent_emoji(provider: ProviderKind, row: &Row) -> &str {
@@ -59,64 +65,139 @@ pub fn sent_emoji(provider: ProviderKind, row: &Row) -> &str {
     }
 }
 
+/// What every request to one target shares, made once per target instead of once per row:
+/// the path and the URL.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    provider: ProviderKind,
+    path: Arc<str>,
+    url: Arc<str>,
+}
+
+impl Endpoint {
+    pub fn new(target: &Target) -> Endpoint {
+        let path = match &target.kind {
+            TargetKind::Kommo { scope_id, .. } => kommo::path(scope_id),
+            TargetKind::Ogmma { channel_id } => ogmma::path(channel_id),
+        };
+        let url = [target.base_url.trim_end_matches('/'), &path].concat();
+        Endpoint {
+            provider: target.provider(),
+            path: path.into(),
+            url: url.into(),
+        }
+    }
+
+    /// The request for `row`: this endpoint's path and URL, and the body bytes (serialised
+    /// once; Kommo: their MD5 too).
+    pub fn prepare(&self, row: &Row) -> PreparedRequest {
+        let (body, content_md5) = match self.provider {
+            ProviderKind::Kommo => {
+                let body = kommo::body(row);
+                let md5 = crate::sign::content_md5_hex(&body);
+                (body, Some(md5))
+            }
+            ProviderKind::Ogmma => (ogmma::body(row), None),
+        };
+        PreparedRequest {
+            provider: self.provider,
+            method: "POST",
+            url: Arc::clone(&self.url),
+            path: Arc::clone(&self.path),
+            body: Bytes::from(body),
+            content_md5,
+        }
+    }
+}
+
+/// Builds the request for `row` on `target`: path, URL and body bytes (serialised once).
 pub fn prepare(target: &Target, row: &Row) -> PreparedRequest {
-    let (path, body) = match &target.kind {
-        TargetKind::Kommo { scope_id, .. } => (kommo::path(scope_id), kommo::body(row)),
-        TargetKind::Ogmma { channel_id } => (ogmma::path(channel_id), ogmma::body(row)),
-    };
-    // Per row, so no `format!`: two exact-size copies.
-    let base = target.base_url.trim_end_matches('/');
-    let mut url = String::with_capacity(base.len() + path.len());
-    url.push_str(base);
-    url.push_str(&path);
-    PreparedRequest {
-        provider: target.provider(),
-        method: "POST",
-        url: url.into(),
-        path: path.into(),
-        body: Bytes::from(body),
+    Endpoint::new(target).prepare(row)
+}
+
+/// A target's credential, ready to sign many requests ([`KommoKey`]: the HMAC key state is
+/// computed once).
+#[derive(Clone)]
+pub struct Signer {
+    secret: Secret,
+    key: KommoKey,
+}
+
+impl Signer {
+    pub fn new(secret: &Secret) -> Signer {
+        Signer {
+            secret: secret.clone(),
+            key: KommoKey::new(secret),
+        }
+    }
+
+    /// Adds the headers of one attempt. `now` is the attempt's clock (Kommo's `Date`).
+    pub fn sign(&self, request: &PreparedRequest, now: DateTime<Utc>) -> SignedRequest {
+        let (headers, bearer) = match request.provider {
+            ProviderKind::Kommo => {
+                let md5 = request
+                    .content_md5
+                    .unwrap_or_else(|| crate::sign::content_md5_hex(&request.body));
+                let date = date_value(now);
+                let signature =
+                    self.key
+                        .sign(request.method, &md5, header_text(&date), &request.path);
+                let headers = vec![
+                    ("Date", date),
+                    ("Content-Type", HeaderValue::from_static(CONTENT_TYPE)),
+                    ("Content-MD5", ascii_value(&md5)),
+                    ("X-Signature", ascii_value(&signature)),
+                    ("Accept", HeaderValue::from_static(ACCEPT)),
+                ];
+                (headers, None)
+            }
+            ProviderKind::Ogmma => (
+                vec![
+                    ("Content-Type", HeaderValue::from_static(CONTENT_TYPE)),
+                    ("Accept", HeaderValue::from_static(ACCEPT)),
+                ],
+                Some(self.secret.clone()),
+            ),
+        };
+        SignedRequest {
+            method: request.method,
+            url: Arc::clone(&request.url),
+            path: Arc::clone(&request.path),
+            headers,
+            bearer,
+            body: request.body.clone(),
+        }
     }
 }
 
 /// Adds the headers of one attempt. `now` is the attempt's clock (Kommo's `Date`).
 pub fn sign(request: &PreparedRequest, secret: &Secret, now: DateTime<Utc>) -> SignedRequest {
-    let (headers, bearer, signed_string) = match request.provider {
-        ProviderKind::Kommo => {
-            let date = crate::sign::http_date(now);
-            let sig = crate::sign::sign_kommo(
-                request.method,
-                &request.path,
-                &request.body,
-                &date,
-                secret,
-            );
-            let headers = vec![
-                ("Date", Cow::Owned(sig.date)),
-                ("Content-Type", Cow::Borrowed(CONTENT_TYPE)),
-                ("Content-MD5", Cow::Owned(sig.content_md5)),
-                ("X-Signature", Cow::Owned(sig.signature)),
-                ("Accept", Cow::Borrowed(ACCEPT)),
-            ];
-            (headers, None, Some(sig.signed))
-        }
-        ProviderKind::Ogmma => (
-            vec![
-                ("Content-Type", Cow::Borrowed(CONTENT_TYPE)),
-                ("Accept", Cow::Borrowed(ACCEPT)),
-            ],
-            Some(secret.clone()),
-            None,
-        ),
-    };
-    SignedRequest {
-        method: request.method,
-        url: request.url.clone(),
-        path: request.path.clone(),
-        headers,
-        bearer,
-        body: request.body.clone(),
-        signed_string,
+    Signer::new(secret).sign(request, now)
+}
+
+/// Lowercase hex digits as a header value.
+fn ascii_value(hex: &[u8]) -> HeaderValue {
+    // Hex digits are visible ASCII: the conversion cannot fail.
+    HeaderValue::from_bytes(hex).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The `Date` of `now` ([`crate::sign::http_date`]), made once per second per thread: every
+/// request signed within that second shares it.
+fn date_value(now: DateTime<Utc>) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, HeaderValue)> =
+            const { std::cell::RefCell::new((i64::MIN, HeaderValue::from_static(""))) };
     }
+    let second = now.timestamp();
+    LAST.with_borrow_mut(|(cached_second, value)| {
+        if *cached_second != second {
+            let text = crate::sign::http_date(now);
+            // An RFC 2822 date is visible ASCII.
+            *value = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""));
+            *cached_second = second;
+        }
+        value.clone()
+    })
 }
 
 #[cfg(test)]
@@ -172,7 +253,10 @@ mod tests {
             "http://127.0.0.1:9/v1/channels/ch_1/messages/react"
         );
         let signed = sign(&req, &Secret::new("k-123"), Utc::now());
-        assert!(signed.headers.iter().all(|(_, v)| !v.contains("k-123")));
+        assert!(signed
+            .headers
+            .iter()
+            .all(|(_, v)| !header_text(v).contains("k-123")));
         assert_eq!(signed.bearer.as_ref().map(Secret::expose), Some("k-123"));
     }
 

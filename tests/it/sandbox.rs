@@ -119,7 +119,7 @@ fn build(
 ) -> reqwest::RequestBuilder {
     let mut request = client.post(url).body(body);
     for (name, value) in &signed.headers {
-        request = request.header(*name, &**value);
+        request = request.header(*name, value.clone());
     }
     if let Some(key) = &signed.bearer {
         request = request.bearer_auth(key.expose());
@@ -158,7 +158,7 @@ fn header_value<'a>(signed: &'a SignedRequest, name: &str) -> &'a str {
         .headers
         .iter()
         .find(|(n, _)| *n == name)
-        .map(|(_, v)| &**v)
+        .map(|(_, v)| reactbatch::provider::header_text(v))
         .expect("header present")
 }
 
@@ -167,7 +167,7 @@ fn with_header(signed: &SignedRequest, name: &str, value: String) -> SignedReque
     let mut copy = signed.clone();
     for (n, v) in &mut copy.headers {
         if *n == name {
-            *v = value.clone().into();
+            *v = value.parse().expect("a header value");
         }
     }
     copy
