@@ -62,17 +62,20 @@ pub fn push_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// Appends `"name":` after a `,` unless `first`; the value is the caller's.
-pub fn push_key(first: bool, name: &str, out: &mut Vec<u8>) {
+/// Appends `"name":` after a `,` unless `first`; the value is the caller's. Names are our
+/// own constants, which need no escaping (checked in debug builds).
+pub fn push_key(first: bool, name: &'static str, out: &mut Vec<u8>) {
+    debug_assert!(!name.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
     if !first {
         out.push(b',');
     }
-    push_str(name, out);
-    out.push(b':');
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 /// Appends `"name":` and the string `value` (JSON-escaped), after a `,` unless `first`.
-pub fn push_member(first: bool, name: &str, value: &str, out: &mut Vec<u8>) {
+pub fn push_member(first: bool, name: &'static str, value: &str, out: &mut Vec<u8>) {
     push_key(first, name, out);
     push_str(value, out);
 }

@@ -110,6 +110,11 @@ impl LaneQueue {
     }
 
     async fn next(&self) -> Option<Job> {
+        // A row is usually there: take it without registering as a waiter (which locks the
+        // Notify's list twice).
+        if let Some(job) = self.lock().pop_front() {
+            return Some(job);
+        }
         loop {
             // Registered before the checks, so neither a push (`notify_one`) nor the close
             // (`notify_waiters`) between the checks and the wait is missed.

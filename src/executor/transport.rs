@@ -202,6 +202,78 @@ struct Destination {
     host_header: Option<HeaderValue>,
     /// The request target: path and query.
     target: Option<hyper::Uri>,
+    /// The headers of the requests sent here, to fill in ([`Template`]).
+    template: Option<Template>,
+}
+
+/// The header map of a request to one destination, kept to be cloned for the next request
+/// with the same header names, whose values are then set in place: cheaper than hashing
+/// every name into a new map (that was the largest share of building a request).
+struct Template {
+    names: Vec<&'static str>,
+    bearer: bool,
+    map: HeaderMap,
+}
+
+impl Template {
+    /// A template of `map`, built by [`header_map`] from `names` (plus `Authorization` when
+    /// `bearer`, then `User-Agent` and `Content-Length`); `None` unless its entries come in that
+    /// order, one value each — the order [`Template::fill`] sets them in.
+    fn of(names: Vec<&'static str>, bearer: bool, map: &HeaderMap) -> Option<Template> {
+        let expected = std::iter::once("host")
+            .chain(names.iter().copied())
+            .chain(bearer.then_some("authorization"))
+            .chain(["user-agent", "content-length"]);
+        let mut actual = map.iter().map(|(name, _)| name.as_str());
+        for want in expected {
+            if !actual.next()?.eq_ignore_ascii_case(want) {
+                return None;
+            }
+        }
+        if actual.next().is_some() {
+            return None;
+        }
+        // The values are the next request's to set; none of this one's (a bearer key
+        // included) stays behind.
+        let mut map = map.clone();
+        for (name, value) in map.iter_mut() {
+            if name != hyper::header::HOST && name != hyper::header::USER_AGENT {
+                *value = HeaderValue::from_static("");
+            }
+        }
+        Some(Template { names, bearer, map })
+    }
+
+    fn fits(&self, request: &SignedRequest) -> bool {
+        self.bearer == request.bearer.is_some()
+            && self.names.len() == request.headers.len()
+            && self
+                .names
+                .iter()
+                .zip(&request.headers)
+                .all(|(a, (b, _))| a == b)
+    }
+
+    /// The template's map with this request's values, in the order [`Template::of`] checked.
+    fn fill(
+        &self,
+        headers: Vec<(&'static str, HeaderValue)>,
+        bearer: Option<HeaderValue>,
+        length: HeaderValue,
+    ) -> Option<HeaderMap> {
+        let mut map = self.map.clone();
+        let mut slots = map.iter_mut().map(|(_, value)| value);
+        slots.next()?; // Host: the destination's own
+        for (_, value) in headers {
+            *slots.next()? = value;
+        }
+        if let Some(value) = bearer {
+            *slots.next()? = value;
+        }
+        slots.next()?; // User-Agent: constant
+        *slots.next()? = length;
+        Some(map)
+    }
 }
 
 impl Destination {
@@ -219,7 +291,16 @@ impl Destination {
             url,
             host_header,
             target,
+            template: None,
         })
+    }
+
+    /// The hyper request for `request` to this destination (see [`build_request`]).
+    fn request(&mut self, request: SignedRequest) -> Option<hyper::Request<Full<Bytes>>> {
+        let (Some(host), Some(target)) = (self.host_header.clone(), self.target.clone()) else {
+            return None;
+        };
+        build_request(request, host, target, &mut self.template)
     }
 }
 
@@ -241,14 +322,12 @@ impl Transport for HttpTransport {
             let dest = session_destination(last, &request.url);
             match dest {
                 Some(d) if self.proxied.is_none() || is_loopback(&d.url) => {
+                    let built = d.request(request).ok_or(Failure::Url)?;
                     // The origin is only compared with the sender's open connections: borrowed,
                     // not copied per request (a host name would be a `String` copy).
-                    let (Some(origin), Some(host), Some(target)) =
-                        (d.origin.as_ref(), d.host_header.clone(), d.target.clone())
-                    else {
+                    let Some(origin) = d.origin.as_ref() else {
                         return Err(Failure::Url);
                     };
-                    let built = build_request(request, host, target).ok_or(Failure::Url)?;
                     let answer = links
                         .exchange(origin, &self.tls, built)
                         .await
@@ -296,11 +375,11 @@ impl Transport for HttpTransport {
 fn session_destination<'a>(
     last: &'a mut Option<Destination>,
     text: &str,
-) -> Option<&'a Destination> {
+) -> Option<&'a mut Destination> {
     if last.as_ref().is_none_or(|d| d.url_text != text) {
         *last = Destination::parse(text);
     }
-    last.as_ref()
+    last.as_mut()
 }
 
 /// Why a request got no answer, from either path.
@@ -344,16 +423,15 @@ impl Failure {
 
 /// The hyper request for `request`: `Host`, the signed headers in wire order, the bearer
 /// credential, `User-Agent` and `Content-Length`, and the exact body bytes that were signed.
-/// Takes the signed request: its header values move to the wire without a copy.
+/// Takes the signed request: its header values move to the wire without a copy. The header
+/// map is the destination's `template` filled in when the names are the same as last time.
 fn build_request(
     request: SignedRequest,
     host: HeaderValue,
     target: hyper::Uri,
+    template: &mut Option<Template>,
 ) -> Option<hyper::Request<Full<Bytes>>> {
     let length = content_length(request.body.len());
-    let mut built = hyper::Request::new(Full::new(request.body));
-    *built.method_mut() = hyper::Method::from_bytes(request.method.as_bytes()).ok()?;
-    *built.uri_mut() = target;
     let bearer = match &request.bearer {
         Some(key) => {
             let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;
@@ -362,16 +440,28 @@ fn build_request(
         }
         None => None,
     };
-    let mut headers = header_map(request.headers, Some(host))?;
-    if let Some(value) = bearer {
-        headers.insert(hyper::header::AUTHORIZATION, value);
-    }
-    headers.insert(
-        hyper::header::USER_AGENT,
-        HeaderValue::from_static(USER_AGENT),
-    );
-    headers.insert(hyper::header::CONTENT_LENGTH, length);
-    *built.headers_mut() = headers;
+    let filled = match template.as_ref() {
+        Some(t) if t.fits(&request) => t.fill(request.headers, bearer, length),
+        _ => {
+            let names: Vec<&'static str> = request.headers.iter().map(|(n, _)| *n).collect();
+            let has_bearer = bearer.is_some();
+            let mut headers = header_map(request.headers, Some(host))?;
+            if let Some(value) = bearer {
+                headers.insert(hyper::header::AUTHORIZATION, value);
+            }
+            headers.insert(
+                hyper::header::USER_AGENT,
+                HeaderValue::from_static(USER_AGENT),
+            );
+            headers.insert(hyper::header::CONTENT_LENGTH, length);
+            *template = Template::of(names, has_bearer, &headers);
+            Some(headers)
+        }
+    };
+    let mut built = hyper::Request::new(Full::new(request.body));
+    *built.method_mut() = hyper::Method::from_bytes(request.method.as_bytes()).ok()?;
+    *built.uri_mut() = target;
+    *built.headers_mut() = filled?;
     Some(built)
 }
 
@@ -528,6 +618,96 @@ pub fn error_fields(status: u16, body: &[u8]) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every header of `request` as the wire gets it: name, value, sensitivity, in order.
+    fn wire_headers(request: &hyper::Request<Full<Bytes>>) -> Vec<(String, String, bool)> {
+        request
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                let text = v.to_str().unwrap_or("?").to_string();
+                (n.to_string(), text, v.is_sensitive())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_filled_template_is_the_map_built_from_scratch() {
+        use crate::plan::{Action, Row, Source, Target, TargetKind};
+        use crate::provider::{Endpoint, Signer};
+        use crate::secret::{Secret, SecretRef};
+        let row = |n: u64, emoji: &str| Row {
+            number: n,
+            source: Source {
+                file: "p.csv".into(),
+                line: 2,
+            },
+            target: 0,
+            action: Action::React,
+            emoji: Some(emoji.into()),
+            message_id: Some(format!("m-{n}")),
+            msgid: None,
+            conversation_id: Some("c".into()),
+            conversation_ref_id: None,
+            user_id: Some("u".into()),
+            user_ref_id: None,
+            not_before: None,
+            previous_emoji: None,
+            key: None,
+        };
+        let target = |kind| Target {
+            name: "t".into(),
+            kind,
+            base_url: "http://127.0.0.1:9".into(),
+            rate: None,
+            credential: SecretRef::Env("K".into()),
+            source: Source {
+                file: "p.yaml".into(),
+                line: 1,
+            },
+        };
+        let kinds = [
+            TargetKind::Kommo {
+                scope_id: "s".into(),
+                user_id: Some("u".into()),
+                user_ref_id: None,
+            },
+            TargetKind::Ogmma {
+                channel_id: "c".into(),
+            },
+        ];
+        for kind in kinds {
+            let target = target(kind);
+            let (endpoint, signer) = (Endpoint::new(&target), Signer::new(&Secret::new("k-1")));
+            let mut dest = Destination::parse(&endpoint.prepare(&row(1, "x")).url).expect("url");
+            let (host, uri) = (dest.host_header.clone(), dest.target.clone());
+            let fresh = |signed: SignedRequest| {
+                let (host, uri) = (host.clone().expect("host"), uri.clone().expect("uri"));
+                build_request(signed, host, uri, &mut None).expect("request")
+            };
+            let first = signer.sign(&endpoint.prepare(&row(1, "x")), chrono::Utc::now());
+            let second = signer.sign(
+                &endpoint.prepare(&row(2, "a longer emoji")),
+                chrono::Utc::now() + chrono::Duration::seconds(3),
+            );
+            let (want1, want2) = (fresh(first.clone()), fresh(second.clone()));
+            let got1 = dest.request(first).expect("request");
+            assert!(
+                dest.template.is_some(),
+                "the first request leaves a template"
+            );
+            let got2 = dest.request(second).expect("request");
+            assert_eq!(wire_headers(&got1), wire_headers(&want1));
+            assert_eq!(wire_headers(&got2), wire_headers(&want2));
+            assert_ne!(wire_headers(&got1), wire_headers(&got2));
+            // The template keeps no value of a request: no bearer key, no signature.
+            let kept = dest.template.as_ref().expect("template");
+            assert!(kept
+                .map
+                .iter()
+                .all(|(_, v)| !v.to_str().unwrap_or("").contains("k-1") && !v.is_sensitive()));
+        }
+    }
 
     #[test]
     fn success_false_is_a_refusal_with_the_body_code() {
