@@ -401,8 +401,10 @@ pub async fn execute<T: Transport>(
                 Admission::Exclude => continue,
                 Admission::Run => {}
             }
-            let now = ctx.config.clock.now();
-            let due = row.not_before.filter(|t| *t > now);
+            // The clock only matters to rows that wait for a time, or behind one.
+            let now =
+                (row.not_before.is_some() || !deferred.is_empty()).then(|| ctx.config.clock.now());
+            let due = row.not_before.filter(|t| now.is_some_and(|now| *t > now));
             // A row behind a deferred row on the same message waits with it, so a later run
             // still applies them in plan order.
             let behind = (!deferred.is_empty())
@@ -429,7 +431,7 @@ pub async fn execute<T: Transport>(
                     status: Status::Deferred,
                     code: "not_before",
                     message: msg,
-                    at: now,
+                    at: now.unwrap_or_else(|| ctx.config.clock.now()),
                 };
                 settle.push(&ctx, item).await;
                 continue;
