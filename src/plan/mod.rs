@@ -7,7 +7,8 @@
 //!   by record ([`csv_rows`]), never whole.
 //! - [`Plan::validate`] is one streaming pass collecting every error, plus (only when some
 //!   message or some explicit `key` repeats) a second pass for "pointless row" warnings
-//!   ([`warnings`]) and duplicate-`key` errors ([`keys`]).
+//!   ([`warnings`]) and duplicate-`key` errors ([`keys`]). Rows are read and checked on a thread
+//!   of their own, a few batches ahead of the rest of the pass ([`pipeline`]).
 //! - [`Plan::resolve_secrets`] reads each target's `{ env }` / `{ file }` secret ([`secrets`]).
 //!
 //! Hard limits on input sizes are listed in [`fields`]; what an emoji or an id may be, in
@@ -22,6 +23,7 @@ mod load;
 pub mod model;
 pub mod pace;
 mod paths;
+mod pipeline;
 pub mod problem;
 mod rows;
 pub mod schema;
@@ -36,12 +38,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use model::*;
+pub use pipeline::Threads;
 pub use problem::{Problem, Severity};
 
 use crate::secret::Secret;
 use csv_rows::CsvRows;
 use fields::{MAX_ERRORS, MAX_WARNINGS};
 use load::Segment;
+use pipeline::Item;
 use rows::{check_row, Checked, RowContext};
 use secrets::SecretSite;
 
@@ -86,6 +90,18 @@ pub struct Validation {
 }
 
 impl Validation {
+    fn finish(errors: Capped, warnings: Capped, rows: u64, file: &str) -> Validation {
+        let (errors, errors_omitted) = errors.finish(file, "errors");
+        let (warnings, warnings_omitted) = warnings.finish(file, "warnings");
+        Validation {
+            errors,
+            warnings,
+            rows,
+            errors_omitted,
+            warnings_omitted,
+        }
+    }
+
     /// The real number of errors, listed or not.
     pub fn error_count(&self) -> u64 {
         let notes = u64::from(self.errors_omitted > 0);
@@ -121,6 +137,11 @@ impl Capped {
         } else {
             self.omitted += 1;
         }
+    }
+
+    /// Lists `p` even past the cap (for a problem that must not go unseen).
+    fn push_listed(&mut self, p: Problem) {
+        self.list.push(p);
     }
 
     fn finish(mut self, file: &str, what: &str) -> (Vec<Problem>, u64) {
@@ -197,8 +218,8 @@ impl Plan {
     /// [`Plan::validate`], also handing every valid row of the first pass to `on_row`, in plan
     /// order, so a caller that needs another look at every row (identities, digest) does not
     /// read the plan once more.
-    pub fn validate_with(&self, on_row: impl FnMut(&Row)) -> Validation {
-        self.validate_rows(true, on_row)
+    pub fn validate_with(&self, mut on_row: impl FnMut(&Row)) -> Validation {
+        self.validate_split(true, Threads::available(), |_| (), |row, ()| on_row(row))
     }
 
     /// [`Plan::validate_with`] for a caller that shows no warnings (`run -q`): the same errors,
@@ -206,34 +227,71 @@ impl Plan {
     /// makes the second pass happen (its Bloom filter has false positives on any large plan),
     /// and the second pass reads and checks every row again: a fifth of a 1 M-row dry run's
     /// serial validation, spent on warnings nobody would see.
-    pub fn validate_errors_with(&self, on_row: impl FnMut(&Row)) -> Validation {
-        self.validate_rows(false, on_row)
+    pub fn validate_errors_with(&self, mut on_row: impl FnMut(&Row)) -> Validation {
+        self.validate_split(false, Threads::available(), |_| (), |row, ()| on_row(row))
     }
 
-    fn validate_rows(&self, pointless: bool, mut on_row: impl FnMut(&Row)) -> Validation {
+    /// The validation pass with the work per row split in two: `beside` runs on the thread
+    /// that reads and checks the rows ([`Threads::Two`]; see [`pipeline`]), `on_row` on the
+    /// calling thread with what `beside` returned (taken out of the batch, hence `Default`).
+    /// Both see every valid row of the first pass once, in plan order, `beside` first; so
+    /// order-dependent state may live on either side. `warnings`: whether to look for rows a
+    /// later row makes pointless ([`Plan::validate_with`]) or not
+    /// ([`Plan::validate_errors_with`]). The results do not depend on `threads`; a panic on
+    /// the reader thread is an error in the [`Validation`], never a shorter valid plan.
+    pub fn validate_split<T: Send + Default>(
+        &self,
+        warnings: bool,
+        threads: Threads,
+        beside: impl FnMut(&Row) -> T + Send,
+        on_row: impl FnMut(&Row, T),
+    ) -> Validation {
+        self.validate_rows(warnings, threads, beside, on_row)
+    }
+
+    fn validate_rows<T: Send + Default>(
+        &self,
+        pointless: bool,
+        threads: Threads,
+        beside: impl FnMut(&Row) -> T + Send,
+        mut on_row: impl FnMut(&Row, T),
+    ) -> Validation {
         let file = &*self.inner.file;
         let mut errors = Capped::new(MAX_ERRORS);
         let mut warnings = Capped::new(MAX_WARNINGS);
         let mut finder = pointless.then(warnings::RepeatFinder::default);
         let mut keys = keys::KeyFinder::default();
-        let mut rows = self.rows();
-        while let Some(checked) = rows.next_checked() {
-            match checked {
-                Checked::Row(row) => {
-                    if let Some(w) = warnings::both_message_ids(&row) {
-                        warnings.push(w);
-                    }
-                    on_row(&row);
-                    if let Some(finder) = finder.as_mut() {
-                        finder.add(&row);
-                    }
-                    keys.add(&row);
+        let mut seen = 0;
+        let read = pipeline::stream(self, threads, beside, |item| match item {
+            Item::Row(row, made) => {
+                seen = row.number;
+                if let Some(w) = warnings::both_message_ids(row) {
+                    warnings.push(w);
                 }
-                Checked::Invalid(problems) => problems.into_iter().for_each(|p| errors.push(p)),
-                Checked::Suppressed(_) => {}
+                on_row(row, std::mem::take(made));
+                if let Some(finder) = finder.as_mut() {
+                    finder.add(row);
+                }
+                keys.add(row);
             }
-        }
-        let count = rows.number;
+            Item::Invalid(problems) => std::mem::take(problems)
+                .into_iter()
+                .for_each(|p| errors.push(p)),
+        });
+        let count = match read {
+            Ok(count) => count,
+            Err(why) => {
+                // Not a plan problem, but the plan was not fully checked: it must not pass,
+                // and the message must show even past the cap.
+                errors.push_listed(Problem::error(
+                    file,
+                    None,
+                    None,
+                    format!("internal error: {why}; the plan was not fully checked"),
+                ));
+                return Validation::finish(errors, warnings, seen, file);
+            }
+        };
         if count == 0 {
             warnings.push(
                 Problem::warning(file, None, None, "the plan has no rows").with_code("no_rows"),
@@ -242,30 +300,33 @@ impl Plan {
         // One second pass serves both, and only runs when one of them needs it.
         let (mut pointless, mut duplicates) = (finder.and_then(|f| f.finish()), keys.finish());
         if pointless.is_some() || duplicates.is_some() {
-            let mut rows = self.rows();
-            while let Some(checked) = rows.next_checked() {
-                if let Checked::Row(row) = checked {
-                    if let Some(e) = duplicates.as_mut().and_then(|d| d.add(&row)) {
-                        errors.push(e);
+            let read = pipeline::stream(
+                self,
+                threads,
+                |_| (),
+                |item| {
+                    if let Item::Row(row, ()) = item {
+                        if let Some(e) = duplicates.as_mut().and_then(|d| d.add(row)) {
+                            errors.push(e);
+                        }
+                        if let Some(w) = pointless.as_mut().and_then(|p| p.add(row)) {
+                            warnings.push(w);
+                        }
                     }
-                    if let Some(w) = pointless.as_mut().and_then(|p| p.add(&row)) {
-                        warnings.push(w);
-                    }
-                }
-            }
-            if let Some(note) = pointless.as_ref().and_then(|p| p.note(file)) {
+                },
+            );
+            if let Err(why) = read {
+                errors.push_listed(Problem::error(
+                    file,
+                    None,
+                    None,
+                    format!("internal error: {why} while looking for repeated rows"),
+                ));
+            } else if let Some(note) = pointless.as_ref().and_then(|p| p.note(file)) {
                 warnings.push(note);
             }
         }
-        let (errors, errors_omitted) = errors.finish(file, "errors");
-        let (warnings, warnings_omitted) = warnings.finish(file, "warnings");
-        Validation {
-            errors,
-            warnings,
-            rows: count,
-            errors_omitted,
-            warnings_omitted,
-        }
+        Validation::finish(errors, warnings, count, file)
     }
 
     /// Reads each target's secret (`{ env: NAME }` / `{ file: PATH }`), index-aligned with

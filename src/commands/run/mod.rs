@@ -3,14 +3,16 @@
 //! the report as rows finish and a summary at the end.
 //!
 //! Three stages, each its own module: [`preflight`] (plan, [`config::RunConfig`], validation,
-//! lock, digest, resume; every refusal is exit 2 with nothing sent), [`execute`] (credentials
-//! or the sandbox, report, lanes, the executor; returns what happened as data) and [`outcome`]
-//! (exit code and summary from that data).
+//! lock, digest, resume; every refusal is exit 2 with nothing sent; its pass over the rows,
+//! on two threads, is [`row_pass`]), [`execute`] (credentials or the sandbox, report, lanes,
+//! the executor; returns what happened as data) and [`outcome`] (exit code and summary from
+//! that data).
 
 pub mod config;
 pub mod execute;
 pub mod outcome;
 pub mod preflight;
+mod row_pass;
 mod signals;
 
 use crate::cli::RunArgs;

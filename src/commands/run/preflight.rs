@@ -1,27 +1,27 @@
 //! Before anything is sent: load the plan, resolve the [`RunConfig`], validate every row (one
-//! pass that also finds identities and the digest), take the lock, check the digest and the
-//! earlier report to resume. Every refusal here is exit 2 (or 4 for a held lock) with nothing
-//! sent. Every file the run will write is tried here too (opened for append, never
-//! truncated; removed again if the test created it), so a missing directory or a read-only
-//! file is found before the first request, not after the last. A live run refuses a report
+//! pass that also finds identities and the digest: [`RowPass`]), take the lock, check the
+//! digest and the earlier report to resume. Every refusal here is exit 2 (or 4 for a held
+//! lock) with nothing sent. Every file the run will write is tried here too (opened for
+//! append, never truncated; removed again if the test created it), so a missing directory or
+//! a read-only file is found before the first request, not after the last. A live run refuses a report
 //! that already holds live results unless it resumes from it or `--overwrite` says to
 //! replace it: a second cron tick without `--resume` must not send every row again.
 
 use std::path::Path;
 
-use crate::audit::{Audit, AuditBuilder, Replacing};
+use crate::audit::{Audit, Replacing};
 use crate::digest::{Digests, Expected};
 
 use crate::cli::RunArgs;
-use crate::digest::PlanDigest;
 use crate::exit::Exit;
-use crate::identity::{Identities, IdentityScan};
+use crate::identity::Identities;
 use crate::lock::{LockError, RunLock};
 use crate::plan::spool::{Spool, SpoolRows};
-use crate::plan::{Plan, Problem};
+use crate::plan::{Plan, Problem, Threads};
 use crate::resume::DoneSet;
 
 use super::config::RunConfig;
+use super::row_pass::RowPass;
 
 /// What the passes before sending produced.
 pub struct Preflight {
@@ -176,15 +176,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             .then(|| config.report.clone()),
     );
 
-    // One pass validates every row before any is sent and, on the way, finds repeated rows
-    // (for identities) and digests what would be sent.
-    // The rows it validated are spooled: the executor reads them, never the plan files again.
-    let mut scan = IdentityScan::new();
-    let mut digest = PlanDigest::new(&plan);
-    let now = config.now.unwrap_or_else(chrono::Utc::now);
-    let mut audit = AuditBuilder::new(plan.targets.len(), now);
-    let shard = config.shard;
-    let mut spool = match Spool::create() {
+    let spool = match Spool::create() {
         Ok(s) => s,
         Err(e) => {
             crate::log::error(&format!(
@@ -193,28 +185,23 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             return Err(Exit::Invalid);
         }
     };
-    let mut spool_error = None;
-    let on_row = |row: &crate::plan::Row| {
-        let name = &plan.targets[row.target].name;
-        let content_id = scan.observe(row, name);
-        digest.row(row);
-        if shard
-            .is_none_or(|s| crate::identity::shard_of(name, row.message_ref(), s.count) == s.index)
-        {
-            audit.row(row);
-        }
-        if spool_error.is_none() {
-            if let Err(e) = spool.push(row, content_id) {
-                spool_error = Some(e);
-            }
-        }
-    };
+    let now = config.now.unwrap_or_else(chrono::Utc::now);
     // Warnings are only printed without -q: quiet, the pass that only finds warnings is skipped.
-    let validation = if config.quiet {
-        plan.validate_errors_with(on_row)
-    } else {
-        plan.validate_with(on_row)
-    };
+    let RowPass {
+        validation,
+        scan,
+        digest,
+        audit,
+        spool,
+        spool_error,
+    } = RowPass::run(
+        &plan,
+        !config.quiet,
+        config.shard,
+        now,
+        spool,
+        Threads::available(),
+    );
     if let Some(e) = spool_error {
         crate::log::error(&format!(
             "reactbatch run: cannot write the spool file in the temp directory: {e}; nothing was sent"
