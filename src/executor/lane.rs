@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::rate::{PaceStats, RateLimiter};
@@ -81,6 +81,48 @@ impl Lane {
     }
 }
 
+/// Finished rows' message ids on their way back to the dispatcher (which frees the message
+/// for the rows queued behind it and tops the lanes up). The dispatcher is woken for a batch
+/// of them, or when a lane has run out of rows, not once per row: with a lane holding
+/// thousands of rows, a wake-up per finished row was work for nothing.
+#[derive(Default)]
+pub(super) struct Done {
+    ids: Mutex<Vec<MessageId>>,
+    wake: Notify,
+}
+
+/// Finished rows that wake the dispatcher.
+const DONE_BATCH: usize = 64;
+
+impl Done {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<MessageId>> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Row `id` finished; `urgent` wakes the dispatcher whatever the batch holds (its lane
+    /// is empty, or the row was not sent).
+    pub(super) fn push(&self, id: MessageId, urgent: bool) {
+        let held = {
+            let mut ids = self.lock();
+            ids.push(id);
+            ids.len()
+        };
+        if urgent || held >= DONE_BATCH {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits until woken (at once if a wake-up is pending), then moves every id in `into`.
+    pub(super) async fn wait(&self, into: &mut Vec<MessageId>) {
+        self.wake.notified().await;
+        self.take(into);
+    }
+
+    pub(super) fn take(&self, into: &mut Vec<MessageId>) {
+        into.append(&mut self.lock());
+    }
+}
+
 /// A lane's rows ready to send, and the senders waiting for one.
 #[derive(Default)]
 pub(super) struct LaneQueue {
@@ -102,6 +144,10 @@ impl LaneQueue {
     pub(super) fn push_front(&self, job: Job) {
         self.lock().push_front(job);
         self.ready.notify_one();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     fn close(&self) {
@@ -134,11 +180,7 @@ impl LaneQueue {
 
 /// One of a lane's senders: until the lane is closed and empty, take the front row, wait for
 /// the pace, then for a concurrency slot, and run its attempt.
-pub(super) async fn sender<T: Transport>(
-    ctx: Arc<RunContext<T>>,
-    lane: usize,
-    done: mpsc::UnboundedSender<MessageId>,
-) {
+pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, done: Arc<Done>) {
     let l = &ctx.lanes[lane];
     // This sender's own connections, kept between its requests.
     let mut session = ctx.transport.session();
@@ -189,7 +231,9 @@ pub(super) async fn sender<T: Transport>(
         }
         match task::attempt(&ctx, &mut session, lane, job, permit).await {
             task::Attempted::Finished(id) => {
-                let _ = done.send(id);
+                // With no row left in the lane, the dispatcher may be holding the next ones
+                // (behind a busy message, or not read yet): tell it now.
+                done.push(id, l.queue.is_empty());
             }
             task::Attempted::Again(job, wait) => {
                 let job = *job;

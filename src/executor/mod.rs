@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 
 use crate::plan::{settings, EmitFormat, Problem, Row, Target};
 use crate::report::{timestamp, with_timestamp, RowView, SourceRef, Status};
@@ -332,7 +331,8 @@ pub async fn execute<T: Transport>(
     mut key_of: KeyFn,
     mut admit: impl FnMut(&Row, &str) -> Admission,
 ) {
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<MessageId>();
+    let done = Arc::new(lane::Done::default());
+    let mut finished: Vec<MessageId> = Vec::new();
     let mut busy: HashMap<MessageId, VecDeque<(Row, String)>, foldhash::fast::FixedState> =
         HashMap::default();
     // Messages with a deferred row: (first such row, its not_before).
@@ -359,7 +359,7 @@ pub async fn execute<T: Transport>(
         let senders = ctx.config.concurrency.max(1);
         (0..ctx.lanes.len())
             .flat_map(|i| (0..senders).map(move |_| i))
-            .map(|i| tokio::spawn(lane::sender(Arc::clone(&ctx), i, done_tx.clone())))
+            .map(|i| tokio::spawn(lane::sender(Arc::clone(&ctx), i, Arc::clone(&done))))
             .collect()
     };
 
@@ -458,27 +458,25 @@ pub async fn execute<T: Transport>(
             break;
         }
         tokio::select! {
-            Some(id) = done_rx.recv() => {
-                // Every row that finished meanwhile, in one wake-up: with many senders, rows
-                // finish faster than one loop round per row would go.
-                let mut next_id = Some(id);
-                while let Some(id) = next_id {
-                    running -= 1;
-                    let next = busy.get_mut(&id).and_then(VecDeque::pop_front);
-                    match next {
-                        Some((row, key)) => {
-                            queued -= 1;
-                            to_lane(&ctx, row, key);
-                            running += 1;
-                        }
-                        None => {
-                            busy.remove(&id);
-                        }
-                    }
-                    next_id = done_rx.try_recv().ok();
+            _ = done.wait(&mut finished) => {}
+            _ = ctx.cancel.soft(), if !cancelled => {}
+        }
+        // Every row that finished meanwhile, in one round: with many senders, rows finish
+        // faster than one round per row would go.
+        done.take(&mut finished);
+        for id in finished.drain(..) {
+            running -= 1;
+            let next = busy.get_mut(&id).and_then(VecDeque::pop_front);
+            match next {
+                Some((row, key)) => {
+                    queued -= 1;
+                    to_lane(&ctx, row, key);
+                    running += 1;
+                }
+                None => {
+                    busy.remove(&id);
                 }
             }
-            _ = ctx.cancel.soft(), if !cancelled => {}
         }
     }
     settle.finish(&ctx).await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use tokio::sync::{mpsc, SemaphorePermit};
+use tokio::sync::SemaphorePermit;
 use tokio::time::Instant;
 
 use crate::emit::{EmitRecord, EmitWriter};
@@ -179,7 +179,7 @@ async fn finish<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: RowOutcom
 pub(super) async fn finish_unsent<T: Transport>(
     ctx: &RunContext<T>,
     job: Job,
-    done: &mpsc::UnboundedSender<MessageId>,
+    done: &super::lane::Done,
 ) {
     let outcome = match ctx.targets[job.row.target].stopped() {
         Some(reason) => job.outcome(Status::Skipped, None, "auth_stopped", reason.to_string()),
@@ -195,7 +195,7 @@ pub(super) async fn finish_unsent<T: Transport>(
         ),
     };
     let id = finish(ctx, &job, outcome).await;
-    let _ = done.send(id);
+    done.push(id, true);
 }
 
 /// What became of an attempt.
