@@ -190,6 +190,44 @@ fn is_loopback(url: &url::Url) -> bool {
 pub struct HttpSession {
     links: Links,
     last: Option<Destination>,
+    /// The sender's request deadline ([`within`]).
+    deadline: Deadline,
+}
+
+/// One timer per sender, kept armed from request to request. Registering a new timer for
+/// every request and removing it when the answer came (what `tokio::time::timeout` does) was
+/// a share of every request; this one is reset only when it fires, at most once per
+/// timeout per sender, and then only to the current request's own deadline.
+#[derive(Default)]
+struct Deadline(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+
+impl Deadline {
+    /// `work`'s output, or `None` if `timeout` passed first.
+    async fn within<F: Future>(&mut self, timeout: Duration, work: F) -> Option<F::Output> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timer = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // Armed for later than this request may take (a longer timeout before): bring it in.
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        let mut work = std::pin::pin!(work);
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(out) = work.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(out));
+            }
+            // It fires at an earlier request's deadline: this one's may not have come yet.
+            while timer.as_mut().poll(cx).is_ready() {
+                if tokio::time::Instant::now() >= deadline {
+                    return std::task::Poll::Ready(None);
+                }
+                timer.as_mut().reset(deadline);
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }
 
 /// A request URL, parsed once.
@@ -317,7 +355,11 @@ impl Transport for HttpTransport {
         request: SignedRequest,
         timeout: Duration,
     ) -> AttemptOutcome {
-        let HttpSession { links, last } = session;
+        let HttpSession {
+            links,
+            last,
+            deadline,
+        } = session;
         let work = async {
             let dest = session_destination(last, &request.url);
             match dest {
@@ -349,11 +391,11 @@ impl Transport for HttpTransport {
                 },
             }
         };
-        match tokio::time::timeout(timeout, work).await {
-            Err(_) => AttemptOutcome::Timeout,
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(Failure::Pooled(e))) if e.is_timeout() => AttemptOutcome::Timeout,
-            Ok(Err(failure)) => {
+        match deadline.within(timeout, work).await {
+            None => AttemptOutcome::Timeout,
+            Some(Ok(outcome)) => outcome,
+            Some(Err(Failure::Pooled(e))) if e.is_timeout() => AttemptOutcome::Timeout,
+            Some(Err(failure)) => {
                 let cause = failure.source_error();
                 match cause.and_then(certificate_problem) {
                     Some(problem) => AttemptOutcome::Refused {
@@ -618,6 +660,40 @@ pub fn error_fields(status: u16, body: &[u8]) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sender's one timer times every request out at its own deadline: not at an earlier
+    /// request's (the timer fires there and is moved on), not later after a longer timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_timer_times_each_request_out_at_its_own_deadline() {
+        use tokio::time::{sleep, Instant};
+        let mut deadline = Deadline::default();
+        let secs = Duration::from_secs;
+        let start = Instant::now();
+        // Answered within its 10 s.
+        let first = deadline.within(secs(10), async {
+            sleep(secs(1)).await;
+            7
+        });
+        assert_eq!(first.await, Some(7));
+        sleep(secs(4)).await;
+        // Sent at 5 s, never answered: out at 15 s, though the timer was armed for 11 s.
+        let never = std::future::pending::<()>();
+        assert_eq!(deadline.within(secs(10), never).await, None);
+        assert_eq!(start.elapsed(), secs(15));
+        // A shorter timeout after a longer one: out at its own 2 s.
+        let at = Instant::now();
+        assert_eq!(
+            deadline
+                .within(secs(30), async {
+                    sleep(secs(1)).await;
+                })
+                .await,
+            Some(())
+        );
+        let shorter = deadline.within(secs(2), std::future::pending::<()>());
+        assert_eq!(shorter.await, None);
+        assert_eq!(at.elapsed(), secs(3));
+    }
 
     /// Every header of `request` as the wire gets it: name, value, sensitivity, in order.
     fn wire_headers(request: &hyper::Request<Full<Bytes>>) -> Vec<(String, String, bool)> {
