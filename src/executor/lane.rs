@@ -184,6 +184,21 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
     let l = &ctx.lanes[lane];
     // This sender's own connections, kept between its requests.
     let mut session = ctx.transport.session();
+    // Its watch for a hard cancel, for every attempt; ready for good once it fired.
+    let hard = ctx.cancel.hard();
+    tokio::pin!(hard);
+    let mut hard_fired = false;
+    let hard = std::future::poll_fn(move |cx| {
+        if !hard_fired && std::future::Future::poll(hard.as_mut(), cx).is_ready() {
+            hard_fired = true;
+        }
+        if hard_fired {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    });
+    tokio::pin!(hard);
     while let Some(job) = l.queue.next().await {
         if ctx.cancel.is_soft() {
             task::finish_unsent(&ctx, job, &done).await;
@@ -229,7 +244,7 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
             task::finish_unsent(&ctx, job, &done).await;
             continue;
         }
-        match task::attempt(&ctx, &mut session, lane, job, permit).await {
+        match task::attempt(&ctx, &mut session, lane, job, permit, hard.as_mut()).await {
             task::Attempted::Finished(id) => {
                 // With no row left in the lane, the dispatcher may be holding the next ones
                 // (behind a busy message, or not read yet): tell it now.

@@ -208,12 +208,15 @@ pub(super) enum Attempted {
 }
 
 /// One attempt of `job`, holding a concurrency slot (`permit`) while on the wire.
+/// `hard` resolves on a hard cancel: the sender's own watch, kept from attempt to attempt
+/// (a new one per attempt registered with the cancel channel and left it again every time).
 pub(super) async fn attempt<T: Transport>(
     ctx: &RunContext<T>,
     session: &mut T::Session,
     lane: usize,
     mut job: Job,
     permit: SemaphorePermit<'_>,
+    hard: std::pin::Pin<&mut (dyn std::future::Future<Output = ()> + Send)>,
 ) -> Attempted {
     let target = &ctx.targets[job.row.target];
     let lane = &ctx.lanes[lane];
@@ -230,7 +233,7 @@ pub(super) async fn attempt<T: Transport>(
     emit(ctx, &job.row, job.attempts, &signed).await;
     let outcome = tokio::select! {
         outcome = ctx.transport.send(session, signed, ctx.config.timeout) => Some(outcome),
-        _ = ctx.cancel.hard() => None,
+        _ = hard => None,
     };
     drop(permit);
     let Some(outcome) = outcome else {

@@ -384,6 +384,50 @@ async fn cancel_reports_every_row_once_with_unsent_rows_cancelled() {
     assert_eq!(ok + cancelled, 1000);
 }
 
+/// A hard cancel abandons the requests in flight (each sender's kept watch fires), and every
+/// row is still reported once: in flight ones as possibly applied, the rest as not sent.
+#[tokio::test(start_paused = true)]
+async fn a_hard_cancel_abandons_requests_in_flight_and_reports_them() {
+    let cancel = Cancel::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        trigger.cancel_soft();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        trigger.cancel_hard();
+    });
+    // The first 8 answers come at once (each sender's watch outlives an attempt or two),
+    // every later one would take a minute.
+    let started = std::sync::atomic::AtomicUsize::new(0);
+    let script = Box::new(move |_: &str, _: usize| {
+        let n = started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let latency = if n < 8 { 10 } else { 60_000 };
+        (ok(), Duration::from_millis(latency))
+    });
+    let t0 = Instant::now();
+    let out = run(config(4), Rate::Unlimited, rows(20, 20), script, cancel).await;
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert_eq!(out.calls.len(), 8, "only the quick requests were answered");
+    assert_eq!(out.results.len(), 20);
+    let ok = out
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Ok)
+        .count();
+    let cancelled = out
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Cancelled)
+        .count();
+    assert_eq!((ok, cancelled), (8, 12));
+    let in_flight = out
+        .results
+        .iter()
+        .filter(|r| r.message.contains("in flight; it may have been applied"))
+        .count();
+    assert_eq!(in_flight, 4, "{:?}", out.results);
+}
+
 #[tokio::test(start_paused = true)]
 async fn rate_limited_rows_keep_their_place_without_using_retries_within_the_budget() {
     // The first 8 calls are answered 429 (no Retry-After), then every call succeeds.
