@@ -1,0 +1,343 @@
+//! The spool's round trip, and what a broken spool file reads back as.
+
+use super::*;
+use chrono::TimeZone;
+
+#[test]
+fn rows_come_back_as_they_went_in() {
+    let file: Arc<str> = Arc::from("rows.csv");
+    let mut rows = Vec::new();
+    for i in 1..=50u64 {
+        rows.push(Row {
+            number: i,
+            source: Source {
+                file: Arc::clone(&file),
+                line: i as u32 + 1,
+            },
+            target: (i % 3) as usize,
+            action: if i % 2 == 0 {
+                Action::Unreact
+            } else {
+                Action::React
+            },
+            emoji: (i % 4 != 0).then(|| "👍🏽".to_string()),
+            message_id: Some(format!("m-{i}")),
+            msgid: None,
+            conversation_id: Some(String::new()),
+            conversation_ref_id: None,
+            user_id: Some("u".into()),
+            user_ref_id: None,
+            not_before: (i % 5 == 0).then(|| {
+                Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0)
+                    .single()
+                    .expect("time")
+            }),
+            previous_emoji: None,
+            key: Some(format!("k{i}")),
+        });
+    }
+    let mut spool = Spool::create().expect("spool");
+    for r in &rows {
+        spool.push(r, Some(r.number * 7)).expect("push");
+    }
+    let first = spool.into_rows().expect("rows");
+    let back: Vec<Row> = first
+        .again()
+        .expect("again")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(back, rows);
+    let twice: Vec<Row> = first
+        .again()
+        .expect("again")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(twice, rows);
+}
+
+#[test]
+fn identities_from_the_spool_match_hashing_each_row_again() {
+    use crate::identity::IdentityScan;
+    let file: Arc<str> = Arc::from("rows.csv");
+    // Repeated rows (occurrence numbers), `not_before` (hashed as text), explicit keys.
+    let rows: Vec<Row> = (1..=60u64)
+        .map(|i| Row {
+            number: i,
+            source: Source {
+                file: Arc::clone(&file),
+                line: i as u32 + 1,
+            },
+            target: (i % 2) as usize,
+            action: Action::React,
+            emoji: Some("👍".into()),
+            message_id: Some(format!("m-{}", i % 13)),
+            msgid: None,
+            conversation_id: None,
+            conversation_ref_id: None,
+            user_id: None,
+            user_ref_id: None,
+            not_before: (i % 3 == 0).then(|| {
+                Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0)
+                    .single()
+                    .expect("time")
+            }),
+            previous_emoji: None,
+            key: (i % 10 == 0).then(|| format!("k{i}")),
+        })
+        .collect();
+    let names = ["a", "b"];
+    let mut scan = IdentityScan::new();
+    let mut spool = Spool::create().expect("spool");
+    for r in &rows {
+        let id = scan.observe(r, names[r.target]);
+        assert_eq!(id.is_none(), r.key.is_some());
+        spool.push(r, id).expect("push");
+    }
+    let ids = scan.finish();
+    let spooled = spool.into_rows().expect("rows");
+    let mut hashed = ids.clone();
+    let expected: Vec<String> = rows
+        .iter()
+        .map(|r| hashed.key(r, names[r.target]))
+        .collect();
+    // Twice, as a resumed run reads the spool (the copy of done rows, then the run).
+    for _ in 0..2 {
+        let mut linked = ids.clone().linked_to(spooled.content_ids());
+        let got: Vec<String> = spooled
+            .again()
+            .expect("again")
+            .map(|r| {
+                let r = r.expect("row");
+                linked.key(&r, names[r.target])
+            })
+            .collect();
+        assert_eq!(got, expected);
+    }
+    assert!(expected.iter().any(|k| k.ends_with(".2")), "{expected:?}");
+    // The id really comes from the spool (not hashed again): a planted one shows.
+    let mut spool = Spool::create().expect("spool");
+    spool.push(&rows[0], Some(0xdead)).expect("push");
+    let spooled = spool.into_rows().expect("rows");
+    let mut linked = IdentityScan::new()
+        .finish()
+        .linked_to(spooled.content_ids());
+    let row = spooled
+        .again()
+        .expect("again")
+        .next()
+        .expect("one")
+        .expect("row");
+    assert_eq!(linked.key(&row, "a"), "#000000000000dead.1");
+}
+
+/// Every text field set (non-ASCII, empty), or none; keys; `not_before` before and after 1970.
+fn varied_rows(files: &[Arc<str>]) -> Vec<Row> {
+    (1..=40u64)
+        .map(|i| {
+            let all = i % 2 == 0;
+            let text = |s: &str| all.then(|| s.to_string());
+            Row {
+                number: i,
+                source: Source {
+                    file: Arc::clone(&files[i as usize % files.len()]),
+                    line: u32::MAX - i as u32,
+                },
+                target: i as usize * 1000,
+                action: if i % 3 == 0 {
+                    Action::Unreact
+                } else {
+                    Action::React
+                },
+                emoji: text("👍🏽"),
+                message_id: text(&format!("mid-ü-{i}")),
+                msgid: text(""),
+                conversation_id: text("чат-日本"),
+                conversation_ref_id: text(&"r".repeat(i as usize * 50)),
+                user_id: text(""),
+                user_ref_id: text("🙂 \u{0}\t,\"\n"),
+                not_before: match i % 4 {
+                    0 => Some(
+                        Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0)
+                            .single()
+                            .expect("time")
+                            + chrono::Duration::microseconds(123_456),
+                    ),
+                    1 => Some(
+                        Utc.with_ymd_and_hms(1969, 7, 20, 20, 17, 40)
+                            .single()
+                            .expect("time"),
+                    ),
+                    _ => None,
+                },
+                previous_emoji: text("❤️"),
+                key: (i % 5 == 0).then(|| format!("key-é-{i}")),
+            }
+        })
+        .collect()
+}
+
+fn spooled(rows: &[Row]) -> SpoolRows {
+    let mut spool = Spool::create().expect("spool");
+    for r in rows {
+        spool
+            .push(r, r.key.is_none().then_some(r.number * 31))
+            .expect("push");
+    }
+    spool.into_rows().expect("rows")
+}
+
+/// What a reader yields, errors as their message.
+fn read_back(rows: &SpoolRows) -> Vec<Result<Row, String>> {
+    rows.again()
+        .expect("again")
+        .map(|r| r.map_err(|p| p.message.clone()))
+        .collect()
+}
+
+/// Puts `bytes` in place of the spool file's contents.
+fn replace_contents(rows: &SpoolRows, bytes: &[u8]) {
+    let mut file = rows.reader.get_ref().try_clone().expect("clone");
+    file.set_len(0).expect("truncate");
+    file.seek(SeekFrom::Start(0)).expect("seek");
+    file.write_all(bytes).expect("write");
+}
+
+fn contents(rows: &SpoolRows) -> Vec<u8> {
+    let mut file = rows.reader.get_ref().try_clone().expect("clone");
+    file.seek(SeekFrom::Start(0)).expect("seek");
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).expect("read");
+    bytes
+}
+
+/// The rows before `at` come back as written, then one spool error, then nothing.
+fn assert_breaks_at(got: &[Result<Row, String>], rows: &[Row], at: usize, case: &str) {
+    assert_eq!(got.len(), at + 1, "{case}: {got:?}");
+    for (g, r) in got[..at].iter().zip(rows) {
+        assert_eq!(g.as_ref().expect("row before the break"), r, "{case}");
+    }
+    let e = got[at].as_ref().expect_err(case);
+    assert!(
+        e.starts_with("cannot read the validated rows back from the spool: "),
+        "{case}: {e}"
+    );
+}
+
+#[test]
+fn every_field_present_or_absent_comes_back_from_many_files() {
+    let files: Vec<Arc<str>> = (0..7).map(|i| Arc::from(format!("plan-{i}.csv"))).collect();
+    let rows = varied_rows(&files);
+    let spooled = spooled(&rows);
+    assert_eq!(spooled.files.len(), files.len());
+    let ids = spooled.content_ids();
+    let mut reader = spooled.again().expect("again");
+    for r in &rows {
+        assert_eq!(&reader.next().expect("a row").expect("row"), r);
+        if r.key.is_none() {
+            // The content id came along (a keyed row leaves the previous one).
+            let mut linked = crate::identity::IdentityScan::new()
+                .finish()
+                .linked_to(ids.clone());
+            let key = linked.key(r, "t");
+            assert_eq!(key, format!("#{:016x}.1", r.number * 31));
+        }
+    }
+    assert!(reader.next().is_none());
+    // The buffer a reader keeps does not carry one record's bytes into the next.
+    let lens: Vec<usize> = rows
+        .iter()
+        .map(|r| r.conversation_ref_id.as_ref().map_or(0, String::len))
+        .collect();
+    assert!(lens.windows(2).any(|w| w[0] > w[1]), "{lens:?}");
+}
+
+#[test]
+fn a_truncated_spool_is_an_error_at_the_first_incomplete_row() {
+    let files: Vec<Arc<str>> = vec![Arc::from("a.csv"), Arc::from("b.csv")];
+    let rows = varied_rows(&files)[..4].to_vec();
+    let spooled = spooled(&rows);
+    let bytes = contents(&spooled);
+    // Where each record ends.
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+        at += 4 + len;
+        ends.push(at);
+    }
+    assert_eq!(ends.len(), rows.len());
+    assert_eq!(at, bytes.len());
+    for cut in (0..bytes.len()).rev() {
+        replace_contents(&spooled, &bytes[..cut]);
+        let whole = ends.iter().take_while(|&&e| e <= cut).count();
+        assert_breaks_at(&read_back(&spooled), &rows, whole, &format!("cut at {cut}"));
+    }
+    replace_contents(&spooled, &bytes);
+    let all: Vec<Row> = read_back(&spooled)
+        .into_iter()
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(all, rows);
+}
+
+#[test]
+fn a_corrupt_record_is_an_error_not_a_wrong_row() {
+    let files: Vec<Arc<str>> = vec![Arc::from("a.csv")];
+    // Row 2 has every text field; its record starts after row 1's.
+    let rows = varied_rows(&files)[..3].to_vec();
+    let spooled = spooled(&rows);
+    let bytes = contents(&spooled);
+    let second = 4 + u32::from_le_bytes(bytes[..4].try_into().expect("4")) as usize;
+    let second_len = u32::from_le_bytes(bytes[second..second + 4].try_into().expect("4"));
+    // Offsets inside row 2's record (after its length): number 0, line 8, file 12, target 16,
+    // action 20, content id 21, then the emoji's length at 29 and its bytes at 33.
+    let field = |off: usize| second + 4 + off;
+    let emoji_len = "👍🏽".len() as u32;
+    let cases: Vec<(&str, usize, Vec<u8>)> = vec![
+        (
+            "length past the end",
+            second,
+            (u32::MAX - 1).to_le_bytes().to_vec(),
+        ),
+        (
+            "length one short",
+            second,
+            (second_len - 1).to_le_bytes().to_vec(),
+        ),
+        (
+            "length one long",
+            second,
+            (second_len + 1).to_le_bytes().to_vec(),
+        ),
+        ("length zero", second, 0u32.to_le_bytes().to_vec()),
+        ("file index", field(12), 1u32.to_le_bytes().to_vec()),
+        ("action", field(20), vec![7]),
+        (
+            "string past the record",
+            field(29),
+            (second_len).to_le_bytes().to_vec(),
+        ),
+        (
+            "string longer",
+            field(29),
+            (emoji_len + 1).to_le_bytes().to_vec(),
+        ),
+        (
+            "string shorter",
+            field(29),
+            (emoji_len - 1).to_le_bytes().to_vec(),
+        ),
+        ("not UTF-8", field(33), vec![0xff]),
+        // Row 2 has no `not_before`: its record ends with the flag.
+        ("time flag", field(second_len as usize - 1), vec![2]),
+    ];
+    assert!(rows[1].emoji.is_some() && rows[1].not_before.is_none());
+    assert_eq!(bytes[field(29)..field(33)], emoji_len.to_le_bytes());
+    assert_eq!(bytes[field(second_len as usize - 1)], 0);
+    for (case, at, patch) in cases {
+        let mut broken = bytes.clone();
+        broken[at..at + patch.len()].copy_from_slice(&patch);
+        replace_contents(&spooled, &broken);
+        assert_breaks_at(&read_back(&spooled), &rows, 1, case);
+    }
+}
