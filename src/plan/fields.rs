@@ -103,7 +103,8 @@ impl Field {
         Field::ALL.into_iter().map(Field::name)
     }
 
-    fn index(self) -> usize {
+    /// The field's position in [`Field::ALL`], for arrays indexed by field.
+    pub(super) fn index(self) -> usize {
         self as usize
     }
 
@@ -160,6 +161,11 @@ impl RawRow {
 
     pub fn clear(&mut self, field: Field) {
         self.values[field.index()] = None;
+    }
+
+    /// Moves the value out (validation hands it on to the row without a copy).
+    pub fn take(&mut self, field: Field) -> Option<RawValue> {
+        self.values[field.index()].take()
     }
 }
 
@@ -228,6 +234,7 @@ mod tests {
     fn field_names_round_trip() {
         for f in Field::ALL {
             assert_eq!(Field::from_name(f.name()), Some(f));
+            assert_eq!(Field::ALL[f.index()], f);
         }
     }
 }

@@ -186,18 +186,9 @@ fn problem_at(row: &RawRow, value: Option<&RawValue>, message: impl Into<String>
     }
 }
 
-/// Validates one raw row as row `number` of the plan.
-pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
-    // A row that could not be read as written (unknown key, ragged, bad bytes) is reported as
-    // that alone: the "missing field" errors that would follow are its echoes.
-    if !raw.problems.is_empty() {
-        return Checked::Invalid(raw.problems);
-    }
-    let mut problems = Vec::new();
-    // A field's value: the row's own if non-empty, else the default's. `own` tells which.
-    let own = |f: Field| raw.get(f).filter(|v| !v.text.is_empty());
-    // Fields that identify one thing together: the row's own pair, or else the defaults' pair.
-    let partner = |f: Field| match f {
+/// The other field of an identifying pair: the row's own pair is taken, or else the defaults'.
+fn partner(f: Field) -> Option<Field> {
+    match f {
         Field::MessageId => Some(Field::Msgid),
         Field::Msgid => Some(Field::MessageId),
         Field::ConversationId => Some(Field::ConversationRefId),
@@ -205,14 +196,51 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
         Field::UserId => Some(Field::UserRefId),
         Field::UserRefId => Some(Field::UserId),
         _ => None,
+    }
+}
+
+/// Where a row's value for a field comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// The row's own, non-empty value.
+    Own,
+    /// `defaults:` (the row leaves the field, and the other field of its pair, unset or empty).
+    Default,
+    Absent,
+}
+
+fn origin(ctx: &RowContext, raw: &RawRow, f: Field) -> Origin {
+    let own = |f: Field| raw.get(f).is_some_and(|v| !v.text.is_empty());
+    if own(f) {
+        Origin::Own
+    } else if partner(f).is_some_and(own) {
+        Origin::Absent
+    } else if ctx.defaults.get(f).is_some_and(|v| !v.text.is_empty()) {
+        Origin::Default
+    } else {
+        Origin::Absent
+    }
+}
+
+/// Validates one raw row as row `number` of the plan.
+///
+/// Two phases: every problem is found first, from shared borrows of `raw` (a problem points at
+/// a value's position); then, only for a valid row, the row's own values are moved into the
+/// [`Row`] and only `defaults:` are cloned. This runs once per row on the reader thread before
+/// the first request, where copying each field again showed as malloc/memmove in profiles.
+pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
+    // A row that could not be read as written (unknown key, ragged, bad bytes) is reported as
+    // that alone: the "missing field" errors that would follow are its echoes.
+    if !raw.problems.is_empty() {
+        return Checked::Invalid(raw.problems);
+    }
+    let mut problems = Vec::new();
+    let own = |f: Field| raw.get(f).filter(|v| !v.text.is_empty());
+    let value = |f: Field| match origin(ctx, &raw, f) {
+        Origin::Own => raw.get(f),
+        Origin::Default => ctx.defaults.get(f),
+        Origin::Absent => None,
     };
-    let value = |f: Field| {
-        if own(f).is_some() || partner(f).is_some_and(|p| own(p).is_some()) {
-            return own(f);
-        }
-        ctx.defaults.get(f).filter(|v| !v.text.is_empty())
-    };
-    let text = |f: Field| value(f).map(|v| v.text.clone());
 
     for f in Field::ALL {
         if let Some(v) = own(f) {
@@ -289,41 +317,19 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
         .unwrap_or(Action::React);
     let not_before = value(Field::NotBefore).and_then(|v| parse_not_before(&v.text).ok());
 
-    let mut row = Row {
-        number,
-        source: Source {
-            file: raw.file.clone(),
-            line: raw.line,
-        },
-        target: target.unwrap_or(0),
-        action,
-        emoji: None,
-        message_id: text(Field::MessageId),
-        msgid: None,
-        conversation_id: None,
-        conversation_ref_id: None,
-        user_id: None,
-        user_ref_id: None,
-        not_before,
-        previous_emoji: text(Field::PreviousEmoji).map(canonical_emoji),
-        key: text(Field::Key),
-    };
-
     // Emoji: `react` needs one; an empty one written on the row is its own mistake.
-    match (action, value(Field::Emoji)) {
-        (_, Some(v)) => row.emoji = Some(canonical_emoji(v.text.clone())),
-        (Action::React, None) => {
-            let written_empty = raw.get(Field::Emoji).filter(|v| v.text.is_empty());
-            let msg = if written_empty.is_some() {
-                "`emoji` is empty: a react row needs an emoji"
-            } else {
-                "a react row needs an `emoji`"
-            };
-            problems.push(problem_at(&raw, written_empty, msg).with_code("missing_emoji"));
-        }
-        (Action::Unreact, None) => {}
+    if action == Action::React && value(Field::Emoji).is_none() {
+        let written_empty = raw.get(Field::Emoji).filter(|v| v.text.is_empty());
+        let msg = if written_empty.is_some() {
+            "`emoji` is empty: a react row needs an emoji"
+        } else {
+            "a react row needs an `emoji`"
+        };
+        problems.push(problem_at(&raw, written_empty, msg).with_code("missing_emoji"));
     }
 
+    // The target's own user pair, for a Kommo row.
+    let mut target_users = None;
     if let Some(t) = target.map(|i| &ctx.targets[i]) {
         match &t.kind {
             TargetKind::Kommo {
@@ -331,10 +337,8 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                 user_ref_id,
                 ..
             } => {
-                row.msgid = text(Field::Msgid);
-                row.conversation_id = text(Field::ConversationId);
-                row.conversation_ref_id = text(Field::ConversationRefId);
-                if row.message_id.is_none() && row.msgid.is_none() {
+                target_users = Some((user_id, user_ref_id));
+                if value(Field::MessageId).is_none() && value(Field::Msgid).is_none() {
                     problems.push(
                         problem_at(
                             &raw,
@@ -347,7 +351,9 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                         .with_code("missing_message_id"),
                     );
                 }
-                if row.conversation_id.is_none() && row.conversation_ref_id.is_none() {
+                if value(Field::ConversationId).is_none()
+                    && value(Field::ConversationRefId).is_none()
+                {
                     problems.push(
                         problem_at(
                             &raw,
@@ -360,13 +366,9 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                         .with_code("missing_conversation"),
                     );
                 }
-                let (uid, uref) = (text(Field::UserId), text(Field::UserRefId));
-                if uid.is_some() || uref.is_some() {
-                    (row.user_id, row.user_ref_id) = (uid, uref);
-                } else {
-                    (row.user_id, row.user_ref_id) = (user_id.clone(), user_ref_id.clone());
-                }
-                if row.user_id.is_none() && row.user_ref_id.is_none() {
+                // The row's (or defaults') pair, else the target's: see the module doc.
+                let row_user = value(Field::UserId).is_some() || value(Field::UserRefId).is_some();
+                if !row_user && user_id.is_none() && user_ref_id.is_none() {
                     problems.push(
                         problem_at(
                             &raw,
@@ -404,7 +406,7 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                         );
                     }
                 }
-                if row.message_id.is_none() {
+                if value(Field::MessageId).is_none() {
                     problems.push(
                         problem_at(
                             &raw,
@@ -418,11 +420,54 @@ pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
         }
     }
 
-    if problems.is_empty() {
-        Checked::Row(row)
-    } else {
-        Checked::Invalid(problems)
+    if !problems.is_empty() {
+        return Checked::Invalid(problems);
     }
+
+    // Build the row. Every origin is decided before the first value is moved out: taking one
+    // field of a pair must not make `defaults:` fill in the other.
+    let origins = Field::ALL.map(|f| origin(ctx, &raw, f));
+    let mut text = |f: Field| match origins[f.index()] {
+        Origin::Own => raw.take(f).map(|v| v.text),
+        Origin::Default => ctx.defaults.get(f).map(|v| v.text.clone()),
+        Origin::Absent => None,
+    };
+    let emoji = text(Field::Emoji).map(canonical_emoji);
+    let message_id = text(Field::MessageId);
+    let previous_emoji = text(Field::PreviousEmoji).map(canonical_emoji);
+    let key = text(Field::Key);
+    // Ogmma rows carry none of the Kommo-only fields (a default one is ignored).
+    let (mut msgid, mut conversation_id, mut conversation_ref_id) = (None, None, None);
+    let (mut user_id, mut user_ref_id) = (None, None);
+    if let Some((target_user_id, target_user_ref_id)) = target_users {
+        msgid = text(Field::Msgid);
+        conversation_id = text(Field::ConversationId);
+        conversation_ref_id = text(Field::ConversationRefId);
+        (user_id, user_ref_id) = (text(Field::UserId), text(Field::UserRefId));
+        if user_id.is_none() && user_ref_id.is_none() {
+            (user_id, user_ref_id) = (target_user_id.clone(), target_user_ref_id.clone());
+        }
+    }
+    Checked::Row(Row {
+        number,
+        source: Source {
+            file: raw.file,
+            line: raw.line,
+        },
+        // Always `Some` here: a row without a target has a problem.
+        target: target.unwrap_or(0),
+        action,
+        emoji,
+        message_id,
+        msgid,
+        conversation_id,
+        conversation_ref_id,
+        user_id,
+        user_ref_id,
+        not_before,
+        previous_emoji,
+        key,
+    })
 }
 
 /// Reads `defaults:`: each value is checked on its own now (so a bad default is reported once,
@@ -451,3 +496,6 @@ pub fn read_defaults(r: &mut DocReader<'_>, node: &Node, targets: &[String]) -> 
     }
     row
 }
+
+#[cfg(test)]
+mod tests;
