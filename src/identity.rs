@@ -165,14 +165,14 @@ impl Identities {
 /// `#` + the id as 16 lowercase hex digits + `.` + the occurrence: what `format!("#{id:016x}.
 /// {occurrence}")` writes, by hand (one per row of a run).
 fn key_text(id: u64, occurrence: u32) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 16];
+    // Eight bytes, sixteen digits.
+    let _ = hex::encode_to_slice(id.to_be_bytes(), &mut hex);
     let mut n = itoa::Buffer::new();
     let occurrence = n.format(occurrence);
     let mut out = String::with_capacity(18 + occurrence.len());
     out.push('#');
-    for shift in (0..16).rev() {
-        out.push(char::from(DIGITS[((id >> (shift * 4)) & 0xf) as usize]));
-    }
+    out.extend(hex.iter().map(|&b| char::from(b)));
     out.push('.');
     out.push_str(occurrence);
     out
