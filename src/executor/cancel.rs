@@ -2,6 +2,9 @@
 //! `hard`: abandon attempts in flight (the grace period ran out). Rows stopped either way are
 //! reported `cancelled`.
 
+use std::future::Future;
+use std::task::Poll;
+
 use tokio::sync::watch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,10 +51,24 @@ impl Cancel {
         let _ = rx.wait_for(|l| *l >= Level::Soft).await;
     }
 
-    /// Resolves once a hard cancel was requested.
-    pub async fn hard(&self) {
+    /// Resolves once a hard cancel was requested, for one waiter to keep across many waits (a
+    /// sender, across its attempts): it registers with the channel once, not once per wait,
+    /// and once a hard cancel came it is ready every time it is polled (the level never goes
+    /// down).
+    pub fn hard_watch(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut rx = self.rx.clone();
-        let _ = rx.wait_for(|l| *l >= Level::Hard).await;
+        let mut wait = Box::pin(async move {
+            let _ = rx.wait_for(|l| *l >= Level::Hard).await;
+        });
+        let mut fired = false;
+        std::future::poll_fn(move |cx| {
+            fired = fired || wait.as_mut().poll(cx).is_ready();
+            if fired {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 }
 

@@ -112,12 +112,12 @@ impl Done {
         }
     }
 
-    /// Waits until woken (at once if a wake-up is pending), then moves every id in `into`.
-    pub(super) async fn wait(&self, into: &mut Vec<MessageId>) {
+    /// Waits until woken (at once if a wake-up is pending); [`Done::take`] has the ids.
+    pub(super) async fn woken(&self) {
         self.wake.notified().await;
-        self.take(into);
     }
 
+    /// Moves every id handed back so far to `into`.
     pub(super) fn take(&self, into: &mut Vec<MessageId>) {
         into.append(&mut self.lock());
     }
@@ -184,20 +184,8 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
     let l = &ctx.lanes[lane];
     // This sender's own connections, kept between its requests.
     let mut session = ctx.transport.session();
-    // Its watch for a hard cancel, for every attempt; ready for good once it fired.
-    let hard = ctx.cancel.hard();
-    tokio::pin!(hard);
-    let mut hard_fired = false;
-    let hard = std::future::poll_fn(move |cx| {
-        if !hard_fired && std::future::Future::poll(hard.as_mut(), cx).is_ready() {
-            hard_fired = true;
-        }
-        if hard_fired {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    });
+    // Its watch for a hard cancel, kept for all its attempts.
+    let hard = ctx.cancel.hard_watch();
     tokio::pin!(hard);
     while let Some(job) = l.queue.next().await {
         if ctx.cancel.is_soft() {

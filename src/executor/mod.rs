@@ -458,7 +458,7 @@ pub async fn execute<T: Transport>(
             break;
         }
         tokio::select! {
-            _ = done.wait(&mut finished) => {}
+            _ = done.woken() => {}
             _ = ctx.cancel.soft(), if !cancelled => {}
         }
         // Every row that finished meanwhile, in one round: with many senders, rows finish

@@ -19,7 +19,6 @@ pub const AUTH_FAILURES_TO_STOP: u32 = 3;
 /// A target while a run goes on: its credential, lane and authentication health.
 pub struct TargetRuntime {
     pub spec: Target,
-    pub secret: Secret,
     /// The path and URL every request to it shares, made once.
     pub endpoint: Endpoint,
     /// The credential, ready to sign (the HMAC key state made once).
@@ -98,7 +97,6 @@ impl TargetRuntime {
             endpoint: Endpoint::new(&spec),
             signer: Signer::new(&secret),
             spec,
-            secret,
             rate,
             lane: 0,
             auth_failures: AtomicU32::new(0),

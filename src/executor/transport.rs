@@ -190,7 +190,7 @@ fn is_loopback(url: &url::Url) -> bool {
 pub struct HttpSession {
     links: Links,
     last: Option<Destination>,
-    /// The sender's request deadline ([`within`]).
+    /// The sender's request deadline ([`Deadline::within`]).
     deadline: Deadline,
 }
 
