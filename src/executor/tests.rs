@@ -121,6 +121,13 @@ struct Outcome {
     stopped: Option<String>,
 }
 
+impl Outcome {
+    /// Rows reported with `status`.
+    fn count(&self, status: Status) -> usize {
+        self.results.iter().filter(|r| r.status == status).count()
+    }
+}
+
 async fn run(
     config: ExecConfig,
     rate: Rate,
@@ -296,16 +303,8 @@ async fn repeated_auth_failures_stop_the_target_and_skip_the_rest() {
     )
     .await;
     assert_eq!(out.results.len(), 500);
-    let failed = out
-        .results
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .count();
-    let skipped = out
-        .results
-        .iter()
-        .filter(|r| r.status == Status::Skipped)
-        .count();
+    let failed = out.count(Status::Failed);
+    let skipped = out.count(Status::Skipped);
     assert_eq!(failed + skipped, 500);
     // At most the three that stop it plus what was already in flight.
     assert!(
@@ -370,16 +369,8 @@ async fn cancel_reports_every_row_once_with_unsent_rows_cancelled() {
     let mut numbers: Vec<u64> = out.results.iter().map(|r| r.row).collect();
     numbers.dedup();
     assert_eq!(numbers.len(), 1000);
-    let ok = out
-        .results
-        .iter()
-        .filter(|r| r.status == Status::Ok)
-        .count();
-    let cancelled = out
-        .results
-        .iter()
-        .filter(|r| r.status == Status::Cancelled)
-        .count();
+    let ok = out.count(Status::Ok);
+    let cancelled = out.count(Status::Cancelled);
     assert!((30..=40).contains(&ok), "{ok} ok");
     assert_eq!(ok + cancelled, 1000);
 }
@@ -409,16 +400,8 @@ async fn a_hard_cancel_abandons_requests_in_flight_and_reports_them() {
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     assert_eq!(out.calls.len(), 8, "only the quick requests were answered");
     assert_eq!(out.results.len(), 20);
-    let ok = out
-        .results
-        .iter()
-        .filter(|r| r.status == Status::Ok)
-        .count();
-    let cancelled = out
-        .results
-        .iter()
-        .filter(|r| r.status == Status::Cancelled)
-        .count();
+    let ok = out.count(Status::Ok);
+    let cancelled = out.count(Status::Cancelled);
     assert_eq!((ok, cancelled), (8, 12));
     let in_flight = out
         .results
