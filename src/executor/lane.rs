@@ -10,7 +10,7 @@
 //! backoff is waited out by a small task of its own, so a sender never sleeps through one.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -33,7 +33,10 @@ pub struct Lane {
     pub(super) queue: Arc<LaneQueue>,
     /// 429 answers (with or without `Retry-After`).
     pub rate_limited: AtomicU64,
-    pub(super) sends: SendLog,
+    /// The only member's own log when there is one member (the two would be the same).
+    pub(super) sends: Arc<SendLog>,
+    /// Rows of the plan that will come to this lane, when known (`u64::MAX`: not known).
+    pub(super) planned_rows: u64,
 }
 
 impl Lane {
@@ -45,12 +48,25 @@ impl Lane {
             limiter: RateLimiter::new(rate, burst),
             queue: Arc::new(LaneQueue::default()),
             rate_limited: AtomicU64::new(0),
-            sends: SendLog::default(),
+            sends: Arc::default(),
+            planned_rows: u64::MAX,
         }
+    }
+
+    /// How many of the plan's rows will come to this lane: once they have all been read, a
+    /// full lane need not keep the dispatcher reading for it (see [`super::LANE_AHEAD`]).
+    pub fn with_planned_rows(mut self, rows: u64) -> Lane {
+        self.planned_rows = rows;
+        self
     }
 
     pub(super) fn push_back(&self, job: Job) {
         self.queue.push_back(job);
+    }
+
+    /// Rows in the queue, waiting for a sender.
+    pub(super) fn waiting(&self) -> usize {
+        self.queue.len.load(Ordering::Relaxed)
     }
 
     /// A row that was already on its way (put back while waiting): first again.
@@ -92,7 +108,7 @@ pub(super) struct Done {
 }
 
 /// Finished rows that wake the dispatcher.
-const DONE_BATCH: usize = 64;
+pub(super) const DONE_BATCH: usize = 64;
 
 impl Done {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<MessageId>> {
@@ -127,6 +143,8 @@ impl Done {
 #[derive(Default)]
 pub(super) struct LaneQueue {
     queue: Mutex<VecDeque<Job>>,
+    /// The queue's length, kept for the dispatcher (read without the lock).
+    len: AtomicUsize,
     ready: Notify,
     closed: AtomicBool,
 }
@@ -137,13 +155,26 @@ impl LaneQueue {
     }
 
     fn push_back(&self, job: Job) {
-        self.lock().push_back(job);
+        let mut queue = self.lock();
+        queue.push_back(job);
+        self.len.store(queue.len(), Ordering::Relaxed);
+        drop(queue);
         self.ready.notify_one();
     }
 
     pub(super) fn push_front(&self, job: Job) {
-        self.lock().push_front(job);
+        let mut queue = self.lock();
+        queue.push_front(job);
+        self.len.store(queue.len(), Ordering::Relaxed);
+        drop(queue);
         self.ready.notify_one();
+    }
+
+    fn pop_front(&self) -> Option<Job> {
+        let mut queue = self.lock();
+        let job = queue.pop_front();
+        self.len.store(queue.len(), Ordering::Relaxed);
+        job
     }
 
     fn is_empty(&self) -> bool {
@@ -158,7 +189,7 @@ impl LaneQueue {
     async fn next(&self) -> Option<Job> {
         // A row is usually there: take it without registering as a waiter (which locks the
         // Notify's list twice).
-        if let Some(job) = self.lock().pop_front() {
+        if let Some(job) = self.pop_front() {
             return Some(job);
         }
         loop {
@@ -167,7 +198,7 @@ impl LaneQueue {
             let notified = self.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(job) = self.lock().pop_front() {
+            if let Some(job) = self.pop_front() {
                 return Some(job);
             }
             if self.closed.load(Ordering::Acquire) {

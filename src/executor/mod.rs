@@ -5,7 +5,8 @@
 //! - The dispatcher reads rows lazily and tracks only messages with a row on its way; a row for
 //!   a message that is busy waits in that message's queue, so rows on one (target, message) go
 //!   in plan order and never overlap. Reading pauses while [`MAX_QUEUED`] rows are on their
-//!   way or waiting, so memory does not grow with the plan.
+//!   way or waiting, or while every lane with rows still to come has [`LANE_AHEAD`] waiting
+//!   to be sent, so memory does not grow with the plan.
 //! - A row whose message is free goes to its target's [`lane::Lane`] (one per pace group):
 //!   one of the lane's senders paces it, takes one of `concurrency` slots for the request
 //!   only, and runs the attempt ([`task`]): sign afresh, send on the sender's own keep-alive
@@ -47,6 +48,13 @@ pub use transport::{HttpTransport, Transport};
 
 /// Rows waiting behind a busy message, at most; the dispatcher stops reading beyond this.
 pub const MAX_QUEUED: usize = 10_000;
+
+/// Rows waiting in a lane's queue (not in flight, not waiting out a backoff) that make it
+/// full. Reading pauses only when every lane that still has rows to come is full: a lane
+/// that has run short keeps the dispatcher reading (up to [`MAX_QUEUED`]), so a slow lane
+/// never holds a fast one to its pace, while a plan for one lane keeps no more than this
+/// waiting.
+pub const LANE_AHEAD: usize = 1024;
 
 /// Where "now" comes from: the wall clock, or a fixed instant (`--now`) for `not_before`
 /// and for signing in a dry run. The wall clock is read only through this.
@@ -154,6 +162,9 @@ impl<T: Transport> RunContext<T> {
         }
         for lane in &mut lanes {
             lane.limiter.set_precise(config.precise_pacing);
+            if let [only] = lane.members[..] {
+                lane.sends = Arc::clone(&targets[only].sends);
+            }
         }
         let slots = tokio::sync::Semaphore::new(config.concurrency.max(1));
         RunContext {
@@ -341,6 +352,8 @@ pub async fn execute<T: Transport>(
     // Rows handed to a lane and not finished; rows waiting behind a busy message.
     let mut running = 0usize;
     let mut queued = 0usize;
+    // Rows each lane still has to come in the plan (those not read yet).
+    let mut ahead: Vec<u64> = ctx.lanes.iter().map(|l| l.planned_rows).collect();
     let mut rows = rows.fuse();
     let mut exhausted = false;
     let mut last_number = 0u64;
@@ -374,7 +387,7 @@ pub async fn execute<T: Transport>(
             }
             queued = 0;
         }
-        while !exhausted && running + queued < MAX_QUEUED {
+        while !exhausted && running + queued < MAX_QUEUED && !all_full(&ctx, &ahead) {
             let Some(item) = rows.next() else {
                 exhausted = true;
                 break;
@@ -392,6 +405,9 @@ pub async fn execute<T: Transport>(
                 }
             };
             last_number = row.number;
+            if let Some(n) = ahead.get_mut(ctx.targets[row.target].lane) {
+                *n = n.saturating_sub(1);
+            }
             let key = key_of(&row);
             if cancelled {
                 settle.push(&ctx, unsent_cancelled(&ctx, row, key)).await;
@@ -486,6 +502,22 @@ pub async fn execute<T: Transport>(
     for worker in workers {
         let _ = worker.await;
     }
+}
+
+/// Some lane has [`LANE_AHEAD`] rows waiting, and so has every lane with rows still to come
+/// in the plan (`ahead`): reading on would only add to the wait. A lane whose rows are all
+/// read does not keep the dispatcher reading; one that may get more rows does, so a slow
+/// lane's queue never keeps a fast lane from its next rows.
+fn all_full<T: Transport>(ctx: &RunContext<T>, ahead: &[u64]) -> bool {
+    let mut some_full = false;
+    for (lane, &left) in ctx.lanes.iter().zip(ahead) {
+        let full = lane.waiting() >= LANE_AHEAD;
+        if !full && left > 0 {
+            return false;
+        }
+        some_full |= full;
+    }
+    some_full
 }
 
 /// Hands a row whose message is free to its target's lane.

@@ -224,7 +224,9 @@ pub(super) async fn attempt<T: Transport>(
     let sent_at = Instant::now();
     job.started.get_or_insert(sent_at);
     target.sends.record(sent_at);
-    lane.sends.record(sent_at);
+    if !std::sync::Arc::ptr_eq(&lane.sends, &target.sends) {
+        lane.sends.record(sent_at);
+    }
     let prepared = job
         .prepared
         .get_or_insert_with(|| target.endpoint.prepare(&job.row));

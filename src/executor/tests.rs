@@ -532,3 +532,125 @@ fn per_sec(n: u32) -> Rate {
         per: Duration::from_secs(1),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_lane_reads_no_further_ahead_than_it_can_use() {
+    // 3 000 rows on one lane: the dispatcher keeps LANE_AHEAD rows waiting, not the whole
+    // MAX_QUEUED (the rows' memory), and still never lets the senders run dry.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.csv");
+    let writer = ReportWriter::create(&path).expect("report");
+    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
+        .expect("writer thread");
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most_ahead = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (r, m) = (Arc::clone(&read), Arc::clone(&most_ahead));
+    let script = move |_: &str, n: usize| {
+        let ahead = r.load(std::sync::atomic::Ordering::Relaxed) - n;
+        m.fetch_max(ahead, std::sync::atomic::Ordering::Relaxed);
+        (ok(), Duration::from_millis(1))
+    };
+    let concurrency = 4;
+    let ctx = Arc::new(RunContext::new(
+        config(concurrency),
+        vec![TargetRuntime::new(
+            target(),
+            Secret::new("k"),
+            Rate::Unlimited,
+        )],
+        vec![Lane::new("o".into(), vec![0], Rate::Unlimited, 1).with_planned_rows(3000)],
+        FakeTransport {
+            calls: Arc::clone(&calls),
+            script: Box::new(script),
+        },
+        out,
+        Cancel::new(),
+    ));
+    let counted = Arc::clone(&read);
+    let rows = rows(3000, 3000).into_iter().inspect(move |_| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    execute(
+        Arc::clone(&ctx),
+        rows,
+        Box::new(|r: &Row| format!("k{}", r.number)),
+        |_: &Row, _: &str| Admission::Run,
+    )
+    .await;
+    drop(ctx);
+    thread.join().await;
+    assert_eq!(calls.lock().expect("calls").len(), 3000);
+    let most = most_ahead.load(std::sync::atomic::Ordering::Relaxed);
+    // Waiting in the lane, in flight, and one batch of finished rows not yet handed back.
+    assert!(
+        (LANE_AHEAD..=LANE_AHEAD + concurrency + lane::DONE_BATCH + 1).contains(&most),
+        "read {most} rows ahead of the requests"
+    );
+    let results = read_report(&path).expect("read report");
+    assert_eq!(results.len(), 3000);
+    assert!(results.iter().all(|r| r.status == Status::Ok));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_slow_lane_does_not_keep_a_fast_lanes_later_rows_waiting() {
+    // The plan's first 1 100 rows are for a lane at 100/s, the last 50 for an unlimited one.
+    // The slow lane fills up at LANE_AHEAD waiting; since the fast lane has rows still to
+    // come, reading goes on and they are sent at once, not after the slow lane drains.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.csv");
+    let writer = ReportWriter::create(&path).expect("report");
+    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
+        .expect("writer thread");
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let slow_rows = LANE_AHEAD as u64 + 76;
+    let ctx = Arc::new(RunContext::new(
+        config(4),
+        vec![
+            TargetRuntime::new(target(), Secret::new("k"), per_sec(100)),
+            TargetRuntime::new(target(), Secret::new("k"), Rate::Unlimited),
+        ],
+        vec![
+            Lane::new("slow".into(), vec![0], per_sec(100), 1).with_planned_rows(slow_rows),
+            Lane::new("fast".into(), vec![1], Rate::Unlimited, 1).with_planned_rows(50),
+        ],
+        FakeTransport {
+            calls: Arc::clone(&calls),
+            script: Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(1))),
+        },
+        out,
+        Cancel::new(),
+    ));
+    let rows = rows(slow_rows + 50, slow_rows + 50)
+        .into_iter()
+        .map(move |r| {
+            r.map(|mut row| {
+                row.target = usize::from(row.number > slow_rows);
+                row
+            })
+        });
+    let start = Instant::now();
+    execute(
+        Arc::clone(&ctx),
+        rows,
+        Box::new(|r: &Row| format!("k{}", r.number)),
+        |_: &Row, _: &str| Admission::Run,
+    )
+    .await;
+    drop(ctx);
+    thread.join().await;
+    let calls = calls.lock().expect("calls").clone();
+    assert_eq!(calls.len() as u64, slow_rows + 50);
+    let fast_done = calls
+        .iter()
+        .filter(|c| c.emoji[1..].parse::<u64>().unwrap_or(0) > slow_rows)
+        .map(|c| c.end - start)
+        .max()
+        .expect("fast calls");
+    // At 100/s the slow lane needs 11 s; it would have had to send 76 rows (0.76 s) before
+    // the first fast row was read.
+    assert!(
+        fast_done < Duration::from_millis(300),
+        "fast lane done at {fast_done:?}"
+    );
+}

@@ -31,6 +31,8 @@ pub struct Spool {
     path: PathBuf,
     files: Vec<Arc<str>>,
     rows: u64,
+    /// Rows per target (by index), so a reader knows which targets still have rows ahead.
+    per_target: Vec<u64>,
     /// Bytes written so far: a reader refuses a record length that runs past them.
     bytes: u64,
     /// The record being encoded, kept to reuse its allocation.
@@ -61,6 +63,7 @@ impl Spool {
             path,
             files: Vec::new(),
             rows: 0,
+            per_target: Vec::new(),
             bytes: 0,
             record: Vec::with_capacity(256),
         })
@@ -109,6 +112,10 @@ impl Spool {
         self.writer.write_all(r)?;
         self.bytes += 4 + r.len() as u64;
         self.rows += 1;
+        if self.per_target.len() <= row.target {
+            self.per_target.resize(row.target + 1, 0);
+        }
+        self.per_target[row.target] += 1;
         Ok(())
     }
 
@@ -128,6 +135,7 @@ impl Spool {
             path,
             files,
             rows,
+            per_target,
             bytes,
             record,
         } = self;
@@ -139,6 +147,7 @@ impl Spool {
             files,
             left: rows,
             total: rows,
+            per_target: per_target.into(),
             bytes_left: bytes,
             total_bytes: bytes,
             record,
@@ -167,6 +176,7 @@ pub struct SpoolRows {
     files: Vec<Arc<str>>,
     left: u64,
     total: u64,
+    per_target: Arc<[u64]>,
     /// Spool bytes not read yet: a corrupt record length cannot make the reader allocate more.
     bytes_left: u64,
     total_bytes: u64,
@@ -183,6 +193,11 @@ impl SpoolRows {
         self.last.clone()
     }
 
+    /// How many of the rows are for target `target` (by index).
+    pub fn rows_for(&self, target: usize) -> u64 {
+        self.per_target.get(target).copied().unwrap_or(0)
+    }
+
     /// The rows again from the first. The handles share one file offset: read one at a time
     /// (`--resume` copies done rows from one before the executor reads another).
     pub fn again(&self) -> std::io::Result<SpoolRows> {
@@ -194,6 +209,7 @@ impl SpoolRows {
             files: self.files.clone(),
             left: self.total,
             total: self.total,
+            per_target: Arc::clone(&self.per_target),
             bytes_left: self.total_bytes,
             total_bytes: self.total_bytes,
             record: Vec::with_capacity(256),

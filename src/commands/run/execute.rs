@@ -183,6 +183,7 @@ async fn run_with_targets(
                 config.pace(g.rate(&plan.targets)),
                 config.burst,
             )
+            .with_planned_rows(g.members.iter().map(|&m| rows.rows_for(m)).sum())
         })
         .collect();
     let runtimes: Vec<TargetRuntime> = targets

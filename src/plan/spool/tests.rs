@@ -341,3 +341,21 @@ fn a_corrupt_record_is_an_error_not_a_wrong_row() {
         assert_breaks_at(&read_back(&spooled), &rows, 1, case);
     }
 }
+
+#[test]
+fn rows_are_counted_per_target_for_every_reader() {
+    let files: Vec<Arc<str>> = vec![Arc::from("plan.csv")];
+    let rows: Vec<Row> = varied_rows(&files)
+        .into_iter()
+        .map(|mut r| {
+            r.target = [0, 2, 2, 5][r.number as usize % 4];
+            r
+        })
+        .collect();
+    let spooled = spooled(&rows);
+    let again = spooled.again().expect("again");
+    for reader in [&spooled, &again] {
+        let counts: Vec<u64> = (0..7).map(|t| reader.rows_for(t)).collect();
+        assert_eq!(counts, [10, 0, 20, 0, 0, 10, 0]);
+    }
+}
