@@ -218,7 +218,7 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
     // Its watch for a hard cancel, kept for all its attempts.
     let hard = ctx.cancel.hard_watch();
     tokio::pin!(hard);
-    while let Some(job) = l.queue.next().await {
+    while let Some(mut job) = l.queue.next().await {
         if ctx.cancel.is_soft() {
             task::finish_unsent(&ctx, job, &done).await;
             continue;
@@ -263,14 +263,13 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
             task::finish_unsent(&ctx, job, &done).await;
             continue;
         }
-        match task::attempt(&ctx, &mut session, lane, job, permit, hard.as_mut()).await {
+        match task::attempt(&ctx, &mut session, lane, &mut job, permit, hard.as_mut()).await {
             task::Attempted::Finished(id) => {
                 // With no row left in the lane, the dispatcher may be holding the next ones
                 // (behind a busy message, or not read yet): tell it now.
                 done.push(id, l.queue.is_empty());
             }
-            task::Attempted::Again(job, wait) => {
-                let job = *job;
+            task::Attempted::Again(wait) => {
                 if wait.is_zero() {
                     l.push_front(job);
                 } else {

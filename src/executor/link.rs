@@ -253,31 +253,47 @@ impl Link {
 
 /// Runs `work` while driving `conn`'s I/O in the same task. If the connection ends first,
 /// `work` can make no more progress: `Err` with the connection's error, if it had one.
-async fn with_conn<F: Future>(
-    conn: &mut Pin<Box<Conn>>,
-    work: F,
-) -> Result<F::Output, Option<hyper::Error>> {
-    let mut work = std::pin::pin!(work);
-    let mut ended: Option<Result<(), hyper::Error>> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+fn with_conn<F: Future>(conn: &mut Pin<Box<Conn>>, work: F) -> WithConn<'_, F> {
+    WithConn {
+        work,
+        conn,
+        ended: None,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`with_conn`]'s future. A struct rather than an `async fn`, which would hold `work`
+    /// twice (the argument and the pinned local) in every request's state.
+    struct WithConn<'a, F> {
+        #[pin]
+        work: F,
+        conn: &'a mut Pin<Box<Conn>>,
+        ended: Option<Result<(), hyper::Error>>,
+    }
+}
+
+impl<F: Future> Future for WithConn<'_, F> {
+    type Output = Result<F::Output, Option<hyper::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.work.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        if ended.is_none() {
-            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+        if this.ended.is_none() {
+            if let Poll::Ready(result) = this.conn.as_mut().poll(cx) {
                 // The connection handed its last answer or error to `work`: one more look.
-                if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                if let Poll::Ready(out) = this.work.as_mut().poll(cx) {
                     return Poll::Ready(Ok(out));
                 }
-                ended = Some(result);
+                *this.ended = Some(result);
             }
         }
-        match ended.take() {
+        match this.ended.take() {
             Some(result) => Poll::Ready(Err(result.err())),
             None => Poll::Pending,
         }
-    })
-    .await
+    }
 }
 
 /// Opens a connection to `origin`: TCP with `TCP_NODELAY`, then TLS for https.

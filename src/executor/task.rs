@@ -202,9 +202,8 @@ pub(super) async fn finish_unsent<T: Transport>(
 pub(super) enum Attempted {
     /// The row is finished (its result is with the writer): its message is free.
     Finished(MessageId),
-    /// The row goes back to the front of its lane after this backoff (zero: at once). Boxed:
-    /// retries are rare, and the common variant stays small.
-    Again(Box<Job>, Duration),
+    /// The row goes back to the front of its lane after this backoff (zero: at once).
+    Again(Duration),
 }
 
 /// One attempt of `job`, holding a concurrency slot (`permit`) while on the wire.
@@ -214,7 +213,7 @@ pub(super) async fn attempt<T: Transport>(
     ctx: &RunContext<T>,
     session: &mut T::Session,
     lane: usize,
-    mut job: Job,
+    job: &mut Job,
     permit: SemaphorePermit<'_>,
     hard: std::pin::Pin<&mut (dyn std::future::Future<Output = ()> + Send)>,
 ) -> Attempted {
@@ -245,7 +244,7 @@ pub(super) async fn attempt<T: Transport>(
             "cancelled",
             "interrupted while the request was in flight; it may have been applied".into(),
         );
-        return Attempted::Finished(finish(ctx, &job, o).await);
+        return Attempted::Finished(finish(ctx, job, o).await);
     };
     job.latency = Some(sent_at.elapsed());
     let (http_status, code, message) = match &outcome {
@@ -275,14 +274,14 @@ pub(super) async fn attempt<T: Transport>(
         Verdict::Success => {
             target.record_auth(false, 0, "");
             let o = job.outcome(Status::Ok, http_status, &code, message);
-            Attempted::Finished(finish(ctx, &job, o).await)
+            Attempted::Finished(finish(ctx, job, o).await)
         }
         Verdict::Fail { auth } => {
             if auth {
                 target.record_auth(true, http_status.unwrap_or(0), &code);
             }
             let o = job.outcome(Status::Failed, http_status, &code, message);
-            Attempted::Finished(finish(ctx, &job, o).await)
+            Attempted::Finished(finish(ctx, job, o).await)
         }
         Verdict::Retry { retry_after } => {
             let limited = http_status == Some(429);
@@ -319,7 +318,7 @@ pub(super) async fn attempt<T: Transport>(
                         &code,
                         why.trim_start().to_string(),
                     );
-                    return Attempted::Finished(finish(ctx, &job, o).await);
+                    return Attempted::Finished(finish(ctx, job, o).await);
                 }
                 if let (false, Some(ra)) = (limited, retry_after) {
                     lane.limiter.pause_until(Instant::now() + ra);
@@ -334,11 +333,11 @@ pub(super) async fn attempt<T: Transport>(
                 // Back to the front of its lane once the backoff is over: the lane's pace
                 // decides when it goes again. The lane's sender finishes it if the run was
                 // interrupted meanwhile.
-                return Attempted::Again(Box::new(job), wait);
+                return Attempted::Again(wait);
             }
             // Rate limited within the budget: back to the front of its lane at once; the
             // lane's pace (slowed or paused for the 429) decides when it goes again.
-            Attempted::Again(Box::new(job), Duration::ZERO)
+            Attempted::Again(Duration::ZERO)
         }
     }
 }

@@ -203,7 +203,7 @@ struct Deadline(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
 
 impl Deadline {
     /// `work`'s output, or `None` if `timeout` passed first.
-    async fn within<F: Future>(&mut self, timeout: Duration, work: F) -> Option<F::Output> {
+    fn within<F: Future>(&mut self, timeout: Duration, work: F) -> Within<'_, F> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timer = self
             .0
@@ -212,21 +212,45 @@ impl Deadline {
         if timer.deadline() > deadline {
             timer.as_mut().reset(deadline);
         }
-        let mut work = std::pin::pin!(work);
-        std::future::poll_fn(|cx| {
-            if let std::task::Poll::Ready(out) = work.as_mut().poll(cx) {
-                return std::task::Poll::Ready(Some(out));
+        Within {
+            work,
+            timer,
+            deadline,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Deadline::within`]'s future. A struct rather than an `async fn`: the latter keeps
+    /// `work` twice in its state (the argument and the pinned local), and the request's
+    /// future, kilobytes of hyper state, is moved into every future that holds it.
+    struct Within<'a, F> {
+        #[pin]
+        work: F,
+        timer: &'a mut std::pin::Pin<Box<tokio::time::Sleep>>,
+        deadline: tokio::time::Instant,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(out) = this.work.poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        // It fires at an earlier request's deadline: this one's may not have come yet.
+        while this.timer.as_mut().poll(cx).is_ready() {
+            if tokio::time::Instant::now() >= *this.deadline {
+                return std::task::Poll::Ready(None);
             }
-            // It fires at an earlier request's deadline: this one's may not have come yet.
-            while timer.as_mut().poll(cx).is_ready() {
-                if tokio::time::Instant::now() >= deadline {
-                    return std::task::Poll::Ready(None);
-                }
-                timer.as_mut().reset(deadline);
-            }
-            std::task::Poll::Pending
-        })
-        .await
+            this.timer.as_mut().reset(*this.deadline);
+        }
+        std::task::Poll::Pending
     }
 }
 
