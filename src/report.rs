@@ -91,19 +91,30 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     with_timestamp(at, str::to_string)
 }
 
-/// Calls `f` with the timestamp formatted the way the report does, without allocating when
-/// the millisecond is the last one formatted on this thread.
+/// Calls `f` with the timestamp formatted the way the report does, without allocating or
+/// formatting the date again when the second is the last one formatted on this thread.
 pub fn with_timestamp<R>(at: DateTime<Utc>, f: impl FnOnce(&str) -> R) -> R {
-    // Rows finishing in the same millisecond (every row of a dry run with `--now`) share the
-    // text: remember the last one instead of formatting it again.
+    // Rows finishing in the same second (every row of a dry run with `--now`) share the text:
+    // remember the last one, and only write a new millisecond into its last digits.
     thread_local! {
         static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
     }
     let milli = at.timestamp_millis();
+    let (second, ms) = (milli.div_euclid(1000), milli.rem_euclid(1000));
     LAST.with_borrow_mut(|(cached, text)| {
-        if *cached != milli {
+        if *cached != second {
             *text = at.to_rfc3339_opts(SecondsFormat::Millis, true);
-            *cached = milli;
+            *cached = second;
+        }
+        // "….mmmZ": the three digits before the final `Z`.
+        let digits = [
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+        ];
+        let end = text.len() - 1;
+        if let Ok(digits) = std::str::from_utf8(&digits) {
+            text.replace_range(end - 3..end, digits);
         }
         f(text)
     })
@@ -488,6 +499,34 @@ fn complete_length(file: &mut File) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_equal_chrono_within_a_second_and_across_seconds() {
+        use chrono::TimeZone;
+        let base = Utc
+            .with_ymd_and_hms(2026, 12, 5, 5, 59, 59)
+            .single()
+            .expect("time");
+        // Forward within a second, into the next, back again, the same instant twice, and
+        // before 1970 (negative milliseconds).
+        let offsets_ms = [0, 1, 9, 10, 99, 100, 999, 1000, 1001, 998, 998, 61_000, 7];
+        let before_1970 = Utc
+            .with_ymd_and_hms(1969, 7, 20, 20, 17, 40)
+            .single()
+            .expect("time");
+        let times = offsets_ms
+            .iter()
+            .map(|&ms| base + chrono::Duration::milliseconds(ms))
+            .chain([
+                before_1970 + chrono::Duration::milliseconds(5),
+                before_1970 + chrono::Duration::milliseconds(432),
+            ]);
+        for at in times {
+            let want = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+            assert_eq!(timestamp(at), want);
+            with_timestamp(at, |t| assert_eq!(t, want));
+        }
+    }
 
     fn sample(row: u64, status: Status) -> RowResult {
         RowResult {
