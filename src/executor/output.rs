@@ -3,14 +3,19 @@
 //! a thread of its own; as a task, a finished row wakes it without waking a parked thread —
 //! a thread wake-up per row was a large share of a fast live run's time.)
 //!
-//! Durability: after each batch of whatever has arrived, both files are flushed to the OS, so a
-//! crash or `kill -9` loses no row that reached this thread; the report is also `fsync`ed at
-//! most once a second (on the blocking pool, so no sender waits for the disk) and at the end. Rows that finished but were still in the channel at a
-//! `kill -9` (microseconds' worth) are the only ones that can be missing. (The writer does not
-//! gather live rows over a time window to save wake-ups: a confirmed row must reach the file
-//! at once, as the SPEC promises.)
+//! Rows the lanes' senders finish are rendered straight into the writer's inbox (one buffer
+//! behind a lock, the writer woken when it was empty); rows the dispatcher settles, emit
+//! records and the second Ctrl-C's flush come through a channel.
 //!
-//! The thread never ends the process: a second Ctrl-C asks it to put what it has on disk and
+//! Durability: after each round of whatever has arrived, both files are flushed to the OS, so
+//! a crash or `kill -9` loses no row that reached the file; the report is also `fsync`ed at
+//! most once a second (on the blocking pool, so no sender waits for the disk) and at the end.
+//! Rows that finished but were still in the inbox or the channel at a `kill -9` (microseconds'
+//! worth) are the only ones that can be missing. (The writer does not gather live rows over a
+//! time window to save wake-ups: a confirmed row must reach the file at once, as the SPEC
+//! promises.)
+//!
+//! The writer never ends the process: a second Ctrl-C asks it to put what it has on disk and
 //! confirm ([`OutputSender::flush_now`]); the signal handler then exits. Failed rows are kept
 //! (the first [`MAX_FAILED_LINES`]) and counted for the lines that name them at the end.
 
@@ -18,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::emit::EmitWriter;
 use crate::log::{FailedRow, MAX_FAILED_LINES};
@@ -27,8 +32,6 @@ use crate::report::{render_row, ReportFormat, ReportWriter, RowView, Status};
 use super::progress::Counters;
 
 pub enum Output {
-    /// One finished row, rendered, and the latency of its last attempt when one was sent.
-    Row(RowDone),
     /// Several finished rows (and their emit records), rendered by the dispatcher.
     Batch(Sent),
     /// One rendered emit record, newline included.
@@ -37,15 +40,44 @@ pub enum Output {
     FlushNow(std::sync::mpsc::Sender<()>),
 }
 
-/// One finished row: its rendered report line and what the tally counts.
-pub struct RowDone {
-    pub line: Vec<u8>,
-    pub status: Status,
-    pub attempts: u32,
-    pub latency: Option<Duration>,
-    /// For a failed or cancelled row: what the stderr line names.
-    pub failure: Option<Box<FailedRow>>,
+/// Rows the lanes' senders finished, rendered straight into the writer's next buffer: no
+/// allocation and no channel message per row. The writer swaps the whole inbox for its empty
+/// spare whenever it wakes.
+#[derive(Default)]
+struct Inbox {
+    rows: Mutex<Finished>,
+    /// Wakes the writer: a row arrived in an empty inbox.
+    arrived: Notify,
+    /// Wakes senders that found the inbox full: the writer took it.
+    taken: Notify,
 }
+
+#[derive(Default)]
+struct Finished {
+    report: Vec<u8>,
+    /// Per row: status, attempts, and the last attempt's latency.
+    rows: Vec<(Status, u32, Option<Duration>)>,
+    /// The failed or cancelled rows among them (see [`Batch::failures`]).
+    failures: Vec<FailedRow>,
+}
+
+impl Finished {
+    fn clear(&mut self) {
+        self.report.clear();
+        self.rows.clear();
+        self.failures.clear();
+    }
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Finished> {
+        self.rows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Report bytes the inbox holds before senders wait for the writer to take them (so memory
+/// does not grow when the disk is slower than the rows).
+const INBOX_BYTES: usize = 1 << 20;
 
 /// Rows rendered together, in order: report lines, the emit records that go with them, and
 /// per row its status and attempts (no latency: nothing was sent for these rows).
@@ -54,7 +86,7 @@ pub struct Batch {
     pub report: Vec<u8>,
     pub emit: Vec<u8>,
     pub rows: Vec<(Status, u32)>,
-    /// The failed or cancelled rows among them (see [`RowDone::failure`]).
+    /// The failed or cancelled rows among them: what their stderr lines name.
     pub failures: Vec<FailedRow>,
 }
 
@@ -109,6 +141,25 @@ impl Tally {
         }
     }
 
+    /// One written row, counted.
+    fn count(
+        &mut self,
+        counters: &Counters,
+        status: Status,
+        attempts: u32,
+        latency: Option<Duration>,
+    ) {
+        counters.record(status);
+        self.rows += 1;
+        self.attempts += u64::from(attempts);
+        self.retries += u64::from(attempts.saturating_sub(1));
+        if let Some(l) = latency {
+            let _ = self
+                .latency
+                .record((l.as_micros() as u64).clamp(1, 3_600_000_000));
+        }
+    }
+
     fn record_failure(&mut self, failure: FailedRow) {
         if self.failed_rows.len() < MAX_FAILED_LINES {
             self.failed_rows.push(failure);
@@ -129,6 +180,7 @@ impl Tally {
 #[derive(Clone)]
 pub struct OutputSender {
     tx: mpsc::Sender<Output>,
+    inbox: Arc<Inbox>,
     format: ReportFormat,
     /// Batches the writer has emptied, for the dispatcher to fill again (no allocation per
     /// batch once the run is going, and none freed on the other thread).
@@ -145,23 +197,39 @@ impl OutputSender {
         self.format
     }
 
-    /// Renders one finished row for [`OutputSender::row`].
-    pub fn render(&self, row: &RowView<'_>, latency: Option<Duration>) -> RowDone {
-        let mut line = Vec::with_capacity(256);
-        render_row(self.format, row, &mut line);
-        RowDone {
-            line,
-            status: row.status,
-            attempts: row.attempts,
-            latency,
-            failure: failure_of(row).map(Box::new),
+    /// A row a sender finished, with its last attempt's latency when one was sent: rendered
+    /// into the writer's inbox. `true` when the inbox is full: await
+    /// [`OutputSender::room`] before finishing another row.
+    pub fn finished(&self, row: &RowView<'_>, latency: Option<Duration>) -> bool {
+        let failure = failure_of(row);
+        let (first, full) = {
+            let mut inbox = self.inbox.lock();
+            let first = inbox.rows.is_empty();
+            render_row(self.format, row, &mut inbox.report);
+            inbox.rows.push((row.status, row.attempts, latency));
+            if let Some(f) = failure {
+                inbox.failures.push(f);
+            }
+            (first, inbox.report.len() >= INBOX_BYTES)
+        };
+        if first {
+            self.inbox.arrived.notify_one();
         }
+        full
     }
 
-    pub async fn row(&self, done: RowDone) {
-        // The receiver lives until every sender is gone, so a send only fails after an I/O
-        // error stopped the writer; that error is reported by the writer itself.
-        let _ = self.tx.send(Output::Row(done)).await;
+    /// Waits until the writer has taken a full inbox.
+    pub async fn room(&self) {
+        loop {
+            // Registered before the check, so the writer's take between them is not missed.
+            let taken = self.inbox.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            if self.inbox.lock().report.len() < INBOX_BYTES {
+                return;
+            }
+            taken.await;
+        }
     }
 
     /// An empty batch to fill, reused when the writer has one spare.
@@ -254,12 +322,16 @@ impl OutputThread {
         let format = report.format();
         let spare = Arc::new(Mutex::new(Vec::new()));
         let spare_w = Arc::clone(&spare);
-        let handle =
-            tokio::spawn(async move { write_loop(rx, report, emit, &counters, &spare_w).await });
+        let inbox = Arc::new(Inbox::default());
+        let inbox_w = Arc::clone(&inbox);
+        let handle = tokio::spawn(async move {
+            write_loop(rx, &inbox_w, report, emit, &counters, &spare_w).await
+        });
         let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
         Ok((
             OutputSender {
                 tx,
+                inbox,
                 format,
                 spare,
                 in_flight,
@@ -284,6 +356,7 @@ fn new_histogram() -> Histogram<u64> {
 
 async fn write_loop(
     mut rx: mpsc::Receiver<Output>,
+    inbox: &Inbox,
     mut report: ReportWriter,
     mut emit: Option<EmitWriter>,
     counters: &Counters,
@@ -294,31 +367,21 @@ async fn write_loop(
     let mut confirm: Vec<std::sync::mpsc::Sender<()>> = Vec::new();
     // A background fsync of the report, at most one at a time.
     let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
+    // What the inbox held, swapped for this empty one each round.
+    let mut taken = Finished::default();
+    let mut open = true;
+    while open {
+        let mut next = tokio::select! {
+            msg = rx.recv() => {
+                open = msg.is_some();
+                msg
+            }
+            _ = inbox.arrived.notified() => None,
+        };
         let mut handled = 0usize;
         while let Some(msg) = next.take() {
             handled += 1;
             match msg {
-                Output::Row(done) => {
-                    counters.record(done.status);
-                    tally.rows += 1;
-                    tally.attempts += u64::from(done.attempts);
-                    tally.retries += u64::from(done.attempts.saturating_sub(1));
-                    if let Some(f) = done.failure {
-                        tally.record_failure(*f);
-                    }
-                    if let Some(l) = done.latency {
-                        let _ = tally
-                            .latency
-                            .record((l.as_micros() as u64).clamp(1, 3_600_000_000));
-                    }
-                    if let Err(e) = report.write_rendered(&done.line) {
-                        tally
-                            .io_error
-                            .get_or_insert(format!("cannot write the report: {e}"));
-                    }
-                }
                 Output::Batch(sent) => {
                     let Sent { mut batch, _permit } = sent;
                     // Emit records first, as when each was sent before its row finished.
@@ -333,10 +396,7 @@ async fn write_loop(
                         tally.record_failure(f);
                     }
                     for &(status, attempts) in &batch.rows {
-                        counters.record(status);
-                        tally.rows += 1;
-                        tally.attempts += u64::from(attempts);
-                        tally.retries += u64::from(attempts.saturating_sub(1));
+                        tally.count(counters, status, attempts, None);
                     }
                     if let Err(e) = report.write_rendered(&batch.report) {
                         tally
@@ -365,6 +425,23 @@ async fn write_loop(
                 next = rx.try_recv().ok();
             }
         }
+        // The rows finished so far, after the messages: every row finished before a
+        // `FlushNow` was sent is in the inbox by now, and on the disk before it is confirmed.
+        // Once the channel has closed, no sender is left to add any.
+        std::mem::swap(&mut *inbox.lock(), &mut taken);
+        inbox.taken.notify_waiters();
+        for f in taken.failures.drain(..) {
+            tally.record_failure(f);
+        }
+        for &(status, attempts, latency) in &taken.rows {
+            tally.count(counters, status, attempts, latency);
+        }
+        if let Err(e) = report.write_rendered(&taken.report) {
+            tally
+                .io_error
+                .get_or_insert(format!("cannot write the report: {e}"));
+        }
+        taken.clear();
         flush(&mut report, emit.as_mut(), &mut tally);
         if !confirm.is_empty() {
             let _ = report.sync();
@@ -410,5 +487,84 @@ fn flush(report: &mut ReportWriter, emit: Option<&mut EmitWriter>, tally: &mut T
                 .io_error
                 .get_or_insert(format!("cannot write the emit file: {e}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{read_report, SourceRef};
+    use futures::FutureExt;
+
+    fn view(row: u64, status: Status, message: &str) -> RowView<'_> {
+        RowView {
+            row,
+            source: SourceRef::Text("p.csv:2"),
+            target: "t",
+            provider: "ogmma",
+            action: "react",
+            message_id: "m",
+            emoji: "👍",
+            status,
+            http_status: Some(200),
+            code: "",
+            message,
+            attempts: 2,
+            duration_ms: 1,
+            finished_at: "2026-12-05T05:00:00.000Z",
+            key: "k",
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_inbox_holds_its_senders_until_the_writer_takes_it_and_loses_no_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.csv");
+        let counters = Arc::new(Counters::default());
+        let (out, thread) = OutputThread::start(
+            ReportWriter::create(&path).expect("report"),
+            None,
+            Arc::clone(&counters),
+        )
+        .expect("writer");
+        // On this one-thread runtime the writer cannot run before the test awaits: rows pile
+        // up in the inbox until it says full.
+        let long = "x".repeat(1000);
+        let mut rows = 0u64;
+        loop {
+            rows += 1;
+            let status = if rows.is_multiple_of(100) {
+                Status::Failed
+            } else {
+                Status::Ok
+            };
+            if out.finished(&view(rows, status, &long), Some(Duration::from_millis(3))) {
+                break;
+            }
+        }
+        assert!(rows > 500, "full after {rows} rows of 1 kB");
+        assert!(out.room().now_or_never().is_none(), "room while full");
+        // Awaiting lets the writer take the inbox; then there is room again.
+        out.room().await;
+        assert!(!out.finished(&view(rows + 1, Status::Ok, ""), None));
+        drop(out);
+        let tally = thread.join().await;
+        assert_eq!(tally.rows, rows + 1);
+        assert_eq!(tally.attempts, 2 * (rows + 1));
+        assert_eq!(tally.latency.len(), rows);
+        assert_eq!(
+            tally.failed_rows.len() as u64,
+            rows / 100,
+            "every 100th row failed"
+        );
+        assert!(tally.io_error.is_none());
+        assert_eq!(
+            counters.done.load(std::sync::atomic::Ordering::Relaxed),
+            rows + 1
+        );
+        let report = read_report(&path).expect("read report");
+        let numbers: Vec<u64> = report.iter().map(|r| r.row).collect();
+        assert_eq!(numbers, (1..=rows + 1).collect::<Vec<_>>());
+        assert_eq!(report[0].message, long);
     }
 }

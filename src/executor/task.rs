@@ -20,7 +20,7 @@ use crate::plan::{EmitFormat, Row};
 use crate::provider::{PreparedRequest, SignedRequest};
 use crate::report::{with_timestamp, RowView, Status};
 
-use super::output::{Batch, RowDone};
+use super::output::Batch;
 use super::retry::{backoff, classify, AttemptOutcome, Verdict};
 use super::{settled_view, with_settled, MessageId, RunContext, Transport};
 
@@ -146,9 +146,10 @@ impl Job {
     }
 }
 
-/// Renders a finished row for the writer, with the same view builder as every other row.
-fn render<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: &RowOutcome) -> RowDone {
-    with_timestamp(chrono::Utc::now(), |finished_at| {
+/// Hands a finished row to the writer (rendered with the same view builder as every other
+/// row), waiting only when the writer has fallen a whole inbox behind.
+async fn finish<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: RowOutcome) -> MessageId {
+    let full = with_timestamp(chrono::Utc::now(), |finished_at| {
         let settled = settled_view(
             &ctx.targets,
             &job.row,
@@ -158,7 +159,7 @@ fn render<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: &RowOutcome) ->
             &outcome.message,
             finished_at,
         );
-        ctx.out.render(
+        ctx.out.finished(
             &RowView {
                 http_status: outcome.http_status,
                 attempts: outcome.attempts,
@@ -167,11 +168,10 @@ fn render<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: &RowOutcome) ->
             },
             outcome.latency,
         )
-    })
-}
-
-async fn finish<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: RowOutcome) -> MessageId {
-    ctx.out.row(render(ctx, job, &outcome)).await;
+    });
+    if full {
+        ctx.out.room().await;
+    }
     job.message_id()
 }
 
