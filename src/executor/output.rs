@@ -141,6 +141,14 @@ impl Tally {
         }
     }
 
+    /// Keeps the first write error (the run reports it at the end).
+    fn check(&mut self, written: std::io::Result<()>, what: &str) {
+        if let Err(e) = written {
+            self.io_error
+                .get_or_insert(format!("cannot write the {what}: {e}"));
+        }
+    }
+
     /// One written row, counted.
     fn count(
         &mut self,
@@ -386,11 +394,7 @@ async fn write_loop(
                     let Sent { mut batch, _permit } = sent;
                     // Emit records first, as when each was sent before its row finished.
                     if let Some(w) = emit.as_mut() {
-                        if let Err(e) = w.write_raw(&batch.emit) {
-                            tally
-                                .io_error
-                                .get_or_insert(format!("cannot write the emit file: {e}"));
-                        }
+                        tally.check(w.write_raw(&batch.emit), "emit file");
                     }
                     for f in batch.failures.drain(..) {
                         tally.record_failure(f);
@@ -398,11 +402,7 @@ async fn write_loop(
                     for &(status, attempts) in &batch.rows {
                         tally.count(counters, status, attempts, None);
                     }
-                    if let Err(e) = report.write_rendered(&batch.report) {
-                        tally
-                            .io_error
-                            .get_or_insert(format!("cannot write the report: {e}"));
-                    }
+                    tally.check(report.write_rendered(&batch.report), "report");
                     batch.clear();
                     if let Ok(mut spare) = spare.lock() {
                         if spare.len() < SPARE_BATCHES {
@@ -412,11 +412,7 @@ async fn write_loop(
                 }
                 Output::Emit(line) => {
                     if let Some(w) = emit.as_mut() {
-                        if let Err(e) = w.write_raw(&line) {
-                            tally
-                                .io_error
-                                .get_or_insert(format!("cannot write the emit file: {e}"));
-                        }
+                        tally.check(w.write_raw(&line), "emit file");
                     }
                 }
                 Output::FlushNow(done) => confirm.push(done),
@@ -436,11 +432,7 @@ async fn write_loop(
         for &(status, attempts, latency) in &taken.rows {
             tally.count(counters, status, attempts, latency);
         }
-        if let Err(e) = report.write_rendered(&taken.report) {
-            tally
-                .io_error
-                .get_or_insert(format!("cannot write the report: {e}"));
-        }
+        tally.check(report.write_rendered(&taken.report), "report");
         taken.clear();
         flush(&mut report, emit.as_mut(), &mut tally);
         if !confirm.is_empty() {
@@ -467,26 +459,14 @@ async fn write_loop(
         let _ = s.await;
     }
     flush(&mut report, emit.as_mut(), &mut tally);
-    if let Err(e) = report.sync() {
-        tally
-            .io_error
-            .get_or_insert(format!("cannot write the report: {e}"));
-    }
+    tally.check(report.sync(), "report");
     tally
 }
 
 fn flush(report: &mut ReportWriter, emit: Option<&mut EmitWriter>, tally: &mut Tally) {
-    if let Err(e) = report.flush() {
-        tally
-            .io_error
-            .get_or_insert(format!("cannot write the report: {e}"));
-    }
+    tally.check(report.flush(), "report");
     if let Some(w) = emit {
-        if let Err(e) = w.flush() {
-            tally
-                .io_error
-                .get_or_insert(format!("cannot write the emit file: {e}"));
-        }
+        tally.check(w.flush(), "emit file");
     }
 }
 

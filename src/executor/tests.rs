@@ -135,17 +135,37 @@ async fn run(
     script: Box<Script>,
     cancel: Cancel,
 ) -> Outcome {
+    let burst = config.burst;
+    run_on(
+        config,
+        vec![TargetRuntime::new(target(), Secret::new("k"), rate)],
+        vec![Lane::new("o".into(), vec![0], rate, burst)],
+        rows,
+        script,
+        cancel,
+    )
+    .await
+}
+
+/// [`run`] with the run's own targets and lanes, and any rows.
+async fn run_on(
+    config: ExecConfig,
+    targets: Vec<TargetRuntime>,
+    lanes: Vec<Lane>,
+    rows: impl IntoIterator<Item = Result<Row, Problem>>,
+    script: Box<Script>,
+    cancel: Cancel,
+) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.csv");
     let writer = ReportWriter::create(&path).expect("report");
     let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
         .expect("writer thread");
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let burst = config.burst;
     let ctx = Arc::new(RunContext::new(
         config,
-        vec![TargetRuntime::new(target(), Secret::new("k"), rate)],
-        vec![Lane::new("o".into(), vec![0], rate, burst)],
+        targets,
+        lanes,
         FakeTransport {
             calls: Arc::clone(&calls),
             script,
@@ -451,12 +471,6 @@ async fn rate_limited_rows_keep_their_place_without_using_retries_within_the_bud
 async fn a_slow_lane_holds_no_concurrency_slot_from_a_fast_one() {
     // Two targets with their own lanes: `slow` at 1/s, `fast` unlimited; one slot. Rows
     // waiting for the slow lane's pace must not keep the fast lane's rows from the wire.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.csv");
-    let writer = ReportWriter::create(&path).expect("report");
-    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
-        .expect("writer thread");
-    let calls = Arc::new(Mutex::new(Vec::new()));
     let slow = Target {
         name: "slow".into(),
         ..target()
@@ -465,7 +479,15 @@ async fn a_slow_lane_holds_no_concurrency_slot_from_a_fast_one() {
         name: "fast".into(),
         ..target()
     };
-    let ctx = Arc::new(RunContext::new(
+    // Rows alternate: 5 on the slow target, 50 on the fast one.
+    let rows = rows(55, 55).into_iter().map(|r| {
+        r.map(|mut row| {
+            row.target = usize::from(row.number % 11 != 1);
+            row
+        })
+    });
+    let start = Instant::now();
+    let out = run_on(
         config(1),
         vec![
             TargetRuntime::new(slow, Secret::new("k"), per_sec(1)),
@@ -475,34 +497,12 @@ async fn a_slow_lane_holds_no_concurrency_slot_from_a_fast_one() {
             Lane::new("slow".into(), vec![0], per_sec(1), 1),
             Lane::new("fast".into(), vec![1], Rate::Unlimited, 1),
         ],
-        FakeTransport {
-            calls: Arc::clone(&calls),
-            script: Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(10))),
-        },
-        out,
+        rows,
+        Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(10))),
         Cancel::new(),
-    ));
-    // Rows alternate: 5 on the slow target, 50 on the fast one.
-    let rows: Vec<Result<Row, Problem>> = rows(55, 55)
-        .into_iter()
-        .map(|r| {
-            r.map(|mut row| {
-                row.target = usize::from(row.number % 11 != 1);
-                row
-            })
-        })
-        .collect();
-    let start = Instant::now();
-    execute(
-        Arc::clone(&ctx),
-        rows.into_iter(),
-        Box::new(|r: &Row| format!("k{}", r.number)),
-        |_: &Row, _: &str| Admission::Run,
     )
     .await;
-    drop(ctx);
-    thread.join().await;
-    let calls = calls.lock().expect("calls").clone();
+    let calls = out.calls;
     assert_eq!(calls.len(), 55);
     // The 50 fast rows, 10 ms each one at a time, are done within the first second, while
     // the slow lane waits for its pace (5 rows at 1/s end at 4 s).
@@ -537,22 +537,20 @@ fn per_sec(n: u32) -> Rate {
 async fn one_lane_reads_no_further_ahead_than_it_can_use() {
     // 3 000 rows on one lane: the dispatcher keeps LANE_AHEAD rows waiting, not the whole
     // MAX_QUEUED (the rows' memory), and still never lets the senders run dry.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.csv");
-    let writer = ReportWriter::create(&path).expect("report");
-    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
-        .expect("writer thread");
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let most_ahead = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let read = Arc::new(AtomicUsize::new(0));
+    let most_ahead = Arc::new(AtomicUsize::new(0));
     let (r, m) = (Arc::clone(&read), Arc::clone(&most_ahead));
     let script = move |_: &str, n: usize| {
-        let ahead = r.load(std::sync::atomic::Ordering::Relaxed) - n;
-        m.fetch_max(ahead, std::sync::atomic::Ordering::Relaxed);
+        m.fetch_max(r.load(Relaxed) - n, Relaxed);
         (ok(), Duration::from_millis(1))
     };
     let concurrency = 4;
-    let ctx = Arc::new(RunContext::new(
+    let counted = Arc::clone(&read);
+    let rows = rows(3000, 3000).into_iter().inspect(move |_| {
+        counted.fetch_add(1, Relaxed);
+    });
+    let out = run_on(
         config(concurrency),
         vec![TargetRuntime::new(
             target(),
@@ -560,36 +558,19 @@ async fn one_lane_reads_no_further_ahead_than_it_can_use() {
             Rate::Unlimited,
         )],
         vec![Lane::new("o".into(), vec![0], Rate::Unlimited, 1).with_planned_rows(3000)],
-        FakeTransport {
-            calls: Arc::clone(&calls),
-            script: Box::new(script),
-        },
-        out,
-        Cancel::new(),
-    ));
-    let counted = Arc::clone(&read);
-    let rows = rows(3000, 3000).into_iter().inspect(move |_| {
-        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    });
-    execute(
-        Arc::clone(&ctx),
         rows,
-        Box::new(|r: &Row| format!("k{}", r.number)),
-        |_: &Row, _: &str| Admission::Run,
+        Box::new(script),
+        Cancel::new(),
     )
     .await;
-    drop(ctx);
-    thread.join().await;
-    assert_eq!(calls.lock().expect("calls").len(), 3000);
-    let most = most_ahead.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(out.calls.len(), 3000);
+    let most = most_ahead.load(Relaxed);
     // Waiting in the lane, in flight, and one batch of finished rows not yet handed back.
     assert!(
         (LANE_AHEAD..=LANE_AHEAD + concurrency + lane::DONE_BATCH + 1).contains(&most),
         "read {most} rows ahead of the requests"
     );
-    let results = read_report(&path).expect("read report");
-    assert_eq!(results.len(), 3000);
-    assert!(results.iter().all(|r| r.status == Status::Ok));
+    assert_eq!(out.count(Status::Ok), 3000);
 }
 
 #[tokio::test(start_paused = true)]
@@ -597,30 +578,7 @@ async fn a_full_slow_lane_does_not_keep_a_fast_lanes_later_rows_waiting() {
     // The plan's first 1 100 rows are for a lane at 100/s, the last 50 for an unlimited one.
     // The slow lane fills up at LANE_AHEAD waiting; since the fast lane has rows still to
     // come, reading goes on and they are sent at once, not after the slow lane drains.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.csv");
-    let writer = ReportWriter::create(&path).expect("report");
-    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
-        .expect("writer thread");
-    let calls = Arc::new(Mutex::new(Vec::new()));
     let slow_rows = LANE_AHEAD as u64 + 76;
-    let ctx = Arc::new(RunContext::new(
-        config(4),
-        vec![
-            TargetRuntime::new(target(), Secret::new("k"), per_sec(100)),
-            TargetRuntime::new(target(), Secret::new("k"), Rate::Unlimited),
-        ],
-        vec![
-            Lane::new("slow".into(), vec![0], per_sec(100), 1).with_planned_rows(slow_rows),
-            Lane::new("fast".into(), vec![1], Rate::Unlimited, 1).with_planned_rows(50),
-        ],
-        FakeTransport {
-            calls: Arc::clone(&calls),
-            script: Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(1))),
-        },
-        out,
-        Cancel::new(),
-    ));
     let rows = rows(slow_rows + 50, slow_rows + 50)
         .into_iter()
         .map(move |r| {
@@ -630,18 +588,24 @@ async fn a_full_slow_lane_does_not_keep_a_fast_lanes_later_rows_waiting() {
             })
         });
     let start = Instant::now();
-    execute(
-        Arc::clone(&ctx),
+    let out = run_on(
+        config(4),
+        vec![
+            TargetRuntime::new(target(), Secret::new("k"), per_sec(100)),
+            TargetRuntime::new(target(), Secret::new("k"), Rate::Unlimited),
+        ],
+        vec![
+            Lane::new("slow".into(), vec![0], per_sec(100), 1).with_planned_rows(slow_rows),
+            Lane::new("fast".into(), vec![1], Rate::Unlimited, 1).with_planned_rows(50),
+        ],
         rows,
-        Box::new(|r: &Row| format!("k{}", r.number)),
-        |_: &Row, _: &str| Admission::Run,
+        Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(1))),
+        Cancel::new(),
     )
     .await;
-    drop(ctx);
-    thread.join().await;
-    let calls = calls.lock().expect("calls").clone();
-    assert_eq!(calls.len() as u64, slow_rows + 50);
-    let fast_done = calls
+    assert_eq!(out.calls.len() as u64, slow_rows + 50);
+    let fast_done = out
+        .calls
         .iter()
         .filter(|c| c.emoji[1..].parse::<u64>().unwrap_or(0) > slow_rows)
         .map(|c| c.end - start)
