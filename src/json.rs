@@ -2,64 +2,78 @@
 //! rendered on every row (the emit trail, the request bodies): `serde_json`'s serialiser
 //! machinery was a fifth of a dry run's signing and rendering.
 
-/// Whether any of the 8 bytes in `w` must be escaped in a JSON string: below 0x20, `"` or
-/// `\` (the classic "has a zero byte" bit trick; exact, as used here).
-fn needs_escape(w: u64) -> bool {
+/// The bytes of `w` (little-endian) that must be escaped in a JSON string, below 0x20, `"` or
+/// `\`, as the high bit of each (the classic "has a zero byte" bit trick). Bytes above a
+/// flagged one may be flagged wrongly (a borrow carries upwards), but the lowest flagged byte
+/// is always one to escape, and the mask is zero exactly when none is.
+fn escape_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
-    below_space || zero_in(w ^ (ONES * u64::from(b'"'))) || zero_in(w ^ (ONES * u64::from(b'\\')))
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    below_space | zero_in(w ^ (ONES * u64::from(b'"'))) | zero_in(w ^ (ONES * u64::from(b'\\')))
 }
 
 /// Appends `s` as a JSON string exactly as `serde_json` writes it: `"` and `\` escaped, the
 /// control characters below U+0020 as `\b`, `\f`, `\n`, `\r`, `\t` or `\u00xx` (lowercase
-/// hex), everything else (DEL, non-ASCII) as is. Runs of 8 bytes with nothing to escape are
-/// skipped whole.
+/// hex), everything else (DEL, non-ASCII) as is. The string is read 8 bytes at a time: a
+/// word with nothing to escape is skipped whole, and one with something to escape is entered
+/// at its first such byte.
 pub fn push_str(s: &str, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        if let Some(word) = bytes.get(i..i + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            if !needs_escape(u64::from_le_bytes(w)) {
-                i += 8;
-                continue;
-            }
+    while let Some(word) = bytes.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let mask = escape_mask(u64::from_le_bytes(w));
+        if mask == 0 {
+            i += 8;
+            continue;
         }
-        let b = bytes[i];
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x09 => b't',
-            0x0A => b'n',
-            0x0C => b'f',
-            0x0D => b'r',
-            0x00..=0x1F => b'u',
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
+        i += (mask.trailing_zeros() / 8) as usize;
         out.extend_from_slice(&bytes[start..i]);
+        push_escape(bytes[i], out);
         i += 1;
         start = i;
-        out.push(b'\\');
-        out.push(short);
-        if short == b'u' {
-            out.extend_from_slice(b"00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xF)]);
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b < 0x20 || b == b'"' || b == b'\\' {
+            out.extend_from_slice(&bytes[start..i]);
+            push_escape(b, out);
+            start = i + 1;
         }
+        i += 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Appends the escape of `b`, one of the bytes [`escape_mask`] flags.
+fn push_escape(b: u8, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short = match b {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        0x08 => b'b',
+        0x09 => b't',
+        0x0A => b'n',
+        0x0C => b'f',
+        0x0D => b'r',
+        _ => b'u',
+    };
+    out.push(b'\\');
+    out.push(short);
+    if short == b'u' {
+        out.extend_from_slice(&[
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 0xF)],
+        ]);
+    }
 }
 
 /// Appends `"name":` after a `,` unless `first`; the value is the caller's. Names are our
@@ -112,6 +126,21 @@ mod tests {
     }
 
     proptest! {
+        /// The lowest byte `escape_mask` flags is the first byte to escape; none is flagged
+        /// when there is none.
+        #[test]
+        fn the_lowest_flagged_byte_is_the_first_to_escape(word in proptest::array::uniform8(
+            prop_oneof![
+                any::<u8>(),
+                proptest::sample::select(vec![0x00, 0x1f, 0x20, b'!', b'"', b'#', b'[', b'\\', b']', 0x7f, 0x80, 0xa2, 0xdc, 0xff]),
+            ],
+        )) {
+            let first = word.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            let mask = escape_mask(u64::from_le_bytes(word));
+            let lowest = (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize);
+            prop_assert_eq!(lowest, first, "{:?}", word);
+        }
+
         #[test]
         fn strings_match_serde_json(chars in proptest::collection::vec(prop_oneof![
             any::<char>(),
