@@ -2,10 +2,15 @@
 //! rendered on every row (the emit trail, the request bodies): `serde_json`'s serialiser
 //! machinery was a fifth of a dry run's signing and rendering.
 
-/// The bytes of `w` (little-endian) that must be escaped in a JSON string, below 0x20, `"` or
-/// `\`, as the high bit of each (the classic "has a zero byte" bit trick). Bytes above a
-/// flagged one may be flagged wrongly (a borrow carries upwards), but the lowest flagged byte
-/// is always one to escape, and the mask is zero exactly when none is.
+/// Whether `b` must be escaped in a JSON string: below 0x20, `"` or `\`.
+fn must_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// The bytes of `w` (little-endian) that [`must_escape`], as the high bit of each (the classic
+/// "has a zero byte" bit trick). Bytes above a flagged one may be flagged wrongly (a borrow
+/// carries upwards), but the lowest flagged byte is always one to escape, and the mask is zero
+/// exactly when none is.
 fn escape_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -40,7 +45,7 @@ pub fn push_str(s: &str, out: &mut Vec<u8>) {
         start = i;
     }
     while let Some(&b) = bytes.get(i) {
-        if b < 0x20 || b == b'"' || b == b'\\' {
+        if must_escape(b) {
             out.extend_from_slice(&bytes[start..i]);
             push_escape(b, out);
             start = i + 1;
@@ -51,7 +56,7 @@ pub fn push_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// Appends the escape of `b`, one of the bytes [`escape_mask`] flags.
+/// Appends the escape of `b`, a byte that [`must_escape`].
 fn push_escape(b: u8, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let short = match b {
@@ -79,7 +84,7 @@ fn push_escape(b: u8, out: &mut Vec<u8>) {
 /// Appends `"name":` after a `,` unless `first`; the value is the caller's. Names are our
 /// own constants, which need no escaping (checked in debug builds).
 pub fn push_key(first: bool, name: &'static str, out: &mut Vec<u8>) {
-    debug_assert!(!name.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
+    debug_assert!(!name.bytes().any(must_escape));
     if !first {
         out.push(b',');
     }
@@ -135,7 +140,7 @@ mod tests {
                 proptest::sample::select(vec![0x00, 0x1f, 0x20, b'!', b'"', b'#', b'[', b'\\', b']', 0x7f, 0x80, 0xa2, 0xdc, 0xff]),
             ],
         )) {
-            let first = word.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            let first = word.iter().position(|&b| must_escape(b));
             let mask = escape_mask(u64::from_le_bytes(word));
             let lowest = (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize);
             prop_assert_eq!(lowest, first, "{:?}", word);
