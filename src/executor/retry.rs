@@ -20,8 +20,19 @@ pub enum AttemptOutcome {
     },
     /// No answer within the timeout.
     Timeout,
-    /// Could not connect, or the connection dropped before an answer.
+    /// The connection dropped before an answer (or could not be made, where the transport
+    /// cannot tell the two apart).
     Connection(String),
+    /// No connection could be established to the origin (refused, DNS, connect timeout, TLS
+    /// handshake): these count toward the origin's unreachable breaker, while a reset or a 5xx
+    /// on an established connection does not. `origin` is `host:port`; `code` is
+    /// `connection` (retried) or `tls` (final: a handshake the server refused or a
+    /// certificate we do not trust is not fixed by trying again).
+    Unreachable {
+        origin: String,
+        code: String,
+        message: String,
+    },
     /// Not sent in a way a retry could fix (the server's certificate is not trusted): final.
     Refused { code: String, message: String },
 }
@@ -60,6 +71,8 @@ pub fn classify(outcome: &AttemptOutcome) -> Verdict {
         AttemptOutcome::Timeout | AttemptOutcome::Connection(_) => {
             Verdict::Retry { retry_after: None }
         }
+        AttemptOutcome::Unreachable { code, .. } if code == "tls" => Verdict::Fail { auth: false },
+        AttemptOutcome::Unreachable { .. } => Verdict::Retry { retry_after: None },
         AttemptOutcome::Refused { .. } => Verdict::Fail { auth: false },
     }
 }

@@ -268,7 +268,10 @@ pub(super) async fn attempt<T: Transport>(
             format!("no answer within {:?}", ctx.config.timeout),
         ),
         AttemptOutcome::Connection(e) => (None, "connection".to_string(), e.clone()),
-        AttemptOutcome::Refused { code, message } => (None, code.clone(), message.clone()),
+        AttemptOutcome::Refused { code, message }
+        | AttemptOutcome::Unreachable { code, message, .. } => {
+            (None, code.clone(), message.clone())
+        }
     };
     match classify(&outcome) {
         Verdict::Success => {
