@@ -563,6 +563,6 @@ fn unusable_row<T: Transport>(
 }
 
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 #[cfg(test)]
 mod tests;
