@@ -239,7 +239,11 @@ pub struct UndoArgs {
     /// The plan that report came from (targets are taken from it).
     #[arg(long, value_name = "PLAN")]
     pub plan: PathBuf,
-    /// Where to write the inverse plan [default: standard output].
+    /// Where to write the inverse plan [default: standard output]. An existing file is not
+    /// replaced unless --force.
     #[arg(short, long, value_name = "PLAN_OUT")]
     pub output: Option<PathBuf>,
+    /// Replace an existing -o PLAN_OUT.
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
