@@ -302,17 +302,22 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
                 .sum();
             (requests, r.interval())
         }));
-        let has_kommo = plan.pace_groups.iter().any(|g| {
-            g.provider == ProviderKind::Kommo
-                && g.members
-                    .iter()
-                    .any(|&m| audit.targets[m].reacts + audit.targets[m].unreacts > 0)
-        });
+        let sends = |g: &&crate::plan::pace::PaceGroup| {
+            g.members
+                .iter()
+                .any(|&m| audit.targets[m].reacts + audit.targets[m].unreacts > 0)
+        };
+        let has_kommo = plan
+            .pace_groups
+            .iter()
+            .filter(sends)
+            .any(|g| g.provider == ProviderKind::Kommo);
         // The pace each shard's script keeps when the shards run one after another: the
         // slowest lane's own rate, so no lane goes faster than its limit.
         let full_rate = config.rate.or_else(|| {
             plan.pace_groups
                 .iter()
+                .filter(sends)
                 .map(|g| g.rate(&plan.targets))
                 .min_by(|a, b| a.per_second().total_cmp(&b.per_second()))
         });
