@@ -122,7 +122,7 @@ pub struct RunArgs {
     /// Write every signed request as it is sent (or would be), secrets redacted.
     #[arg(long, value_name = "FILE")]
     pub emit: Option<PathBuf>,
-    /// Format of --emit.
+    /// Format of --emit [default: from its extension: `.sh` curl, anything else jsonl].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub emit_format: Option<EmitFormatArg>,
     /// Per-target rate: `7/s`, `60/min`, or `unlimited` (sandbox rehearsals).

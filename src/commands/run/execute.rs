@@ -210,6 +210,7 @@ async fn run_with_targets(
         cancel.clone(),
         out.clone(),
         Arc::clone(&stopped),
+        super::signals::next_step(config),
     ));
     let progress = Progress::start(
         ProgressMode::detect(config.no_progress || config.quiet),

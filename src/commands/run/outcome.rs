@@ -187,20 +187,7 @@ fn interrupted_line(stop: crate::signals::Stop, summary: &Summary, config: &RunC
             parts.push(format!("{} {st}", count(st)));
         }
     }
-    let args: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let next = if config.dry_run {
-        format!(
-            "run it again: {}",
-            shlex::try_join(args.iter().map(String::as_str)).unwrap_or_else(|_| args.join(" "))
-        )
-    } else {
-        format!(
-            "to continue: {}",
-            crate::signals::continue_command(&args, &summary.report)
-        )
-    };
+    let next = super::signals::next_step(config);
     format!(
         "reactbatch: {}: {} of {} rows settled ({}), {} cancelled (in {}); {next}",
         stop.describe(),
