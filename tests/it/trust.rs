@@ -172,6 +172,40 @@ async fn resume_after_a_user_id_edit_keeps_the_earlier_rows_and_names_their_coun
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_names_the_fields_that_changed_at_a_line_and_the_lines_now_empty() {
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<PlanRow> = (0..4).map(|i| react("k", format!("f-{i}"), "👍")).collect();
+    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: unlimited");
+    let report = dir.path().join("report.jsonl");
+    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+
+    // Row 1 reacts with another emoji now; the last row is gone.
+    let mut edited = rows[..3].to_vec();
+    edited[0].emoji = "🎉";
+    write_plan(dir.path(), &sandbox.base_url(), &edited, "rate: unlimited");
+    let resume = report.display().to_string();
+    let dry = dir.path().join("dry.jsonl");
+    let out = run_blocking(run_cmd(&plan, &dry, &["--dry-run", "--resume", &resume])).await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), Some(0), "{err}");
+    assert!(err.contains("2 row(s) of"), "{err}");
+    assert!(err.contains("1 whose line now has another emoji"), "{err}");
+    assert!(err.contains("1 whose line holds no row now"), "{err}");
+    let dry_rows = read_report(&dry).expect("dry report");
+    assert_eq!(dry_rows.len(), 5, "{dry_rows:?}");
+    let kept = rows_of(&dry_rows, "not_in_plan");
+    let mut kept_ids: Vec<&str> = kept.iter().map(|r| r.message_id.as_str()).collect();
+    kept_ids.sort_unstable();
+    assert_eq!(kept_ids, ["f-0", "f-3"]);
+    assert!(kept
+        .iter()
+        .all(|r| r.status == Status::Ok && r.emoji == "👍"));
+    assert_eq!(rows_of(&dry_rows, "done_earlier").len(), 2);
+}
+
 // ---- short interrupts ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,7 +111,7 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
         match Trust::from_pem(pem.as_bytes()) {
             Ok(own) => trust.extra_roots.extend(own.extra_roots),
             Err(e) => {
-                eprintln!("reactbatch run: the sandbox's certificate: {e}");
+                crate::log::error(&format!("reactbatch run: the sandbox's certificate: {e}"));
                 return Err(Exit::Invalid);
             }
         }
@@ -362,9 +362,7 @@ fn create_report(
             .map_err(|e| format!("cannot create report {}: {e}", path.display()))?;
         return Ok((w, 0, KeptBlock::default()));
     };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+    let tmp = temporary_beside(path);
     let mut w = ReportWriter::create(&tmp)
         .map_err(|e| format!("cannot create report {}: {e}", tmp.display()))?;
     // In the plan's current numbering, only the rows of this run's shard.
@@ -398,6 +396,18 @@ fn create_report(
     Ok((w, copied, kept))
 }
 
+/// A temporary file next to the report, to be renamed over it: `REPORT.<pid>.tmp.<ext>`,
+/// keeping the report's extension, which chooses its format (CSV or JSON Lines).
+fn temporary_beside(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    if let Some(ext) = path.extension() {
+        tmp.push(".");
+        tmp.push(ext);
+    }
+    PathBuf::from(tmp)
+}
+
 /// Moves the report's bytes `kept.start..kept.end` (the earlier rows kept as `not_in_plan`)
 /// after everything else, through a temporary file renamed over the report: at every instant
 /// the report on disk holds every row.
@@ -410,9 +420,7 @@ fn move_to_end(path: &Path, kept: &KeptBlock) -> std::io::Result<()> {
             "the report is shorter than when it was created",
         ));
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+    let tmp = temporary_beside(path);
     let mut copy = || -> std::io::Result<()> {
         let mut to = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         for (at, n) in [
