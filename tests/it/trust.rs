@@ -498,12 +498,12 @@ fn every_line_is_timestamped(stderr: &str) {
 fn undo_does_not_replace_a_file_without_force() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plan = write_plan(dir.path(), "http://127.0.0.1:9", &kommo_rows(2), "");
+    // A dry run's report: nothing done, so an empty undo plan.
     let report = dir.path().join("r.csv");
-    std::fs::write(
-        &report,
-        "row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key\n",
-    )
-    .expect("report");
+    let out = run_cmd(&plan, &report, &["--dry-run"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let out_path = dir.path().join("precious.yaml");
     std::fs::write(&out_path, "keep me\n").expect("write");
     let undo = |force: bool| {
