@@ -304,6 +304,10 @@ impl DoneSet {
                 failed = Some(format!("cannot write the report: {e}"));
                 return;
             }
+            kept.count += 1;
+            if kept.rows.len() >= COMPARED {
+                return;
+            }
             kept.rows.push(KeptRow {
                 source: row.source,
                 target: row.target,
@@ -330,19 +334,25 @@ struct KeptRow {
     emoji: String,
 }
 
+/// Kept rows compared with the plan at most: what changed shows in the first ones, and an
+/// edit that changed every row of a million-row plan must not hold a million rows in memory.
+const COMPARED: usize = 100_000;
+
 /// The earlier report's rows that match no row of the plan, as kept in the new report.
 #[derive(Debug, Default)]
 pub struct NotInPlan {
+    count: u64,
+    /// The first [`COMPARED`] of them.
     rows: Vec<KeptRow>,
 }
 
 impl NotInPlan {
     pub fn len(&self) -> u64 {
-        self.rows.len() as u64
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.count == 0
     }
 
     /// Says what changed, by the plan rows at the kept rows' `file:line` (`rows`: the plan's
@@ -412,6 +422,12 @@ impl NotInPlan {
         }
         if gone > 0 {
             parts.push(format!("{gone} whose line holds no row now"));
+        }
+        if self.count > self.rows.len() as u64 {
+            parts.push(format!(
+                "{} not compared",
+                self.count - self.rows.len() as u64
+            ));
         }
         format!(
             "reactbatch run: --resume: {} row(s) of {} match no row of the plan ({}); they are \
