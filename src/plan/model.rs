@@ -153,12 +153,20 @@ impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rate::Unlimited => f.write_str("unlimited"),
-            Rate::Limited { count, per } => match per.as_secs() {
-                1 => write!(f, "{count}/s"),
-                60 => write!(f, "{count}/min"),
-                3600 => write!(f, "{count}/h"),
-                _ => write!(f, "{count}/{}ms", per.as_millis()),
-            },
+            // As a person writes a rate: `5/3s` (a 5/s limit shared by three shards), not
+            // `5/3000ms`; milliseconds only when the period is not whole seconds.
+            Rate::Limited { count, per } => {
+                let (secs, whole) = (per.as_secs(), per.subsec_nanos() == 0);
+                match secs {
+                    1 if whole => write!(f, "{count}/s"),
+                    60 if whole => write!(f, "{count}/min"),
+                    3600 if whole => write!(f, "{count}/h"),
+                    s if whole && s > 0 && s % 3600 == 0 => write!(f, "{count}/{}h", s / 3600),
+                    s if whole && s > 0 && s % 60 == 0 => write!(f, "{count}/{}min", s / 60),
+                    s if whole && s > 0 => write!(f, "{count}/{s}s"),
+                    _ => write!(f, "{count}/{}ms", per.as_millis()),
+                }
+            }
         }
     }
 }
@@ -380,5 +388,29 @@ impl Row {
     pub(crate) fn action(mut self, action: Action) -> Row {
         self.action = action;
         self
+    }
+}
+
+#[cfg(test)]
+mod rate_display_tests {
+    use super::*;
+
+    #[test]
+    fn rates_print_as_a_person_writes_them() {
+        let r = |count, ms| Rate::Limited {
+            count,
+            per: Duration::from_millis(ms),
+        };
+        assert_eq!(r(7, 1000).to_string(), "7/s");
+        assert_eq!(r(5, 3000).to_string(), "5/3s");
+        assert_eq!(r(60, 60_000).to_string(), "60/min");
+        assert_eq!(r(100, 120_000).to_string(), "100/2min");
+        assert_eq!(r(9, 7_200_000).to_string(), "9/2h");
+        assert_eq!(r(3, 1500).to_string(), "3/1500ms");
+        assert_eq!(
+            Rate::parse("7/s").map(|r| r.divided(3).to_string()),
+            Ok("7/3s".to_string())
+        );
+        assert_eq!(Rate::Unlimited.to_string(), "unlimited");
     }
 }

@@ -18,4 +18,5 @@ mod run;
 mod sandbox;
 mod secrets;
 mod soak;
+mod trust;
 mod wire;

@@ -560,6 +560,12 @@ async fn a_second_ctrl_c_exits_at_once_with_every_finished_row_on_disk() {
         !seen.contains(" rows in "),
         "exited before the summary: {seen}"
     );
+    // Even then, one line says how to go on.
+    assert!(
+        seen.contains("then stopped at once")
+            && seen.contains(&format!("--resume {}", report.display())),
+        "{seen}"
+    );
     // The report is whole: its header, then complete rows, each row once.
     let text = std::fs::read_to_string(&report).expect("report");
     assert!(text.starts_with("row,source,target,"), "{text}");
