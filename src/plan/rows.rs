@@ -50,6 +50,10 @@ pub struct RowContext {
     pub target_index: HashMap<String, usize>,
     /// `defaults:`, already checked (invalid values were dropped and reported at load).
     pub defaults: RawRow,
+    /// The targets could not be read as written (the targets file is invalid, or targets are
+    /// given both by the plan and by `--targets`): that error is reported once, and a row naming
+    /// a target not known is [`Checked::Suppressed`] rather than one more `unknown target`.
+    pub targets_unread: bool,
 }
 
 /// Reads one YAML row mapping into a [`RawRow`]; structural problems go into `row.problems`.
@@ -222,6 +226,20 @@ fn origin(ctx: &RowContext, raw: &RawRow, f: Field) -> Origin {
     }
 }
 
+/// The nearest target name, or the list of them: bounded work per row, so only for a
+/// plan-sized set, and never an empty list.
+fn unknown_target_hint(ctx: &RowContext, name: &str) -> Option<String> {
+    const LISTED: usize = 20;
+    if ctx.targets.is_empty() || ctx.targets.len() > LISTED {
+        return None;
+    }
+    let names = ctx.targets.iter().map(|t| t.name.as_str());
+    suggest(name, names).or_else(|| {
+        let all: Vec<&str> = ctx.targets.iter().map(|t| t.name.as_str()).collect();
+        Some(format!("targets are: {}", all.join(", ")))
+    })
+}
+
 /// Validates one raw row as row `number` of the plan.
 ///
 /// Two phases: every problem is found first, from shared borrows of `raw` (a problem points at
@@ -267,6 +285,19 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
                     .with_code("invalid_target"),
                 );
             }
+            None if ctx.targets_unread => {
+                return Checked::Suppressed(
+                    problem_at(
+                        &raw,
+                        Some(v),
+                        format!(
+                            "unknown target `{}` (the targets could not be read; see their errors)",
+                            shorten(&v.text)
+                        ),
+                    )
+                    .with_code("unknown_target"),
+                );
+            }
             None => {
                 let mut p = problem_at(
                     &raw,
@@ -274,15 +305,7 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
                     format!("unknown target `{}`", shorten(&v.text)),
                 )
                 .with_code("unknown_target");
-                // Bounded work per row: suggestions and the list only for a plan-sized set.
-                const LISTED: usize = 20;
-                if ctx.targets.len() <= LISTED {
-                    let names = ctx.targets.iter().map(|t| t.name.as_str());
-                    p.hint = suggest(&v.text, names).or_else(|| {
-                        let all: Vec<&str> = ctx.targets.iter().map(|t| t.name.as_str()).collect();
-                        Some(format!("targets are: {}", all.join(", ")))
-                    });
-                }
+                p.hint = unknown_target_hint(ctx, &v.text);
                 problems.push(p);
                 None
             }

@@ -2,7 +2,10 @@
 //! make others meaningless shown alone, man pages with exit codes and environment, emoji
 //! values sent in the form the services show, secrets never echoed.
 
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+
+use reactbatch::sandbox::Sandbox;
 
 use crate::common::*;
 
@@ -16,6 +19,162 @@ fn reactbatch(dir: &std::path::Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run reactbatch")
+}
+
+// ---- grouped diagnostics ----
+
+const TARGETS: &str =
+    "targets:\n  kommo-main:\n    provider: kommo\n    scope_id: scope-1_acct-1\n    \
+     secret: { env: KOMMO_CHANNEL_SECRET }\n    user_id: bot\n";
+
+/// `rows.csv`: 10 rows for `kommo-main`, then 90 naming `kommo-mian` (lines 12 to 101).
+fn write_rows(dir: &Path) {
+    let mut csv = String::from("target,message_id,conversation_id,emoji\n");
+    for i in 0..100 {
+        let target = if i < 10 { "kommo-main" } else { "kommo-mian" };
+        csv.push_str(&format!("{target},m-{i},chat-1,👍\n"));
+    }
+    std::fs::write(dir.join("rows.csv"), csv).expect("write rows");
+}
+
+/// A plan with the targets at `base_url` and the rows of [`write_rows`].
+fn write_typo_plan(dir: &Path, base_url: &str) -> PathBuf {
+    write_rows(dir);
+    let plan = dir.join("plan.yaml");
+    let targets = TARGETS.replace(
+        "user_id: bot\n",
+        &format!("user_id: bot\n    base_url: {base_url}\n"),
+    );
+    std::fs::write(&plan, format!("version: 1\n{targets}include: [rows.csv]\n")).expect("plan");
+    plan
+}
+
+fn assert_one_grouped_error(err: &str) {
+    assert!(
+        err.lines().count() <= 15,
+        "{} lines:\n{err}",
+        err.lines().count()
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(
+        err.contains("error: unknown target `kommo-mian` on 90 rows (rows.csv:12–101)"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("help: did you mean `kommo-main`?").count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn ninety_rows_naming_one_unknown_target_are_one_error_in_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = write_typo_plan(dir.path(), "http://127.0.0.1:9");
+    let out = reactbatch(dir.path(), &["check", "plan.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_one_grouped_error(&err);
+    assert!(
+        err.contains("plan.yaml: 100 rows, 1 target, 90 errors"),
+        "{err}"
+    );
+
+    // Tools still get one entry per row, tied together by the group's id.
+    let out = reactbatch(dir.path(), &["check", "plan.yaml", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let problems = doc["plans"][0]["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 90);
+    let lines: Vec<u64> = problems.iter().filter_map(|p| p["line"].as_u64()).collect();
+    assert_eq!(lines, (12..=101).collect::<Vec<u64>>());
+    assert!(problems.iter().all(|p| p["group"] == 1), "{problems:?}");
+    assert!(plan.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ninety_rows_naming_one_unknown_target_are_one_error_in_run_and_nothing_is_sent() {
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_typo_plan(dir.path(), &sandbox.base_url());
+    let mut cmd = run_cmd(Path::new("plan.yaml"), Path::new("report.csv"), &[]);
+    cmd.current_dir(dir.path());
+    let out = run_blocking(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_grouped_error(&stderr(&out));
+    assert_eq!(sandbox.stats().requests, 0);
+    sandbox.shutdown().await;
+}
+
+#[test]
+fn past_the_listing_cap_repeats_are_counted_in_their_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut csv = String::from("target,message_id,conversation_id,emoji\n");
+    for i in 0..2500 {
+        csv.push_str(&format!("kommo-mian,m-{i},chat-1,👍\n"));
+    }
+    std::fs::write(dir.path().join("rows.csv"), csv).expect("rows");
+    std::fs::write(dir.path().join("targets.yaml"), TARGETS).expect("targets");
+    let out = reactbatch(
+        dir.path(),
+        &["check", "rows.csv", "--targets", "targets.yaml"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_one_grouped_error(
+        &err.replace("2500 rows (rows.csv:2–2501)", "90 rows (rows.csv:12–101)"),
+    );
+    assert!(!err.contains("not listed"), "{err}");
+    assert!(err.contains("2500 errors"), "{err}");
+}
+
+#[test]
+fn targets_given_twice_is_one_error_not_one_per_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_typo_plan(dir.path(), "http://127.0.0.1:9");
+    std::fs::write(
+        dir.path().join("targets.yaml"),
+        TARGETS.replace("kommo-main", "other"),
+    )
+    .expect("t");
+    let out = reactbatch(
+        dir.path(),
+        &["check", "plan.yaml", "--targets", "targets.yaml"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(
+        err.contains("targets are given both here and by `--targets`"),
+        "{err}"
+    );
+    assert!(!err.contains("unknown target"), "{err}");
+}
+
+#[test]
+fn an_invalid_targets_file_is_its_own_error_and_hints_are_never_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_rows(dir.path());
+    std::fs::write(dir.path().join("list.yaml"), "targets:\n  - kommo-main\n").expect("t");
+    let out = reactbatch(dir.path(), &["check", "rows.csv", "--targets", "list.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(err.contains("must be a mapping"), "{err}");
+    assert!(err.contains("list.yaml:2:3"), "{err}");
+    assert!(!err.contains("unknown target"), "{err}");
+
+    // No targets at all: every row names an unknown target, with no empty list after it.
+    std::fs::write(dir.path().join("none.yaml"), "targets: {}\n").expect("t");
+    let out = reactbatch(dir.path(), &["check", "rows.csv", "--targets", "none.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("unknown target `kommo-main` on 10 rows"),
+        "{err}"
+    );
+    assert!(!err.contains("targets are:"), "{err}");
+    assert!(err.lines().all(|l| !l.trim_end().ends_with(':')), "{err}");
 }
 
 // ---- man pages ----
