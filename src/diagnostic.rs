@@ -83,6 +83,7 @@ pub fn render(problem: &Problem, line_text: Option<&str>, color: bool) -> String
     let level = match problem.severity {
         Severity::Error => Level::ERROR,
         Severity::Warning => Level::WARNING,
+        Severity::Note => Level::NOTE,
     };
     let title = level.primary_title(problem.message.as_str());
     let shown = match (problem.line, line_text) {

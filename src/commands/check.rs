@@ -116,6 +116,8 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
         problems.extend(secret_problems);
     }
     problems.extend(validation.warnings.iter().cloned());
+    // Notes last: they change nothing about whether the plan may run.
+    problems.extend(plan.emoji_notes());
     Outcome {
         plan: name,
         loaded: true,
@@ -239,6 +241,7 @@ impl<'a> JsonDoc<'a> {
                             severity: match p.severity {
                                 Severity::Error => "error",
                                 Severity::Warning => "warning",
+                                Severity::Note => "note",
                             },
                             code: p.code,
                             message: &p.message,

@@ -371,6 +371,38 @@ impl Plan {
         warnings
     }
 
+    /// Notes on emojis sent in another form than written (`❤` is sent as `❤️`, the
+    /// fully-qualified form the services show and compare with): one per spelling and file, at
+    /// its first row. Filled by any full pass over the rows ([`Plan::validate`]).
+    pub fn emoji_notes(&self) -> Vec<Problem> {
+        let Ok(notes) = self.inner.ctx.emoji_notes.lock() else {
+            return Vec::new();
+        };
+        let code_points = |s: &str| {
+            s.chars()
+                .map(|c| format!("U+{:04X}", u32::from(c)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        notes
+            .iter()
+            .map(|((file, written), ((line, col), sent))| {
+                Problem::note(
+                    &**file,
+                    Some(*line),
+                    *col,
+                    format!(
+                        "`{written}` ({}) is sent as `{sent}` ({}), the fully-qualified form \
+                         the services show",
+                        code_points(written),
+                        code_points(sent)
+                    ),
+                )
+                .with_code("emoji_normalized")
+            })
+            .collect()
+    }
+
     /// Targets reached over plain `http://` on a non-loopback host (errors for `run` unless
     /// `--allow-insecure-http`).
     pub fn insecure_http(&self) -> Vec<Problem> {

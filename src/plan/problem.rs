@@ -8,6 +8,8 @@ use std::fmt;
 pub enum Severity {
     Error,
     Warning,
+    /// Not a problem: what the program does with a value as written (`❤` is sent as `❤️`).
+    Note,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +101,19 @@ impl Problem {
         }
     }
 
+    pub fn note(
+        file: impl Into<String>,
+        line: Option<u32>,
+        column: Option<u32>,
+        message: impl Into<String>,
+    ) -> Self {
+        Problem {
+            severity: Severity::Note,
+            code: "note",
+            ..Problem::error(file, line, column, message)
+        }
+    }
+
     /// Sets the machine code (see [`Problem::code`]).
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = code;
@@ -154,6 +169,7 @@ impl fmt::Display for Problem {
         let level = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         write!(f, "{}: {level}: {}", self.location(), self.message)?;
         if let Some(hint) = &self.hint {

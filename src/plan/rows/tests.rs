@@ -281,6 +281,7 @@ fn context(targets: Vec<Target>, broken: &[&str], defaults: RawRow) -> RowContex
         broken_targets: broken.iter().map(|s| s.to_string()).collect(),
         defaults,
         targets_unread: false,
+        emoji_notes: Default::default(),
     }
 }
 
@@ -406,6 +407,7 @@ fn sweep(
                     broken_targets: ctx.broken_targets.clone(),
                     target_index: ctx.target_index.clone(),
                     targets_unread: ctx.targets_unread,
+                    emoji_notes: Default::default(),
                 };
                 let want = reference_check_row(&ctx, raw.clone(), 7);
                 let got = check_row(&ctx, raw, 7);
