@@ -64,6 +64,9 @@ pub struct RowContext {
 /// See [`RowContext::emoji_notes`].
 pub type EmojiNotes = std::collections::BTreeMap<(Arc<str>, String), ((u32, Option<u32>), String)>;
 
+/// Where a value was written: file, and line and column.
+type WrittenAt = (Arc<str>, (u32, Option<u32>));
+
 /// Reads one YAML row mapping into a [`RawRow`]; structural problems go into `row.problems`.
 pub fn read_yaml_row(file: &Arc<str>, node: &Node, within: &str) -> RawRow {
     let mut row = RawRow::new(file.clone(), node.pos);
@@ -174,11 +177,7 @@ fn canonical_emoji(text: String) -> String {
 /// written in another form than the one sent is recorded in `ctx.emoji_notes` (a shortcode
 /// is not: it says what it stands for). The common case, an emoji sent as written, is the
 /// remembered last emoji of [`emoji::resolve`].
-fn noted_emoji(
-    ctx: &RowContext,
-    at: Option<(Arc<str>, (u32, Option<u32>))>,
-    text: String,
-) -> String {
+fn noted_emoji(ctx: &RowContext, at: Option<WrittenAt>, text: String) -> String {
     let sent = match emoji::resolve("emoji", &text) {
         Ok(resolved) if *resolved == *text => return text,
         Ok(resolved) => resolved.into_owned(),

@@ -177,6 +177,109 @@ fn an_invalid_targets_file_is_its_own_error_and_hints_are_never_empty() {
     assert!(err.lines().all(|l| !l.trim_end().ends_with(':')), "{err}");
 }
 
+// ---- emoji ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unqualified_heart_and_a_unicode_name_are_sent_as_the_services_show_them() {
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = [
+        react("o", "m-1", "\u{2764}"),
+        react("k", "m-2", ":thumbs_up:"),
+        react("o", "m-3", ":red_heart:"),
+    ];
+    write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: unlimited");
+
+    let check = reactbatch(dir.path(), &["check", "plan.yaml"]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    let err = stderr(&check);
+    assert!(
+        err.contains("note: `❤` (U+2764) is sent as `❤️` (U+2764 U+FE0F)"),
+        "{err}"
+    );
+    assert!(err.contains("--> rows.csv:2:14"), "{err}");
+    assert!(err.contains("0 errors, 0 warnings"), "{err}");
+
+    let mut cmd = run_cmd(Path::new("plan.yaml"), Path::new("report.csv"), &[]);
+    cmd.current_dir(dir.path());
+    let out = run_blocking(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = sandbox_state(&sandbox);
+    let sent: std::collections::BTreeMap<&str, &str> = got
+        .iter()
+        .map(|((_, message), emoji)| (message.as_str(), emoji.as_str()))
+        .collect();
+    assert_eq!(
+        sent.into_iter().collect::<Vec<_>>(),
+        [
+            ("m-1", "\u{2764}\u{fe0f}"),
+            ("m-2", "\u{1f44d}"),
+            ("m-3", "\u{2764}\u{fe0f}")
+        ]
+    );
+    sandbox.shutdown().await;
+}
+
+#[test]
+fn a_word_is_answered_with_the_emojis_it_likely_means() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = reactbatch(dir.path(), &["emoji", "ok"]);
+    assert_eq!(out.status.code(), Some(0));
+    let first: Vec<String> = text(&out.stdout)
+        .lines()
+        .take(3)
+        .filter_map(|l| l.split('\t').next().map(str::to_string))
+        .collect();
+    assert_eq!(first, ["👌", "👍", "🆗"]);
+    let out = reactbatch(dir.path(), &["emoji", ":thumbs_up:"]);
+    assert!(
+        text(&out.stdout).starts_with("👍\t"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The same suggestions in the error for a word where an emoji belongs, at the cell.
+    std::fs::write(dir.path().join("targets.yaml"), TARGETS).expect("targets");
+    std::fs::write(
+        dir.path().join("rows.csv"),
+        "target,message_id,conversation_id,emoji\nkommo-main,m-1,\"chat,1\",ok\n",
+    )
+    .expect("rows");
+    let out = reactbatch(
+        dir.path(),
+        &["check", "rows.csv", "--targets", "targets.yaml"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--> rows.csv:2:25"), "{err}");
+    assert!(
+        err.contains("2 | kommo-main,m-1,\"chat,1\",ok\n  |                         ^^"),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: for `ok` perhaps 👌 `:ok_hand:`, 👍 `:+1:`, 🆗 `:ok:`"),
+        "{err}"
+    );
+    let json = reactbatch(
+        dir.path(),
+        &[
+            "check",
+            "rows.csv",
+            "--targets",
+            "targets.yaml",
+            "--format",
+            "json",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let p = &doc["plans"][0]["problems"][0];
+    assert_eq!(
+        (p["line"].as_u64(), p["column"].as_u64()),
+        (Some(2), Some(25)),
+        "{p}"
+    );
+}
+
 // ---- man pages ----
 
 #[test]
