@@ -32,10 +32,10 @@ fn sign(args: &SignArgs) -> Result<(String, Option<String>), String> {
         Ok(_) => return Err(format!("environment variable {} is empty", args.secret_env)),
         Err(_) if !plausible_name(&args.secret_env) => {
             return Err(
-                "--secret-env names no set environment variable, and does not look like a \
-                 variable's name (it is not shown here, in case it is the secret itself): pass \
-                 the variable's name, e.g. `--secret-env KOMMO_CHANNEL_SECRET`, and put the \
-                 secret in that variable"
+                "--secret-env names no set environment variable, and looks like a secret \
+                 value rather than a variable's name (it is not shown here): pass the \
+                 variable's name, e.g. `--secret-env KOMMO_CHANNEL_SECRET`, and put the secret \
+                 in that variable"
                     .into(),
             )
         }
