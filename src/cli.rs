@@ -36,7 +36,8 @@ pub enum Command {
     Undo(UndoArgs),
     /// Run the local emulator of both providers' APIs.
     Sandbox(crate::sandbox::SandboxArgs),
-    /// List emojis whose name or shortcode contains SEARCH, with their `:shortcodes:`.
+    /// List the emojis SEARCH likely means, then those whose name or shortcode contains it, with
+    /// their `:shortcodes:`.
     #[command(
         after_help = "Examples:\n  reactbatch emoji thumbs\n  reactbatch emoji :tada:\n  reactbatch emoji heart | head"
     )]

@@ -1,9 +1,12 @@
-//! Emoji values and id values as the providers accept them (SPEC "Emoji values").
+//! Emoji values and id values as the providers accept them.
 //!
 //! An `emoji`/`previous_emoji` is exactly one emoji by Unicode's emoji data, as the `emojis`
 //! crate carries it (emoji-test.txt: ZWJ sequences, skin tones, flags, keycaps, fully/minimally
 //! qualified and unqualified forms), or a `:shortcode:` (GitHub's gemoji names, which are also
-//! most of Slack's) that [`resolve`] turns into its emoji. Ids must not carry whitespace around
+//! most of Slack's, or a Unicode/CLDR name such as `:thumbs_up:`) that [`resolve`] turns into
+//! its emoji. [`resolve`] gives the fully-qualified form, the one the services show and compare
+//! with (`❤` → `❤️`). A word where an emoji belongs is answered with the emojis it likely
+//! means ([`likely`]: `ok` → 👌 👍 🆗). Ids must not carry whitespace around
 //! them: a provider compares ids byte for byte, so `" m-1"` would be a different (missing)
 //! message. Both are plan errors, found before anything is sent.
 
