@@ -116,6 +116,8 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
         problems.extend(secret_problems);
     }
     problems.extend(validation.warnings.iter().cloned());
+    // Notes last: they change nothing about whether the plan may run.
+    problems.extend(plan.emoji_notes());
     Outcome {
         plan: name,
         loaded: true,
@@ -205,35 +207,49 @@ struct JsonProblem<'a> {
     code: &'static str,
     message: &'a str,
     hint: Option<&'a str>,
+    /// The problems that are the same mistake (the same message on many rows) share one id,
+    /// numbered from 1 per plan; human output shows each group as one diagnostic.
+    group: usize,
 }
 
 impl<'a> JsonDoc<'a> {
     fn new(outcomes: &'a [Outcome]) -> JsonDoc<'a> {
         let plans: Vec<JsonPlan<'a>> = outcomes
             .iter()
-            .map(|o| JsonPlan {
-                plan: &o.plan,
-                loaded: o.loaded,
-                rows: o.loaded.then_some(o.rows),
-                targets: o.loaded.then_some(o.targets),
-                errors: o.errors,
-                warnings: o.warnings,
-                problems: o
-                    .problems
-                    .iter()
-                    .map(|p| JsonProblem {
-                        file: &p.file,
-                        line: p.line,
-                        column: p.column,
-                        severity: match p.severity {
-                            Severity::Error => "error",
-                            Severity::Warning => "warning",
-                        },
-                        code: p.code,
-                        message: &p.message,
-                        hint: p.hint.as_deref(),
-                    })
-                    .collect(),
+            .map(|o| {
+                let mut group = vec![0; o.problems.len()];
+                for (id, members) in crate::diagnostic::groups(&o.problems).iter().enumerate() {
+                    for &i in members {
+                        group[i] = id + 1;
+                    }
+                }
+                JsonPlan {
+                    plan: &o.plan,
+                    loaded: o.loaded,
+                    rows: o.loaded.then_some(o.rows),
+                    targets: o.loaded.then_some(o.targets),
+                    errors: o.errors,
+                    warnings: o.warnings,
+                    problems: o
+                        .problems
+                        .iter()
+                        .zip(group)
+                        .map(|(p, group)| JsonProblem {
+                            file: &p.file,
+                            line: p.line,
+                            column: p.column,
+                            severity: match p.severity {
+                                Severity::Error => "error",
+                                Severity::Warning => "warning",
+                                Severity::Note => "note",
+                            },
+                            code: p.code,
+                            message: &p.message,
+                            hint: p.hint.as_deref(),
+                            group,
+                        })
+                        .collect(),
+                }
             })
             .collect();
         let errors = outcomes.iter().map(|o| o.errors).sum();

@@ -135,7 +135,8 @@ fn check_format_json_lists_problems_and_keeps_exit_codes() {
             "severity": "error",
             "code": "unknown_field",
             "message": "unknown key `emoij` in a row",
-            "hint": "did you mean `emoji`?"
+            "hint": "did you mean `emoji`?",
+            "group": 1
         })
     );
     let second = &doc["plans"][1];

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod diagnostics;
 mod dry_run;
 mod ecosystem;
 mod hostile_input;

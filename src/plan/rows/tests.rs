@@ -65,15 +65,7 @@ fn reference_check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                     format!("unknown target `{}`", shorten(&v.text)),
                 )
                 .with_code("unknown_target");
-                // Bounded work per row: suggestions and the list only for a plan-sized set.
-                const LISTED: usize = 20;
-                if ctx.targets.len() <= LISTED {
-                    let names = ctx.targets.iter().map(|t| t.name.as_str());
-                    p.hint = suggest(&v.text, names).or_else(|| {
-                        let all: Vec<&str> = ctx.targets.iter().map(|t| t.name.as_str()).collect();
-                        Some(format!("targets are: {}", all.join(", ")))
-                    });
-                }
+                p.hint = unknown_target_hint(ctx, &v.text);
                 problems.push(p);
                 None
             }
@@ -288,6 +280,8 @@ fn context(targets: Vec<Target>, broken: &[&str], defaults: RawRow) -> RowContex
         targets,
         broken_targets: broken.iter().map(|s| s.to_string()).collect(),
         defaults,
+        targets_unread: false,
+        emoji_notes: Default::default(),
     }
 }
 
@@ -412,6 +406,8 @@ fn sweep(
                     targets: ctx.targets.clone(),
                     broken_targets: ctx.broken_targets.clone(),
                     target_index: ctx.target_index.clone(),
+                    targets_unread: ctx.targets_unread,
+                    emoji_notes: Default::default(),
                 };
                 let want = reference_check_row(&ctx, raw.clone(), 7);
                 let got = check_row(&ctx, raw, 7);
