@@ -236,6 +236,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         ));
         return Err(Exit::Invalid);
     }
+    let error_count = validation.error_count();
     if !config.quiet {
         warnings.add(plan.pace_warnings.clone());
         warnings.add(validation.warnings);
@@ -245,7 +246,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         crate::log::error(&format!(
             "reactbatch run: {} has {} error(s); nothing was sent",
             plan.path.display(),
-            validation.errors.len()
+            error_count
         ));
         warnings.untold(&plan.path);
         return Err(Exit::Invalid);
