@@ -76,7 +76,7 @@ fn target() -> Target {
     Target {
         name: "o".into(),
         kind: TargetKind::Ogmma {
-            channel_id: "ch".into(),
+            channel_id: Some("ch".into()),
         },
         base_url: "http://127.0.0.1:9".into(),
         rate: None,
@@ -110,6 +110,8 @@ fn rows(n: u64, messages: u64) -> Vec<Result<Row, Problem>> {
                 not_before: None,
                 previous_emoji: None,
                 key: None,
+                scope_id: None,
+                channel_id: None,
             })
         })
         .collect()

@@ -769,6 +769,8 @@ mod tests {
             not_before: None,
             previous_emoji: None,
             key: None,
+            scope_id: None,
+            channel_id: None,
         };
         let target = |kind| Target {
             name: "t".into(),
@@ -783,12 +785,12 @@ mod tests {
         };
         let kinds = [
             TargetKind::Kommo {
-                scope_id: "s".into(),
+                scope_id: Some("s".into()),
                 user_id: Some("u".into()),
                 user_ref_id: None,
             },
             TargetKind::Ogmma {
-                channel_id: "c".into(),
+                channel_id: Some("c".into()),
             },
         ];
         for kind in kinds {

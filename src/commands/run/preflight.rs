@@ -16,6 +16,7 @@ use crate::cli::RunArgs;
 use crate::exit::Exit;
 use crate::identity::Identities;
 use crate::lock::{LockError, RunLock};
+use crate::plan::pace::LaneMap;
 use crate::plan::spool::{Spool, SpoolRows};
 use crate::plan::{Plan, Problem, Threads};
 use crate::resume::DoneSet;
@@ -47,6 +48,8 @@ pub struct Work {
     pub estimated: std::time::Duration,
     /// The second pass of the outline's replacing counts, to be given every row again.
     pub replacing: Replacing,
+    /// The lanes, one per pace group and per account the rows name, and each row's lane.
+    pub lanes: LaneMap,
 }
 
 pub(super) fn print_problems(problems: &[Problem]) {
@@ -192,6 +195,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         scan,
         digest,
         audit,
+        lanes,
         spool,
         spool_error,
     } = RowPass::run(
@@ -243,8 +247,8 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     };
 
     let identities = scan.finish();
-    let rates: Vec<_> = plan
-        .pace_groups
+    let rates: Vec<_> = lanes
+        .lanes
         .iter()
         .map(|g| config.pace(g.rate(&plan.targets)))
         .collect();
@@ -260,7 +264,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     // The run takes each row's identity hash from the spool instead of hashing it again.
     let identities = identities.linked_to(spool.content_ids());
     // The outline's second pass (replacing counts) rides on the run's own read of the rows.
-    let (audit, replacing) = audit.finish(&plan.pace_groups, &rates, config.burst);
+    let (audit, replacing) = audit.finish(&lanes.lanes, &rates, config.burst);
     let digest = digest.finish_all();
     if let Some(value) = &config.expect_digest {
         let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
@@ -327,6 +331,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             done,
             estimated,
             replacing,
+            lanes,
         },
     })
 }

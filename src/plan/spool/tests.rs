@@ -34,6 +34,8 @@ fn rows_come_back_as_they_went_in() {
             }),
             previous_emoji: None,
             key: Some(format!("k{i}")),
+            scope_id: None,
+            channel_id: None,
         });
     }
     let mut spool = Spool::create().expect("spool");
@@ -83,6 +85,8 @@ fn identities_from_the_spool_match_hashing_each_row_again() {
             }),
             previous_emoji: None,
             key: (i % 10 == 0).then(|| format!("k{i}")),
+            scope_id: None,
+            channel_id: None,
         })
         .collect();
     let names = ["a", "b"];
@@ -171,6 +175,8 @@ fn varied_rows(files: &[Arc<str>]) -> Vec<Row> {
                 },
                 previous_emoji: text("❤️"),
                 key: (i % 5 == 0).then(|| format!("key-é-{i}")),
+                scope_id: None,
+                channel_id: None,
             }
         })
         .collect()
