@@ -569,3 +569,47 @@ async fn per_key_lanes_run_against_per_key_limits() {
     }
     sandbox.shutdown().await;
 }
+
+/// `check` says how many accounts a target's rows name and the lanes they make, in both
+/// formats; a plan whose rows name none has no `accounts` in its JSON.
+#[test]
+fn check_names_the_accounts_and_their_lanes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = csv_plan(dir.path(), "http://127.0.0.1:9", &account_rows(0..12, 2));
+    let check = |format: &str| {
+        bin()
+            .arg("check")
+            .arg(&plan)
+            .args(["--format", format])
+            .env("KOMMO_CHANNEL_SECRET", KOMMO_SECRET)
+            .env("OGMMA_API_KEY", OGMMA_KEY)
+            .output()
+            .expect("check")
+    };
+    let human = check("human");
+    assert_eq!(human.status.code(), Some(0), "{}", stderr(&human));
+    assert!(
+        stderr(&human).contains("target integration: its rows name 12 accounts, paced in 12 lanes"),
+        "{}",
+        stderr(&human)
+    );
+    let json = check("json");
+    assert_eq!(json.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(
+        doc["plans"][0]["accounts"],
+        serde_json::json!([{ "target": "integration", "accounts": 12, "lanes": 12 }])
+    );
+
+    let plain = write_plan(dir.path(), "http://127.0.0.1:9", &[react("k", "m-1", "👍")], "");
+    let out = bin()
+        .arg("check")
+        .arg(&plain)
+        .args(["--format", "json"])
+        .env("KOMMO_CHANNEL_SECRET", KOMMO_SECRET)
+        .env("OGMMA_API_KEY", OGMMA_KEY)
+        .output()
+        .expect("check");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(doc["plans"][0].get("accounts").is_none(), "{doc:#}");
+}
