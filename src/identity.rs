@@ -270,6 +270,39 @@ mod tests {
     }
 
     #[test]
+    fn the_rows_own_account_is_part_of_its_identity_and_shard() {
+        let plain = row("m1", "👍");
+        let mut a = plain.clone();
+        a.scope_id = Some("acct-a".into());
+        let mut b = plain.clone();
+        b.scope_id = Some("acct-b".into());
+        let k = keys(&[plain.clone(), a.clone(), b.clone()]);
+        // Three different rows: none is an occurrence of another.
+        assert!(k.iter().all(|k| k.ends_with(".1")), "{k:?}");
+        assert_ne!(k[1], k[2]);
+        assert_ne!(k[0], k[1]);
+        // A row without an account keeps the identity it always had.
+        assert_eq!(
+            word(&content_digest(&plain, "t"), 0),
+            u64::from_str_radix(&k[0][1..17], 16).expect("hex")
+        );
+        // Shards: unchanged without an account; with one, by (target, account, message).
+        assert_eq!(row_shard("t", &plain, 7), shard_of("t", "m1", 7));
+        let spread: std::collections::HashSet<u32> = (0..64)
+            .map(|i| {
+                let mut r = plain.clone();
+                r.scope_id = Some(format!("acct-{i}"));
+                row_shard("t", &r, 4)
+            })
+            .collect();
+        assert_eq!(
+            spread.len(),
+            4,
+            "one message in many accounts spreads over shards"
+        );
+    }
+
+    #[test]
     fn explicit_key_wins() {
         let mut a = row("m1", "👍");
         a.key = Some("row-7".into());

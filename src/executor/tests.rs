@@ -15,6 +15,7 @@ use crate::secret::SecretRef;
 
 #[derive(Clone, Debug)]
 struct Call {
+    url: String,
     emoji: String,
     message: String,
     start: Instant,
@@ -49,6 +50,7 @@ impl Transport for FakeTransport {
         tokio::time::sleep(latency).await;
         if let Ok(mut calls) = self.calls.lock() {
             calls.push(Call {
+                url: request.url.to_string(),
                 emoji,
                 message,
                 start,
@@ -158,23 +160,40 @@ async fn run_on(
     script: Box<Script>,
     cancel: Cancel,
 ) -> Outcome {
+    let map = LaneMap::default();
+    run_routed(config, targets, lanes, map, rows, script, cancel).await
+}
+
+/// [`run_on`] with rows routed to lanes by `map` (rows carrying their accounts).
+async fn run_routed(
+    config: ExecConfig,
+    targets: Vec<TargetRuntime>,
+    lanes: Vec<Lane>,
+    map: LaneMap,
+    rows: impl IntoIterator<Item = Result<Row, Problem>>,
+    script: Box<Script>,
+    cancel: Cancel,
+) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.csv");
     let writer = ReportWriter::create(&path).expect("report");
     let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
         .expect("writer thread");
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let ctx = Arc::new(RunContext::new(
-        config,
-        targets,
-        lanes,
-        FakeTransport {
-            calls: Arc::clone(&calls),
-            script,
-        },
-        out,
-        cancel,
-    ));
+    let ctx = Arc::new(
+        RunContext::new(
+            config,
+            targets,
+            lanes,
+            FakeTransport {
+                calls: Arc::clone(&calls),
+                script,
+            },
+            out,
+            cancel,
+        )
+        .with_lane_map(map),
+    );
     execute(
         Arc::clone(&ctx),
         rows.into_iter(),
@@ -619,4 +638,92 @@ async fn a_full_slow_lane_does_not_keep_a_fast_lanes_later_rows_waiting() {
         fast_done < Duration::from_millis(300),
         "fast lane done at {fast_done:?}"
     );
+}
+
+/// One Kommo target whose rows name two accounts, sorted by account (as exports come): a lane
+/// per account, each at its own pace, side by side; each account's requests on its own path.
+#[tokio::test(start_paused = true)]
+async fn rows_naming_their_accounts_run_a_lane_per_account_side_by_side() {
+    let integration = Target {
+        name: "integration".into(),
+        kind: TargetKind::Kommo {
+            scope_id: None,
+            user_id: Some("u".into()),
+            user_ref_id: None,
+        },
+        ..target()
+    };
+    let rows: Vec<Row> = rows(40, 40)
+        .into_iter()
+        .flatten()
+        .map(|mut row| {
+            row.scope_id = Some(if row.number <= 20 { "acct-a" } else { "acct-b" }.into());
+            row.conversation_id = Some("c".into());
+            row
+        })
+        .collect();
+    let targets = vec![integration.clone()];
+    let groups = crate::plan::pace::group(&targets, &[None], &mut Vec::new(), &mut Vec::new());
+    let mut map = LaneMap::new(&groups, &targets);
+    for row in &rows {
+        map.route(row, &targets);
+    }
+    let lanes: Vec<Lane> = map
+        .lanes
+        .iter()
+        .zip(&map.rows)
+        .map(|(g, &n)| {
+            Lane::new(g.name.clone(), g.members.clone(), per_sec(10), 1).with_planned_rows(n)
+        })
+        .collect();
+    assert_eq!(lanes.len(), 2);
+    let start = Instant::now();
+    let out = run_routed(
+        config(4),
+        vec![TargetRuntime::new(
+            integration,
+            Secret::new("k"),
+            per_sec(10),
+        )],
+        lanes,
+        map,
+        rows.into_iter().map(Ok),
+        Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(5))),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), 40);
+    for (account, first) in [("acct-a", 1u64), ("acct-b", 21)] {
+        let path = format!("/v2/origin/custom/{account}/react");
+        let mut starts: Vec<Duration> = out
+            .calls
+            .iter()
+            .filter(|c| c.url.ends_with(&path))
+            .map(|c| c.start - start)
+            .collect();
+        assert_eq!(starts.len(), 20, "{account}");
+        starts.sort();
+        // At its own 10/s from the start: 20 rows in 1.9 s, each 100 ms after the one before.
+        assert!(
+            starts[0] < Duration::from_millis(10),
+            "{account}: {starts:?}"
+        );
+        assert!(
+            starts[19] < Duration::from_millis(1950),
+            "{account} ran side by side with the other: {starts:?}"
+        );
+        assert!(
+            starts
+                .windows(2)
+                .all(|w| w[1] - w[0] >= Duration::from_millis(99)),
+            "{account} kept its pace: {starts:?}"
+        );
+        // Its report rows carry the account.
+        let reported = out
+            .results
+            .iter()
+            .filter(|r| (first..first + 20).contains(&r.row))
+            .all(|r| r.scope_id == account && r.channel_id.is_empty());
+        assert!(reported, "{account}");
+    }
 }

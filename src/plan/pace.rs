@@ -304,3 +304,128 @@ impl LaneMap {
         self.lanes.iter().filter(|l| l.members.contains(&t)).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::model::{Action, Source};
+
+    fn target(name: &str, kind: TargetKind, credential: &str) -> Target {
+        Target {
+            name: name.into(),
+            kind,
+            base_url: "http://127.0.0.1:9".into(),
+            rate: None,
+            credential: SecretRef::Env(credential.into()),
+            source: Source {
+                file: "p.yaml".into(),
+                line: 1,
+            },
+        }
+    }
+
+    fn kommo(name: &str, scope: Option<&str>) -> Target {
+        let kind = TargetKind::Kommo {
+            scope_id: scope.map(Into::into),
+            user_id: Some("u".into()),
+            user_ref_id: None,
+        };
+        target(name, kind, "SECRET")
+    }
+
+    fn row(target: usize, scope: Option<&str>, channel: Option<&str>) -> Row {
+        Row {
+            number: 1,
+            source: Source {
+                file: "p.yaml".into(),
+                line: 2,
+            },
+            target,
+            action: Action::React,
+            emoji: Some("👍".into()),
+            message_id: Some("m".into()),
+            msgid: None,
+            conversation_id: Some("c".into()),
+            conversation_ref_id: None,
+            user_id: None,
+            user_ref_id: None,
+            not_before: None,
+            previous_emoji: None,
+            key: None,
+            scope_id: scope.map(Into::into),
+            channel_id: channel.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn rows_naming_a_scope_get_that_scopes_lane_whichever_target_they_are_for() {
+        let targets = vec![
+            kommo("main", Some("s1")),
+            kommo("integration", None),
+            target(
+                "ogmma",
+                TargetKind::Ogmma {
+                    channel_id: Some("ch".into()),
+                },
+                "KEY",
+            ),
+            kommo("pinned", None),
+            // Leaves its scope to its rows and has none: no lane at all.
+            kommo("idle", None),
+        ];
+        let own = LimitGroupSite {
+            group: LimitGroup::Own,
+            file: "p.yaml".into(),
+            pos: Pos { line: 9, col: 5 },
+        };
+        let sites = vec![None, None, None, Some(own), None];
+        let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+        let groups = group(&targets, &sites, &mut problems, &mut warnings);
+        assert!(problems.is_empty() && warnings.is_empty());
+        let mut map = LaneMap::new(&groups, &targets);
+        // main's, ogmma's and pinned's groups are lanes; integration's and idle's are not.
+        let names = |m: &LaneMap| m.lanes.iter().map(|l| l.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&map), ["main", "ogmma", "pinned"]);
+
+        let rows = [
+            row(1, Some("s2"), None),
+            row(1, Some("s1"), None),
+            row(0, None, None),
+            row(1, Some("s2"), None),
+            row(0, Some("s3"), None),
+            // Ogmma limits per key: a row's channel changes no lane.
+            row(2, None, Some("other-channel")),
+            // An explicit group keeps one lane whatever its rows say.
+            row(3, Some("s4"), None),
+        ];
+        let lanes: Vec<Option<usize>> = rows.iter().map(|r| map.route(r, &targets)).collect();
+        assert_eq!(
+            lanes,
+            [
+                Some(3),
+                Some(0),
+                Some(0),
+                Some(3),
+                Some(4),
+                Some(1),
+                Some(2)
+            ]
+        );
+        assert_eq!(
+            names(&map),
+            ["main", "ogmma", "pinned", "integration/s2", "main/s3"]
+        );
+        assert_eq!(map.rows, [2, 1, 1, 2, 1]);
+        // s1 is main's scope: integration's row on it shares main's lane (one account).
+        assert_eq!(map.lanes[0].members, [0, 1]);
+        assert_eq!(map.lanes[3].members, [1]);
+        for (r, lane) in rows.iter().zip(&lanes) {
+            assert_eq!(map.lane_of(r), *lane, "lookup agrees with routing");
+        }
+        assert_eq!(map.lanes_of_target(1), 2);
+        assert_eq!(map.lanes_of_target(0), 2);
+        assert_eq!(map.lanes_of_target(4), 0);
+        // A scope no routed row named has no lane to look up.
+        assert_eq!(map.lane_of(&row(1, Some("s9"), None)), None);
+    }
+}

@@ -286,6 +286,58 @@ mod tests {
         assert_eq!(signed.bearer.as_ref().map(Secret::expose), Some("k-123"));
     }
 
+    #[test]
+    fn a_row_naming_its_account_goes_to_that_accounts_path_and_is_signed_for_it() {
+        let kommo = Target {
+            name: "k".into(),
+            kind: TargetKind::Kommo {
+                scope_id: Some("scope-1".into()),
+                user_id: None,
+                user_ref_id: None,
+            },
+            ..ogmma()
+        };
+        let endpoint = Endpoint::new(&kommo);
+        let own = endpoint.prepare(&row(Action::React, Some("👍")));
+        assert_eq!(&*own.path, "/v2/origin/custom/scope-1/react");
+        let mut other = row(Action::React, Some("👍"));
+        other.scope_id = Some("scope-2".into());
+        let req = endpoint.prepare(&other);
+        assert_eq!(&*req.path, "/v2/origin/custom/scope-2/react");
+        assert_eq!(
+            &*req.url,
+            "http://127.0.0.1:9/v2/origin/custom/scope-2/react"
+        );
+        assert_eq!(
+            req.body, own.body,
+            "the account is in the path, not the body"
+        );
+        // The signature covers the row's path: the same request on the target's path signs
+        // differently.
+        let now = Utc::now();
+        let secret = Secret::new("s");
+        let signature = |r: &PreparedRequest| {
+            sign(r, &secret, now)
+                .headers
+                .iter()
+                .find(|(n, _)| *n == "X-Signature")
+                .map(|(_, v)| header_text(v).to_string())
+        };
+        assert_ne!(signature(&req), signature(&own));
+
+        // A target that leaves its account to its rows; Ogmma rows name their channel.
+        let bare = Target {
+            kind: TargetKind::Ogmma { channel_id: None },
+            ..ogmma()
+        };
+        let mut row = row(Action::React, Some("👍"));
+        row.channel_id = Some("ch_9".into());
+        assert_eq!(
+            &*Endpoint::new(&bare).prepare(&row).url,
+            "http://127.0.0.1:9/v1/channels/ch_9/messages/react"
+        );
+    }
+
     /// The bodies as `serde_json` serialised them before they were written by hand.
     mod reference {
         use serde::Serialize;

@@ -601,7 +601,12 @@ fn check_names_the_accounts_and_their_lanes() {
         serde_json::json!([{ "target": "integration", "accounts": 12, "lanes": 12 }])
     );
 
-    let plain = write_plan(dir.path(), "http://127.0.0.1:9", &[react("k", "m-1", "👍")], "");
+    let plain = write_plan(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &[react("k", "m-1", "👍")],
+        "",
+    );
     let out = bin()
         .arg("check")
         .arg(&plain)
@@ -612,4 +617,75 @@ fn check_names_the_accounts_and_their_lanes() {
         .expect("check");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(doc["plans"][0].get("accounts").is_none(), "{doc:#}");
+}
+
+/// `reactbatch sandbox --ogmma-keys 2`: the second key is generated and printed (the first,
+/// from the environment, is only named), and each key has its own limit.
+#[test]
+fn the_sandbox_binary_takes_several_ogmma_keys() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = bin()
+        .args([
+            "sandbox",
+            "--ogmma-keys",
+            "2",
+            "--ogmma-rate",
+            "1/h",
+            "--burst",
+            "1",
+        ])
+        .env("OGMMA_API_KEY", OGMMA_KEY)
+        .env_remove("OGMMA_API_KEY_2")
+        .env_remove("KOMMO_CHANNEL_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("line");
+        lines.push(line.trim_end().to_string());
+    }
+    let url = lines[0].clone();
+    assert!(
+        lines[2].contains("using OGMMA_API_KEY from the environment"),
+        "{lines:?}"
+    );
+    assert!(!lines.join("\n").contains(OGMMA_KEY), "{lines:?}");
+    let second = lines[3]
+        .strip_prefix("export OGMMA_API_KEY_2=")
+        .expect("the second key, generated")
+        .to_string();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let statuses = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut statuses = Vec::new();
+        for key in [OGMMA_KEY, &second, &second] {
+            let answer = client
+                .post(format!("{url}/v1/channels/ch-1/messages/react"))
+                .bearer_auth(key)
+                .header("Content-Type", "application/json")
+                .body(r#"{"messageId":"m-1","emoji":"👍"}"#)
+                .send()
+                .await
+                .expect("answer");
+            statuses.push(answer.status().as_u16());
+        }
+        statuses
+    });
+    // One request per key per hour: each key's first passes, the second key's second does not.
+    assert_eq!(statuses, [200, 200, 429]);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
 }

@@ -34,8 +34,8 @@ fn rows_come_back_as_they_went_in() {
             }),
             previous_emoji: None,
             key: Some(format!("k{i}")),
-            scope_id: None,
-            channel_id: None,
+            scope_id: (i % 3 == 1).then(|| format!("acct-{i}")),
+            channel_id: (i % 7 == 2).then(|| format!("ch-{i}")),
         });
     }
     let mut spool = Spool::create().expect("spool");
