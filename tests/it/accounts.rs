@@ -689,3 +689,33 @@ fn the_sandbox_binary_takes_several_ogmma_keys() {
     assert!(status.success());
     assert_eq!(child.wait().expect("wait").code(), Some(0));
 }
+
+/// The integrator example runs on the in-process sandbox: a lane per account, every row ok,
+/// each on the account its row names.
+#[test]
+fn the_integrator_example_runs_a_lane_per_account() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("integrator.report.csv");
+    let summary = dir.path().join("summary.json");
+    let out = bin()
+        .arg("run")
+        .arg(root().join("examples/workflows/integrator.yaml"))
+        .args(["--sandbox", "--no-progress", "--report"])
+        .arg(&report)
+        .arg("--summary-json")
+        .arg(&summary)
+        .env_remove("KOMMO_CHANNEL_SECRET")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = read_report(&report).expect("report");
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|r| r.status == Status::Ok), "{rows:?}");
+    let accounts: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.scope_id.as_str()).collect();
+    assert_eq!(accounts.len(), 3, "{accounts:?}");
+    assert_eq!(
+        summary_json(&summary)["lanes"].as_array().map(Vec::len),
+        Some(3)
+    );
+}
