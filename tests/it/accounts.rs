@@ -719,3 +719,53 @@ fn the_integrator_example_runs_a_lane_per_account() {
         Some(3)
     );
 }
+
+/// A report written before the account columns existed (15 columns) still resumes: its done
+/// rows are skipped and nothing is sent again; the new report has the columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_without_the_account_columns_still_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let rows = vec![react("k", "m-1", "👍"), react("o", "m-2", "🎉")];
+    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "");
+    let report = dir.path().join("plan.report.csv");
+    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(sandbox.stats().requests, 2);
+    // As the previous release wrote it: the last two columns cut off.
+    let text = std::fs::read_to_string(&report).expect("report");
+    let old: String = text
+        .lines()
+        .map(|l| {
+            let mut fields: Vec<&str> = l.split(',').collect();
+            fields.truncate(fields.len() - 2);
+            fields.join(",") + "\n"
+        })
+        .collect();
+    assert!(old.starts_with("row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key\n"));
+    std::fs::write(&report, old).expect("old report");
+    let report_arg = report.to_str().expect("utf-8");
+    let out = run_blocking(run_cmd(&plan, &report, &["--resume", report_arg])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(sandbox.stats().requests, 2, "nothing sent again");
+    let resumed = read_report(&report).expect("report");
+    assert!(
+        resumed.iter().all(|r| r.code == "done_earlier"),
+        "{resumed:?}"
+    );
+    assert_eq!(
+        resumed
+            .iter()
+            .find(|r| r.target == "k")
+            .map(|r| r.scope_id.as_str()),
+        Some(SCOPE)
+    );
+    assert_eq!(
+        resumed
+            .iter()
+            .find(|r| r.target == "o")
+            .map(|r| r.channel_id.as_str()),
+        Some(CHANNEL)
+    );
+    sandbox.shutdown().await;
+}
