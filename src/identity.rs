@@ -215,7 +215,6 @@ fn shard_of_account(target_name: &str, account: Option<&str>, message: &str, cou
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Action, Source};
 
     #[test]
     fn key_text_is_what_format_wrote() {
@@ -225,27 +224,7 @@ mod tests {
     }
 
     fn row(msg: &str, emoji: &str) -> Row {
-        Row {
-            number: 1,
-            source: Source {
-                file: "p.csv".into(),
-                line: 2,
-            },
-            target: 0,
-            action: Action::React,
-            emoji: Some(emoji.into()),
-            message_id: Some(msg.into()),
-            msgid: None,
-            conversation_id: None,
-            conversation_ref_id: None,
-            user_id: None,
-            user_ref_id: None,
-            not_before: None,
-            previous_emoji: None,
-            key: None,
-            scope_id: None,
-            channel_id: None,
-        }
+        Row::test(1).message(msg).emoji(emoji)
     }
 
     fn keys(rows: &[Row]) -> Vec<String> {

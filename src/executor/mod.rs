@@ -618,4 +618,6 @@ fn unusable_row<T: Transport>(
 }
 
 #[cfg(test)]
+pub(crate) mod sim;
+#[cfg(test)]
 mod tests;
