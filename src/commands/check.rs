@@ -11,6 +11,9 @@ use serde::Serialize;
 
 use crate::cli::{CheckArgs, CheckFormat};
 use crate::exit::Exit;
+use std::collections::HashSet;
+
+use crate::plan::pace::LaneMap;
 use crate::plan::{Plan, Problem, Severity};
 
 /// The version of the `--format json` document; bumped only on incompatible changes.
@@ -58,6 +61,18 @@ struct Outcome {
     problems: Vec<Problem>,
     /// Which targets share a pace (groups of more than one), one line each.
     pace: Vec<String>,
+    /// Targets whose rows name their accounts, with the lanes those make.
+    accounts: Vec<AccountLanes>,
+}
+
+/// A target whose rows name their own accounts (`scope_id`/`channel_id`).
+#[derive(Serialize)]
+struct AccountLanes {
+    target: String,
+    /// Distinct accounts its rows name.
+    accounts: usize,
+    /// Lanes its rows go to (one per Kommo scope; Ogmma keeps one per key).
+    lanes: usize,
 }
 
 impl Outcome {
@@ -75,6 +90,14 @@ impl Outcome {
             );
             for line in &self.pace {
                 eprintln!("  {line}");
+            }
+            for a in &self.accounts {
+                eprintln!(
+                    "  target {}: its rows name {}, paced in {}",
+                    a.target,
+                    count(a.accounts as u64, "account"),
+                    count(a.lanes as u64, "lane"),
+                );
             }
         } else {
             eprintln!("{}: not loaded, {}", self.plan, count(self.errors, "error"));
@@ -95,9 +118,30 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
             warnings: 0,
             problems,
             pace: Vec::new(),
+            accounts: Vec::new(),
         };
     };
-    let mut validation = plan.validate();
+    // Which lanes the rows make, and which accounts each target's rows name.
+    let mut lanes = LaneMap::new(&plan.pace_groups, &plan.targets);
+    let mut named: Vec<HashSet<String>> = vec![HashSet::new(); plan.targets.len()];
+    let mut validation = plan.validate_with(|row| {
+        lanes.route(row, &plan.targets);
+        if let (Some(account), Some(set)) = (row.own_account(), named.get_mut(row.target)) {
+            if !set.contains(account) {
+                set.insert(account.to_string());
+            }
+        }
+    });
+    let accounts = named
+        .iter()
+        .enumerate()
+        .filter(|(_, set)| !set.is_empty())
+        .map(|(t, set)| AccountLanes {
+            target: plan.targets[t].name.clone(),
+            accounts: set.len(),
+            lanes: lanes.lanes_of_target(t),
+        })
+        .collect();
     // `run` refuses these unless --allow-insecure-http; `check` points them out.
     let insecure = plan.insecure_http().into_iter().map(|mut p| {
         p.severity = Severity::Warning;
@@ -127,6 +171,7 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
         warnings: validation.warning_count(),
         problems,
         pace: pace_lines(&plan),
+        accounts,
     }
 }
 
@@ -195,6 +240,9 @@ struct JsonPlan<'a> {
     errors: u64,
     warnings: u64,
     problems: Vec<JsonProblem<'a>>,
+    /// Targets whose rows name their own accounts; absent when none do.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    accounts: &'a [AccountLanes],
 }
 
 #[derive(Serialize)]
@@ -249,6 +297,7 @@ impl<'a> JsonDoc<'a> {
                             group,
                         })
                         .collect(),
+                    accounts: &o.accounts,
                 }
             })
             .collect();

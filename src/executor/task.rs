@@ -63,7 +63,7 @@ fn render_emit<T: Transport>(
             request: signed,
             credential,
             // The pace of the row's lane: targets sharing a pace share it in the script too.
-            pace: ctx.lanes[ctx.targets[row.target].lane].rate.interval(),
+            pace: ctx.lanes[ctx.lane_of(row)].rate.interval(),
         },
         out,
     );

@@ -29,6 +29,9 @@ use super::problem::Problem;
 use super::yaml::{Node, NodeKind, Value};
 
 /// What validating one row produced.
+// A row is moved out at once, for every row of the plan: boxing it would add an allocation
+// per row to the validation pass for a value that never sits in memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Checked {
     Row(Row),
@@ -157,6 +160,15 @@ pub fn check_value(field: Field, text: &str) -> Result<(), Invalid> {
         | Field::ConversationRefId
         | Field::UserId
         | Field::UserRefId => emoji::check_id(field.name(), text),
+        // Empty means absent (the target's applies).
+        Field::ScopeId | Field::ChannelId if text.is_empty() => Ok(()),
+        Field::ScopeId | Field::ChannelId if !super::targets::is_path_safe(text) => {
+            Err(Invalid::from(format!(
+                "`{field}` must be made of `A-Z a-z 0-9 . _ ~ -` only (it goes into the request \
+                 path unescaped), found `{}`",
+                shorten(text)
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -420,6 +432,23 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
                         .with_code("missing_conversation"),
                     );
                 }
+                if let Some(v) = own(Field::ChannelId) {
+                    problems.push(
+                        problem_at(
+                            &raw,
+                            Some(v),
+                            format!(
+                                "`channel_id` is Ogmma-only; target `{}` is {}: a Kommo row's account is its `scope_id`",
+                                t.name,
+                                ProviderKind::Kommo
+                            ),
+                        )
+                        .with_code("field_not_for_provider"),
+                    );
+                }
+                if t.account().is_none() && value(Field::ScopeId).is_none() {
+                    problems.push(missing_account(&raw, t, Field::ScopeId));
+                }
                 // The row's (or defaults') pair, else the target's: see the module doc.
                 let row_user = value(Field::UserId).is_some() || value(Field::UserRefId).is_some();
                 if !row_user && user_id.is_none() && user_ref_id.is_none() {
@@ -444,6 +473,7 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
                     Field::ConversationRefId,
                     Field::UserId,
                     Field::UserRefId,
+                    Field::ScopeId,
                 ] {
                     if let Some(v) = own(f) {
                         problems.push(
@@ -469,6 +499,9 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
                         )
                         .with_code("missing_message_id"),
                     );
+                }
+                if t.account().is_none() && value(Field::ChannelId).is_none() {
+                    problems.push(missing_account(&raw, t, Field::ChannelId));
                 }
             }
         }
@@ -503,6 +536,13 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
     // Ogmma rows carry none of the Kommo-only fields (a default one is ignored).
     let (mut msgid, mut conversation_id, mut conversation_ref_id) = (None, None, None);
     let (mut user_id, mut user_ref_id) = (None, None);
+    // Each provider's account field only (a default for the other provider is ignored).
+    let (mut scope_id, mut channel_id) = (None, None);
+    if target_users.is_some() {
+        scope_id = text(Field::ScopeId);
+    } else {
+        channel_id = text(Field::ChannelId);
+    }
     if let Some((target_user_id, target_user_ref_id)) = target_users {
         msgid = text(Field::Msgid);
         conversation_id = text(Field::ConversationId);
@@ -531,7 +571,30 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
         not_before,
         previous_emoji,
         key,
+        scope_id,
+        channel_id,
     })
+}
+
+/// A row for a target that names no account, giving none itself (nor in `defaults:`).
+fn missing_account(raw: &RawRow, t: &Target, field: Field) -> Problem {
+    problem_at(
+        raw,
+        None,
+        format!(
+            "{} row (target `{}`) needs `{field}`: the target gives none, so every row for it must",
+            match t.provider() {
+                ProviderKind::Kommo => "Kommo",
+                ProviderKind::Ogmma => "Ogmma",
+            },
+            t.name
+        ),
+    )
+    .with_hint(format!(
+        "set `{field}` on the row, in `defaults:`, or on target `{}`",
+        t.name
+    ))
+    .with_code("missing_account")
 }
 
 /// Reads `defaults:`: each value is checked on its own now (so a bad default is reported once,

@@ -401,6 +401,8 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
                     emoji: "👍".into(),
                     rows: 1,
                 }],
+                // Present when the target's rows go to several lanes (one per account).
+                lanes: 2,
                 ..Default::default()
             },
         }],

@@ -142,6 +142,7 @@ async fn run_with_targets(
         done,
         estimated,
         replacing,
+        lanes: lane_map,
     } = work;
     let started = tokio::time::Instant::now();
     let fail = |e: String| {
@@ -175,18 +176,20 @@ async fn run_with_targets(
     };
     let transport =
         HttpTransport::new(config.concurrency, trust).map_err(|e| fail(e.to_string()))?;
-    // One lane per pace group, at the lowest of its members' rates.
-    let lanes: Vec<Lane> = plan
-        .pace_groups
+    // One lane per pace group (and per account the rows name), at the lowest of its
+    // members' rates.
+    let lanes: Vec<Lane> = lane_map
+        .lanes
         .iter()
-        .map(|g| {
+        .zip(&lane_map.rows)
+        .map(|(g, &planned)| {
             Lane::new(
                 g.name.clone(),
                 g.members.clone(),
                 config.pace(g.rate(&plan.targets)),
                 config.burst,
             )
-            .with_planned_rows(g.members.iter().map(|&m| rows.rows_for(m)).sum())
+            .with_planned_rows(planned)
         })
         .collect();
     let runtimes: Vec<TargetRuntime> = targets
@@ -224,22 +227,17 @@ async fn run_with_targets(
         precise_pacing: true,
         ..config.exec_config()
     };
-    let ctx = Arc::new(RunContext::new(
-        exec_config,
-        runtimes,
-        lanes,
-        transport,
-        out,
-        cancel,
-    ));
+    let ctx = Arc::new(
+        RunContext::new(exec_config, runtimes, lanes, transport, out, cancel)
+            .with_lane_map(lane_map),
+    );
     let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let key_of = Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
     let shard = config.shard;
     let shard_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let admit = move |row: &crate::plan::Row, key: &str| {
         let mine = shard.is_none_or(|s| {
-            crate::identity::shard_of(&shard_names[row.target], row.message_ref(), s.count)
-                == s.index
+            crate::identity::row_shard(&shard_names[row.target], row, s.count) == s.index
         });
         // A row done earlier is already in the report, copied from the earlier one.
         let done_earlier = done.as_ref().is_some_and(|d| d.contains(key));
@@ -258,8 +256,7 @@ async fn run_with_targets(
     let pass_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let counted = move |row: &crate::plan::Row| {
         shard.is_none_or(|s| {
-            crate::identity::shard_of(&pass_names[row.target], row.message_ref(), s.count)
-                == s.index
+            crate::identity::row_shard(&pass_names[row.target], row, s.count) == s.index
         })
     };
     let counted_again = counted.clone();
@@ -369,7 +366,7 @@ fn create_report(
     let mine = |row: &crate::plan::Row| {
         shard.is_none_or(|s| {
             let name = &plan.targets[row.target].name;
-            crate::identity::shard_of(name, row.message_ref(), s.count) == s.index
+            crate::identity::row_shard(name, row, s.count) == s.index
         })
     };
     let (copied, plan_keys) = done.copy_done(&mut w, plan, rows()?, identities.clone(), mine)?;
