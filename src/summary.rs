@@ -168,15 +168,20 @@ impl Summary {
             }
             s.push('\n');
             for t in &self.targets {
+                // A target whose rows name their accounts runs a lane per account: its
+                // total is many limits, not one.
+                let limit = match t.plan.lanes {
+                    0 | 1 => format!("limit {}", t.rate),
+                    n => format!("{n} lanes, limit {} each", t.rate),
+                };
                 let _ = writeln!(
                     s,
-                    "  target {} ({}): {}, {}, busiest second {} (limit {})",
+                    "  target {} ({}): {}, {}, busiest second {} ({limit})",
                     t.name,
                     t.provider,
                     requests(t.requests),
                     achieved(t.achieved_rate, t.requests),
                     t.max_requests_in_1s,
-                    t.rate
                 );
                 if let Some(why) = &t.stopped {
                     let _ = writeln!(s, "  {why}");
@@ -282,5 +287,17 @@ mod tests {
             "{long}"
         );
         assert!(long.contains("achieved 2.0/s,"), "{long}");
+        assert!(long.contains("busiest second 4 (limit 7/s)"), "{long}");
+    }
+
+    #[test]
+    fn a_target_with_a_lane_per_account_shows_the_limit_per_lane() {
+        let mut s = summary(2000, Some(2.0));
+        s.targets[0].plan.lanes = 3;
+        let text = s.render();
+        assert!(
+            text.contains("busiest second 4 (3 lanes, limit 7/s each)"),
+            "{text}"
+        );
     }
 }
