@@ -29,12 +29,18 @@ pub fn raise() -> Option<u64> {
             }
         }
     }
-    Some(limit.rlim_cur as u64)
+    Some(as_u64(limit.rlim_cur))
 }
 
 /// The soft open-file limit now (`None` where it cannot be read).
 pub fn soft_limit() -> Option<u64> {
-    current_limit().map(|l| l.rlim_cur as u64)
+    current_limit().map(|l| as_u64(l.rlim_cur))
+}
+
+/// `rlim_t` is 64 bits on Linux and the BSDs but not everywhere the crate builds.
+#[allow(clippy::unnecessary_cast)]
+fn as_u64(value: libc::rlim_t) -> u64 {
+    value as u64
 }
 
 fn current_limit() -> Option<libc::rlimit> {

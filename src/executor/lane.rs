@@ -97,6 +97,11 @@ impl Lane {
         self.sends.max_in_1s()
     }
 
+    /// Senders the lane has started so far.
+    pub fn senders(&self) -> usize {
+        self.queue.senders.load(Ordering::Relaxed)
+    }
+
     pub fn pace_stats(&self) -> PaceStats {
         self.limiter.stats()
     }
@@ -152,9 +157,11 @@ pub(super) struct LaneQueue {
     len: AtomicUsize,
     ready: Notify,
     closed: AtomicBool,
-    /// Senders started for the lane, and those waiting for a row.
+    /// Senders started for the lane, those waiting for a row, and those holding a row
+    /// waiting for the lane's pace.
     senders: AtomicUsize,
     idle: AtomicUsize,
+    pacing: AtomicUsize,
 }
 
 impl LaneQueue {
@@ -219,10 +226,15 @@ impl LaneQueue {
         job
     }
 
-    /// Counts a new sender in when rows wait with no sender free to take them and fewer than
-    /// `max` run: true when the caller is to start it.
+    /// Counts a new sender in when rows wait with no sender free to take them or already
+    /// waiting for the pace, and fewer than `max` run: true when the caller is to start it.
+    /// A lane slower than its answers keeps two senders (one on the wire, one at the pace);
+    /// one whose pace lets rows straight through grows to what its answers' latency needs.
     fn wants_sender(&self, max: usize) -> bool {
-        if self.len.load(Ordering::Relaxed) == 0 || self.idle.load(Ordering::Acquire) > 0 {
+        if self.len.load(Ordering::Relaxed) == 0
+            || self.idle.load(Ordering::Acquire) > 0
+            || self.pacing.load(Ordering::Acquire) > 0
+        {
             return false;
         }
         self.senders
@@ -268,15 +280,18 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
             task::finish_unsent(&ctx, job, &done).await;
             continue;
         }
-        tokio::select! {
+        l.queue.pacing.fetch_add(1, Ordering::AcqRel);
+        let paced = tokio::select! {
             // The pace first: when it has a slot at once (an unlimited lane), the cancel
             // watch is not even registered with.
             biased;
-            _ = l.limiter.next_slot(true) => {}
-            _ = ctx.cancel.soft() => {
-                l.push_front(job);
-                continue;
-            }
+            _ = l.limiter.next_slot(true) => true,
+            _ = ctx.cancel.soft() => false,
+        };
+        l.queue.pacing.fetch_sub(1, Ordering::AcqRel);
+        if !paced {
+            l.push_front(job);
+            continue;
         }
         // The next row's turn at the pace comes while this one is on the wire.
         if l.queue.wants_sender(ctx.config.concurrency.max(1)) {

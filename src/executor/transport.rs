@@ -122,6 +122,14 @@ impl HttpTransport {
         })
     }
 
+    /// Builds the client now, off the runtime's workers: a live run does so before its first
+    /// request, so that request is not late for its pace by the time the system store takes
+    /// to load. A client that cannot be built (a proxy variable that is not a URL) is an
+    /// error here, before anything is sent.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.client().await.map(|_| ())
+    }
+
     async fn client(&self) -> Result<&reqwest::Client, String> {
         let built = self
             .client

@@ -171,6 +171,9 @@ async fn run_with_targets(
         None => None,
     };
     let transport = HttpTransport::new(config.concurrency, config.timeout, trust).map_err(fail)?;
+    if !config.dry_run {
+        transport.ready().await.map_err(fail)?;
+    }
     // One lane per pace group, at the lowest of its members' rates.
     let lanes: Vec<Lane> = plan
         .pace_groups
