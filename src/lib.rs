@@ -28,7 +28,8 @@
 //! - [`summary`]: the end-of-run summary (stderr and `--summary-json`).
 //! - [`secret`]: secrets as a type that cannot be printed.
 //! - [`diagnostic`]: plan problems rendered with the source line and a caret (`--color`).
-//! - [`signals`]: SIGINT/SIGTERM and SIGPIPE for every command; [`exit`]: the exit codes.
+//! - [`signals`]: SIGINT/SIGTERM and SIGPIPE for every command; [`exit`]: the exit codes;
+//!   [`fdlimit`]: the open-file limit, raised at start, and the connection bound fitted under it.
 //! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
 
 pub mod audit;
@@ -39,6 +40,7 @@ pub mod digest;
 pub mod emit;
 pub mod executor;
 pub mod exit;
+pub mod fdlimit;
 pub mod identity;
 pub(crate) mod json;
 pub mod lock;

@@ -18,6 +18,7 @@ mod plan;
 mod proptest_plans;
 mod run;
 mod sandbox;
+mod scale;
 mod secrets;
 mod soak;
 mod trust;
