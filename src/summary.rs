@@ -51,6 +51,9 @@ pub struct LaneSummary {
     pub slowest_rate: Option<f64>,
     /// `Retry-After` pauses.
     pub pauses: u64,
+    /// The pace the lane settled at after 429s (requests per second at the end); `null` if
+    /// no 429 without `Retry-After` slowed it.
+    pub settled_rate: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -180,6 +183,9 @@ impl Summary {
                             ", slowed {} time(s), down to {slowest:.2}/s",
                             l.slowdowns
                         );
+                    }
+                    if let Some(settled) = l.settled_rate {
+                        let _ = write!(s, ", settled at {settled:.2}/s");
                     }
                     if l.pauses > 0 {
                         let _ = write!(s, ", paused {} time(s) for Retry-After", l.pauses);

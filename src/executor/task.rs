@@ -2,8 +2,9 @@
 //! attempts. [`attempt`] signs afresh, sends, classifies the answer and either finishes the row
 //! (its [`RowOutcome`] rendered for the writer) or puts it back at the front of its lane.
 //!
-//! - 429 without `Retry-After` slows the lane ([`super::rate::RateLimiter::rate_limited`]);
-//!   with `Retry-After` the lane pauses. Either way the row keeps its place and uses no
+//! - 429 without `Retry-After` slows the lane ([`super::rate::RateLimiter::rate_limited`]),
+//!   whatever its configured rate; with `Retry-After` (a header, or `retry_after` /
+//!   `retryAfter` seconds in a JSON body) the lane pauses. Either way the row keeps its place and uses no
 //!   retry, as long as it has been rate limited for less than the run's `rate_limit_budget`;
 //!   after that a 429 counts as an ordinary retry.
 //! - 5xx, timeouts and connection errors use `--retries`, with backoff and jitter.
@@ -247,6 +248,12 @@ pub(super) async fn attempt<T: Transport>(
         return Attempted::Finished(finish(ctx, job, o).await);
     };
     job.latency = Some(sent_at.elapsed());
+    if let AttemptOutcome::Answered { status, .. } = &outcome {
+        if *status != 429 {
+            // Taken under the provider's rate limit: what a 429's slowdown is measured from.
+            lane.limiter.accepted(Instant::now());
+        }
+    }
     let (http_status, code, message) = match &outcome {
         AttemptOutcome::Answered {
             status,

@@ -112,6 +112,7 @@ pub fn outcome(
                     slowdowns: pace.slowdowns,
                     slowest_rate: pace.slowest_rate,
                     pauses: pace.pauses,
+                    settled_rate: pace.settled_rate,
                 }
             })
             .collect(),
