@@ -563,4 +563,6 @@ fn unusable_row<T: Transport>(
 }
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;

@@ -554,7 +554,7 @@ fn content_length(len: usize) -> HeaderValue {
 }
 
 /// The outcome of an answer: its status, `Retry-After`, and the provider's code and message.
-fn answered(status: u16, retry_after: Option<&str>, body: &[u8]) -> AttemptOutcome {
+pub(super) fn answered(status: u16, retry_after: Option<&str>, body: &[u8]) -> AttemptOutcome {
     let (code, message) = if (200..300).contains(&status) {
         // Empty unless the body refuses despite the status (Ogmma `success: false`):
         // a code on a 2xx makes it a final failure.

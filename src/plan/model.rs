@@ -331,3 +331,54 @@ impl Row {
             .unwrap_or("")
     }
 }
+
+/// Rows for tests, built from one place: a field added to [`Row`] is added here only, not in
+/// every test that makes a row.
+#[cfg(test)]
+impl Row {
+    /// Row `number` of `p.csv` (on line `number + 1`, under a header): a `react` on target 0
+    /// with no emoji, message or other field set yet.
+    pub(crate) fn test(number: u64) -> Row {
+        Row {
+            number,
+            source: Source {
+                file: "p.csv".into(),
+                line: u32::try_from(number + 1).unwrap_or(u32::MAX),
+            },
+            target: 0,
+            action: Action::React,
+            emoji: None,
+            message_id: None,
+            msgid: None,
+            conversation_id: None,
+            conversation_ref_id: None,
+            user_id: None,
+            user_ref_id: None,
+            not_before: None,
+            previous_emoji: None,
+            key: None,
+        }
+    }
+
+    /// On target `target` (an index into the run's targets).
+    pub(crate) fn on(mut self, target: usize) -> Row {
+        self.target = target;
+        self
+    }
+
+    /// Acting on message `id` (Kommo `id`, Ogmma `messageId`).
+    pub(crate) fn message(mut self, id: impl Into<String>) -> Row {
+        self.message_id = Some(id.into());
+        self
+    }
+
+    pub(crate) fn emoji(mut self, emoji: impl Into<String>) -> Row {
+        self.emoji = Some(emoji.into());
+        self
+    }
+
+    pub(crate) fn action(mut self, action: Action) -> Row {
+        self.action = action;
+        self
+    }
+}

@@ -53,12 +53,15 @@ pub use command::{run_command, SandboxArgs};
 // The rate limiter's tests count windows the way the sandbox does.
 #[cfg(test)]
 pub(crate) use server::max_in_window;
+// The executor's simulated provider (`executor::sim`) limits and faults as the sandbox does.
 pub use state::{ReactionState, OGMMA_USER};
 pub use stats::{FaultStats, ProviderStats, Stats};
+#[cfg(test)]
+pub(crate) use {faults::Fault, limits::RateLimiter as ProviderLimiter};
 
 use crate::plan::{ProviderKind, Rate};
 use crate::secret::Secret;
-use faults::FaultPlan;
+pub(crate) use faults::FaultPlan;
 use limits::RateLimiter;
 use server::Shared;
 
