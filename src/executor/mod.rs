@@ -565,4 +565,6 @@ fn unusable_row<T: Transport>(
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
+mod citizen_tests;
+#[cfg(test)]
 mod tests;
