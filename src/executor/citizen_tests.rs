@@ -42,7 +42,10 @@ async fn flood_check(rate: Rate) {
     assert!(lane.pace.slowdowns >= 1, "{rate}: {:?}", lane.pace);
     let settled = lane.pace.settled_rate.expect("a settled pace");
     // Settled just under what the provider takes, not at a fraction of it.
-    assert!((5.0..=7.0).contains(&settled), "{rate}: settled at {settled}");
+    assert!(
+        (5.0..=7.0).contains(&settled),
+        "{rate}: settled at {settled}"
+    );
     // Most of the provider's rate was used once the pace was found (100 rows at 7/s: 14 s).
     assert!(
         run.took <= Duration::from_secs(30),
@@ -86,7 +89,12 @@ async fn refusals_in_a_row_hold_the_lane_back_exponentially() {
     )
     .await;
     assert_eq!(run.count(Status::Ok), 3);
-    let gaps: Vec<Duration> = run.log.0.windows(2).map(|w| w[1].sent - w[0].sent).collect();
+    let gaps: Vec<Duration> = run
+        .log
+        .0
+        .windows(2)
+        .map(|w| w[1].sent - w[0].sent)
+        .collect();
     // Each refusal in a row at least doubles the wait before the next request, up to the cap.
     for pair in gaps[..11].windows(2) {
         assert!(
@@ -94,7 +102,10 @@ async fn refusals_in_a_row_hold_the_lane_back_exponentially() {
             "{gaps:?}"
         );
     }
-    assert!(gaps.iter().all(|g| *g <= rate::MAX_REFUSAL_WAIT * 2), "{gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g <= rate::MAX_REFUSAL_WAIT * 2),
+        "{gaps:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -130,4 +141,95 @@ async fn a_retry_hint_in_the_body_pauses_the_lane() {
             }
         }
     }
+}
+
+/// 300 rows on two targets at an origin that refuses connections, eight in flight.
+#[tokio::test(start_paused = true)]
+async fn an_origin_that_refuses_connections_stops_its_targets_after_ten() {
+    let provider = Arc::new(Provider::new().refuse("127.0.0.1:9"));
+    let rows = sim::rows(150, 0, "k")
+        .into_iter()
+        .chain(sim::rows(150, 1, "o").into_iter().map(|r| Row {
+            number: r.number + 150,
+            ..r
+        }));
+    let run = sim::run(
+        &provider,
+        config(8),
+        vec![
+            sim::kommo("k", "s1", Rate::Unlimited),
+            sim::ogmma("o", "ch", "key", Rate::Unlimited),
+        ],
+        Vec::new(),
+        rows,
+    )
+    .await;
+    assert_eq!(run.results.len(), 300);
+    assert!(
+        run.log.len() <= UNREACHABLE_TO_STOP as usize + 8,
+        "{} connection attempts",
+        run.log.len()
+    );
+    assert_eq!(run.count(Status::Skipped), 300);
+    assert!(run.results.iter().all(|r| r.code == "unreachable"));
+    // Both targets, one origin: stopped together, for the same reason.
+    let why: Vec<&str> = run.stopped.iter().flatten().map(String::as_str).collect();
+    assert_eq!(why.len(), 2, "{:?}", run.stopped);
+    assert_eq!(why[0], why[1]);
+    assert!(
+        why[0].contains("origin 127.0.0.1:9 unreachable"),
+        "{}",
+        why[0]
+    );
+}
+
+/// Rows that failed for good before the stop keep their code; a connection made between
+/// failures starts the count again; drops on established connections never count.
+#[tokio::test(start_paused = true)]
+async fn only_failures_to_connect_in_a_row_stop_an_origin() {
+    let refused = |code: &str| AttemptOutcome::Unreachable {
+        origin: "127.0.0.1:9".into(),
+        code: code.into(),
+        message: "cannot connect to 127.0.0.1:9: handshake failed".into(),
+    };
+    // Nine TLS failures (final), an answer, nine more, an answer... never ten in a row.
+    let provider = Arc::new(
+        Provider::new()
+            .faults(3, 0.0, 0.5)
+            .script(move |r| (r.n % 10 != 9).then(|| (refused("tls"), Duration::from_millis(5)))),
+    );
+    let run = sim::run(
+        &provider,
+        config(1),
+        vec![sim::kommo("k", "s1", Rate::Unlimited)],
+        Vec::new(),
+        sim::rows(60, 0, "m"),
+    )
+    .await;
+    assert!(run.stopped[0].is_none(), "{:?}", run.stopped);
+    assert_eq!(run.count(Status::Skipped), 0);
+    let tls = run.results.iter().filter(|r| r.code == "tls").count();
+    assert!(tls >= 50, "{tls} rows failed with tls");
+    assert!(run
+        .results
+        .iter()
+        .filter(|r| r.code == "tls")
+        .all(|r| r.status == Status::Failed));
+
+    // Ten in a row: the rows failed before the stop keep `tls`, the rest are skipped.
+    let provider =
+        Arc::new(Provider::new().script(move |_| Some((refused("tls"), Duration::from_millis(5)))));
+    let run = sim::run(
+        &provider,
+        config(1),
+        vec![sim::kommo("k", "s1", Rate::Unlimited)],
+        Vec::new(),
+        sim::rows(60, 0, "m"),
+    )
+    .await;
+    assert_eq!(run.log.len(), 10);
+    assert_eq!(run.count(Status::Failed), 10);
+    assert_eq!(run.count(Status::Skipped), 50);
+    assert!(run.results[..10].iter().all(|r| r.code == "tls"));
+    assert!(run.results[10..].iter().all(|r| r.code == "unreachable"));
 }

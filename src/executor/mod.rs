@@ -42,7 +42,9 @@ pub use cancel::Cancel;
 pub use lane::Lane;
 pub use output::{Batch, OutputSender, OutputThread, Tally};
 pub use retry::AttemptOutcome;
-pub use target::{SendLog, TargetRuntime, AUTH_FAILURES_TO_STOP};
+pub use target::{
+    OriginHealth, SendLog, TargetRuntime, AUTH_FAILURES_TO_STOP, UNREACHABLE_TO_STOP,
+};
 pub use task::RowOutcome;
 pub use transport::{HttpTransport, Transport};
 
@@ -159,6 +161,15 @@ impl<T: Transport> RunContext<T> {
                     config.burst,
                 ));
             }
+        }
+        // Targets on one origin share its health: connections belong to the origin.
+        let mut origins: HashMap<String, Arc<target::OriginHealth>> = HashMap::new();
+        for t in &mut targets {
+            let name = target::origin_of(&t.spec.base_url);
+            let shared = origins
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(target::OriginHealth::new(name)));
+            t.origin = Arc::clone(shared);
         }
         for lane in &mut lanes {
             lane.limiter.set_precise(config.precise_pacing);
@@ -563,8 +574,8 @@ fn unusable_row<T: Transport>(
 }
 
 #[cfg(test)]
-mod sim;
-#[cfg(test)]
 mod citizen_tests;
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;

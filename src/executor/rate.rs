@@ -261,7 +261,9 @@ impl RateLimiter {
     pub fn rate_limited(&self, sent_at: Instant) {
         let now = Instant::now();
         let mut state = self.state();
-        let configured = self.interval.map_or(f64::INFINITY, |i| 1.0 / i.as_secs_f64());
+        let configured = self
+            .interval
+            .map_or(f64::INFINITY, |i| 1.0 / i.as_secs_f64());
         if state.adapt.is_some_and(|a| sent_at <= a.at) {
             return;
         }
@@ -300,8 +302,7 @@ impl RateLimiter {
         let next = now + wait;
         state.tat = Some(state.tat.map_or(next, |t| t.max(next)));
         drop(state);
-        self.paced
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.paced.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Requests per second the provider accepted over the last [`ACCEPT_WINDOW`] (over at least
@@ -473,8 +474,7 @@ impl RateLimiter {
         let resume = until + self.tolerance;
         state.tat = Some(state.tat.map_or(resume, |t| t.max(resume)));
         drop(state);
-        self.paced
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.paced.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

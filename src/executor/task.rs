@@ -182,8 +182,14 @@ pub(super) async fn finish_unsent<T: Transport>(
     job: Job,
     done: &super::lane::Done,
 ) {
-    let outcome = match ctx.targets[job.row.target].stopped() {
-        Some(reason) => job.outcome(Status::Skipped, None, "auth_stopped", reason.to_string()),
+    let target = &ctx.targets[job.row.target];
+    let outcome = match target.stopped() {
+        Some(reason) => job.outcome(
+            Status::Skipped,
+            None,
+            target.stop_code(),
+            reason.to_string(),
+        ),
         None => job.outcome(
             Status::Cancelled,
             None,
@@ -248,6 +254,22 @@ pub(super) async fn attempt<T: Transport>(
         return Attempted::Finished(finish(ctx, job, o).await);
     };
     job.latency = Some(sent_at.elapsed());
+    // The origin's breaker: failures to establish a connection in a row stop its targets.
+    match &outcome {
+        AttemptOutcome::Unreachable {
+            origin, message, ..
+        } => {
+            // The origin's own message names it: the cause alone.
+            let prefix = format!("cannot connect to {origin}: ");
+            target
+                .origin
+                .failed(message.strip_prefix(&prefix).unwrap_or(message))
+        }
+        AttemptOutcome::Answered { .. } | AttemptOutcome::Connection(_) => {
+            target.origin.connected()
+        }
+        AttemptOutcome::Timeout | AttemptOutcome::Refused { .. } => {}
+    }
     if let AttemptOutcome::Answered { status, .. } = &outcome {
         if *status != 429 {
             // Taken under the provider's rate limit: what a 429's slowdown is measured from.

@@ -420,6 +420,9 @@ impl Transport for HttpTransport {
             Some(Ok(outcome)) => outcome,
             Some(Err(Failure::Pooled(e))) if e.is_timeout() => AttemptOutcome::Timeout,
             Some(Err(failure)) => {
+                if let Some(outcome) = unreachable(&failure, last.as_ref()) {
+                    return outcome;
+                }
                 let cause = failure.source_error();
                 match cause.and_then(certificate_problem) {
                     Some(problem) => AttemptOutcome::Refused {
@@ -435,6 +438,59 @@ impl Transport for HttpTransport {
             }
         }
     }
+}
+
+/// A failure to establish a connection (refused, DNS, TLS handshake), named by the origin
+/// it was for: what counts toward the origin's unreachable breaker. `None` for a failure on a
+/// connection that was made.
+fn unreachable(failure: &Failure, dest: Option<&Destination>) -> Option<AttemptOutcome> {
+    let connecting = match failure {
+        Failure::Direct(LinkError::Connect(_)) => true,
+        Failure::Pooled(e) => e.is_connect(),
+        Failure::Direct(_) | Failure::Url => false,
+    };
+    if !connecting {
+        return None;
+    }
+    let url = &dest?.url;
+    let origin = format!("{}:{}", url.host_str()?, url.port_or_known_default()?);
+    let cause = failure.source_error();
+    let (code, why) = match cause.and_then(certificate_problem) {
+        Some(problem) => (
+            "tls",
+            format!(
+                "the server's certificate is not trusted ({problem}); if a private or \
+                 corporate CA signed it, pass --ca-cert FILE (PEM) or set `settings: ca_cert:`"
+            ),
+        ),
+        None if cause.is_some_and(is_tls_error) => (
+            "tls",
+            format!("TLS handshake failed: {}", failure.describe()),
+        ),
+        None => ("connection", failure.describe()),
+    };
+    Some(AttemptOutcome::Unreachable {
+        message: format!("cannot connect to {origin}: {why}"),
+        origin,
+        code: code.into(),
+    })
+}
+
+/// Whether a rustls error is behind `e` (a handshake that failed), through io::Error wrappers.
+fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<tokio_rustls::rustls::Error>() {
+            return true;
+        }
+        source = match s.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
+    }
+    false
 }
 
 /// `text` parsed, from the session's last URL when it is the same.

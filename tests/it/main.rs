@@ -3,6 +3,7 @@
 
 mod common;
 
+mod citizen;
 mod dry_run;
 mod ecosystem;
 mod hostile_input;

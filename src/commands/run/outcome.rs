@@ -46,13 +46,21 @@ pub fn outcome(
     let stopped: Vec<(String, String)> = targets
         .iter()
         .filter_map(|t| {
-            t.stopped()
+            t.auth_stopped()
                 .map(|why| (t.spec.name.clone(), why.to_string()))
         })
         .collect();
+    // Each unreachable origin once, however many targets it has.
+    let mut unreachable: Vec<&str> = targets
+        .iter()
+        .filter_map(|t| t.origin().unreachable())
+        .collect();
+    unreachable.sort_unstable();
+    unreachable.dedup();
     let exit = Exit::of_run(&RunOutcome {
         stopped_by,
         auth_stopped: !stopped.is_empty(),
+        unreachable: !unreachable.is_empty(),
         rows_failed: counters.get(Status::Failed) + counters.get(Status::Cancelled) > 0,
         output_failed: tally.io_error.is_some(),
     });
@@ -84,7 +92,12 @@ pub fn outcome(
                 requests: t.requests(),
                 achieved_rate: t.achieved_rate(),
                 max_requests_in_1s: t.max_sent_in_1s(),
-                stopped: t.stopped().map(str::to_string),
+                // An unreachable origin is named once, below, not on each of its targets.
+                stopped: t.auth_stopped().map(str::to_string).or_else(|| {
+                    t.origin().unreachable().map(|_| {
+                        format!("target {} stopped: its origin is unreachable", t.spec.name)
+                    })
+                }),
                 plan: plan_audit.clone(),
             })
             .collect(),
@@ -127,6 +140,9 @@ pub fn outcome(
     }
     if config.dry_run {
         crate::log::info(crate::audit::render(&audit, &plan.targets).trim_end());
+    }
+    for why in &unreachable {
+        crate::log::error(&format!("reactbatch run: {why}"));
     }
     let report = config.report.display().to_string();
     crate::log::failed_rows(&tally.failed_rows, tally.failed_more, &report, &stopped);
