@@ -7,20 +7,25 @@
 //! How to use it (in a `#[tokio::test(start_paused = true)]`):
 //!
 //! ```text
-//! let provider = Provider::new()                 // unlimited, instant, faultless
-//!     .rate(per_sec(7), 1)                       // a GCRA bucket per scope: 7/s, burst 1
-//!     .retry_after(RetryAfter::Header(1))        // 429s carry `Retry-After: 1` (default: none)
+//! let provider = Arc::new(Provider::new()        // unlimited, instant, faultless
+//!     .kommo_rate(per_sec(7), 1)                 // a GCRA bucket per Kommo scope: 7/s, burst 1
+//!     .ogmma_rate(per_sec(5), 2)                 // ... per Ogmma API key (`.rate`: both)
+//!     .kommo_retry_after(RetryAfter::Header(1))  // its 429s carry `Retry-After: 1` (default: none)
 //!     .latency(ms(20)).jitter(ms(5), seed)       // each answer takes 20–25 ms
 //!     .faults(seed, 0.10, 0.05)                  // 10% 5xx, 5% dropped connections
-//!     .refuse("127.0.0.1:9");                    // that origin refuses connections
-//! let run = sim::run(&provider, config, vec![sim::kommo("k", "s1", per_sec(7))], lanes, rows).await;
+//!     .refuse("127.0.0.2:9"));                   // that origin refuses connections
+//! let targets = vec![sim::kommo("k", "s1", per_sec(7)), sim::ogmma("o", "ch", "key", rate)];
+//! let run = sim::run(&provider, config, targets, Vec::new(), sim::rows(100, 0, "m-")).await;
 //! run.results          // the report rows, sorted by row number
-//! run.log              // every arrival: when (since start), status, message, emoji, scope
-//! run.log.accepted().achieved_rate(); run.log.max_in_window(secs(1)); run.log.count(429);
+//! run.log              // every request: sent/arrived/answered (since start), fate, message…
+//! run.log.scope("s1").accepted().achieved_rate(); run.log.max_in_window(secs(1));
+//! run.log.count(429); run.log.counts(); run.log.gaps();
 //! run.lanes[0]         // what the summary reports for the lane (rate, max in 1 s, slowdowns…)
 //! ```
 //!
-//! Pass `lanes: Vec::new()` for a lane per target. [`run_with`] takes a [`Cancel`] too.
+//! Pass `lanes: Vec::new()` for a lane per target (targets start at `http://127.0.0.1:9`).
+//! Rows: `Row::test(n).on(target).message("m").emoji("👍")`, or [`rows`]. [`run_with`] takes
+//! rows that may be unusable and a [`Cancel`] the test holds.
 //! [`Provider::script`] answers chosen requests itself (any outcome, any latency) and leaves
 //! the rest to the model. The bucket and the faults are the sandbox's own (`sandbox::limits`,
 //! `sandbox::faults`), so the simulated provider refuses what the sandbox refuses; the answers
@@ -42,7 +47,7 @@ use super::{
     execute, progress, Admission, AttemptOutcome, Cancel, ExecConfig, Lane, OutputThread,
     RunContext, TargetRuntime, Transport,
 };
-use crate::plan::{Problem, Rate, Row, Source, Target, TargetKind};
+use crate::plan::{Problem, ProviderKind, Rate, Row, Source, Target, TargetKind};
 use crate::provider::SignedRequest;
 use crate::report::{read_report, ReportWriter, RowResult};
 use crate::sandbox::{Fault, FaultPlan, ProviderLimiter};
@@ -72,11 +77,19 @@ pub struct Request {
 
 type Script = dyn Fn(&Request) -> Option<(AttemptOutcome, Duration)> + Send + Sync;
 
-/// The simulated provider's behaviour; built with its methods, then handed to [`run`].
-pub struct Provider {
+/// One provider's limit: a bucket per scope, and what its 429s say.
+#[derive(Clone, Copy, Debug)]
+struct Limit {
     rate: Rate,
     burst: u32,
     retry_after: RetryAfter,
+}
+
+/// The simulated providers' behaviour (Kommo's and Ogmma's); built with its methods, then
+/// handed to [`run`].
+pub struct Provider {
+    kommo: Limit,
+    ogmma: Limit,
     latency: Duration,
     jitter: Duration,
     jitter_seed: u64,
@@ -94,10 +107,14 @@ impl Default for Provider {
 impl Provider {
     /// Unlimited, answering at once, no faults.
     pub fn new() -> Provider {
-        Provider {
+        let limit = Limit {
             rate: Rate::Unlimited,
             burst: 1,
             retry_after: RetryAfter::None,
+        };
+        Provider {
+            kommo: limit,
+            ogmma: limit,
             latency: Duration::ZERO,
             jitter: Duration::ZERO,
             jitter_seed: 0,
@@ -107,16 +124,37 @@ impl Provider {
         }
     }
 
-    /// A token bucket per scope: `rate`, holding up to `burst` requests back to back; above
-    /// it, 429.
-    pub fn rate(mut self, rate: Rate, burst: u32) -> Provider {
-        self.rate = rate;
-        self.burst = burst;
+    /// A token bucket per scope, for both providers: `rate`, holding up to `burst` requests
+    /// back to back; above it, 429.
+    pub fn rate(self, rate: Rate, burst: u32) -> Provider {
+        self.kommo_rate(rate, burst).ogmma_rate(rate, burst)
+    }
+
+    /// Kommo's bucket (per scope) only.
+    pub fn kommo_rate(mut self, rate: Rate, burst: u32) -> Provider {
+        (self.kommo.rate, self.kommo.burst) = (rate, burst);
         self
     }
 
-    pub fn retry_after(mut self, retry_after: RetryAfter) -> Provider {
-        self.retry_after = retry_after;
+    /// Ogmma's bucket (per API key) only.
+    pub fn ogmma_rate(mut self, rate: Rate, burst: u32) -> Provider {
+        (self.ogmma.rate, self.ogmma.burst) = (rate, burst);
+        self
+    }
+
+    /// What both providers' 429s carry.
+    pub fn retry_after(self, retry_after: RetryAfter) -> Provider {
+        self.kommo_retry_after(retry_after)
+            .ogmma_retry_after(retry_after)
+    }
+
+    pub fn kommo_retry_after(mut self, retry_after: RetryAfter) -> Provider {
+        self.kommo.retry_after = retry_after;
+        self
+    }
+
+    pub fn ogmma_retry_after(mut self, retry_after: RetryAfter) -> Provider {
+        self.ogmma.retry_after = retry_after;
         self
     }
 
@@ -270,10 +308,6 @@ impl Log {
     pub fn len(&self) -> usize {
         self.0.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// A lane's figures as the summary gets them.
@@ -311,7 +345,8 @@ impl SimRun {
 /// The provider while a run goes on.
 struct SimTransport {
     provider: Arc<Provider>,
-    limiter: ProviderLimiter,
+    kommo: ProviderLimiter,
+    ogmma: ProviderLimiter,
     faults: FaultPlan,
     start: Instant,
     log: Arc<Mutex<Vec<Arrival>>>,
@@ -321,6 +356,7 @@ struct SimTransport {
 
 /// What `send` reads from a request.
 struct Seen {
+    kind: ProviderKind,
     scope: String,
     origin: String,
     message: String,
@@ -335,13 +371,16 @@ fn seen(request: &SignedRequest) -> Seen {
         .or_else(|| text("msgid"))
         .unwrap_or_default();
     let emoji = text("emoji").unwrap_or_default();
-    let scope = match (
-        request
-            .path
-            .strip_prefix("/v2/origin/custom/")
-            .and_then(|p| p.strip_suffix("/react")),
-        &request.bearer,
-    ) {
+    let kommo_scope = request
+        .path
+        .strip_prefix("/v2/origin/custom/")
+        .and_then(|p| p.strip_suffix("/react"));
+    let kind = if kommo_scope.is_some() {
+        ProviderKind::Kommo
+    } else {
+        ProviderKind::Ogmma
+    };
+    let scope = match (kommo_scope, &request.bearer) {
         (Some(scope), _) => scope.to_string(),
         (None, Some(key)) => {
             use std::hash::BuildHasher;
@@ -355,6 +394,7 @@ fn seen(request: &SignedRequest) -> Seen {
         .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
         .unwrap_or_default();
     Seen {
+        kind,
         scope,
         origin,
         message,
@@ -381,9 +421,12 @@ impl SimTransport {
     /// The provider's answer to a request arriving now, as the HTTP transport would read it.
     fn answer(&self, seen: &Seen) -> (Fate, AttemptOutcome) {
         let now = Instant::now();
-        if let Err(wait) = self.limiter.check(&seen.scope, now) {
-            let secs = wait.as_secs().max(1);
-            let (header, body) = match self.provider.retry_after {
+        let (limiter, limit) = match seen.kind {
+            ProviderKind::Kommo => (&self.kommo, &self.provider.kommo),
+            ProviderKind::Ogmma => (&self.ogmma, &self.provider.ogmma),
+        };
+        if limiter.check(&seen.scope, now).is_err() {
+            let (header, body) = match limit.retry_after {
                 RetryAfter::None => (None, serde_json::json!({"error": "rate_limit_exceeded"})),
                 RetryAfter::Header(s) => (
                     Some(s.to_string()),
@@ -391,7 +434,7 @@ impl SimTransport {
                 ),
                 RetryAfter::Body(s) => (
                     None,
-                    serde_json::json!({"error": "rate_limit_exceeded", "retry_after": s.max(secs)}),
+                    serde_json::json!({"error": "rate_limit_exceeded", "retry_after": s}),
                 ),
             };
             let body = body.to_string();
@@ -400,12 +443,7 @@ impl SimTransport {
                 answered(429, header.as_deref(), body.as_bytes()),
             );
         }
-        let provider = if seen.scope.starts_with("key:") {
-            crate::plan::ProviderKind::Ogmma
-        } else {
-            crate::plan::ProviderKind::Kommo
-        };
-        match self.faults.decide(provider, &seen.scope, &seen.message) {
+        match self.faults.decide(seen.kind, &seen.scope, &seen.message) {
             Fault::None => (Fate::Status(200), answered(200, None, b"{}")),
             Fault::ServerError(status) => (
                 Fate::Status(status),
@@ -605,7 +643,8 @@ pub async fn run_with(
     let (seed, error_rate, drop_rate) = provider.faults;
     let transport = SimTransport {
         provider: Arc::clone(provider),
-        limiter: ProviderLimiter::new(provider.rate, provider.burst),
+        kommo: ProviderLimiter::new(provider.kommo.rate, provider.kommo.burst),
+        ogmma: ProviderLimiter::new(provider.ogmma.rate, provider.ogmma.burst),
         faults: FaultPlan::new(seed, error_rate, drop_rate),
         start,
         log: Arc::clone(&log),
@@ -755,5 +794,59 @@ mod tests {
             assert_eq!(r.status, Status::Skipped, "{r:?}");
             assert_eq!(r.code, "unreachable", "{r:?}");
         }
+    }
+
+    /// A script answers the requests it picks (by scope, message, emoji, or count) and leaves
+    /// the rest to the model; jitter spreads latencies the same way for the same seed.
+    #[tokio::test(start_paused = true)]
+    async fn scripts_pick_requests_and_jitter_is_seeded() {
+        let script = |r: &Request| {
+            (r.scope == "s1" && r.message == "m3" || r.n == 5).then(|| {
+                let outcome = answered(404, None, br#"{"error":"message_not_found"}"#);
+                (outcome, ms(7))
+            })
+        };
+        let go = |seed| async move {
+            let provider = Arc::new(
+                Provider::new()
+                    .latency(ms(10))
+                    .jitter(ms(20), seed)
+                    .script(script),
+            );
+            let config = ExecConfig {
+                concurrency: 1,
+                ..ExecConfig::default()
+            };
+            let targets = vec![kommo("k", "s1", Rate::Unlimited)];
+            run(&provider, config, targets, Vec::new(), rows(8, 0, "m")).await
+        };
+        let (a, b, c) = (go(1).await, go(1).await, go(2).await);
+        let codes: Vec<(u64, &str)> = a.results.iter().map(|r| (r.row, r.code.as_str())).collect();
+        assert_eq!(
+            codes,
+            vec![
+                (1, ""),
+                (2, ""),
+                (3, "message_not_found"),
+                (4, ""),
+                (5, ""),
+                (6, "message_not_found"),
+                (7, ""),
+                (8, "")
+            ]
+        );
+        let latencies =
+            |run: &SimRun| -> Vec<Duration> { run.log.0.iter().map(|a| a.done - a.sent).collect() };
+        let (la, lb, lc) = (latencies(&a), latencies(&b), latencies(&c));
+        assert_eq!(la, lb, "same seed, same latencies");
+        assert_ne!(la, lc, "another seed, other latencies");
+        for (i, l) in la.iter().enumerate() {
+            if [2, 5].contains(&i) {
+                assert_eq!(*l, ms(7), "scripted");
+            } else {
+                assert!((ms(10)..=ms(30)).contains(l), "{i}: {l:?}");
+            }
+        }
+        assert_eq!(a.log.0[2].emoji, "e3");
     }
 }
