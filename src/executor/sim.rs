@@ -60,8 +60,8 @@ pub enum RetryAfter {
     None,
     /// A `Retry-After: N` header, in seconds.
     Header(u64),
-    /// `"retry_after": N` in the JSON body only, which the client does not read as an
-    /// instruction: to the executor this is a 429 without `Retry-After`.
+    /// `"retry_after": N` in the JSON body only, which the client honours as it would the
+    /// header.
     Body(u64),
 }
 
