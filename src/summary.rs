@@ -90,6 +90,9 @@ pub struct Summary {
     /// `--expect-digest` and a mismatch names the files that changed.
     pub files: Vec<crate::digest::FileDigest>,
     pub interrupted: bool,
+    /// Rows sent whose outcome the report could not take (a write error): listed on stderr,
+    /// in none of `counts`.
+    pub not_recorded: u64,
     pub exit_code: u8,
 }
 
@@ -233,6 +236,7 @@ mod tests {
             digest: None,
             files: vec![],
             interrupted: false,
+            not_recorded: 0,
             exit_code: 0,
         }
     }

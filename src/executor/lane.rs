@@ -237,11 +237,11 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
                 continue;
             }
         }
-        let permit = match ctx.slots.try_acquire() {
+        let permit = match Arc::clone(&ctx.slots).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 let permit = tokio::select! {
-                    p = ctx.slots.acquire() => p,
+                    p = Arc::clone(&ctx.slots).acquire_owned() => p,
                     _ = ctx.cancel.soft() => {
                         l.push_front(job);
                         continue;

@@ -12,7 +12,9 @@
 //!   only, and runs the attempt ([`task`]): sign afresh, send on the sender's own keep-alive
 //!   connection ([`transport`], `link`), classify ([`retry`]), finish or go back to the front
 //!   of the lane.
-//! - Finished rows go to the writer task ([`output`]), which appends them to the report.
+//! - Finished rows go to the writer task ([`output`]), which appends them to the report. A
+//!   sent row keeps its concurrency slot until the report holds it, and the first write error
+//!   stops dispatching (as a Ctrl-C does): no more is sent than the report can record.
 
 pub mod cancel;
 mod dry;
@@ -130,8 +132,9 @@ pub struct RunContext<T: Transport> {
     pub transport: T,
     pub out: OutputSender,
     pub cancel: Cancel,
-    /// Requests in flight, at most `config.concurrency`.
-    slots: tokio::sync::Semaphore,
+    /// Requests in flight, at most `config.concurrency`: a sent row holds its slot until the
+    /// writer has put it in the report.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<T: Transport> RunContext<T> {
@@ -177,7 +180,7 @@ impl<T: Transport> RunContext<T> {
                 lane.sends = Arc::clone(&targets[only].sends);
             }
         }
-        let slots = tokio::sync::Semaphore::new(config.concurrency.max(1));
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
         RunContext {
             config,
             targets,
@@ -354,6 +357,14 @@ pub async fn execute<T: Transport>(
     mut admit: impl FnMut(&Row, &str) -> Admission,
 ) {
     let done = Arc::new(lane::Done::default());
+    // The first report (or emit) write error stops dispatching, as a Ctrl-C does: in-flight
+    // requests finish, nothing more is sent that the report could not record.
+    let write_failed = ctx.out.write_failure();
+    let cancel = ctx.cancel.clone();
+    let stop_on_failure = tokio::spawn(async move {
+        write_failed.wait().await;
+        cancel.cancel_soft();
+    });
     let mut finished: Vec<MessageId> = Vec::new();
     let mut busy: HashMap<MessageId, VecDeque<(Row, String)>, foldhash::fast::FixedState> =
         HashMap::default();
@@ -513,6 +524,7 @@ pub async fn execute<T: Transport>(
     for worker in workers {
         let _ = worker.await;
     }
+    stop_on_failure.abort();
 }
 
 /// Some lane has [`LANE_AHEAD`] rows waiting, and so has every lane with rows still to come

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use tokio::sync::SemaphorePermit;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::emit::{EmitRecord, EmitWriter};
@@ -148,8 +148,15 @@ impl Job {
 }
 
 /// Hands a finished row to the writer (rendered with the same view builder as every other
-/// row), waiting only when the writer has fallen a whole inbox behind.
-async fn finish<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: RowOutcome) -> MessageId {
+/// row), waiting only when the writer has fallen a whole inbox behind. A row that was sent
+/// hands its concurrency slot (`permit`) on with it: the writer frees the slot once the
+/// report holds the row, so rows sent and not recorded never outnumber the slots.
+async fn finish<T: Transport>(
+    ctx: &RunContext<T>,
+    job: &Job,
+    outcome: RowOutcome,
+    permit: Option<OwnedSemaphorePermit>,
+) -> MessageId {
     let full = with_timestamp(chrono::Utc::now(), |finished_at| {
         let settled = settled_view(
             &ctx.targets,
@@ -168,6 +175,7 @@ async fn finish<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: RowOutcom
                 ..settled
             },
             outcome.latency,
+            permit,
         )
     });
     if full {
@@ -201,7 +209,7 @@ pub(super) async fn finish_unsent<T: Transport>(
             },
         ),
     };
-    let id = finish(ctx, &job, outcome).await;
+    let id = finish(ctx, &job, outcome, None).await;
     done.push(id, true);
 }
 
@@ -221,7 +229,7 @@ pub(super) async fn attempt<T: Transport>(
     session: &mut T::Session,
     lane: usize,
     job: &mut Job,
-    permit: SemaphorePermit<'_>,
+    permit: OwnedSemaphorePermit,
     hard: std::pin::Pin<&mut (dyn std::future::Future<Output = ()> + Send)>,
 ) -> Attempted {
     let target = &ctx.targets[job.row.target];
@@ -243,7 +251,6 @@ pub(super) async fn attempt<T: Transport>(
         outcome = ctx.transport.send(session, signed, ctx.config.timeout) => Some(outcome),
         _ = hard => None,
     };
-    drop(permit);
     let Some(outcome) = outcome else {
         let o = job.outcome(
             Status::Cancelled,
@@ -251,7 +258,7 @@ pub(super) async fn attempt<T: Transport>(
             "cancelled",
             "interrupted while the request was in flight; it may have been applied".into(),
         );
-        return Attempted::Finished(finish(ctx, job, o).await);
+        return Attempted::Finished(finish(ctx, job, o, Some(permit)).await);
     };
     job.latency = Some(sent_at.elapsed());
     // The origin's breaker: failures to establish a connection in a row stop its targets.
@@ -302,18 +309,19 @@ pub(super) async fn attempt<T: Transport>(
             (None, code.clone(), message.clone())
         }
     };
+    // A finished row hands its slot to the writer; one that goes again frees it on return.
     match classify(&outcome) {
         Verdict::Success => {
             target.record_auth(false, 0, "");
             let o = job.outcome(Status::Ok, http_status, &code, message);
-            Attempted::Finished(finish(ctx, job, o).await)
+            Attempted::Finished(finish(ctx, job, o, Some(permit)).await)
         }
         Verdict::Fail { auth } => {
             if auth {
                 target.record_auth(true, http_status.unwrap_or(0), &code);
             }
             let o = job.outcome(Status::Failed, http_status, &code, message);
-            Attempted::Finished(finish(ctx, job, o).await)
+            Attempted::Finished(finish(ctx, job, o, Some(permit)).await)
         }
         Verdict::Retry { retry_after } => {
             let limited = http_status == Some(429);
@@ -350,7 +358,7 @@ pub(super) async fn attempt<T: Transport>(
                         &code,
                         why.trim_start().to_string(),
                     );
-                    return Attempted::Finished(finish(ctx, job, o).await);
+                    return Attempted::Finished(finish(ctx, job, o, Some(permit)).await);
                 }
                 if let (false, Some(ra)) = (limited, retry_after) {
                     lane.limiter.pause_until(Instant::now() + ra);

@@ -428,6 +428,7 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             digest: "sha256:0".into(),
         }],
         interrupted: false,
+        not_recorded: 0,
         exit_code: 0,
     };
     let value = serde_json::to_value(&summary).expect("JSON");

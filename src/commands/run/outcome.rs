@@ -133,10 +133,25 @@ pub fn outcome(
         digest: Some(digest.plan),
         files: digest.files,
         interrupted: stopped_by.is_some(),
+        not_recorded: tally.unrecorded_sent,
         exit_code: exit.code(),
     };
     if let Some(err) = &tally.io_error {
-        crate::log::error(&format!("reactbatch run: {err}"));
+        // The resume reads the report as it is: the rows it holds are done.
+        let report = config.report.display();
+        crate::log::error(&format!(
+            "reactbatch run: {err}; sending stopped: {} row(s) sent and recorded, {} sent and not \
+             recorded{}; once the report can be written, go on with: reactbatch run {} --report \
+             {report} --resume {report} (it sends the rows not recorded again)",
+            tally.recorded_sent,
+            tally.unrecorded_sent,
+            if tally.unrecorded_sent > 0 {
+                " (listed above as report lines)"
+            } else {
+                ""
+            },
+            plan.path.display(),
+        ));
     }
     if config.dry_run {
         crate::log::info(crate::audit::render(&audit, &plan.targets).trim_end());
@@ -153,12 +168,24 @@ pub fn outcome(
     }
     if let Some(path) = &config.summary_json {
         let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, json) {
+        if let Err(e) = write_synced(path, &json) {
             crate::log::error(&format!(
                 "reactbatch run: cannot write summary {}: {e}",
                 path.display()
             ));
+            // An output the run could not write: 74, unless a signal's code comes first.
+            if stopped_by.is_none() {
+                return Exit::OutputFailed;
+            }
         }
     }
     exit
+}
+
+/// Writes `bytes` to `path` and puts them on disk: an `fsync` error is a write error too.
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
 }
