@@ -140,3 +140,200 @@ async fn an_unlimited_lane_against_a_refusing_provider_sends_at_most_twice_its_r
 async fn a_1000_per_second_lane_against_a_refusing_provider_sends_at_most_twice_its_rows() {
     refused_flood("1000/s").await;
 }
+
+/// `cmd` with every file it writes limited to `bytes`, and SIGXFSZ ignored: a write past the
+/// limit fails with EFBIG instead of killing the process (a disk that fills up, without root).
+fn with_file_size_limit(cmd: &mut std::process::Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec, only async-signal-safe calls (setrlimit, signal).
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+}
+
+/// 3000 rows with 16 in flight to a fast sandbox, the report at `report`, the child set up by
+/// `limit`: the run must stop at the first failed write, exit 74 naming `problem`, and list
+/// on stderr every row the sandbox accepted that the report lacks (at most those in flight).
+async fn stops_at_the_first_failed_write(
+    dir: &std::path::Path,
+    report: &std::path::Path,
+    limit: impl FnOnce(&mut std::process::Command, u64),
+    problem: &str,
+) {
+    let n = 3000;
+    let concurrency = 16;
+    let rows: Vec<PlanRow> = (0..n).map(|i| react("o", format!("m{i}"), "👍")).collect();
+    // The rows file gets a long name, which every report row carries (`source`) and the
+    // spool does not (it numbers files): a file size limit then stops the report, not the
+    // spool.
+    let long_plan = |base: &str| {
+        let plan = write_plan(dir, base, &rows, "");
+        let long = format!("{}.csv", "rows".repeat(50));
+        std::fs::rename(dir.join("rows.csv"), dir.join(&long)).expect("rename");
+        let text = std::fs::read_to_string(&plan).expect("plan");
+        std::fs::write(&plan, text.replace("[rows.csv]", &format!("[{long}]"))).expect("plan");
+        plan
+    };
+    // The whole report's size, from a run that can write it.
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let full = dir.join("full.csv");
+    let plan = long_plan(&sandbox.base_url());
+    let out = run_blocking(run_cmd(&plan, &full, &["--rate", "unlimited"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let full_len = std::fs::metadata(&full).expect("report").len();
+    std::fs::remove_file(&full).expect("remove");
+    sandbox.shutdown().await;
+
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let plan = long_plan(&sandbox.base_url());
+    let summary = dir.join("summary.json");
+    let mut cmd = run_cmd(
+        &plan,
+        report,
+        &[
+            "--rate",
+            "unlimited",
+            "--concurrency",
+            &concurrency.to_string(),
+            "--summary-json",
+        ],
+    );
+    cmd.arg(&summary);
+    // Room for about a third of the report.
+    limit(&mut cmd, full_len / 3);
+    let out = run_blocking(cmd).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert!(err.contains("cannot write the report"), "{err}");
+    assert!(err.contains(problem), "names the problem: {err}");
+    assert!(err.contains("--resume"), "says how to go on: {err}");
+
+    // What the report holds (a torn last line is not a row), and what the server accepted.
+    let recorded = read_report(report).expect("report");
+    assert!(
+        !recorded.is_empty() && recorded.len() < n,
+        "{}",
+        recorded.len()
+    );
+    let in_report: std::collections::BTreeSet<String> =
+        recorded.iter().map(|r| r.message_id.clone()).collect();
+    let accepted: Vec<String> = sandbox.reactions().into_iter().map(|r| r.message).collect();
+    let lacking: Vec<&String> = accepted
+        .iter()
+        .filter(|m| !in_report.contains(*m))
+        .collect();
+    // Sending stopped at the first failed write: only the rows in flight are missing, and
+    // each of them is on stderr as its report line.
+    assert!(
+        lacking.len() <= concurrency,
+        "{} accepted rows not in the report (of {} accepted)",
+        lacking.len(),
+        accepted.len()
+    );
+    let listed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains(",ogmma,react,"))
+        .collect();
+    for m in &lacking {
+        assert!(
+            listed.iter().any(|l| l.contains(&format!(",{m},"))),
+            "{m} is not listed:\n{err}"
+        );
+    }
+    assert!(
+        err.contains(&format!("{} sent and not recorded", listed.len())),
+        "{err}"
+    );
+    // The summary counts only what the report holds; the rest is `not_recorded`.
+    let json = summary_json(&summary);
+    let ok = json["counts"]["ok"].as_u64().unwrap_or(0);
+    assert!(
+        ok as usize <= recorded.len(),
+        "{ok} ok, {} in the report",
+        recorded.len()
+    );
+    assert_eq!(json["not_recorded"].as_u64(), Some(listed.len() as u64));
+    assert_eq!(json["exit_code"].as_u64(), Some(74));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_report_that_cannot_grow_stops_the_sending_and_lists_what_it_lacks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("r.csv");
+    stops_at_the_first_failed_write(dir.path(), &report, with_file_size_limit, "File too large")
+        .await;
+}
+
+/// A small tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Says on the real stderr (not the test's captured output) that a test could not run.
+fn not_run(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** TEST NOT RUN: {why} ***\n");
+}
+
+#[tokio::test]
+async fn a_full_disk_stops_the_sending_and_lists_what_the_report_lacks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        not_run("citizen::a_full_disk_…: mounting a tmpfs needs root; the RLIMIT_FSIZE variant covers a report that cannot grow");
+        return;
+    }
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount).expect("mkdir");
+    let probe = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mount)
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => drop(Tmpfs(mount.clone())),
+        other => {
+            not_run(&format!(
+                "citizen::a_full_disk_…: root, but mounting a tmpfs failed ({other:?}); the RLIMIT_FSIZE variant covers a report that cannot grow"
+            ));
+            return;
+        }
+    }
+    // The size is set once the report's full size is known: mount in the child's setup.
+    let mounted = std::sync::Arc::new(std::sync::Mutex::new(None::<Tmpfs>));
+    let report = mount.join("r.csv");
+    let at = mount.clone();
+    let keep = std::sync::Arc::clone(&mounted);
+    let mount_small = move |_: &mut std::process::Command, bytes: u64| {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes}"))
+            .arg("tmpfs")
+            .arg(&at)
+            .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            panic!(
+                "running as root, but cannot mount a tmpfs at {}: {status:?}",
+                at.display()
+            );
+        }
+        *keep.lock().expect("lock") = Some(Tmpfs(at));
+    };
+    stops_at_the_first_failed_write(dir.path(), &report, mount_small, "No space left on device")
+        .await;
+    drop(mounted);
+}
