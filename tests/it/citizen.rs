@@ -337,3 +337,52 @@ async fn a_full_disk_stops_the_sending_and_lists_what_the_report_lacks() {
         .await;
     drop(mounted);
 }
+
+#[tokio::test]
+async fn an_emit_file_that_cannot_grow_stops_the_sending_too() {
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 2000;
+    let rows: Vec<PlanRow> = (0..n).map(|i| react("o", format!("m{i}"), "👍")).collect();
+    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "");
+    // The emit file's full size, from a dry run (the same records, signed with the run's
+    // clock): each record is several times a report row or a spooled row.
+    let emit = dir.path().join("requests.jsonl");
+    let out = run_blocking(run_cmd(
+        &plan,
+        &dir.path().join("dry.csv"),
+        &["--dry-run", "--emit", &emit.display().to_string()],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let full_len = std::fs::metadata(&emit).expect("emit").len();
+    std::fs::remove_file(&emit).expect("remove");
+
+    let report = dir.path().join("r.csv");
+    let mut cmd = run_cmd(
+        &plan,
+        &report,
+        &[
+            "--rate",
+            "unlimited",
+            "--concurrency",
+            "16",
+            "--emit",
+            &emit.display().to_string(),
+        ],
+    );
+    with_file_size_limit(&mut cmd, full_len / 3);
+    let out = run_blocking(cmd).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert!(err.contains("cannot write the emit file"), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    // Sending stopped soon after the emit file filled up: far from every row was sent.
+    let accepted = sandbox.reactions().len();
+    assert!(accepted < n / 2, "{accepted} of {n} rows sent");
+    // The report holds every row that was sent (it could still be written).
+    let recorded = read_report(&report).expect("report");
+    let sent = recorded.iter().filter(|r| r.attempts > 0).count();
+    assert_eq!(sent, accepted, "{err}");
+    sandbox.shutdown().await;
+}
