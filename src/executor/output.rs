@@ -3,9 +3,10 @@
 //! a thread of its own; as a task, a finished row wakes it without waking a parked thread —
 //! a thread wake-up per row was a large share of a fast live run's time.)
 //!
-//! Rows the lanes' senders finish are rendered straight into the writer's inbox (one buffer
-//! behind a lock, the writer woken when it was empty); rows the dispatcher settles, emit
-//! records and the second Ctrl-C's flush come through a channel.
+//! Rows the lanes' senders finish, and the emit records of the requests they send, are
+//! rendered straight into the writer's inbox (one buffer behind a lock, the writer woken when
+//! it was empty); rows the dispatcher settles (with a dry run's emit records) and the second
+//! Ctrl-C's flush come through a channel.
 //!
 //! Durability: after each round of whatever has arrived, both files are flushed to the OS, so
 //! a crash or `kill -9` loses no row that reached the file; the report is also `fsync`ed at
@@ -47,8 +48,6 @@ use super::progress::Counters;
 pub enum Output {
     /// Several finished rows (and their emit records), rendered by the dispatcher.
     Batch(Sent),
-    /// One rendered emit record, newline included.
-    Emit(Vec<u8>),
     /// Second Ctrl-C: put what arrived before this on disk, then confirm.
     FlushNow(std::sync::mpsc::Sender<()>),
 }
@@ -68,6 +67,8 @@ struct Inbox {
 #[derive(Default)]
 struct Finished {
     report: Vec<u8>,
+    /// Emit records of requests sent (or about to be), in the order they were made.
+    emit: Vec<u8>,
     /// Per row: status, attempts, and the last attempt's latency.
     rows: Vec<(Status, u32, Option<Duration>)>,
     /// Per row, where its line ends in `report` (to name the rows a failed write lost).
@@ -81,6 +82,7 @@ struct Finished {
 impl Finished {
     fn clear(&mut self) {
         self.report.clear();
+        self.emit.clear();
         self.rows.clear();
         self.ends.clear();
         self.failures.clear();
@@ -368,8 +370,19 @@ impl OutputSender {
         let _ = self.tx.send(Output::Batch(sent)).await;
     }
 
+    /// A live request's emit record (newline included), put in the inbox before the request
+    /// is sent: it is written in the same round as the rows finished before it, so a failing
+    /// emit file is noticed while only the rows in flight are unrecorded there.
     pub async fn emit(&self, line: Vec<u8>) {
-        let _ = self.tx.send(Output::Emit(line)).await;
+        let first = {
+            let mut inbox = self.inbox.lock();
+            let first = inbox.rows.is_empty() && inbox.emit.is_empty();
+            inbox.emit.extend_from_slice(&line);
+            first
+        };
+        if first {
+            self.inbox.arrived.notify_one();
+        }
     }
 
     /// Asks the writer to put every row it received on disk, and waits until it has (or is
@@ -586,7 +599,6 @@ async fn write_loop(
                         }
                     }
                 }
-                Output::Emit(line) => files.emit(&mut tally, failure, &line),
                 Output::FlushNow(done) => confirm.push(done),
             }
             if handled < ROUND {
@@ -598,6 +610,7 @@ async fn write_loop(
         // Once the channel has closed, no sender is left to add any.
         std::mem::swap(&mut *inbox.lock(), &mut taken);
         inbox.taken.notify_waiters();
+        files.emit(&mut tally, failure, &taken.emit);
         held &= files.report(&mut tally, failure, &taken.report);
         held &= files.flush(&mut tally, failure);
         if let Some(s) = syncing.take_if(|s| s.is_finished()) {

@@ -1,6 +1,6 @@
 //! A target while a run goes on ([`TargetRuntime`]): its credential, its lane, its
-//! authentication health, its origin's reachability ([`OriginHealth`]); and [`SendLog`], the send counts and windows that targets and lanes
-//! report in the summary.
+//! authentication health, its origin's reachability ([`OriginHealth`]); and [`SendLog`], the
+//! send counts and windows that targets and lanes report in the summary.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -64,7 +64,8 @@ impl OriginHealth {
         let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if n >= UNREACHABLE_TO_STOP && !self.stopped.load(Ordering::Acquire) {
             let _ = self.reason.set(format!(
-                "origin {} unreachable: {n} attempts in a row to connect failed (last: {cause}); its targets were stopped",
+                "origin {} unreachable: {n} attempts in a row to connect failed (last: {cause}); \
+                 its targets were stopped",
                 self.name
             ));
             self.stopped.store(true, Ordering::Release);

@@ -4,9 +4,13 @@
 //!
 //! - 429 without `Retry-After` slows the lane ([`super::rate::RateLimiter::rate_limited`]),
 //!   whatever its configured rate; with `Retry-After` (a header, or `retry_after` /
-//!   `retryAfter` seconds in a JSON body) the lane pauses. Either way the row keeps its place and uses no
-//!   retry, as long as it has been rate limited for less than the run's `rate_limit_budget`;
-//!   after that a 429 counts as an ordinary retry.
+//!   `retryAfter` seconds in a JSON body) the lane pauses. Either way the row keeps its place
+//!   and uses no retry, as long as it has been rate limited for less than the run's
+//!   `rate_limit_budget`; after that a 429 counts as an ordinary retry.
+//! - An answer other than 429 is an acceptance the lane's pace is measured from; the outcome
+//!   also feeds the origin's breaker ([`super::target::OriginHealth`]): failures to establish
+//!   a connection count, an answer or a drop on an established connection starts again.
+//! - A sent row's concurrency slot goes to the writer with it (see [`finish`]).
 //! - 5xx, timeouts and connection errors use `--retries`, with backoff and jitter.
 
 use std::time::Duration;

@@ -295,7 +295,10 @@ async fn a_full_disk_stops_the_sending_and_lists_what_the_report_lacks() {
     let dir = tempfile::tempdir().expect("tempdir");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        not_run("citizen::a_full_disk_…: mounting a tmpfs needs root; the RLIMIT_FSIZE variant covers a report that cannot grow");
+        not_run(
+            "citizen::a_full_disk_…: mounting a tmpfs needs root; the RLIMIT_FSIZE variant \
+             covers a report that cannot grow",
+        );
         return;
     }
     let mount = dir.path().join("disk");
@@ -308,7 +311,8 @@ async fn a_full_disk_stops_the_sending_and_lists_what_the_report_lacks() {
         Ok(out) if out.status.success() => drop(Tmpfs(mount.clone())),
         other => {
             not_run(&format!(
-                "citizen::a_full_disk_…: root, but mounting a tmpfs failed ({other:?}); the RLIMIT_FSIZE variant covers a report that cannot grow"
+                "citizen::a_full_disk_…: root, but mounting a tmpfs failed ({other:?}); the \
+                 RLIMIT_FSIZE variant covers a report that cannot grow"
             ));
             return;
         }
@@ -357,8 +361,16 @@ async fn an_emit_file_that_cannot_grow_stops_the_sending_too() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let full_len = std::fs::metadata(&emit).expect("emit").len();
     std::fs::remove_file(&emit).expect("remove");
+    // Room for the whole report (the rows not sent are reported `cancelled`), but not for
+    // the emit file.
+    let report_len = std::fs::metadata(dir.path().join("dry.csv"))
+        .expect("report")
+        .len();
+    let limit = report_len + report_len / 4;
+    assert!(limit < full_len / 2, "{limit} {full_len}");
 
     let report = dir.path().join("r.csv");
+    let concurrency = 16;
     let mut cmd = run_cmd(
         &plan,
         &report,
@@ -366,22 +378,28 @@ async fn an_emit_file_that_cannot_grow_stops_the_sending_too() {
             "--rate",
             "unlimited",
             "--concurrency",
-            "16",
+            &concurrency.to_string(),
             "--emit",
             &emit.display().to_string(),
         ],
     );
-    with_file_size_limit(&mut cmd, full_len / 3);
+    with_file_size_limit(&mut cmd, limit);
     let out = run_blocking(cmd).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(74), "{err}");
     assert!(err.contains("cannot write the emit file"), "{err}");
     assert!(err.contains("File too large"), "{err}");
-    // Sending stopped soon after the emit file filled up: far from every row was sent.
+    // Sending stopped once the emit file was full: no more rows sent than records fit,
+    // and those in flight (records differ a little in size: 5% slack).
+    let fit = (limit / (full_len / n as u64)) as usize;
     let accepted = sandbox.reactions().len();
-    assert!(accepted < n / 2, "{accepted} of {n} rows sent");
-    // The report holds every row that was sent (it could still be written).
+    assert!(
+        accepted <= fit + fit / 20 + concurrency,
+        "{accepted} of {n} rows sent, {fit} records fit"
+    );
+    // The report holds every row: those sent, and the rest `cancelled`.
     let recorded = read_report(&report).expect("report");
+    assert_one_row_per_plan_row(&recorded, n);
     let sent = recorded.iter().filter(|r| r.attempts > 0).count();
     assert_eq!(sent, accepted, "{err}");
     sandbox.shutdown().await;
