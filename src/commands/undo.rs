@@ -213,27 +213,13 @@ fn target_yaml(t: &Target, out_dir: &Path) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Source;
 
     fn row(action: Action, emoji: Option<&str>, previous: Option<&str>) -> Row {
         Row {
-            number: 1,
-            source: Source {
-                file: "p.csv".into(),
-                line: 2,
-            },
-            target: 0,
-            action,
             emoji: emoji.map(Into::into),
-            message_id: Some("m1".into()),
-            msgid: None,
-            conversation_id: None,
-            conversation_ref_id: None,
-            user_id: None,
-            user_ref_id: None,
-            not_before: None,
             previous_emoji: previous.map(Into::into),
             key: Some("k".into()),
+            ..Row::test(1).action(action).message("m1")
         }
     }
 

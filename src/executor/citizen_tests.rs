@@ -173,8 +173,12 @@ async fn an_origin_that_refuses_connections_stops_its_targets_after_ten() {
     assert_eq!(run.count(Status::Skipped), 300);
     assert!(run.results.iter().all(|r| r.code == "unreachable"));
     // Both targets, one origin: stopped together, for the same reason.
-    let why: Vec<&str> = run.stopped.iter().flatten().map(String::as_str).collect();
-    assert_eq!(why.len(), 2, "{:?}", run.stopped);
+    let why: Vec<&str> = run
+        .targets
+        .iter()
+        .filter_map(|t| t.stopped.as_deref())
+        .collect();
+    assert_eq!(why.len(), 2, "{why:?}");
     assert_eq!(why[0], why[1]);
     assert!(
         why[0].contains("origin 127.0.0.1:9 unreachable"),
@@ -206,7 +210,11 @@ async fn only_failures_to_connect_in_a_row_stop_an_origin() {
         sim::rows(60, 0, "m"),
     )
     .await;
-    assert!(run.stopped[0].is_none(), "{:?}", run.stopped);
+    assert!(
+        run.targets[0].stopped.is_none(),
+        "{:?}",
+        run.targets[0].stopped
+    );
     assert_eq!(run.count(Status::Skipped), 0);
     let tls = run.results.iter().filter(|r| r.code == "tls").count();
     assert!(tls >= 50, "{tls} rows failed with tls");

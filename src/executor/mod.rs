@@ -588,6 +588,6 @@ fn unusable_row<T: Transport>(
 #[cfg(test)]
 mod citizen_tests;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 #[cfg(test)]
 mod tests;

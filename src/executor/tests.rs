@@ -211,7 +211,7 @@ async fn repeated_auth_failures_stop_the_target_and_skip_the_rest() {
         "{} requests",
         out.log.len()
     );
-    assert!(out.stopped[0].is_some());
+    assert!(out.targets[0].stopped.is_some());
     assert!(out
         .results
         .iter()

@@ -53,9 +53,10 @@ pub use command::{run_command, SandboxArgs};
 // The rate limiter's tests count windows the way the sandbox does.
 #[cfg(test)]
 pub(crate) use server::max_in_window;
-// The executor's simulated provider (`executor::sim`) limits and faults as the sandbox does.
 pub use state::{ReactionState, OGMMA_USER};
 pub use stats::{FaultStats, ProviderStats, Stats};
+
+// The executor's simulated provider (`executor::sim`) limits and faults as the sandbox does.
 #[cfg(test)]
 pub(crate) use {faults::Fault, limits::RateLimiter as ProviderLimiter};
 

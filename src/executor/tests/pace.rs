@@ -87,6 +87,14 @@ async fn mixed_plan_runs_each_provider_at_its_own_limit() {
     assert_eq!(run.lanes[0].achieved_rate, Some(rate));
     assert_eq!(run.lanes[1].achieved_rate, Some(1.0));
     assert_eq!((run.lanes[0].max_in_1s, run.lanes[1].max_in_1s), (7, 1));
+    // And of each target, alone in its lane.
+    for (target, lane) in run.targets.iter().zip(&run.lanes) {
+        assert_eq!(target.name, lane.name);
+        assert_eq!(
+            (target.requests, target.achieved_rate, target.max_in_1s),
+            (lane.requests, lane.achieved_rate, lane.max_in_1s)
+        );
+    }
 }
 
 /// A strict 7/s bucket (burst 1), plan at 7/s: the one send that the timer puts a fraction
@@ -201,6 +209,13 @@ async fn two_targets_on_one_key_stay_within_the_keys_limit() {
     assert_even(&run.log, secs(1) / 10, "the key");
     assert_eq!(run.lanes.len(), 1);
     assert_eq!((run.lanes[0].requests, run.lanes[0].max_in_1s), (40, 10));
+    // Each target, alternating on the key, has half of it.
+    let each: Vec<(u64, usize)> = run
+        .targets
+        .iter()
+        .map(|t| (t.requests, t.max_in_1s))
+        .collect();
+    assert_eq!(each, vec![(20, 5), (20, 5)]);
 }
 
 /// 1 500 rows at 150/s (burst 1, concurrency 16) take 10 s: no window of 100 ms, 1, 2 or 5 s
