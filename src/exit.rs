@@ -16,6 +16,10 @@ pub enum Exit {
     AuthStopped = 3,
     /// `--lock` is held by another run.
     Locked = 4,
+    /// An origin could not be reached (its targets were stopped).
+    Unreachable = 5,
+    /// The report (or the emit or summary file) could not be written; sending stopped.
+    OutputFailed = 74,
     /// Interrupted by SIGINT (Ctrl-C).
     Interrupted = 130,
     /// Terminated by SIGTERM.
@@ -28,15 +32,20 @@ impl Exit {
     }
 
     /// The exit code of a run that got as far as sending, decided here and nowhere else: a
-    /// stop signal wins (the run did not finish), then a target stopped on authentication
-    /// (a human must fix a credential), then failed or cancelled rows (including a report
-    /// that could not be written: rows may be missing from it).
+    /// stop signal wins (the run did not finish), then an output that could not be written
+    /// (rows may be missing from the report: resume from it), then a target stopped on
+    /// authentication (a human must fix a credential), then an unreachable origin, then
+    /// failed or cancelled rows.
     pub fn of_run(outcome: &RunOutcome) -> Exit {
         if let Some(stop) = outcome.stopped_by {
             stop.exit()
+        } else if outcome.output_failed {
+            Exit::OutputFailed
         } else if outcome.auth_stopped {
             Exit::AuthStopped
-        } else if outcome.rows_failed || outcome.output_failed {
+        } else if outcome.unreachable {
+            Exit::Unreachable
+        } else if outcome.rows_failed {
             Exit::RowsFailed
         } else {
             Exit::Success
@@ -51,6 +60,8 @@ pub struct RunOutcome {
     pub stopped_by: Option<Stop>,
     /// Some target was stopped on repeated 401/403.
     pub auth_stopped: bool,
+    /// Some origin was unreachable (its targets stopped).
+    pub unreachable: bool,
     /// Some row ended `failed` or `cancelled`.
     pub rows_failed: bool,
     /// The report or emit file could not be written completely.
@@ -68,10 +79,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_signal_wins_then_auth_then_failures() {
+    fn a_signal_wins_then_output_then_auth_then_unreachable_then_failures() {
         let all = RunOutcome {
             stopped_by: Some(Stop::Terminate),
             auth_stopped: true,
+            unreachable: true,
             rows_failed: true,
             output_failed: true,
         };
@@ -81,21 +93,26 @@ mod tests {
             ..all
         };
         assert_eq!(Exit::of_run(&int).code(), 130);
-        let auth = RunOutcome {
+        let io = RunOutcome {
             stopped_by: None,
             ..all
         };
+        assert_eq!(Exit::of_run(&io).code(), 74);
+        let auth = RunOutcome {
+            output_failed: false,
+            ..io
+        };
         assert_eq!(Exit::of_run(&auth), Exit::AuthStopped);
-        let failed = RunOutcome {
+        let unreachable = RunOutcome {
             auth_stopped: false,
             ..auth
         };
-        assert_eq!(Exit::of_run(&failed), Exit::RowsFailed);
-        let io = RunOutcome {
-            output_failed: true,
-            ..RunOutcome::default()
+        assert_eq!(Exit::of_run(&unreachable).code(), 5);
+        let failed = RunOutcome {
+            unreachable: false,
+            ..unreachable
         };
-        assert_eq!(Exit::of_run(&io), Exit::RowsFailed);
+        assert_eq!(Exit::of_run(&failed), Exit::RowsFailed);
         assert_eq!(Exit::of_run(&RunOutcome::default()), Exit::Success);
     }
 }

@@ -442,6 +442,7 @@ mod tests {
             digest: None,
             files: vec![],
             interrupted: false,
+            not_recorded: 0,
             exit_code: 1,
         }
     }

@@ -392,10 +392,17 @@ impl ReportWriter {
         self.out.get_ref().try_clone()
     }
 
-    /// Flushes and asks the OS to put the rows on disk.
+    /// Flushes and asks the OS to put the rows on disk. An `fsync` error is a write error:
+    /// rows handed to the OS may not be on disk.
     pub fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
         self.out.get_ref().sync_data()
+    }
+
+    /// Closes the file without writing what is still buffered: after a write error, the rows
+    /// in the buffer were named as not recorded, and must not appear in the file later.
+    pub fn abandon(self) {
+        let (_file, _buffered) = self.out.into_parts();
     }
 }
 

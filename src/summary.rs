@@ -65,6 +65,9 @@ pub struct LaneSummary {
     pub slowest_rate: Option<f64>,
     /// `Retry-After` pauses.
     pub pauses: u64,
+    /// The pace the lane settled at after 429s (requests per second at the end); `null` if
+    /// no 429 without `Retry-After` slowed it.
+    pub settled_rate: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +107,9 @@ pub struct Summary {
     /// `--expect-digest` and a mismatch names the files that changed.
     pub files: Vec<crate::digest::FileDigest>,
     pub interrupted: bool,
+    /// Rows sent whose outcome the report could not take (a write error): listed on stderr,
+    /// in none of `counts`.
+    pub not_recorded: u64,
     pub exit_code: u8,
 }
 
@@ -219,6 +225,9 @@ impl Summary {
                             l.slowdowns
                         );
                     }
+                    if let Some(settled) = l.settled_rate {
+                        let _ = write!(s, ", settled at {settled:.2}/s");
+                    }
                     if l.pauses > 0 {
                         let _ = write!(s, ", paused {} time(s) for Retry-After", l.pauses);
                     }
@@ -266,6 +275,7 @@ mod tests {
             digest: None,
             files: vec![],
             interrupted: false,
+            not_recorded: 0,
             exit_code: 0,
         }
     }

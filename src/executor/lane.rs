@@ -271,8 +271,10 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
     // Its watch for a hard cancel, kept for all its attempts.
     let hard = ctx.cancel.hard_watch();
     tokio::pin!(hard);
+    // Raised at the first report write error: nothing more is sent from then on.
+    let write_failed = ctx.out.write_failure();
     while let Some(mut job) = l.queue.next().await {
-        if ctx.cancel.is_soft() {
+        if ctx.cancel.is_soft() || write_failed.has_failed() {
             task::finish_unsent(&ctx, job, &done).await;
             continue;
         }
@@ -297,11 +299,11 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
         if l.queue.wants_sender(ctx.config.concurrency.max(1)) {
             spawn_sender(&ctx, lane, &done);
         }
-        let permit = match ctx.slots.try_acquire() {
+        let permit = match Arc::clone(&ctx.slots).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 let permit = tokio::select! {
-                    p = ctx.slots.acquire() => p,
+                    p = Arc::clone(&ctx.slots).acquire_owned() => p,
                     _ = ctx.cancel.soft() => {
                         l.push_front(job);
                         continue;
@@ -317,8 +319,10 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
                 permit
             }
         };
-        // The target may have been stopped while this row waited for its pace or its slot.
-        if ctx.targets[job.row.target].stopped().is_some() {
+        // The target may have been stopped while this row waited for its pace or its slot,
+        // or the report may have failed: the slot it waited for was freed by the writer's
+        // failing round.
+        if ctx.targets[job.row.target].stopped().is_some() || write_failed.has_failed() {
             drop(permit);
             task::finish_unsent(&ctx, job, &done).await;
             continue;

@@ -12,7 +12,9 @@
 //!   only, and runs the attempt ([`task`]): sign afresh, send over the run's one HTTP client,
 //!   whose connections belong to the origin ([`transport`]), classify ([`retry`]), finish or
 //!   go back to the front of the lane.
-//! - Finished rows go to the writer task ([`output`]), which appends them to the report.
+//! - Finished rows go to the writer task ([`output`]), which appends them to the report. A
+//!   sent row keeps its concurrency slot until the report holds it, and the first write error
+//!   stops dispatching (as a Ctrl-C does): no more is sent than the report can record.
 
 pub mod cancel;
 mod dry;
@@ -42,7 +44,9 @@ pub use cancel::Cancel;
 pub use lane::Lane;
 pub use output::{Batch, OutputSender, OutputThread, Tally};
 pub use retry::AttemptOutcome;
-pub use target::{SendLog, TargetRuntime, AUTH_FAILURES_TO_STOP};
+pub use target::{
+    OriginHealth, SendLog, TargetRuntime, AUTH_FAILURES_TO_STOP, UNREACHABLE_TO_STOP,
+};
 pub use task::RowOutcome;
 pub use transport::{HttpTransport, Transport};
 
@@ -128,8 +132,9 @@ pub struct RunContext<T: Transport> {
     pub transport: T,
     pub out: OutputSender,
     pub cancel: Cancel,
-    /// Requests in flight, at most `config.concurrency`.
-    slots: tokio::sync::Semaphore,
+    /// Requests in flight, at most `config.concurrency`: a sent row holds its slot until the
+    /// writer has put it in the report.
+    slots: Arc<tokio::sync::Semaphore>,
     /// Which lane each row goes to, when rows carry their accounts (else its target's).
     lane_map: LaneMap,
     /// The lanes' senders, awaited at the end of the run (senders start more as needed).
@@ -164,6 +169,15 @@ impl<T: Transport> RunContext<T> {
                 ));
             }
         }
+        // Targets on one origin share its health: connections belong to the origin.
+        let mut origins: HashMap<String, Arc<target::OriginHealth>> = HashMap::new();
+        for t in &mut targets {
+            let name = target::origin_of(&t.spec.base_url);
+            let shared = origins
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(target::OriginHealth::new(name)));
+            t.origin = Arc::clone(shared);
+        }
         let mut lanes_of = vec![0usize; targets.len()];
         for lane in &lanes {
             for &m in &lane.members {
@@ -182,7 +196,7 @@ impl<T: Transport> RunContext<T> {
                 }
             }
         }
-        let slots = tokio::sync::Semaphore::new(config.concurrency.max(1));
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
         RunContext {
             config,
             targets,
@@ -398,6 +412,14 @@ pub async fn execute<T: Transport>(
     mut admit: impl FnMut(&Row, &str) -> Admission,
 ) {
     let done = Arc::new(lane::Done::default());
+    // The first report (or emit) write error stops dispatching, as a Ctrl-C does: in-flight
+    // requests finish, nothing more is sent that the report could not record.
+    let write_failed = ctx.out.write_failure();
+    let cancel = ctx.cancel.clone();
+    let stop_on_failure = tokio::spawn(async move {
+        write_failed.wait().await;
+        cancel.cancel_soft();
+    });
     let mut finished: Vec<MessageId> = Vec::new();
     let mut busy: HashMap<MessageId, VecDeque<(Row, String)>, foldhash::fast::FixedState> =
         HashMap::default();
@@ -560,6 +582,7 @@ pub async fn execute<T: Transport>(
             let _ = worker.await;
         }
     }
+    stop_on_failure.abort();
 }
 
 /// Some lane has [`LANE_AHEAD`] rows waiting, and so has every lane with rows still to come
@@ -622,6 +645,8 @@ fn unusable_row<T: Transport>(
     });
 }
 
+#[cfg(test)]
+mod citizen_tests;
 #[cfg(test)]
 pub(crate) mod sim;
 #[cfg(test)]

@@ -3,13 +3,22 @@
 //! a thread of its own; as a task, a finished row wakes it without waking a parked thread —
 //! a thread wake-up per row was a large share of a fast live run's time.)
 //!
-//! Rows the lanes' senders finish are rendered straight into the writer's inbox (one buffer
-//! behind a lock, the writer woken when it was empty); rows the dispatcher settles, emit
-//! records and the second Ctrl-C's flush come through a channel.
+//! Rows the lanes' senders finish, and the emit records of the requests they send, are
+//! rendered straight into the writer's inbox (one buffer behind a lock, the writer woken when
+//! it was empty); rows the dispatcher settles (with a dry run's emit records) and the second
+//! Ctrl-C's flush come through a channel.
 //!
 //! Durability: after each round of whatever has arrived, both files are flushed to the OS, so
 //! a crash or `kill -9` loses no row that reached the file; the report is also `fsync`ed at
 //! most once a second (on the blocking pool, so no sender waits for the disk) and at the end.
+//! A sent row's concurrency slot comes with it and is freed only once the round that holds it
+//! reached the file, and a row is counted (progress, summary) only then.
+//!
+//! Write errors: the first one on the report (a failed write, flush or `fsync`: disk full,
+//! file too large, I/O error) or the emit file is reported at once and raises
+//! [`WriteFailure`], on which the executor stops dispatching. From then on the report is not
+//! written again; every sent row the report did not take (those of the failing round, and any
+//! that finish after) goes to stderr as its report line, and is counted as not recorded.
 //! Rows that finished but were still in the inbox or the channel at a `kill -9` (microseconds'
 //! worth) are the only ones that can be missing. (The writer does not gather live rows over a
 //! time window to save wake-ups: a confirmed row must reach the file at once, as the SPEC
@@ -25,6 +34,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, Notify};
 
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::emit::EmitWriter;
 use crate::log::{FailedRow, MAX_FAILED_LINES};
 use crate::report::{render_row, ReportFormat, ReportWriter, RowView, Status};
@@ -34,8 +48,6 @@ use super::progress::Counters;
 pub enum Output {
     /// Several finished rows (and their emit records), rendered by the dispatcher.
     Batch(Sent),
-    /// One rendered emit record, newline included.
-    Emit(Vec<u8>),
     /// Second Ctrl-C: put what arrived before this on disk, then confirm.
     FlushNow(std::sync::mpsc::Sender<()>),
 }
@@ -55,17 +67,68 @@ struct Inbox {
 #[derive(Default)]
 struct Finished {
     report: Vec<u8>,
+    /// Emit records of requests sent (or about to be), in the order they were made.
+    emit: Vec<u8>,
     /// Per row: status, attempts, and the last attempt's latency.
     rows: Vec<(Status, u32, Option<Duration>)>,
+    /// Per row, where its line ends in `report` (to name the rows a failed write lost).
+    ends: Vec<usize>,
     /// The failed or cancelled rows among them (see [`Batch::failures`]).
     failures: Vec<FailedRow>,
+    /// The concurrency slots of the sent rows among them, freed once they are in the report.
+    permits: Vec<OwnedSemaphorePermit>,
 }
 
 impl Finished {
     fn clear(&mut self) {
         self.report.clear();
+        self.emit.clear();
         self.rows.clear();
+        self.ends.clear();
         self.failures.clear();
+        self.permits.clear();
+    }
+
+    /// The report lines of the sent rows (at least one attempt) among these.
+    fn sent_lines(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.rows
+            .iter()
+            .zip(starts.zip(self.ends.iter().copied()))
+            .filter(|((_, attempts, _), _)| *attempts > 0)
+            .map(|(_, (start, end))| &self.report[start..end])
+    }
+}
+
+/// Raised by the writer at the first write error on the report or the emit file.
+#[derive(Default)]
+pub struct WriteFailure {
+    failed: AtomicBool,
+    raised: Notify,
+}
+
+impl WriteFailure {
+    fn raise(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.raised.notify_waiters();
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a write failed.
+    pub async fn wait(&self) {
+        loop {
+            // Registered before the check, so a raise between the two is not missed.
+            let raised = self.raised.notified();
+            tokio::pin!(raised);
+            raised.as_mut().enable();
+            if self.has_failed() {
+                return;
+            }
+            raised.await;
+        }
     }
 }
 
@@ -122,6 +185,10 @@ pub struct Tally {
     pub retries: u64,
     pub latency: Histogram<u64>,
     pub io_error: Option<String>,
+    /// Sent rows (at least one attempt) the report holds.
+    pub recorded_sent: u64,
+    /// Sent rows the report could not take (a write error): listed on stderr.
+    pub unrecorded_sent: u64,
     /// The first failed or cancelled rows, in the order they finished.
     pub failed_rows: Vec<FailedRow>,
     /// Failed or cancelled rows beyond those.
@@ -136,16 +203,27 @@ impl Tally {
             retries: 0,
             latency: new_histogram(),
             io_error: None,
+            recorded_sent: 0,
+            unrecorded_sent: 0,
             failed_rows: Vec::new(),
             failed_more: 0,
         }
     }
 
-    /// Keeps the first write error (the run reports it at the end).
-    fn check(&mut self, written: std::io::Result<()>, what: &str) {
-        if let Err(e) = written {
-            self.io_error
-                .get_or_insert(format!("cannot write the {what}: {e}"));
+    /// Keeps the first write error (the run reports it at the end); `false` on an error.
+    fn check(&mut self, written: std::io::Result<()>, what: &str) -> bool {
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                let first = self.io_error.is_none();
+                let text = self
+                    .io_error
+                    .get_or_insert(format!("cannot write the {what}: {e}"));
+                if first {
+                    crate::log::error(&format!("reactbatch run: {text}; sending stopped"));
+                }
+                false
+            }
         }
     }
 
@@ -197,9 +275,15 @@ pub struct OutputSender {
     /// the dispatcher renders faster than the disk takes it (the channel bounds messages,
     /// and a batch is hundreds of rows).
     in_flight: Arc<tokio::sync::Semaphore>,
+    failure: Arc<WriteFailure>,
 }
 
 impl OutputSender {
+    /// Raised at the first write error (see the module documentation).
+    pub fn write_failure(&self) -> Arc<WriteFailure> {
+        Arc::clone(&self.failure)
+    }
+
     /// The report's format, for rendering rows before they are sent.
     pub fn format(&self) -> ReportFormat {
         self.format
@@ -208,15 +292,26 @@ impl OutputSender {
     /// A row a sender finished, with its last attempt's latency when one was sent: rendered
     /// into the writer's inbox. `true` when the inbox is full: await
     /// [`OutputSender::room`] before finishing another row.
-    pub fn finished(&self, row: &RowView<'_>, latency: Option<Duration>) -> bool {
+    /// `permit`, the row's concurrency slot, is freed once the report holds the row.
+    pub fn finished(
+        &self,
+        row: &RowView<'_>,
+        latency: Option<Duration>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> bool {
         let failure = failure_of(row);
         let (first, full) = {
             let mut inbox = self.inbox.lock();
             let first = inbox.rows.is_empty();
             render_row(self.format, row, &mut inbox.report);
+            let end = inbox.report.len();
+            inbox.ends.push(end);
             inbox.rows.push((row.status, row.attempts, latency));
             if let Some(f) = failure {
                 inbox.failures.push(f);
+            }
+            if let Some(p) = permit {
+                inbox.permits.push(p);
             }
             (first, inbox.report.len() >= INBOX_BYTES)
         };
@@ -275,8 +370,19 @@ impl OutputSender {
         let _ = self.tx.send(Output::Batch(sent)).await;
     }
 
+    /// A live request's emit record (newline included), put in the inbox before the request
+    /// is sent: it is written in the same round as the rows finished before it, so a failing
+    /// emit file is noticed while only the rows in flight are unrecorded there.
     pub async fn emit(&self, line: Vec<u8>) {
-        let _ = self.tx.send(Output::Emit(line)).await;
+        let first = {
+            let mut inbox = self.inbox.lock();
+            let first = inbox.rows.is_empty() && inbox.emit.is_empty();
+            inbox.emit.extend_from_slice(&line);
+            first
+        };
+        if first {
+            self.inbox.arrived.notify_one();
+        }
     }
 
     /// Asks the writer to put every row it received on disk, and waits until it has (or is
@@ -332,8 +438,10 @@ impl OutputThread {
         let spare_w = Arc::clone(&spare);
         let inbox = Arc::new(Inbox::default());
         let inbox_w = Arc::clone(&inbox);
+        let failure = Arc::new(WriteFailure::default());
+        let failure_w = Arc::clone(&failure);
         let handle = tokio::spawn(async move {
-            write_loop(rx, &inbox_w, report, emit, &counters, &spare_w).await
+            write_loop(rx, &inbox_w, report, emit, &counters, &spare_w, &failure_w).await
         });
         let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
         Ok((
@@ -343,6 +451,7 @@ impl OutputThread {
                 format,
                 spare,
                 in_flight,
+                failure,
             },
             OutputThread { handle },
         ))
@@ -362,21 +471,106 @@ fn new_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
+/// The files the writer appends to, and whether each still takes writes.
+struct Files {
+    report: Option<ReportWriter>,
+    emit: Option<EmitWriter>,
+}
+
+impl Files {
+    /// Appends to the report, unless it failed before; `false` when it does not hold `rows`.
+    fn report(&mut self, tally: &mut Tally, failure: &WriteFailure, rows: &[u8]) -> bool {
+        let Some(report) = self.report.as_mut() else {
+            return false;
+        };
+        let written = report.write_rendered(rows);
+        self.report_result(tally, failure, written)
+    }
+
+    fn report_result(
+        &mut self,
+        tally: &mut Tally,
+        failure: &WriteFailure,
+        result: std::io::Result<()>,
+    ) -> bool {
+        if tally.check(result, "report") {
+            return true;
+        }
+        // Never written again, and what it buffered is dropped, not written at exit: the
+        // rows it held are named on stderr as not recorded.
+        if let Some(report) = self.report.take() {
+            report.abandon();
+        }
+        failure.raise();
+        false
+    }
+
+    fn emit(&mut self, tally: &mut Tally, failure: &WriteFailure, bytes: &[u8]) {
+        if let Some(w) = self.emit.as_mut() {
+            if !tally.check(w.write_raw(bytes), "emit file") {
+                self.emit = None;
+                failure.raise();
+            }
+        }
+    }
+
+    /// Hands both files' buffers to the OS; `false` when the report did not take them.
+    fn flush(&mut self, tally: &mut Tally, failure: &WriteFailure) -> bool {
+        if let Some(w) = self.emit.as_mut() {
+            if !tally.check(w.flush(), "emit file") {
+                self.emit = None;
+                failure.raise();
+            }
+        }
+        match self.report.as_mut() {
+            Some(report) => {
+                let flushed = report.flush();
+                self.report_result(tally, failure, flushed)
+            }
+            None => false,
+        }
+    }
+}
+
+/// Sent rows the report could not take, as their report lines on stderr (with one line
+/// saying what they are, before the first).
+fn unrecorded(tally: &mut Tally, lines: impl Iterator<Item = impl AsRef<[u8]>>) {
+    let mut err = std::io::stderr().lock();
+    for line in lines {
+        if tally.unrecorded_sent == 0 {
+            let _ = writeln!(
+                err,
+                "reactbatch run: rows sent but not in the report, as report lines:"
+            );
+        }
+        tally.unrecorded_sent += 1;
+        let _ = err.write_all(line.as_ref());
+    }
+}
+
 async fn write_loop(
     mut rx: mpsc::Receiver<Output>,
     inbox: &Inbox,
-    mut report: ReportWriter,
-    mut emit: Option<EmitWriter>,
+    report: ReportWriter,
+    emit: Option<EmitWriter>,
     counters: &Counters,
     spare: &Mutex<Vec<Batch>>,
+    failure: &WriteFailure,
 ) -> Tally {
     let mut tally = Tally::new();
+    let mut files = Files {
+        report: Some(report),
+        emit,
+    };
     let mut last_sync = Instant::now();
     let mut confirm: Vec<std::sync::mpsc::Sender<()>> = Vec::new();
     // A background fsync of the report, at most one at a time.
-    let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
+    let mut syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
     // What the inbox held, swapped for this empty one each round.
     let mut taken = Finished::default();
+    // The dispatcher's rows of this round, counted once the round is in the report.
+    let mut settled: Vec<(Status, u32)> = Vec::new();
+    let mut settled_failures: Vec<FailedRow> = Vec::new();
     let mut open = true;
     while open {
         let mut next = tokio::select! {
@@ -387,32 +581,22 @@ async fn write_loop(
             _ = inbox.arrived.notified() => None,
         };
         let mut handled = 0usize;
+        let mut held = true;
         while let Some(msg) = next.take() {
             handled += 1;
             match msg {
                 Output::Batch(sent) => {
                     let Sent { mut batch, _permit } = sent;
                     // Emit records first, as when each was sent before its row finished.
-                    if let Some(w) = emit.as_mut() {
-                        tally.check(w.write_raw(&batch.emit), "emit file");
-                    }
-                    for f in batch.failures.drain(..) {
-                        tally.record_failure(f);
-                    }
-                    for &(status, attempts) in &batch.rows {
-                        tally.count(counters, status, attempts, None);
-                    }
-                    tally.check(report.write_rendered(&batch.report), "report");
+                    files.emit(&mut tally, failure, &batch.emit);
+                    settled_failures.append(&mut batch.failures);
+                    settled.extend_from_slice(&batch.rows);
+                    held &= files.report(&mut tally, failure, &batch.report);
                     batch.clear();
                     if let Ok(mut spare) = spare.lock() {
                         if spare.len() < SPARE_BATCHES {
                             spare.push(batch);
                         }
-                    }
-                }
-                Output::Emit(line) => {
-                    if let Some(w) = emit.as_mut() {
-                        tally.check(w.write_raw(&line), "emit file");
                     }
                 }
                 Output::FlushNow(done) => confirm.push(done),
@@ -426,17 +610,39 @@ async fn write_loop(
         // Once the channel has closed, no sender is left to add any.
         std::mem::swap(&mut *inbox.lock(), &mut taken);
         inbox.taken.notify_waiters();
-        for f in taken.failures.drain(..) {
-            tally.record_failure(f);
+        files.emit(&mut tally, failure, &taken.emit);
+        held &= files.report(&mut tally, failure, &taken.report);
+        held &= files.flush(&mut tally, failure);
+        if let Some(s) = syncing.take_if(|s| s.is_finished()) {
+            // An fsync that failed is a write error: rows handed to the OS may not be on disk.
+            let synced = s.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            held &= files.report_result(&mut tally, failure, synced);
         }
-        for &(status, attempts, latency) in &taken.rows {
-            tally.count(counters, status, attempts, latency);
+        if held {
+            // The round is in the report: count it.
+            for f in settled_failures.drain(..).chain(taken.failures.drain(..)) {
+                tally.record_failure(f);
+            }
+            for &(status, attempts) in &settled {
+                tally.count(counters, status, attempts, None);
+            }
+            for &(status, attempts, latency) in &taken.rows {
+                tally.count(counters, status, attempts, latency);
+                tally.recorded_sent += u64::from(attempts > 0);
+            }
+        } else {
+            // Not in the report (this round's write failed, or an earlier one did): the sent
+            // rows go to stderr; rows never sent are simply not recorded (a resume runs them).
+            unrecorded(&mut tally, taken.sent_lines());
+            settled_failures.clear();
         }
-        tally.check(report.write_rendered(&taken.report), "report");
+        settled.clear();
+        // Frees the sent rows' slots.
         taken.clear();
-        flush(&mut report, emit.as_mut(), &mut tally);
         if !confirm.is_empty() {
-            let _ = report.sync();
+            if let Some(report) = files.report.as_mut() {
+                let _ = report.sync();
+            }
             for done in confirm.drain(..) {
                 let _ = done.send(());
             }
@@ -444,10 +650,15 @@ async fn write_loop(
         if last_sync.elapsed() >= Duration::from_secs(1)
             && syncing.as_ref().is_none_or(|s| s.is_finished())
         {
-            if let Ok(file) = report.file_to_sync() {
-                syncing = Some(tokio::task::spawn_blocking(move || {
-                    let _ = file.sync_data();
-                }));
+            if let Some(report) = files.report.as_mut() {
+                match report.file_to_sync() {
+                    Ok(file) => {
+                        syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+                    }
+                    Err(e) => {
+                        files.report_result(&mut tally, failure, Err(e));
+                    }
+                }
             }
             last_sync = Instant::now();
         }
@@ -456,18 +667,15 @@ async fn write_loop(
         }
     }
     if let Some(s) = syncing {
-        let _ = s.await;
+        let synced = s.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        files.report_result(&mut tally, failure, synced);
     }
-    flush(&mut report, emit.as_mut(), &mut tally);
-    tally.check(report.sync(), "report");
+    files.flush(&mut tally, failure);
+    if let Some(report) = files.report.as_mut() {
+        let synced = report.sync();
+        files.report_result(&mut tally, failure, synced);
+    }
     tally
-}
-
-fn flush(report: &mut ReportWriter, emit: Option<&mut EmitWriter>, tally: &mut Tally) {
-    tally.check(report.flush(), "report");
-    if let Some(w) = emit {
-        tally.check(w.flush(), "emit file");
-    }
 }
 
 #[cfg(test)]
@@ -520,7 +728,11 @@ mod tests {
             } else {
                 Status::Ok
             };
-            if out.finished(&view(rows, status, &long), Some(Duration::from_millis(3))) {
+            if out.finished(
+                &view(rows, status, &long),
+                Some(Duration::from_millis(3)),
+                None,
+            ) {
                 break;
             }
         }
@@ -528,7 +740,7 @@ mod tests {
         assert!(out.room().now_or_never().is_none(), "room while full");
         // Awaiting lets the writer take the inbox; then there is room again.
         out.room().await;
-        assert!(!out.finished(&view(rows + 1, Status::Ok, ""), None));
+        assert!(!out.finished(&view(rows + 1, Status::Ok, ""), None, None));
         drop(out);
         let tally = thread.join().await;
         assert_eq!(tally.rows, rows + 1);

@@ -27,6 +27,13 @@
 //!   Once slowed, the lane paces from actual send times (no late allowance, no burst), since a
 //!   strict provider counts the gaps between arrivals: a plan rate exactly at such a
 //!   provider's limit settles just under it instead of oscillating.
+//! - A 429 slows every lane, `unlimited` included: when the lane was sending far above what
+//!   the provider accepted over the last [`ACCEPT_WINDOW`] (more than [`FAR_ABOVE`] × that),
+//!   the pace drops to the accepted rate instead, and its ceiling then grows by [`PROBE`] of
+//!   itself per second (the measurement after a burst is pessimistic) until the next 429
+//!   finds the limit. 429s in a row (no acceptance between) also hold the next send back
+//!   exponentially, up to [`MAX_REFUSAL_WAIT`]: requests after a refusal never outrun
+//!   acceptances.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -69,29 +76,51 @@ pub const CLIMB: f64 = 0.1;
 pub const RECOVER: f64 = 0.001;
 /// The slowest a lane is paced at after 429s, in requests per second (one a minute).
 const FLOOR: f64 = 1.0 / 60.0;
+/// The span over which acceptances are counted to measure what the provider takes.
+pub const ACCEPT_WINDOW: Duration = Duration::from_secs(2);
+/// A pace more than this many times the measured acceptance rate is far above the provider's
+/// limit: the lane drops to the measurement rather than stepping down from its pace.
+pub const FAR_ABOVE: f64 = 2.0;
+/// After a drop to the measured rate, the ceiling grows by this share of itself per second.
+pub const PROBE: f64 = 0.5;
+/// The longest that 429s in a row hold a lane's next send back.
+pub const MAX_REFUSAL_WAIT: Duration = Duration::from_secs(30);
+/// Acceptance times kept, at most (a fast lane's window would otherwise hold thousands).
+const ACCEPTS_KEPT: usize = 4096;
 
 /// The adaptive part of a lane's pace: what 429s without `Retry-After` did to it.
 #[derive(Debug, Clone, Copy)]
 pub struct Adapt {
-    /// The configured rate, requests per second.
+    /// The configured rate, requests per second (infinite for `unlimited`).
     configured: f64,
+    /// The rate the pace climbs and the ceiling recovers in proportion to: the rate the last
+    /// decrease came at (never above the configured rate).
+    reference: f64,
     /// Pace right after the last decrease, and when that was.
     from: f64,
     at: Instant,
     /// Ceiling right after the last decrease.
     ceiling: f64,
+    /// The ceiling came from the measured acceptance rate: it grows by [`PROBE`] per second.
+    probing: bool,
 }
 
 impl Adapt {
     /// Pace (requests per second) at `now`.
     fn rate(&self, now: Instant) -> f64 {
         let secs = now.saturating_duration_since(self.at).as_secs_f64();
-        (self.from + CLIMB * self.configured * secs).min(self.ceiling(now))
+        let ceiling = self.ceiling(now);
+        (self.from + CLIMB * self.reference.max(ceiling) * secs).min(ceiling)
     }
 
     fn ceiling(&self, now: Instant) -> f64 {
         let secs = now.saturating_duration_since(self.at).as_secs_f64();
-        (self.ceiling + RECOVER * self.configured * secs).min(self.configured)
+        let grown = if self.probing {
+            self.ceiling * (1.0 + PROBE).powf(secs)
+        } else {
+            self.ceiling + RECOVER * self.reference * secs
+        };
+        grown.min(self.configured)
     }
 }
 
@@ -104,6 +133,8 @@ pub struct PaceStats {
     pub slowest_rate: Option<f64>,
     /// `Retry-After` pauses.
     pub pauses: u64,
+    /// The pace the lane was at when the run ended, if a 429 ever slowed it.
+    pub settled_rate: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -120,6 +151,8 @@ pub struct RateLimiter {
     turn: tokio::sync::Mutex<()>,
     /// Wait through [`super::pacer`] (sub-millisecond) rather than tokio's timer.
     precise: bool,
+    /// Set once a 429 slowed or paused the lane: an unlimited lane is paced from then on.
+    paced: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +164,10 @@ struct State {
     /// Set once a 429 without `Retry-After` slowed the pace.
     adapt: Option<Adapt>,
     stats: PaceStats,
+    /// When answers other than 429 came, within [`ACCEPT_WINDOW`], oldest first.
+    accepted: VecDeque<Instant>,
+    /// 429s that decreased the pace with no acceptance since.
+    refusals_in_row: u32,
 }
 
 impl RateLimiter {
@@ -160,7 +197,13 @@ impl RateLimiter {
             state: Mutex::new(State::default()),
             turn: tokio::sync::Mutex::new(()),
             precise: false,
+            paced: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether sends wait for a pace: a limited lane, or one a 429 slowed or paused.
+    fn is_paced(&self) -> bool {
+        self.interval.is_some() || self.paced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Precise wake-ups ([`super::pacer`]) for intervals shorter than
@@ -174,7 +217,13 @@ impl RateLimiter {
     }
 
     async fn sleep_until(&self, at: Instant) {
-        if self.precise {
+        // A lane a 429 slowed below the precise range waits on tokio's timer again.
+        let precise = self.precise
+            && (!self.paced.load(std::sync::atomic::Ordering::Acquire)
+                || self.current_rate().is_some_and(|r| {
+                    Duration::from_secs_f64(1.0 / r.max(FLOOR)) < super::pacer::PRECISE_BELOW
+                }));
+        if precise {
             super::pacer::sleep_until(at).await;
         } else {
             tokio::time::sleep_until(at).await;
@@ -207,54 +256,113 @@ impl RateLimiter {
     }
 
     /// A 429 without `Retry-After` to a request sent at `sent_at`: slow the pace (once per
-    /// congestion: requests sent before the last decrease do not decrease it again).
+    /// congestion: requests sent before the last decrease do not decrease it again), whatever
+    /// the configured rate.
     pub fn rate_limited(&self, sent_at: Instant) {
-        let Some(base) = self.interval else {
-            return;
-        };
         let now = Instant::now();
         let mut state = self.state();
-        let configured = 1.0 / base.as_secs_f64();
+        let configured = self
+            .interval
+            .map_or(f64::INFINITY, |i| 1.0 / i.as_secs_f64());
         if state.adapt.is_some_and(|a| sent_at <= a.at) {
             return;
         }
         let current = state.adapt.map_or(configured, |a| a.rate(now));
+        let measured = Self::accepted_rate(&mut state, now);
         let at_ceiling = state
             .adapt
             .is_some_and(|a| current >= a.ceiling(now) * (1.0 - 1e-9));
-        let step = if at_ceiling { REFINE } else { SETTLE };
-        let ceiling = (current * step).max(FLOOR);
+        let probing = current > FAR_ABOVE * measured;
+        let (base, step) = if probing {
+            (measured, SETTLE)
+        } else if at_ceiling {
+            (current, REFINE)
+        } else {
+            (current, SETTLE)
+        };
+        let ceiling = (base * step).max(FLOOR);
         let from = (ceiling * DECREASE).max(FLOOR);
         state.adapt = Some(Adapt {
             configured,
+            reference: base.min(configured),
             from,
             at: now,
             ceiling,
+            probing,
         });
+        state.refusals_in_row = state.refusals_in_row.saturating_add(1);
         state.stats.slowdowns += 1;
         state.stats.slowest_rate = Some(state.stats.slowest_rate.map_or(from, |s| s.min(from)));
-        // The next send waits a full interval at the new pace from now.
-        let next = now + Duration::from_secs_f64(1.0 / from);
+        // The next send waits a full interval at the new pace from now, doubled for each
+        // 429 in a row before this one.
+        let doubling = 1u32 << (state.refusals_in_row - 1).min(16);
+        let wait = Duration::from_secs_f64(1.0 / from)
+            .saturating_mul(doubling)
+            .min(MAX_REFUSAL_WAIT.max(Duration::from_secs_f64(1.0 / from)));
+        let next = now + wait;
         state.tat = Some(state.tat.map_or(next, |t| t.max(next)));
+        drop(state);
+        self.paced.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Requests per second the provider accepted over the last [`ACCEPT_WINDOW`] (over at least
+    /// one second, and counting at least one acceptance: a refusal before any answer is no
+    /// proof that the provider takes nothing).
+    fn accepted_rate(state: &mut State, now: Instant) -> f64 {
+        while state
+            .accepted
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > ACCEPT_WINDOW)
+        {
+            state.accepted.pop_front();
+        }
+        // Measured from the oldest acceptance still in the window: a lane that has just
+        // started (or was idle) is not credited with time it did not send in.
+        let span = state
+            .accepted
+            .front()
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(*t))
+            .max(Duration::from_secs(1));
+        state.accepted.len().max(1) as f64 / span.as_secs_f64()
+    }
+
+    /// The provider accepted a request (any answer but 429) at `at`: counted for the measured
+    /// rate, and the end of a run of refusals.
+    pub fn accepted(&self, at: Instant) {
+        let mut state = self.state();
+        state.refusals_in_row = 0;
+        if state.accepted.len() >= ACCEPTS_KEPT {
+            state.accepted.pop_front();
+        }
+        state.accepted.push_back(at);
     }
 
     /// The pace now, requests per second (`None` when unlimited).
     pub fn current_rate(&self) -> Option<f64> {
-        let base = self.interval?;
         let state = self.state();
+        if self.interval.is_none() && state.adapt.is_none() {
+            return None;
+        }
+        let base = self.interval.unwrap_or_default();
         Some(1.0 / Self::interval_at(&state, base, Instant::now()).as_secs_f64())
     }
 
     pub fn stats(&self) -> PaceStats {
-        self.state().stats
+        let slowed = self.state().adapt.is_some();
+        let settled_rate = if slowed { self.current_rate() } else { None };
+        PaceStats {
+            settled_rate,
+            ..self.state().stats
+        }
     }
 
     /// The send that took the last slot actually left at `at` (it waited for a concurrency
     /// slot after its pace slot): the schedule and the window guard count it then.
     pub fn sent_late(&self, at: Instant) {
-        let Some(base) = self.interval else {
+        if !self.is_paced() {
             return;
-        };
+        }
+        let base = self.interval.unwrap_or_default();
         let mut state = self.state();
         if let Some(last) = state.sent.back_mut() {
             *last = (*last).max(at);
@@ -304,9 +412,10 @@ impl RateLimiter {
     /// had slept until it. Without this the schedule would move by that work on every send
     /// and fall behind the rate.
     pub async fn next_slot(&self, backlog: bool) {
-        let Some(interval) = self.interval else {
+        if !self.is_paced() {
             return;
-        };
+        }
+        let interval = self.interval.unwrap_or_default();
         // Whether this send is part of a backlog (others were waiting, or it had to wait).
         let (_turn, mut pressed) = match self.turn.try_lock() {
             Ok(turn) => (turn, false),
@@ -352,7 +461,9 @@ impl RateLimiter {
         };
         let spacing = Self::interval_at(&state, interval, sent);
         state.tat = Some(state.tat.unwrap_or(counted).max(counted) + spacing);
-        state.sent.push_back(sent);
+        if self.interval.is_some() {
+            state.sent.push_back(sent);
+        }
     }
 
     /// Holds every sender of this target until `until` (a provider's `Retry-After`); sending
@@ -362,6 +473,8 @@ impl RateLimiter {
         state.stats.pauses += 1;
         let resume = until + self.tolerance;
         state.tat = Some(state.tat.map_or(resume, |t| t.max(resume)));
+        drop(state);
+        self.paced.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -564,10 +677,18 @@ mod adaptive_tests {
         (a - b).abs() < 1e-6
     }
 
+    /// A second of sends at the configured pace, every one accepted.
+    async fn accepted_for_a_second(limiter: &RateLimiter, rate: u32) {
+        for _ in 0..rate {
+            limiter.until_ready().await;
+            limiter.accepted(Instant::now());
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_429_slows_the_pace_which_climbs_back_to_just_under_where_it_came() {
         let limiter = RateLimiter::new(per_sec(10), 1);
-        limiter.until_ready().await;
+        accepted_for_a_second(&limiter, 10).await;
         let sent = Instant::now();
         limiter.rate_limited(sent);
         // Ceiling 0.95 × 10, pace 0.8 × that.
@@ -592,7 +713,7 @@ mod adaptive_tests {
     #[tokio::test(start_paused = true)]
     async fn a_429_at_the_ceiling_refines_it_in_a_small_step() {
         let limiter = RateLimiter::new(per_sec(10), 1);
-        limiter.until_ready().await;
+        accepted_for_a_second(&limiter, 10).await;
         limiter.rate_limited(Instant::now());
         // Still climbing (8.6/s, under the 9.5 ceiling): a new congestion lowers the ceiling
         // to 0.95 × the pace it came at.
@@ -601,7 +722,9 @@ mod adaptive_tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         let ceiling = limiter.current_rate().expect("rate");
         assert!((8.17..8.3).contains(&ceiling), "{ceiling}");
-        // At the ceiling: a 429 lowers it by 2% only.
+        // At the ceiling, the provider accepting what the lane sends: a 429 lowers it by 2%
+        // only.
+        accepted_for_a_second(&limiter, 8).await;
         limiter.rate_limited(Instant::now());
         tokio::time::advance(Duration::from_secs(10)).await;
         let refined = limiter.current_rate().expect("rate");
@@ -656,6 +779,7 @@ mod adaptive_tests {
             } else {
                 ok += 1;
                 last_ok = Some(arrival);
+                limiter.accepted(sent);
             }
         }
         let achieved = f64::from(ok) / (Instant::now() - start).as_secs_f64();

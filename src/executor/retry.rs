@@ -108,6 +108,26 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some((at - now).to_std().unwrap_or_default().min(MAX))
 }
 
+/// A retry hint in a JSON error body, where a provider gives it instead of the header:
+/// `retry_after` or `retryAfter`, in seconds (a number or a numeric string), capped like the
+/// header.
+pub fn retry_after_in_body(body: &[u8]) -> Option<Duration> {
+    // Most bodies carry no hint: no JSON parse for them.
+    if !body.windows(5).any(|w| w.eq_ignore_ascii_case(b"retry")) {
+        return None;
+    }
+    let serde_json::Value::Object(map) = serde_json::from_slice(body).ok()? else {
+        return None;
+    };
+    let value = map.get("retry_after").or_else(|| map.get("retryAfter"))?;
+    let secs = match value {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +177,24 @@ mod tests {
         }
         let ra = Some(Duration::from_secs(3));
         assert!(backoff(1, base, cap, ra, &mut rng) >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_retry_hint_in_a_json_body_is_read_in_seconds() {
+        let secs = |b: &str| retry_after_in_body(b.as_bytes());
+        assert_eq!(secs(r#"{"retry_after": 2}"#), Some(Duration::from_secs(2)));
+        assert_eq!(
+            secs(r#"{"code":"x","retryAfter":"1.5"}"#),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            secs(r#"{"retry_after": 1e9}"#),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(secs(r#"{"retry_after": -1}"#), None);
+        assert_eq!(secs(r#"{"retry_after": true}"#), None);
+        assert_eq!(secs(r#"{"code":"rate_limited"}"#), None);
+        assert_eq!(secs("retry later"), None);
     }
 
     #[test]

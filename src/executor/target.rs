@@ -1,6 +1,6 @@
 //! A target while a run goes on ([`TargetRuntime`]): its credential, its lane, its
-//! authentication health; and [`SendLog`], the send counts and windows that targets and lanes
-//! report in the summary.
+//! authentication health, its origin's reachability ([`OriginHealth`]); and [`SendLog`], the
+//! send counts and windows that targets and lanes report in the summary.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -14,6 +14,72 @@ use crate::secret::Secret;
 
 /// 401/403 answers in a row (no success between) after which a target is stopped.
 pub const AUTH_FAILURES_TO_STOP: u32 = 3;
+
+/// Failures in a row to establish a connection to one origin (no connection made between)
+/// after which the origin's targets are stopped.
+pub const UNREACHABLE_TO_STOP: u32 = 10;
+
+/// One origin (`host:port`) of the run's targets, shared by every target there: its failures
+/// in a row to establish a connection (refused, DNS, connect timeout, TLS handshake), and
+/// why it was given up once it was. A reset or a 5xx on a connection that was made does not
+/// count: the origin is there.
+#[derive(Debug, Default)]
+pub struct OriginHealth {
+    /// `host:port`.
+    pub name: String,
+    failures: AtomicU32,
+    stopped: AtomicBool,
+    reason: OnceLock<String>,
+}
+
+impl OriginHealth {
+    pub(crate) fn new(name: String) -> OriginHealth {
+        OriginHealth {
+            name,
+            ..OriginHealth::default()
+        }
+    }
+
+    /// Why the origin was given up (naming it and the last cause), if it was.
+    pub fn unreachable(&self) -> Option<&str> {
+        if self.stopped.load(Ordering::Acquire) {
+            self.reason.get().map(String::as_str)
+        } else {
+            None
+        }
+    }
+
+    /// A connection was made (an answer came, or an established connection dropped).
+    pub(super) fn connected(&self) {
+        // Read first: most answers find it at zero, and a store would bounce the cache line
+        // between the senders of every lane on this origin.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A failure to establish a connection, `cause` in one line; stops the origin at the
+    /// [`UNREACHABLE_TO_STOP`]th in a row.
+    pub(super) fn failed(&self, cause: &str) {
+        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= UNREACHABLE_TO_STOP && !self.stopped.load(Ordering::Acquire) {
+            let _ = self.reason.set(format!(
+                "origin {} unreachable: {n} attempts in a row to connect failed (last: {cause}); \
+                 its targets were stopped",
+                self.name
+            ));
+            self.stopped.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// The `host:port` a base URL's connections go to (empty for a URL without one).
+pub(crate) fn origin_of(base_url: &str) -> String {
+    url::Url::parse(base_url)
+        .ok()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+        .unwrap_or_default()
+}
 
 /// A target while a run goes on: its credential, lane and authentication health.
 pub struct TargetRuntime {
@@ -31,6 +97,8 @@ pub struct TargetRuntime {
     stop_reason: OnceLock<String>,
     /// Shared with its lane when it is the lane's only member.
     pub(crate) sends: Arc<SendLog>,
+    /// Its origin's health, shared with every target there (see `RunContext::new`).
+    pub(crate) origin: Arc<OriginHealth>,
 }
 
 /// When requests went out: how many, first, last, and the busiest one-second window.
@@ -102,6 +170,7 @@ impl SendLog {
 
 impl TargetRuntime {
     pub fn new(spec: Target, secret: Secret, rate: Rate) -> TargetRuntime {
+        let spec_base_url = spec.base_url.clone();
         TargetRuntime {
             endpoint: Endpoint::new(&spec),
             signer: Signer::new(&secret),
@@ -112,15 +181,35 @@ impl TargetRuntime {
             stopped: AtomicBool::new(false),
             stop_reason: OnceLock::new(),
             sends: Arc::default(),
+            origin: Arc::new(OriginHealth::new(origin_of(&spec_base_url))),
         }
     }
 
-    /// Why this target was stopped, if it was.
+    /// Why this target was stopped (authentication, or its origin unreachable), if it was.
     pub fn stopped(&self) -> Option<&str> {
+        self.auth_stopped().or_else(|| self.origin.unreachable())
+    }
+
+    /// Why this target was stopped on authentication failures, if it was.
+    pub fn auth_stopped(&self) -> Option<&str> {
         if self.stopped.load(Ordering::Acquire) {
             self.stop_reason.get().map(String::as_str)
         } else {
             None
+        }
+    }
+
+    /// Its origin's health (shared with the other targets there).
+    pub fn origin(&self) -> &OriginHealth {
+        &self.origin
+    }
+
+    /// The code of its rows not sent because it was stopped.
+    pub(super) fn stop_code(&self) -> &'static str {
+        if self.auth_stopped().is_some() {
+            "auth_stopped"
+        } else {
+            "unreachable"
         }
     }
 

@@ -2,17 +2,22 @@
 //! attempts. [`attempt`] signs afresh, sends, classifies the answer and either finishes the row
 //! (its [`RowOutcome`] rendered for the writer) or puts it back at the front of its lane.
 //!
-//! - 429 without `Retry-After` slows the lane ([`super::rate::RateLimiter::rate_limited`]);
-//!   with `Retry-After` the lane pauses. Either way the row keeps its place and uses no
-//!   retry, as long as it has been rate limited for less than the run's `rate_limit_budget`;
-//!   after that a 429 counts as an ordinary retry.
+//! - 429 without `Retry-After` slows the lane ([`super::rate::RateLimiter::rate_limited`]),
+//!   whatever its configured rate; with `Retry-After` (a header, or `retry_after` /
+//!   `retryAfter` seconds in a JSON body) the lane pauses. Either way the row keeps its place
+//!   and uses no retry, as long as it has been rate limited for less than the run's
+//!   `rate_limit_budget`; after that a 429 counts as an ordinary retry.
+//! - An answer other than 429 is an acceptance the lane's pace is measured from; the outcome
+//!   also feeds the origin's breaker ([`super::target::OriginHealth`]): failures to establish
+//!   a connection count, an answer or a drop on an established connection starts again.
+//! - A sent row's concurrency slot goes to the writer with it (see [`finish`]).
 //! - 5xx, timeouts and connection errors use `--retries`, with backoff and jitter.
 
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use tokio::sync::SemaphorePermit;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::emit::{EmitRecord, EmitWriter};
@@ -147,8 +152,15 @@ impl Job {
 }
 
 /// Hands a finished row to the writer (rendered with the same view builder as every other
-/// row), waiting only when the writer has fallen a whole inbox behind.
-async fn finish<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: RowOutcome) -> MessageId {
+/// row), waiting only when the writer has fallen a whole inbox behind. A row that was sent
+/// hands its concurrency slot (`permit`) on with it: the writer frees the slot once the
+/// report holds the row, so rows sent and not recorded never outnumber the slots.
+async fn finish<T: Transport>(
+    ctx: &RunContext<T>,
+    job: &Job,
+    outcome: RowOutcome,
+    permit: Option<OwnedSemaphorePermit>,
+) -> MessageId {
     let full = with_timestamp(chrono::Utc::now(), |finished_at| {
         let settled = settled_view(
             &ctx.targets,
@@ -167,6 +179,7 @@ async fn finish<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: RowOutcom
                 ..settled
             },
             outcome.latency,
+            permit,
         )
     });
     if full {
@@ -181,8 +194,14 @@ pub(super) async fn finish_unsent<T: Transport>(
     job: Job,
     done: &super::lane::Done,
 ) {
-    let outcome = match ctx.targets[job.row.target].stopped() {
-        Some(reason) => job.outcome(Status::Skipped, None, "auth_stopped", reason.to_string()),
+    let target = &ctx.targets[job.row.target];
+    let outcome = match target.stopped() {
+        Some(reason) => job.outcome(
+            Status::Skipped,
+            None,
+            target.stop_code(),
+            reason.to_string(),
+        ),
         None => job.outcome(
             Status::Cancelled,
             None,
@@ -194,7 +213,7 @@ pub(super) async fn finish_unsent<T: Transport>(
             },
         ),
     };
-    let id = finish(ctx, &job, outcome).await;
+    let id = finish(ctx, &job, outcome, None).await;
     done.push(id, true);
 }
 
@@ -214,7 +233,7 @@ pub(super) async fn attempt<T: Transport>(
     session: &mut T::Session,
     lane: usize,
     job: &mut Job,
-    permit: SemaphorePermit<'_>,
+    permit: OwnedSemaphorePermit,
     hard: std::pin::Pin<&mut (dyn std::future::Future<Output = ()> + Send)>,
 ) -> Attempted {
     let target = &ctx.targets[job.row.target];
@@ -236,7 +255,6 @@ pub(super) async fn attempt<T: Transport>(
         outcome = ctx.transport.send(session, signed, ctx.config.timeout) => Some(outcome),
         _ = hard => None,
     };
-    drop(permit);
     let Some(outcome) = outcome else {
         let o = job.outcome(
             Status::Cancelled,
@@ -244,9 +262,31 @@ pub(super) async fn attempt<T: Transport>(
             "cancelled",
             "interrupted while the request was in flight; it may have been applied".into(),
         );
-        return Attempted::Finished(finish(ctx, job, o).await);
+        return Attempted::Finished(finish(ctx, job, o, Some(permit)).await);
     };
     job.latency = Some(sent_at.elapsed());
+    // The origin's breaker: failures to establish a connection in a row stop its targets.
+    match &outcome {
+        AttemptOutcome::Unreachable {
+            origin, message, ..
+        } => {
+            // The origin's own message names it: the cause alone.
+            let prefix = format!("cannot connect to {origin}: ");
+            target
+                .origin
+                .failed(message.strip_prefix(&prefix).unwrap_or(message))
+        }
+        AttemptOutcome::Answered { .. } | AttemptOutcome::Connection(_) => {
+            target.origin.connected()
+        }
+        AttemptOutcome::Timeout | AttemptOutcome::Refused { .. } => {}
+    }
+    if let AttemptOutcome::Answered { status, .. } = &outcome {
+        if *status != 429 {
+            // Taken under the provider's rate limit: what a 429's slowdown is measured from.
+            lane.limiter.accepted(Instant::now());
+        }
+    }
     let (http_status, code, message) = match &outcome {
         AttemptOutcome::Answered {
             status,
@@ -273,18 +313,19 @@ pub(super) async fn attempt<T: Transport>(
             (None, code.clone(), message.clone())
         }
     };
+    // A finished row hands its slot to the writer; one that goes again frees it on return.
     match classify(&outcome) {
         Verdict::Success => {
             target.record_auth(false, 0, "");
             let o = job.outcome(Status::Ok, http_status, &code, message);
-            Attempted::Finished(finish(ctx, job, o).await)
+            Attempted::Finished(finish(ctx, job, o, Some(permit)).await)
         }
         Verdict::Fail { auth } => {
             if auth {
                 target.record_auth(true, http_status.unwrap_or(0), &code);
             }
             let o = job.outcome(Status::Failed, http_status, &code, message);
-            Attempted::Finished(finish(ctx, job, o).await)
+            Attempted::Finished(finish(ctx, job, o, Some(permit)).await)
         }
         Verdict::Retry { retry_after } => {
             let limited = http_status == Some(429);
@@ -321,7 +362,7 @@ pub(super) async fn attempt<T: Transport>(
                         &code,
                         why.trim_start().to_string(),
                     );
-                    return Attempted::Finished(finish(ctx, job, o).await);
+                    return Attempted::Finished(finish(ctx, job, o, Some(permit)).await);
                 }
                 if let (false, Some(ra)) = (limited, retry_after) {
                     lane.limiter.pause_until(Instant::now() + ra);

@@ -19,7 +19,7 @@ use tokio_rustls::rustls::pki_types::CertificateDer;
 
 use crate::provider::SignedRequest;
 
-use super::retry::{parse_retry_after, AttemptOutcome};
+use super::retry::{parse_retry_after, retry_after_in_body, AttemptOutcome};
 
 /// Response bodies are read up to this many bytes; the rest is ignored (a hostile or broken
 /// server cannot make us buffer megabytes per row).
@@ -619,7 +619,9 @@ pub(super) fn answered(status: u16, retry_after: Option<&str>, body: &[u8]) -> A
     };
     AttemptOutcome::Answered {
         status,
-        retry_after: retry_after.and_then(|v| parse_retry_after(v, chrono::Utc::now())),
+        retry_after: retry_after
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()))
+            .or_else(|| (status >= 400).then(|| retry_after_in_body(body)).flatten()),
         code,
         message,
     }

@@ -418,6 +418,7 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             slowdowns: 0,
             slowest_rate: None,
             pauses: 0,
+            settled_rate: None,
         }],
         latency: Some(LatencySummary {
             p50_ms: 1.0,
@@ -431,6 +432,7 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             digest: "sha256:0".into(),
         }],
         interrupted: false,
+        not_recorded: 0,
         exit_code: 0,
     };
     let value = serde_json::to_value(&summary).expect("JSON");

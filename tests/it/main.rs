@@ -4,6 +4,7 @@
 mod accounts;
 mod common;
 
+mod citizen;
 mod diagnostics;
 mod dry_run;
 mod ecosystem;

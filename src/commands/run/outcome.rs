@@ -47,13 +47,21 @@ pub fn outcome(
     let stopped: Vec<(String, String)> = targets
         .iter()
         .filter_map(|t| {
-            t.stopped()
+            t.auth_stopped()
                 .map(|why| (t.spec.name.clone(), why.to_string()))
         })
         .collect();
+    // Each unreachable origin once, however many targets it has.
+    let mut unreachable: Vec<&str> = targets
+        .iter()
+        .filter_map(|t| t.origin().unreachable())
+        .collect();
+    unreachable.sort_unstable();
+    unreachable.dedup();
     let exit = Exit::of_run(&RunOutcome {
         stopped_by,
         auth_stopped: !stopped.is_empty(),
+        unreachable: !unreachable.is_empty(),
         rows_failed: counters.get(Status::Failed) + counters.get(Status::Cancelled) > 0,
         output_failed: tally.io_error.is_some(),
     });
@@ -92,7 +100,12 @@ pub fn outcome(
                 requests: t.requests(),
                 achieved_rate: t.achieved_rate(),
                 max_requests_in_1s: t.max_sent_in_1s(),
-                stopped: t.stopped().map(str::to_string),
+                // An unreachable origin is named once, below, not on each of its targets.
+                stopped: t.auth_stopped().map(str::to_string).or_else(|| {
+                    t.origin().unreachable().map(|_| {
+                        format!("target {} stopped: its origin is unreachable", t.spec.name)
+                    })
+                }),
                 plan: plan_audit.clone(),
             })
             .collect(),
@@ -120,6 +133,7 @@ pub fn outcome(
                     slowdowns: pace.slowdowns,
                     slowest_rate: pace.slowest_rate,
                     pauses: pace.pauses,
+                    settled_rate: pace.settled_rate,
                 }
             })
             .collect(),
@@ -127,13 +141,31 @@ pub fn outcome(
         digest: Some(digest.plan),
         files: digest.files,
         interrupted: stopped_by.is_some(),
+        not_recorded: tally.unrecorded_sent,
         exit_code: exit.code(),
     };
     if let Some(err) = &tally.io_error {
-        crate::log::error(&format!("reactbatch run: {err}"));
+        // The resume reads the report as it is: the rows it holds are done.
+        let report = config.report.display();
+        crate::log::error(&format!(
+            "reactbatch run: {err}; sending stopped: {} row(s) sent and recorded, {} sent and not \
+             recorded{}; once the report can be written, go on with: reactbatch run {} --report \
+             {report} --resume {report} (it sends the rows not recorded again)",
+            tally.recorded_sent,
+            tally.unrecorded_sent,
+            if tally.unrecorded_sent > 0 {
+                " (listed above as report lines)"
+            } else {
+                ""
+            },
+            plan.path.display(),
+        ));
     }
     if config.dry_run {
         crate::log::info(crate::audit::render(&audit, &plan.targets).trim_end());
+    }
+    for why in &unreachable {
+        crate::log::error(&format!("reactbatch run: {why}"));
     }
     let report = config.report.display().to_string();
     // Cancelled rows are not named one by one: the report has them, and after a signal they
@@ -162,11 +194,15 @@ pub fn outcome(
     }
     if let Some(path) = &config.summary_json {
         let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, json) {
+        if let Err(e) = write_synced(path, &json) {
             crate::log::error(&format!(
                 "reactbatch run: cannot write summary {}: {e}",
                 path.display()
             ));
+            // An output the run could not write: 74, unless a signal's code comes first.
+            if stopped_by.is_none() {
+                return Exit::OutputFailed;
+            }
         }
     }
     exit
@@ -197,4 +233,12 @@ fn interrupted_line(stop: crate::signals::Stop, summary: &Summary, config: &RunC
         count(Status::Cancelled),
         summary.report,
     )
+}
+
+/// Writes `bytes` to `path` and puts them on disk: an `fsync` error is a write error too.
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
 }
