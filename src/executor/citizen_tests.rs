@@ -194,7 +194,7 @@ async fn only_failures_to_connect_in_a_row_stop_an_origin() {
     let refused = |code: &str| AttemptOutcome::Unreachable {
         origin: "127.0.0.1:9".into(),
         code: code.into(),
-        message: "cannot connect to 127.0.0.1:9: handshake failed".into(),
+        message: "127.0.0.1:9: TLS handshake: handshake failed".into(),
     };
     // Nine TLS failures (final), an answer, nine more, an answer... never ten in a row.
     let provider = Arc::new(

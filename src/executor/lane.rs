@@ -299,6 +299,28 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
         if l.queue.wants_sender(ctx.config.concurrency.max(1)) {
             spawn_sender(&ctx, lane, &done);
         }
+        // A row sent and not yet in the report holds one of `unrecorded`'s permits until the
+        // writer has it: no more rows are sent than the report is behind by `concurrency`.
+        // It is apart from the request's slot, which is freed as soon as the answer is read:
+        // a slot held through the writer's round frees in bursts, and a burst of requests
+        // finds the pool's connections still on their way back and opens new ones.
+        let record = match Arc::clone(&ctx.unrecorded).try_acquire_owned() {
+            Ok(record) => record,
+            Err(_) => {
+                let record = tokio::select! {
+                    p = Arc::clone(&ctx.unrecorded).acquire_owned() => p,
+                    _ = ctx.cancel.soft() => {
+                        l.push_front(job);
+                        continue;
+                    }
+                };
+                let Ok(record) = record else {
+                    l.push_front(job);
+                    continue;
+                };
+                record
+            }
+        };
         let permit = match Arc::clone(&ctx.slots).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -324,10 +346,20 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
         // failing round.
         if ctx.targets[job.row.target].stopped().is_some() || write_failed.has_failed() {
             drop(permit);
+            drop(record);
             task::finish_unsent(&ctx, job, &done).await;
             continue;
         }
-        match task::attempt(&ctx, &mut session, lane, &mut job, permit, hard.as_mut()).await {
+        match task::attempt(
+            &ctx,
+            &mut session,
+            lane,
+            &mut job,
+            (permit, record),
+            hard.as_mut(),
+        )
+        .await
+        {
             task::Attempted::Finished(id) => {
                 // With no row left in the lane, the dispatcher may be holding the next ones
                 // (behind a busy message, or not read yet): tell it now.

@@ -12,8 +12,8 @@
 //!   only, and runs the attempt ([`task`]): sign afresh, send over the run's one HTTP client,
 //!   whose connections belong to the origin ([`transport`]), classify ([`retry`]), finish or
 //!   go back to the front of the lane.
-//! - Finished rows go to the writer task ([`output`]), which appends them to the report. A
-//!   sent row keeps its concurrency slot until the report holds it, and the first write error
+//! - Finished rows go to the writer task ([`output`]), which appends them to the report. No
+//!   more than `concurrency` rows are sent and not yet in the report, and the first write error
 //!   stops dispatching (as a Ctrl-C does): no more is sent than the report can record.
 
 pub mod cancel;
@@ -132,9 +132,11 @@ pub struct RunContext<T: Transport> {
     pub transport: T,
     pub out: OutputSender,
     pub cancel: Cancel,
-    /// Requests in flight, at most `config.concurrency`: a sent row holds its slot until the
-    /// writer has put it in the report.
+    /// Requests in flight, at most `config.concurrency`.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Rows sent and not yet in the report, at most `config.concurrency`: the writer frees
+    /// a row's permit once the report holds it.
+    unrecorded: Arc<tokio::sync::Semaphore>,
     /// Which lane each row goes to, when rows carry their accounts (else its target's).
     lane_map: LaneMap,
     /// The lanes' senders, awaited at the end of the run (senders start more as needed).
@@ -197,6 +199,7 @@ impl<T: Transport> RunContext<T> {
             }
         }
         let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+        let unrecorded = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
         RunContext {
             config,
             targets,
@@ -205,6 +208,7 @@ impl<T: Transport> RunContext<T> {
             out,
             cancel,
             slots,
+            unrecorded,
             lane_map: LaneMap::default(),
             workers: std::sync::Mutex::default(),
         }

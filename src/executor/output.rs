@@ -11,7 +11,7 @@
 //! Durability: after each round of whatever has arrived, both files are flushed to the OS, so
 //! a crash or `kill -9` loses no row that reached the file; the report is also `fsync`ed at
 //! most once a second (on the blocking pool, so no sender waits for the disk) and at the end.
-//! A sent row's concurrency slot comes with it and is freed only once the round that holds it
+//! A sent row's record permit (one of `concurrency`) comes with it and is freed only once the round that holds it
 //! reached the file, and a row is counted (progress, summary) only then.
 //!
 //! Write errors: the first one on the report (a failed write, flush or `fsync`: disk full,
@@ -75,7 +75,7 @@ struct Finished {
     ends: Vec<usize>,
     /// The failed or cancelled rows among them (see [`Batch::failures`]).
     failures: Vec<FailedRow>,
-    /// The concurrency slots of the sent rows among them, freed once they are in the report.
+    /// The record permits of the sent rows among them, freed once they are in the report.
     permits: Vec<OwnedSemaphorePermit>,
 }
 
@@ -292,7 +292,7 @@ impl OutputSender {
     /// A row a sender finished, with its last attempt's latency when one was sent: rendered
     /// into the writer's inbox. `true` when the inbox is full: await
     /// [`OutputSender::room`] before finishing another row.
-    /// `permit`, the row's concurrency slot, is freed once the report holds the row.
+    /// `permit`, the row's record permit, is freed once the report holds the row.
     pub fn finished(
         &self,
         row: &RowView<'_>,
@@ -637,7 +637,7 @@ async fn write_loop(
             settled_failures.clear();
         }
         settled.clear();
-        // Frees the sent rows' slots.
+        // Frees the sent rows' record permits.
         taken.clear();
         if !confirm.is_empty() {
             if let Some(report) = files.report.as_mut() {

@@ -495,10 +495,12 @@ impl Transport for SimTransport {
         let seen = seen(&request);
         if self.provider.refused.as_deref() == Some(seen.origin.as_str()) {
             self.record(sent, sent, Fate::Refused, seen);
+            // As the HTTP transport words it: the origin, then the cause.
+            let origin = self.provider.refused.clone().unwrap_or_default();
             return AttemptOutcome::Unreachable {
-                origin: self.provider.refused.clone().unwrap_or_default(),
+                message: format!("{origin}: Connection refused (os error 111)"),
+                origin,
                 code: "connection".into(),
-                message: "connection refused".into(),
             };
         }
         let n = {

@@ -153,8 +153,8 @@ impl Job {
 
 /// Hands a finished row to the writer (rendered with the same view builder as every other
 /// row), waiting only when the writer has fallen a whole inbox behind. A row that was sent
-/// hands its concurrency slot (`permit`) on with it: the writer frees the slot once the
-/// report holds the row, so rows sent and not recorded never outnumber the slots.
+/// hands its record permit (`permit`) on with it: the writer frees the permit once the
+/// report holds the row, so rows sent and not recorded never outnumber `concurrency`.
 async fn finish<T: Transport>(
     ctx: &RunContext<T>,
     job: &Job,
@@ -225,7 +225,8 @@ pub(super) enum Attempted {
     Again(Duration),
 }
 
-/// One attempt of `job`, holding a concurrency slot (`permit`) while on the wire.
+/// One attempt of `job`, holding a concurrency slot while on the wire and, until the report
+/// holds the row, a permit of the rows sent and not recorded (`permits`: slot, record).
 /// `hard` resolves on a hard cancel: the sender's own watch, kept from attempt to attempt
 /// (a new one per attempt registered with the cancel channel and left it again every time).
 pub(super) async fn attempt<T: Transport>(
@@ -233,9 +234,10 @@ pub(super) async fn attempt<T: Transport>(
     session: &mut T::Session,
     lane: usize,
     job: &mut Job,
-    permit: OwnedSemaphorePermit,
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     hard: std::pin::Pin<&mut (dyn std::future::Future<Output = ()> + Send)>,
 ) -> Attempted {
+    let (slot, permit) = permits;
     let target = &ctx.targets[job.row.target];
     let lane = &ctx.lanes[lane];
     job.attempts += 1;
@@ -265,13 +267,14 @@ pub(super) async fn attempt<T: Transport>(
         return Attempted::Finished(finish(ctx, job, o, Some(permit)).await);
     };
     job.latency = Some(sent_at.elapsed());
+    drop(slot);
     // The origin's breaker: failures to establish a connection in a row stop its targets.
     match &outcome {
         AttemptOutcome::Unreachable {
             origin, message, ..
         } => {
             // The origin's own message names it: the cause alone.
-            let prefix = format!("cannot connect to {origin}: ");
+            let prefix = format!("{origin}: ");
             target
                 .origin
                 .failed(message.strip_prefix(&prefix).unwrap_or(message))

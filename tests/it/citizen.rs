@@ -367,7 +367,9 @@ async fn an_emit_file_that_cannot_grow_stops_the_sending_too() {
         .expect("report")
         .len();
     let limit = report_len + report_len / 4;
-    assert!(limit < full_len / 2, "{limit} {full_len}");
+    // The emit file outgrows the limit well before its end (its records are about twice the
+    // report's rows, account columns included), so the failed write comes mid-run.
+    assert!(limit < full_len * 2 / 3, "{limit} {full_len}");
 
     let report = dir.path().join("r.csv");
     let concurrency = 16;
