@@ -470,6 +470,14 @@ async fn exchange(
             break;
         }
     }
+    // The connection goes back to the pool from the client's own tasks, a hop or two after
+    // the body is read. A request that finds no idle connection opens a new one even when
+    // one is about to come back, so the pool would creep past `--concurrency` on a busy
+    // machine; a few turns of the scheduler before the slot is freed let it come back first.
+    drop(response);
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
     Ok(answered(status, retry_after.as_deref(), &body))
 }
 
