@@ -91,6 +91,9 @@ pub struct TargetAudit {
     pub lane_rate: String,
     /// How long its lane needs for the rows sent now (shared with the lane's other targets).
     pub estimated_ms: u64,
+    /// Its lane's index among the plan's pace groups.
+    #[serde(skip)]
+    pub lane_index: Option<usize>,
 }
 
 /// The whole outline: per target (index-aligned with the plan's targets) and the estimate.
@@ -98,6 +101,102 @@ pub struct TargetAudit {
 pub struct Audit {
     pub targets: Vec<TargetAudit>,
     pub estimated_ms: u64,
+    /// The lanes' rows and paces the estimate comes from (index-aligned with the plan's pace
+    /// groups), kept for the live ETA and for rows found done at the start (`--resume`).
+    pub model: PaceModel,
+}
+
+/// One lane in the [`PaceModel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LanePace {
+    /// Rows it sends in this run.
+    pub rows: u64,
+    /// Its pace in this run.
+    pub rate: Rate,
+    /// Its host's ceiling, an index into [`PaceModel::ceilings`], if its host has one.
+    pub host: Option<usize>,
+}
+
+/// How long the lanes take at their pace: the dry run's estimate and the live ETA, from the
+/// same numbers. Lanes run side by side, so the run lasts as long as its slowest lane; the
+/// lanes to a host with a ceiling together take at least their rows over the ceiling.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaceModel {
+    pub lanes: Vec<LanePace>,
+    /// Host ceilings (see [`crate::executor::host`]).
+    pub ceilings: Vec<Rate>,
+    pub burst: u32,
+}
+
+impl PaceModel {
+    /// Milliseconds the whole run takes from the start.
+    pub fn total_ms(&self) -> u64 {
+        let lanes = self
+            .lanes
+            .iter()
+            .map(|l| estimate_ms(l.rows, l.rate, self.burst));
+        let hosts = self.ceilings.iter().enumerate().map(|(h, &ceiling)| {
+            // One request goes at once, then the ceiling's even pace.
+            estimate_ms(self.rows_on(h, |l| l.rows), ceiling, 1)
+        });
+        lanes.chain(hosts).max().unwrap_or(0)
+    }
+
+    /// Rows the lanes to host `h` send, counted by `rows`.
+    fn rows_on(&self, h: usize, rows: impl Fn(&LanePace) -> u64) -> u64 {
+        self.lanes
+            .iter()
+            .filter(|l| l.host == Some(h))
+            .map(rows)
+            .sum()
+    }
+
+    /// The same lanes without rows that will not be sent after all (`not_sent`, per lane:
+    /// rows an earlier report shows done).
+    pub fn without(&self, not_sent: &[u64]) -> PaceModel {
+        let mut model = self.clone();
+        for (l, n) in model.lanes.iter_mut().zip(not_sent) {
+            l.rows = l.rows.saturating_sub(*n);
+        }
+        model
+    }
+
+    /// Time left mid-run: `finished[i]` of lane i's rows are done, and it goes at `pace[i]`
+    /// requests a second — what it actually achieves, or `None` for its configured pace
+    /// until it has one.
+    pub fn time_left(&self, finished: &[u64], pace: &[Option<f64>]) -> std::time::Duration {
+        let left =
+            |i: usize, l: &LanePace| l.rows.saturating_sub(finished.get(i).copied().unwrap_or(0));
+        let secs = |rows: u64, per_second: f64| {
+            if rows == 0 || !per_second.is_finite() || per_second <= 0.0 {
+                0.0
+            } else {
+                rows as f64 / per_second
+            }
+        };
+        let lanes = self.lanes.iter().enumerate().map(|(i, l)| {
+            let configured = l.rate.per_second();
+            let going = pace
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|p| *p > 0.0)
+                .map_or(configured, |p| p.min(configured));
+            secs(left(i, l), going)
+        });
+        let hosts = self.ceilings.iter().enumerate().map(|(h, ceiling)| {
+            let rows: u64 = self
+                .lanes
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.host == Some(h))
+                .map(|(i, l)| left(i, l))
+                .sum();
+            secs(rows, ceiling.per_second())
+        });
+        let most = lanes.chain(hosts).fold(0.0f64, f64::max);
+        std::time::Duration::from_secs_f64(most.min(1e9))
+    }
 }
 
 impl AuditBuilder {
@@ -232,6 +331,11 @@ impl Finished {
     fn audit(self, groups: &[PaceGroup], rates: &[Rate], burst: u32) -> Audit {
         let mut lane_of = vec![None; self.targets.len()];
         let mut lane_ms = Vec::with_capacity(groups.len());
+        let mut model = PaceModel {
+            lanes: Vec::with_capacity(groups.len()),
+            ceilings: Vec::new(),
+            burst,
+        };
         for (g, group) in groups.iter().enumerate() {
             let rows: u64 = group
                 .members
@@ -241,13 +345,18 @@ impl Finished {
                 .sum();
             let rate = rates.get(g).copied().unwrap_or(Rate::Unlimited);
             lane_ms.push(estimate_ms(rows, rate, burst));
+            model.lanes.push(LanePace {
+                rows,
+                rate,
+                host: None,
+            });
             for &m in &group.members {
                 if let Some(slot) = lane_of.get_mut(m) {
                     *slot = Some(g);
                 }
             }
         }
-        let estimated_ms = lane_ms.iter().copied().max().unwrap_or(0);
+        let estimated_ms = model.total_ms();
         let targets = self
             .targets
             .into_iter()
@@ -274,13 +383,39 @@ impl Finished {
                         .map(|r| r.to_string())
                         .unwrap_or_default(),
                     estimated_ms: lane.map_or(0, |g| lane_ms[g]),
+                    lane_index: lane,
                 }
             })
             .collect();
         Audit {
             targets,
             estimated_ms,
+            model,
         }
+    }
+}
+
+impl Audit {
+    /// Puts the lanes under their hosts' ceilings: `host_of[g]` is lane g's index into
+    /// `ceilings`, if its host has one. The estimate then counts them.
+    pub fn under_ceilings(&mut self, host_of: &[Option<usize>], ceilings: Vec<Rate>) {
+        for (l, h) in self.model.lanes.iter_mut().zip(host_of) {
+            l.host = *h;
+        }
+        self.model.ceilings = ceilings;
+        self.estimated_ms = self.model.total_ms();
+    }
+
+    /// Leaves out rows that will not be sent after all (`not_sent`, per lane: rows an
+    /// earlier report shows done), from the estimate and from each target's lane time.
+    pub fn without(&mut self, not_sent: &[u64]) {
+        self.model = self.model.without(not_sent);
+        for t in &mut self.targets {
+            if let Some(l) = t.lane_index.and_then(|g| self.model.lanes.get(g)) {
+                t.estimated_ms = estimate_ms(l.rows, l.rate, self.model.burst);
+            }
+        }
+        self.estimated_ms = self.model.total_ms();
     }
 }
 

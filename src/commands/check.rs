@@ -56,7 +56,8 @@ struct Outcome {
     warnings: u64,
     /// Errors first, then warnings, in the order found.
     problems: Vec<Problem>,
-    /// Which targets share a pace (groups of more than one), one line each.
+    /// Which targets share a pace (groups of more than one), one line each; then what the
+    /// lanes on each host add up to. Both bounded in number.
     pace: Vec<String>,
 }
 
@@ -124,8 +125,57 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
         errors,
         warnings: validation.warning_count(),
         problems,
-        pace: pace_lines(&plan),
+        pace: pace_lines(&plan)
+            .into_iter()
+            .chain(host_lines(&plan))
+            .collect(),
     }
+}
+
+/// What the lanes to each host add up to, and what its ceiling makes of it (see
+/// [`crate::executor::host`]): for hosts with several lanes, or a ceiling they would exceed.
+/// A line per host, at most [`MAX_LISTED`], then how many more.
+fn host_lines(plan: &Plan) -> Vec<String> {
+    let shards = plan.settings.shard.map_or(1, |s| s.count);
+    let rates: Vec<crate::plan::Rate> = plan
+        .pace_groups
+        .iter()
+        .map(|g| {
+            plan.settings
+                .rate
+                .unwrap_or_else(|| g.rate(&plan.targets).divided(shards))
+        })
+        .collect();
+    let loads = crate::executor::host::host_loads(
+        &plan.targets,
+        &plan.pace_groups,
+        &rates,
+        &plan.settings.host_rate,
+        shards,
+    );
+    let worth: Vec<String> = loads
+        .iter()
+        .filter(|l| {
+            l.lanes > 1
+                || l.ceiling
+                    .is_some_and(|c| c.per_second() < l.total_per_second)
+        })
+        .map(|l| l.describe())
+        .collect();
+    bounded(worth, "host")
+}
+
+/// The first [`MAX_LISTED`] of `lines`, then `and N more <what>s`.
+fn bounded(mut lines: Vec<String>, what: &str) -> Vec<String> {
+    if lines.len() > MAX_LISTED {
+        let more = lines.len() - MAX_LISTED;
+        lines.truncate(MAX_LISTED);
+        lines.push(format!(
+            "and {}",
+            count(more as u64, &format!("more {what}"))
+        ));
+    }
+    lines
 }
 
 /// Targets named in one pace line, at most.
@@ -134,7 +184,8 @@ const MAX_LISTED: usize = 10;
 /// `targets a, b share one pace (group g): 7/s`, and when their rates differ, which is used.
 fn pace_lines(plan: &Plan) -> Vec<String> {
     let targets = &plan.targets;
-    plan.pace_groups
+    let lines = plan
+        .pace_groups
         .iter()
         .filter(|g| g.members.len() > 1)
         .map(|g| {
@@ -161,7 +212,9 @@ fn pace_lines(plan: &Plan) -> Vec<String> {
             }
             line
         })
-        .collect()
+        .collect();
+    // Thousands of accounts grouped in pairs must not print thousands of lines.
+    bounded(lines, "pace group")
 }
 
 fn count(n: u64, what: &str) -> String {

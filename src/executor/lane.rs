@@ -237,6 +237,15 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
                 continue;
             }
         }
+        // Then its host's ceiling, shared with every lane to that host (`super::host`).
+        tokio::select! {
+            biased;
+            late = ctx.hosts.wait(job.row.target) => if late { l.limiter.sent_late(Instant::now()) },
+            _ = ctx.cancel.soft() => {
+                l.push_front(job);
+                continue;
+            }
+        }
         let permit = match ctx.slots.try_acquire() {
             Ok(permit) => permit,
             Err(_) => {

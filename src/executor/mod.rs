@@ -16,6 +16,7 @@
 
 pub mod cancel;
 mod dry;
+pub mod host;
 pub mod lane;
 mod link;
 pub mod output;
@@ -130,6 +131,8 @@ pub struct RunContext<T: Transport> {
     pub cancel: Cancel,
     /// Requests in flight, at most `config.concurrency`.
     slots: tokio::sync::Semaphore,
+    /// Ceilings on what the lanes to one host send together (none unless given).
+    pub hosts: host::HostCeilings,
 }
 
 impl<T: Transport> RunContext<T> {
@@ -175,7 +178,14 @@ impl<T: Transport> RunContext<T> {
             out,
             cancel,
             slots,
+            hosts: host::HostCeilings::default(),
         }
+    }
+
+    /// The run with these host ceilings (see [`host`]).
+    pub fn with_host_ceilings(mut self, hosts: host::HostCeilings) -> RunContext<T> {
+        self.hosts = hosts;
+        self
     }
 }
 

@@ -149,6 +149,7 @@ impl Job {
 /// Hands a finished row to the writer (rendered with the same view builder as every other
 /// row), waiting only when the writer has fallen a whole inbox behind.
 async fn finish<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: RowOutcome) -> MessageId {
+    ctx.targets[job.row.target].count_finished(outcome.status);
     let full = with_timestamp(chrono::Utc::now(), |finished_at| {
         let settled = settled_view(
             &ctx.targets,

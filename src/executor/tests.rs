@@ -156,23 +156,40 @@ async fn run_on(
     script: Box<Script>,
     cancel: Cancel,
 ) -> Outcome {
+    let hosts = host::HostCeilings::default();
+    run_on_hosts(config, targets, lanes, hosts, rows, script, cancel).await
+}
+
+/// [`run_on`] under host ceilings.
+async fn run_on_hosts(
+    config: ExecConfig,
+    targets: Vec<TargetRuntime>,
+    lanes: Vec<Lane>,
+    hosts: host::HostCeilings,
+    rows: impl IntoIterator<Item = Result<Row, Problem>>,
+    script: Box<Script>,
+    cancel: Cancel,
+) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.csv");
     let writer = ReportWriter::create(&path).expect("report");
     let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
         .expect("writer thread");
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let ctx = Arc::new(RunContext::new(
-        config,
-        targets,
-        lanes,
-        FakeTransport {
-            calls: Arc::clone(&calls),
-            script,
-        },
-        out,
-        cancel,
-    ));
+    let ctx = Arc::new(
+        RunContext::new(
+            config,
+            targets,
+            lanes,
+            FakeTransport {
+                calls: Arc::clone(&calls),
+                script,
+            },
+            out,
+            cancel,
+        )
+        .with_host_ceilings(hosts),
+    );
     execute(
         Arc::clone(&ctx),
         rows.into_iter(),
@@ -617,4 +634,120 @@ async fn a_full_slow_lane_does_not_keep_a_fast_lanes_later_rows_waiting() {
         fast_done < Duration::from_millis(300),
         "fast lane done at {fast_done:?}"
     );
+}
+
+/// The most calls that started within any one second.
+fn busiest_second(calls: &[Call]) -> usize {
+    let mut starts: Vec<Instant> = calls.iter().map(|c| c.start).collect();
+    starts.sort();
+    (0..starts.len())
+        .map(|i| {
+            starts[i..]
+                .iter()
+                .take_while(|t| t.duration_since(starts[i]) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn lanes_to_one_host_stay_under_its_ceiling_together() {
+    // Six lanes at 20/s each (120/s together) to one base URL whose ceiling is 30/s.
+    let lanes_n = 6usize;
+    let targets: Vec<TargetRuntime> = (0..lanes_n)
+        .map(|i| {
+            let t = Target {
+                name: format!("o{i}"),
+                ..target()
+            };
+            TargetRuntime::new(t, Secret::new("k"), per_sec(20))
+        })
+        .collect();
+    let lanes: Vec<Lane> = (0..lanes_n)
+        .map(|i| Lane::new(format!("o{i}"), vec![i], per_sec(20), 1))
+        .collect();
+    let specs: Vec<Target> = targets.iter().map(|t| t.spec.clone()).collect();
+    let hosts = host::HostCeilings::new(&specs, &[(target().base_url, per_sec(30))], 1, false);
+    let rows: Vec<Result<Row, Problem>> = rows(240, 240)
+        .into_iter()
+        .map(|r| {
+            r.map(|mut row| {
+                row.target = (row.number as usize) % lanes_n;
+                row
+            })
+        })
+        .collect();
+    let script = Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(30)));
+    let out = run_on_hosts(
+        config(64),
+        targets,
+        lanes,
+        hosts,
+        rows,
+        script,
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), 240);
+    let busiest = busiest_second(&out.calls);
+    // Ceiling + burst (1); and it is the ceiling that holds them, not the lanes' own pace.
+    assert!(busiest <= 31, "busiest second {busiest}");
+    assert!(busiest >= 28, "busiest second {busiest}");
+    let first = out.calls.iter().map(|c| c.start).min().expect("calls");
+    let last = out.calls.iter().map(|c| c.start).max().expect("calls");
+    // 240 requests at 30/s: about 8 s, where the lanes alone would take 2 s.
+    assert!(last.duration_since(first) >= Duration::from_millis(7900));
+    // Every lane got its share: none waited for the others to finish.
+    let mut calls = out.calls.clone();
+    calls.sort_by_key(|c| c.start);
+    for lane in 0..lanes_n {
+        let early = calls[..60]
+            .iter()
+            .filter(|c| c.emoji[1..].parse::<usize>().ok().map(|n| n % lanes_n) == Some(lane))
+            .count();
+        assert!(early >= 5, "lane {lane}: {early} of the first 60 requests");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lanes_to_a_host_without_a_ceiling_run_at_their_own_pace() {
+    let targets: Vec<TargetRuntime> = (0..3)
+        .map(|i| {
+            let t = Target {
+                name: format!("o{i}"),
+                ..target()
+            };
+            TargetRuntime::new(t, Secret::new("k"), per_sec(20))
+        })
+        .collect();
+    let lanes: Vec<Lane> = (0..3)
+        .map(|i| Lane::new(format!("o{i}"), vec![i], per_sec(20), 1))
+        .collect();
+    let specs: Vec<Target> = targets.iter().map(|t| t.spec.clone()).collect();
+    let hosts = host::HostCeilings::new(&specs, &[], 1, false);
+    assert!(hosts.hosts().is_empty());
+    let rows: Vec<Result<Row, Problem>> = rows(120, 120)
+        .into_iter()
+        .map(|r| {
+            r.map(|mut row| {
+                row.target = (row.number as usize) % 3;
+                row
+            })
+        })
+        .collect();
+    let script = Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(30)));
+    let out = run_on_hosts(
+        config(64),
+        targets,
+        lanes,
+        hosts,
+        rows,
+        script,
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), 120);
+    let busiest = busiest_second(&out.calls);
+    assert!((55..=60).contains(&busiest), "busiest second {busiest}");
 }

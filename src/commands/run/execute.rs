@@ -39,6 +39,8 @@ pub struct Executed {
     pub stopped_by: Option<Stop>,
     /// The outline's replacing counts, settled by the run's read of the rows.
     pub replacing: crate::audit::Replacing,
+    /// Per pace group: rows the outline counted that an earlier report shows done (not sent).
+    pub not_sent: Vec<u64>,
 }
 
 /// Resolves credentials (or the in-process sandbox), builds the targets and runs.
@@ -138,7 +140,7 @@ async fn run_with_targets(
         total_rows,
         mut identities,
         done,
-        estimated,
+        pace,
         replacing,
     } = work;
     let started = tokio::time::Instant::now();
@@ -153,15 +155,23 @@ async fn run_with_targets(
             .again()
             .map_err(|e| format!("cannot read the spool file back: {e}"))
     };
-    let (report, copied) = create_report(
+    let now = config.now.unwrap_or_else(chrono::Utc::now);
+    let (report, copied, copied_sendable) = create_report(
         &config.report,
         done.as_ref(),
         plan,
         again,
         &identities,
-        config.shard,
+        (config.shard, now),
     )
     .map_err(fail)?;
+    // Rows done earlier are not sent: the estimate and the ETA leave them out.
+    let not_sent: Vec<u64> = plan
+        .pace_groups
+        .iter()
+        .map(|g| g.members.iter().map(|&m| copied_sendable[m]).sum())
+        .collect();
+    let pace = pace.without(&not_sent);
     let rows = again().map_err(fail)?;
     let emit = match &config.emit {
         Some(path) => Some(
@@ -186,6 +196,13 @@ async fn run_with_targets(
             .with_planned_rows(g.members.iter().map(|&m| rows.rows_for(m)).sum())
         })
         .collect();
+    // Ceilings by the base URLs requests go to (the sandbox's, with `--sandbox`).
+    let hosts = executor::host::HostCeilings::new(
+        &targets,
+        &plan.settings.host_rate,
+        config.shard.map_or(1, |s| s.count),
+        true,
+    );
     let runtimes: Vec<TargetRuntime> = targets
         .into_iter()
         .zip(secrets)
@@ -208,26 +225,25 @@ async fn run_with_targets(
         out.clone(),
         Arc::clone(&stopped),
     ));
-    let progress = Progress::start(
-        ProgressMode::detect(config.no_progress || config.quiet),
-        total_rows,
-        Arc::clone(&counters),
-        estimated,
-    );
-
     // On the wall clock, fast lanes pace with sub-millisecond wake-ups.
     let exec_config = executor::ExecConfig {
         precise_pacing: true,
         ..config.exec_config()
     };
-    let ctx = Arc::new(RunContext::new(
-        exec_config,
-        runtimes,
-        lanes,
-        transport,
-        out,
-        cancel,
-    ));
+    let ctx = Arc::new(
+        RunContext::new(exec_config, runtimes, lanes, transport, out, cancel)
+            .with_host_ceilings(hosts),
+    );
+    let run = Arc::downgrade(&ctx);
+    let progress = Progress::start(
+        ProgressMode::detect(config.no_progress || config.quiet),
+        total_rows,
+        Arc::clone(&counters),
+        Box::new(move || {
+            let ctx = run.upgrade()?;
+            Some(crate::executor::progress::time_left(&ctx, &pace))
+        }),
+    );
     let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let key_of = Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
     let shard = config.shard;
@@ -272,7 +288,7 @@ async fn run_with_targets(
     signals.abort();
     // Wait until the signal watcher (which holds a report sender) is really gone.
     let _ = signals.await;
-    progress.finish();
+    progress.finish().await;
     let elapsed = started.elapsed();
     let Ok(ctx) = Arc::try_unwrap(ctx) else {
         crate::log::error("reactbatch run: internal error: row tasks outlived the run");
@@ -304,6 +320,7 @@ async fn run_with_targets(
         }
     }
     Ok(Executed {
+        not_sent,
         replacing,
         counters,
         tally,
@@ -325,12 +342,14 @@ fn create_report(
     plan: &Plan,
     rows: impl FnOnce() -> Result<SpoolRows, String>,
     identities: &Identities,
-    shard: Option<Shard>,
-) -> Result<(ReportWriter, u64), String> {
+    (shard, now): (Option<Shard>, chrono::DateTime<chrono::Utc>),
+) -> Result<(ReportWriter, u64, Vec<u64>), String> {
+    // Per target: copied rows that this run would otherwise send (not deferred).
+    let sendable: Vec<std::cell::Cell<u64>> = vec![std::cell::Cell::new(0); plan.targets.len()];
     let Some(done) = done else {
         let w = ReportWriter::create(path)
             .map_err(|e| format!("cannot create report {}: {e}", path.display()))?;
-        return Ok((w, 0));
+        return Ok((w, 0, sendable.into_iter().map(|c| c.get()).collect()));
     };
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));
@@ -339,17 +358,23 @@ fn create_report(
         .map_err(|e| format!("cannot create report {}: {e}", tmp.display()))?;
     // In the plan's current numbering, only the rows of this run's shard.
     let mine = |row: &crate::plan::Row| {
-        shard.is_none_or(|s| {
+        let mine = shard.is_none_or(|s| {
             let name = &plan.targets[row.target].name;
             crate::identity::shard_of(name, row.message_ref(), s.count) == s.index
-        })
+        });
+        if mine && row.not_before.is_none_or(|at| at <= now) {
+            if let Some(n) = sendable.get(row.target) {
+                n.set(n.get() + 1);
+            }
+        }
+        mine
     };
     let copied = done.copy_done(&mut w, plan, rows()?, identities.clone(), mine)?;
     w.sync()
         .map_err(|e| format!("cannot write report {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), path.display()))?;
-    Ok((w, copied))
+    Ok((w, copied, sendable.into_iter().map(|c| c.get()).collect()))
 }
 
 /// The credentials sent as bearer keys (Ogmma's), which a curl script reads at run time;

@@ -33,9 +33,11 @@ pub fn outcome(
         lanes,
         stopped_by,
         replacing,
+        not_sent,
     } = executed;
     // The outline's replacing counts, completed by the run's read of the rows.
     replacing.apply(&mut audit);
+    audit.without(&not_sent);
     let mut counts = BTreeMap::new();
     for st in Status::ALL {
         let n = counters.get(st);

@@ -43,8 +43,9 @@ pub struct Work {
     pub identities: Identities,
     /// Rows an earlier report shows done (`--resume`).
     pub done: Option<DoneSet>,
-    /// The plan's estimate of the run ([`Audit::estimated_ms`]), for the progress ETA.
-    pub estimated: std::time::Duration,
+    /// The lanes' rows and paces behind the plan's estimate ([`Audit::model`]), for the
+    /// progress ETA.
+    pub pace: crate::audit::PaceModel,
     /// The second pass of the outline's replacing counts, to be given every row again.
     pub replacing: Replacing,
 }
@@ -260,7 +261,17 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     // The run takes each row's identity hash from the spool instead of hashing it again.
     let identities = identities.linked_to(spool.content_ids());
     // The outline's second pass (replacing counts) rides on the run's own read of the rows.
-    let (audit, replacing) = audit.finish(&plan.pace_groups, &rates, config.burst);
+    let (mut audit, replacing) = audit.finish(&plan.pace_groups, &rates, config.burst);
+    if !config.sandbox {
+        // The sandbox has no host ceiling; the real hosts may.
+        let (host_of, ceilings) = crate::executor::host::lane_ceilings(
+            &plan.targets,
+            &plan.pace_groups,
+            &plan.settings.host_rate,
+            config.shard.map_or(1, |s| s.count),
+        );
+        audit.under_ceilings(&host_of, ceilings);
+    }
     let digest = digest.finish_all();
     if let Some(value) = &config.expect_digest {
         let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
@@ -313,7 +324,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             }
         },
     };
-    let estimated = std::time::Duration::from_millis(audit.estimated_ms);
+    let pace = audit.model.clone();
     Ok(Preflight {
         plan,
         config,
@@ -325,7 +336,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             total_rows: validation.rows,
             identities,
             done,
-            estimated,
+            pace,
             replacing,
         },
     })
