@@ -440,8 +440,46 @@ pub fn human_ms(ms: u64) -> String {
     }
 }
 
-/// The dry run's outline for stderr: one line per target, then the estimate.
-pub fn render(audit: &Audit, targets: &[Target]) -> String {
+/// Targets given a line each in the dry run's outline, at most; beyond, it aggregates.
+pub const LISTED_TARGETS: usize = 10;
+
+/// The lanes named as the longest in an aggregated outline.
+const LONGEST_LANES: usize = 3;
+
+/// The dry run's outline for stderr: one line per target (beyond [`LISTED_TARGETS`], one
+/// line for them all and the longest lanes by name), what the lanes on each host add up to
+/// (`hosts`, see [`crate::executor::host::host_lines`]), then the estimate.
+pub fn render(audit: &Audit, targets: &[Target], hosts: &[String]) -> String {
+    let mut out = if targets.len() > LISTED_TARGETS {
+        render_aggregated(audit, targets)
+    } else {
+        render_each(audit, targets)
+    };
+    for line in hosts {
+        out.push_str(&format!("reactbatch: {line}\n"));
+    }
+    out.push_str(&format!(
+        "reactbatch: the live run takes ~{} ({} ms) at the providers' pace (lanes run side by side; retries and 429s not counted)\n",
+        human_ms(audit.estimated_ms),
+        audit.estimated_ms
+    ));
+    out
+}
+
+/// `, 3 deferred until …` / `, 3 deferred (due from … to …)`, or nothing.
+fn deferred(n: u64, from: Option<&str>, until: Option<&str>) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    let (from, until) = (from.unwrap_or(""), until.unwrap_or(""));
+    if from == until {
+        format!(", {n} deferred until {until}")
+    } else {
+        format!(", {n} deferred (due from {from} to {until})")
+    }
+}
+
+fn render_each(audit: &Audit, targets: &[Target]) -> String {
     let mut out = String::new();
     for (t, a) in targets.iter().zip(&audit.targets) {
         let mut line = format!(
@@ -452,18 +490,11 @@ pub fn render(audit: &Audit, targets: &[Target]) -> String {
             a.replacing,
             a.unreacts
         );
-        if a.deferred > 0 {
-            let from = a.deferred_from.as_deref().unwrap_or("");
-            let until = a.deferred_until.as_deref().unwrap_or("");
-            if from == until {
-                line.push_str(&format!(", {} deferred until {until}", a.deferred));
-            } else {
-                line.push_str(&format!(
-                    ", {} deferred (due from {from} to {until})",
-                    a.deferred
-                ));
-            }
-        }
+        line.push_str(&deferred(
+            a.deferred,
+            a.deferred_from.as_deref(),
+            a.deferred_until.as_deref(),
+        ));
         if !a.top_emoji.is_empty() {
             let top: Vec<String> = a
                 .top_emoji
@@ -480,11 +511,66 @@ pub fn render(audit: &Audit, targets: &[Target]) -> String {
         ));
         out.push_str(&line);
     }
+    out
+}
+
+/// Many targets: their totals in one line, then the lanes that need longest.
+fn render_aggregated(audit: &Audit, targets: &[Target]) -> String {
+    let sum = |f: fn(&TargetAudit) -> u64| audit.targets.iter().map(f).sum::<u64>();
+    let from = audit
+        .targets
+        .iter()
+        .filter_map(|a| a.deferred_from.as_deref())
+        .min();
+    let until = audit
+        .targets
+        .iter()
+        .filter_map(|a| a.deferred_until.as_deref())
+        .max();
+    let mut out = format!(
+        "reactbatch: plan for {} targets in {} lanes: {} react(s) ({} replacing), {} unreact(s){}\n",
+        targets.len(),
+        audit.model.lanes.len(),
+        sum(|a| a.reacts),
+        sum(|a| a.replacing),
+        sum(|a| a.unreacts),
+        deferred(sum(|a| a.deferred), from, until)
+    );
+    // One target per lane named: the first of its members.
+    let mut lanes: Vec<&TargetAudit> = Vec::new();
+    for a in &audit.targets {
+        if !lanes.iter().any(|l| l.lane == a.lane) {
+            lanes.push(a);
+        }
+    }
+    lanes.sort_by(|a, b| {
+        b.estimated_ms
+            .cmp(&a.estimated_ms)
+            .then_with(|| a.lane.cmp(&b.lane))
+    });
+    let longest: Vec<String> = lanes
+        .iter()
+        .take(LONGEST_LANES)
+        .map(|a| {
+            format!(
+                "{} at {} ~{}",
+                a.lane,
+                a.lane_rate,
+                human_ms(a.estimated_ms)
+            )
+        })
+        .collect();
     out.push_str(&format!(
-        "reactbatch: the live run takes ~{} ({} ms) at the providers' pace (lanes run side by side; retries and 429s not counted)\n",
-        human_ms(audit.estimated_ms),
-        audit.estimated_ms
+        "reactbatch: the longest lanes: {}",
+        longest.join(", ")
     ));
+    if lanes.len() > longest.len() {
+        out.push_str(&format!(
+            " and {} more (per target in --summary-json)",
+            lanes.len() - longest.len()
+        ));
+    }
+    out.push('\n');
     out
 }
 
@@ -509,6 +595,71 @@ mod tests {
             per: Duration::from_secs(60),
         };
         assert_eq!(estimate_ms(61, per_min, 1), 60_000);
+    }
+
+    fn per_second(count: u32) -> Rate {
+        Rate::Limited {
+            count,
+            per: Duration::from_secs(1),
+        }
+    }
+
+    fn lane(rows: u64, rate: u32, host: Option<usize>) -> LanePace {
+        LanePace {
+            rows,
+            rate: per_second(rate),
+            host,
+        }
+    }
+
+    #[test]
+    fn the_estimate_is_the_slowest_lane_or_host_ceiling() {
+        // Two lanes side by side: the slower one decides.
+        let mut model = PaceModel {
+            lanes: vec![lane(71, 7, None), lane(141, 20, None)],
+            ceilings: vec![],
+            burst: 1,
+        };
+        assert_eq!(model.total_ms(), 10_000);
+        // Both under a 10/s host ceiling: 212 rows take 21.1 s however the lanes go.
+        model.lanes.iter_mut().for_each(|l| l.host = Some(0));
+        model.ceilings = vec![per_second(10)];
+        assert_eq!(model.total_ms(), 21_100);
+        // Rows an earlier run did leave the estimate.
+        let resumed = model.without(&[70, 140]);
+        assert_eq!(resumed.lanes[0].rows, 1);
+        assert_eq!(resumed.total_ms(), 100);
+        assert_eq!(model.without(&[500, 0]).lanes[0].rows, 0);
+    }
+
+    #[test]
+    fn time_left_goes_by_each_lanes_rows_left_at_the_pace_it_actually_goes() {
+        let s = Duration::from_secs;
+        let model = PaceModel {
+            lanes: vec![lane(700, 7, None), lane(100, 50, None)],
+            ceilings: vec![],
+            burst: 1,
+        };
+        // Nothing done, no pace seen yet: the configured paces.
+        assert_eq!(model.time_left(&[0, 0], &[None, None]), s(100));
+        // Halfway, the first lane slowed to 3.5/s by 429s: its 350 rows left take 100 s,
+        // however fast the run as a whole has gone so far.
+        assert_eq!(
+            model.time_left(&[350, 100], &[Some(3.5), Some(50.0)]),
+            s(100)
+        );
+        // A pace above the configured one (a burst) does not shorten the estimate.
+        assert_eq!(model.time_left(&[0, 0], &[Some(70.0), None]), s(100));
+        // Done: nothing left.
+        assert_eq!(model.time_left(&[700, 100], &[None, None]), Duration::ZERO);
+        // A host ceiling of 5/s over both lanes' 800 rows.
+        let capped = PaceModel {
+            lanes: vec![lane(700, 7, Some(0)), lane(100, 50, Some(0))],
+            ceilings: vec![per_second(5)],
+            burst: 1,
+        };
+        assert_eq!(capped.time_left(&[0, 0], &[None, None]), s(160));
+        assert_eq!(capped.time_left(&[600, 100], &[None, None]), s(20));
     }
 
     #[test]

@@ -133,8 +133,7 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
 }
 
 /// What the lanes to each host add up to, and what its ceiling makes of it (see
-/// [`crate::executor::host`]): for hosts with several lanes, or a ceiling they would exceed.
-/// A line per host, at most [`MAX_LISTED`], then how many more.
+/// [`crate::executor::host::host_lines`]).
 fn host_lines(plan: &Plan) -> Vec<String> {
     let shards = plan.settings.shard.map_or(1, |s| s.count);
     let rates: Vec<crate::plan::Rate> = plan
@@ -153,27 +152,15 @@ fn host_lines(plan: &Plan) -> Vec<String> {
         &plan.settings.host_rate,
         shards,
     );
-    let worth: Vec<String> = loads
-        .iter()
-        .filter(|l| {
-            l.lanes > 1
-                || l.ceiling
-                    .is_some_and(|c| c.per_second() < l.total_per_second)
-        })
-        .map(|l| l.describe())
-        .collect();
-    bounded(worth, "host")
+    crate::executor::host::host_lines(&loads, MAX_LISTED)
 }
 
-/// The first [`MAX_LISTED`] of `lines`, then `and N more <what>s`.
-fn bounded(mut lines: Vec<String>, what: &str) -> Vec<String> {
+/// The first [`MAX_LISTED`] of `lines`, then how many more.
+fn bounded(mut lines: Vec<String>) -> Vec<String> {
     if lines.len() > MAX_LISTED {
         let more = lines.len() - MAX_LISTED;
         lines.truncate(MAX_LISTED);
-        lines.push(format!(
-            "and {}",
-            count(more as u64, &format!("more {what}"))
-        ));
+        lines.push(format!("and {more} more pace group(s) of several targets"));
     }
     lines
 }
@@ -214,7 +201,7 @@ fn pace_lines(plan: &Plan) -> Vec<String> {
         })
         .collect();
     // Thousands of accounts grouped in pairs must not print thousands of lines.
-    bounded(lines, "pace group")
+    bounded(lines)
 }
 
 fn count(n: u64, what: &str) -> String {

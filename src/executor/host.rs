@@ -194,6 +194,25 @@ impl HostLoad {
     }
 }
 
+/// The lines `check` and the dry run print: one per host with several lanes or a ceiling they
+/// would exceed (a single lane under no ceiling says nothing new), at most `most`, then how
+/// many more.
+pub fn host_lines(loads: &[HostLoad], most: usize) -> Vec<String> {
+    let worth: Vec<&HostLoad> = loads
+        .iter()
+        .filter(|l| {
+            l.lanes > 1
+                || l.ceiling
+                    .is_some_and(|c| c.per_second() < l.total_per_second)
+        })
+        .collect();
+    let mut lines: Vec<String> = worth.iter().take(most).map(|l| l.describe()).collect();
+    if worth.len() > most {
+        lines.push(format!("and {} more host(s)", worth.len() - most));
+    }
+    lines
+}
+
 /// `7000/s`, `0.5/s`, `unlimited`.
 fn per_second(r: f64) -> String {
     if r.is_infinite() {

@@ -414,6 +414,7 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             slowdowns: 0,
             slowest_rate: None,
             pauses: 0,
+            failed: 0,
         }],
         latency: Some(LatencySummary {
             p50_ms: 1.0,

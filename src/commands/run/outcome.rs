@@ -114,6 +114,7 @@ pub fn outcome(
                     slowdowns: pace.slowdowns,
                     slowest_rate: pace.slowest_rate,
                     pauses: pace.pauses,
+                    failed: l.members.iter().map(|&m| targets[m].failed()).sum(),
                 }
             })
             .collect(),
@@ -127,7 +128,21 @@ pub fn outcome(
         crate::log::error(&format!("reactbatch run: {err}"));
     }
     if config.dry_run {
-        crate::log::info(crate::audit::render(&audit, &plan.targets).trim_end());
+        let rates: Vec<_> = audit.model.lanes.iter().map(|l| l.rate).collect();
+        let loads = crate::executor::host::host_loads(
+            &plan.targets,
+            &plan.pace_groups,
+            &rates,
+            &plan.settings.host_rate,
+            config.shard.map_or(1, |s| s.count),
+        );
+        // `--sandbox` points every target at one loopback host, with no ceiling.
+        let hosts = if config.sandbox {
+            Vec::new()
+        } else {
+            crate::executor::host::host_lines(&loads, crate::audit::LISTED_TARGETS)
+        };
+        crate::log::info(crate::audit::render(&audit, &plan.targets, &hosts).trim_end());
     }
     let report = config.report.display().to_string();
     crate::log::failed_rows(&tally.failed_rows, tally.failed_more, &report, &stopped);
