@@ -16,6 +16,7 @@ mod plan;
 mod proptest_plans;
 mod run;
 mod sandbox;
+mod scale_summary;
 mod secrets;
 mod soak;
 mod wire;

@@ -1,0 +1,290 @@
+//! Runs across many accounts, as people read them: `check` says what the lanes on each host add
+//! up to and what its ceiling makes of it; the summary of many lanes is aggregated in a few
+//! lines that still name every lane in trouble; the estimate counts only rows that will be
+//! sent.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::common::*;
+use reactbatch::plan::Rate;
+use reactbatch::report::{read_report, Status};
+use reactbatch::sandbox::Sandbox;
+
+/// A plan of `accounts` Kommo targets (one per account: its own `scope_id`, hence its own
+/// lane), `rows_each` rows each, at `base_url` (`None`: Kommo's default) and `rate`.
+fn accounts_plan(
+    dir: &Path,
+    accounts: usize,
+    rows_each: usize,
+    base_url: Option<&str>,
+    rate: &str,
+    settings: &str,
+) -> PathBuf {
+    let mut plan = String::from("version: 1\ntargets:\n");
+    for a in 0..accounts {
+        let _ = write!(
+            plan,
+            "  acct-{a:04}:\n    provider: kommo\n    scope_id: chan-1_acct-{a:04}\n    \
+             secret: {{ env: KOMMO_CHANNEL_SECRET }}\n    user_id: {USER}\n    rate: {rate}\n"
+        );
+        if let Some(url) = base_url {
+            let _ = writeln!(plan, "    base_url: {url}");
+        }
+    }
+    let _ = write!(plan, "settings: {{ {settings} }}\ninclude: [rows.csv]\n");
+    let mut csv = String::from("target,message_id,conversation_id,emoji\n");
+    for a in 0..accounts {
+        for r in 0..rows_each {
+            let message = if a == 7 { "gone" } else { "m" };
+            let _ = writeln!(csv, "acct-{a:04},{message}-{a}-{r},chat-{a},👍");
+        }
+    }
+    std::fs::write(dir.join("rows.csv"), csv).expect("write rows");
+    let path = dir.join("plan.yaml");
+    std::fs::write(&path, plan).expect("write plan");
+    path
+}
+
+fn check(plan: &Path) -> std::process::Output {
+    bin()
+        .arg("check")
+        .arg(plan)
+        .env("KOMMO_CHANNEL_SECRET", KOMMO_SECRET)
+        .output()
+        .expect("check")
+}
+
+#[test]
+fn check_of_a_thousand_accounts_names_the_host_and_what_their_lanes_add_up_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = accounts_plan(dir.path(), 1000, 1, Some("http://127.0.0.1:9"), "7/s", "");
+    let out = check(&plan);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("  127.0.0.1:9: 1000 lanes add up to 7000/s (no host ceiling)\n"),
+        "{err}"
+    );
+    assert!(err.lines().count() <= 3, "{err}");
+}
+
+#[test]
+fn check_says_what_kommos_host_ceiling_makes_of_the_lanes_and_host_rate_changes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = accounts_plan(dir.path(), 12, 1, None, "7/s", "");
+    let out = check(&plan);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "  amojo.kommo.com: 12 lanes add up to 84/s; host ceiling 50/s holds them to it \
+             (~4.17/s per lane when all are busy)\n"
+        ),
+        "{err}"
+    );
+    let plan = accounts_plan(
+        dir.path(),
+        12,
+        1,
+        None,
+        "7/s",
+        "host_rate: { \"https://amojo.kommo.com/\": 100/s }",
+    );
+    let out = check(&plan);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "  amojo.kommo.com: 12 lanes add up to 84/s; host ceiling 100/s, not reached\n"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn host_rate_errors_name_the_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = accounts_plan(
+        dir.path(),
+        2,
+        1,
+        None,
+        "7/s",
+        "host_rate: { \"ftp://amojo.kommo.com\": 50/s, \"https://x.example\": fast }",
+    );
+    let out = check(&plan);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let at = plan.display().to_string();
+    assert!(
+        err.contains(&format!("{at}:15:"))
+            && err.contains("invalid base_url `ftp://amojo.kommo.com`"),
+        "{err}"
+    );
+    assert!(err.contains("`host_rate` for https://x.example"), "{err}");
+    assert!(names_file_and_line(&err), "{err}");
+}
+
+/// 30 accounts of 15 rows at 10/s against the sandbox (long enough to have rates): 3 of them
+/// planned far above what the sandbox allows per scope (so they are answered 429), one whose
+/// messages are gone (404: failed rows). The
+/// stderr summary stays a few lines and names those four lanes; the JSON has all 30.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_of_thirty_lanes_is_a_few_lines_naming_those_in_trouble() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::start(
+        sandbox_config()
+            .kommo_rate(
+                Rate::Limited {
+                    count: 40,
+                    per: Duration::from_secs(1),
+                },
+                1,
+            )
+            .not_found_prefix("gone-"),
+    )
+    .await
+    .expect("sandbox");
+    let plan = accounts_plan(
+        dir.path(),
+        30,
+        15,
+        Some(&sandbox.base_url()),
+        "10/s",
+        "concurrency: 32",
+    );
+    // Three accounts planned at 200/s: the sandbox's 40/s per scope answers them 429.
+    let text = std::fs::read_to_string(&plan).expect("plan");
+    let mut hot = text.clone();
+    for a in [3, 11, 25] {
+        let block = format!("scope_id: chan-1_acct-{a:04}\n    secret: {{ env: KOMMO_CHANNEL_SECRET }}\n    user_id: {USER}\n    rate: 10/s");
+        assert!(hot.contains(&block));
+        hot = hot.replacen(&block, &block.replace("rate: 10/s", "rate: 200/s"), 1);
+    }
+    std::fs::write(&plan, hot).expect("write plan");
+    let report = dir.path().join("report.csv");
+    let summary = dir.path().join("summary.json");
+    let mut cmd = run_cmd(&plan, &report, &["--summary-json"]);
+    cmd.arg(&summary);
+    let out = run_blocking(cmd).await;
+    sandbox.shutdown().await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let results = read_report(&report).expect("report");
+    assert_eq!(by_status(&results).get(&Status::Ok), Some(&435), "{err}");
+    assert_eq!(by_status(&results).get(&Status::Failed), Some(&15), "{err}");
+    // The summary: from its first line to the report line.
+    let start = err.find("reactbatch: 450 rows in ").expect("summary line");
+    let summary_text = &err[start..];
+    assert!(summary_text.lines().count() <= 12, "{summary_text}");
+    assert!(
+        summary_text.contains("  30 lanes (30 targets), "),
+        "{summary_text}"
+    );
+    assert!(summary_text.contains("  slowest: "), "{summary_text}");
+    for a in [3, 11, 25] {
+        let line = summary_text
+            .lines()
+            .find(|l| l.contains(&format!("  lane acct-{a:04} (kommo): ")))
+            .unwrap_or_else(|| panic!("lane acct-{a:04} named: {summary_text}"));
+        assert!(line.contains(" answered 429"), "{line}");
+    }
+    let failed = summary_text
+        .lines()
+        .find(|l| l.contains("  lane acct-0007 (kommo): "))
+        .unwrap_or_else(|| panic!("the failing lane named: {summary_text}"));
+    assert!(failed.contains("; 15 failed"), "{failed}");
+    // Every lane answered 429 or with failed rows is named (the jitter of a loopback run may
+    // add a stray 429 on another lane), the rest counted.
+    let json = summary_json(&summary);
+    let lanes = json["lanes"].as_array().expect("lanes");
+    let troubled: Vec<&str> = lanes
+        .iter()
+        .filter(|l| l["rate_limited"].as_u64() > Some(0) || l["failed"].as_u64() > Some(0))
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    assert!(troubled.len() <= 5, "{troubled:?}");
+    for name in &troubled {
+        assert!(
+            summary_text.contains(&format!("  lane {name} (kommo): ")),
+            "{name}: {summary_text}"
+        );
+    }
+    let rest = 30 - troubled.len();
+    assert!(
+        summary_text.contains(&format!(
+            "  and {rest} lane(s): {rest} without (every lane in --summary-json)"
+        )),
+        "{summary_text}"
+    );
+    assert!(!summary_text.contains("  target acct-"), "{summary_text}");
+    assert_eq!(lanes.len(), 30);
+    assert_eq!(json["targets"].as_array().map(Vec::len), Some(30));
+    let failed: u64 = lanes.iter().filter_map(|l| l["failed"].as_u64()).sum();
+    assert_eq!(failed, 15);
+}
+
+/// The dry run's outline of 30 accounts is a few lines too: totals, the longest lanes, what
+/// the lanes on the host add up to, the estimate.
+#[test]
+fn the_dry_run_outline_of_thirty_accounts_is_a_few_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = accounts_plan(dir.path(), 30, 5, None, "7/s", "");
+    let report = dir.path().join("dry.csv");
+    let out = run_cmd(&plan, &report, &["--dry-run"])
+        .output()
+        .expect("dry run");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("reactbatch: plan for 30 targets in 30 lanes: 150 react(s) (0 replacing), 0 unreact(s)\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("reactbatch: the longest lanes: acct-0000 at 7/s ~"),
+        "{err}"
+    );
+    assert!(
+        err.contains("reactbatch: amojo.kommo.com: 30 lanes add up to 210/s; host ceiling 50/s holds them to it"),
+        "{err}"
+    );
+    // 150 rows under the host's 50/s: 149 / 50 s, longer than any lane's 4 / 7 s.
+    assert!(err.contains("the live run takes ~3.0s (2980 ms)"), "{err}");
+    assert!(!err.contains("plan for target "), "{err}");
+}
+
+/// Rows an earlier report shows done are not in the estimate: 101 rows at 10/s take 10 s,
+/// of which 50 done earlier leave 51 rows, 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_estimate_leaves_out_rows_a_resume_finds_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
+    let rows: Vec<PlanRow> = (0..101)
+        .map(|i| react("k", format!("r-{i}"), "👍"))
+        .collect();
+    let first = tempfile::tempdir().expect("tempdir");
+    let plan = write_plan(first.path(), &sandbox.base_url(), &rows[..50], "rate: 10/s");
+    let earlier = dir.path().join("earlier.csv");
+    let out = run_blocking(run_cmd(&plan, &earlier, &["--rate", "unlimited"])).await;
+    sandbox.shutdown().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let plan = write_plan(dir.path(), "http://127.0.0.1:9", &rows, "rate: 10/s");
+    let estimate = |extra: &[&str]| {
+        let summary = dir.path().join("dry.json");
+        let mut cmd = run_cmd(&plan, &dir.path().join("dry.csv"), &["--dry-run"]);
+        cmd.args(extra).arg("--summary-json").arg(&summary);
+        let out = cmd.output().expect("dry run");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let json = summary_json(&summary);
+        (json["estimated_ms"].as_u64(), stderr(&out))
+    };
+    let (all, _) = estimate(&[]);
+    assert_eq!(all, Some(10_000));
+    let earlier = earlier.display().to_string();
+    let (rest, err) = estimate(&["--resume", &earlier]);
+    assert_eq!(rest, Some(5_000), "{err}");
+    assert!(err.contains("the live run takes ~5.0s (5000 ms)"), "{err}");
+}
