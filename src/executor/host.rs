@@ -115,6 +115,11 @@ impl HostCeilings {
         &self.hosts
     }
 
+    /// Whether `target`'s host has a ceiling.
+    pub fn limits(&self, target: usize) -> bool {
+        self.of_target.get(target).is_some_and(Option::is_some)
+    }
+
     /// Waits until `target`'s host lets another request go; true when it had to wait. At
     /// once when the host has no ceiling.
     pub async fn wait(&self, target: usize) -> bool {
@@ -194,16 +199,19 @@ impl HostLoad {
     }
 }
 
-/// The lines `check` and the dry run print: one per host with several lanes or a ceiling they
-/// would exceed (a single lane under no ceiling says nothing new), at most `most`, then how
-/// many more.
+/// Lanes to one host beyond which `check` and the dry run say what they add up to even when
+/// the host has no ceiling (a few lanes are plain from the targets themselves).
+pub const MANY_LANES: usize = 10;
+
+/// The lines `check` and the dry run print: one per host with a ceiling and several lanes, a
+/// ceiling its lanes exceed, or more than [`MANY_LANES`] lanes; at most `most`, then how many
+/// more.
 pub fn host_lines(loads: &[HostLoad], most: usize) -> Vec<String> {
     let worth: Vec<&HostLoad> = loads
         .iter()
-        .filter(|l| {
-            l.lanes > 1
-                || l.ceiling
-                    .is_some_and(|c| c.per_second() < l.total_per_second)
+        .filter(|l| match l.ceiling {
+            Some(c) => l.lanes > 1 || c.per_second() < l.total_per_second,
+            None => l.lanes > MANY_LANES,
         })
         .collect();
     let mut lines: Vec<String> = worth.iter().take(most).map(|l| l.describe()).collect();

@@ -238,12 +238,14 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
             }
         }
         // Then its host's ceiling, shared with every lane to that host (`super::host`).
-        tokio::select! {
-            biased;
-            late = ctx.hosts.wait(job.row.target) => if late { l.limiter.sent_late(Instant::now()) },
-            _ = ctx.cancel.soft() => {
-                l.push_front(job);
-                continue;
+        if ctx.hosts.limits(job.row.target) {
+            tokio::select! {
+                biased;
+                late = ctx.hosts.wait(job.row.target) => if late { l.limiter.sent_late(Instant::now()) },
+                _ = ctx.cancel.soft() => {
+                    l.push_front(job);
+                    continue;
+                }
             }
         }
         let permit = match ctx.slots.try_acquire() {
