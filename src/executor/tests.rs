@@ -751,3 +751,87 @@ async fn lanes_to_a_host_without_a_ceiling_run_at_their_own_pace() {
     let busiest = busiest_second(&out.calls);
     assert!((55..=60).contains(&busiest), "busiest second {busiest}");
 }
+
+/// Runs `rows` on one lane at `rate` and reads the live ETA ([`progress::time_left`]) after
+/// `at`: the rows the lane finished by then, and the time left.
+async fn eta_after(
+    rate: Rate,
+    rows: Vec<Result<Row, Problem>>,
+    script: Box<Script>,
+    at: Duration,
+) -> (u64, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let writer = ReportWriter::create(&dir.path().join("r.csv")).expect("report");
+    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
+        .expect("writer thread");
+    let model = crate::audit::PaceModel {
+        lanes: vec![crate::audit::LanePace {
+            rows: rows.len() as u64,
+            rate,
+            host: None,
+        }],
+        ceilings: vec![],
+        burst: 1,
+    };
+    let ctx = Arc::new(RunContext::new(
+        config(16),
+        vec![TargetRuntime::new(target(), Secret::new("k"), rate)],
+        vec![Lane::new("o".into(), vec![0], rate, 1)],
+        FakeTransport {
+            calls: Arc::default(),
+            script,
+        },
+        out,
+        Cancel::new(),
+    ));
+    let run = tokio::spawn(execute(
+        Arc::clone(&ctx),
+        rows.into_iter(),
+        Box::new(|r: &Row| format!("k{}", r.number)),
+        |_: &Row, _: &str| Admission::Run,
+    ));
+    tokio::time::sleep(at).await;
+    let seen = (ctx.targets[0].finished(), progress::time_left(&ctx, &model));
+    run.await.expect("run");
+    drop(ctx);
+    thread.join().await;
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_eta_is_the_lanes_rows_left_at_the_pace_it_goes() {
+    // 100 rows at 10/s: after 5 s about half are done, and the other half take about 5 s.
+    let script = Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(20)));
+    let (done, left) = eta_after(per_sec(10), rows(100, 100), script, Duration::from_secs(5)).await;
+    assert!((48..=52).contains(&done), "{done} rows done");
+    let expected = Duration::from_millis((100 - done) * 100);
+    assert!(
+        left.abs_diff(expected) <= Duration::from_millis(150),
+        "{left:?}, expected {expected:?}"
+    );
+
+    // The same lane answered 429 a few times early on: it goes slower than its 10/s from then
+    // (AIMD), and the ETA counts the rows left at that pace, not at 10/s.
+    let script = Box::new(|_: &str, n: usize| {
+        let answer = if (10..14).contains(&n) {
+            status(429)
+        } else {
+            ok()
+        };
+        (answer, Duration::from_millis(20))
+    });
+    let (done, left) = eta_after(per_sec(10), rows(100, 100), script, Duration::from_secs(5)).await;
+    let at_configured = Duration::from_millis((100 - done) * 100);
+    assert!(
+        left >= at_configured.mul_f64(1.1),
+        "{left:?} for {} rows left, at the configured pace {at_configured:?}",
+        100 - done
+    );
+    // And no slower than the rows it finished so far would say (with room for the slow
+    // start): the pace it goes now, which is what the rows left will take.
+    let at_average = Duration::from_secs_f64((100 - done) as f64 / (done as f64 / 5.0));
+    assert!(
+        left <= at_average.mul_f64(1.5),
+        "{left:?}, at the average so far {at_average:?}"
+    );
+}
