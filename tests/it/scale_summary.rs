@@ -288,3 +288,42 @@ async fn the_estimate_leaves_out_rows_a_resume_finds_done() {
     assert_eq!(rest, Some(5_000), "{err}");
     assert!(err.contains("the live run takes ~5.0s (5000 ms)"), "{err}");
 }
+
+/// A live run under a host ceiling: ten accounts at 20/s each (200/s together) to the sandbox,
+/// whose base URL `host_rate` holds to 30/s. The sandbox counts what arrived: no second holds
+/// more than the ceiling (plus one for delivery jitter), and every row is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_holds_the_lanes_to_one_host_under_its_host_rate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::start(sandbox_config().record_arrivals(true))
+        .await
+        .expect("sandbox");
+    let base = sandbox.base_url();
+    let plan = accounts_plan(
+        dir.path(),
+        10,
+        9,
+        Some(&base),
+        "20/s",
+        &format!("host_rate: {{ \"{base}\": 30/s }}"),
+    );
+    // The one account whose messages are gone would fail: this run is about the pace.
+    let rows = std::fs::read_to_string(dir.path().join("rows.csv")).expect("rows");
+    std::fs::write(dir.path().join("rows.csv"), rows.replace(",gone-", ",m-")).expect("rows");
+    let report = dir.path().join("report.csv");
+    let dry = run_cmd(&plan, &dir.path().join("dry.csv"), &["--dry-run"])
+        .output()
+        .expect("dry run");
+    let err = stderr(&dry);
+    // 90 rows under 30/s: 89 / 30 s, where each lane alone needs 8 / 20 s.
+    assert!(err.contains("the live run takes ~3.0s (2967 ms)"), "{err}");
+    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
+    let in_1s = sandbox.max_in_window(None, Duration::from_secs(1));
+    sandbox.shutdown().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let results = read_report(&report).expect("report");
+    assert_eq!(by_status(&results).get(&Status::Ok), Some(&90));
+    assert!(in_1s <= 31, "{in_1s} requests arrived within one second");
+    // The ceiling, not the lanes, held them: together they would have sent 90 at once.
+    assert!(in_1s >= 20, "{in_1s} requests arrived within one second");
+}
