@@ -70,6 +70,20 @@ pub struct LaneSummary {
     pub failed: u64,
 }
 
+/// What the lanes to one host add up to, and its ceiling (see [`crate::executor::host`]).
+#[derive(Debug, Serialize)]
+pub struct HostSummary {
+    /// `amojo.kommo.com`, `127.0.0.1:8080`.
+    pub host: String,
+    pub base_url: String,
+    /// Lanes sending to it.
+    pub lanes: usize,
+    /// The sum of their paces, requests per second; `null` when one is unlimited.
+    pub rate_sum: Option<f64>,
+    /// The host's ceiling, e.g. `50/s`; `null` when it has none.
+    pub ceiling: Option<String>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct LatencySummary {
     pub p50_ms: f64,
@@ -97,6 +111,8 @@ pub struct Summary {
     pub targets: Vec<TargetSummary>,
     /// One per pace group.
     pub lanes: Vec<LaneSummary>,
+    /// One per host the plan's targets send to.
+    pub hosts: Vec<HostSummary>,
     pub latency: Option<LatencySummary>,
     /// The plan digest (see `run --dry-run` and `--expect-digest`).
     pub digest: Option<String>,
@@ -361,6 +377,7 @@ mod tests {
                 plan: Default::default(),
             }],
             lanes: vec![],
+            hosts: vec![],
             latency: None,
             digest: None,
             files: vec![],

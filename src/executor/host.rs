@@ -221,6 +221,11 @@ pub fn host_lines(loads: &[HostLoad], most: usize) -> Vec<String> {
     lines
 }
 
+/// A ceiling as people read it, per second: `50/s` (a shard's share of `100/s` as well).
+pub fn rate_text(rate: Rate) -> String {
+    per_second(rate.per_second())
+}
+
 /// `7000/s`, `0.5/s`, `unlimited`.
 fn per_second(r: f64) -> String {
     if r.is_infinite() {

@@ -416,6 +416,13 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             pauses: 0,
             failed: 0,
         }],
+        hosts: vec![reactbatch::summary::HostSummary {
+            host: "amojo.kommo.com".into(),
+            base_url: "https://amojo.kommo.com".into(),
+            lanes: 1,
+            rate_sum: Some(7.0),
+            ceiling: Some("50/s".into()),
+        }],
         latency: Some(LatencySummary {
             p50_ms: 1.0,
             p95_ms: 1.0,

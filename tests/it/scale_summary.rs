@@ -233,11 +233,23 @@ fn the_dry_run_outline_of_thirty_accounts_is_a_few_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plan = accounts_plan(dir.path(), 30, 5, None, "7/s", "");
     let report = dir.path().join("dry.csv");
-    let out = run_cmd(&plan, &report, &["--dry-run"])
-        .output()
-        .expect("dry run");
+    let summary = dir.path().join("dry.json");
+    let mut cmd = run_cmd(&plan, &report, &["--dry-run", "--summary-json"]);
+    let out = cmd.arg(&summary).output().expect("dry run");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
+    let json = summary_json(&summary);
+    assert_eq!(
+        json["hosts"],
+        serde_json::json!([{
+            "host": "amojo.kommo.com",
+            "base_url": "https://amojo.kommo.com",
+            "lanes": 30,
+            "rate_sum": 210.0,
+            "ceiling": "50/s",
+        }])
+    );
+    assert_eq!(json["estimated_ms"], 2980);
     assert!(
         err.contains("reactbatch: plan for 30 targets in 30 lanes: 150 react(s) (0 replacing), 0 unreact(s)\n"),
         "{err}"

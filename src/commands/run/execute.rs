@@ -162,7 +162,8 @@ async fn run_with_targets(
         plan,
         again,
         &identities,
-        (config.shard, now),
+        config.shard,
+        now,
     )
     .map_err(fail)?;
     // Rows done earlier are not sent: the estimate and the ETA leave them out.
@@ -335,14 +336,16 @@ async fn run_with_targets(
 /// Creates the report. With an earlier report to resume, its done rows (those still in the
 /// plan, numbered as the plan is now) are copied into a temporary file that is renamed over the
 /// report path before anything is sent, so the file on disk always holds every confirmed row
-/// (see [`crate::resume`]).
+/// (see [`crate::resume`]). Also says, per target, how many of the copied rows this run would
+/// otherwise have sent (in its shard, not deferred at `now`): the estimate leaves them out.
 fn create_report(
     path: &Path,
     done: Option<&DoneSet>,
     plan: &Plan,
     rows: impl FnOnce() -> Result<SpoolRows, String>,
     identities: &Identities,
-    (shard, now): (Option<Shard>, chrono::DateTime<chrono::Utc>),
+    shard: Option<Shard>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(ReportWriter, u64, Vec<u64>), String> {
     // Per target: copied rows that this run would otherwise send (not deferred).
     let sendable: Vec<std::cell::Cell<u64>> = vec![std::cell::Cell::new(0); plan.targets.len()];

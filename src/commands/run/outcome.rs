@@ -12,7 +12,7 @@ use crate::digest::Digests;
 use crate::exit::{Exit, RunOutcome};
 use crate::plan::Plan;
 use crate::report::Status;
-use crate::summary::{LaneSummary, LatencySummary, Summary, TargetSummary};
+use crate::summary::{HostSummary, LaneSummary, LatencySummary, Summary, TargetSummary};
 
 use super::config::RunConfig;
 use super::execute::Executed;
@@ -65,6 +65,20 @@ pub fn outcome(
         samples: tally.latency.len(),
     });
     let rows = tally.rows + copied;
+    // What each host's lanes add up to; `--sandbox` points them all at one loopback host,
+    // with no ceiling, so the plan's hosts say nothing of that run.
+    let loads = if config.sandbox {
+        Vec::new()
+    } else {
+        let rates: Vec<_> = audit.model.lanes.iter().map(|l| l.rate).collect();
+        crate::executor::host::host_loads(
+            &plan.targets,
+            &plan.pace_groups,
+            &rates,
+            &plan.settings.host_rate,
+            config.shard.map_or(1, |s| s.count),
+        )
+    };
     let summary = Summary {
         plan: plan.path.display().to_string(),
         report: config.report.display().to_string(),
@@ -118,6 +132,16 @@ pub fn outcome(
                 }
             })
             .collect(),
+        hosts: loads
+            .iter()
+            .map(|l| HostSummary {
+                host: crate::executor::host::host_name(&l.base_url).to_string(),
+                base_url: l.base_url.clone(),
+                lanes: l.lanes,
+                rate_sum: l.total_per_second.is_finite().then_some(l.total_per_second),
+                ceiling: l.ceiling.map(crate::executor::host::rate_text),
+            })
+            .collect(),
         latency,
         digest: Some(digest.plan),
         files: digest.files,
@@ -128,20 +152,7 @@ pub fn outcome(
         crate::log::error(&format!("reactbatch run: {err}"));
     }
     if config.dry_run {
-        let rates: Vec<_> = audit.model.lanes.iter().map(|l| l.rate).collect();
-        let loads = crate::executor::host::host_loads(
-            &plan.targets,
-            &plan.pace_groups,
-            &rates,
-            &plan.settings.host_rate,
-            config.shard.map_or(1, |s| s.count),
-        );
-        // `--sandbox` points every target at one loopback host, with no ceiling.
-        let hosts = if config.sandbox {
-            Vec::new()
-        } else {
-            crate::executor::host::host_lines(&loads, crate::audit::LISTED_TARGETS)
-        };
+        let hosts = crate::executor::host::host_lines(&loads, crate::audit::LISTED_TARGETS);
         crate::log::info(crate::audit::render(&audit, &plan.targets, &hosts).trim_end());
     }
     let report = config.report.display().to_string();
