@@ -325,17 +325,16 @@ impl Summary {
         let mut more = Vec::new();
         if unnamed_troubled > 0 {
             more.push(format!(
-                "{unnamed_troubled} more with failures, 429s or a stopped target"
+                "{unnamed_troubled} more lane(s) with failures, 429s or a stopped target"
             ));
         }
         if quiet > 0 {
-            more.push(format!("{quiet} without"));
+            more.push(format!("{quiet} more lane(s) without failures or 429s"));
         }
         if !more.is_empty() {
             let _ = writeln!(
                 s,
-                "  and {} lane(s): {} (every lane in --summary-json)",
-                unnamed_troubled + quiet,
+                "  and {} (every lane in --summary-json)",
                 more.join(", ")
             );
         }
@@ -443,7 +442,9 @@ mod tests {
         );
         assert!(text.contains("; 2 failed; target k19 stopped"), "{text}");
         assert!(
-            text.contains("  and 26 lane(s): 26 without (every lane in --summary-json)"),
+            text.contains(
+                "  and 26 more lane(s) without failures or 429s (every lane in --summary-json)"
+            ),
             "{text}"
         );
         assert!(!text.contains("  target k00 (kommo)"), "{text}");

@@ -215,7 +215,7 @@ async fn the_summary_of_thirty_lanes_is_a_few_lines_naming_those_in_trouble() {
     let rest = 30 - troubled.len();
     assert!(
         summary_text.contains(&format!(
-            "  and {rest} lane(s): {rest} without (every lane in --summary-json)"
+            "  and {rest} more lane(s) without failures or 429s (every lane in --summary-json)"
         )),
         "{summary_text}"
     );
