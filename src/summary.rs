@@ -328,13 +328,16 @@ impl Summary {
                 "{unnamed_troubled} more lane(s) with failures, 429s or a stopped target"
             ));
         }
-        if quiet > 0 {
+        if troubled.is_empty() {
+            more.push("no lane with failures or 429s".to_string());
+        } else if quiet > 0 {
             more.push(format!("{quiet} more lane(s) without failures or 429s"));
         }
         if !more.is_empty() {
+            let and = if troubled.is_empty() { "" } else { "and " };
             let _ = writeln!(
                 s,
-                "  and {} (every lane in --summary-json)",
+                "  {and}{} (every lane in --summary-json)",
                 more.join(", ")
             );
         }
@@ -448,6 +451,17 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("  target k00 (kommo)"), "{text}");
+        // With no lane in trouble, the last line says so.
+        for l in &mut s.lanes {
+            (l.rate_limited, l.failed) = (0, 0);
+        }
+        s.targets[19].stopped = None;
+        let calm = s.render();
+        assert!(
+            calm.contains("\n  no lane with failures or 429s (every lane in --summary-json)\n"),
+            "{calm}"
+        );
+        assert!(calm.lines().count() <= 6, "{calm}");
         // Ten lanes still get a line each.
         s.targets.truncate(10);
         s.lanes.truncate(10);
