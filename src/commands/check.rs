@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use crate::cli::{CheckArgs, CheckFormat};
+use crate::executor::host::HostLoad;
 use crate::exit::Exit;
 use crate::plan::{Plan, Problem, Severity};
 
@@ -59,6 +60,8 @@ struct Outcome {
     /// Which targets share a pace (groups of more than one), one line each; then what the
     /// lanes on each host add up to. Both bounded in number.
     pace: Vec<String>,
+    /// What the lanes to each host add up to (every host, for `--format json`).
+    hosts: Vec<HostLoad>,
 }
 
 impl Outcome {
@@ -96,6 +99,7 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
             warnings: 0,
             problems,
             pace: Vec::new(),
+            hosts: Vec::new(),
         };
     };
     let mut validation = plan.validate();
@@ -117,6 +121,7 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
         problems.extend(secret_problems);
     }
     problems.extend(validation.warnings.iter().cloned());
+    let hosts = host_loads(&plan);
     Outcome {
         plan: name,
         loaded: true,
@@ -127,14 +132,14 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
         problems,
         pace: pace_lines(&plan)
             .into_iter()
-            .chain(host_lines(&plan))
+            .chain(crate::executor::host::host_lines(&hosts, MAX_LISTED))
             .collect(),
+        hosts,
     }
 }
 
-/// What the lanes to each host add up to, and what its ceiling makes of it (see
-/// [`crate::executor::host::host_lines`]).
-fn host_lines(plan: &Plan) -> Vec<String> {
+/// What the lanes to each host add up to at the plan's paces, and its ceiling.
+fn host_loads(plan: &Plan) -> Vec<HostLoad> {
     let shards = plan.settings.shard.map_or(1, |s| s.count);
     let rates: Vec<crate::plan::Rate> = plan
         .pace_groups
@@ -145,14 +150,13 @@ fn host_lines(plan: &Plan) -> Vec<String> {
                 .unwrap_or_else(|| g.rate(&plan.targets).divided(shards))
         })
         .collect();
-    let loads = crate::executor::host::host_loads(
+    crate::executor::host::host_loads(
         &plan.targets,
         &plan.pace_groups,
         &rates,
         &plan.settings.host_rate,
         shards,
-    );
-    crate::executor::host::host_lines(&loads, MAX_LISTED)
+    )
 }
 
 /// The first [`MAX_LISTED`] of `lines`, then how many more.
@@ -233,6 +237,19 @@ struct JsonPlan<'a> {
     errors: u64,
     warnings: u64,
     problems: Vec<JsonProblem<'a>>,
+    /// `null` when the plan was not loaded.
+    hosts: Option<Vec<JsonHost>>,
+}
+
+/// What the lanes to one host add up to (see [`crate::executor::host`]).
+#[derive(Serialize)]
+struct JsonHost {
+    host: String,
+    base_url: String,
+    lanes: usize,
+    /// Requests per second; `null` when a lane is unlimited.
+    rate_sum: Option<f64>,
+    ceiling: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -274,6 +291,18 @@ impl<'a> JsonDoc<'a> {
                         hint: p.hint.as_deref(),
                     })
                     .collect(),
+                hosts: o.loaded.then(|| {
+                    o.hosts
+                        .iter()
+                        .map(|h| JsonHost {
+                            host: crate::executor::host::host_name(&h.base_url).to_string(),
+                            base_url: h.base_url.clone(),
+                            lanes: h.lanes,
+                            rate_sum: h.total_per_second.is_finite().then_some(h.total_per_second),
+                            ceiling: h.ceiling.map(crate::executor::host::rate_text),
+                        })
+                        .collect()
+                }),
             })
             .collect();
         let errors = outcomes.iter().map(|o| o.errors).sum();

@@ -68,6 +68,25 @@ fn check_of_a_thousand_accounts_names_the_host_and_what_their_lanes_add_up_to() 
         "{err}"
     );
     assert!(err.lines().count() <= 3, "{err}");
+
+    let out = bin()
+        .args(["check", "--format", "json"])
+        .arg(&plan)
+        .env("KOMMO_CHANNEL_SECRET", KOMMO_SECRET)
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        doc["plans"][0]["hosts"],
+        serde_json::json!([{
+            "host": "127.0.0.1:9",
+            "base_url": "http://127.0.0.1:9",
+            "lanes": 1000,
+            "rate_sum": 7000.0,
+            "ceiling": null,
+        }])
+    );
 }
 
 #[test]
