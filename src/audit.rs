@@ -673,27 +673,16 @@ mod tests {
 #[cfg(test)]
 mod replacing_tests {
     use super::*;
-    use crate::plan::Source;
 
     fn row(n: u64, target: usize, message: u64, previous: bool, deferred: bool) -> Row {
         Row {
-            number: n,
-            source: Source {
-                file: "p.csv".into(),
-                line: n as u32 + 1,
-            },
-            target,
-            action: Action::React,
-            emoji: Some("👍".into()),
-            message_id: Some(format!("m-{message}")),
-            msgid: None,
             conversation_id: Some("c".into()),
-            conversation_ref_id: None,
-            user_id: None,
-            user_ref_id: None,
             not_before: deferred.then(|| "2030-01-01T00:00:00Z".parse().expect("time")),
             previous_emoji: previous.then(|| "❤️".into()),
-            key: None,
+            ..Row::test(n)
+                .on(target)
+                .message(format!("m-{message}"))
+                .emoji("👍")
         }
     }
 

@@ -122,7 +122,7 @@ pub struct RunArgs {
     /// Write every signed request as it is sent (or would be), secrets redacted.
     #[arg(long, value_name = "FILE")]
     pub emit: Option<PathBuf>,
-    /// Format of --emit.
+    /// Format of --emit [default: from its extension: `.sh` curl, anything else jsonl].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub emit_format: Option<EmitFormatArg>,
     /// Per-target rate: `7/s`, `60/min`, or `unlimited` (sandbox rehearsals).
@@ -239,7 +239,11 @@ pub struct UndoArgs {
     /// The plan that report came from (targets are taken from it).
     #[arg(long, value_name = "PLAN")]
     pub plan: PathBuf,
-    /// Where to write the inverse plan [default: standard output].
+    /// Where to write the inverse plan [default: standard output]. An existing file is not
+    /// replaced unless --force.
     #[arg(short, long, value_name = "PLAN_OUT")]
     pub output: Option<PathBuf>,
+    /// Replace an existing -o PLAN_OUT.
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }

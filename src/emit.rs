@@ -5,12 +5,61 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use crate::executor::transport::USER_AGENT;
 use crate::json;
 use crate::plan::EmitFormat;
 use crate::provider::{header_text, SignedRequest};
 use crate::secret::SecretRef;
+
+/// How long Kommo accepts a signed request after the `Date` it carries: a curl script must
+/// reach its last Kommo request within this of being written.
+pub const KOMMO_SIGNATURE_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// What one script should take at most when the run suggests splitting it: below
+/// [`KOMMO_SIGNATURE_LIFETIME`], as shards are not exactly even and the script is run a little
+/// after it is written.
+const SPLIT_TARGET: Duration = Duration::from_secs(12 * 60);
+
+/// The format `--emit PATH` writes when neither `--emit-format` nor `settings.emit_format`
+/// says: `.sh` a curl script, anything else (`.jsonl`, `.json`, …) JSON Lines.
+pub fn format_for_path(path: &Path) -> EmitFormat {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) if ext.eq_ignore_ascii_case("sh") => EmitFormat::Curl,
+        _ => EmitFormat::Jsonl,
+    }
+}
+
+/// A curl script's pauses: each request is followed by its lane's interval, one request after
+/// another. `lanes`: per pace group, the requests the script holds and the interval.
+pub fn curl_sleeps(lanes: impl IntoIterator<Item = (u64, Option<Duration>)>) -> Duration {
+    lanes
+        .into_iter()
+        .filter_map(|(requests, interval)| {
+            Some(interval?.saturating_mul(u32::try_from(requests).unwrap_or(u32::MAX)))
+        })
+        .fold(Duration::ZERO, Duration::saturating_add)
+}
+
+/// Refuses a curl script with Kommo requests whose pauses add up to more than a signature
+/// lives: its last requests would be refused when it runs. (Refused rather than written in
+/// parts: a part written now would still expire before its turn came.) The error says how to
+/// split the plan into scripts that each fit.
+pub fn check_curl_span(sleeps: Duration, has_kommo: bool, rate: &str) -> Result<(), String> {
+    if !has_kommo || sleeps <= KOMMO_SIGNATURE_LIFETIME {
+        return Ok(());
+    }
+    let parts = sleeps.as_secs().div_ceil(SPLIT_TARGET.as_secs()).max(2);
+    Err(format!(
+        "the curl script's pauses add up to {}, past the 15 minutes a Kommo signature is valid: \
+         its last requests would be refused. Write one script per shard, each run as soon as it \
+         is written: --shard 1/{parts} --rate {rate} … --shard {parts}/{parts} --rate {rate} (--rate \
+         keeps each shard at the full pace, as they run one after another); or emit a smaller \
+         plan, or JSON Lines (--emit-format jsonl)",
+        crate::audit::human_ms(sleeps.as_millis() as u64)
+    ))
+}
 
 /// One request as it goes (or would go) on the wire.
 pub struct EmitRecord<'a> {
@@ -21,7 +70,7 @@ pub struct EmitRecord<'a> {
     pub credential: &'a SecretRef,
     /// The target's pace (time between two of its requests); the curl script sleeps this long
     /// after each request, so running it never goes faster than the run would.
-    pub pace: Option<std::time::Duration>,
+    pub pace: Option<Duration>,
 }
 
 /// The `Host` header for `url`: host, and the port when it is not the scheme's default.

@@ -191,7 +191,6 @@ pub fn shard_of(target_name: &str, message: &str, count: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Action, Source};
 
     #[test]
     fn key_text_is_what_format_wrote() {
@@ -201,25 +200,7 @@ mod tests {
     }
 
     fn row(msg: &str, emoji: &str) -> Row {
-        Row {
-            number: 1,
-            source: Source {
-                file: "p.csv".into(),
-                line: 2,
-            },
-            target: 0,
-            action: Action::React,
-            emoji: Some(emoji.into()),
-            message_id: Some(msg.into()),
-            msgid: None,
-            conversation_id: None,
-            conversation_ref_id: None,
-            user_id: None,
-            user_ref_id: None,
-            not_before: None,
-            previous_emoji: None,
-            key: None,
-        }
+        Row::test(1).message(msg).emoji(emoji)
     }
 
     fn keys(rows: &[Row]) -> Vec<String> {

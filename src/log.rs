@@ -129,10 +129,14 @@ pub fn stamped(text: &str, ts: Option<&str>) -> String {
     out
 }
 
-/// A notice or failure message (one line of text, or one event).
+/// A notice or failure message (one line of text, or one event). Off a terminal each text
+/// line carries the timestamp progress and summary lines carry, so a log reads in one form.
 pub fn message(level: Level, text: &str) {
-    match format() {
-        LogFormat::Text => std::eprintln!("{text}"),
+    let c = config();
+    match c.format {
+        LogFormat::Text => {
+            std::eprint!("{}", stamped(text, c.timestamps.then(now).as_deref()))
+        }
         LogFormat::Json => {
             std::eprintln!(
                 "{}",
@@ -180,7 +184,12 @@ fn write_problems(problems: &[Problem]) {
     if problems.is_empty() {
         return;
     }
-    match format() {
+    let c = config();
+    match c.format {
+        LogFormat::Text if c.timestamps => {
+            let text = crate::diagnostic::render_all(problems, crate::diagnostic::color());
+            std::eprint!("{}", stamped(&text, Some(&now())));
+        }
         LogFormat::Text => crate::diagnostic::eprint(problems),
         LogFormat::Json => {
             let ts = now();
@@ -415,6 +424,7 @@ mod tests {
 
     fn summary() -> Summary {
         Summary {
+            not_in_plan: 0,
             plan: "p.yaml".into(),
             report: "p.report.csv".into(),
             dry_run: false,

@@ -17,8 +17,15 @@
 //! `--report` name the same file, and even after `kill -9`. The copy is made in the *current*
 //! plan's order and numbering: a done row keeps its earlier outcome (HTTP status, attempts,
 //! time) but takes its `row` and `source` from the plan as it is now, and a done row that was
-//! removed from the plan is not copied — so the report still has exactly one row per plan row
-//! after rows were added or removed elsewhere.
+//! removed from the plan is not copied as a plan row — so the report still has exactly one
+//! row per plan row after rows were added or removed elsewhere.
+//!
+//! A resume never drops history: every row of the earlier report whose identity matches no
+//! row of the plan (the plan was edited: a row removed, or a field changed that makes it a
+//! different request, such as a target's `user_id`) is kept in the new report as it was, code
+//! `not_in_plan` ([`DoneSet::keep_not_in_plan`]). Such rows are not sent, not counted with the
+//! run's rows, and do not change the exit code; the run says how many there are and, by the
+//! plan row now at the same `file:line`, which of the report's fields changed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -39,8 +46,21 @@ pub const DONE_EARLIER: &str = "done_earlier";
 /// Code of a row skipped because an earlier run got a final refusal for it.
 pub const FAILED_EARLIER: &str = "failed_earlier";
 
+/// Code of an earlier report's row that matches no row of the plan, kept by a resumed run.
+pub const NOT_IN_PLAN: &str = "not_in_plan";
+
+/// How a `done_earlier` row's message starts.
+const DONE_MESSAGE: &str = "done in an earlier run";
+
+/// How a `failed_earlier` row's message starts.
+const FAILED_MESSAGE: &str = "failed in an earlier run: ";
+
 pub fn is_done(row: &RowResult) -> bool {
-    row.status == Status::Ok || (row.status == Status::Skipped && row.code == DONE_EARLIER)
+    row.status == Status::Ok
+        || (row.status == Status::Skipped
+            && (row.code == DONE_EARLIER
+                // A `done_earlier` row later kept as `not_in_plan` keeps its message.
+                || (row.code == NOT_IN_PLAN && row.message.starts_with(DONE_MESSAGE))))
 }
 
 /// Whether a report row is a failure that sending again would only repeat: the provider
@@ -54,12 +74,16 @@ pub fn is_final_failure(row: &RowResult) -> bool {
             Some(s) if (400..500).contains(&s) => !matches!(s, 401 | 403 | 408 | 429),
             _ => false,
         },
-        Status::Skipped => row.code == FAILED_EARLIER,
+        Status::Skipped => {
+            row.code == FAILED_EARLIER
+                || (row.code == NOT_IN_PLAN && row.message.starts_with(FAILED_MESSAGE))
+        }
         _ => false,
     }
 }
 
-fn key_hash(key: &str) -> u64 {
+/// The 64-bit hash identities are held as in memory.
+pub fn key_hash(key: &str) -> u64 {
     let d = Sha256::digest(key.as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
@@ -187,7 +211,8 @@ impl DoneSet {
     /// `done_earlier` (or `failed_earlier`), with the plan's current row numbers and sources,
     /// built by the executor's row view builder. `ids` must be fresh (it numbers repeated rows
     /// as it goes); `mine` says which rows this run covers (a shard's). Returns how many were
-    /// written.
+    /// written, and the hashes of every plan row's identity (for
+    /// [`DoneSet::keep_not_in_plan`]).
     pub fn copy_done(
         &self,
         out: &mut ReportWriter,
@@ -195,17 +220,20 @@ impl DoneSet {
         rows: impl Iterator<Item = Result<Row, Problem>>,
         mut ids: Identities,
         mine: impl Fn(&Row) -> bool,
-    ) -> Result<u64, String> {
+    ) -> Result<(u64, HashSet<u64>), String> {
         let shown = self.report.display().to_string();
         let format = out.format();
         let mut line = Vec::with_capacity(256);
         let mut n = 0;
+        let mut plan_keys = HashSet::new();
         for row in rows {
             let row = row.map_err(|p| format!("cannot read the validated rows: {p}"))?;
             let target = &plan.targets[row.target];
             // Every row's key is taken, in order, so occurrence numbers match the run's.
             let key = ids.key(&row, &target.name);
-            let Some(earlier) = self.keys.get(&key_hash(&key)) else {
+            let hash = key_hash(&key);
+            plan_keys.insert(hash);
+            let Some(earlier) = self.keys.get(&hash) else {
                 continue;
             };
             if !mine(&row) {
@@ -213,9 +241,9 @@ impl DoneSet {
             }
             let finished_at = earlier.finished_at.map(timestamp).unwrap_or_default();
             let message = match &earlier.failure {
-                None => format!("done in an earlier run (report {shown}, finished {finished_at})"),
+                None => format!("{DONE_MESSAGE} (report {shown}, finished {finished_at})"),
                 Some(why) => format!(
-                    "failed in an earlier run: {why} (report {shown}, finished {finished_at}); --retry-failed sends it again"
+                    "{FAILED_MESSAGE}{why} (report {shown}, finished {finished_at}); --retry-failed sends it again"
                 ),
             };
             let code = if earlier.failure.is_some() {
@@ -243,8 +271,187 @@ impl DoneSet {
                 .map_err(|e| format!("cannot write the report: {e}"))?;
             n += 1;
         }
-        Ok(n)
+        Ok((n, plan_keys))
     }
+
+    /// Writes every row of the earlier report whose identity is not in `plan_keys` into
+    /// `out`, as it was but for code `not_in_plan`, and returns what they were (for
+    /// [`NotInPlan::compare`]). Rows of other shards are plan rows too: only rows no plan
+    /// row matches are kept.
+    pub fn keep_not_in_plan(
+        &self,
+        out: &mut ReportWriter,
+        plan_keys: &HashSet<u64>,
+    ) -> Result<NotInPlan, String> {
+        let format = out.format();
+        let mut line = Vec::with_capacity(256);
+        let mut kept = NotInPlan::default();
+        let mut failed = None;
+        for_each_report_row(&self.report, |row| {
+            if failed.is_some() || plan_keys.contains(&key_hash(&row.key)) {
+                return;
+            }
+            line.clear();
+            render_row(
+                format,
+                &RowView {
+                    code: NOT_IN_PLAN,
+                    ..row.view()
+                },
+                &mut line,
+            );
+            if let Err(e) = out.write_rendered(&line) {
+                failed = Some(format!("cannot write the report: {e}"));
+                return;
+            }
+            kept.count += 1;
+            if kept.rows.len() >= COMPARED {
+                return;
+            }
+            kept.rows.push(KeptRow {
+                source: row.source,
+                target: row.target,
+                action: row.action,
+                message_id: row.message_id,
+                emoji: row.emoji,
+            });
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(kept),
+        }
+    }
+}
+
+/// The report's fields of an earlier row kept as `not_in_plan`: what can be compared with the
+/// plan row now at its `file:line`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct KeptRow {
+    source: String,
+    target: String,
+    action: String,
+    message_id: String,
+    emoji: String,
+}
+
+/// Kept rows compared with the plan at most: what changed shows in the first ones, and an
+/// edit that changed every row of a million-row plan must not hold a million rows in memory.
+const COMPARED: usize = 100_000;
+
+/// The earlier report's rows that match no row of the plan, as kept in the new report.
+#[derive(Debug, Default)]
+pub struct NotInPlan {
+    count: u64,
+    /// The first [`COMPARED`] of them.
+    rows: Vec<KeptRow>,
+}
+
+impl NotInPlan {
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Says what changed, by the plan rows at the kept rows' `file:line` (`rows`: the plan's
+    /// validated rows): one line for the run's stderr, e.g. `277 row(s) … : 277 at a line
+    /// whose row keeps target, action, message and emoji (a field the report does not hold
+    /// changed: user, conversation, not_before or key)`.
+    pub fn describe(
+        &self,
+        report: &Path,
+        plan: &Plan,
+        rows: impl Iterator<Item = Result<Row, Problem>>,
+    ) -> String {
+        let mut at: HashMap<&str, Option<KeptRow>> = self
+            .rows
+            .iter()
+            .map(|r| (r.source.as_str(), None))
+            .collect();
+        for row in rows.flatten() {
+            let source = row.source.to_string();
+            if let Some(slot) = at.get_mut(source.as_str()) {
+                let target = &plan.targets[row.target];
+                *slot = Some(KeptRow {
+                    source,
+                    target: target.name.clone(),
+                    action: row.action.as_str().to_string(),
+                    message_id: row.message_ref().to_string(),
+                    emoji: crate::provider::sent_emoji(target.provider(), &row).to_string(),
+                });
+            }
+        }
+        let mut same = 0u64;
+        let mut gone = 0u64;
+        // Field name → rows where it differs, in the report's column order.
+        let mut changed: Vec<(&str, u64)> = ["target", "action", "message_id", "emoji"]
+            .into_iter()
+            .map(|f| (f, 0))
+            .collect();
+        for kept in &self.rows {
+            let Some(Some(now)) = at.get(kept.source.as_str()) else {
+                gone += 1;
+                continue;
+            };
+            let diffs = [
+                kept.target != now.target,
+                kept.action != now.action,
+                kept.message_id != now.message_id,
+                kept.emoji != now.emoji,
+            ];
+            if !diffs.contains(&true) {
+                same += 1;
+            }
+            for (d, (_, n)) in diffs.iter().zip(changed.iter_mut()) {
+                if *d {
+                    *n += 1;
+                }
+            }
+        }
+        let mut parts = Vec::new();
+        if same > 0 {
+            parts.push(format!(
+                "{same} at a line whose row keeps its target, action, message and emoji (a field \
+                 the report does not hold changed: user, conversation, not_before or key)"
+            ));
+        }
+        for (field, n) in changed.into_iter().filter(|(_, n)| *n > 0) {
+            parts.push(format!("{n} whose line now has another {field}"));
+        }
+        if gone > 0 {
+            parts.push(format!("{gone} whose line holds no row now"));
+        }
+        if self.count > self.rows.len() as u64 {
+            parts.push(format!(
+                "{} not compared",
+                self.count - self.rows.len() as u64
+            ));
+        }
+        format!(
+            "reactbatch run: --resume: {} row(s) of {} match no row of the plan ({}); they are \
+             kept at the end of the new report with code not_in_plan and not sent, and plan rows \
+             with no earlier result run as new rows",
+            self.len(),
+            report.display(),
+            parts.join("; ")
+        )
+    }
+}
+
+/// Calls `f` with every row of `report` that [`is_done`] and whose identity is not in
+/// `plan_keys`: rows `undo` cannot reverse from the plan.
+pub fn done_rows_not_in_plan(
+    report: &Path,
+    plan_keys: &HashSet<u64>,
+    mut f: impl FnMut(RowResult),
+) -> Result<(), String> {
+    for_each_report_row(report, |row| {
+        if is_done(&row) && !plan_keys.contains(&key_hash(&row.key)) {
+            f(row);
+        }
+    })
 }
 
 /// Why a row failed for good, for the `failed_earlier` message; a chain of resumed runs keeps
@@ -254,7 +461,7 @@ fn failure_text(row: &RowResult) -> String {
         // "failed in an earlier run: WHY (report ...": keep WHY.
         let why = row
             .message
-            .strip_prefix("failed in an earlier run: ")
+            .strip_prefix(FAILED_MESSAGE)
             .and_then(|m| m.split(" (report ").next())
             .unwrap_or(&row.message);
         return why.to_string();

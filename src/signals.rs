@@ -40,6 +40,28 @@ impl Stop {
     }
 }
 
+/// The command that continues a run stopped by a signal: its own arguments (`args`, the
+/// program first) with `--resume REPORT`, shell-quoted so it can be pasted. An earlier
+/// `--resume` is replaced and `--overwrite` dropped: the report now holds this run's rows,
+/// and replacing it would send them again.
+pub fn continue_command(args: &[String], report: &str) -> String {
+    let mut words: Vec<&str> = Vec::with_capacity(args.len() + 2);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--resume" => {
+                rest.next();
+            }
+            "--overwrite" => {}
+            a if a.starts_with("--resume=") => {}
+            a => words.push(a),
+        }
+    }
+    words.extend(["--resume", report]);
+    // Quoting fails only on a NUL byte, which no argument can hold.
+    shlex::try_join(words.iter().copied()).unwrap_or_else(|_| words.join(" "))
+}
+
 /// Listens for SIGINT and SIGTERM (SIGINT only off Unix).
 pub struct Signals {
     // Both streams live as long as the watcher: a signal that arrives between two `next()`
@@ -91,5 +113,42 @@ pub fn default_sigpipe() {
     // valid disposition for SIGPIPE.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_continue_command_resumes_from_the_report() {
+        assert_eq!(
+            continue_command(
+                &args(&["reactbatch", "run", "p.yaml", "-q"]),
+                "p.report.csv"
+            ),
+            "reactbatch run p.yaml -q --resume p.report.csv"
+        );
+        assert_eq!(
+            continue_command(
+                &args(&[
+                    "reactbatch",
+                    "run",
+                    "my plan.yaml",
+                    "--resume",
+                    "old.csv",
+                    "--report",
+                    "it's.csv",
+                    "--overwrite",
+                    "--resume=x.csv",
+                ]),
+                "it's.csv"
+            ),
+            r#"reactbatch run 'my plan.yaml' --report "it's.csv" --resume "it's.csv""#
+        );
     }
 }

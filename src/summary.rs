@@ -26,6 +26,20 @@ pub const NAMED_LANES: usize = 5;
 /// The slowest lanes named in the aggregated summary.
 pub const SLOWEST_LANES: usize = 3;
 
+/// `1 request`, `2 requests`.
+fn requests(n: u64) -> String {
+    format!("{n} request{}", if n == 1 { "" } else { "s" })
+}
+
+/// The achieved rate as the summary line shows it; without one, why there is none.
+fn achieved(rate: Option<f64>, requests: u64) -> String {
+    match rate {
+        Some(r) => format!("achieved {r:.1}/s"),
+        None if requests == 0 => "no rate (nothing sent)".to_string(),
+        None => "no rate (sent over less than 1 s)".to_string(),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct TargetSummary {
     pub name: String,
@@ -101,6 +115,9 @@ pub struct Summary {
     pub report: String,
     pub dry_run: bool,
     pub rows: u64,
+    /// Rows of the `--resume` report that match no row of the plan, kept after the plan's
+    /// rows with code `not_in_plan` (counted apart: not in `rows` nor `counts`).
+    pub not_in_plan: u64,
     pub counts: BTreeMap<&'static str, u64>,
     pub attempts: u64,
     pub retries: u64,
@@ -161,8 +178,20 @@ impl Summary {
                 counts.join(", ")
             }
         );
+        if self.not_in_plan > 0 {
+            let _ = writeln!(
+                s,
+                "  {} earlier row(s) of the resumed report match no row of the plan: kept in the report (code not_in_plan), not sent",
+                self.not_in_plan
+            );
+        }
         if !self.dry_run {
-            let _ = write!(s, "  requests {} (retries {})", self.attempts, self.retries);
+            let _ = write!(
+                s,
+                "  {} (retries {})",
+                requests(self.attempts),
+                self.retries
+            );
             if let Some(l) = &self.latency {
                 let _ = write!(
                     s,
@@ -187,13 +216,15 @@ impl Summary {
     /// A line per target, and per lane that is shared or was answered 429.
     fn render_each_lane(&self, s: &mut String) {
         for t in &self.targets {
-            let achieved = t
-                .achieved_rate
-                .map_or("-".to_string(), |r| format!("{r:.1}/s"));
             let _ = writeln!(
                 s,
-                "  target {} ({}): {} requests, achieved {achieved}, busiest second {} (limit {})",
-                t.name, t.provider, t.requests, t.max_requests_in_1s, t.rate
+                "  target {} ({}): {}, {}, busiest second {} (limit {})",
+                t.name,
+                t.provider,
+                requests(t.requests),
+                achieved(t.achieved_rate, t.requests),
+                t.max_requests_in_1s,
+                t.rate
             );
             if let Some(why) = &t.stopped {
                 let _ = writeln!(s, "  {why}");
@@ -203,20 +234,22 @@ impl Summary {
             if l.targets.len() < 2 && l.rate_limited == 0 {
                 continue;
             }
-            let achieved = l
-                .achieved_rate
-                .map_or("-".to_string(), |r| format!("{r:.1}/s"));
             let _ = write!(
                 s,
-                "  pace group {} ({}: {}): {} requests, achieved {achieved}, busiest second {} (limit {})",
+                "  pace group {} ({}: {}): {}, {}, busiest second {} (limit {})",
                 l.name,
                 l.provider,
                 if l.targets.len() > 10 {
-                    format!("{} and {} more", l.targets[..10].join(", "), l.targets.len() - 10)
+                    format!(
+                        "{} and {} more",
+                        l.targets[..10].join(", "),
+                        l.targets.len() - 10
+                    )
                 } else {
                     l.targets.join(", ")
                 },
-                l.requests,
+                requests(l.requests),
+                achieved(l.achieved_rate, l.requests),
                 l.max_requests_in_1s,
                 l.rate
             );
@@ -298,13 +331,14 @@ impl Summary {
             })
             .collect();
         for l in troubled.iter().take(NAMED_LANES) {
-            let achieved = l
-                .achieved_rate
-                .map_or("-".to_string(), |r| format!("{r:.1}/s"));
             let _ = write!(
                 s,
-                "  lane {} ({}): {} requests, achieved {achieved} (limit {})",
-                l.name, l.provider, l.requests, l.rate
+                "  lane {} ({}): {}, {} (limit {})",
+                l.name,
+                l.provider,
+                requests(l.requests),
+                achieved(l.achieved_rate, l.requests),
+                l.rate
             );
             if l.failed > 0 {
                 let _ = write!(s, "; {} failed", l.failed);
@@ -362,6 +396,7 @@ mod tests {
             report: "r.csv".into(),
             dry_run: false,
             rows: 4,
+            not_in_plan: 0,
             counts: [("ok", 4)].into_iter().collect(),
             attempts: 4,
             retries: 0,
@@ -476,7 +511,10 @@ mod tests {
             short.starts_with("reactbatch: 4 rows in 0.00s: 4 ok\n"),
             "{short}"
         );
-        assert!(short.contains("achieved -,"), "{short}");
+        assert!(
+            short.contains("4 requests, no rate (sent over less than 1 s),"),
+            "{short}"
+        );
         let long = summary(2000, Some(2.0)).render();
         assert!(
             long.starts_with("reactbatch: 4 rows in 2.00s (2.0 rows/s): 4 ok\n"),

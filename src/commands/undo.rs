@@ -4,6 +4,11 @@
 //! the react replaced, the react that puts it back; an unreact becomes the react it removed
 //! when the plan recorded `previous_emoji`, and is otherwise left out with a warning. Targets are copied from
 //! PLAN with their secret *references*; the output passes `reactbatch check`.
+//!
+//! Done rows of the report that match no row of PLAN (the plan was edited since, or a resumed
+//! run kept them as `not_in_plan`) cannot be reversed from it: the report does not hold the
+//! whole request. They are named on stderr and in the output's header comment.
+//! `-o PLAN_OUT` never replaces an existing file without `--force`: it may be the plan itself.
 
 use std::path::Path;
 
@@ -27,7 +32,18 @@ pub fn run(args: &UndoArgs) -> Exit {
     }
 }
 
+/// Done rows not in the plan named one by one on stderr, at most; the rest are counted.
+const MAX_NAMED: usize = 10;
+
 fn undo(args: &UndoArgs) -> Result<Exit, String> {
+    if let Some(path) = &args.output {
+        if !args.force && path.symlink_metadata().is_ok() {
+            return Err(format!(
+                "{} exists; add --force to replace it, or give -o a new file",
+                path.display()
+            ));
+        }
+    }
     let plan = Plan::load(&args.plan, None).map_err(|problems| {
         crate::diagnostic::eprint(&problems);
         format!("{} is invalid", args.plan.display())
@@ -58,9 +74,11 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
     let mut ids = scan.finish().linked_to(rows.content_ids());
     let mut inverse = Vec::new();
     let mut unrestorable = Vec::new();
+    let mut plan_keys = std::collections::HashSet::new();
     for row in rows {
         let row = row.map_err(|problem| problem.to_string())?;
         let key = ids.key(&row, &plan.targets[row.target].name);
+        plan_keys.insert(crate::resume::key_hash(&key));
         if !done.contains(&key) {
             continue;
         }
@@ -70,6 +88,25 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
         }
     }
     inverse.reverse();
+    let mut not_in_plan = Vec::new();
+    let mut not_in_plan_count = 0u64;
+    crate::resume::done_rows_not_in_plan(&args.report, &plan_keys, |row| {
+        not_in_plan_count += 1;
+        if not_in_plan.len() < MAX_NAMED {
+            not_in_plan.push(format!(
+                "report row {} ({}) target {} message {}{}",
+                row.row,
+                row.source,
+                row.target,
+                row.message_id,
+                if row.emoji.is_empty() {
+                    String::new()
+                } else {
+                    format!(" emoji {}", row.emoji)
+                }
+            ));
+        }
+    })?;
 
     let out_dir = args
         .output
@@ -97,6 +134,24 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
         eprintln!("reactbatch undo: warning: {warning}");
         text.push_str(&format!("# not undone: {warning}\n"));
     }
+    if not_in_plan_count > 0 {
+        let what = format!(
+            "{not_in_plan_count} done row(s) of {} match no row of {}, so they cannot be reversed from this plan (undo them with the plan they were run from)",
+            args.report.display(),
+            args.plan.display()
+        );
+        eprintln!("reactbatch undo: warning: {what}");
+        text.push_str(&format!("# not undone: {what}:\n"));
+        for row in &not_in_plan {
+            eprintln!("reactbatch undo:   {row}");
+            text.push_str(&format!("#   {row}\n"));
+        }
+        let more = not_in_plan_count - not_in_plan.len() as u64;
+        if more > 0 {
+            eprintln!("reactbatch undo:   … and {more} more (code not_in_plan or a changed plan row in the report)");
+            text.push_str(&format!("#   … and {more} more\n"));
+        }
+    }
     text.push_str(&body);
     match &args.output {
         Some(path) => std::fs::write(path, text)
@@ -104,7 +159,7 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
         None => print!("{text}"),
     }
     eprintln!(
-        "reactbatch undo: {n} row(s) to undo, {} not restorable",
+        "reactbatch undo: {n} row(s) to undo, {} not restorable, {not_in_plan_count} not in the plan",
         unrestorable.len()
     );
     Ok(Exit::Success)
@@ -213,27 +268,13 @@ fn target_yaml(t: &Target, out_dir: &Path) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Source;
 
     fn row(action: Action, emoji: Option<&str>, previous: Option<&str>) -> Row {
         Row {
-            number: 1,
-            source: Source {
-                file: "p.csv".into(),
-                line: 2,
-            },
-            target: 0,
-            action,
             emoji: emoji.map(Into::into),
-            message_id: Some("m1".into()),
-            msgid: None,
-            conversation_id: None,
-            conversation_ref_id: None,
-            user_id: None,
-            user_ref_id: None,
-            not_before: None,
             previous_emoji: previous.map(Into::into),
             key: Some("k".into()),
+            ..Row::test(1).action(action).message("m1")
         }
     }
 

@@ -573,4 +573,6 @@ fn unusable_row<T: Transport>(
 }
 
 #[cfg(test)]
+pub(crate) mod sim;
+#[cfg(test)]
 mod tests;

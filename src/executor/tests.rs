@@ -1,63 +1,17 @@
-//! Executor behaviour under paused tokio time, through a scripted [`Transport`]. (The same
-//! behaviours are also tested end to end over loopback against the sandbox in `tests/`.)
+//! Executor behaviour under paused tokio time, against the simulated provider ([`sim`]) with
+//! scripted answers; `pace` has the rates and windows as the provider's bucket sees them. (The
+//! same behaviours are also tested end to end over loopback against the sandbox in `tests/`.)
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use super::sim::{self, per_sec, Arrival, Provider, SimRun};
 use super::*;
-use crate::plan::{Action, Rate, Source, TargetKind};
-use crate::provider::SignedRequest;
-use crate::report::{read_report, ReportWriter, RowResult};
-use crate::secret::Secret;
-use crate::secret::SecretRef;
+use crate::plan::Rate;
 
-#[derive(Clone, Debug)]
-struct Call {
-    emoji: String,
-    message: String,
-    start: Instant,
-    end: Instant,
-}
+mod pace;
 
 type Script = dyn Fn(&str, usize) -> (AttemptOutcome, Duration) + Send + Sync;
-
-/// Answers by a script of (emoji of the row, how many calls so far) → (outcome, latency).
-struct FakeTransport {
-    calls: Arc<Mutex<Vec<Call>>>,
-    script: Box<Script>,
-}
-
-impl Transport for FakeTransport {
-    type Session = ();
-
-    fn session(&self) {}
-
-    async fn send(
-        &self,
-        _session: &mut (),
-        request: SignedRequest,
-        _timeout: Duration,
-    ) -> AttemptOutcome {
-        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        let emoji = body["emoji"].as_str().unwrap_or_default().to_string();
-        let message = body["messageId"].as_str().unwrap_or_default().to_string();
-        let n = self.calls.lock().map(|c| c.len()).unwrap_or(0);
-        let (outcome, latency) = (self.script)(&emoji, n);
-        let start = Instant::now();
-        tokio::time::sleep(latency).await;
-        if let Ok(mut calls) = self.calls.lock() {
-            calls.push(Call {
-                emoji,
-                message,
-                start,
-                end: Instant::now(),
-            });
-        }
-        outcome
-    }
-}
 
 fn ok() -> AttemptOutcome {
     status(200)
@@ -72,73 +26,35 @@ fn status(status: u16) -> AttemptOutcome {
     }
 }
 
-fn target() -> Target {
-    Target {
-        name: "o".into(),
-        kind: TargetKind::Ogmma {
-            channel_id: "ch".into(),
-        },
-        base_url: "http://127.0.0.1:9".into(),
-        rate: None,
-        credential: SecretRef::Env("OGMMA_API_KEY".into()),
-        source: Source {
-            file: "p.yaml".into(),
-            line: 1,
-        },
-    }
-}
-
 /// Row n acts on message `m{n % messages}` with emoji `e{n}`.
 fn rows(n: u64, messages: u64) -> Vec<Result<Row, Problem>> {
     (1..=n)
         .map(|i| {
-            Ok(Row {
-                number: i,
-                source: Source {
-                    file: "p.csv".into(),
-                    line: i as u32 + 1,
-                },
-                target: 0,
-                action: Action::React,
-                emoji: Some(format!("e{i}")),
-                message_id: Some(format!("m{}", i % messages)),
-                msgid: None,
-                conversation_id: None,
-                conversation_ref_id: None,
-                user_id: None,
-                user_ref_id: None,
-                not_before: None,
-                previous_emoji: None,
-                key: None,
-            })
+            Ok(Row::test(i)
+                .message(format!("m{}", i % messages))
+                .emoji(format!("e{i}")))
         })
         .collect()
 }
 
-struct Outcome {
-    results: Vec<RowResult>,
-    calls: Vec<Call>,
-    stopped: Option<String>,
+/// The row number in a request's emoji (`e{n}`).
+fn number(call: &Arrival) -> u64 {
+    call.emoji[1..].parse().unwrap_or(0)
 }
 
-impl Outcome {
-    /// Rows reported with `status`.
-    fn count(&self, status: Status) -> usize {
-        self.results.iter().filter(|r| r.status == status).count()
-    }
-}
-
+/// One target `o`, in a lane of its own at `rate`, answered by `script`: (emoji of the row,
+/// requests so far) → (outcome, latency).
 async fn run(
     config: ExecConfig,
     rate: Rate,
     rows: Vec<Result<Row, Problem>>,
     script: Box<Script>,
     cancel: Cancel,
-) -> Outcome {
+) -> SimRun {
     let burst = config.burst;
     run_on(
         config,
-        vec![TargetRuntime::new(target(), Secret::new("k"), rate)],
+        vec![sim::ogmma("o", "ch", "k", rate)],
         vec![Lane::new("o".into(), vec![0], rate, burst)],
         rows,
         script,
@@ -155,60 +71,9 @@ async fn run_on(
     rows: impl IntoIterator<Item = Result<Row, Problem>>,
     script: Box<Script>,
     cancel: Cancel,
-) -> Outcome {
-    let hosts = host::HostCeilings::default();
-    run_on_hosts(config, targets, lanes, hosts, rows, script, cancel).await
-}
-
-/// [`run_on`] under host ceilings.
-async fn run_on_hosts(
-    config: ExecConfig,
-    targets: Vec<TargetRuntime>,
-    lanes: Vec<Lane>,
-    hosts: host::HostCeilings,
-    rows: impl IntoIterator<Item = Result<Row, Problem>>,
-    script: Box<Script>,
-    cancel: Cancel,
-) -> Outcome {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.csv");
-    let writer = ReportWriter::create(&path).expect("report");
-    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
-        .expect("writer thread");
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let ctx = Arc::new(
-        RunContext::new(
-            config,
-            targets,
-            lanes,
-            FakeTransport {
-                calls: Arc::clone(&calls),
-                script,
-            },
-            out,
-            cancel,
-        )
-        .with_host_ceilings(hosts),
-    );
-    execute(
-        Arc::clone(&ctx),
-        rows.into_iter(),
-        Box::new(|r: &Row| format!("k{}", r.number)),
-        |_: &Row, _: &str| Admission::Run,
-    )
-    .await;
-    let ctx = Arc::try_unwrap(ctx).ok().expect("tasks done");
-    let stopped = ctx.targets[0].stopped().map(str::to_string);
-    drop(ctx);
-    thread.join().await;
-    let mut results = read_report(&path).expect("read report");
-    results.sort_by_key(|r| r.row);
-    let calls = calls.lock().expect("calls").clone();
-    Outcome {
-        results,
-        calls,
-        stopped,
-    }
+) -> SimRun {
+    let provider = Provider::new().script(move |r| Some(script(&r.emoji, r.n)));
+    sim::run_with(&Arc::new(provider), config, targets, lanes, rows, cancel).await
 }
 
 fn config(concurrency: usize) -> ExecConfig {
@@ -236,31 +101,28 @@ async fn rows_on_one_message_run_in_plan_order_and_never_overlap() {
     assert_eq!(out.results.len(), 200);
     assert!(out.results.iter().all(|r| r.status == Status::Ok));
     for m in 0..7 {
-        let mine: Vec<&Call> = out
-            .calls
+        let mut mine: Vec<&Arrival> = out
+            .log
+            .0
             .iter()
             .filter(|c| c.message == format!("m{m}"))
             .collect();
-        let mut by_start = mine.clone();
-        by_start.sort_by_key(|c| c.start);
-        for pair in by_start.windows(2) {
+        mine.sort_by_key(|c| c.sent);
+        for pair in mine.windows(2) {
             let (a, b) = (pair[0], pair[1]);
-            assert!(a.end <= b.start, "overlap on m{m}: {a:?} / {b:?}");
-            let (na, nb): (u64, u64) = (
-                a.emoji[1..].parse().unwrap_or(0),
-                b.emoji[1..].parse().unwrap_or(0),
-            );
+            assert!(a.done <= b.sent, "overlap on m{m}: {a:?} / {b:?}");
+            let (na, nb) = (number(a), number(b));
             assert!(na < nb, "m{m}: row {na} after {nb}");
         }
     }
     // Different messages did run concurrently.
-    let max_parallel = out
-        .calls
+    let calls = &out.log.0;
+    let max_parallel = calls
         .iter()
         .map(|c| {
-            out.calls
+            calls
                 .iter()
-                .filter(|d| d.start <= c.start && c.start < d.end)
+                .filter(|d| d.sent <= c.sent && c.sent < d.done)
                 .count()
         })
         .max()
@@ -345,11 +207,11 @@ async fn repeated_auth_failures_stop_the_target_and_skip_the_rest() {
     assert_eq!(failed + skipped, 500);
     // At most the three that stop it plus what was already in flight.
     assert!(
-        out.calls.len() <= AUTH_FAILURES_TO_STOP as usize + 4,
+        out.log.len() <= AUTH_FAILURES_TO_STOP as usize + 4,
         "{} requests",
-        out.calls.len()
+        out.log.len()
     );
-    assert!(out.stopped.is_some());
+    assert!(out.targets[0].stopped.is_some());
     assert!(out
         .results
         .iter()
@@ -373,21 +235,11 @@ async fn retry_after_holds_the_whole_target() {
             (ok(), Duration::ZERO)
         }
     });
-    let t0 = Instant::now();
-    let rate = Rate::Limited {
-        count: 10,
-        per: Duration::from_secs(1),
-    };
-    let out = run(config(8), rate, rows(10, 10), script, Cancel::new()).await;
+    let out = run(config(8), per_sec(10), rows(10, 10), script, Cancel::new()).await;
     assert!(out.results.iter().all(|r| r.status == Status::Ok));
-    let first = out.calls[0].start;
-    assert_eq!(first, t0);
-    for c in &out.calls[1..] {
-        assert!(
-            c.start >= t0 + Duration::from_secs(2),
-            "sent at {:?}",
-            c.start - t0
-        );
+    assert_eq!(out.log.0[0].sent, Duration::ZERO);
+    for c in &out.log.0[1..] {
+        assert!(c.sent >= Duration::from_secs(2), "sent at {:?}", c.sent);
     }
 }
 
@@ -432,10 +284,10 @@ async fn a_hard_cancel_abandons_requests_in_flight_and_reports_them() {
         let latency = if n < 8 { 10 } else { 60_000 };
         (ok(), Duration::from_millis(latency))
     });
-    let t0 = Instant::now();
     let out = run(config(4), Rate::Unlimited, rows(20, 20), script, cancel).await;
-    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
-    assert_eq!(out.calls.len(), 8, "only the quick requests were answered");
+    assert!(out.took < Duration::from_secs(3), "{:?}", out.took);
+    let answered = out.log.filter(|c| c.fate == sim::Fate::Status(200));
+    assert_eq!(answered.len(), 8, "only the quick requests were answered");
     assert_eq!(out.results.len(), 20);
     let ok = out.count(Status::Ok);
     let cancelled = out.count(Status::Cancelled);
@@ -468,9 +320,9 @@ async fn rate_limited_rows_keep_their_place_without_using_retries_within_the_bud
         "{:?}",
         out.results
     );
-    assert_eq!(out.calls.len(), 12);
+    assert_eq!(out.log.len(), 12);
     // Row 1 was answered 429 first and stayed first in its lane.
-    assert!(out.calls.iter().filter(|c| c.emoji == "e1").count() >= 2);
+    assert!(out.log.0.iter().filter(|c| c.emoji == "e1").count() >= 2);
 
     // With no budget, a 429 is an ordinary retry: bounded by --retries.
     let script = Box::new(|_: &str, _n: usize| (status(429), Duration::from_millis(1)));
@@ -488,14 +340,6 @@ async fn rate_limited_rows_keep_their_place_without_using_retries_within_the_bud
 async fn a_slow_lane_holds_no_concurrency_slot_from_a_fast_one() {
     // Two targets with their own lanes: `slow` at 1/s, `fast` unlimited; one slot. Rows
     // waiting for the slow lane's pace must not keep the fast lane's rows from the wire.
-    let slow = Target {
-        name: "slow".into(),
-        ..target()
-    };
-    let fast = Target {
-        name: "fast".into(),
-        ..target()
-    };
     // Rows alternate: 5 on the slow target, 50 on the fast one.
     let rows = rows(55, 55).into_iter().map(|r| {
         r.map(|mut row| {
@@ -503,12 +347,11 @@ async fn a_slow_lane_holds_no_concurrency_slot_from_a_fast_one() {
             row
         })
     });
-    let start = Instant::now();
     let out = run_on(
         config(1),
         vec![
-            TargetRuntime::new(slow, Secret::new("k"), per_sec(1)),
-            TargetRuntime::new(fast, Secret::new("k"), Rate::Unlimited),
+            sim::ogmma("slow", "ch", "k", per_sec(1)),
+            sim::ogmma("fast", "ch", "k", Rate::Unlimited),
         ],
         vec![
             Lane::new("slow".into(), vec![0], per_sec(1), 1),
@@ -519,35 +362,25 @@ async fn a_slow_lane_holds_no_concurrency_slot_from_a_fast_one() {
         Cancel::new(),
     )
     .await;
-    let calls = out.calls;
+    let calls = out.log.0;
     assert_eq!(calls.len(), 55);
     // The 50 fast rows, 10 ms each one at a time, are done within the first second, while
     // the slow lane waits for its pace (5 rows at 1/s end at 4 s).
     let fast_done = calls
         .iter()
-        .filter(|c| {
-            let n: u64 = c.emoji[1..].parse().unwrap_or(0);
-            n % 11 != 1
-        })
-        .map(|c| c.end - start)
+        .filter(|c| number(c) % 11 != 1)
+        .map(|c| c.done)
         .max()
         .expect("fast calls");
     assert!(
         fast_done < Duration::from_millis(1000),
         "fast lane done at {fast_done:?}"
     );
-    let last = calls.iter().map(|c| c.end - start).max().expect("calls");
+    let last = calls.iter().map(|c| c.done).max().expect("calls");
     assert!(
         last >= Duration::from_secs(4),
         "slow lane kept its pace: {last:?}"
     );
-}
-
-fn per_sec(n: u32) -> Rate {
-    Rate::Limited {
-        count: n,
-        per: Duration::from_secs(1),
-    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -569,18 +402,14 @@ async fn one_lane_reads_no_further_ahead_than_it_can_use() {
     });
     let out = run_on(
         config(concurrency),
-        vec![TargetRuntime::new(
-            target(),
-            Secret::new("k"),
-            Rate::Unlimited,
-        )],
+        vec![sim::ogmma("o", "ch", "k", Rate::Unlimited)],
         vec![Lane::new("o".into(), vec![0], Rate::Unlimited, 1).with_planned_rows(3000)],
         rows,
         Box::new(script),
         Cancel::new(),
     )
     .await;
-    assert_eq!(out.calls.len(), 3000);
+    assert_eq!(out.log.len(), 3000);
     let most = most_ahead.load(Relaxed);
     // Waiting in the lane, in flight, and one batch of finished rows not yet handed back.
     assert!(
@@ -604,12 +433,11 @@ async fn a_full_slow_lane_does_not_keep_a_fast_lanes_later_rows_waiting() {
                 row
             })
         });
-    let start = Instant::now();
     let out = run_on(
         config(4),
         vec![
-            TargetRuntime::new(target(), Secret::new("k"), per_sec(100)),
-            TargetRuntime::new(target(), Secret::new("k"), Rate::Unlimited),
+            sim::ogmma("o", "ch", "k", per_sec(100)),
+            sim::ogmma("o", "ch", "k", Rate::Unlimited),
         ],
         vec![
             Lane::new("slow".into(), vec![0], per_sec(100), 1).with_planned_rows(slow_rows),
@@ -620,12 +448,13 @@ async fn a_full_slow_lane_does_not_keep_a_fast_lanes_later_rows_waiting() {
         Cancel::new(),
     )
     .await;
-    assert_eq!(out.calls.len() as u64, slow_rows + 50);
+    assert_eq!(out.log.len() as u64, slow_rows + 50);
     let fast_done = out
-        .calls
+        .log
+        .0
         .iter()
-        .filter(|c| c.emoji[1..].parse::<u64>().unwrap_or(0) > slow_rows)
-        .map(|c| c.end - start)
+        .filter(|c| number(c) > slow_rows)
+        .map(|c| c.done)
         .max()
         .expect("fast calls");
     // At 100/s the slow lane needs 11 s; it would have had to send 76 rows (0.76 s) before
@@ -636,120 +465,103 @@ async fn a_full_slow_lane_does_not_keep_a_fast_lanes_later_rows_waiting() {
     );
 }
 
-/// The most calls that started within any one second.
-fn busiest_second(calls: &[Call]) -> usize {
-    let mut starts: Vec<Instant> = calls.iter().map(|c| c.start).collect();
-    starts.sort();
-    (0..starts.len())
-        .map(|i| {
-            starts[i..]
-                .iter()
-                .take_while(|t| t.duration_since(starts[i]) < Duration::from_secs(1))
-                .count()
+/// Six lanes (targets `o0`..`o5` on one base URL) at `lane_rate` each, 240 rows dealt
+/// round-robin, under `hosts`; every request answered after 30 ms.
+async fn six_lanes_to_one_host(
+    lane_rate: Rate,
+    hosts: impl FnOnce(&[Target]) -> host::HostCeilings,
+) -> SimRun {
+    let targets: Vec<TargetRuntime> = (0..6)
+        .map(|i| sim::ogmma(&format!("o{i}"), "ch", &format!("key-{i}"), lane_rate))
+        .collect();
+    let lanes: Vec<Lane> = (0..6)
+        .map(|i| Lane::new(format!("o{i}"), vec![i], lane_rate, 1))
+        .collect();
+    let specs: Vec<Target> = targets.iter().map(|t| t.spec.clone()).collect();
+    let rows = rows(240, 240).into_iter().map(|r| {
+        r.map(|mut row| {
+            row.target = (row.number as usize) % 6;
+            row
         })
-        .max()
-        .unwrap_or(0)
+    });
+    let provider = Provider::new().script(|_| Some((ok(), Duration::from_millis(30))));
+    sim::run_under_ceilings(
+        &Arc::new(provider),
+        config(64),
+        targets,
+        lanes,
+        hosts(&specs),
+        rows,
+        Cancel::new(),
+    )
+    .await
 }
 
 #[tokio::test(start_paused = true)]
 async fn lanes_to_one_host_stay_under_its_ceiling_together() {
     // Six lanes at 20/s each (120/s together) to one base URL whose ceiling is 30/s.
-    let lanes_n = 6usize;
-    let targets: Vec<TargetRuntime> = (0..lanes_n)
-        .map(|i| {
-            let t = Target {
-                name: format!("o{i}"),
-                ..target()
-            };
-            TargetRuntime::new(t, Secret::new("k"), per_sec(20))
-        })
-        .collect();
-    let lanes: Vec<Lane> = (0..lanes_n)
-        .map(|i| Lane::new(format!("o{i}"), vec![i], per_sec(20), 1))
-        .collect();
-    let specs: Vec<Target> = targets.iter().map(|t| t.spec.clone()).collect();
-    let hosts = host::HostCeilings::new(&specs, &[(target().base_url, per_sec(30))], 1, false);
-    let rows: Vec<Result<Row, Problem>> = rows(240, 240)
-        .into_iter()
-        .map(|r| {
-            r.map(|mut row| {
-                row.target = (row.number as usize) % lanes_n;
-                row
-            })
-        })
-        .collect();
-    let script = Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(30)));
-    let out = run_on_hosts(
-        config(64),
-        targets,
-        lanes,
-        hosts,
-        rows,
-        script,
-        Cancel::new(),
-    )
+    let out = six_lanes_to_one_host(per_sec(20), |specs| {
+        host::HostCeilings::new(specs, &[(specs[0].base_url.clone(), per_sec(30))], 1, false)
+    })
     .await;
     assert_eq!(out.count(Status::Ok), 240);
-    let busiest = busiest_second(&out.calls);
+    let busiest = out.log.max_in_window(Duration::from_secs(1));
     // Ceiling + burst (1); and it is the ceiling that holds them, not the lanes' own pace.
-    assert!(busiest <= 31, "busiest second {busiest}");
-    assert!(busiest >= 28, "busiest second {busiest}");
-    let first = out.calls.iter().map(|c| c.start).min().expect("calls");
-    let last = out.calls.iter().map(|c| c.start).max().expect("calls");
+    assert!((28..=31).contains(&busiest), "busiest second {busiest}");
     // 240 requests at 30/s: about 8 s, where the lanes alone would take 2 s.
-    assert!(last.duration_since(first) >= Duration::from_millis(7900));
+    let times = out.log.times();
+    let span = times.iter().max().copied().unwrap_or_default()
+        - times.iter().min().copied().unwrap_or_default();
+    assert!(span >= Duration::from_millis(7900), "{span:?}");
     // Every lane got its share: none waited for the others to finish.
-    let mut calls = out.calls.clone();
-    calls.sort_by_key(|c| c.start);
-    for lane in 0..lanes_n {
-        let early = calls[..60]
-            .iter()
-            .filter(|c| c.emoji[1..].parse::<usize>().ok().map(|n| n % lanes_n) == Some(lane))
-            .count();
+    let mut calls = out.log.0.clone();
+    calls.sort_by_key(|c| c.sent);
+    for lane in 0..6 {
+        let early = calls[..60].iter().filter(|c| number(c) % 6 == lane).count();
         assert!(early >= 5, "lane {lane}: {early} of the first 60 requests");
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn lanes_to_a_host_without_a_ceiling_run_at_their_own_pace() {
-    let targets: Vec<TargetRuntime> = (0..3)
-        .map(|i| {
-            let t = Target {
-                name: format!("o{i}"),
-                ..target()
-            };
-            TargetRuntime::new(t, Secret::new("k"), per_sec(20))
-        })
-        .collect();
-    let lanes: Vec<Lane> = (0..3)
-        .map(|i| Lane::new(format!("o{i}"), vec![i], per_sec(20), 1))
-        .collect();
-    let specs: Vec<Target> = targets.iter().map(|t| t.spec.clone()).collect();
-    let hosts = host::HostCeilings::new(&specs, &[], 1, false);
-    assert!(hosts.hosts().is_empty());
-    let rows: Vec<Result<Row, Problem>> = rows(120, 120)
-        .into_iter()
-        .map(|r| {
-            r.map(|mut row| {
-                row.target = (row.number as usize) % 3;
-                row
-            })
-        })
-        .collect();
-    let script = Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(30)));
-    let out = run_on_hosts(
-        config(64),
-        targets,
-        lanes,
-        hosts,
-        rows,
-        script,
-        Cancel::new(),
-    )
+    let out = six_lanes_to_one_host(per_sec(10), |specs| {
+        let hosts = host::HostCeilings::new(specs, &[], 1, false);
+        assert!(hosts.hosts().is_empty());
+        hosts
+    })
     .await;
-    assert_eq!(out.count(Status::Ok), 120);
-    let busiest = busiest_second(&out.calls);
+    assert_eq!(out.count(Status::Ok), 240);
+    let busiest = out.log.max_in_window(Duration::from_secs(1));
     assert!((55..=60).contains(&busiest), "busiest second {busiest}");
+}
+
+/// Answers by a script of (emoji of the row, requests so far) → (outcome, latency); for tests
+/// that read the run while it goes on (the simulated provider hands back only the end).
+struct Scripted {
+    script: Box<Script>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Transport for Scripted {
+    type Session = ();
+
+    fn session(&self) {}
+
+    async fn send(
+        &self,
+        _session: &mut (),
+        request: crate::provider::SignedRequest,
+        _timeout: Duration,
+    ) -> AttemptOutcome {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let emoji = body["emoji"].as_str().unwrap_or_default();
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (outcome, latency) = (self.script)(emoji, n);
+        tokio::time::sleep(latency).await;
+        outcome
+    }
 }
 
 /// Runs `rows` on one lane at `rate` and reads the live ETA ([`progress::time_left`]) after
@@ -761,7 +573,7 @@ async fn eta_after(
     at: Duration,
 ) -> (u64, Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let writer = ReportWriter::create(&dir.path().join("r.csv")).expect("report");
+    let writer = crate::report::ReportWriter::create(&dir.path().join("r.csv")).expect("report");
     let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
         .expect("writer thread");
     let model = crate::audit::PaceModel {
@@ -775,11 +587,11 @@ async fn eta_after(
     };
     let ctx = Arc::new(RunContext::new(
         config(16),
-        vec![TargetRuntime::new(target(), Secret::new("k"), rate)],
+        vec![sim::ogmma("o", "ch", "k", rate)],
         vec![Lane::new("o".into(), vec![0], rate, 1)],
-        FakeTransport {
-            calls: Arc::default(),
+        Scripted {
             script,
+            calls: Default::default(),
         },
         out,
         Cancel::new(),

@@ -554,7 +554,7 @@ fn content_length(len: usize) -> HeaderValue {
 }
 
 /// The outcome of an answer: its status, `Retry-After`, and the provider's code and message.
-fn answered(status: u16, retry_after: Option<&str>, body: &[u8]) -> AttemptOutcome {
+pub(super) fn answered(status: u16, retry_after: Option<&str>, body: &[u8]) -> AttemptOutcome {
     let (code, message) = if (200..300).contains(&status) {
         // Empty unless the body refuses despite the status (Ogmma `success: false`):
         // a code on a 2xx makes it a final failure.
@@ -748,27 +748,13 @@ mod tests {
 
     #[test]
     fn a_filled_template_is_the_map_built_from_scratch() {
-        use crate::plan::{Action, Row, Source, Target, TargetKind};
+        use crate::plan::{Row, Source, Target, TargetKind};
         use crate::provider::{Endpoint, Signer};
         use crate::secret::{Secret, SecretRef};
         let row = |n: u64, emoji: &str| Row {
-            number: n,
-            source: Source {
-                file: "p.csv".into(),
-                line: 2,
-            },
-            target: 0,
-            action: Action::React,
-            emoji: Some(emoji.into()),
-            message_id: Some(format!("m-{n}")),
-            msgid: None,
             conversation_id: Some("c".into()),
-            conversation_ref_id: None,
             user_id: Some("u".into()),
-            user_ref_id: None,
-            not_before: None,
-            previous_emoji: None,
-            key: None,
+            ..Row::test(n).message(format!("m-{n}")).emoji(emoji)
         };
         let target = |kind| Target {
             name: "t".into(),

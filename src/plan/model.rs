@@ -153,12 +153,20 @@ impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rate::Unlimited => f.write_str("unlimited"),
-            Rate::Limited { count, per } => match per.as_secs() {
-                1 => write!(f, "{count}/s"),
-                60 => write!(f, "{count}/min"),
-                3600 => write!(f, "{count}/h"),
-                _ => write!(f, "{count}/{}ms", per.as_millis()),
-            },
+            // As a person writes a rate: `5/3s` (a 5/s limit shared by three shards), not
+            // `5/3000ms`; milliseconds only when the period is not whole seconds.
+            Rate::Limited { count, per } => {
+                let (secs, whole) = (per.as_secs(), per.subsec_nanos() == 0);
+                match secs {
+                    1 if whole => write!(f, "{count}/s"),
+                    60 if whole => write!(f, "{count}/min"),
+                    3600 if whole => write!(f, "{count}/h"),
+                    s if whole && s > 0 && s % 3600 == 0 => write!(f, "{count}/{}h", s / 3600),
+                    s if whole && s > 0 && s % 60 == 0 => write!(f, "{count}/{}min", s / 60),
+                    s if whole && s > 0 => write!(f, "{count}/{s}s"),
+                    _ => write!(f, "{count}/{}ms", per.as_millis()),
+                }
+            }
         }
     }
 }
@@ -332,5 +340,80 @@ impl Row {
             .as_deref()
             .or(self.msgid.as_deref())
             .unwrap_or("")
+    }
+}
+
+/// Rows for tests, built from one place: a field added to [`Row`] is added here only, not in
+/// every test that makes a row.
+#[cfg(test)]
+impl Row {
+    /// Row `number` of `p.csv` (on line `number + 1`, under a header): a `react` on target 0
+    /// with no emoji, message or other field set yet.
+    pub(crate) fn test(number: u64) -> Row {
+        Row {
+            number,
+            source: Source {
+                file: "p.csv".into(),
+                line: u32::try_from(number + 1).unwrap_or(u32::MAX),
+            },
+            target: 0,
+            action: Action::React,
+            emoji: None,
+            message_id: None,
+            msgid: None,
+            conversation_id: None,
+            conversation_ref_id: None,
+            user_id: None,
+            user_ref_id: None,
+            not_before: None,
+            previous_emoji: None,
+            key: None,
+        }
+    }
+
+    /// On target `target` (an index into the run's targets).
+    pub(crate) fn on(mut self, target: usize) -> Row {
+        self.target = target;
+        self
+    }
+
+    /// Acting on message `id` (Kommo `id`, Ogmma `messageId`).
+    pub(crate) fn message(mut self, id: impl Into<String>) -> Row {
+        self.message_id = Some(id.into());
+        self
+    }
+
+    pub(crate) fn emoji(mut self, emoji: impl Into<String>) -> Row {
+        self.emoji = Some(emoji.into());
+        self
+    }
+
+    pub(crate) fn action(mut self, action: Action) -> Row {
+        self.action = action;
+        self
+    }
+}
+
+#[cfg(test)]
+mod rate_display_tests {
+    use super::*;
+
+    #[test]
+    fn rates_print_as_a_person_writes_them() {
+        let r = |count, ms| Rate::Limited {
+            count,
+            per: Duration::from_millis(ms),
+        };
+        assert_eq!(r(7, 1000).to_string(), "7/s");
+        assert_eq!(r(5, 3000).to_string(), "5/3s");
+        assert_eq!(r(60, 60_000).to_string(), "60/min");
+        assert_eq!(r(100, 120_000).to_string(), "100/2min");
+        assert_eq!(r(9, 7_200_000).to_string(), "9/2h");
+        assert_eq!(r(3, 1500).to_string(), "3/1500ms");
+        assert_eq!(
+            Rate::parse("7/s").map(|r| r.divided(3).to_string()),
+            Ok("7/3s".to_string())
+        );
+        assert_eq!(Rate::Unlimited.to_string(), "unlimited");
     }
 }

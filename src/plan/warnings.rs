@@ -203,27 +203,14 @@ impl PointlessRows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn row(number: u64, message: &str, action: Action) -> Row {
         Row {
-            number,
-            source: Source {
-                file: Arc::from("p.csv"),
-                line: number as u32 + 1,
-            },
-            target: 0,
-            action,
-            emoji: Some("👍".into()),
-            message_id: Some(message.into()),
-            msgid: None,
-            conversation_id: None,
-            conversation_ref_id: None,
             user_id: Some("u".into()),
-            user_ref_id: None,
-            not_before: None,
-            previous_emoji: None,
-            key: None,
+            ..Row::test(number)
+                .action(action)
+                .message(message)
+                .emoji("👍")
         }
     }
 

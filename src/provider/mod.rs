@@ -208,23 +208,14 @@ mod tests {
 
     fn row(action: Action, emoji: Option<&str>) -> Row {
         Row {
-            number: 1,
             source: Source {
                 file: "p.yaml".into(),
                 line: 3,
             },
-            target: 0,
-            action,
             emoji: emoji.map(str::to_string),
-            message_id: Some("m-1".into()),
-            msgid: None,
             conversation_id: Some("chat-7".into()),
-            conversation_ref_id: None,
             user_id: Some("bot".into()),
-            user_ref_id: None,
-            not_before: None,
-            previous_emoji: None,
-            key: None,
+            ..Row::test(1).action(action).message("m-1")
         }
     }
 

@@ -56,9 +56,13 @@ pub(crate) use server::max_in_window;
 pub use state::{ReactionState, OGMMA_USER};
 pub use stats::{FaultStats, ProviderStats, Stats};
 
+// The executor's simulated provider (`executor::sim`) limits and faults as the sandbox does.
+#[cfg(test)]
+pub(crate) use {faults::Fault, limits::RateLimiter as ProviderLimiter};
+
 use crate::plan::{ProviderKind, Rate};
 use crate::secret::Secret;
-use faults::FaultPlan;
+pub(crate) use faults::FaultPlan;
 use limits::RateLimiter;
 use server::Shared;
 

@@ -380,6 +380,7 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
         report: "r.csv".into(),
         dry_run: false,
         rows: 1,
+        not_in_plan: 0,
         counts: [("ok", 1)].into_iter().collect(),
         attempts: 1,
         retries: 0,

@@ -1,6 +1,8 @@
-//! Lanes, pace groups and adaptive pace (issue 12), end to end: the real binary against the
-//! sandbox on 127.0.0.1 enforcing the providers' limits. Rates are computed from the arrival
-//! timestamps the sandbox records in its request log; windows from the sandbox's own counts.
+//! Lanes, pace groups and adaptive pace, end to end: the real binary against the sandbox on
+//! 127.0.0.1 enforcing the providers' limits. Only what a busy machine cannot change is checked
+//! here: every row reported once, statuses, exit codes, request counts, what the summary says.
+//! The rates, windows and 429 counts themselves are checked exactly under paused time, against
+//! the executor's simulated provider (`src/executor/tests/pace.rs`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,7 +17,6 @@ struct Arrival {
     provider: String,
     status: Option<u64>,
     message: String,
-    at_us: i64,
 }
 
 fn arrivals(log: &Path) -> Vec<Arrival> {
@@ -28,19 +29,11 @@ fn arrivals(log: &Path) -> Vec<Arrival> {
                 provider: v["provider"].as_str().unwrap_or_default().to_string(),
                 status: v["status"].as_u64(),
                 message: v["message_id"].as_str().unwrap_or_default().to_string(),
-                at_us: v["arrived_us"].as_i64().expect("arrived_us"),
             }
         })
         .collect();
-    out.sort_by_key(|a| a.at_us);
+    out.sort_by_key(|a| a.message.clone());
     out
-}
-
-/// Requests per second between the first and the last of `times` (µs).
-fn rate_of(times: &[i64]) -> f64 {
-    assert!(times.len() > 1, "need two arrivals");
-    let span = (times[times.len() - 1] - times[0]) as f64 / 1e6;
-    (times.len() - 1) as f64 / span
 }
 
 fn per_second(n: u32) -> Rate {
@@ -61,12 +54,11 @@ fn check(plan: &Path) -> std::process::Output {
         .expect("check")
 }
 
-/// 70 Kommo rows (7/s) interleaved with 10 Ogmma rows (60/min) with default settings: Kommo
-/// runs at its own limit while Ogmma runs at 1/s. (10 Ogmma rows, not 70, keep the test at
-/// ~10 s: both lanes then take about as long, and a Kommo lane held back by Ogmma's pace would
-/// fall far below 7/s.)
+/// 28 Kommo rows (7/s) interleaved with 4 Ogmma rows (60/min) with default settings: every
+/// row goes once to its provider, none is refused. (Each lane's pace: the paused-time test
+/// `mixed_plan_runs_each_provider_at_its_own_limit`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_plan_runs_each_provider_at_its_own_limit() {
+async fn mixed_plan_sends_each_row_once_within_both_limits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("requests.jsonl");
     let sandbox = Sandbox::start(
@@ -78,7 +70,7 @@ async fn mixed_plan_runs_each_provider_at_its_own_limit() {
     .await
     .expect("sandbox");
     let mut rows = Vec::new();
-    for i in 0..70 {
+    for i in 0..28 {
         rows.push(react("k", format!("k-{i}"), "👍"));
         if i % 7 == 3 {
             rows.push(react("o", format!("o-{i}"), "👍"));
@@ -89,32 +81,24 @@ async fn mixed_plan_runs_each_provider_at_its_own_limit() {
     let out = run_blocking(run_cmd(&plan, &report, &[])).await;
     sandbox.shutdown().await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let results = read_report(&report).expect("report");
+    assert_one_row_per_plan_row(&results, 32);
+    assert_eq!(by_status(&results).get(&Status::Ok), Some(&32));
     let log = arrivals(&log);
-    let kommo: Vec<i64> = log
-        .iter()
-        .filter(|a| a.provider == "kommo")
-        .map(|a| a.at_us)
-        .collect();
-    let ogmma: Vec<i64> = log
-        .iter()
-        .filter(|a| a.provider == "ogmma")
-        .map(|a| a.at_us)
-        .collect();
+    let count = |provider: &str| log.iter().filter(|a| a.provider == provider).count();
     assert_eq!(
-        (kommo.len(), ogmma.len()),
-        (70, 10),
+        (count("kommo"), count("ogmma")),
+        (28, 4),
         "no request was retried"
     );
-    let (k, o) = (rate_of(&kommo), rate_of(&ogmma));
-    eprintln!("kommo {k:.3}/s, ogmma {o:.3}/s");
-    assert!(k >= 0.95 * 7.0, "kommo achieved {k:.3}/s, under 95% of 7/s");
-    assert!(k <= 7.0 * 1.01, "kommo ran ahead of its limit: {k:.3}/s");
-    assert!((0.95..=1.01).contains(&o), "ogmma at {o:.3}/s, not 1/s");
+    assert!(log.iter().all(|a| a.status == Some(200)));
 }
 
-/// A strict 7/s bucket (burst 1), plan at 7/s: the lane settles just under the limit.
+/// A strict 7/s bucket (burst 1), plan at 7/s: every row ends ok, whatever the 429s on the
+/// way, and the summary counts each 429 the sandbox answered. (The pace it settles at and the
+/// number of 429s: the paused-time test `strict_bucket_at_the_plan_rate_settles_just_under_it`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strict_bucket_at_the_plan_rate_settles_just_under_it() {
+async fn strict_bucket_at_the_plan_rate_loses_no_row() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("requests.jsonl");
     let sandbox = Sandbox::start(
@@ -124,7 +108,7 @@ async fn strict_bucket_at_the_plan_rate_settles_just_under_it() {
     )
     .await
     .expect("sandbox");
-    let rows: Vec<PlanRow> = (0..105)
+    let rows: Vec<PlanRow> = (0..35)
         .map(|i| react("k", format!("s-{i}"), "👍"))
         .collect();
     let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: 7/s");
@@ -136,23 +120,19 @@ async fn strict_bucket_at_the_plan_rate_settles_just_under_it() {
     sandbox.shutdown().await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let results = read_report(&report).expect("report");
-    assert_eq!(by_status(&results).get(&Status::Ok), Some(&105));
+    assert_eq!(by_status(&results).get(&Status::Ok), Some(&35));
+    assert_one_row_per_plan_row(&results, 35);
     let log = arrivals(&log);
-    let ok: Vec<i64> = log
-        .iter()
-        .filter(|a| a.status == Some(200))
-        .map(|a| a.at_us)
-        .collect();
+    let ok = log.iter().filter(|a| a.status == Some(200)).count();
     let limited = log.iter().filter(|a| a.status == Some(429)).count();
-    let achieved = rate_of(&ok);
-    let share = limited as f64 / log.len() as f64;
-    eprintln!(
-        "strict 7/s: achieved {achieved:.3}/s, {limited} of {} requests answered 429; lane {}",
-        log.len(),
-        summary_json(&summary)["lanes"][0]
+    assert_eq!((ok, ok + limited), (35, log.len()), "only 200s and 429s");
+    let lane = &summary_json(&summary)["lanes"][0];
+    assert_eq!(
+        lane["rate_limited"].as_u64(),
+        Some(limited as u64),
+        "{lane}"
     );
-    assert!(achieved >= 0.9 * 7.0, "achieved {achieved:.3}/s");
-    assert!(share <= 0.05, "{limited} of {} answered 429", log.len());
+    assert_eq!(lane["requests"].as_u64(), Some(log.len() as u64), "{lane}");
 }
 
 /// A 20/s plan against a 7/s provider that sends no Retry-After: the lane slows down, rows
@@ -187,17 +167,9 @@ async fn a_plan_faster_than_the_provider_loses_no_row() {
     );
     let log = arrivals(&log);
     let limited = log.iter().filter(|a| a.status == Some(429)).count();
-    let ok: Vec<i64> = log
-        .iter()
-        .filter(|a| a.status == Some(200))
-        .map(|a| a.at_us)
-        .collect();
+    let ok = log.iter().filter(|a| a.status == Some(200)).count();
     let lane = &summary_json(&summary)["lanes"][0];
-    eprintln!(
-        "20/s vs 7/s: {} requests, {limited} answered 429, ok at {:.3}/s; lane {lane}",
-        log.len(),
-        rate_of(&ok)
-    );
+    assert_eq!(ok, 70);
     assert!(limited > 0, "the provider did limit");
     assert_eq!(lane["rate_limited"].as_u64(), Some(limited as u64));
     assert!(lane["slowdowns"].as_u64().is_some_and(|n| n > 0));
@@ -229,33 +201,28 @@ fn two_channels_plan(
     path
 }
 
-/// Two targets on one key share one pace: the key's limit holds in every window.
+/// Two targets on one key share one pace: one lane in the summary, naming both, and every row
+/// ok. (The key's limit in every window: the paused-time test
+/// `two_targets_on_one_key_stay_within_the_keys_limit`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_targets_on_one_key_stay_within_the_keys_limit() {
+async fn two_targets_on_one_key_share_one_lane() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sandbox = Sandbox::start(
-        sandbox_config()
-            .ogmma_rate(per_second(10), 2)
-            .record_arrivals(true),
-    )
-    .await
-    .expect("sandbox");
+    let sandbox = Sandbox::start(sandbox_config().ogmma_rate(per_second(10), 2))
+        .await
+        .expect("sandbox");
     let plan = two_channels_plan(dir.path(), &sandbox.base_url(), 40, ["", ""]);
     let report = dir.path().join("report.csv");
     let summary = dir.path().join("summary.json");
     let mut cmd = run_cmd(&plan, &report, &["--summary-json"]);
     cmd.arg(&summary);
     let out = run_blocking(cmd).await;
-    let in_1s = sandbox.max_in_window(Some(ProviderKind::Ogmma), Duration::from_secs(1));
     let stats = sandbox.stats();
     sandbox.shutdown().await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(
-        stats.count(ProviderKind::Ogmma, 429),
-        0,
-        "the key was never over its limit"
-    );
-    assert!(in_1s <= 10 + 2, "{in_1s} requests on the key in one second");
+    let results = read_report(&report).expect("report");
+    assert_one_row_per_plan_row(&results, 40);
+    assert_eq!(by_status(&results).get(&Status::Ok), Some(&40));
+    assert_eq!(stats.count(ProviderKind::Ogmma, 200), 40);
     let s = summary_json(&summary);
     assert_eq!(s["lanes"].as_array().map(Vec::len), Some(1), "{s}");
     assert_eq!(s["lanes"][0]["targets"], serde_json::json!(["o1", "o2"]));
@@ -368,15 +335,10 @@ async fn an_include_edited_mid_run_sends_nothing_unvalidated() {
         .spawn()
         .expect("spawn");
     // The first finished row is the observable event: the run has started sending.
-    let started = tokio::time::Instant::now();
-    loop {
-        let lines = std::fs::read_to_string(&report).map_or(0, |t| t.lines().count());
-        if lines >= 2 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "no report row");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("a report row", || {
+        std::fs::read_to_string(&report).is_ok_and(|t| t.lines().count() >= 2)
+    })
+    .await;
     let csv = dir.path().join("rows.csv");
     let mut text = std::fs::read_to_string(&csv).expect("rows");
     text.push_str("k,react,INJECTED,chat-1,👎\n");

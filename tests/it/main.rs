@@ -19,4 +19,5 @@ mod sandbox;
 mod scale_summary;
 mod secrets;
 mod soak;
+mod trust;
 mod wire;

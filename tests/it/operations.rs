@@ -876,7 +876,18 @@ async fn resume_after_rows_were_added_and_removed_elsewhere_sends_only_new_rows(
         old_rows.len() as u64 + added,
         "only the added rows were sent"
     );
-    let report_rows = read_report(&report).expect("report");
+    let all_rows = read_report(&report).expect("report");
+    // The removed rows are kept after the plan's, as they were, with code not_in_plan.
+    let (report_rows, kept): (Vec<_>, Vec<_>) =
+        all_rows.iter().partition(|r| r.code != "not_in_plan");
+    let mut kept_ids: Vec<&str> = kept.iter().map(|r| r.message_id.as_str()).collect();
+    kept_ids.sort_unstable();
+    assert_eq!(kept_ids, ["e-10", "e-11", "e-12", "e-13", "e-14"]);
+    assert!(kept.iter().all(|r| r.status == Status::Ok));
+    assert!(all_rows[all_rows.len() - kept.len()..]
+        .iter()
+        .all(|r| r.code == "not_in_plan"));
+    let report_rows: Vec<RowResult> = report_rows.into_iter().cloned().collect();
     assert_one_row_per_plan_row(&report_rows, new_rows.len());
     let mut sent = 0;
     for rr in &report_rows {

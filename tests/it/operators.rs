@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use reactbatch::report::{read_report, Status};
@@ -268,11 +268,10 @@ async fn sigterm_exits_143_with_every_row_in_the_report() {
         .spawn()
         .expect("spawn");
     // Signal once a row is confirmed in the report: the run is under way.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&report).is_ok_and(|t| t.contains(",ok,")) {
-        assert!(Instant::now() < deadline, "no row was reported");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("a row reported ok", || {
+        std::fs::read_to_string(&report).is_ok_and(|t| t.contains(",ok,"))
+    })
+    .await;
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -520,11 +519,10 @@ async fn a_second_ctrl_c_exits_at_once_with_every_finished_row_on_disk() {
         .expect("spawn");
     let pid = child.id().to_string();
     let err = child.stderr.take().expect("stderr");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&report).is_ok_and(|t| t.contains(",ok,")) {
-        assert!(Instant::now() < deadline, "no row was reported");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("a row reported ok", || {
+        std::fs::read_to_string(&report).is_ok_and(|t| t.contains(",ok,"))
+    })
+    .await;
     let kill = |sig: &str| {
         let status = Command::new("kill")
             .args([sig, &pid])
@@ -561,6 +559,12 @@ async fn a_second_ctrl_c_exits_at_once_with_every_finished_row_on_disk() {
     assert!(
         !seen.contains(" rows in "),
         "exited before the summary: {seen}"
+    );
+    // Even then, one line says how to go on.
+    assert!(
+        seen.contains("then stopped at once")
+            && seen.contains(&format!("--resume {}", report.display())),
+        "{seen}"
     );
     // The report is whole: its header, then complete rows, each row once.
     let text = std::fs::read_to_string(&report).expect("report");

@@ -1,13 +1,14 @@
 //! Fault soak: many rows across both providers against sandboxes that answer 10% 5xx, drop 5%
 //! of connections, add 20 ms latency and rate-limit below the plan's pace (Kommo's sandbox with
-//! `Retry-After`, Ogmma's without). Every row must end `ok`, exactly once, the sandboxes' state
-//! must equal the plan's intent, and no one-second window may exceed the configured rate.
+//! `Retry-After`, Ogmma's without). Every row must end `ok`, exactly once, and the sandboxes'
+//! state must equal the plan's intent. (That no window exceeds the rate, and that the limits
+//! were hit, is checked exactly under paused time: the executor's `tests/pace.rs`, `soak_…`.)
 //!
 //! CI runs the short form (5 000 rows). The long form (100 000 rows) is ignored by default:
 //! `cargo test --release --test it soak::soak_long -- --ignored --nocapture`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use reactbatch::plan::Rate;
@@ -32,7 +33,6 @@ async fn soak(n: usize) {
             .drop_rate(0.05)
             .latency(Duration::from_millis(20))
             .seed(n as u64)
-            .record_arrivals(true)
     };
     let kommo = Sandbox::start(
         faulty()
@@ -57,14 +57,12 @@ async fn soak(n: usize) {
     );
     let report = dir.path().join("report.csv");
     let summary = dir.path().join("summary.json");
-    let started = Instant::now();
     let out = run_blocking({
         let mut c = run_cmd(&plan, &report, &["--summary-json"]);
         c.arg(&summary);
         c
     })
     .await;
-    let took = started.elapsed();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     let report = read_report(&report).expect("report");
@@ -80,37 +78,19 @@ async fn soak(n: usize) {
             stats.faults.server_errors > 0 && stats.faults.dropped > 0,
             "{name}: {stats:?}"
         );
-        assert!(stats.rate_limited > 0, "{name}: no 429 provoked: {stats:?}");
     }
-    // What the client sent: never more than rate + burst in any second.
+    // The summary counts every attempt the report shows.
     let summary = summary_json(&summary);
-    for t in summary["targets"].as_array().expect("targets") {
-        let sent = t["max_requests_in_1s"]
-            .as_u64()
-            .expect("max_requests_in_1s");
-        assert!(
-            sent <= u64::from(PLAN_RATE + BURST),
-            "{}: sent {sent} in one second",
-            t["name"]
-        );
-    }
-    // What the sandboxes received: the same plus loopback jitter (connections reopened after
-    // injected drops, handlers scheduled late on two busy cores). The strict check is the one
-    // above, on what was sent; this one guards against gross violations, with 5% for jitter.
-    let mut received = Vec::new();
-    for (name, sandbox) in [("kommo", &kommo), ("ogmma", &ogmma)] {
-        let worst = sandbox.max_in_window(None, Duration::from_secs(1));
-        received.push(worst);
-        assert!(
-            worst <= (PLAN_RATE + BURST + PLAN_RATE / 20) as usize,
-            "{name}: {worst} requests arrived in one second"
-        );
-    }
+    let sent: u64 = summary["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| t["requests"].as_u64().expect("requests"))
+        .sum();
     let attempts: u64 = report.iter().map(|r| u64::from(r.attempts)).sum();
+    assert_eq!(sent, attempts);
     eprintln!(
-        "soak: {n} rows in {:.1}s; {attempts} requests; busiest second received {received:?} (limit {}); kommo 5xx {} dropped {} 429 {}; ogmma 5xx {} dropped {} 429 {}",
-        took.as_secs_f64(),
-        PLAN_RATE + BURST,
+        "soak: {n} rows; {attempts} requests; kommo 5xx {} dropped {} 429 {}; ogmma 5xx {} dropped {} 429 {}",
         k.faults.server_errors,
         k.faults.dropped,
         k.rate_limited,

@@ -108,10 +108,25 @@ impl RunConfig {
         let emit_format = match args.emit_format {
             Some(EmitFormatArg::Curl) => EmitFormat::Curl,
             Some(EmitFormatArg::Jsonl) => EmitFormat::Jsonl,
-            None => s.emit_format.unwrap_or_default(),
+            // The plan's setting, or the file's extension (`.sh`: curl).
+            None => s.emit_format.unwrap_or_else(|| {
+                emit.as_deref()
+                    .map_or(EmitFormat::default(), crate::emit::format_for_path)
+            }),
         };
         if args.emit_format.is_some() && emit.is_none() {
             return Err("--emit-format needs --emit FILE".into());
+        }
+        let resume = args.resume.clone().or_else(|| s.resume.clone());
+        let retry_failed = args.retry_failed || s.retry_failed.unwrap_or(false);
+        if retry_failed && resume.is_none() {
+            // Without a report to resume from there is no earlier failure to send again: the
+            // flag would do nothing, and the run would send every row.
+            return Err(if args.retry_failed {
+                "--retry-failed needs --resume REPORT (it sends again the rows REPORT shows failed for good)".into()
+            } else {
+                "settings.retry_failed needs --resume REPORT (it sends again the rows REPORT shows failed for good)".into()
+            });
         }
         let report = args
             .report
@@ -128,7 +143,7 @@ impl RunConfig {
             retries,
             timeout,
             rate_limit_budget,
-            resume: args.resume.clone().or_else(|| s.resume.clone()),
+            resume,
             lock: args.lock.clone().or_else(|| s.lock.clone()),
             shard,
             now,
@@ -143,7 +158,7 @@ impl RunConfig {
                 Some(path) => Trust::from_pem_file(path).map_err(|e| format!("--ca-cert: {e}"))?,
                 None => Trust::default(),
             },
-            retry_failed: args.retry_failed || s.retry_failed.unwrap_or(false),
+            retry_failed,
             overwrite: args.overwrite || s.overwrite.unwrap_or(false),
         })
     }

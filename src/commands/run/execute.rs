@@ -32,6 +32,8 @@ pub struct Executed {
     pub tally: executor::Tally,
     /// Rows copied from the earlier report (`--resume`).
     pub copied: u64,
+    /// Rows of the earlier report kept as `not_in_plan` (`--resume`), not counted in `copied`.
+    pub not_in_plan: u64,
     pub elapsed: Duration,
     pub targets: Vec<TargetRuntime>,
     pub lanes: Vec<Lane>,
@@ -111,7 +113,7 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
         match Trust::from_pem(pem.as_bytes()) {
             Ok(own) => trust.extra_roots.extend(own.extra_roots),
             Err(e) => {
-                eprintln!("reactbatch run: the sandbox's certificate: {e}");
+                crate::log::error(&format!("reactbatch run: the sandbox's certificate: {e}"));
                 return Err(Exit::Invalid);
             }
         }
@@ -149,14 +151,15 @@ async fn run_with_targets(
         Exit::Invalid
     };
     let spooled = spool;
-    // Read twice, one after the other: done rows to copy (`--resume`), then the rows to run.
+    // Read one pass after another: done rows to copy (`--resume`) and, when earlier rows match
+    // none of the plan's, what the plan holds at their lines; then the rows to run.
     let again = || {
         spooled
             .again()
             .map_err(|e| format!("cannot read the spool file back: {e}"))
     };
     let now = config.now.unwrap_or_else(chrono::Utc::now);
-    let (report, copied, copied_sendable) = create_report(
+    let (report, copied, kept, copied_sendable) = create_report(
         &config.report,
         done.as_ref(),
         plan,
@@ -225,6 +228,7 @@ async fn run_with_targets(
         cancel.clone(),
         out.clone(),
         Arc::clone(&stopped),
+        super::signals::next_step(config),
     ));
     // On the wall clock, fast lanes pace with sub-millisecond wake-ups.
     let exec_config = executor::ExecConfig {
@@ -303,6 +307,15 @@ async fn run_with_targets(
     } = ctx;
     drop(out);
     let tally = writer.join().await;
+    if !kept.is_empty() && tally.io_error.is_none() {
+        if let Err(e) = move_to_end(&config.report, &kept) {
+            crate::log::error(&format!(
+                "reactbatch run: the earlier rows kept as not_in_plan stay before this run's \
+                 rows in {}: {e}",
+                config.report.display()
+            ));
+        }
+    }
     let mut replacing = match Arc::try_unwrap(replacing) {
         Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
         Err(_) => {
@@ -326,6 +339,7 @@ async fn run_with_targets(
         counters,
         tally,
         copied,
+        not_in_plan: kept.rows,
         elapsed,
         targets,
         lanes,
@@ -333,30 +347,45 @@ async fn run_with_targets(
     })
 }
 
+/// Where a resumed run's report holds the earlier rows kept as `not_in_plan`: bytes
+/// `start..end`, written before sending so that no instant loses them, and moved after this
+/// run's rows at the end ([`move_to_end`]).
+#[derive(Debug, Default)]
+struct KeptBlock {
+    start: u64,
+    end: u64,
+    rows: u64,
+}
+
+impl KeptBlock {
+    fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+}
+
 /// Creates the report. With an earlier report to resume, its done rows (those still in the
-/// plan, numbered as the plan is now) are copied into a temporary file that is renamed over the
-/// report path before anything is sent, so the file on disk always holds every confirmed row
-/// (see [`crate::resume`]). Also says, per target, how many of the copied rows this run would
-/// otherwise have sent (in its shard, not deferred at `now`): the estimate leaves them out.
+/// plan, numbered as the plan is now) and then its rows that match no plan row (`not_in_plan`)
+/// are copied into a temporary file that is renamed over the report path before anything is
+/// sent, so the file on disk always holds every confirmed row (see [`crate::resume`]). Also says, per target, how many of the copied
+/// rows this run would otherwise have sent (in its shard, not deferred at `now`): the estimate
+/// leaves them out.
 fn create_report(
     path: &Path,
     done: Option<&DoneSet>,
     plan: &Plan,
-    rows: impl FnOnce() -> Result<SpoolRows, String>,
+    rows: impl Fn() -> Result<SpoolRows, String>,
     identities: &Identities,
     shard: Option<Shard>,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(ReportWriter, u64, Vec<u64>), String> {
+) -> Result<(ReportWriter, u64, KeptBlock, Vec<u64>), String> {
     // Per target: copied rows that this run would otherwise send (not deferred).
     let sendable: Vec<std::cell::Cell<u64>> = vec![std::cell::Cell::new(0); plan.targets.len()];
     let Some(done) = done else {
         let w = ReportWriter::create(path)
             .map_err(|e| format!("cannot create report {}: {e}", path.display()))?;
-        return Ok((w, 0, sendable.into_iter().map(|c| c.get()).collect()));
+        return Ok((w, 0, KeptBlock::default(), vec![0; plan.targets.len()]));
     };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+    let tmp = temporary_beside(path);
     let mut w = ReportWriter::create(&tmp)
         .map_err(|e| format!("cannot create report {}: {e}", tmp.display()))?;
     // In the plan's current numbering, only the rows of this run's shard.
@@ -372,12 +401,82 @@ fn create_report(
         }
         mine
     };
-    let copied = done.copy_done(&mut w, plan, rows()?, identities.clone(), mine)?;
-    w.sync()
-        .map_err(|e| format!("cannot write report {}: {e}", tmp.display()))?;
+    let (copied, plan_keys) = done.copy_done(&mut w, plan, rows()?, identities.clone(), mine)?;
+    let synced_len = |w: &mut ReportWriter| -> Result<u64, String> {
+        w.sync()
+            .and_then(|()| std::fs::metadata(&tmp).map(|m| m.len()))
+            .map_err(|e| format!("cannot write report {}: {e}", tmp.display()))
+    };
+    let start = synced_len(&mut w)?;
+    let kept = done.keep_not_in_plan(&mut w, &plan_keys)?;
+    drop(plan_keys);
+    let end = synced_len(&mut w)?;
+    if !kept.is_empty() {
+        // Said before anything is sent (a dry run says it too).
+        crate::log::warn(&kept.describe(&done.report, plan, rows()?));
+    }
     std::fs::rename(&tmp, path)
         .map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), path.display()))?;
-    Ok((w, copied, sendable.into_iter().map(|c| c.get()).collect()))
+    let kept = KeptBlock {
+        start,
+        end,
+        rows: kept.len(),
+    };
+    Ok((
+        w,
+        copied,
+        kept,
+        sendable.into_iter().map(|c| c.get()).collect(),
+    ))
+}
+
+/// A temporary file next to the report, to be renamed over it: `REPORT.<pid>.tmp.<ext>`,
+/// keeping the report's extension, which chooses its format (CSV or JSON Lines).
+fn temporary_beside(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    if let Some(ext) = path.extension() {
+        tmp.push(".");
+        tmp.push(ext);
+    }
+    PathBuf::from(tmp)
+}
+
+/// Moves the report's bytes `kept.start..kept.end` (the earlier rows kept as `not_in_plan`)
+/// after everything else, through a temporary file renamed over the report: at every instant
+/// the report on disk holds every row.
+fn move_to_end(path: &Path, kept: &KeptBlock) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut from = std::fs::File::open(path)?;
+    let len = from.metadata()?.len();
+    if kept.end > len || kept.start > kept.end {
+        return Err(std::io::Error::other(
+            "the report is shorter than when it was created",
+        ));
+    }
+    let tmp = temporary_beside(path);
+    let mut copy = || -> std::io::Result<()> {
+        let mut to = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        for (at, n) in [
+            (0, kept.start),
+            (kept.end, len - kept.end),
+            (kept.start, kept.end - kept.start),
+        ] {
+            from.seek(SeekFrom::Start(at))?;
+            let copied = std::io::copy(&mut (&mut from).take(n), &mut to)?;
+            if copied != n {
+                return Err(std::io::Error::other(
+                    "the report changed while it was read",
+                ));
+            }
+        }
+        to.into_inner().map_err(|e| e.into_error())?.sync_all()
+    };
+    if let Err(e) = copy() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)
 }
 
 /// The credentials sent as bearer keys (Ogmma's), which a curl script reads at run time;

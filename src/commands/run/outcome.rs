@@ -28,6 +28,7 @@ pub fn outcome(
         counters,
         tally,
         copied,
+        not_in_plan,
         elapsed,
         targets,
         lanes,
@@ -84,11 +85,18 @@ pub fn outcome(
         report: config.report.display().to_string(),
         dry_run: config.dry_run,
         rows,
+        not_in_plan,
         counts,
         attempts: tally.attempts,
         retries: tally.retries,
         elapsed_ms: elapsed.as_millis() as u64,
-        rows_per_second: tally.rows as f64 / elapsed.as_secs_f64().max(1e-9),
+        // Rows sent, not rows settled: cancelled and skipped rows took no time on the wire.
+        rows_per_second: if config.dry_run {
+            tally.rows
+        } else {
+            tally.latency.len()
+        } as f64
+            / elapsed.as_secs_f64().max(1e-9),
         estimated_ms: audit.estimated_ms,
         targets: targets
             .iter()
@@ -156,7 +164,25 @@ pub fn outcome(
         crate::log::info(crate::audit::render(&audit, &plan.targets, &hosts).trim_end());
     }
     let report = config.report.display().to_string();
-    crate::log::failed_rows(&tally.failed_rows, tally.failed_more, &report, &stopped);
+    // Cancelled rows are not named one by one: the report has them, and after a signal they
+    // are most of the plan. Failed rows are, but under -q an interrupt says only its one line.
+    let failed: Vec<_> = tally
+        .failed_rows
+        .iter()
+        .filter(|r| r.status != Status::Cancelled.as_str())
+        .cloned()
+        .collect();
+    let failed_more = counters
+        .get(Status::Failed)
+        .saturating_sub(failed.len() as u64);
+    if let Some(stop) = stopped_by {
+        crate::log::error(&interrupted_line(stop, &summary, config));
+        if !config.quiet {
+            crate::log::failed_rows(&failed, failed_more, &report, &stopped);
+        }
+    } else {
+        crate::log::failed_rows(&failed, failed_more, &report, &stopped);
+    }
     if !config.quiet {
         crate::log::summary(&summary);
     } else if exit != Exit::Success {
@@ -172,4 +198,31 @@ pub fn outcome(
         }
     }
     exit
+}
+
+/// The one line a run stopped by a signal ends with: what was done and cancelled, and the
+/// exact command that goes on from the report (a dry run: the same command again).
+fn interrupted_line(stop: crate::signals::Stop, summary: &Summary, config: &RunConfig) -> String {
+    let count = |st: Status| summary.count(st);
+    let mut parts = vec![format!("{} ok", count(Status::Ok))];
+    for st in [
+        Status::Failed,
+        Status::Skipped,
+        Status::Planned,
+        Status::Deferred,
+    ] {
+        if count(st) > 0 {
+            parts.push(format!("{} {st}", count(st)));
+        }
+    }
+    let next = super::signals::next_step(config);
+    format!(
+        "reactbatch: {}: {} of {} rows settled ({}), {} cancelled (in {}); {next}",
+        stop.describe(),
+        summary.rows.saturating_sub(count(Status::Cancelled)),
+        summary.rows,
+        parts.join(", "),
+        count(Status::Cancelled),
+        summary.report,
+    )
 }

@@ -17,7 +17,7 @@ use crate::exit::Exit;
 use crate::identity::Identities;
 use crate::lock::{LockError, RunLock};
 use crate::plan::spool::{Spool, SpoolRows};
-use crate::plan::{Plan, Problem, Threads};
+use crate::plan::{EmitFormat, Plan, Problem, ProviderKind, Threads};
 use crate::resume::DoneSet;
 
 use super::config::RunConfig;
@@ -52,6 +52,31 @@ pub struct Work {
 
 pub(super) fn print_problems(problems: &[Problem]) {
     crate::log::problems(problems);
+}
+
+/// Warnings found before sending, printed once the run is sure to start.
+#[derive(Default)]
+struct Warnings(Vec<Problem>);
+
+impl Warnings {
+    fn add(&mut self, more: Vec<Problem>) {
+        self.0.extend(more);
+    }
+
+    fn print(self) {
+        print_problems(&self.0);
+    }
+
+    /// After a refusal: how many warnings were held back, and where to see them.
+    fn untold(self, plan: &Path) {
+        if !self.0.is_empty() {
+            crate::log::info(&format!(
+                "reactbatch run: {} warning(s) not shown; `reactbatch check {}` lists them",
+                self.0.len(),
+                plan.display()
+            ));
+        }
+    }
 }
 
 /// Whether `path` is a report with rows that went (or were to go) on the wire: anything but
@@ -165,9 +190,12 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             );
             return Err(Exit::Invalid);
         }
-        if !config.quiet {
-            print_problems(&plan.secret_warnings());
-        }
+    }
+    // Warnings wait until every refusal is past: a run that is refused shows its one reason
+    // first, not under pages of warnings (it only counts them; `check` lists them).
+    let mut warnings = Warnings::default();
+    if !config.sandbox && !config.quiet {
+        warnings.add(plan.secret_warnings());
     }
 
     // Whether the report already holds live results is read on another thread meanwhile: a
@@ -210,8 +238,8 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         return Err(Exit::Invalid);
     }
     if !config.quiet {
-        print_problems(&plan.pace_warnings);
-        print_problems(&validation.warnings);
+        warnings.add(plan.pace_warnings.clone());
+        warnings.add(validation.warnings);
     }
     if !validation.errors.is_empty() {
         print_problems(&validation.errors);
@@ -220,6 +248,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             plan.path.display(),
             validation.errors.len()
         ));
+        warnings.untold(&plan.path);
         return Err(Exit::Invalid);
     }
     let lock = match &config.lock {
@@ -230,6 +259,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
                     "reactbatch run: lock {} is held by another run ({holder}); not starting",
                     path.display()
                 ));
+                warnings.untold(&plan.path);
                 return Err(Exit::Locked);
             }
             Err(LockError::Io(e)) => {
@@ -237,6 +267,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
                     "reactbatch run: cannot open lock file {}: {e}",
                     path.display()
                 ));
+                warnings.untold(&plan.path);
                 return Err(Exit::Invalid);
             }
         },
@@ -255,6 +286,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             crate::log::error(&format!(
                 "reactbatch run: cannot read the spool file back: {e}; nothing was sent"
             ));
+            warnings.untold(&plan.path);
             return Err(Exit::Invalid);
         }
     };
@@ -272,11 +304,47 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         );
         audit.under_ceilings(&host_of, ceilings);
     }
+    if config.emit.is_some() && config.emit_format == EmitFormat::Curl {
+        let sleeps = crate::emit::curl_sleeps(plan.pace_groups.iter().zip(&rates).map(|(g, r)| {
+            let requests = g
+                .members
+                .iter()
+                .map(|&m| audit.targets[m].reacts + audit.targets[m].unreacts)
+                .sum();
+            (requests, r.interval())
+        }));
+        let sends = |g: &&crate::plan::pace::PaceGroup| {
+            g.members
+                .iter()
+                .any(|&m| audit.targets[m].reacts + audit.targets[m].unreacts > 0)
+        };
+        let has_kommo = plan
+            .pace_groups
+            .iter()
+            .filter(sends)
+            .any(|g| g.provider == ProviderKind::Kommo);
+        // The pace each shard's script keeps when the shards run one after another: the
+        // slowest lane's own rate, so no lane goes faster than its limit.
+        let full_rate = config.rate.or_else(|| {
+            plan.pace_groups
+                .iter()
+                .filter(sends)
+                .map(|g| g.rate(&plan.targets))
+                .min_by(|a, b| a.per_second().total_cmp(&b.per_second()))
+        });
+        let rate = full_rate.map_or_else(|| "unlimited".to_string(), |r| r.to_string());
+        if let Err(why) = crate::emit::check_curl_span(sleeps, has_kommo, &rate) {
+            crate::log::error(&format!("reactbatch run: --emit: {why}; nothing was sent"));
+            warnings.untold(&plan.path);
+            return Err(Exit::Invalid);
+        }
+    }
     let digest = digest.finish_all();
     if let Some(value) = &config.expect_digest {
         let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
         if let Err(why) = checked {
             crate::log::error(&format!("reactbatch run: {why}; nothing was sent"));
+            warnings.untold(&plan.path);
             return Err(Exit::Invalid);
         }
     }
@@ -286,6 +354,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
                 "reactbatch run: cannot write {what} {}: {e}; nothing was sent",
                 path.display()
             ));
+            warnings.untold(&plan.path);
             return Err(Exit::Invalid);
         }
     }
@@ -297,6 +366,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
              overwrite; nothing was sent. To go on from it (skipping rows it shows done), add \
              --resume {shown}; to replace it, add --overwrite"
         ));
+        warnings.untold(&plan.path);
         return Err(Exit::Invalid);
     }
     if config.dry_run && holds_live {
@@ -305,6 +375,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
              (and a later --resume needs them); give the dry run its own --report FILE",
             config.report.display()
         ));
+        warnings.untold(&plan.path);
         return Err(Exit::Invalid);
     }
     let done = match &config.resume {
@@ -320,10 +391,12 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             Ok(set) => Some(set),
             Err(e) => {
                 crate::log::error(&format!("reactbatch run: --resume: {e}"));
+                warnings.untold(&plan.path);
                 return Err(Exit::Invalid);
             }
         },
     };
+    warnings.print();
     let pace = audit.model.clone();
     Ok(Preflight {
         plan,
