@@ -53,18 +53,23 @@ const BLOOM_HASHES: u32 = 2;
 pub struct AuditBuilder {
     now: DateTime<Utc>,
     targets: Vec<Tally>,
+    /// Rows sent now, per lane ([`crate::plan::pace::LaneMap`]).
+    lanes: Vec<u64>,
     /// Reacted messages so far (by [`message_hash`]), approximately.
     bloom: Vec<u64>,
     /// Messages that may have been reacted to before one of their react rows.
     candidates: HashSet<u64>,
 }
 
-/// A (target, message) pair as one 64-bit hash.
+/// A (target, message, the row's own account) as one 64-bit hash.
 fn message_hash(row: &Row) -> u64 {
     // A fixed-seed hasher: the second pass must agree. foldhash, not SipHash: every row.
     let mut h = foldhash::fast::FixedState::default().build_hasher();
     row.target.hash(&mut h);
     row.message_ref().hash(&mut h);
+    if let Some(account) = row.own_account() {
+        account.hash(&mut h);
+    }
     h.finish()
 }
 
@@ -85,11 +90,15 @@ pub struct TargetAudit {
     pub deferred_from: Option<String>,
     pub deferred_until: Option<String>,
     pub top_emoji: Vec<EmojiCount>,
-    /// The pace group this target is sent through (`lanes[].name`).
+    /// The pace group this target is sent through (`lanes[].name`); with rows carrying
+    /// their accounts, the slowest of its lanes.
     pub lane: String,
-    /// That group's pace in this run.
+    /// How many lanes its rows go to (one per account when rows name theirs).
+    #[serde(skip_serializing_if = "at_most_one")]
+    pub lanes: usize,
+    /// That lane's pace in this run.
     pub lane_rate: String,
-    /// How long its lane needs for the rows sent now (shared with the lane's other targets).
+    /// How long that lane needs for the rows sent now (shared with the lane's other targets).
     pub estimated_ms: u64,
     /// Its lane's index among the plan's pace groups.
     #[serde(skip)]
@@ -204,13 +213,14 @@ impl AuditBuilder {
         AuditBuilder {
             now,
             targets: (0..targets).map(|_| Tally::default()).collect(),
+            lanes: Vec::new(),
             bloom: vec![0; (BLOOM_BITS / 64) as usize],
             candidates: HashSet::new(),
         }
     }
 
-    /// Counts one row (only rows this run covers: its shard's).
-    pub fn row(&mut self, row: &Row) {
+    /// Counts one row (only rows this run covers: its shard's), sent through `lane`.
+    pub fn row(&mut self, row: &Row, lane: usize) {
         let Some(t) = self.targets.get_mut(row.target) else {
             return;
         };
@@ -220,6 +230,10 @@ impl AuditBuilder {
             t.deferred_until = Some(t.deferred_until.map_or(at, |u| u.max(at)));
             return;
         }
+        if self.lanes.len() <= lane {
+            self.lanes.resize(lane + 1, 0);
+        }
+        self.lanes[lane] += 1;
         match row.action {
             Action::React => {
                 t.reacts += 1;
@@ -250,9 +264,10 @@ impl AuditBuilder {
         }
     }
 
-    /// The outline, with the plan's pace groups and each group's pace in this run (`rates`,
-    /// index-aligned with `groups`) and the burst; and the second pass that completes its
-    /// *replacing* counts ([`Replacing::apply`]) once it has seen the rows again.
+    /// The outline, with the plan's lanes (as given to [`AuditBuilder::row`]) and each one's
+    /// pace in this run (`rates`, index-aligned with `groups`) and the burst; and the second
+    /// pass that completes its *replacing* counts ([`Replacing::apply`]) once it has seen the
+    /// rows again.
     pub fn finish(self, groups: &[PaceGroup], rates: &[Rate], burst: u32) -> (Audit, Replacing) {
         let replacing = Replacing {
             now: self.now,
@@ -263,6 +278,7 @@ impl AuditBuilder {
         };
         let first = Finished {
             targets: self.targets,
+            lanes: self.lanes,
         };
         (first.audit(groups, rates, burst), replacing)
     }
@@ -271,6 +287,7 @@ impl AuditBuilder {
 /// The first pass's tallies, for [`AuditBuilder::finish`].
 struct Finished {
     targets: Vec<Tally>,
+    lanes: Vec<u64>,
 }
 
 /// The second pass of the *replacing* counts: given every row of the plan again, in order
@@ -329,7 +346,8 @@ impl Replacing {
 
 impl Finished {
     fn audit(self, groups: &[PaceGroup], rates: &[Rate], burst: u32) -> Audit {
-        let mut lane_of = vec![None; self.targets.len()];
+        // Per target: its lane, or the slowest of its lanes and how many it has.
+        let mut lane_of: Vec<Option<(usize, usize)>> = vec![None; self.targets.len()];
         let mut lane_ms = Vec::with_capacity(groups.len());
         let mut model = PaceModel {
             lanes: Vec::with_capacity(groups.len()),
@@ -337,14 +355,10 @@ impl Finished {
             burst,
         };
         for (g, group) in groups.iter().enumerate() {
-            let rows: u64 = group
-                .members
-                .iter()
-                .filter_map(|&m| self.targets.get(m))
-                .map(|t| t.reacts + t.unreacts)
-                .sum();
+            let rows = self.lanes.get(g).copied().unwrap_or(0);
             let rate = rates.get(g).copied().unwrap_or(Rate::Unlimited);
-            lane_ms.push(estimate_ms(rows, rate, burst));
+            let ms = estimate_ms(rows, rate, burst);
+            lane_ms.push(ms);
             model.lanes.push(LanePace {
                 rows,
                 rate,
@@ -352,7 +366,11 @@ impl Finished {
             });
             for &m in &group.members {
                 if let Some(slot) = lane_of.get_mut(m) {
-                    *slot = Some(g);
+                    *slot = Some(match *slot {
+                        None => (g, 1),
+                        Some((slowest, n)) if lane_ms[slowest] >= ms => (slowest, n + 1),
+                        Some((_, n)) => (g, n + 1),
+                    });
                 }
             }
         }
@@ -364,7 +382,8 @@ impl Finished {
             .map(|(i, t)| {
                 let mut emoji: Vec<(String, u64)> = t.emoji.into_iter().collect();
                 emoji.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                let lane = lane_of[i];
+                let lane = lane_of[i].map(|(g, _)| g);
+                let lanes = lane_of[i].map_or(0, |(_, n)| n);
                 TargetAudit {
                     reacts: t.reacts,
                     unreacts: t.unreacts,
@@ -378,6 +397,7 @@ impl Finished {
                         .map(|(emoji, rows)| EmojiCount { emoji, rows })
                         .collect(),
                     lane: lane.map(|g| groups[g].name.clone()).unwrap_or_default(),
+                    lanes,
                     lane_rate: lane
                         .and_then(|g| rates.get(g))
                         .map(|r| r.to_string())
@@ -417,6 +437,11 @@ impl Audit {
         }
         self.estimated_ms = self.model.total_ms();
     }
+}
+
+/// One lane (or none) goes without saying: the field appears for targets split by account.
+fn at_most_one(n: &usize) -> bool {
+    *n <= 1
 }
 
 /// Milliseconds to send `rows` at `rate` with `burst` allowed ahead of the even schedule.
@@ -503,12 +528,22 @@ fn render_each(audit: &Audit, targets: &[Target]) -> String {
                 .collect();
             line.push_str(&format!("; top emoji {}", top.join(", ")));
         }
-        line.push_str(&format!(
-            "; its lane {} at {} needs ~{}\n",
-            a.lane,
-            a.lane_rate,
-            human_ms(a.estimated_ms)
-        ));
+        if a.lanes > 1 {
+            line.push_str(&format!(
+                "; its {} lanes (one per account) at {} need ~{} (the slowest, {})\n",
+                a.lanes,
+                a.lane_rate,
+                human_ms(a.estimated_ms),
+                a.lane
+            ));
+        } else {
+            line.push_str(&format!(
+                "; its lane {} at {} needs ~{}\n",
+                a.lane,
+                a.lane_rate,
+                human_ms(a.estimated_ms)
+            ));
+        }
         out.push_str(&line);
     }
     out
@@ -724,7 +759,7 @@ mod replacing_tests {
         }
         let mut builder = AuditBuilder::new(2, now);
         for r in &rows {
-            builder.row(r);
+            builder.row(r, 0);
         }
         assert!(
             builder.candidates.len() > expected[0] as usize / 4,

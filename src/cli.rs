@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "Apply emoji reactions to chat messages in bulk.\n\n\
         A plan (YAML workflow or CSV rows) lists message ids, emojis and actions; reactbatch signs \
         and sends each request under a per-target rate limit and writes a per-row report.",
-    after_help = "Examples:\n  reactbatch check plan.yaml\n  reactbatch run plan.yaml --dry-run --emit requests.jsonl\n  reactbatch run examples/workflows/quickstart.yaml --sandbox"
+    after_help = MAIN_EXAMPLES,
+    after_long_help = with_reference(MAIN_EXAMPLES)
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,7 +36,8 @@ pub enum Command {
     Undo(UndoArgs),
     /// Run the local emulator of both providers' APIs.
     Sandbox(crate::sandbox::SandboxArgs),
-    /// List emojis whose name or shortcode contains SEARCH, with their `:shortcodes:`.
+    /// List the emojis SEARCH likely means, then those whose name or shortcode contains it, with
+    /// their `:shortcodes:`.
     #[command(
         after_help = "Examples:\n  reactbatch emoji thumbs\n  reactbatch emoji :tada:\n  reactbatch emoji heart | head"
     )]
@@ -50,9 +52,89 @@ pub enum Command {
         after_help = "Examples:\n  reactbatch completions bash > ~/.local/share/bash-completion/completions/reactbatch\n  reactbatch completions zsh > ~/.zfunc/_reactbatch\n  reactbatch completions fish > ~/.config/fish/completions/reactbatch.fish"
     )]
     Completions(CompletionsArgs),
-    /// Print the man page (roff).
-    #[command(after_help = "Example:\n  reactbatch man > ~/.local/share/man/man1/reactbatch.1")]
-    Man,
+    /// Print a man page (roff), or write every page to a directory.
+    #[command(
+        after_help = "Examples:\n  reactbatch man run | man -l -\n  reactbatch man --out ~/.local/share/man/man1"
+    )]
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// The subcommand whose page to print (`run` prints reactbatch-run(1)) [default: the main
+    /// page, reactbatch(1)].
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// Write the pages to DIR instead (`reactbatch.1`, `reactbatch-run.1`, ...: all of them, or
+    /// COMMAND's alone), creating DIR if needed.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+const MAIN_EXAMPLES: &str = "Examples:\n  reactbatch check plan.yaml\n  reactbatch run plan.yaml --dry-run --emit requests.jsonl\n  reactbatch run examples/workflows/quickstart.yaml --sandbox";
+
+const RUN_EXAMPLES: &str = "Examples:\n  reactbatch run plan.yaml --dry-run --now 2026-12-01T09:00:00Z --emit requests.jsonl\n  reactbatch run plan.yaml --report out.jsonl --rate 5/s --concurrency 8\n  reactbatch run examples/workflows/quickstart.yaml --sandbox";
+
+/// The exit codes scripts may rely on, with what each means. `--help` (of `reactbatch` and
+/// `run`) and every man page's EXIT STATUS section are both written from this table.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "every row ok, planned, skipped or deferred (check: no errors)",
+    ),
+    (1, "some row failed or was cancelled"),
+    (2, "invalid plan or usage; nothing was sent"),
+    (3, "a target was stopped on authentication failure"),
+    (4, "the --lock file is held by another run"),
+    (5, "an origin was unreachable (its targets were stopped)"),
+    (74, "the report could not be written (sending stopped)"),
+    (130, "interrupted (SIGINT)"),
+    (143, "terminated (SIGTERM)"),
+];
+
+/// Which code wins when several apply.
+pub const EXIT_PRECEDENCE: &str = "When several apply, the first of 130/143, 74, 3, 5, 1 wins.";
+
+/// The environment variables reactbatch reads, with what for: `--help` and every man page's
+/// ENVIRONMENT section are both written from this table.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "NAME of `{ env: NAME }`",
+        "a plan's secrets (`secret:`, `api_key:`) are read from the variables the plan names",
+    ),
+    ("VAR of `sign --secret-env VAR`", "the channel secret `sign` signs with"),
+    (
+        "KOMMO_CHANNEL_SECRET, OGMMA_API_KEY",
+        "the names the examples' plans use; `sandbox` takes its credentials from them when set",
+    ),
+    (
+        "HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY",
+        "a proxy for hosts other than loopback (lower-case names too); the sandbox is never proxied",
+    ),
+    (
+        "SSL_CERT_FILE, SSL_CERT_DIR",
+        "CA certificates to trust instead of the system store's (see also --ca-cert)",
+    ),
+    ("NO_COLOR", "set and not empty: no colour under `--color auto`"),
+];
+
+/// The exit status and environment reference, as `--help` shows it after the examples.
+pub fn reference_text() -> String {
+    let mut text = String::from("Exit status:\n");
+    for (code, meaning) in EXIT_STATUS {
+        text.push_str(&format!("  {code:<4}{meaning}\n"));
+    }
+    text.push_str(&format!("  {EXIT_PRECEDENCE}\n\nEnvironment:\n"));
+    for (name, meaning) in ENVIRONMENT {
+        text.push_str(&format!("  {name}\n      {meaning}\n"));
+    }
+    text
+}
+
+/// `examples`, then [`reference_text`]: the `--help` (long help) of commands whose exit codes
+/// and environment matter to scripts. `-h` shows the examples alone.
+pub fn with_reference(examples: &str) -> String {
+    format!("{examples}\n\n{}", reference_text())
 }
 
 #[derive(Args, Debug)]
@@ -103,9 +185,7 @@ pub enum EmitFormatArg {
 }
 
 #[derive(Args, Debug, Default)]
-#[command(
-    after_help = "Examples:\n  reactbatch run plan.yaml --dry-run --now 2026-12-01T09:00:00Z --emit requests.jsonl\n  reactbatch run plan.yaml --report out.jsonl --rate 5/s --concurrency 8\n  reactbatch run examples/workflows/quickstart.yaml --sandbox"
-)]
+#[command(after_help = RUN_EXAMPLES, after_long_help = with_reference(RUN_EXAMPLES))]
 pub struct RunArgs {
     /// The plan: a `.yaml`/`.yml` workflow or a `.csv` of rows (CSV needs --targets).
     #[arg(value_name = "PLAN")]

@@ -83,6 +83,7 @@ pub fn render(problem: &Problem, line_text: Option<&str>, color: bool) -> String
     let level = match problem.severity {
         Severity::Error => Level::ERROR,
         Severity::Warning => Level::WARNING,
+        Severity::Note => Level::NOTE,
     };
     let title = level.primary_title(problem.message.as_str());
     let shown = match (problem.line, line_text) {
@@ -290,15 +291,122 @@ fn skip_line(reader: &mut impl BufRead) -> bool {
     }
 }
 
-/// Renders every problem, separated by blank lines, reading source lines from the files. A line
-/// that any problem of the batch marks [`Problem::hide_source`] is shown for none of them.
+/// The problems that are the same (see [`Problem::same_as`]), as lists of indices into
+/// `problems`, in the order each was first met: one mistake repeated on many rows is one group.
+pub fn groups(problems: &[Problem]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, p) in problems.iter().enumerate() {
+        let candidates = by_hash.entry(p.same_hash()).or_default();
+        match candidates
+            .iter()
+            .find(|&&g| problems[groups[g][0]].same_as(p))
+        {
+            Some(&g) => groups[g].push(i),
+            None => {
+                candidates.push(groups.len());
+                groups.push(vec![i]);
+            }
+        }
+    }
+    groups
+}
+
+/// The fewest occurrences of one problem that [`render_all`] shows as one diagnostic.
+const MIN_GROUPED: usize = 3;
+
+/// Line ranges named in a grouped diagnostic's title; the rest are counted.
+const MAX_RANGES_SHOWN: usize = 5;
+
+/// One problem standing for all of `members` (the same problem, see [`groups`]): the first's
+/// place, source line and hint, with the count and the lines in the title, as in
+/// `unknown target `x` on 90 rows (rows.csv:12–101)`. A lone problem is returned as it is.
+pub fn grouped(members: &[&Problem]) -> Problem {
+    let Some(&first) = members.first() else {
+        return Problem::error("", None, None, "");
+    };
+    let folded = |p: &Problem| p.folded.as_ref().map_or(0, |f| f.count);
+    let count: u64 = members.iter().map(|p| 1 + folded(p)).sum();
+    let mut out = first.clone();
+    out.folded = None;
+    if count == 1 {
+        return out;
+    }
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    let mut dropped = false;
+    for p in members {
+        ranges.extend(p.line.map(|l| (l, l)));
+        if let Some(f) = &p.folded {
+            ranges.extend(f.lines.iter().copied());
+            dropped |= f.lines_dropped;
+        }
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::new();
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some((_, last)) if start <= last.saturating_add(1) => *last = (*last).max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    // A CSV row is a line (a record), so its lines are its rows; a YAML row may span several.
+    let (prep, noun) = if first.file.ends_with(".csv") {
+        (" on", "rows")
+    } else {
+        (", in", "places")
+    };
+    let mut shown: Vec<String> = merged
+        .iter()
+        .take(MAX_RANGES_SHOWN)
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}–{b}")
+            }
+        })
+        .collect();
+    if merged.len() > MAX_RANGES_SHOWN {
+        shown.push(format!("and {} more", merged.len() - MAX_RANGES_SHOWN));
+    } else if dropped {
+        shown.push("…".to_string());
+    }
+    out.message = if merged.is_empty() {
+        format!("{} ({count} times)", first.message)
+    } else {
+        format!(
+            "{}{prep} {count} {noun} ({}:{})",
+            first.message,
+            first.file,
+            shown.join(", ")
+        )
+    };
+    out
+}
+
+/// Renders every problem, separated by blank lines, reading source lines from the files; the
+/// same problem on many lines is rendered once ([`grouped`]). A line that any problem of the
+/// batch marks [`Problem::hide_source`] is shown for none of them.
 pub fn render_all(problems: &[Problem], color: bool) -> String {
     let hidden: BTreeSet<(&str, u32)> = problems
         .iter()
         .filter(|p| p.hide_source)
         .filter_map(|p| Some((p.file.as_str(), p.line?)))
         .collect();
-    let shown: Vec<Problem> = problems
+    // A group is shown where its first member was; the others keep their order. Two of a
+    // kind read fine one by one, each with its own line shown.
+    let mut shown: Vec<Option<Problem>> = problems.iter().cloned().map(Some).collect();
+    for members in groups(problems) {
+        let of_group: Vec<&Problem> = members.iter().map(|&i| &problems[i]).collect();
+        if of_group.len() >= MIN_GROUPED || of_group.iter().any(|p| p.folded.is_some()) {
+            shown[members[0]] = Some(grouped(&of_group));
+            for &i in &members[1..] {
+                shown[i] = None;
+            }
+        }
+    }
+    let shown: Vec<Problem> = shown.into_iter().flatten().collect();
+    let visible: Vec<Problem> = shown
         .iter()
         .filter(|p| {
             !p.line
@@ -306,9 +414,9 @@ pub fn render_all(problems: &[Problem], color: bool) -> String {
         })
         .cloned()
         .collect();
-    let sources = SourceLines::read(&shown);
+    let sources = SourceLines::read(&visible);
     let mut out = String::new();
-    for p in problems {
+    for p in &shown {
         let line = p
             .line
             .filter(|l| !hidden.contains(&(p.file.as_str(), *l)))
@@ -473,6 +581,56 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains(&format!("{file}:2:25")), "{text}");
         assert!(text.contains("1 | a: 1"), "{text}");
+    }
+
+    #[test]
+    fn the_same_problem_on_many_rows_is_one_diagnostic_with_count_and_ranges() {
+        let unknown = |line: u32| {
+            Problem::error(
+                "rows.csv",
+                Some(line),
+                Some(1),
+                "unknown target `kommo-mian`",
+            )
+            .with_code("unknown_target")
+            .with_hint("did you mean `kommo-main`?")
+        };
+        let mut problems: Vec<Problem> = (12..=101).map(unknown).collect();
+        problems.insert(3, Problem::error("rows.csv", Some(14), Some(5), "other"));
+        problems.push(unknown(200));
+        let text = render_all(&problems, false);
+        assert_eq!(text.matches("error:").count(), 2, "{text}");
+        assert!(
+            text.starts_with(
+                "error: unknown target `kommo-mian` on 91 rows (rows.csv:12–101, 200)\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("help: did you mean `kommo-main`?").count(), 1);
+        assert!(text.contains("--> rows.csv:12:1\n"), "{text}");
+        let groups = groups(&problems);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[1], vec![3]);
+    }
+
+    #[test]
+    fn folded_occurrences_count_and_name_their_lines() {
+        let mut p = Problem::error("plan.yaml", Some(3), Some(7), "bad");
+        let folded = p.folded.get_or_insert_default();
+        for line in [5, 6, 7, 9, 11, 13, 15, 17, 19] {
+            folded.add(Some(line));
+        }
+        let g = grouped(&[&p]);
+        assert_eq!(
+            g.message,
+            "bad, in 10 places (plan.yaml:3, 5–7, 9, 11, 13, and 3 more)"
+        );
+        assert_eq!((g.line, g.column, g.folded), (Some(3), Some(7), None));
+        let mut q = Problem::error("plan.yaml", None, None, "no line");
+        q.folded.get_or_insert_default().add(None);
+        assert_eq!(grouped(&[&q]).message, "no line (2 times)");
+        let lone = Problem::error("plan.yaml", Some(1), None, "alone");
+        assert_eq!(grouped(&[&lone]), lone);
     }
 
     #[test]

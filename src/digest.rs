@@ -70,11 +70,11 @@ fn put_target(h: &mut Sha256, t: &Target) {
             user_id,
             user_ref_id,
         } => {
-            put(h, scope_id);
+            put_account(h, scope_id.as_deref());
             put_opt(h, user_id.as_deref());
             put_opt(h, user_ref_id.as_deref());
         }
-        TargetKind::Ogmma { channel_id } => put(h, channel_id),
+        TargetKind::Ogmma { channel_id } => put_account(h, channel_id.as_deref()),
     }
     put_opt(h, t.rate.map(|r| r.to_string()).as_deref());
     put(h, &t.credential.to_string());
@@ -96,12 +96,28 @@ fn put_settings(h: &mut Sha256, s: &Settings) {
     );
 }
 
-/// A row's content fields, the part both digests share.
+/// A target's account as the digest took it when every target had one (the same bytes), or
+/// a marker when its rows give theirs.
+fn put_account(h: &mut Sha256, account: Option<&str>) {
+    match account {
+        Some(a) => put(h, a),
+        None => h.update([0xff]),
+    }
+}
+
+/// A row's content fields, the part both digests share. The row's own account only when it
+/// gives one: a plan without per-row accounts digests as it always did.
 fn put_row_fields(h: &mut Sha256, row: &Row) {
-    for v in row.text_fields() {
+    let [fields @ .., scope_id, channel_id] = row.text_fields();
+    for v in fields {
         put_opt(h, v.as_deref());
     }
     put_opt(h, row.not_before.map(|t| t.to_rfc3339()).as_deref());
+    if scope_id.is_some() || channel_id.is_some() {
+        put(h, "account");
+        put_opt(h, scope_id.as_deref());
+        put_opt(h, channel_id.as_deref());
+    }
 }
 
 impl PlanDigest {

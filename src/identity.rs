@@ -47,6 +47,13 @@ fn content_digest(row: &Row, target_name: &str) -> [u8; 32] {
     let not_before = row.not_before.map(|t| t.to_rfc3339());
     field(not_before.as_deref());
     field(row.previous_emoji.as_deref());
+    // The row's own account, only when it gives one: rows without one keep the identities
+    // earlier reports hold.
+    if row.scope_id.is_some() || row.channel_id.is_some() {
+        field(Some("account"));
+        field(row.scope_id.as_deref());
+        field(row.channel_id.as_deref());
+    }
     h.finalize().into()
 }
 
@@ -180,9 +187,26 @@ fn key_text(id: u64, occurrence: u32) -> String {
 
 /// Which of `count` shards a (target, message) belongs to, 1-based; stable across runs.
 pub fn shard_of(target_name: &str, message: &str, count: u32) -> u32 {
+    shard_of_account(target_name, None, message, count)
+}
+
+/// Which of `count` shards `row` on target `target_name` belongs to: by (target, the row's
+/// own account, message), so one message id in two accounts is two messages. A row without
+/// an account of its own falls where [`shard_of`] puts its (target, message).
+pub fn row_shard(target_name: &str, row: &Row, count: u32) -> u32 {
+    shard_of_account(target_name, row.own_account(), row.message_ref(), count)
+}
+
+fn shard_of_account(target_name: &str, account: Option<&str>, message: &str, count: u32) -> u32 {
     let mut h = Sha256::new();
     h.update(target_name.as_bytes());
     h.update([0u8]);
+    if let Some(account) = account {
+        // 0xff never occurs in UTF-8: no target name ends where an account begins.
+        h.update([0xffu8]);
+        h.update(account.as_bytes());
+        h.update([0u8]);
+    }
     h.update(message.as_bytes());
     let d: [u8; 32] = h.finalize().into();
     (word(&d, 0) % u64::from(count.max(1))) as u32 + 1
@@ -222,6 +246,39 @@ mod tests {
         // Adding a row elsewhere does not change existing identities.
         let k2 = keys(&[row("m0", "x"), a.clone(), b.clone(), a.clone()]);
         assert_eq!(k2[1..], k[..]);
+    }
+
+    #[test]
+    fn the_rows_own_account_is_part_of_its_identity_and_shard() {
+        let plain = row("m1", "👍");
+        let mut a = plain.clone();
+        a.scope_id = Some("acct-a".into());
+        let mut b = plain.clone();
+        b.scope_id = Some("acct-b".into());
+        let k = keys(&[plain.clone(), a.clone(), b.clone()]);
+        // Three different rows: none is an occurrence of another.
+        assert!(k.iter().all(|k| k.ends_with(".1")), "{k:?}");
+        assert_ne!(k[1], k[2]);
+        assert_ne!(k[0], k[1]);
+        // A row without an account keeps the identity it always had.
+        assert_eq!(
+            word(&content_digest(&plain, "t"), 0),
+            u64::from_str_radix(&k[0][1..17], 16).expect("hex")
+        );
+        // Shards: unchanged without an account; with one, by (target, account, message).
+        assert_eq!(row_shard("t", &plain, 7), shard_of("t", "m1", 7));
+        let spread: std::collections::HashSet<u32> = (0..64)
+            .map(|i| {
+                let mut r = plain.clone();
+                r.scope_id = Some(format!("acct-{i}"));
+                row_shard("t", &r, 4)
+            })
+            .collect();
+        assert_eq!(
+            spread.len(),
+            4,
+            "one message in many accounts spreads over shards"
+        );
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub fn main_entry() -> ExitCode {
         Command::Emoji(args) => commands::emoji::run(&args),
         Command::Schema => commands::docs::schema(),
         Command::Completions(args) => commands::docs::completions(args.shell),
-        Command::Man => commands::docs::man(),
+        Command::Man(args) => commands::docs::man(&args),
     };
     exit.into()
 }

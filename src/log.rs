@@ -204,6 +204,7 @@ pub fn problem_line(ts: &str, p: &Problem) -> String {
     let level = match p.severity {
         Severity::Error => Level::Error,
         Severity::Warning => Level::Warn,
+        Severity::Note => Level::Info,
     };
     json_line(
         ts,

@@ -84,6 +84,13 @@ pub struct RowResult {
     /// RFC 3339, UTC, milliseconds.
     pub finished_at: String,
     pub key: String,
+    /// Kommo: the account the row went to (the row's `scope_id`, else its target's); empty
+    /// otherwise, and in reports written before the column existed.
+    #[serde(default)]
+    pub scope_id: String,
+    /// Ogmma: the channel the row went to; empty otherwise.
+    #[serde(default)]
+    pub channel_id: String,
 }
 
 /// Formats a timestamp the way the report does.
@@ -187,6 +194,8 @@ pub struct RowView<'a> {
     pub duration_ms: u64,
     pub finished_at: &'a str,
     pub key: &'a str,
+    pub scope_id: &'a str,
+    pub channel_id: &'a str,
 }
 
 impl RowResult {
@@ -207,6 +216,8 @@ impl RowResult {
             duration_ms: self.duration_ms,
             finished_at: &self.finished_at,
             key: &self.key,
+            scope_id: &self.scope_id,
+            channel_id: &self.channel_id,
         }
     }
 }
@@ -214,7 +225,7 @@ impl RowResult {
 impl Serialize for RowView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("RowResult", 15)?;
+        let mut st = s.serialize_struct("RowResult", 17)?;
         st.serialize_field("row", &self.row)?;
         st.serialize_field("source", &Collect(&self.source))?;
         st.serialize_field("target", self.target)?;
@@ -230,6 +241,8 @@ impl Serialize for RowView<'_> {
         st.serialize_field("duration_ms", &self.duration_ms)?;
         st.serialize_field("finished_at", self.finished_at)?;
         st.serialize_field("key", self.key)?;
+        st.serialize_field("scope_id", self.scope_id)?;
+        st.serialize_field("channel_id", self.channel_id)?;
         st.end()
     }
 }
@@ -244,7 +257,10 @@ impl Serialize for Collect<'_> {
 }
 
 /// The CSV header: the field names of [`RowResult`], in order.
-const CSV_HEADER: &[u8] = b"row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key\n";
+const CSV_HEADER: &[u8] = b"row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key,scope_id,channel_id\n";
+
+/// Columns of reports written before the account columns were appended (still read).
+const CSV_COLUMNS_BEFORE_ACCOUNTS: usize = 15;
 
 /// Appends one CSV field as the `csv` crate writes it with its defaults: quoted (quotes
 /// doubled) only when it holds a comma, a quote, CR or LF.
@@ -307,8 +323,10 @@ pub fn render_row(format: ReportFormat, row: &RowView<'_>, out: &mut Vec<u8>) {
             csv_num(out, u64::from(row.attempts));
             csv_num(out, row.duration_ms);
             csv_str(out, row.finished_at);
+            csv_str(out, row.key);
+            csv_str(out, row.scope_id);
             let start = out.len();
-            out.extend_from_slice(row.key.as_bytes());
+            out.extend_from_slice(row.channel_id.as_bytes());
             csv_field(out, start);
             out.push(b'\n');
         }
@@ -419,7 +437,7 @@ pub fn holds_live_rows(path: &Path) -> bool {
             .unwrap_or(CSV_HEADER)
             .split(|b| *b == b',')
             .collect();
-        joined == expected
+        joined == expected || joined[..] == expected[..CSV_COLUMNS_BEFORE_ACCOUNTS]
     });
     if !ours {
         return slow();
@@ -545,6 +563,8 @@ mod tests {
             duration_ms: 15,
             finished_at: "2026-12-01T09:00:00.000Z".into(),
             key: "k1".into(),
+            scope_id: String::new(),
+            channel_id: String::new(),
         }
     }
 
@@ -607,7 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn csv_header_is_the_spec_columns_then_key() {
+    fn csv_header_is_the_spec_columns_then_key_then_the_account() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("r.csv");
         let mut w = ReportWriter::create(&path).expect("create");
@@ -616,8 +636,47 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(
             text.lines().next(),
-            Some("row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key")
+            Some("row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key,scope_id,channel_id")
         );
+    }
+
+    /// Reports written before the account columns existed still read (as rows with no
+    /// account), in both formats, and still count as holding live results.
+    #[test]
+    fn reports_without_the_account_columns_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let csv = dir.path().join("old.csv");
+        std::fs::write(
+            &csv,
+            "row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key\n\
+             1,p.csv:2,t,kommo,react,m1,👍,ok,200,,,1,5,2026-12-01T09:00:00.000Z,k1\n",
+        )
+        .expect("write");
+        let jsonl = dir.path().join("old.jsonl");
+        std::fs::write(
+            &jsonl,
+            r#"{"row":1,"source":"p.csv:2","target":"t","provider":"kommo","action":"react","message_id":"m1","emoji":"👍","status":"ok","http_status":200,"code":"","message":"","attempts":1,"duration_ms":5,"finished_at":"2026-12-01T09:00:00.000Z","key":"k1"}"#
+                .to_string()
+                + "\n",
+        )
+        .expect("write");
+        for path in [&csv, &jsonl] {
+            let rows = read_report(path).expect("an old report reads");
+            assert_eq!(rows.len(), 1, "{}", path.display());
+            assert_eq!(rows[0].key, "k1");
+            assert_eq!(
+                (rows[0].scope_id.as_str(), rows[0].channel_id.as_str()),
+                ("", "")
+            );
+            assert!(holds_live_rows(path), "{}", path.display());
+        }
+        let mut with = sample(2, Status::Ok);
+        with.scope_id = "acct-7".into();
+        let new = dir.path().join("new.csv");
+        let mut w = ReportWriter::create(&new).expect("create");
+        w.write(&with).expect("write");
+        w.flush().expect("flush");
+        assert_eq!(read_report(&new).expect("read")[0].scope_id, "acct-7");
     }
 
     #[test]

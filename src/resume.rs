@@ -500,6 +500,8 @@ mod tests {
             duration_ms: 5,
             finished_at: String::new(),
             key: "k1".into(),
+            scope_id: String::new(),
+            channel_id: String::new(),
         }
     }
 

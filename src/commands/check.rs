@@ -12,6 +12,9 @@ use serde::Serialize;
 use crate::cli::{CheckArgs, CheckFormat};
 use crate::executor::host::HostLoad;
 use crate::exit::Exit;
+use std::collections::HashSet;
+
+use crate::plan::pace::LaneMap;
 use crate::plan::{Plan, Problem, Severity};
 
 /// The version of the `--format json` document; bumped only on incompatible changes.
@@ -62,6 +65,18 @@ struct Outcome {
     pace: Vec<String>,
     /// What the lanes to each host add up to (every host, for `--format json`).
     hosts: Vec<HostLoad>,
+    /// Targets whose rows name their accounts, with the lanes those make.
+    accounts: Vec<AccountLanes>,
+}
+
+/// A target whose rows name their own accounts (`scope_id`/`channel_id`).
+#[derive(Serialize)]
+struct AccountLanes {
+    target: String,
+    /// Distinct accounts its rows name.
+    accounts: usize,
+    /// Lanes its rows go to (one per Kommo scope; Ogmma keeps one per key).
+    lanes: usize,
 }
 
 impl Outcome {
@@ -79,6 +94,14 @@ impl Outcome {
             );
             for line in &self.pace {
                 eprintln!("  {line}");
+            }
+            for a in &self.accounts {
+                eprintln!(
+                    "  target {}: its rows name {}, paced in {}",
+                    a.target,
+                    count(a.accounts as u64, "account"),
+                    count(a.lanes as u64, "lane"),
+                );
             }
         } else {
             eprintln!("{}: not loaded, {}", self.plan, count(self.errors, "error"));
@@ -100,9 +123,30 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
             problems,
             pace: Vec::new(),
             hosts: Vec::new(),
+            accounts: Vec::new(),
         };
     };
-    let mut validation = plan.validate();
+    // Which lanes the rows make, and which accounts each target's rows name.
+    let mut lanes = LaneMap::new(&plan.pace_groups, &plan.targets);
+    let mut named: Vec<HashSet<String>> = vec![HashSet::new(); plan.targets.len()];
+    let mut validation = plan.validate_with(|row| {
+        lanes.route(row, &plan.targets);
+        if let (Some(account), Some(set)) = (row.own_account(), named.get_mut(row.target)) {
+            if !set.contains(account) {
+                set.insert(account.to_string());
+            }
+        }
+    });
+    let accounts = named
+        .iter()
+        .enumerate()
+        .filter(|(_, set)| !set.is_empty())
+        .map(|(t, set)| AccountLanes {
+            target: plan.targets[t].name.clone(),
+            accounts: set.len(),
+            lanes: lanes.lanes_of_target(t),
+        })
+        .collect();
     // `run` refuses these unless --allow-insecure-http; `check` points them out.
     let insecure = plan.insecure_http().into_iter().map(|mut p| {
         p.severity = Severity::Warning;
@@ -121,7 +165,9 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
         problems.extend(secret_problems);
     }
     problems.extend(validation.warnings.iter().cloned());
-    let hosts = host_loads(&plan);
+    // Notes last: they change nothing about whether the plan may run.
+    problems.extend(plan.emoji_notes());
+    let hosts = host_loads(&plan, &lanes.lanes);
     Outcome {
         plan: name,
         loaded: true,
@@ -135,14 +181,15 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
             .chain(crate::executor::host::host_lines(&hosts, MAX_LISTED))
             .collect(),
         hosts,
+        accounts,
     }
 }
 
-/// What the lanes to each host add up to at the plan's paces, and its ceiling.
-fn host_loads(plan: &Plan) -> Vec<HostLoad> {
+/// What the lanes (`lanes`: one per pace group and per account the rows name) to each host
+/// add up to at the plan's paces, and its ceiling.
+fn host_loads(plan: &Plan, lanes: &[crate::plan::pace::PaceGroup]) -> Vec<HostLoad> {
     let shards = plan.settings.shard.map_or(1, |s| s.count);
-    let rates: Vec<crate::plan::Rate> = plan
-        .pace_groups
+    let rates: Vec<crate::plan::Rate> = lanes
         .iter()
         .map(|g| {
             plan.settings
@@ -152,8 +199,7 @@ fn host_loads(plan: &Plan) -> Vec<HostLoad> {
         .collect();
     crate::executor::host::host_loads(
         &plan.targets,
-        &plan.pace_groups,
-        &rates,
+        lanes.iter().zip(rates).map(|(g, r)| (&g.members[..], r)),
         &plan.settings.host_rate,
         shards,
     )
@@ -237,7 +283,10 @@ struct JsonPlan<'a> {
     errors: u64,
     warnings: u64,
     problems: Vec<JsonProblem<'a>>,
-    /// `null` when the plan was not loaded.
+    /// Targets whose rows name their own accounts; absent when none do.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    accounts: &'a [AccountLanes],
+    /// What the lanes to each host add up to; `null` when the plan was not loaded.
     hosts: Option<Vec<JsonHost>>,
 }
 
@@ -252,6 +301,18 @@ struct JsonHost {
     ceiling: Option<String>,
 }
 
+impl JsonHost {
+    fn of(h: &HostLoad) -> JsonHost {
+        JsonHost {
+            host: crate::executor::host::host_name(&h.base_url).to_string(),
+            base_url: h.base_url.clone(),
+            lanes: h.lanes,
+            rate_sum: h.total_per_second.is_finite().then_some(h.total_per_second),
+            ceiling: h.ceiling.map(crate::executor::host::rate_text),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct JsonProblem<'a> {
     file: &'a str,
@@ -262,47 +323,51 @@ struct JsonProblem<'a> {
     code: &'static str,
     message: &'a str,
     hint: Option<&'a str>,
+    /// The problems that are the same mistake (the same message on many rows) share one id,
+    /// numbered from 1 per plan; human output shows each group as one diagnostic.
+    group: usize,
 }
 
 impl<'a> JsonDoc<'a> {
     fn new(outcomes: &'a [Outcome]) -> JsonDoc<'a> {
         let plans: Vec<JsonPlan<'a>> = outcomes
             .iter()
-            .map(|o| JsonPlan {
-                plan: &o.plan,
-                loaded: o.loaded,
-                rows: o.loaded.then_some(o.rows),
-                targets: o.loaded.then_some(o.targets),
-                errors: o.errors,
-                warnings: o.warnings,
-                problems: o
-                    .problems
-                    .iter()
-                    .map(|p| JsonProblem {
-                        file: &p.file,
-                        line: p.line,
-                        column: p.column,
-                        severity: match p.severity {
-                            Severity::Error => "error",
-                            Severity::Warning => "warning",
-                        },
-                        code: p.code,
-                        message: &p.message,
-                        hint: p.hint.as_deref(),
-                    })
-                    .collect(),
-                hosts: o.loaded.then(|| {
-                    o.hosts
+            .map(|o| {
+                let mut group = vec![0; o.problems.len()];
+                for (id, members) in crate::diagnostic::groups(&o.problems).iter().enumerate() {
+                    for &i in members {
+                        group[i] = id + 1;
+                    }
+                }
+                JsonPlan {
+                    plan: &o.plan,
+                    loaded: o.loaded,
+                    rows: o.loaded.then_some(o.rows),
+                    targets: o.loaded.then_some(o.targets),
+                    errors: o.errors,
+                    warnings: o.warnings,
+                    problems: o
+                        .problems
                         .iter()
-                        .map(|h| JsonHost {
-                            host: crate::executor::host::host_name(&h.base_url).to_string(),
-                            base_url: h.base_url.clone(),
-                            lanes: h.lanes,
-                            rate_sum: h.total_per_second.is_finite().then_some(h.total_per_second),
-                            ceiling: h.ceiling.map(crate::executor::host::rate_text),
+                        .zip(group)
+                        .map(|(p, group)| JsonProblem {
+                            file: &p.file,
+                            line: p.line,
+                            column: p.column,
+                            severity: match p.severity {
+                                Severity::Error => "error",
+                                Severity::Warning => "warning",
+                                Severity::Note => "note",
+                            },
+                            code: p.code,
+                            message: &p.message,
+                            hint: p.hint.as_deref(),
+                            group,
                         })
-                        .collect()
-                }),
+                        .collect(),
+                    accounts: &o.accounts,
+                    hosts: o.loaded.then(|| o.hosts.iter().map(JsonHost::of).collect()),
+                }
             })
             .collect();
         let errors = outcomes.iter().map(|o| o.errors).sum();

@@ -1,4 +1,5 @@
-//! `reactbatch emoji SEARCH`: the emojis whose name or shortcode contains SEARCH, one a line
+//! `reactbatch emoji SEARCH`: the emojis a word likely means (`ok`: 👌 👍 🆗), then every emoji
+//! whose name or shortcode contains SEARCH, one a line
 //! with the shortcodes a plan may use instead (`:thumbsup:`), for people writing plans.
 
 use std::io::Write;

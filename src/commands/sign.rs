@@ -30,11 +30,12 @@ fn sign(args: &SignArgs) -> Result<(String, Option<String>), String> {
     let secret = match std::env::var(&args.secret_env) {
         Ok(v) if !v.is_empty() => Secret::new(v),
         Ok(_) => return Err(format!("environment variable {} is empty", args.secret_env)),
-        Err(_) if crate::secret::looks_like_a_secret(&args.secret_env) => {
+        Err(_) if !plausible_name(&args.secret_env) => {
             return Err(
-                "--secret-env names no set environment variable, and looks like a \
-                 secret value rather than a name (it is not shown here): pass the variable's \
-                 name and put the secret in that variable"
+                "--secret-env names no set environment variable, and looks like a secret \
+                 value rather than a variable's name (it is not shown here): pass the \
+                 variable's name, e.g. `--secret-env KOMMO_CHANNEL_SECRET`, and put the secret \
+                 in that variable"
                     .into(),
             )
         }
@@ -76,6 +77,22 @@ fn sign(args: &SignArgs) -> Result<(String, Option<String>), String> {
     Ok((out, warning))
 }
 
+/// Whether an unset `--secret-env` value may be echoed in the error: a shell variable name
+/// (letters, digits, `_`, not starting with a digit) that is not long and digit-laden like a
+/// credential, and that has an `_`, is all upper case or has no digit. A pasted secret
+/// (`s3cr3tK3y`, 40 hex digits, base64 with `+/=`) fails one of these, and is then not shown.
+fn plausible_name(text: &str) -> bool {
+    let mut chars = text.chars();
+    let shell_name = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let conventional = text.contains('_')
+        || !text.bytes().any(|b| b.is_ascii_lowercase())
+        || !text.bytes().any(|b| b.is_ascii_digit());
+    shell_name && conventional && !crate::secret::looks_like_a_secret(text)
+}
+
 fn read_body(path: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     match path {
@@ -90,4 +107,33 @@ fn read_body(path: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
         _ => format!("cannot read body from standard input: {e}"),
     })?;
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plausible_name;
+
+    #[test]
+    fn only_names_that_look_like_names_are_echoed() {
+        for name in [
+            "KOMMO_CHANNEL_SECRET",
+            "kommo_secret",
+            "secret",
+            "TOKEN2",
+            "_X",
+        ] {
+            assert!(plausible_name(name), "{name}");
+        }
+        for pasted in [
+            "s3cr3t",
+            "s3cr3tK3y9",
+            "2b7e151628aed2a6abf7158809cf4f3c2b7e1516",
+            "ab12cd34ef56ab12cd34ef56",
+            "dGhpcyBpcyBhIHNlY3JldA==",
+            "key-with-dash",
+            "",
+        ] {
+            assert!(!plausible_name(pasted), "{pasted}");
+        }
+    }
 }

@@ -206,10 +206,16 @@ fn row_yaml(row: &Row, target: &Target) -> Value {
         ("user_id", &row.user_id),
         ("user_ref_id", &row.user_ref_id),
         ("previous_emoji", &row.previous_emoji),
+        // The row's own account: the inverse goes to the account the row went to.
+        ("scope_id", &row.scope_id),
+        ("channel_id", &row.channel_id),
     ];
     for (name, value) in fields {
         // Ogmma rows carry no Kommo-only fields; an Ogmma unreact needs no emoji.
-        let kommo_only = !matches!(name, "emoji" | "message_id" | "previous_emoji");
+        let kommo_only = !matches!(
+            name,
+            "emoji" | "message_id" | "previous_emoji" | "channel_id"
+        );
         if target.provider() == crate::plan::ProviderKind::Ogmma && kommo_only {
             continue;
         }
@@ -244,7 +250,9 @@ fn target_yaml(t: &Target, out_dir: &Path) -> Value {
             user_id,
             user_ref_id,
         } => {
-            m.insert("scope_id".into(), scope_id.clone().into());
+            if let Some(scope_id) = scope_id {
+                m.insert("scope_id".into(), scope_id.clone().into());
+            }
             m.insert("secret".into(), secret_yaml(&t.credential, out_dir));
             if let Some(u) = user_id {
                 m.insert("user_id".into(), u.clone().into());
@@ -254,7 +262,9 @@ fn target_yaml(t: &Target, out_dir: &Path) -> Value {
             }
         }
         TargetKind::Ogmma { channel_id } => {
-            m.insert("channel_id".into(), channel_id.clone().into());
+            if let Some(channel_id) = channel_id {
+                m.insert("channel_id".into(), channel_id.clone().into());
+            }
             m.insert("api_key".into(), secret_yaml(&t.credential, out_dir));
         }
     }

@@ -240,18 +240,16 @@ fn per_second(r: f64) -> String {
 
 /// Per host (in the order first used by the plan's targets): the lanes to it, what their
 /// paces (`rates`, index-aligned with `groups`) add up to, and its ceiling.
-pub fn host_loads(
+pub fn host_loads<'a>(
     targets: &[Target],
-    groups: &[PaceGroup],
-    rates: &[Rate],
+    lanes: impl IntoIterator<Item = (&'a [usize], Rate)>,
     host_rates: &[(String, Rate)],
     shards: u32,
 ) -> Vec<HostLoad> {
     let mut loads: Vec<HostLoad> = Vec::new();
-    for (g, group) in groups.iter().enumerate() {
-        let rate = rates.get(g).copied().unwrap_or(Rate::Unlimited);
+    for (members, rate) in lanes {
         let mut seen: Vec<&str> = Vec::new();
-        for &m in &group.members {
+        for &m in members {
             let Some(t) = targets.get(m) else {
                 continue;
             };
@@ -295,7 +293,7 @@ mod tests {
         Target {
             name: name.into(),
             kind: TargetKind::Kommo {
-                scope_id: name.into(),
+                scope_id: Some(name.into()),
                 user_id: None,
                 user_ref_id: None,
             },
@@ -324,6 +322,13 @@ mod tests {
         assert_eq!(host_name(local), "127.0.0.1:8080");
     }
 
+    fn lanes<'a>(
+        groups: &'a [PaceGroup],
+        rates: &'a [Rate],
+    ) -> impl Iterator<Item = (&'a [usize], Rate)> {
+        groups.iter().zip(rates).map(|(g, r)| (&g.members[..], *r))
+    }
+
     #[test]
     fn the_lanes_on_each_host_add_up_and_the_ceiling_says_what_it_makes_of_it() {
         let local = "http://127.0.0.1:8080";
@@ -336,10 +341,11 @@ mod tests {
                 name: targets[i].name.clone(),
                 provider: crate::plan::ProviderKind::Kommo,
                 members: vec![i],
+                by_account: false,
             })
             .collect();
         let rates = vec![per(7); targets.len()];
-        let loads = host_loads(&targets, &groups, &rates, &[], 1);
+        let loads = host_loads(&targets, lanes(&groups, &rates), &[], 1);
         let lines: Vec<String> = loads.iter().map(HostLoad::describe).collect();
         assert_eq!(
             lines,
@@ -348,7 +354,12 @@ mod tests {
                 "127.0.0.1:8080: 3 lanes add up to 21/s (no host ceiling)",
             ]
         );
-        let capped = host_loads(&targets, &groups, &rates, &[(local.into(), per(100))], 2);
+        let capped = host_loads(
+            &targets,
+            lanes(&groups, &rates),
+            &[(local.into(), per(100))],
+            2,
+        );
         assert_eq!(
             capped[1].describe(),
             "127.0.0.1:8080: 3 lanes add up to 21/s; host ceiling 50/s, not reached"

@@ -37,6 +37,10 @@ pub struct Lane {
     pub(super) sends: Arc<SendLog>,
     /// Rows of the plan that will come to this lane, when known (`u64::MAX`: not known).
     pub(super) planned_rows: u64,
+    /// Rows it finished (sent, or skipped or cancelled unsent), and of those, failed: for the
+    /// live ETA and the summary.
+    finished: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl Lane {
@@ -50,7 +54,27 @@ impl Lane {
             rate_limited: AtomicU64::new(0),
             sends: Arc::default(),
             planned_rows: u64::MAX,
+            finished: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }
+    }
+
+    /// One of its rows finished, with `status`.
+    pub(super) fn count_finished(&self, status: crate::report::Status) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        if status == crate::report::Status::Failed {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Rows it finished so far.
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    /// Rows of it that failed.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// How many of the plan's rows will come to this lane: once they have all been read, a

@@ -35,7 +35,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::plan::{settings, EmitFormat, Problem, Row, Target};
+use crate::plan::pace::LaneMap;
+use crate::plan::{settings, EmitFormat, Problem, ProviderKind, Row, Target};
 use crate::report::{timestamp, with_timestamp, RowView, SourceRef, Status};
 use dry::{DryPool, Item};
 
@@ -133,6 +134,8 @@ pub struct RunContext<T: Transport> {
     slots: tokio::sync::Semaphore,
     /// Ceilings on what the lanes to one host send together (none unless given).
     pub hosts: host::HostCeilings,
+    /// Which lane each row goes to, when rows carry their accounts (else its target's).
+    lane_map: LaneMap,
 }
 
 impl<T: Transport> RunContext<T> {
@@ -163,10 +166,22 @@ impl<T: Transport> RunContext<T> {
                 ));
             }
         }
+        let mut lanes_of = vec![0usize; targets.len()];
+        for lane in &lanes {
+            for &m in &lane.members {
+                if let Some(n) = lanes_of.get_mut(m) {
+                    *n += 1;
+                }
+            }
+        }
         for lane in &mut lanes {
             lane.limiter.set_precise(config.precise_pacing);
+            // One log for a lane and its only target, unless the target's rows go to other
+            // lanes too (one lane per account).
             if let [only] = lane.members[..] {
-                lane.sends = Arc::clone(&targets[only].sends);
+                if lanes_of[only] == 1 {
+                    lane.sends = Arc::clone(&targets[only].sends);
+                }
             }
         }
         let slots = tokio::sync::Semaphore::new(config.concurrency.max(1));
@@ -179,6 +194,7 @@ impl<T: Transport> RunContext<T> {
             cancel,
             slots,
             hosts: host::HostCeilings::default(),
+            lane_map: LaneMap::default(),
         }
     }
 
@@ -187,19 +203,48 @@ impl<T: Transport> RunContext<T> {
         self.hosts = hosts;
         self
     }
+
+    /// Routes rows by `map` (lanes made from the plan's rows, index-aligned with `lanes`):
+    /// a row naming its own account goes to that account's lane.
+    pub fn with_lane_map(mut self, map: LaneMap) -> RunContext<T> {
+        self.lane_map = map;
+        self
+    }
+
+    /// The lane `row` goes to: its account's, else its target's.
+    pub(crate) fn lane_of(&self, row: &Row) -> usize {
+        self.lane_map
+            .lane_of(row)
+            .filter(|&l| l < self.lanes.len())
+            .unwrap_or(self.targets[row.target].lane)
+    }
 }
 
-/// A (target, message) pair, the message hashed: rows on one message run in plan order, one
-/// at a time. Two messages whose hashes collide only wait for each other (never overlap), so
-/// the dispatcher keeps no copy of each in-flight message id.
+/// A (target, account, message) triple, account and message hashed: rows on one message run
+/// in plan order, one at a time. Two messages whose hashes collide only wait for each other
+/// (never overlap), so the dispatcher keeps no copy of each in-flight message id.
 pub(crate) type MessageId = (usize, u64);
 
 pub(crate) fn message_id(row: &Row) -> MessageId {
     use std::hash::BuildHasher;
-    (
-        row.target,
-        foldhash::quality::FixedState::default().hash_one(row.message_ref()),
-    )
+    let hasher = foldhash::quality::FixedState::default();
+    let hash = match row.own_account() {
+        None => hasher.hash_one(row.message_ref()),
+        // A message id is only unique within its account.
+        Some(account) => hasher.hash_one((account, row.message_ref())),
+    };
+    (row.target, hash)
+}
+
+/// A message exactly (target, the row's own account, message id), where a collision would do
+/// harm (deferring an unrelated row).
+fn message_key(row: &Row) -> (usize, String) {
+    let text = match row.own_account() {
+        None => row.message_ref().to_string(),
+        // `\0` is in no account (they are path-safe).
+        Some(account) => [account, "\0", row.message_ref()].concat(),
+    };
+    (row.target, text)
 }
 
 /// A row's stable identity for `--resume`, computed by the caller (see `crate::identity`).
@@ -241,6 +286,14 @@ pub fn row_view<'a>(
         duration_ms: 0,
         finished_at,
         key,
+        scope_id: match target.provider() {
+            ProviderKind::Kommo => row.account(target),
+            ProviderKind::Ogmma => "",
+        },
+        channel_id: match target.provider() {
+            ProviderKind::Ogmma => row.account(target),
+            ProviderKind::Kommo => "",
+        },
     }
 }
 
@@ -415,7 +468,7 @@ pub async fn execute<T: Transport>(
                 }
             };
             last_number = row.number;
-            if let Some(n) = ahead.get_mut(ctx.targets[row.target].lane) {
+            if let Some(n) = ahead.get_mut(ctx.lane_of(&row)) {
                 *n = n.saturating_sub(1);
             }
             let key = key_of(&row);
@@ -434,7 +487,7 @@ pub async fn execute<T: Transport>(
             // A row behind a deferred row on the same message waits with it, so a later run
             // still applies them in plan order.
             let behind = (!deferred.is_empty())
-                .then(|| deferred.get(&(row.target, row.message_ref().to_string())))
+                .then(|| deferred.get(&message_key(&row)))
                 .flatten()
                 .copied();
             let waits = match (due, behind) {
@@ -448,7 +501,7 @@ pub async fn execute<T: Transport>(
             if let Some(msg) = waits {
                 if let Some(at) = due {
                     deferred
-                        .entry((row.target, row.message_ref().to_string()))
+                        .entry(message_key(&row))
                         .or_insert((row.number, at));
                 }
                 let item = Item::Settled {
@@ -530,9 +583,9 @@ fn all_full<T: Transport>(ctx: &RunContext<T>, ahead: &[u64]) -> bool {
     some_full
 }
 
-/// Hands a row whose message is free to its target's lane.
+/// Hands a row whose message is free to its lane.
 fn to_lane<T: Transport>(ctx: &RunContext<T>, row: Row, key: String) {
-    let lane = ctx.targets[row.target].lane;
+    let lane = ctx.lane_of(&row);
     let job = task::Job::new(row, key);
     ctx.lanes[lane].push_back(job);
 }
@@ -567,6 +620,8 @@ fn unusable_row<T: Transport>(
             duration_ms: 0,
             finished_at,
             key: "",
+            scope_id: "",
+            channel_id: "",
         };
         ctx.out.push(batch, &view);
     });

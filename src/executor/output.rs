@@ -493,6 +493,8 @@ mod tests {
             duration_ms: 1,
             finished_at: "2026-12-05T05:00:00.000Z",
             key: "k",
+            scope_id: "",
+            channel_id: "",
         }
     }
 

@@ -162,11 +162,7 @@ impl Progress {
 /// lane finished, each lane at the pace it goes now — its limiter's (lowered by 429s), or
 /// what it achieves when that is slower (latency, concurrency, its host's ceiling).
 pub fn time_left<T: Transport>(ctx: &RunContext<T>, model: &PaceModel) -> Duration {
-    let finished: Vec<u64> = ctx
-        .lanes
-        .iter()
-        .map(|l| l.members.iter().map(|&m| ctx.targets[m].finished()).sum())
-        .collect();
+    let finished: Vec<u64> = ctx.lanes.iter().map(|l| l.finished()).collect();
     let pace: Vec<Option<f64>> = ctx
         .lanes
         .iter()

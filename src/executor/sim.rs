@@ -50,6 +50,7 @@ use super::{
     execute, progress, Admission, AttemptOutcome, Cancel, ExecConfig, Lane, OutputThread,
     RunContext, TargetRuntime, Transport,
 };
+use crate::plan::pace::LaneMap;
 use crate::plan::{Problem, ProviderKind, Rate, Row, Source, Target, TargetKind};
 use crate::provider::SignedRequest;
 use crate::report::{read_report, ReportWriter, RowResult};
@@ -556,7 +557,7 @@ pub fn kommo(name: &str, scope: &str, rate: Rate) -> TargetRuntime {
     target(
         name,
         TargetKind::Kommo {
-            scope_id: scope.into(),
+            scope_id: Some(scope.into()),
             user_id: Some("u-1".into()),
             user_ref_id: None,
         },
@@ -570,7 +571,7 @@ pub fn ogmma(name: &str, channel: &str, key: &str, rate: Rate) -> TargetRuntime 
     target(
         name,
         TargetKind::Ogmma {
-            channel_id: channel.into(),
+            channel_id: Some(channel.into()),
         },
         key,
         rate,
@@ -640,8 +641,23 @@ pub async fn run_with(
     rows: impl IntoIterator<Item = Result<Row, Problem>>,
     cancel: Cancel,
 ) -> SimRun {
-    let hosts = super::host::HostCeilings::default();
-    run_under_ceilings(provider, config, targets, lanes, hosts, rows, cancel).await
+    let map = LaneMap::default();
+    run_routed(provider, config, targets, lanes, map, rows, cancel).await
+}
+
+/// [`run_with`] with rows routed to lanes by `map` (rows naming their accounts), as the
+/// validation pass routes them.
+pub async fn run_routed(
+    provider: &Arc<Provider>,
+    config: ExecConfig,
+    targets: Vec<TargetRuntime>,
+    lanes: Vec<Lane>,
+    map: LaneMap,
+    rows: impl IntoIterator<Item = Result<Row, Problem>>,
+    cancel: Cancel,
+) -> SimRun {
+    let setup = |ctx: RunContext<SimTransport>| ctx.with_lane_map(map);
+    run_set_up(provider, config, targets, lanes, setup, rows, cancel).await
 }
 
 /// [`run_with`] under host ceilings ([`super::host`]).
@@ -651,6 +667,20 @@ pub async fn run_under_ceilings(
     targets: Vec<TargetRuntime>,
     lanes: Vec<Lane>,
     hosts: super::host::HostCeilings,
+    rows: impl IntoIterator<Item = Result<Row, Problem>>,
+    cancel: Cancel,
+) -> SimRun {
+    let setup = |ctx: RunContext<SimTransport>| ctx.with_host_ceilings(hosts);
+    run_set_up(provider, config, targets, lanes, setup, rows, cancel).await
+}
+
+/// [`run_with`] with the run's context completed by `setup` (lane map, host ceilings).
+async fn run_set_up(
+    provider: &Arc<Provider>,
+    config: ExecConfig,
+    targets: Vec<TargetRuntime>,
+    lanes: Vec<Lane>,
+    setup: impl FnOnce(RunContext<SimTransport>) -> RunContext<SimTransport>,
     rows: impl IntoIterator<Item = Result<Row, Problem>>,
     cancel: Cancel,
 ) -> SimRun {
@@ -671,9 +701,9 @@ pub async fn run_under_ceilings(
         log: Arc::clone(&log),
         arrived: Mutex::new(0),
     };
-    let ctx = Arc::new(
-        RunContext::new(config, targets, lanes, transport, out, cancel).with_host_ceilings(hosts),
-    );
+    let ctx = Arc::new(setup(RunContext::new(
+        config, targets, lanes, transport, out, cancel,
+    )));
     execute(
         Arc::clone(&ctx),
         rows.into_iter(),

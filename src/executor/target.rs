@@ -31,10 +31,6 @@ pub struct TargetRuntime {
     stop_reason: OnceLock<String>,
     /// Shared with its lane when it is the lane's only member.
     pub(crate) sends: Arc<SendLog>,
-    /// Rows its lane finished (sent or not), and of those, failed: for the live ETA and
-    /// the summary.
-    finished: AtomicU64,
-    failed: AtomicU64,
 }
 
 /// When requests went out: how many, first, last, and the busiest one-second window.
@@ -116,27 +112,7 @@ impl TargetRuntime {
             stopped: AtomicBool::new(false),
             stop_reason: OnceLock::new(),
             sends: Arc::default(),
-            finished: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
         }
-    }
-
-    /// One of its rows finished by its lane, with `status`.
-    pub(super) fn count_finished(&self, status: crate::report::Status) {
-        self.finished.fetch_add(1, Ordering::Relaxed);
-        if status == crate::report::Status::Failed {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Rows its lane finished so far (sent, or skipped or cancelled unsent).
-    pub fn finished(&self) -> u64 {
-        self.finished.load(Ordering::Relaxed)
-    }
-
-    /// Rows that failed.
-    pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
     }
 
     /// Why this target was stopped, if it was.

@@ -63,7 +63,7 @@ fn render_emit<T: Transport>(
             request: signed,
             credential,
             // The pace of the row's lane: targets sharing a pace share it in the script too.
-            pace: ctx.lanes[ctx.targets[row.target].lane].rate.interval(),
+            pace: ctx.lanes[ctx.lane_of(row)].rate.interval(),
         },
         out,
     );
@@ -149,7 +149,7 @@ impl Job {
 /// Hands a finished row to the writer (rendered with the same view builder as every other
 /// row), waiting only when the writer has fallen a whole inbox behind.
 async fn finish<T: Transport>(ctx: &RunContext<T>, job: &Job, outcome: RowOutcome) -> MessageId {
-    ctx.targets[job.row.target].count_finished(outcome.status);
+    ctx.lanes[ctx.lane_of(&job.row)].count_finished(outcome.status);
     let full = with_timestamp(chrono::Utc::now(), |finished_at| {
         let settled = settled_view(
             &ctx.targets,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::sim::{self, per_sec, Arrival, Provider, SimRun};
 use super::*;
-use crate::plan::Rate;
+use crate::plan::{Rate, TargetKind};
 
 mod pace;
 
@@ -603,7 +603,7 @@ async fn eta_after(
         |_: &Row, _: &str| Admission::Run,
     ));
     tokio::time::sleep(at).await;
-    let seen = (ctx.targets[0].finished(), progress::time_left(&ctx, &model));
+    let seen = (ctx.lanes[0].finished(), progress::time_left(&ctx, &model));
     run.await.expect("run");
     drop(ctx);
     thread.join().await;
@@ -646,4 +646,80 @@ async fn the_eta_is_the_lanes_rows_left_at_the_pace_it_goes() {
         left <= at_average.mul_f64(1.5),
         "{left:?}, at the average so far {at_average:?}"
     );
+}
+
+/// One Kommo target whose rows name two accounts, sorted by account (as exports come): a lane
+/// per account, each at its own pace, side by side; each account's requests on its own path.
+#[tokio::test(start_paused = true)]
+async fn rows_naming_their_accounts_run_a_lane_per_account_side_by_side() {
+    let mut integration = sim::kommo("integration", "unused", per_sec(10));
+    integration.spec.kind = TargetKind::Kommo {
+        scope_id: None,
+        user_id: Some("u".into()),
+        user_ref_id: None,
+    };
+    let rows: Vec<Row> = rows(40, 40)
+        .into_iter()
+        .flatten()
+        .map(|mut row| {
+            row.scope_id = Some(if row.number <= 20 { "acct-a" } else { "acct-b" }.into());
+            row.conversation_id = Some("c".into());
+            row
+        })
+        .collect();
+    let targets = vec![integration.spec.clone()];
+    let groups = crate::plan::pace::group(&targets, &[None], &mut Vec::new(), &mut Vec::new());
+    let mut map = LaneMap::new(&groups, &targets);
+    for row in &rows {
+        map.route(row, &targets);
+    }
+    let lanes: Vec<Lane> = map
+        .lanes
+        .iter()
+        .zip(&map.rows)
+        .map(|(g, &n)| {
+            Lane::new(g.name.clone(), g.members.clone(), per_sec(10), 1).with_planned_rows(n)
+        })
+        .collect();
+    assert_eq!(lanes.len(), 2);
+    let provider = Provider::new().latency(Duration::from_millis(5));
+    let out = sim::run_routed(
+        &Arc::new(provider),
+        config(4),
+        vec![integration],
+        lanes,
+        map,
+        rows.into_iter().map(Ok),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), 40);
+    for (account, first) in [("acct-a", 1u64), ("acct-b", 21)] {
+        // The simulated provider reads the scope from the request's path.
+        let mut starts: Vec<Duration> = out.log.scope(account).0.iter().map(|a| a.sent).collect();
+        assert_eq!(starts.len(), 20, "{account}");
+        starts.sort();
+        // At its own 10/s from the start: 20 rows in 1.9 s, each 100 ms after the one before.
+        assert!(
+            starts[0] < Duration::from_millis(10),
+            "{account}: {starts:?}"
+        );
+        assert!(
+            starts[19] < Duration::from_millis(1950),
+            "{account} ran side by side with the other: {starts:?}"
+        );
+        assert!(
+            starts
+                .windows(2)
+                .all(|w| w[1] - w[0] >= Duration::from_millis(99)),
+            "{account} kept its pace: {starts:?}"
+        );
+        // Its report rows carry the account.
+        let reported = out
+            .results
+            .iter()
+            .filter(|r| (first..first + 20).contains(&r.row))
+            .all(|r| r.scope_id == account && r.channel_id.is_empty());
+        assert!(reported, "{account}");
+    }
 }

@@ -769,12 +769,12 @@ mod tests {
         };
         let kinds = [
             TargetKind::Kommo {
-                scope_id: "s".into(),
+                scope_id: Some("s".into()),
                 user_id: Some("u".into()),
                 user_ref_id: None,
             },
             TargetKind::Ogmma {
-                channel_id: "c".into(),
+                channel_id: Some("c".into()),
             },
         ];
         for kind in kinds {

@@ -224,8 +224,10 @@ impl CsvRows {
         let line = self.record.position().map_or(0, |p| p.line());
         let mut row = RawRow::new(self.file.clone(), pos(line));
         row.col = None;
+        let mut columns = CellColumns::default();
         for (i, field) in self.columns.iter().enumerate() {
             let cell = cell(&self.record, i);
+            let col = columns.next(cell);
             if cell.is_empty() {
                 continue;
             }
@@ -235,13 +237,13 @@ impl CsvRows {
                     RawValue {
                         text: text.to_string(),
                         line: row.line,
-                        col: None,
+                        col,
                     },
                 ),
                 Err(e) => row.problems.push(Problem::error(
                     &*self.file,
                     Some(row.line),
-                    None,
+                    col,
                     format!(
                         "column `{field}` is not valid UTF-8 (bad byte at offset {} of the cell); \
                          save the file as UTF-8",
@@ -261,6 +263,34 @@ fn cell(record: &ByteRecord, i: usize) -> &[u8] {
         value.strip_suffix(b"\r").unwrap_or(value)
     } else {
         value
+    }
+}
+
+/// The 1-based character column of each cell of a record on the record's first line, from the
+/// cells' contents (the csv crate reports no field positions), so a problem points at its
+/// cell. A cell holding `,`, `"` or a line break was written quoted (its quotes doubled); a
+/// cell quoted without needing it would shift the columns after it by two. The cells after a
+/// line break are on a later line: no column for them.
+#[derive(Default)]
+struct CellColumns {
+    /// Characters before the next cell.
+    before: u32,
+    past_line_break: bool,
+}
+
+impl CellColumns {
+    fn next(&mut self, cell: &[u8]) -> Option<u32> {
+        if self.past_line_break {
+            return None;
+        }
+        let col = self.before.saturating_add(1);
+        let chars = cell.iter().filter(|&&b| b & 0xC0 != 0x80).count() as u64;
+        let quotes = cell.iter().filter(|&&b| b == b'"').count() as u64;
+        let quoted = quotes > 0 || cell.iter().any(|b| matches!(b, b',' | b'\n' | b'\r'));
+        self.past_line_break = cell.iter().any(|b| matches!(b, b'\n' | b'\r'));
+        let width = chars + if quoted { 2 + quotes } else { 0 } + 1;
+        self.before = self.before.saturating_add(to_u32(width));
+        Some(col)
     }
 }
 
@@ -316,4 +346,24 @@ fn header_columns(path: &Path) -> Vec<u32> {
         }
     }
     cols
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CellColumns;
+
+    #[test]
+    fn cells_are_placed_by_their_written_width() {
+        let mut c = CellColumns::default();
+        // k,"a,b",👍👍,"say ""hi""",x
+        let cells: [&[u8]; 5] = [b"k", b"a,b", "👍👍".as_bytes(), b"say \"hi\"", b"x"];
+        let cols: Vec<Option<u32>> = cells.iter().map(|cell| c.next(cell)).collect();
+        assert_eq!(cols, [Some(1), Some(3), Some(9), Some(12), Some(25)]);
+        let mut c = CellColumns::default();
+        let cols: Vec<Option<u32>> = [b"a" as &[u8], b"two\nlines", b"c"]
+            .iter()
+            .map(|cell| c.next(cell))
+            .collect();
+        assert_eq!(cols, [Some(1), Some(3), None]);
+    }
 }

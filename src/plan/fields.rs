@@ -6,8 +6,9 @@
 //! errors (never a panic, a hang or an unbounded allocation). This is the one list of them:
 //! - a row field value: at most [`MAX_FIELD_BYTES`] (4096) bytes; `emoji`/`previous_emoji` at
 //!   most [`MAX_EMOJI_BYTES`] (64); no field may hold a NUL, and `target`, `action` and the
-//!   emoji fields no control character at all; a target's `scope_id`/`channel_id` at most 256
-//!   bytes of `A-Z a-z 0-9 . _ ~ -`, target names at most 128;
+//!   emoji fields no control character at all; a `scope_id`/`channel_id` (a target's or a
+//!   row's) at most [`MAX_ACCOUNT_BYTES`] (256) bytes of `A-Z a-z 0-9 . _ ~ -`, target names at
+//!   most 128;
 //! - a YAML file (plan, include or `--targets`): at most [`MAX_YAML_BYTES`] (16 MiB), UTF-8
 //!   (a BOM is accepted), no NUL byte; nesting at most [`super::yaml::MAX_DEPTH`] (32) levels;
 //!   one document; aliases are refused outright (no "billion laughs" expansion to bound); parsing
@@ -36,6 +37,8 @@ use super::yaml::Pos;
 
 pub const MAX_FIELD_BYTES: usize = 4096;
 pub const MAX_EMOJI_BYTES: usize = 64;
+/// A `scope_id`/`channel_id`, on a target or a row: it goes into the request path.
+pub const MAX_ACCOUNT_BYTES: usize = 256;
 /// Large row sets belong in CSV, which is streamed; a YAML file is held in memory as a tree.
 pub const MAX_YAML_BYTES: u64 = 16 * 1024 * 1024;
 pub const MAX_CSV_RECORD_BYTES: u64 = 64 * 1024;
@@ -60,10 +63,12 @@ pub enum Field {
     NotBefore,
     PreviousEmoji,
     Key,
+    ScopeId,
+    ChannelId,
 }
 
 impl Field {
-    pub const ALL: [Field; 12] = [
+    pub const ALL: [Field; 14] = [
         Field::Target,
         Field::Action,
         Field::Emoji,
@@ -76,6 +81,8 @@ impl Field {
         Field::NotBefore,
         Field::PreviousEmoji,
         Field::Key,
+        Field::ScopeId,
+        Field::ChannelId,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +99,8 @@ impl Field {
             Field::NotBefore => "not_before",
             Field::PreviousEmoji => "previous_emoji",
             Field::Key => "key",
+            Field::ScopeId => "scope_id",
+            Field::ChannelId => "channel_id",
         }
     }
 
@@ -111,6 +120,7 @@ impl Field {
     pub fn max_bytes(self) -> usize {
         match self {
             Field::Emoji | Field::PreviousEmoji => MAX_EMOJI_BYTES,
+            Field::ScopeId | Field::ChannelId => MAX_ACCOUNT_BYTES,
             _ => MAX_FIELD_BYTES,
         }
     }
@@ -137,7 +147,7 @@ pub struct RawRow {
     pub file: Arc<str>,
     pub line: u32,
     pub col: Option<u32>,
-    values: [Option<RawValue>; 12],
+    values: [Option<RawValue>; 14],
     pub problems: Vec<super::Problem>,
 }
 

@@ -161,10 +161,13 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
     let mut target_list: Vec<(LoadedTarget, Arc<str>)> = Vec::new();
     let mut target_names: Vec<String> = Vec::new();
     let mut targets_given = false;
+    // Whether a `targets:` mapping was read (from the plan or the `--targets` file), with no
+    // doubt about which: otherwise rows naming a target are not checked against it.
+    let mut targets_read = false;
     if let Some(tf) = targets_file {
         targets_given = true;
         out.files.push(tf.to_path_buf());
-        load_targets_file(tf, &mut out, &mut target_list, &mut target_names);
+        targets_read = load_targets_file(tf, &mut out, &mut target_list, &mut target_names);
     }
 
     let mut walk = IncludeWalk {
@@ -236,8 +239,10 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
                                     node.pos,
                                     "targets are given both here and by `--targets`; keep one",
                                 );
+                                targets_read = false;
                             }
                             (Some(node), false) => {
+                                targets_read = matches!(node.value, Value::Map(_));
                                 let dir = dir_of(path);
                                 target_names = map_keys(node);
                                 for t in read_targets(&mut r, node, dir) {
@@ -298,6 +303,7 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         .enumerate()
         .map(|(i, t)| (t.name.clone(), i))
         .collect();
+    out.ctx.targets_unread = !targets_read;
     out.ctx.broken_targets = target_names
         .into_iter()
         .filter(|n| !out.ctx.target_index.contains_key(n))
@@ -311,12 +317,15 @@ fn cap_problems(problems: &mut Vec<Problem>, file: &str) {
     if problems.len() > MAX_ERRORS {
         let more = problems.len() - MAX_ERRORS;
         problems.truncate(MAX_ERRORS);
-        problems.push(Problem::error(
-            file,
-            None,
-            None,
-            format!("… and {more} more errors not listed"),
-        ));
+        problems.push(
+            Problem::error(
+                file,
+                None,
+                None,
+                format!("… and {more} more errors not listed"),
+            )
+            .with_code(super::NOT_LISTED),
+        );
     }
 }
 
@@ -342,31 +351,36 @@ fn map_keys(node: &Node) -> Vec<String> {
     }
 }
 
+/// Reads the `--targets` file; `true` when it held a `targets:` mapping.
 fn load_targets_file(
     tf: &Path,
     out: &mut Loaded,
     list: &mut Vec<(LoadedTarget, Arc<str>)>,
     names: &mut Vec<String>,
-) {
+) -> bool {
     let tfile = display(tf);
     match read_yaml(tf, &tfile, &mut out.problems) {
         Err(mut ps) => {
             out.problems.append(&mut ps);
             out.usable = false;
+            false
         }
-        Ok(None) => out.problems.push(Problem::error(
-            &*tfile,
-            None,
-            None,
-            "the targets file is empty: expected `targets:`",
-        )),
+        Ok(None) => {
+            out.problems.push(Problem::error(
+                &*tfile,
+                None,
+                None,
+                "the targets file is empty: expected `targets:`",
+            ));
+            false
+        }
         Ok(Some(root)) => {
             let mut r = DocReader {
                 file: tfile.clone(),
                 problems: &mut out.problems,
             };
             let Some(entries) = r.map(&root, "the targets file") else {
-                return;
+                return false;
             };
             check_version(&mut r, entries);
             for (key, _) in entries {
@@ -384,12 +398,14 @@ fn load_targets_file(
                     for t in read_targets(&mut r, node, dir_of(tf)) {
                         list.push((t, tfile.clone()));
                     }
+                    matches!(node.value, Value::Map(_))
                 }
                 None => {
                     r.error(
                         Pos { line: 1, col: 1 },
                         "the targets file has no `targets:`",
                     );
+                    false
                 }
             }
         }

@@ -34,12 +34,13 @@ mod targets;
 mod warnings;
 mod yaml;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use model::*;
 pub use pipeline::Threads;
-pub use problem::{Problem, Severity};
+pub use problem::{Folded, Problem, Severity};
 
 use crate::secret::Secret;
 use csv_rows::CsvRows;
@@ -102,24 +103,36 @@ impl Validation {
         }
     }
 
-    /// The real number of errors, listed or not.
+    /// The real number of errors, listed, folded into a listed one, or only counted.
     pub fn error_count(&self) -> u64 {
-        let notes = u64::from(self.errors_omitted > 0);
-        self.errors.len() as u64 - notes + self.errors_omitted
+        real_count(&self.errors, self.errors_omitted)
     }
 
-    /// The real number of warnings, listed or not.
+    /// The real number of warnings, listed, folded into a listed one, or only counted.
     pub fn warning_count(&self) -> u64 {
-        let notes = u64::from(self.warnings_omitted > 0);
-        self.warnings.len() as u64 - notes + self.warnings_omitted
+        real_count(&self.warnings, self.warnings_omitted)
     }
 }
 
-/// A list capped at `max` with a count of the rest.
+/// The code of the note that ends a capped list, counting what it does not list.
+pub const NOT_LISTED: &str = "not_listed";
+
+fn real_count(list: &[Problem], omitted: u64) -> u64 {
+    let notes = list.iter().filter(|p| p.code == NOT_LISTED).count() as u64;
+    list.len() as u64 - notes + omitted
+}
+
+/// A list capped at `max` with a count of the rest. A problem past the cap that repeats a
+/// listed one (see [`Problem::same_as`]) is folded into it, so the listed one carries the true
+/// count and lines of the mistake; only the others are left to the closing note.
 struct Capped {
     list: Vec<Problem>,
     omitted: u64,
+    /// Omitted and not folded into a listed problem.
+    unfolded: u64,
     max: usize,
+    /// [`Problem::same_hash`] → the first listed problem with it.
+    listed: HashMap<u64, usize>,
 }
 
 impl Capped {
@@ -127,15 +140,27 @@ impl Capped {
         Capped {
             list: Vec::new(),
             omitted: 0,
+            unfolded: 0,
             max,
+            listed: HashMap::new(),
         }
     }
 
     fn push(&mut self, p: Problem) {
         if self.list.len() < self.max {
+            self.listed.entry(p.same_hash()).or_insert(self.list.len());
             self.list.push(p);
-        } else {
-            self.omitted += 1;
+            return;
+        }
+        self.omitted += 1;
+        let same = self
+            .listed
+            .get(&p.same_hash())
+            .map(|&i| &mut self.list[i])
+            .filter(|listed| listed.same_as(&p));
+        match same {
+            Some(listed) => listed.folded.get_or_insert_default().add(p.line),
+            None => self.unfolded += 1,
         }
     }
 
@@ -145,13 +170,13 @@ impl Capped {
     }
 
     fn finish(mut self, file: &str, what: &str) -> (Vec<Problem>, u64) {
-        if self.omitted > 0 {
-            let message = format!("… and {} more {what} not listed", self.omitted);
+        if self.unfolded > 0 {
+            let message = format!("… and {} more {what} not listed", self.unfolded);
             let note = match what {
                 "warnings" => Problem::warning(file, None, None, message),
                 _ => Problem::error(file, None, None, message),
             };
-            self.list.push(note);
+            self.list.push(note.with_code(NOT_LISTED));
         }
         (self.list, self.omitted)
     }
@@ -344,6 +369,38 @@ impl Plan {
             &self.secret_sites,
         ));
         warnings
+    }
+
+    /// Notes on emojis sent in another form than written (`❤` is sent as `❤️`, the
+    /// fully-qualified form the services show and compare with): one per spelling and file, at
+    /// its first row. Filled by any full pass over the rows ([`Plan::validate`]).
+    pub fn emoji_notes(&self) -> Vec<Problem> {
+        let Ok(notes) = self.inner.ctx.emoji_notes.lock() else {
+            return Vec::new();
+        };
+        let code_points = |s: &str| {
+            s.chars()
+                .map(|c| format!("U+{:04X}", u32::from(c)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        notes
+            .iter()
+            .map(|((file, written), ((line, col), sent))| {
+                Problem::note(
+                    &**file,
+                    Some(*line),
+                    *col,
+                    format!(
+                        "`{written}` ({}) is sent as `{sent}` ({}), the fully-qualified form \
+                         the services show",
+                        code_points(written),
+                        code_points(sent)
+                    ),
+                )
+                .with_code("emoji_normalized")
+            })
+            .collect()
     }
 
     /// Targets reached over plain `http://` on a non-loopback host (errors for `run` unless

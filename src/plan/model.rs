@@ -194,14 +194,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetKind {
     Kommo {
-        scope_id: String,
+        /// `None`: every row for the target gives its own `scope_id` (checked per row).
+        scope_id: Option<String>,
         /// Default `user.id` for rows that give none.
         user_id: Option<String>,
         /// Default `user.ref_id` for rows that give none.
         user_ref_id: Option<String>,
     },
     Ogmma {
-        channel_id: String,
+        /// `None`: every row for the target gives its own `channel_id` (checked per row).
+        channel_id: Option<String>,
     },
 }
 
@@ -224,6 +226,14 @@ impl Target {
         match self.kind {
             TargetKind::Kommo { .. } => ProviderKind::Kommo,
             TargetKind::Ogmma { .. } => ProviderKind::Ogmma,
+        }
+    }
+
+    /// The account the target names itself: Kommo `scope_id`, Ogmma `channel_id`.
+    pub fn account(&self) -> Option<&str> {
+        match &self.kind {
+            TargetKind::Kommo { scope_id, .. } => scope_id.as_deref(),
+            TargetKind::Ogmma { channel_id } => channel_id.as_deref(),
         }
     }
 
@@ -314,12 +324,18 @@ pub struct Row {
     pub not_before: Option<DateTime<Utc>>,
     pub previous_emoji: Option<String>,
     pub key: Option<String>,
+    /// Kommo: the row's own `scope_id`, over the target's (one integration, many accounts).
+    pub scope_id: Option<String>,
+    /// Ogmma: the row's own `channel_id`, over the target's.
+    pub channel_id: Option<String>,
 }
 
 impl Row {
     /// The optional text fields in one fixed order, for the passes that walk them all (the
-    /// digest, the spool): adding a field here adds it everywhere.
-    pub fn text_fields(&self) -> [&Option<String>; 9] {
+    /// digest, the spool): adding a field here adds it everywhere. The row's account comes
+    /// last: the digest takes it only when the row gives one, so plans without per-row
+    /// accounts keep their digests.
+    pub fn text_fields(&self) -> [&Option<String>; 11] {
         [
             &self.emoji,
             &self.message_id,
@@ -330,7 +346,23 @@ impl Row {
             &self.user_ref_id,
             &self.previous_emoji,
             &self.key,
+            &self.scope_id,
+            &self.channel_id,
         ]
+    }
+
+    /// The account the row names itself (`scope_id` or `channel_id`; validation allows only
+    /// its provider's), over its target's.
+    pub fn own_account(&self) -> Option<&str> {
+        self.scope_id.as_deref().or(self.channel_id.as_deref())
+    }
+
+    /// The account the row's request goes to: its own, else its target's (validation makes
+    /// sure one of them is there; `""` only for a row that was never validated).
+    pub fn account<'a>(&'a self, target: &'a Target) -> &'a str {
+        self.own_account()
+            .or_else(|| target.account())
+            .unwrap_or_default()
     }
 
     /// The message this row acts on, as the provider identifies it: `id` wins over `msgid`.
@@ -368,6 +400,8 @@ impl Row {
             not_before: None,
             previous_emoji: None,
             key: None,
+            scope_id: None,
+            channel_id: None,
         }
     }
 

@@ -4,10 +4,12 @@
 
 use std::fmt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     Error,
     Warning,
+    /// Not a problem: what the program does with a value as written (`❤` is sent as `❤️`).
+    Note,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +31,41 @@ pub struct Problem {
     /// The line may hold a secret (a literal secret, a password in a URL): diagnostics must not
     /// show it, nor any other problem's snippet of the same line.
     pub hide_source: bool,
+    /// Further occurrences of this same problem that were not listed (past the listing cap),
+    /// counted here so one mistake on a million rows still reads as one diagnostic with its
+    /// true count. `None` for a problem listed on its own.
+    pub folded: Option<Box<Folded>>,
+}
+
+/// Occurrences of a problem counted rather than listed (see [`Problem::folded`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Folded {
+    pub count: u64,
+    /// Their lines, as inclusive ranges in the order met, at most [`Folded::MAX_RANGES`].
+    pub lines: Vec<(u32, u32)>,
+    /// Lines not kept in `lines` once it was full.
+    pub lines_dropped: bool,
+}
+
+impl Folded {
+    pub const MAX_RANGES: usize = 64;
+
+    /// Counts one more occurrence, at `line` if known.
+    pub fn add(&mut self, line: Option<u32>) {
+        self.count += 1;
+        let Some(line) = line else { return };
+        if let Some((_, end)) = self.lines.last_mut() {
+            if line == *end || line == end.saturating_add(1) {
+                *end = line;
+                return;
+            }
+        }
+        if self.lines.len() < Self::MAX_RANGES {
+            self.lines.push((line, line));
+        } else {
+            self.lines_dropped = true;
+        }
+    }
 }
 
 impl Problem {
@@ -47,6 +84,7 @@ impl Problem {
             code: "invalid",
             hint: None,
             hide_source: false,
+            folded: None,
         }
     }
 
@@ -59,6 +97,19 @@ impl Problem {
         Problem {
             severity: Severity::Warning,
             code: "warning",
+            ..Problem::error(file, line, column, message)
+        }
+    }
+
+    pub fn note(
+        file: impl Into<String>,
+        line: Option<u32>,
+        column: Option<u32>,
+        message: impl Into<String>,
+    ) -> Self {
+        Problem {
+            severity: Severity::Note,
+            code: "note",
             ..Problem::error(file, line, column, message)
         }
     }
@@ -80,6 +131,28 @@ impl Problem {
         self
     }
 
+    /// Whether `other` is the same problem (same severity, code, file, message and hint),
+    /// wherever it is: such problems are shown as one diagnostic with a count.
+    pub fn same_as(&self, other: &Problem) -> bool {
+        self.severity == other.severity
+            && self.code == other.code
+            && self.file == other.file
+            && self.message == other.message
+            && self.hint == other.hint
+    }
+
+    /// A hash agreeing with [`Problem::same_as`].
+    pub fn same_hash(&self) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
+        self.severity.hash(&mut h);
+        self.code.hash(&mut h);
+        self.file.hash(&mut h);
+        self.message.hash(&mut h);
+        self.hint.hash(&mut h);
+        h.finish()
+    }
+
     /// `file:line:col`, `file:line` or `file`.
     pub fn location(&self) -> String {
         match (self.line, self.column) {
@@ -96,6 +169,7 @@ impl fmt::Display for Problem {
         let level = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         write!(f, "{}: {level}: {}", self.location(), self.message)?;
         if let Some(hint) = &self.hint {

@@ -29,6 +29,9 @@ use super::problem::Problem;
 use super::yaml::{Node, NodeKind, Value};
 
 /// What validating one row produced.
+// A row is moved out at once, for every row of the plan: boxing it would add an allocation
+// per row to the validation pass for a value that never sits in memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Checked {
     Row(Row),
@@ -50,7 +53,22 @@ pub struct RowContext {
     pub target_index: HashMap<String, usize>,
     /// `defaults:`, already checked (invalid values were dropped and reported at load).
     pub defaults: RawRow,
+    /// The targets could not be read as written (the targets file is invalid, or targets are
+    /// given both by the plan and by `--targets`): that error is reported once, and a row naming
+    /// a target not known is [`Checked::Suppressed`] rather than one more `unknown target`.
+    pub targets_unread: bool,
+    /// Emojis written in another form than the fully-qualified one they are sent in: (file,
+    /// as written) → where first seen (line, column) and the form sent. Filled by
+    /// [`check_row`] for [`super::Plan::emoji_notes`]; at most one entry per spelling and
+    /// file, so its size is bounded by the emoji data, not the plan.
+    pub emoji_notes: std::sync::Mutex<EmojiNotes>,
 }
+
+/// See [`RowContext::emoji_notes`].
+pub type EmojiNotes = std::collections::BTreeMap<(Arc<str>, String), ((u32, Option<u32>), String)>;
+
+/// Where a value was written: file, and line and column.
+type WrittenAt = (Arc<str>, (u32, Option<u32>));
 
 /// Reads one YAML row mapping into a [`RawRow`]; structural problems go into `row.problems`.
 pub fn read_yaml_row(file: &Arc<str>, node: &Node, within: &str) -> RawRow {
@@ -142,12 +160,21 @@ pub fn check_value(field: Field, text: &str) -> Result<(), Invalid> {
         | Field::ConversationRefId
         | Field::UserId
         | Field::UserRefId => emoji::check_id(field.name(), text),
+        // Empty means absent (the target's applies).
+        Field::ScopeId | Field::ChannelId if text.is_empty() => Ok(()),
+        Field::ScopeId | Field::ChannelId if !super::targets::is_path_safe(text) => {
+            Err(Invalid::from(format!(
+                "`{field}` must be made of `A-Z a-z 0-9 . _ ~ -` only (it goes into the request \
+                 path unescaped), found `{}`",
+                shorten(text)
+            )))
+        }
         _ => Ok(()),
     }
 }
 
-/// The emoji a checked `emoji`/`previous_emoji` value stands for: a `:shortcode:` becomes its
-/// emoji, so what is sent, reported and emitted is the emoji itself.
+/// [`noted_emoji`] without the note, for the reference in the tests.
+#[cfg(test)]
 fn canonical_emoji(text: String) -> String {
     match emoji::resolve("emoji", &text) {
         Ok(resolved) if *resolved == *text => text,
@@ -155,6 +182,26 @@ fn canonical_emoji(text: String) -> String {
         // Only checked values get here; an unchecked one stays as written.
         Err(_) => text,
     }
+}
+
+/// The emoji a checked `emoji`/`previous_emoji` value stands for (a `:shortcode:`'s emoji, the
+/// fully-qualified form of any other), so what is sent, reported and emitted is that; an emoji
+/// written in another form than the one sent is recorded in `ctx.emoji_notes` (a shortcode
+/// is not: it says what it stands for). The common case, an emoji sent as written, is the
+/// remembered last emoji of [`emoji::resolve`].
+fn noted_emoji(ctx: &RowContext, at: Option<WrittenAt>, text: String) -> String {
+    let sent = match emoji::resolve("emoji", &text) {
+        Ok(resolved) if *resolved == *text => return text,
+        Ok(resolved) => resolved.into_owned(),
+        // Only checked values get here; an unchecked one stays as written.
+        Err(_) => return text,
+    };
+    if let (Some((file, pos)), false) = (at, text.starts_with(':')) {
+        if let Ok(mut notes) = ctx.emoji_notes.lock() {
+            notes.entry((file, text)).or_insert((pos, sent.clone()));
+        }
+    }
+    sent
 }
 
 fn parse_action(text: &str) -> Result<Action, String> {
@@ -222,6 +269,20 @@ fn origin(ctx: &RowContext, raw: &RawRow, f: Field) -> Origin {
     }
 }
 
+/// The nearest target name, or the list of them: bounded work per row, so only for a
+/// plan-sized set, and never an empty list.
+fn unknown_target_hint(ctx: &RowContext, name: &str) -> Option<String> {
+    const LISTED: usize = 20;
+    if ctx.targets.is_empty() || ctx.targets.len() > LISTED {
+        return None;
+    }
+    let names = ctx.targets.iter().map(|t| t.name.as_str());
+    suggest(name, names).or_else(|| {
+        let all: Vec<&str> = ctx.targets.iter().map(|t| t.name.as_str()).collect();
+        Some(format!("targets are: {}", all.join(", ")))
+    })
+}
+
 /// Validates one raw row as row `number` of the plan.
 ///
 /// Two phases: every problem is found first, from shared borrows of `raw` (a problem points at
@@ -267,6 +328,19 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
                     .with_code("invalid_target"),
                 );
             }
+            None if ctx.targets_unread => {
+                return Checked::Suppressed(
+                    problem_at(
+                        &raw,
+                        Some(v),
+                        format!(
+                            "unknown target `{}` (the targets could not be read; see their errors)",
+                            shorten(&v.text)
+                        ),
+                    )
+                    .with_code("unknown_target"),
+                );
+            }
             None => {
                 let mut p = problem_at(
                     &raw,
@@ -274,15 +348,7 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
                     format!("unknown target `{}`", shorten(&v.text)),
                 )
                 .with_code("unknown_target");
-                // Bounded work per row: suggestions and the list only for a plan-sized set.
-                const LISTED: usize = 20;
-                if ctx.targets.len() <= LISTED {
-                    let names = ctx.targets.iter().map(|t| t.name.as_str());
-                    p.hint = suggest(&v.text, names).or_else(|| {
-                        let all: Vec<&str> = ctx.targets.iter().map(|t| t.name.as_str()).collect();
-                        Some(format!("targets are: {}", all.join(", ")))
-                    });
-                }
+                p.hint = unknown_target_hint(ctx, &v.text);
                 problems.push(p);
                 None
             }
@@ -366,6 +432,23 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
                         .with_code("missing_conversation"),
                     );
                 }
+                if let Some(v) = own(Field::ChannelId) {
+                    problems.push(
+                        problem_at(
+                            &raw,
+                            Some(v),
+                            format!(
+                                "`channel_id` is Ogmma-only; target `{}` is {}: a Kommo row's account is its `scope_id`",
+                                t.name,
+                                ProviderKind::Kommo
+                            ),
+                        )
+                        .with_code("field_not_for_provider"),
+                    );
+                }
+                if t.account().is_none() && value(Field::ScopeId).is_none() {
+                    problems.push(missing_account(&raw, t, Field::ScopeId));
+                }
                 // The row's (or defaults') pair, else the target's: see the module doc.
                 let row_user = value(Field::UserId).is_some() || value(Field::UserRefId).is_some();
                 if !row_user && user_id.is_none() && user_ref_id.is_none() {
@@ -390,6 +473,7 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
                     Field::ConversationRefId,
                     Field::UserId,
                     Field::UserRefId,
+                    Field::ScopeId,
                 ] {
                     if let Some(v) = own(f) {
                         problems.push(
@@ -416,6 +500,9 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
                         .with_code("missing_message_id"),
                     );
                 }
+                if t.account().is_none() && value(Field::ChannelId).is_none() {
+                    problems.push(missing_account(&raw, t, Field::ChannelId));
+                }
             }
         }
     }
@@ -427,18 +514,35 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
     // Build the row. Every origin is decided before the first value is moved out: taking one
     // field of a pair must not make `defaults:` fill in the other.
     let origins = Field::ALL.map(|f| origin(ctx, &raw, f));
+    // Where each emoji was written, should it be sent in another form (see `emoji_notes`).
+    let emoji_at = [Field::Emoji, Field::PreviousEmoji].map(|f| {
+        let (file, v) = match origins[f.index()] {
+            Origin::Own => (&raw.file, raw.get(f)),
+            Origin::Default => (&ctx.defaults.file, ctx.defaults.get(f)),
+            Origin::Absent => return None,
+        };
+        v.map(|v| (file.clone(), (v.line, v.col)))
+    });
     let mut text = |f: Field| match origins[f.index()] {
         Origin::Own => raw.take(f).map(|v| v.text),
         Origin::Default => ctx.defaults.get(f).map(|v| v.text.clone()),
         Origin::Absent => None,
     };
-    let emoji = text(Field::Emoji).map(canonical_emoji);
+    let [emoji_at, previous_at] = emoji_at;
+    let emoji = text(Field::Emoji).map(|t| noted_emoji(ctx, emoji_at, t));
     let message_id = text(Field::MessageId);
-    let previous_emoji = text(Field::PreviousEmoji).map(canonical_emoji);
+    let previous_emoji = text(Field::PreviousEmoji).map(|t| noted_emoji(ctx, previous_at, t));
     let key = text(Field::Key);
     // Ogmma rows carry none of the Kommo-only fields (a default one is ignored).
     let (mut msgid, mut conversation_id, mut conversation_ref_id) = (None, None, None);
     let (mut user_id, mut user_ref_id) = (None, None);
+    // Each provider's account field only (a default for the other provider is ignored).
+    let (mut scope_id, mut channel_id) = (None, None);
+    if target_users.is_some() {
+        scope_id = text(Field::ScopeId);
+    } else {
+        channel_id = text(Field::ChannelId);
+    }
     if let Some((target_user_id, target_user_ref_id)) = target_users {
         msgid = text(Field::Msgid);
         conversation_id = text(Field::ConversationId);
@@ -467,7 +571,30 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
         not_before,
         previous_emoji,
         key,
+        scope_id,
+        channel_id,
     })
+}
+
+/// A row for a target that names no account, giving none itself (nor in `defaults:`).
+fn missing_account(raw: &RawRow, t: &Target, field: Field) -> Problem {
+    problem_at(
+        raw,
+        None,
+        format!(
+            "{} row (target `{}`) needs `{field}`: the target gives none, so every row for it must",
+            match t.provider() {
+                ProviderKind::Kommo => "Kommo",
+                ProviderKind::Ogmma => "Ogmma",
+            },
+            t.name
+        ),
+    )
+    .with_hint(format!(
+        "set `{field}` on the row, in `defaults:`, or on target `{}`",
+        t.name
+    ))
+    .with_code("missing_account")
 }
 
 /// Reads `defaults:`: each value is checked on its own now (so a bad default is reported once,

@@ -113,9 +113,10 @@ enum TargetSpec {
 #[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
 struct KommoTarget {
-    /// The channel's scope id (`A-Z a-z 0-9 . _ ~ -`).
-    #[schemars(regex(pattern = r"^[A-Za-z0-9._~-]+$"))]
-    scope_id: String,
+    /// The channel's scope id (`A-Z a-z 0-9 . _ ~ -`). May be omitted when every row for the
+    /// target gives its own `scope_id`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._~-]{1,256}$"))]
+    scope_id: Option<String>,
     /// The channel secret: `{ env: NAME }` or `{ file: PATH }`, never the value itself.
     secret: SecretRefSpec,
     /// Default `user.id` for rows that give none.
@@ -136,9 +137,10 @@ struct KommoTarget {
 #[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
 struct OgmmaTarget {
-    /// The channel id (`A-Z a-z 0-9 . _ ~ -`).
-    #[schemars(regex(pattern = r"^[A-Za-z0-9._~-]+$"))]
-    channel_id: String,
+    /// The channel id (`A-Z a-z 0-9 . _ ~ -`). May be omitted when every row for the target
+    /// gives its own `channel_id`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._~-]{1,256}$"))]
+    channel_id: Option<String>,
     /// The API key: `{ env: NAME }` or `{ file: PATH }`, never the value itself.
     api_key: SecretRefSpec,
     /// Default `https://oapi.ogmma.com.br`; `scheme://host[:port]` only.
@@ -267,6 +269,12 @@ struct RowSpec {
     previous_emoji: Option<Scalar>,
     /// Stable identity for `--resume` (default: derived from the row's content).
     key: Option<Scalar>,
+    /// Kommo: the account (scope id) this row goes to, over its target's: one lane per
+    /// account. `A-Z a-z 0-9 . _ ~ -`; empty means the target's.
+    scope_id: Option<Scalar>,
+    /// Ogmma: the channel this row goes to, over its target's. `A-Z a-z 0-9 . _ ~ -`; empty
+    /// means the target's.
+    channel_id: Option<Scalar>,
 }
 
 /// Run settings (`reactbatch run --help` describes each; the flag wins).

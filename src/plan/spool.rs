@@ -9,7 +9,7 @@
 //! Record: a `u32` length, then that many bytes: `number u64, line u32, file u32` (index into
 //! the spool's file names), `target u32`, `action u8` (0 react, 1 unreact), `content_id u64` (the
 //! row's content hash from the validation pass, see [`crate::identity`]; 0 for a row with a
-//! `key`), nine optional strings (`u32` length, `u32::MAX` for none) in [`Row::text_fields`]
+//! `key`), eleven optional strings (`u32` length, `u32::MAX` for none) in [`Row::text_fields`]
 //! order, and `not_before` (`u8` flag 0/1, then `i64` microseconds when 1). All little-endian.
 //! The length lets the reader take a record in one read into a buffer it reuses and parse it
 //! from memory, instead of some 25 small reads per row on the executor's thread.
@@ -252,7 +252,7 @@ fn parse(record: &[u8], files: &[Arc<str>]) -> std::io::Result<(Row, u64)> {
         _ => return Err(corrupt("bad action")),
     };
     let content_id = u64::from_le_bytes(r.array()?);
-    let mut fields: [Option<String>; 9] = Default::default();
+    let mut fields: [Option<String>; 11] = Default::default();
     for f in &mut fields {
         let len = u32::from_le_bytes(r.array()?);
         if len != NONE {
@@ -281,7 +281,7 @@ fn parse(record: &[u8], files: &[Arc<str>]) -> std::io::Result<(Row, u64)> {
         .cloned()
         .ok_or_else(|| corrupt("bad file index"))?;
     // The order `Row::text_fields` writes them in.
-    let [emoji, message_id, msgid, conversation_id, conversation_ref_id, user_id, user_ref_id, previous_emoji, key] =
+    let [emoji, message_id, msgid, conversation_id, conversation_ref_id, user_id, user_ref_id, previous_emoji, key, scope_id, channel_id] =
         fields;
     let row = Row {
         number,
@@ -298,6 +298,8 @@ fn parse(record: &[u8], files: &[Arc<str>]) -> std::io::Result<(Row, u64)> {
         not_before,
         previous_emoji,
         key,
+        scope_id,
+        channel_id,
     };
     Ok((row, content_id))
 }

@@ -148,20 +148,20 @@ fn read_target(
         }
     }
 
-    let required = |r: &mut DocReader<'_>, key: &str| -> Option<(String, Pos)> {
+    // The account: a target may leave it to its rows (each row then gives its own).
+    let account = |r: &mut DocReader<'_>, key: &str| -> Result<Option<String>, ()> {
         match get(key) {
-            None => {
-                r.error(name_pos, format!("{what} ({provider}) needs `{key}`"));
-                None
-            }
+            None => Ok(None),
             Some(node) => {
-                let text = r.string(node, key)?;
+                let Some(text) = r.string(node, key) else {
+                    return Err(());
+                };
                 if text.is_empty() {
                     r.error(node.pos, format!("`{key}` of {what} is empty"));
-                    return None;
+                    return Err(());
                 }
                 if is_path_safe(text) {
-                    Some((text.to_string(), node.pos))
+                    Ok(Some(text.to_string()))
                 } else {
                     r.error(
                         node.pos,
@@ -171,7 +171,7 @@ fn read_target(
                             super::fields::shorten(text)
                         ),
                     );
-                    None
+                    Err(())
                 }
             }
         }
@@ -193,11 +193,11 @@ fn read_target(
     };
 
     let (kind, secret_key) = if provider == "kommo" {
-        let scope = required(r, "scope_id");
+        let scope = account(r, "scope_id");
         let user_id = optional(r, "user_id");
         let user_ref_id = optional(r, "user_ref_id");
         (
-            scope.map(|(scope_id, _)| TargetKind::Kommo {
+            scope.ok().map(|scope_id| TargetKind::Kommo {
                 scope_id,
                 user_id,
                 user_ref_id,
@@ -205,9 +205,11 @@ fn read_target(
             "secret",
         )
     } else {
-        let channel = required(r, "channel_id");
+        let channel = account(r, "channel_id");
         (
-            channel.map(|(channel_id, _)| TargetKind::Ogmma { channel_id }),
+            channel
+                .ok()
+                .map(|channel_id| TargetKind::Ogmma { channel_id }),
             "api_key",
         )
     };

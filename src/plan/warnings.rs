@@ -68,6 +68,10 @@ fn row_key(row: &Row) -> u64 {
     row.msgid.hash(&mut h);
     row.user_id.hash(&mut h);
     row.user_ref_id.hash(&mut h);
+    // One message id in two accounts is two messages.
+    if let Some(account) = row.own_account() {
+        account.hash(&mut h);
+    }
     h.finish()
 }
 

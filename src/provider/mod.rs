@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hyper::header::HeaderValue;
 
-use crate::plan::{Action, ProviderKind, Row, Target, TargetKind};
+use crate::plan::{Action, ProviderKind, Row, Target};
 use crate::secret::Secret;
 use crate::sign::{KommoKey, CONTENT_TYPE};
 
@@ -66,29 +66,44 @@ pub fn sent_emoji(provider: ProviderKind, row: &Row) -> &str {
 }
 
 /// What every request to one target shares, made once per target instead of once per row:
-/// the path and the URL.
+/// the path and the URL of its own account. A row that names its own account gets its own
+/// path and URL (its Kommo signature covers that path).
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     provider: ProviderKind,
-    path: Arc<str>,
-    url: Arc<str>,
+    base_url: Arc<str>,
+    /// The target's account's path and URL; `None` when its rows give their accounts.
+    own: Option<(Arc<str>, Arc<str>)>,
 }
 
 impl Endpoint {
     pub fn new(target: &Target) -> Endpoint {
-        let path = match &target.kind {
-            TargetKind::Kommo { scope_id, .. } => kommo::path(scope_id),
-            TargetKind::Ogmma { channel_id } => ogmma::path(channel_id),
-        };
-        let url = [target.base_url.trim_end_matches('/'), &path].concat();
+        let base_url: Arc<str> = target.base_url.trim_end_matches('/').into();
+        let own = target.account().map(|account| {
+            let path = path(target.provider(), account);
+            let url = [&*base_url, &path].concat();
+            (path.into(), url.into())
+        });
         Endpoint {
             provider: target.provider(),
-            path: path.into(),
-            url: url.into(),
+            base_url,
+            own,
         }
     }
 
-    /// The request for `row`: this endpoint's path and URL, and the body bytes (serialised
+    /// The path and URL of `row`'s account.
+    fn path_and_url(&self, row: &Row) -> (Arc<str>, Arc<str>) {
+        match (row.own_account(), &self.own) {
+            (None, Some((path, url))) => (Arc::clone(path), Arc::clone(url)),
+            (account, _) => {
+                let path = path(self.provider, account.unwrap_or_default());
+                let url = [&*self.base_url, &path].concat();
+                (path.into(), url.into())
+            }
+        }
+    }
+
+    /// The request for `row`: its account's path and URL, and the body bytes (serialised
     /// once; Kommo: their MD5 too).
     pub fn prepare(&self, row: &Row) -> PreparedRequest {
         let (body, content_md5) = match self.provider {
@@ -99,14 +114,23 @@ impl Endpoint {
             }
             ProviderKind::Ogmma => (ogmma::body(row), None),
         };
+        let (path, url) = self.path_and_url(row);
         PreparedRequest {
             provider: self.provider,
             method: "POST",
-            url: Arc::clone(&self.url),
-            path: Arc::clone(&self.path),
+            url,
+            path,
             body: Bytes::from(body),
             content_md5,
         }
+    }
+}
+
+/// The request path for an account: Kommo's scope, Ogmma's channel.
+fn path(provider: ProviderKind, account: &str) -> String {
+    match provider {
+        ProviderKind::Kommo => kommo::path(account),
+        ProviderKind::Ogmma => ogmma::path(account),
     }
 }
 
@@ -203,7 +227,7 @@ fn date_value(now: DateTime<Utc>) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Action, Source};
+    use crate::plan::{Action, Source, TargetKind};
     use crate::secret::SecretRef;
 
     fn row(action: Action, emoji: Option<&str>) -> Row {
@@ -223,7 +247,7 @@ mod tests {
         Target {
             name: "o".into(),
             kind: TargetKind::Ogmma {
-                channel_id: "ch_1".into(),
+                channel_id: Some("ch_1".into()),
             },
             base_url: "http://127.0.0.1:9/".into(),
             rate: None,
@@ -249,6 +273,58 @@ mod tests {
             .iter()
             .all(|(_, v)| !header_text(v).contains("k-123")));
         assert_eq!(signed.bearer.as_ref().map(Secret::expose), Some("k-123"));
+    }
+
+    #[test]
+    fn a_row_naming_its_account_goes_to_that_accounts_path_and_is_signed_for_it() {
+        let kommo = Target {
+            name: "k".into(),
+            kind: TargetKind::Kommo {
+                scope_id: Some("scope-1".into()),
+                user_id: None,
+                user_ref_id: None,
+            },
+            ..ogmma()
+        };
+        let endpoint = Endpoint::new(&kommo);
+        let own = endpoint.prepare(&row(Action::React, Some("👍")));
+        assert_eq!(&*own.path, "/v2/origin/custom/scope-1/react");
+        let mut other = row(Action::React, Some("👍"));
+        other.scope_id = Some("scope-2".into());
+        let req = endpoint.prepare(&other);
+        assert_eq!(&*req.path, "/v2/origin/custom/scope-2/react");
+        assert_eq!(
+            &*req.url,
+            "http://127.0.0.1:9/v2/origin/custom/scope-2/react"
+        );
+        assert_eq!(
+            req.body, own.body,
+            "the account is in the path, not the body"
+        );
+        // The signature covers the row's path: the same request on the target's path signs
+        // differently.
+        let now = Utc::now();
+        let secret = Secret::new("s");
+        let signature = |r: &PreparedRequest| {
+            sign(r, &secret, now)
+                .headers
+                .iter()
+                .find(|(n, _)| *n == "X-Signature")
+                .map(|(_, v)| header_text(v).to_string())
+        };
+        assert_ne!(signature(&req), signature(&own));
+
+        // A target that leaves its account to its rows; Ogmma rows name their channel.
+        let bare = Target {
+            kind: TargetKind::Ogmma { channel_id: None },
+            ..ogmma()
+        };
+        let mut row = row(Action::React, Some("👍"));
+        row.channel_id = Some("ch_9".into());
+        assert_eq!(
+            &*Endpoint::new(&bare).prepare(&row).url,
+            "http://127.0.0.1:9/v1/channels/ch_9/messages/react"
+        );
     }
 
     /// The bodies as `serde_json` serialised them before they were written by hand.

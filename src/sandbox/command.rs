@@ -47,7 +47,8 @@ macro_rules! examples {
         Stdout: the first line is the base URL (http://127.0.0.1:PORT, or https:// with --tls), \
         then the credentials. \
         KOMMO_CHANNEL_SECRET and OGMMA_API_KEY are used when set (only their names are printed); \
-        otherwise they are generated and printed as `export` lines.\n\n\
+        otherwise they are generated and printed as `export` lines. --ogmma-keys N accepts N \
+        Ogmma keys (OGMMA_API_KEY_2 … likewise), each limited on its own.\n\n\
         GET /_sandbox/stats shows requests by provider and status, faults injected and the \
         reaction count; GET /_sandbox/reactions the current reactions. 429s, 5xx and dropped \
         connections never change state, so a client's retry is always correct.\n\n\
@@ -65,6 +66,12 @@ pub struct SandboxArgs {
     /// Ogmma limit per API key, as --kommo-rate. Example: `--ogmma-rate unlimited`.
     #[arg(long, value_name = "RATE", default_value = "60/min", value_parser = Rate::parse)]
     pub ogmma_rate: Rate,
+    /// Ogmma API keys to accept, each limited on its own by --ogmma-rate (one per customer):
+    /// the first is OGMMA_API_KEY, the others OGMMA_API_KEY_2 … OGMMA_API_KEY_N, each read
+    /// from the environment when set, else generated and printed. Example: `--ogmma-keys 2`.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=super::MAX_OGMMA_KEYS as i64))]
+    pub ogmma_keys: u8,
     /// Requests a key may send back to back before the rate applies (token bucket size)
     /// [default: the rate's count, e.g. 7 for 7/s]. Example: `--burst 1` for strict spacing.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -130,7 +137,23 @@ fn credential(var: &str, prefix: &str) -> (Secret, bool) {
     }
 }
 
-fn config(args: &SandboxArgs) -> Result<(SandboxConfig, bool, bool), String> {
+/// The environment variable of Ogmma key `n` (1-based): `OGMMA_API_KEY`, `OGMMA_API_KEY_2`, …
+fn ogmma_var(n: usize) -> String {
+    if n == 1 {
+        OGMMA_ENV.to_string()
+    } else {
+        format!("{OGMMA_ENV}_{n}")
+    }
+}
+
+/// Which credentials came from the environment (the rest were generated).
+struct FromEnv {
+    kommo: bool,
+    /// One per Ogmma key, in order.
+    ogmma: Vec<bool>,
+}
+
+fn config(args: &SandboxArgs) -> Result<(SandboxConfig, FromEnv), String> {
     if args.error_rate + args.drop_rate > 1.0 {
         return Err(format!(
             "--error-rate {} plus --drop-rate {} is more than 1",
@@ -138,11 +161,13 @@ fn config(args: &SandboxArgs) -> Result<(SandboxConfig, bool, bool), String> {
         ));
     }
     let (kommo_secret, kommo_from_env) = credential(KOMMO_ENV, "");
-    let (ogmma_key, ogmma_from_env) = credential(OGMMA_ENV, "sbx_");
+    let (ogmma_keys, ogmma_from_env): (Vec<Secret>, Vec<bool>) = (1..=usize::from(args.ogmma_keys))
+        .map(|n| credential(&ogmma_var(n), "sbx_"))
+        .unzip();
     let mut config = SandboxConfig::new()
         .listen(args.listen)
         .kommo_secret(kommo_secret)
-        .ogmma_key(ogmma_key)
+        .ogmma_keys(ogmma_keys)
         .kommo_rate(
             args.kommo_rate,
             args.burst.unwrap_or(window_count(args.kommo_rate)),
@@ -164,11 +189,17 @@ fn config(args: &SandboxArgs) -> Result<(SandboxConfig, bool, bool), String> {
     if let Some(path) = &args.request_log {
         config = config.request_log(path.clone());
     }
-    Ok((config, kommo_from_env, ogmma_from_env))
+    Ok((
+        config,
+        FromEnv {
+            kommo: kommo_from_env,
+            ogmma: ogmma_from_env,
+        },
+    ))
 }
 
 pub fn run_command(args: SandboxArgs) -> Exit {
-    let (config, kommo_from_env, ogmma_from_env) = match config(&args) {
+    let (config, from_env) = match config(&args) {
         Ok(c) => c,
         Err(message) => {
             eprintln!("reactbatch sandbox: {message}");
@@ -203,7 +234,7 @@ pub fn run_command(args: SandboxArgs) -> Exit {
                 return Exit::Invalid;
             }
         }
-        announce(&sandbox, kommo_from_env, ogmma_from_env, &args);
+        announce(&sandbox, &from_env, &args);
         wait_for_signal().await;
         eprintln!("reactbatch sandbox: stopping");
         sandbox.shutdown().await;
@@ -211,28 +242,28 @@ pub fn run_command(args: SandboxArgs) -> Exit {
     })
 }
 
-fn announce(
-    sandbox: &SandboxHandle,
-    kommo_from_env: bool,
-    ogmma_from_env: bool,
-    args: &SandboxArgs,
-) {
+fn announce(sandbox: &SandboxHandle, from_env: &FromEnv, args: &SandboxArgs) {
     let mut out = std::io::stdout().lock();
     // The URL first and flushed on its own: a script may be waiting on this one line.
     let _ = writeln!(out, "{}", sandbox.base_url());
     let _ = out.flush();
-    for (var, provider, from_env) in [
-        (KOMMO_ENV, ProviderKind::Kommo, kommo_from_env),
-        (OGMMA_ENV, ProviderKind::Ogmma, ogmma_from_env),
-    ] {
+    let kommo = (
+        KOMMO_ENV.to_string(),
+        ProviderKind::Kommo,
+        from_env.kommo,
+        sandbox.kommo_secret(),
+    );
+    let ogmma = sandbox
+        .ogmma_keys()
+        .iter()
+        .zip(&from_env.ogmma)
+        .enumerate()
+        .map(|(i, (key, &env))| (ogmma_var(i + 1), ProviderKind::Ogmma, env, key));
+    for (var, provider, from_env, secret) in std::iter::once(kommo).chain(ogmma) {
         let _ = if from_env {
             writeln!(out, "# {provider}: using {var} from the environment")
         } else {
-            writeln!(
-                out,
-                "export {var}={}",
-                sandbox.credential(provider).expose()
-            )
+            writeln!(out, "export {var}={}", secret.expose())
         };
     }
     let _ = out.flush();

@@ -66,6 +66,9 @@ pub(crate) use faults::FaultPlan;
 use limits::RateLimiter;
 use server::Shared;
 
+/// The most Ogmma API keys a sandbox accepts (`--ogmma-keys`).
+pub const MAX_OGMMA_KEYS: usize = 16;
+
 /// The validity window of a Kommo signature around its `Date`, as documented.
 pub const KOMMO_DATE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
@@ -83,6 +86,8 @@ pub struct SandboxConfig {
     listen: SocketAddr,
     kommo_secret: Option<Secret>,
     ogmma_key: Option<Secret>,
+    /// More Ogmma keys (other customers), after `ogmma_key`.
+    ogmma_more_keys: Vec<Secret>,
     kommo_rate: Rate,
     kommo_burst: u32,
     ogmma_rate: Rate,
@@ -111,6 +116,7 @@ impl SandboxConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             kommo_secret: None,
             ogmma_key: None,
+            ogmma_more_keys: Vec::new(),
             kommo_rate: Rate::Unlimited,
             kommo_burst: 1,
             ogmma_rate: Rate::Unlimited,
@@ -151,6 +157,18 @@ impl SandboxConfig {
     pub fn kommo_rate(mut self, rate: Rate, burst: u32) -> Self {
         self.kommo_rate = rate;
         self.kommo_burst = burst.max(1);
+        self
+    }
+
+    /// The Ogmma API keys accepted, each limited on its own (as Ogmma limits each customer's
+    /// key): the first is [`SandboxConfig::ogmma_key`], the rest other customers'. At most
+    /// [`MAX_OGMMA_KEYS`].
+    pub fn ogmma_keys(mut self, keys: impl IntoIterator<Item = Secret>) -> Self {
+        let mut keys = keys.into_iter();
+        if let Some(first) = keys.next() {
+            self.ogmma_key = Some(first);
+        }
+        self.ogmma_more_keys = keys.collect();
         self
     }
 
@@ -254,6 +272,12 @@ impl SandboxConfig {
                 self.error_rate, self.drop_rate
             ));
         }
+        if 1 + self.ogmma_more_keys.len() > MAX_OGMMA_KEYS {
+            return Err(format!(
+                "at most {MAX_OGMMA_KEYS} Ogmma keys, got {}",
+                1 + self.ogmma_more_keys.len()
+            ));
+        }
         Ok(())
     }
 }
@@ -300,7 +324,14 @@ impl Sandbox {
         let shared = Arc::new(Shared {
             // Kommo channel secrets are 40 hex digits; Ogmma's key format is undocumented.
             kommo_secret: config.kommo_secret.unwrap_or_else(|| generate_secret("")),
-            ogmma_key: config.ogmma_key.unwrap_or_else(|| generate_secret("sbx_")),
+            ogmma_keys: std::iter::once(
+                config
+                    .ogmma_key
+                    .clone()
+                    .unwrap_or_else(|| generate_secret("sbx_")),
+            )
+            .chain(config.ogmma_more_keys.iter().cloned())
+            .collect(),
             kommo_rate: config.kommo_rate,
             kommo_limit: RateLimiter::new(config.kommo_rate, config.kommo_burst),
             ogmma_limit: RateLimiter::new(config.ogmma_rate, config.ogmma_burst),
@@ -363,7 +394,12 @@ impl SandboxHandle {
     }
 
     pub fn ogmma_key(&self) -> &Secret {
-        &self.shared.ogmma_key
+        &self.shared.ogmma_keys[0]
+    }
+
+    /// Every Ogmma API key it accepts, the first being [`SandboxHandle::ogmma_key`].
+    pub fn ogmma_keys(&self) -> &[Secret] {
+        &self.shared.ogmma_keys
     }
 
     /// The credential a target of `provider` needs: Kommo channel secret or Ogmma API key.

@@ -31,17 +31,25 @@ pub(crate) fn channel_of(path: &str) -> Option<&str> {
     (!channel.is_empty() && !channel.contains('/')).then_some(channel)
 }
 
-/// `Authorization: Bearer KEY` with the sandbox's key (the scheme name is case-insensitive).
-pub(crate) fn authenticate(key: &Secret, headers: &HeaderMap) -> Result<(), Reply> {
+/// `Authorization: Bearer KEY` with one of the sandbox's keys (the scheme name is
+/// case-insensitive). Returns which key: each customer's key is limited on its own.
+pub(crate) fn authenticate(keys: &[Secret], headers: &HeaderMap) -> Result<usize, Reply> {
     let presented = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), key.expose().as_bytes()) => Ok(()),
-        _ => Err(Reply::new(
+    // Every key is compared, whichever matches: the time taken says nothing about which.
+    let matched = presented.and_then(|token| {
+        keys.iter().enumerate().fold(None, |found, (i, key)| {
+            let same = constant_time_eq(token.as_bytes(), key.expose().as_bytes());
+            found.or(same.then_some(i))
+        })
+    });
+    match matched {
+        Some(i) => Ok(i),
+        None => Err(Reply::new(
             401,
             "unauthorized",
             Bytes::from_static(UNAUTHORIZED.as_bytes()),
@@ -171,13 +179,19 @@ mod tests {
 
     #[test]
     fn bearer_must_match() {
-        let key = Secret::new("k1");
+        let key = [Secret::new("k1")];
         let mut h = json_headers();
         assert_eq!(authenticate(&key, &h).err().map(|r| r.status), Some(401));
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer k2"));
         assert!(authenticate(&key, &h).is_err());
         h.insert(AUTHORIZATION, HeaderValue::from_static("bearer k1"));
-        assert!(authenticate(&key, &h).is_ok());
+        assert_eq!(authenticate(&key, &h).ok(), Some(0));
+        // With several keys, which one was presented.
+        let keys = [Secret::new("k1"), Secret::new("k2")];
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer k2"));
+        assert_eq!(authenticate(&keys, &h).ok(), Some(1));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer k3"));
+        assert!(authenticate(&keys, &h).is_err());
     }
 
     #[test]

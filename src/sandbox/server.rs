@@ -49,7 +49,8 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Everything a request handler reads or updates. One per sandbox, shared by all connections.
 pub(crate) struct Shared {
     pub(crate) kommo_secret: Secret,
-    pub(crate) ogmma_key: Secret,
+    /// The Ogmma API keys accepted; each is limited on its own.
+    pub(crate) ogmma_keys: Vec<Secret>,
     pub(crate) kommo_rate: Rate,
     pub(crate) kommo_limit: RateLimiter,
     pub(crate) ogmma_limit: RateLimiter,
@@ -228,6 +229,15 @@ impl Outcome {
     }
 }
 
+/// The Ogmma key at `index` as the rate limiter names it: the first key `""` (as when the
+/// sandbox had one key), the others their number; no allocation for the usual index.
+fn ogmma_limit_key(index: usize) -> &'static str {
+    const NAMES: [&str; super::MAX_OGMMA_KEYS] = [
+        "", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
+    NAMES.get(index).copied().unwrap_or("")
+}
+
 /// The provider pipeline (see the module docs). Returns the outcome and, once the body parsed,
 /// the message id for the log.
 fn process<'b>(
@@ -245,17 +255,21 @@ fn process<'b>(
             parts.uri.path(),
             &parts.headers,
             body,
-        ),
-        ProviderKind::Ogmma => ogmma::authenticate(&shared.ogmma_key, &parts.headers),
+        )
+        .map(|()| 0),
+        ProviderKind::Ogmma => ogmma::authenticate(&shared.ogmma_keys, &parts.headers),
     };
-    if let Err(reply) = auth {
-        return (Outcome::Reply(reply), None);
-    }
+    let key = match auth {
+        Ok(key) => key,
+        Err(reply) => return (Outcome::Reply(reply), None),
+    };
 
-    // Kommo limits per scope (account); Ogmma per API key, and the sandbox has one key.
+    // Kommo limits per scope (account); Ogmma per API key (customer).
     let limited = match provider {
         ProviderKind::Kommo => shared.kommo_limit.check(scope, Instant::now()),
-        ProviderKind::Ogmma => shared.ogmma_limit.check("", Instant::now()),
+        ProviderKind::Ogmma => shared
+            .ogmma_limit
+            .check(ogmma_limit_key(key), Instant::now()),
     };
     if limited.is_err() {
         shared.counters.rate_limited();

@@ -135,7 +135,8 @@ fn check_format_json_lists_problems_and_keeps_exit_codes() {
             "severity": "error",
             "code": "unknown_field",
             "message": "unknown key `emoij` in a row",
-            "hint": "did you mean `emoji`?"
+            "hint": "did you mean `emoji`?",
+            "group": 1
         })
     );
     let second = &doc["plans"][1];
@@ -400,6 +401,8 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
                     emoji: "👍".into(),
                     rows: 1,
                 }],
+                // Present when the target's rows go to several lanes (one per account).
+                lanes: 2,
                 ..Default::default()
             },
         }],

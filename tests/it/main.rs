@@ -1,8 +1,10 @@
 //! The integration suite: one test binary (linked once), one module per area. Every test runs
 //! the real binary or the library against servers it starts on 127.0.0.1.
 
+mod accounts;
 mod common;
 
+mod diagnostics;
 mod dry_run;
 mod ecosystem;
 mod hostile_input;

@@ -218,7 +218,7 @@ async fn an_empty_plan_leaves_a_report_with_its_header() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         std::fs::read_to_string(&report).expect("report"),
-        "row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key\n"
+        "row,source,target,provider,action,message_id,emoji,status,http_status,code,message,attempts,duration_ms,finished_at,key,scope_id,channel_id\n"
     );
 }
 

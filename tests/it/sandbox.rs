@@ -34,7 +34,7 @@ fn kommo_target(base_url: &str) -> Target {
     Target {
         name: "kommo-main".into(),
         kind: TargetKind::Kommo {
-            scope_id: SCOPE.into(),
+            scope_id: Some(SCOPE.into()),
             user_id: None,
             user_ref_id: None,
         },
@@ -49,7 +49,7 @@ fn ogmma_target(base_url: &str) -> Target {
     Target {
         name: "ogmma-br".into(),
         kind: TargetKind::Ogmma {
-            channel_id: CHANNEL.into(),
+            channel_id: Some(CHANNEL.into()),
         },
         base_url: base_url.into(),
         rate: None,
@@ -74,6 +74,8 @@ fn row(message: &str, action: Action, emoji: Option<&str>) -> Row {
         not_before: None,
         previous_emoji: None,
         key: None,
+        scope_id: None,
+        channel_id: None,
     }
 }
 

@@ -254,7 +254,7 @@ fn check_emoji(dir: &Path, emoji_yaml: &str) -> std::process::Output {
 fn emoji_values_are_exactly_one_emoji_or_a_known_shortcode() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (bad, says) in [
-        ("ok", "write `:ok:`"),
+        ("ok", "perhaps 👌 `:ok_hand:`, 👍 `:+1:`, 🆗 `:ok:`"),
         (":thumbsupp:", "did you mean `:thumbsup:`"),
         (" 👍", "write `👍`"),
         ("👍👍", "is 2 emojis"),

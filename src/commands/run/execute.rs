@@ -144,6 +144,7 @@ async fn run_with_targets(
         done,
         pace,
         replacing,
+        lanes: lane_map,
     } = work;
     let started = tokio::time::Instant::now();
     let fail = |e: String| {
@@ -158,23 +159,27 @@ async fn run_with_targets(
             .again()
             .map_err(|e| format!("cannot read the spool file back: {e}"))
     };
+    // Per lane: rows done earlier that this run would otherwise send (not deferred). They are
+    // not sent: the estimate and the ETA leave them out.
     let now = config.now.unwrap_or_else(chrono::Utc::now);
-    let (report, copied, kept, copied_sendable) = create_report(
+    let done_by_lane = vec![std::cell::Cell::new(0u64); lane_map.lanes.len()];
+    let count_done = |row: &crate::plan::Row| {
+        let lane = lane_map.lane_of(row).and_then(|l| done_by_lane.get(l));
+        if let (Some(n), true) = (lane, row.not_before.is_none_or(|at| at <= now)) {
+            n.set(n.get() + 1);
+        }
+    };
+    let (report, copied, kept) = create_report(
         &config.report,
         done.as_ref(),
         plan,
         again,
         &identities,
         config.shard,
-        now,
+        count_done,
     )
     .map_err(fail)?;
-    // Rows done earlier are not sent: the estimate and the ETA leave them out.
-    let not_sent: Vec<u64> = plan
-        .pace_groups
-        .iter()
-        .map(|g| g.members.iter().map(|&m| copied_sendable[m]).sum())
-        .collect();
+    let not_sent: Vec<u64> = done_by_lane.iter().map(std::cell::Cell::get).collect();
     let pace = pace.without(&not_sent);
     let rows = again().map_err(fail)?;
     let emit = match &config.emit {
@@ -186,18 +191,20 @@ async fn run_with_targets(
     };
     let transport =
         HttpTransport::new(config.concurrency, trust).map_err(|e| fail(e.to_string()))?;
-    // One lane per pace group, at the lowest of its members' rates.
-    let lanes: Vec<Lane> = plan
-        .pace_groups
+    // One lane per pace group (and per account the rows name), at the lowest of its
+    // members' rates.
+    let lanes: Vec<Lane> = lane_map
+        .lanes
         .iter()
-        .map(|g| {
+        .zip(&lane_map.rows)
+        .map(|(g, &planned)| {
             Lane::new(
                 g.name.clone(),
                 g.members.clone(),
                 config.pace(g.rate(&plan.targets)),
                 config.burst,
             )
-            .with_planned_rows(g.members.iter().map(|&m| rows.rows_for(m)).sum())
+            .with_planned_rows(planned)
         })
         .collect();
     // Ceilings by the base URLs requests go to (the sandbox's, with `--sandbox`).
@@ -237,6 +244,7 @@ async fn run_with_targets(
     };
     let ctx = Arc::new(
         RunContext::new(exec_config, runtimes, lanes, transport, out, cancel)
+            .with_lane_map(lane_map)
             .with_host_ceilings(hosts),
     );
     let run = Arc::downgrade(&ctx);
@@ -255,8 +263,7 @@ async fn run_with_targets(
     let shard_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let admit = move |row: &crate::plan::Row, key: &str| {
         let mine = shard.is_none_or(|s| {
-            crate::identity::shard_of(&shard_names[row.target], row.message_ref(), s.count)
-                == s.index
+            crate::identity::row_shard(&shard_names[row.target], row, s.count) == s.index
         });
         // A row done earlier is already in the report, copied from the earlier one.
         let done_earlier = done.as_ref().is_some_and(|d| d.contains(key));
@@ -275,8 +282,7 @@ async fn run_with_targets(
     let pass_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let counted = move |row: &crate::plan::Row| {
         shard.is_none_or(|s| {
-            crate::identity::shard_of(&pass_names[row.target], row.message_ref(), s.count)
-                == s.index
+            crate::identity::row_shard(&pass_names[row.target], row, s.count) == s.index
         })
     };
     let counted_again = counted.clone();
@@ -366,9 +372,8 @@ impl KeptBlock {
 /// Creates the report. With an earlier report to resume, its done rows (those still in the
 /// plan, numbered as the plan is now) and then its rows that match no plan row (`not_in_plan`)
 /// are copied into a temporary file that is renamed over the report path before anything is
-/// sent, so the file on disk always holds every confirmed row (see [`crate::resume`]). Also says, per target, how many of the copied
-/// rows this run would otherwise have sent (in its shard, not deferred at `now`): the estimate
-/// leaves them out.
+/// sent, so the file on disk always holds every confirmed row (see [`crate::resume`]). Each
+/// row copied (of this run's shard) is handed to `count_done`.
 fn create_report(
     path: &Path,
     done: Option<&DoneSet>,
@@ -376,14 +381,12 @@ fn create_report(
     rows: impl Fn() -> Result<SpoolRows, String>,
     identities: &Identities,
     shard: Option<Shard>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(ReportWriter, u64, KeptBlock, Vec<u64>), String> {
-    // Per target: copied rows that this run would otherwise send (not deferred).
-    let sendable: Vec<std::cell::Cell<u64>> = vec![std::cell::Cell::new(0); plan.targets.len()];
+    count_done: impl Fn(&crate::plan::Row),
+) -> Result<(ReportWriter, u64, KeptBlock), String> {
     let Some(done) = done else {
         let w = ReportWriter::create(path)
             .map_err(|e| format!("cannot create report {}: {e}", path.display()))?;
-        return Ok((w, 0, KeptBlock::default(), vec![0; plan.targets.len()]));
+        return Ok((w, 0, KeptBlock::default()));
     };
     let tmp = temporary_beside(path);
     let mut w = ReportWriter::create(&tmp)
@@ -392,12 +395,10 @@ fn create_report(
     let mine = |row: &crate::plan::Row| {
         let mine = shard.is_none_or(|s| {
             let name = &plan.targets[row.target].name;
-            crate::identity::shard_of(name, row.message_ref(), s.count) == s.index
+            crate::identity::row_shard(name, row, s.count) == s.index
         });
-        if mine && row.not_before.is_none_or(|at| at <= now) {
-            if let Some(n) = sendable.get(row.target) {
-                n.set(n.get() + 1);
-            }
+        if mine {
+            count_done(row);
         }
         mine
     };
@@ -422,12 +423,7 @@ fn create_report(
         end,
         rows: kept.len(),
     };
-    Ok((
-        w,
-        copied,
-        kept,
-        sendable.into_iter().map(|c| c.get()).collect(),
-    ))
+    Ok((w, copied, kept))
 }
 
 /// A temporary file next to the report, to be renamed over it: `REPORT.<pid>.tmp.<ext>`,

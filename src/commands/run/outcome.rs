@@ -71,11 +71,9 @@ pub fn outcome(
     let loads = if config.sandbox {
         Vec::new()
     } else {
-        let rates: Vec<_> = audit.model.lanes.iter().map(|l| l.rate).collect();
         crate::executor::host::host_loads(
             &plan.targets,
-            &plan.pace_groups,
-            &rates,
+            lanes.iter().map(|l| (&l.members[..], l.rate)),
             &plan.settings.host_rate,
             config.shard.map_or(1, |s| s.count),
         )
@@ -136,7 +134,7 @@ pub fn outcome(
                     slowdowns: pace.slowdowns,
                     slowest_rate: pace.slowest_rate,
                     pauses: pace.pauses,
-                    failed: l.members.iter().map(|&m| targets[m].failed()).sum(),
+                    failed: l.failed(),
                 }
             })
             .collect(),

@@ -16,6 +16,7 @@ use crate::cli::RunArgs;
 use crate::exit::Exit;
 use crate::identity::Identities;
 use crate::lock::{LockError, RunLock};
+use crate::plan::pace::LaneMap;
 use crate::plan::spool::{Spool, SpoolRows};
 use crate::plan::{EmitFormat, Plan, Problem, ProviderKind, Threads};
 use crate::resume::DoneSet;
@@ -48,6 +49,8 @@ pub struct Work {
     pub pace: crate::audit::PaceModel,
     /// The second pass of the outline's replacing counts, to be given every row again.
     pub replacing: Replacing,
+    /// The lanes, one per pace group and per account the rows name, and each row's lane.
+    pub lanes: LaneMap,
 }
 
 pub(super) fn print_problems(problems: &[Problem]) {
@@ -221,6 +224,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         scan,
         digest,
         audit,
+        lanes,
         spool,
         spool_error,
     } = RowPass::run(
@@ -237,6 +241,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         ));
         return Err(Exit::Invalid);
     }
+    let error_count = validation.error_count();
     if !config.quiet {
         warnings.add(plan.pace_warnings.clone());
         warnings.add(validation.warnings);
@@ -246,7 +251,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         crate::log::error(&format!(
             "reactbatch run: {} has {} error(s); nothing was sent",
             plan.path.display(),
-            validation.errors.len()
+            error_count
         ));
         warnings.untold(&plan.path);
         return Err(Exit::Invalid);
@@ -275,8 +280,8 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     };
 
     let identities = scan.finish();
-    let rates: Vec<_> = plan
-        .pace_groups
+    let rates: Vec<_> = lanes
+        .lanes
         .iter()
         .map(|g| config.pace(g.rate(&plan.targets)))
         .collect();
@@ -293,40 +298,45 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     // The run takes each row's identity hash from the spool instead of hashing it again.
     let identities = identities.linked_to(spool.content_ids());
     // The outline's second pass (replacing counts) rides on the run's own read of the rows.
-    let (mut audit, replacing) = audit.finish(&plan.pace_groups, &rates, config.burst);
+    let (mut audit, replacing) = audit.finish(&lanes.lanes, &rates, config.burst);
     if !config.sandbox {
         // The sandbox has no host ceiling; the real hosts may.
         let (host_of, ceilings) = crate::executor::host::lane_ceilings(
             &plan.targets,
-            &plan.pace_groups,
+            &lanes.lanes,
             &plan.settings.host_rate,
             config.shard.map_or(1, |s| s.count),
         );
         audit.under_ceilings(&host_of, ceilings);
     }
     if config.emit.is_some() && config.emit_format == EmitFormat::Curl {
-        let sleeps = crate::emit::curl_sleeps(plan.pace_groups.iter().zip(&rates).map(|(g, r)| {
-            let requests = g
-                .members
-                .iter()
-                .map(|&m| audit.targets[m].reacts + audit.targets[m].unreacts)
-                .sum();
-            (requests, r.interval())
-        }));
+        // A lane's requests: the rows routed to it, at most what its targets send (deferred
+        // rows are not in the script).
+        let sleeps = crate::emit::curl_sleeps(lanes.lanes.iter().zip(&lanes.rows).zip(&rates).map(
+            |((g, &routed), r)| {
+                let sent: u64 = g
+                    .members
+                    .iter()
+                    .map(|&m| audit.targets[m].reacts + audit.targets[m].unreacts)
+                    .sum();
+                (routed.min(sent), r.interval())
+            },
+        ));
         let sends = |g: &&crate::plan::pace::PaceGroup| {
             g.members
                 .iter()
                 .any(|&m| audit.targets[m].reacts + audit.targets[m].unreacts > 0)
         };
-        let has_kommo = plan
-            .pace_groups
+        let has_kommo = lanes
+            .lanes
             .iter()
             .filter(sends)
             .any(|g| g.provider == ProviderKind::Kommo);
         // The pace each shard's script keeps when the shards run one after another: the
         // slowest lane's own rate, so no lane goes faster than its limit.
         let full_rate = config.rate.or_else(|| {
-            plan.pace_groups
+            lanes
+                .lanes
                 .iter()
                 .filter(sends)
                 .map(|g| g.rate(&plan.targets))
@@ -411,6 +421,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             done,
             pace,
             replacing,
+            lanes,
         },
     })
 }

@@ -19,7 +19,8 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::AuditBuilder;
 use crate::digest::PlanDigest;
-use crate::identity::{shard_of, IdentityScan};
+use crate::identity::{row_shard, IdentityScan};
+use crate::plan::pace::LaneMap;
 use crate::plan::spool::Spool;
 use crate::plan::{Plan, Shard, Threads, Validation};
 
@@ -29,6 +30,8 @@ pub(super) struct RowPass {
     pub scan: IdentityScan,
     pub digest: PlanDigest,
     pub audit: AuditBuilder,
+    /// The lanes the valid rows go to (a lane per account their rows name).
+    pub lanes: LaneMap,
     /// The valid rows, in plan order, each with its content id.
     pub spool: Spool,
     /// The first error writing the spool (the rows after it were not spooled).
@@ -50,6 +53,7 @@ impl RowPass {
         let mut scan = IdentityScan::new();
         let mut digest = PlanDigest::new(plan);
         let mut audit = AuditBuilder::new(plan.targets.len(), now);
+        let mut lanes = LaneMap::new(&plan.pace_groups, &plan.targets);
         let mut spool_error = None;
         // Where the digest goes (see the module's notes): with the repeat finder on, the
         // calling thread has enough; without it, the reader has more.
@@ -72,8 +76,9 @@ impl RowPass {
                 }
                 let name = &plan.targets[row.target].name;
                 let content_id = scan.observe(row, name);
-                if shard.is_none_or(|s| shard_of(name, row.message_ref(), s.count) == s.index) {
-                    audit.row(row);
+                let lane = lanes.route(row, &plan.targets).unwrap_or(0);
+                if shard.is_none_or(|s| row_shard(name, row, s.count) == s.index) {
+                    audit.row(row, lane);
                 }
                 if spool_error.is_none() {
                     spool_error = spool.push(row, content_id).err();
@@ -85,6 +90,7 @@ impl RowPass {
             scan,
             digest,
             audit,
+            lanes,
             spool,
             spool_error,
         }
@@ -216,16 +222,13 @@ include: [a.csv, b.yaml, c.csv]
             scan,
             digest,
             audit,
+            lanes,
             spool,
             spool_error,
         } = RowPass::run(plan, warnings, shard, now, spool, threads);
         assert!(spool_error.is_none(), "{spool_error:?}");
-        let rates: Vec<_> = plan
-            .pace_groups
-            .iter()
-            .map(|g| g.rate(&plan.targets))
-            .collect();
-        let (mut audit, mut replacing) = audit.finish(&plan.pace_groups, &rates, 3);
+        let rates: Vec<_> = lanes.lanes.iter().map(|g| g.rate(&plan.targets)).collect();
+        let (mut audit, mut replacing) = audit.finish(&lanes.lanes, &rates, 3);
         let rows = spool.into_rows().expect("spool rows");
         let ids = scan.finish();
         let (mut fresh, mut linked) = (ids.clone(), ids.linked_to(rows.content_ids()));

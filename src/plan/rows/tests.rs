@@ -65,15 +65,7 @@ fn reference_check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                     format!("unknown target `{}`", shorten(&v.text)),
                 )
                 .with_code("unknown_target");
-                // Bounded work per row: suggestions and the list only for a plan-sized set.
-                const LISTED: usize = 20;
-                if ctx.targets.len() <= LISTED {
-                    let names = ctx.targets.iter().map(|t| t.name.as_str());
-                    p.hint = suggest(&v.text, names).or_else(|| {
-                        let all: Vec<&str> = ctx.targets.iter().map(|t| t.name.as_str()).collect();
-                        Some(format!("targets are: {}", all.join(", ")))
-                    });
-                }
+                p.hint = unknown_target_hint(ctx, &v.text);
                 problems.push(p);
                 None
             }
@@ -126,6 +118,8 @@ fn reference_check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
         not_before,
         previous_emoji: text(Field::PreviousEmoji).map(canonical_emoji),
         key: text(Field::Key),
+        scope_id: None,
+        channel_id: None,
     };
 
     // Emoji: `react` needs one; an empty one written on the row is its own mistake.
@@ -179,6 +173,24 @@ fn reference_check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                         .with_code("missing_conversation"),
                     );
                 }
+                row.scope_id = text(Field::ScopeId);
+                if let Some(v) = own(Field::ChannelId) {
+                    problems.push(
+                        problem_at(
+                            &raw,
+                            Some(v),
+                            format!(
+                                "`channel_id` is Ogmma-only; target `{}` is {}: a Kommo row's account is its `scope_id`",
+                                t.name,
+                                ProviderKind::Kommo
+                            ),
+                        )
+                        .with_code("field_not_for_provider"),
+                    );
+                }
+                if t.account().is_none() && row.scope_id.is_none() {
+                    problems.push(missing_account(&raw, t, Field::ScopeId));
+                }
                 let (uid, uref) = (text(Field::UserId), text(Field::UserRefId));
                 if uid.is_some() || uref.is_some() {
                     (row.user_id, row.user_ref_id) = (uid, uref);
@@ -207,6 +219,7 @@ fn reference_check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                     Field::ConversationRefId,
                     Field::UserId,
                     Field::UserRefId,
+                    Field::ScopeId,
                 ] {
                     if let Some(v) = own(f) {
                         problems.push(
@@ -232,6 +245,10 @@ fn reference_check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
                         )
                         .with_code("missing_message_id"),
                     );
+                }
+                row.channel_id = text(Field::ChannelId);
+                if t.account().is_none() && row.channel_id.is_none() {
+                    problems.push(missing_account(&raw, t, Field::ChannelId));
                 }
             }
         }
@@ -262,7 +279,7 @@ fn kommo(name: &str, user_id: Option<&str>, user_ref_id: Option<&str>) -> Target
     target(
         name,
         TargetKind::Kommo {
-            scope_id: "scope".to_string(),
+            scope_id: Some("scope".to_string()),
             user_id: user_id.map(str::to_string),
             user_ref_id: user_ref_id.map(str::to_string),
         },
@@ -273,7 +290,7 @@ fn ogmma(name: &str) -> Target {
     target(
         name,
         TargetKind::Ogmma {
-            channel_id: "channel".to_string(),
+            channel_id: Some("channel".to_string()),
         },
     )
 }
@@ -288,6 +305,8 @@ fn context(targets: Vec<Target>, broken: &[&str], defaults: RawRow) -> RowContex
         targets,
         broken_targets: broken.iter().map(|s| s.to_string()).collect(),
         defaults,
+        targets_unread: false,
+        emoji_notes: Default::default(),
     }
 }
 
@@ -412,6 +431,8 @@ fn sweep(
                     targets: ctx.targets.clone(),
                     broken_targets: ctx.broken_targets.clone(),
                     target_index: ctx.target_index.clone(),
+                    targets_unread: ctx.targets_unread,
+                    emoji_notes: Default::default(),
                 };
                 let want = reference_check_row(&ctx, raw.clone(), 7);
                 let got = check_row(&ctx, raw, 7);
@@ -524,6 +545,94 @@ fn every_state_of_every_field() {
         }
     }
     assert!(rows > 100, "{rows} valid rows");
+}
+
+#[test]
+fn accounts_match_the_cloning_version() {
+    // `scope_id` and `channel_id` in every state, on targets that name their account and on
+    // targets that leave it to their rows.
+    let mut targets = three_targets();
+    let mut bare_kommo = kommo("kommo-accounts", Some("target-user"), None);
+    bare_kommo.kind = TargetKind::Kommo {
+        scope_id: None,
+        user_id: Some("target-user".into()),
+        user_ref_id: None,
+    };
+    let mut bare_ogmma = ogmma("ogmma-accounts");
+    bare_ogmma.kind = TargetKind::Ogmma { channel_id: None };
+    targets.extend([bare_kommo, bare_ogmma]);
+    let contexts: Vec<(RowContext, &str)> = [
+        "kommo-user",
+        "ogmma-main",
+        "kommo-accounts",
+        "ogmma-accounts",
+    ]
+    .into_iter()
+    .map(|name| (context(targets.clone(), &[], RawRow::default()), name))
+    .collect();
+    let fixed = [
+        (Field::Target, Set::Own),
+        (Field::Emoji, Set::Own),
+        (Field::MessageId, Set::Own),
+        (Field::ConversationId, Set::Default),
+    ];
+    let rows = sweep(
+        &[Field::ScopeId, Field::ChannelId],
+        &SETS,
+        &fixed,
+        &contexts,
+    );
+    assert!(rows > 50, "{rows} valid rows");
+}
+
+#[test]
+fn a_target_without_an_account_needs_it_on_every_row() {
+    let mut t = kommo("k", Some("u"), None);
+    t.kind = TargetKind::Kommo {
+        scope_id: None,
+        user_id: Some("u".into()),
+        user_ref_id: None,
+    };
+    let ctx = context(vec![t], &[], RawRow::default());
+    let (raw, _) = build(
+        &[
+            (Field::Emoji, Set::Own),
+            (Field::MessageId, Set::Own),
+            (Field::ConversationId, Set::Own),
+        ],
+        "k",
+        false,
+    );
+    let Checked::Invalid(problems) = check_row(&ctx, raw, 1) else {
+        panic!("a row without an account for a target without one is invalid");
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let p = &problems[0];
+    assert_eq!(p.code, "missing_account");
+    // Located at the row itself: file, line and column.
+    assert_eq!(
+        (p.file.as_str(), p.line, p.column),
+        ("plan.yaml", Some(10), Some(3))
+    );
+    assert!(p.message.contains("needs `scope_id`"), "{}", p.message);
+
+    let (raw, _) = build(
+        &[
+            (Field::Emoji, Set::Own),
+            (Field::MessageId, Set::Own),
+            (Field::ConversationId, Set::Own),
+            (Field::ScopeId, Set::Own),
+            (Field::ChannelId, Set::Own),
+        ],
+        "k",
+        false,
+    );
+    let Checked::Invalid(problems) = check_row(&ctx, raw, 1) else {
+        panic!("`channel_id` on a Kommo row is an error");
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].code, "field_not_for_provider");
+    assert_eq!((problems[0].line, problems[0].column), (Some(15), Some(11)));
 }
 
 #[test]

@@ -22,6 +22,8 @@ fn rows_come_back_as_they_went_in() {
                     .expect("time")
             }),
             key: Some(format!("k{i}")),
+            scope_id: (i % 3 == 1).then(|| format!("acct-{i}")),
+            channel_id: (i % 7 == 2).then(|| format!("ch-{i}")),
             ..Row::test(i)
                 .on((i % 3) as usize)
                 .action(if i % 2 == 0 {
@@ -162,6 +164,8 @@ fn varied_rows(files: &[Arc<str>]) -> Vec<Row> {
                 },
                 previous_emoji: text("❤️"),
                 key: (i % 5 == 0).then(|| format!("key-é-{i}")),
+                scope_id: None,
+                channel_id: None,
             }
         })
         .collect()
