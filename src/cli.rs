@@ -211,7 +211,7 @@ pub struct RunArgs {
     /// Requests allowed ahead of the even schedule [default: 1].
     #[arg(long, value_name = "N")]
     pub burst: Option<u32>,
-    /// Requests in flight at once [default: 16].
+    /// Requests in flight at once, across the whole run [default: 64].
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
     /// Retries after the first attempt for 429, 5xx, timeouts and connection errors [default: 5].

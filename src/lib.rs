@@ -14,7 +14,8 @@
 //! - [`plan`]: the plan model, YAML/CSV loading with source positions, validation (emoji
 //!   values and `:shortcodes:` in `plan::emoji`).
 //! - [`provider`]: Kommo and Ogmma request building; [`sign`]: Kommo's HMAC signature.
-//! - [`executor`]: lanes (one per pace group, `plan::pace`) with adaptive rate limiting,
+//! - [`executor`]: lanes (one per pace group, and per Kommo account that rows name:
+//!   `plan::pace::LaneMap`, made by the validation pass) with adaptive rate limiting,
 //!   per-message ordering, bounded requests in flight, retries.
 //! - [`report`]: row results → report files and the end-of-run summary; [`emit`]: the audit
 //!   trail of signed requests (JSON Lines or curl); `json`: JSON strings written as
@@ -27,7 +28,8 @@
 //! - [`summary`]: the end-of-run summary (stderr and `--summary-json`).
 //! - [`secret`]: secrets as a type that cannot be printed.
 //! - [`diagnostic`]: plan problems rendered with the source line and a caret (`--color`).
-//! - [`signals`]: SIGINT/SIGTERM and SIGPIPE for every command; [`exit`]: the exit codes.
+//! - [`signals`]: SIGINT/SIGTERM and SIGPIPE for every command; [`exit`]: the exit codes;
+//!   [`fdlimit`]: the open-file limit, raised at start, and the connection bound fitted under it.
 //! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
 
 pub mod audit;
@@ -38,6 +40,7 @@ pub mod digest;
 pub mod emit;
 pub mod executor;
 pub mod exit;
+pub mod fdlimit;
 pub mod identity;
 pub(crate) mod json;
 pub mod lock;

@@ -105,14 +105,31 @@ impl Signals {
 ///
 /// Rust ignores SIGPIPE, so `check --format json | head -c1` would see EPIPE in `println!`,
 /// which panics ("internal error", exit 101). With the default action the process ends at that
-/// write with SIGPIPE (the shell shows 141) and prints nothing. Sockets are unaffected: Rust
-/// sends on them with `MSG_NOSIGNAL`, so a peer closing a connection is still an I/O error.
+/// write with SIGPIPE (the shell shows 141) and prints nothing. Sockets must stay unaffected:
+/// the runtime's threads, which do all the network I/O, block SIGPIPE
+/// ([`block_sigpipe_in_thread`]).
 pub fn default_sigpipe() {
     #[cfg(unix)]
     // SAFETY: called once at the start of `main`, before any thread is spawned; SIG_DFL is a
     // valid disposition for SIGPIPE.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Blocks SIGPIPE in the calling thread (a runtime's `on_thread_start`). Rust's plain socket
+/// writes ask for `MSG_NOSIGNAL`, but vectored writes (`writev`, what HTTP/2 and TLS use)
+/// cannot: a peer that closed its end would end the process. Blocked, the write fails with
+/// EPIPE, an I/O error on that connection, as it should.
+pub fn block_sigpipe_in_thread() {
+    #[cfg(unix)]
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only changes
+    // the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

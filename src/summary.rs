@@ -216,15 +216,20 @@ impl Summary {
     /// A line per target, and per lane that is shared or was answered 429.
     fn render_each_lane(&self, s: &mut String) {
         for t in &self.targets {
+            // A target whose rows name their accounts runs a lane per account: its
+            // total is many limits, not one.
+            let limit = match t.plan.lanes {
+                0 | 1 => format!("limit {}", t.rate),
+                n => format!("{n} lanes, limit {} each", t.rate),
+            };
             let _ = writeln!(
                 s,
-                "  target {} ({}): {}, {}, busiest second {} (limit {})",
+                "  target {} ({}): {}, {}, busiest second {} ({limit})",
                 t.name,
                 t.provider,
                 requests(t.requests),
                 achieved(t.achieved_rate, t.requests),
                 t.max_requests_in_1s,
-                t.rate
             );
             if let Some(why) = &t.stopped {
                 let _ = writeln!(s, "  {why}");
@@ -288,12 +293,15 @@ impl Summary {
         } else {
             limits.join(", ")
         };
+        let targets = match self.targets.len() {
+            1 => "1 target".to_string(),
+            n => format!("{n} targets"),
+        };
         let _ = write!(
             s,
-            "  {} lanes ({} targets), {} requests",
+            "  {} lanes ({targets}), {}",
             self.lanes.len(),
-            self.targets.len(),
-            self.lanes.iter().map(|l| l.requests).sum::<u64>()
+            requests(self.lanes.iter().map(|l| l.requests).sum::<u64>())
         );
         let lowest = rated.iter().map(|(_, r)| *r).fold(f64::INFINITY, f64::min);
         let highest = rated.iter().map(|(_, r)| *r).fold(0.0, f64::max);
@@ -521,5 +529,17 @@ mod tests {
             "{long}"
         );
         assert!(long.contains("achieved 2.0/s,"), "{long}");
+        assert!(long.contains("busiest second 4 (limit 7/s)"), "{long}");
+    }
+
+    #[test]
+    fn a_target_with_a_lane_per_account_shows_the_limit_per_lane() {
+        let mut s = summary(2000, Some(2.0));
+        s.targets[0].plan.lanes = 3;
+        let text = s.render();
+        assert!(
+            text.contains("busiest second 4 (3 lanes, limit 7/s each)"),
+            "{text}"
+        );
     }
 }

@@ -1,10 +1,15 @@
 //! Lanes: one per pace group. A lane owns its group's [`RateLimiter`] and a queue of rows
-//! ready to send. Each lane has `concurrency` long-lived senders: a sender takes the row at
-//! the front, waits for the lane's pace (one sender at a time, in turn), then for one of the
-//! run's concurrency slots, and runs the attempt itself ([`super::task`]) — no task is spawned
-//! per row or per attempt. A row waiting for its lane's pace holds no concurrency slot, so
-//! every lane runs at its own limit at the same time; `--concurrency` bounds requests in
-//! flight.
+//! ready to send. A lane has long-lived senders: a sender takes the row at the front, waits
+//! for the lane's pace (one sender at a time, in turn), then for one of the run's concurrency
+//! slots, and runs the attempt itself ([`super::task`]) — no task is spawned per row or per
+//! attempt. A lane starts with one sender and adds one, up to `concurrency`, when a sender
+//! leaves the pace with rows still waiting and no sender free to take them: a lane at 7/s
+//! with quick answers keeps one sender, an unlimited one grows to what its answers' latency
+//! needs, and a thousand lanes cost a thousand small tasks, not a thousand times
+//! `concurrency`. A row waiting for its lane's pace holds no concurrency slot, so every lane
+//! runs at its own limit at the same time; `--concurrency` bounds requests in flight across
+//! the run, and the slots go to waiting senders first come, first served (the semaphore is
+//! fair), so no ready lane starves.
 //!
 //! A row that is retried goes back to the front of its lane's queue: it keeps its place. Its
 //! backoff is waited out by a small task of its own, so a sender never sleeps through one.
@@ -116,6 +121,11 @@ impl Lane {
         self.sends.max_in_1s()
     }
 
+    /// Senders the lane has started so far.
+    pub fn senders(&self) -> usize {
+        self.queue.senders.load(Ordering::Relaxed)
+    }
+
     pub fn pace_stats(&self) -> PaceStats {
         self.limiter.stats()
     }
@@ -171,6 +181,11 @@ pub(super) struct LaneQueue {
     len: AtomicUsize,
     ready: Notify,
     closed: AtomicBool,
+    /// Senders started for the lane, those waiting for a row, and those holding a row
+    /// waiting for the lane's pace.
+    senders: AtomicUsize,
+    idle: AtomicUsize,
+    pacing: AtomicUsize,
 }
 
 impl LaneQueue {
@@ -216,21 +231,59 @@ impl LaneQueue {
         if let Some(job) = self.pop_front() {
             return Some(job);
         }
-        loop {
+        self.idle.fetch_add(1, Ordering::AcqRel);
+        let job = loop {
             // Registered before the checks, so neither a push (`notify_one`) nor the close
             // (`notify_waiters`) between the checks and the wait is missed.
             let notified = self.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(job) = self.pop_front() {
-                return Some(job);
+                break Some(job);
             }
             if self.closed.load(Ordering::Acquire) {
-                return None;
+                break None;
             }
             notified.await;
-        }
+        };
+        self.idle.fetch_sub(1, Ordering::AcqRel);
+        job
     }
+
+    /// Counts a new sender in when rows wait with no sender free to take them or already
+    /// waiting for the pace, and fewer than `max` run: true when the caller is to start it.
+    /// A lane slower than its answers keeps two senders (one on the wire, one at the pace);
+    /// one whose pace lets rows straight through grows to what its answers' latency needs.
+    fn wants_sender(&self, max: usize) -> bool {
+        if self.len.load(Ordering::Relaxed) == 0
+            || self.idle.load(Ordering::Acquire) > 0
+            || self.pacing.load(Ordering::Acquire) > 0
+        {
+            return false;
+        }
+        self.senders
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// Starts a sender for `lane`, its handle kept for the end of the run.
+pub(super) fn start_sender<T: Transport>(ctx: &Arc<RunContext<T>>, lane: usize, done: &Arc<Done>) {
+    ctx.lanes[lane].queue.senders.fetch_add(1, Ordering::AcqRel);
+    spawn_sender(ctx, lane, done);
+}
+
+fn spawn_sender<T: Transport>(ctx: &Arc<RunContext<T>>, lane: usize, done: &Arc<Done>) {
+    // Boxed: a sender starts another, and a future cannot hold its own type.
+    let work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(sender(Arc::clone(ctx), lane, Arc::clone(done)));
+    let handle = tokio::spawn(work);
+    ctx.workers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(handle);
 }
 
 /// One of a lane's senders: until the lane is closed and empty, take the front row, wait for
@@ -251,15 +304,22 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
             task::finish_unsent(&ctx, job, &done).await;
             continue;
         }
-        tokio::select! {
+        l.queue.pacing.fetch_add(1, Ordering::AcqRel);
+        let paced = tokio::select! {
             // The pace first: when it has a slot at once (an unlimited lane), the cancel
             // watch is not even registered with.
             biased;
-            _ = l.limiter.next_slot(true) => {}
-            _ = ctx.cancel.soft() => {
-                l.push_front(job);
-                continue;
-            }
+            _ = l.limiter.next_slot(true) => true,
+            _ = ctx.cancel.soft() => false,
+        };
+        l.queue.pacing.fetch_sub(1, Ordering::AcqRel);
+        if !paced {
+            l.push_front(job);
+            continue;
+        }
+        // The next row's turn at the pace comes while this one is on the wire.
+        if l.queue.wants_sender(ctx.config.concurrency.max(1)) {
+            spawn_sender(&ctx, lane, &done);
         }
         // Then its host's ceiling, shared with every lane to that host (`super::host`).
         if ctx.hosts.limits(job.row.target) {

@@ -9,16 +9,15 @@
 //!   to be sent, so memory does not grow with the plan.
 //! - A row whose message is free goes to its target's [`lane::Lane`] (one per pace group):
 //!   one of the lane's senders paces it, takes one of `concurrency` slots for the request
-//!   only, and runs the attempt ([`task`]): sign afresh, send on the sender's own keep-alive
-//!   connection ([`transport`], `link`), classify ([`retry`]), finish or go back to the front
-//!   of the lane.
+//!   only, and runs the attempt ([`task`]): sign afresh, send over the run's one HTTP client,
+//!   whose connections belong to the origin ([`transport`]), classify ([`retry`]), finish or
+//!   go back to the front of the lane.
 //! - Finished rows go to the writer task ([`output`]), which appends them to the report.
 
 pub mod cancel;
 mod dry;
 pub mod host;
 pub mod lane;
-mod link;
 pub mod output;
 mod pacer;
 pub mod progress;
@@ -136,6 +135,8 @@ pub struct RunContext<T: Transport> {
     pub hosts: host::HostCeilings,
     /// Which lane each row goes to, when rows carry their accounts (else its target's).
     lane_map: LaneMap,
+    /// The lanes' senders, awaited at the end of the run (senders start more as needed).
+    workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl<T: Transport> RunContext<T> {
@@ -195,6 +196,7 @@ impl<T: Transport> RunContext<T> {
             slots,
             hosts: host::HostCeilings::default(),
             lane_map: LaneMap::default(),
+            workers: std::sync::Mutex::default(),
         }
     }
 
@@ -429,15 +431,11 @@ pub async fn execute<T: Transport>(
         Some(pool) => Settle::Pool(pool),
         None => Settle::Inline(ctx.out.batch()),
     };
-    let workers: Vec<_> = if ctx.config.dry_run {
-        Vec::new()
-    } else {
-        let senders = ctx.config.concurrency.max(1);
-        (0..ctx.lanes.len())
-            .flat_map(|i| (0..senders).map(move |_| i))
-            .map(|i| tokio::spawn(lane::sender(Arc::clone(&ctx), i, Arc::clone(&done))))
-            .collect()
-    };
+    if !ctx.config.dry_run {
+        for i in 0..ctx.lanes.len() {
+            lane::start_sender(&ctx, i, &done);
+        }
+    }
 
     loop {
         let cancelled = ctx.cancel.is_soft();
@@ -562,8 +560,15 @@ pub async fn execute<T: Transport>(
     for lane in &ctx.lanes {
         lane.close();
     }
-    for worker in workers {
-        let _ = worker.await;
+    // A sender may start another until its lane is empty: until none is left to await.
+    loop {
+        let workers = std::mem::take(&mut *ctx.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        if workers.is_empty() {
+            break;
+        }
+        for worker in workers {
+            let _ = worker.await;
+        }
     }
 }
 

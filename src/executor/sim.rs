@@ -317,6 +317,8 @@ pub struct LaneStats {
     /// 429 answers.
     pub rate_limited: u64,
     pub pace: PaceStats,
+    /// Senders the lane started.
+    pub senders: usize,
 }
 
 /// A target's figures as the summary gets them.
@@ -723,6 +725,7 @@ async fn run_set_up(
             max_in_1s: l.max_sent_in_1s(),
             rate_limited: l.rate_limited.load(std::sync::atomic::Ordering::Relaxed),
             pace: l.pace_stats(),
+            senders: l.senders(),
         })
         .collect();
     let targets = ctx

@@ -723,3 +723,120 @@ async fn rows_naming_their_accounts_run_a_lane_per_account_side_by_side() {
         assert!(reported, "{account}");
     }
 }
+
+/// The most calls on the wire at once.
+fn most_in_flight(log: &sim::Log) -> usize {
+    let calls = &log.0;
+    calls
+        .iter()
+        .map(|c| {
+            calls
+                .iter()
+                .filter(|o| o.sent <= c.sent && c.sent < o.done)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_lane_keeps_two_senders_and_an_unlimited_one_grows_to_the_concurrency() {
+    // 50 lanes at 10/s with quick answers: one sender on the wire, one at the pace, each.
+    let lanes = 50;
+    let targets: Vec<_> = (0..lanes)
+        .map(|i| sim::ogmma(&format!("o{i}"), "ch", "k", per_sec(10)))
+        .collect();
+    let paced: Vec<_> = (0..lanes)
+        .map(|i| Lane::new(format!("l{i}"), vec![i], per_sec(10), 1))
+        .collect();
+    let spread = rows(20 * lanes as u64, 20 * lanes as u64)
+        .into_iter()
+        .map(move |r| {
+            r.map(|mut row| {
+                row.target = (row.number % lanes as u64) as usize;
+                row
+            })
+        });
+    let out = run_on(
+        config(64),
+        targets,
+        paced,
+        spread,
+        Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(5))),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), 20 * lanes);
+    let senders: Vec<usize> = out.lanes.iter().map(|l| l.senders).collect();
+    assert!(senders.iter().all(|&n| (1..=2).contains(&n)), "{senders:?}");
+    // Every lane at its pace, side by side: 20 rows at 10/s end just before 2 s.
+    let last = out.log.0.iter().map(|c| c.done).max().expect("calls");
+    assert!(last < Duration::from_millis(2000), "done at {last:?}");
+
+    // One unlimited lane whose answers take 100 ms: its senders grow to the concurrency,
+    // and no more requests than that are ever in flight.
+    let out = run(
+        config(8),
+        Rate::Unlimited,
+        rows(80, 80),
+        Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(100))),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), 80);
+    assert_eq!(
+        out.lanes.iter().map(|l| l.senders).collect::<Vec<_>>(),
+        vec![8]
+    );
+    assert_eq!(most_in_flight(&out.log), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_concurrency_bounds_requests_in_flight_across_lanes_and_every_lane_gets_slots() {
+    // 20 unlimited lanes, 30 rows each, slow answers, 8 slots for the whole run: never more
+    // than 8 on the wire, and every lane has a row on the wire within the first few rounds
+    // (the slots go round in the order senders asked for them, not lane by lane).
+    let lanes = 20;
+    let targets: Vec<_> = (0..lanes)
+        .map(|i| sim::ogmma(&format!("o{i}"), "ch", "k", Rate::Unlimited))
+        .collect();
+    let all: Vec<_> = (0..lanes)
+        .map(|i| Lane::new(format!("l{i}"), vec![i], Rate::Unlimited, 1))
+        .collect();
+    // Sorted by lane, as exports come.
+    let sorted = rows(30 * lanes as u64, 30 * lanes as u64)
+        .into_iter()
+        .map(move |r| {
+            r.map(|mut row| {
+                row.target = ((row.number - 1) / 30) as usize;
+                row
+            })
+        });
+    let out = run_on(
+        config(8),
+        targets,
+        all,
+        sorted,
+        Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(100))),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), 30 * lanes);
+    assert_eq!(most_in_flight(&out.log), 8);
+    // 600 rows, 8 at a time, 100 ms each: 7.5 s; each lane's first row within 20 rounds
+    // (lanes × 100 ms ÷ 8 slots = 250 ms of fair share; 2 s is far from "after the others").
+    for lane in 0..lanes as u64 {
+        let first = out
+            .log
+            .0
+            .iter()
+            .filter(|c| (number(c) - 1) / 30 == lane)
+            .map(|c| c.sent)
+            .min()
+            .expect("calls");
+        assert!(
+            first < Duration::from_secs(2),
+            "lane {lane} first sent at {first:?}"
+        );
+    }
+}

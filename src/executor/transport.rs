@@ -1,21 +1,24 @@
 //! Putting a signed request on the wire. [`Transport`] is the one seam the executor has, so
 //! scheduling can be tested under paused tokio time; every integration test still goes over
-//! loopback HTTP to the sandbox through [`HttpTransport`]. Each lane sender has a
-//! [`Transport::Session`] of its own: with [`HttpTransport`], its own keep-alive connections
-//! ([`super::link`]).
+//! loopback HTTP to the sandbox through [`HttpTransport`].
+//!
+//! [`HttpTransport`] is one reqwest client for the whole run, direct and proxied: its
+//! connections belong to the origin (scheme, host, port), pooled and shared by every lane and
+//! sender that sends there, so a run across a thousand accounts on one host keeps a handful of
+//! connections open, not one per sender per lane. HTTPS offers HTTP/2 by ALPN (many requests
+//! on one connection) and falls back to HTTP/1.1 keep-alive, where the pool keeps at most
+//! `--concurrency` connections: no more requests than that are ever in flight.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 
 use crate::provider::SignedRequest;
 
-use super::link::{self, LinkError, Links, Origin};
 use super::retry::{parse_retry_after, AttemptOutcome};
 
 /// Response bodies are read up to this many bytes; the rest is ignored (a hostile or broken
@@ -23,10 +26,10 @@ use super::retry::{parse_retry_after, AttemptOutcome};
 pub const MAX_BODY: usize = 64 * 1024;
 
 pub trait Transport: Send + Sync + 'static {
-    /// What one sender keeps between its requests (its own connections).
+    /// What one sender keeps between its requests.
     type Session: Send + 'static;
 
-    /// A new sender's state: nothing open yet.
+    /// A new sender's state.
     fn session(&self) -> Self::Session;
 
     fn send(
@@ -73,100 +76,134 @@ impl Trust {
     }
 }
 
-/// HTTP/1.1 keep-alive over TCP or rustls; no redirects (a redirect is answered as a final
-/// failure, so credentials never follow one to another host).
+/// The run's one HTTP client (reqwest, rustls): no redirects (a redirect is answered as a
+/// final failure, so credentials never follow one to another host), no decompression, the
+/// bundled web roots, the system store (`SSL_CERT_FILE`/`SSL_CERT_DIR` when set) and the
+/// extra roots of [`Trust`].
 ///
-/// Each sender has its own connections ([`Links`]), driven in its own task. When a proxy is
-/// configured (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`), requests to hosts other than
-/// loopback go through reqwest instead, which honours those variables and `NO_PROXY`;
-/// loopback hosts (the sandbox, a local relay) are never proxied: a corporate proxy cannot
-/// reach them or should not see them.
+/// A proxy named by the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, either case,
+/// and `NO_PROXY`) is used for every host but loopback ones: a corporate proxy cannot reach
+/// the sandbox or a local relay, or should not see them.
 #[derive(Clone)]
 pub struct HttpTransport {
-    tls: std::sync::Arc<link::Tls>,
-    /// Set when the environment names a proxy.
-    proxied: Option<reqwest::Client>,
+    /// Built at the first request: loading the system store (every file of `SSL_CERT_DIR`
+    /// when it is set) takes tens of milliseconds, which a dry run never needs.
+    client: Arc<tokio::sync::OnceCell<Result<reqwest::Client, String>>>,
+    settings: Arc<ClientSettings>,
 }
 
-/// The proxy variables reqwest reads; any of them set (and not empty) means "use a proxy".
-const PROXY_VARS: [&str; 6] = [
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+struct ClientSettings {
+    /// Idle connections kept per origin: the run's concurrency.
+    max_idle_per_host: usize,
+    connect_timeout: Duration,
+    extra_roots: Vec<CertificateDer<'static>>,
+}
 
 impl HttpTransport {
-    pub fn new(max_idle_per_host: usize, trust: &Trust) -> Result<HttpTransport, String> {
-        let proxy_set = PROXY_VARS
-            .iter()
-            .any(|v| std::env::var_os(v).is_some_and(|value| !value.is_empty()));
-        let proxied = if proxy_set {
-            let mut builder = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .pool_max_idle_per_host(max_idle_per_host)
-                .tcp_nodelay(true)
-                .user_agent(USER_AGENT)
-                .http1_only();
-            // Bundled web roots and the system store both (reqwest features), plus these.
-            for cert in &trust.extra_roots {
-                let cert = reqwest::Certificate::from_der(cert)
-                    .map_err(|e| format!("a CA certificate cannot be used: {e}"))?;
-                builder = builder.add_root_certificate(cert);
-            }
-            Some(
-                builder
-                    .build()
-                    .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
-            )
-        } else {
-            None
-        };
+    /// `max_idle_per_host` is the run's `--concurrency`; `timeout` the request timeout, of
+    /// which opening a connection may take three quarters, so a connection that cannot be
+    /// made is told apart from an answer that does not come.
+    pub fn new(
+        max_idle_per_host: usize,
+        timeout: Duration,
+        trust: &Trust,
+    ) -> Result<HttpTransport, String> {
+        for cert in &trust.extra_roots {
+            reqwest::Certificate::from_der(cert)
+                .map_err(|e| format!("a CA certificate cannot be used: {e}"))?;
+        }
         Ok(HttpTransport {
-            tls: std::sync::Arc::new(link::Tls::new(trust.extra_roots.clone())),
-            proxied,
+            client: Arc::default(),
+            settings: Arc::new(ClientSettings {
+                max_idle_per_host: max_idle_per_host.max(1),
+                connect_timeout: timeout.mul_f64(0.75),
+                extra_roots: trust.extra_roots.clone(),
+            }),
         })
     }
 
-    /// Through the proxy, with reqwest's pooled client.
-    async fn send_proxied(
-        client: &reqwest::Client,
-        url: Option<url::Url>,
-        request: &SignedRequest,
-    ) -> Result<AttemptOutcome, reqwest::Error> {
-        let mut builder = match url {
-            Some(url) => client.post(url),
-            None => client.post(&*request.url),
-        };
-        if let Some(map) = header_map(request.headers.iter().cloned(), None) {
-            builder = builder.headers(map);
-        }
-        if let Some(key) = &request.bearer {
-            builder = builder.bearer_auth(key.expose());
-        }
-        // The exact bytes that were hashed and signed; reqwest sends them untouched.
-        let mut response = builder.body(request.body.clone()).send().await?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            if !append_capped(&mut body, &chunk) {
-                break;
-            }
-        }
-        Ok(answered(status, retry_after.as_deref(), &body))
+    /// Builds the client now, off the runtime's workers: a live run does so before its first
+    /// request, so that request is not late for its pace by the time the system store takes
+    /// to load. A client that cannot be built (a proxy variable that is not a URL) is an
+    /// error here, before anything is sent.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.client().await.map(|_| ())
     }
+
+    async fn client(&self) -> Result<&reqwest::Client, String> {
+        let built = self
+            .client
+            .get_or_init(|| async {
+                let settings = Arc::clone(&self.settings);
+                // Reading and parsing certificate files: not on a runtime worker.
+                tokio::task::spawn_blocking(move || build_client(&settings))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("cannot set up the HTTP client: {e}")))
+            })
+            .await;
+        built.as_ref().map_err(Clone::clone)
+    }
+}
+
+fn build_client(settings: &ClientSettings) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(settings.max_idle_per_host)
+        .connect_timeout(settings.connect_timeout)
+        .tcp_nodelay(true)
+        .referer(false);
+    for cert in &settings.extra_roots {
+        let cert = reqwest::Certificate::from_der(cert)
+            .map_err(|e| format!("a CA certificate cannot be used: {e}"))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder = match proxy_from_env() {
+        Some(proxy) => builder.proxy(proxy),
+        None => builder.no_proxy(),
+    };
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// The environment's proxy for every host but loopback ones, or `None` when no proxy
+/// variable is set (or all are empty).
+fn proxy_from_env() -> Option<reqwest::Proxy> {
+    let var = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let all = var(["ALL_PROXY", "all_proxy"]);
+    let https = var(["HTTPS_PROXY", "https_proxy"]).or_else(|| all.clone());
+    let http = var(["HTTP_PROXY", "http_proxy"]).or(all);
+    if https.is_none() && http.is_none() {
+        return None;
+    }
+    // A proxy written without a scheme (`host:3128`) is an http one, as curl reads it.
+    let parse = |text: &Option<String>| {
+        let text = text.as_deref()?.trim();
+        url::Url::parse(text)
+            .ok()
+            .filter(|u| u.has_host())
+            .or_else(|| url::Url::parse(&format!("http://{text}")).ok())
+    };
+    let (https, http) = (parse(&https), parse(&http));
+    let proxy = reqwest::Proxy::custom(move |url| {
+        if is_loopback(url) {
+            return None;
+        }
+        match url.scheme() {
+            "https" => https.clone(),
+            _ => http.clone(),
+        }
+    });
+    Some(proxy.no_proxy(reqwest::NoProxy::from_env()))
 }
 
 /// Appends `chunk` to a response body kept to [`MAX_BODY`] bytes; false once it is full (the
 /// rest is not read).
-pub(super) fn append_capped(body: &mut Vec<u8>, chunk: &[u8]) -> bool {
+fn append_capped(body: &mut Vec<u8>, chunk: &[u8]) -> bool {
     let room = MAX_BODY - body.len();
     body.extend_from_slice(&chunk[..chunk.len().min(room)]);
     body.len() < MAX_BODY
@@ -184,11 +221,10 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
-/// A sender's connections, and the last URL it sent to, parsed (every row of a target has
-/// the same URL: parsing it per request showed in profiles).
+/// A sender's last destination, parsed (every row of a target has the same URL: parsing it
+/// per request showed in profiles), and its request timer.
 #[derive(Default)]
 pub struct HttpSession {
-    links: Links,
     last: Option<Destination>,
     /// The sender's request deadline ([`Deadline::within`]).
     deadline: Deadline,
@@ -222,8 +258,7 @@ impl Deadline {
 
 pin_project_lite::pin_project! {
     /// [`Deadline::within`]'s future. A struct rather than an `async fn`: the latter keeps
-    /// `work` twice in its state (the argument and the pinned local), and the request's
-    /// future, kilobytes of hyper state, is moved into every future that holds it.
+    /// `work` twice in its state (the argument and the pinned local).
     struct Within<'a, F> {
         #[pin]
         work: F,
@@ -258,12 +293,10 @@ impl<F: Future> Future for Within<'_, F> {
 struct Destination {
     url_text: String,
     url: url::Url,
-    /// `None` when the URL is not one a connection can be opened to (reqwest reports it).
-    origin: Option<Origin>,
+    /// `host:port`, naming the origin in connection failures.
+    origin: String,
     /// `host[:port]`, as the `Host` header carries it.
-    host_header: Option<HeaderValue>,
-    /// The request target: path and query.
-    target: Option<hyper::Uri>,
+    host_header: HeaderValue,
     /// The headers of the requests sent here, to fill in ([`Template`]).
     template: Option<Template>,
 }
@@ -341,28 +374,32 @@ impl Template {
 impl Destination {
     fn parse(text: &str) -> Option<Destination> {
         let url = url::Url::parse(text).ok()?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return None;
+        }
         let host = url.host_str()?;
         let host_header = match url.port() {
-            Some(port) => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
-            None => HeaderValue::from_str(host).ok(),
+            Some(port) => HeaderValue::from_str(&format!("{host}:{port}")).ok()?,
+            None => HeaderValue::from_str(host).ok()?,
         };
-        let target = url[url::Position::BeforePath..].parse::<hyper::Uri>().ok();
+        let origin = format!("{host}:{}", url.port_or_known_default()?);
         Some(Destination {
             url_text: text.to_string(),
-            origin: Origin::of(&url),
             url,
+            origin,
             host_header,
-            target,
             template: None,
         })
     }
 
-    /// The hyper request for `request` to this destination (see [`build_request`]).
-    fn request(&mut self, request: SignedRequest) -> Option<hyper::Request<Full<Bytes>>> {
-        let (Some(host), Some(target)) = (self.host_header.clone(), self.target.clone()) else {
-            return None;
-        };
-        build_request(request, host, target, &mut self.template)
+    /// The reqwest request for `request` to this destination (see [`build_request`]).
+    fn request(&mut self, request: SignedRequest) -> Option<reqwest::Request> {
+        build_request(
+            request,
+            self.host_header.clone(),
+            &self.url,
+            &mut self.template,
+        )
     }
 }
 
@@ -379,61 +416,89 @@ impl Transport for HttpTransport {
         request: SignedRequest,
         timeout: Duration,
     ) -> AttemptOutcome {
-        let HttpSession {
-            links,
-            last,
-            deadline,
-        } = session;
-        let work = async {
-            let dest = session_destination(last, &request.url);
-            match dest {
-                Some(d) if self.proxied.is_none() || is_loopback(&d.url) => {
-                    let built = d.request(request).ok_or(Failure::Url)?;
-                    // The origin is only compared with the sender's open connections: borrowed,
-                    // not copied per request (a host name would be a `String` copy).
-                    let Some(origin) = d.origin.as_ref() else {
-                        return Err(Failure::Url);
-                    };
-                    let answer = links
-                        .exchange(origin, &self.tls, built)
-                        .await
-                        .map_err(Failure::Direct)?;
-                    Ok(answered(
-                        answer.status,
-                        answer.retry_after.as_deref(),
-                        &answer.body,
-                    ))
+        let HttpSession { last, deadline } = session;
+        let Some(dest) = session_destination(last, &request.url) else {
+            return AttemptOutcome::Connection(format!(
+                "the target's URL cannot be requested: {}",
+                one_line(&request.url, 200)
+            ));
+        };
+        let built = dest.request(request);
+        let origin = dest.origin.as_str();
+        let Some(built) = built else {
+            return AttemptOutcome::Connection(format!(
+                "{origin}: the request cannot be built from the target's URL and headers"
+            ));
+        };
+        let client = match self.client().await {
+            Ok(client) => client,
+            Err(e) => {
+                return AttemptOutcome::Unreachable {
+                    origin: origin.to_string(),
+                    code: "tls".into(),
+                    message: format!("{origin}: {e}"),
                 }
-                d => match &self.proxied {
-                    Some(client) => {
-                        let url = d.map(|d| d.url.clone());
-                        HttpTransport::send_proxied(client, url, &request)
-                            .await
-                            .map_err(Failure::Pooled)
-                    }
-                    None => Err(Failure::Url),
-                },
             }
         };
+        // Boxed once here: reqwest's request future is large, and every future that holds
+        // it would move it.
+        let work = Box::pin(exchange(client, built));
         match deadline.within(timeout, work).await {
             None => AttemptOutcome::Timeout,
             Some(Ok(outcome)) => outcome,
-            Some(Err(Failure::Pooled(e))) if e.is_timeout() => AttemptOutcome::Timeout,
-            Some(Err(failure)) => {
-                let cause = failure.source_error();
-                match cause.and_then(certificate_problem) {
-                    Some(problem) => AttemptOutcome::Refused {
-                        code: "tls".into(),
-                        message: format!(
-                            "the server's certificate is not trusted ({problem}); if a private \
-                             or corporate CA signed it, pass --ca-cert FILE (PEM) or set \
-                             `settings: ca_cert:`"
-                        ),
-                    },
-                    None => AttemptOutcome::Connection(failure.describe()),
-                }
-            }
+            Some(Err(e)) => failed(origin, &e),
         }
+    }
+}
+
+/// Sends `request` and reads the answer: status, `Retry-After` and at most [`MAX_BODY`]
+/// bytes of body.
+async fn exchange(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+) -> Result<AttemptOutcome, reqwest::Error> {
+    let mut response = client.execute(request).await?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if !append_capped(&mut body, &chunk) {
+            break;
+        }
+    }
+    Ok(answered(status, retry_after.as_deref(), &body))
+}
+
+/// The outcome of a request that got no answer. A connection that could not be established
+/// (refused, DNS, connect timeout, TLS handshake) is `Unreachable`, named by its origin; one
+/// that dropped once open is `Connection`. Every message names `host:port`.
+fn failed(origin: &str, e: &reqwest::Error) -> AttemptOutcome {
+    if e.is_timeout() && !e.is_connect() {
+        return AttemptOutcome::Timeout;
+    }
+    if !e.is_connect() {
+        return AttemptOutcome::Connection(format!("{origin}: {}", describe(e)));
+    }
+    let (code, message) = match certificate_problem(e) {
+        Some(problem) => (
+            "tls",
+            format!(
+                "{origin}: the server's certificate is not trusted ({problem}); if a private \
+                 or corporate CA signed it, pass --ca-cert FILE (PEM) or set \
+                 `settings: ca_cert:`"
+            ),
+        ),
+        None if tls_failure(e) => ("tls", format!("{origin}: TLS handshake: {}", describe(e))),
+        None => ("connection", format!("{origin}: {}", describe(e))),
+    };
+    AttemptOutcome::Unreachable {
+        origin: origin.to_string(),
+        code: code.into(),
+        message,
     }
 }
 
@@ -448,55 +513,45 @@ fn session_destination<'a>(
     last.as_mut()
 }
 
-/// Why a request got no answer, from either path.
-enum Failure {
-    Pooled(reqwest::Error),
-    Direct(LinkError),
-    /// The URL is not one a request can go to.
-    Url,
+/// The causes of `e`, outermost first. rustls and socket errors arrive wrapped in
+/// io::Errors, whose `source()` skips the wrapped error: step into it instead.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |s| match s.downcast_ref::<std::io::Error>() {
+        Some(io) => io
+            .get_ref()
+            .map(|inner| inner as &(dyn std::error::Error + 'static)),
+        None => s.source(),
+    })
 }
 
-impl Failure {
-    fn source_error(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Failure::Pooled(e) => Some(e),
-            Failure::Direct(e) => e.source_error(),
-            Failure::Url => None,
-        }
-    }
-
-    /// The innermost cause, in one line.
-    fn describe(&self) -> String {
-        let mut text = match self {
-            Failure::Pooled(e) => e.to_string(),
-            Failure::Direct(e) => e.to_string(),
-            Failure::Url => "the target's URL cannot be requested".to_string(),
-        };
-        let mut source = self.source_error().and_then(|e| e.source());
-        if let Failure::Direct(LinkError::Connect(e)) = self {
-            // An io::Error's `source()` skips the error it wraps.
-            source = e
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static));
-        }
-        while let Some(s) = source {
-            text = s.to_string();
-            source = s.source();
-        }
-        one_line(&text, 200)
-    }
+/// The innermost cause, in one line.
+fn describe(e: &reqwest::Error) -> String {
+    let text = causes(e)
+        .last()
+        .map_or_else(|| e.to_string(), |s| s.to_string());
+    one_line(&text, 200)
 }
 
-/// The hyper request for `request`: `Host`, the signed headers in wire order, the bearer
-/// credential, `User-Agent` and `Content-Length`, and the exact body bytes that were signed.
-/// Takes the signed request: its header values move to the wire without a copy. The header
-/// map is the destination's `template` filled in when the names are the same as last time.
+/// Whether a TLS error lies behind `e` (a handshake the server refused, a protocol the two
+/// sides do not share): retrying does not change it.
+fn tls_failure(e: &reqwest::Error) -> bool {
+    causes(e).any(|s| s.is::<tokio_rustls::rustls::Error>())
+}
+
+/// The request for `request`: `Host`, the signed headers in wire order, the bearer
+/// credential, `User-Agent` and `Content-Length`, and the exact body bytes that were signed
+/// (the client adds no header of its own to these: it writes them in this order, and over
+/// HTTP/2 `Host` is the request's authority). Takes the signed request: its header values
+/// move to the wire without a copy. The header map is the destination's `template` filled in
+/// when the names are the same as last time.
 fn build_request(
     request: SignedRequest,
     host: HeaderValue,
-    target: hyper::Uri,
+    url: &url::Url,
     template: &mut Option<Template>,
-) -> Option<hyper::Request<Full<Bytes>>> {
+) -> Option<reqwest::Request> {
     let length = content_length(request.body.len());
     let bearer = match &request.bearer {
         Some(key) => {
@@ -524,10 +579,10 @@ fn build_request(
             Some(headers)
         }
     };
-    let mut built = hyper::Request::new(Full::new(request.body));
-    *built.method_mut() = hyper::Method::from_bytes(request.method.as_bytes()).ok()?;
-    *built.uri_mut() = target;
+    let method = reqwest::Method::from_bytes(request.method.as_bytes()).ok()?;
+    let mut built = reqwest::Request::new(method, url.clone());
     *built.headers_mut() = filled?;
+    *built.body_mut() = Some(reqwest::Body::from(request.body));
     Some(built)
 }
 
@@ -600,27 +655,14 @@ fn header_map(
 /// fix it, the user's trust settings can.
 fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     use tokio_rustls::rustls::Error as TlsError;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        match s.downcast_ref::<TlsError>() {
-            Some(
-                err @ (TlsError::InvalidCertificate(_)
-                | TlsError::NoCertificatesPresented
-                | TlsError::UnsupportedNameType),
-            ) => return Some(one_line(&err.to_string(), 200)),
-            Some(_) => return None,
-            None => {}
-        }
-        // rustls errors arrive wrapped in io::Errors (two deep), whose `source()` skips the
-        // wrapped error: step into it instead.
-        source = match s.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => s.source(),
-        };
-    }
-    None
+    causes(e)
+        .find_map(|s| s.downcast_ref::<TlsError>())
+        .and_then(|err| match err {
+            TlsError::InvalidCertificate(_)
+            | TlsError::NoCertificatesPresented
+            | TlsError::UnsupportedNameType => Some(one_line(&err.to_string(), 200)),
+            _ => None,
+        })
 }
 
 /// Code and message of a 2xx body that says the request was not done: a JSON object with
@@ -735,7 +777,7 @@ mod tests {
     }
 
     /// Every header of `request` as the wire gets it: name, value, sensitivity, in order.
-    fn wire_headers(request: &hyper::Request<Full<Bytes>>) -> Vec<(String, String, bool)> {
+    fn wire_headers(request: &reqwest::Request) -> Vec<(String, String, bool)> {
         request
             .headers()
             .iter()
@@ -781,10 +823,9 @@ mod tests {
             let target = target(kind);
             let (endpoint, signer) = (Endpoint::new(&target), Signer::new(&Secret::new("k-1")));
             let mut dest = Destination::parse(&endpoint.prepare(&row(1, "x")).url).expect("url");
-            let (host, uri) = (dest.host_header.clone(), dest.target.clone());
+            let (host, url) = (dest.host_header.clone(), dest.url.clone());
             let fresh = |signed: SignedRequest| {
-                let (host, uri) = (host.clone().expect("host"), uri.clone().expect("uri"));
-                build_request(signed, host, uri, &mut None).expect("request")
+                build_request(signed, host.clone(), &url, &mut None).expect("request")
             };
             let first = signer.sign(&endpoint.prepare(&row(1, "x")), chrono::Utc::now());
             let second = signer.sign(

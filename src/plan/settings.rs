@@ -46,7 +46,7 @@ pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 pub const MAX_RATE_LIMIT_BUDGET: Duration = Duration::from_secs(24 * 3600);
 
-pub const DEFAULT_CONCURRENCY: usize = 16;
+pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const DEFAULT_RETRIES: u32 = 5;
 pub const DEFAULT_BURST: u32 = 1;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -207,6 +207,7 @@ pub fn run_command(args: SandboxArgs) -> Exit {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .on_thread_start(crate::signals::block_sigpipe_in_thread)
         .enable_all()
         .build()
     {

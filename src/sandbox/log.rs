@@ -1,5 +1,5 @@
 //! The optional JSON-lines request log: one line per request (time, arrival time in µs,
-//! provider, method, path, status, outcome, message id, latency). It never holds a secret, a
+//! provider, method, HTTP version, path, status, outcome, message id, latency). It never holds a secret, a
 //! signature or a body.
 //! Lines go through a channel to one writer task, so request handlers never wait on the disk;
 //! the writer flushes whenever the channel runs dry, so `tail -f` follows along.
@@ -21,6 +21,8 @@ pub(crate) struct LogLine {
     /// `kommo`, `ogmma` or `other`.
     pub(crate) provider: &'static str,
     pub(crate) method: String,
+    /// `HTTP/1.1`, `HTTP/2`, ...: what the client and the sandbox agreed on.
+    pub(crate) version: &'static str,
     pub(crate) path: String,
     /// `null` when the connection was dropped without an answer.
     pub(crate) status: Option<u16>,

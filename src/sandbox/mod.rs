@@ -54,7 +54,7 @@ pub use command::{run_command, SandboxArgs};
 #[cfg(test)]
 pub(crate) use server::max_in_window;
 pub use state::{ReactionState, OGMMA_USER};
-pub use stats::{FaultStats, ProviderStats, Stats};
+pub use stats::{ConnectionStats, FaultStats, ProviderStats, Stats};
 
 // The executor's simulated provider (`executor::sim`) limits and faults as the sandbox does.
 #[cfg(test)]

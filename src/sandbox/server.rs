@@ -1,4 +1,5 @@
-//! The HTTP side: an accept loop serving HTTP/1.1 keep-alive connections with hyper, routing to
+//! The HTTP side: an accept loop serving HTTP/1.1 keep-alive connections with hyper (and
+//! HTTP/2 over TLS when the client offers it by ALPN, as the real services do), routing to
 //! the two provider endpoints and the `/_sandbox/` control endpoints, and the request pipeline
 //! shared by both providers:
 //!
@@ -20,10 +21,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::http::request::Parts;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -110,14 +111,16 @@ pub(crate) async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let _alive = alive;
+            let _open = Open::new(&shared);
             match tls {
-                None => serve_connection(TokioIo::new(stream), shared, shutdown).await,
+                None => serve_connection(TokioIo::new(stream), false, shared, shutdown).await,
                 Some(acceptor) => {
                     // A client that does not trust the certificate aborts the handshake: that
                     // connection simply ends. A silent one is not waited on forever.
                     let handshake = tokio::time::timeout(HANDSHAKE, acceptor.accept(stream));
                     if let Ok(Ok(stream)) = handshake.await {
-                        serve_connection(TokioIo::new(stream), shared, shutdown).await;
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve_connection(TokioIo::new(stream), h2, shared, shutdown).await;
                     }
                 }
             }
@@ -128,15 +131,47 @@ pub(crate) async fn serve(
     let _ = tokio::time::timeout(GRACE, all_closed.recv()).await;
 }
 
-/// Serves one connection (plain or TLS) until it closes or shutdown is asked for.
+/// An accepted connection, counted open (stats) until it is dropped.
+struct Open(Arc<Shared>);
+
+impl Open {
+    fn new(shared: &Arc<Shared>) -> Open {
+        shared.counters.opened();
+        Open(Arc::clone(shared))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.counters.closed();
+    }
+}
+
+/// Serves one connection (plain or TLS; HTTP/2 when `h2` was agreed by ALPN) until it closes
+/// or shutdown is asked for.
 async fn serve_connection<I>(
     io: TokioIo<I>,
+    h2: bool,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| handle(shared.clone(), req));
+    if h2 {
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = stopped(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(GRACE, conn).await;
+            }
+        }
+        return;
+    }
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
@@ -163,6 +198,7 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Dropped> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
+    shared.counters.version(parts.version);
     let path = parts.uri.path();
 
     if let Some(name) = path.strip_prefix("/_sandbox/") {
@@ -374,6 +410,7 @@ fn finish(
             arrived_us: (now - waited).timestamp_micros(),
             provider: route.as_str(),
             method: parts.method.to_string(),
+            version: version_name(parts.version),
             path: parts.uri.path().to_string(),
             status,
             outcome: label,
@@ -383,6 +420,18 @@ fn finish(
             // Microsecond precision, without float noise in the JSON.
             latency_ms: started.elapsed().as_micros() as f64 / 1000.0,
         });
+    }
+}
+
+/// `HTTP/1.1`, `HTTP/2`, ... as the log names a request's version.
+fn version_name(version: hyper::Version) -> &'static str {
+    match version {
+        hyper::Version::HTTP_09 => "HTTP/0.9",
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        hyper::Version::HTTP_11 => "HTTP/1.1",
+        hyper::Version::HTTP_2 => "HTTP/2",
+        hyper::Version::HTTP_3 => "HTTP/3",
+        _ => "other",
     }
 }
 

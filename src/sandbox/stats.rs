@@ -1,6 +1,7 @@
 //! Counters behind `GET /_sandbox/stats` and [`super::SandboxHandle::stats`]: requests by
-//! provider and status, faults injected, current reactions. Lock-free atomics on the hot path;
-//! a [`Stats`] value is a snapshot built on demand.
+//! provider, status and HTTP version, faults injected, connections (open now and at most at
+//! once), current reactions. Lock-free atomics on the hot path; a [`Stats`] value is a
+//! snapshot built on demand.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -51,9 +52,25 @@ fn status_slot(status: u16) -> usize {
         .unwrap_or(STATUSES.len())
 }
 
+/// The HTTP versions the sandbox serves, as their counts are named.
+const VERSIONS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2"];
+
+fn version_slot(version: hyper::Version) -> Option<usize> {
+    match version {
+        hyper::Version::HTTP_10 => Some(0),
+        hyper::Version::HTTP_11 => Some(1),
+        hyper::Version::HTTP_2 => Some(2),
+        _ => None,
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     by_status: [[AtomicU64; SLOTS]; 3],
+    by_version: [AtomicU64; VERSIONS.len()],
+    connections: AtomicU64,
+    open: AtomicU64,
+    peak_open: AtomicU64,
     dropped: [AtomicU64; 3],
     server_errors: AtomicU64,
     delayed: AtomicU64,
@@ -64,6 +81,22 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn answered(&self, route: Route, status: u16) {
         self.by_status[route.index()][status_slot(status)].fetch_add(1, Relaxed);
+    }
+    /// A request arrived over `version` (control endpoints included: they share the
+    /// connections).
+    pub(crate) fn version(&self, version: hyper::Version) {
+        if let Some(slot) = version_slot(version) {
+            self.by_version[slot].fetch_add(1, Relaxed);
+        }
+    }
+    /// A connection was accepted; it is open until [`Counters::closed`].
+    pub(crate) fn opened(&self) {
+        self.connections.fetch_add(1, Relaxed);
+        let now = self.open.fetch_add(1, Relaxed) + 1;
+        self.peak_open.fetch_max(now, Relaxed);
+    }
+    pub(crate) fn closed(&self) {
+        self.open.fetch_sub(1, Relaxed);
     }
     pub(crate) fn dropped(&self, route: Route) {
         self.dropped[route.index()].fetch_add(1, Relaxed);
@@ -91,8 +124,19 @@ impl Counters {
                 not_found: self.not_found.load(Relaxed),
             },
             rate_limited: self.rate_limited.load(Relaxed),
+            connections: ConnectionStats {
+                accepted: self.connections.load(Relaxed),
+                open: self.open.load(Relaxed),
+                peak_open: self.peak_open.load(Relaxed),
+            },
             ..Stats::default()
         };
+        for (name, counter) in VERSIONS.iter().zip(&self.by_version) {
+            let n = counter.load(Relaxed);
+            if n > 0 {
+                stats.by_version.insert((*name).to_string(), n);
+            }
+        }
         for route in ROUTES {
             let mut p = ProviderStats {
                 dropped: self.dropped[route.index()].load(Relaxed),
@@ -123,7 +167,8 @@ impl Counters {
 /// ```json
 /// {"requests":12,"by_provider":{"kommo":{"requests":10,"by_status":{"200":9,"403":1},"dropped":0},
 ///  "ogmma":{"requests":2,"by_status":{"429":1},"dropped":1}},"rate_limited":1,
-///  "faults":{"server_errors":0,"dropped":1,"delayed":0,"not_found":0},"reactions":9}
+///  "faults":{"server_errors":0,"dropped":1,"delayed":0,"not_found":0},"reactions":9,
+///  "by_version":{"HTTP/1.1":12},"connections":{"accepted":2,"open":1,"peak_open":2}}
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -137,6 +182,23 @@ pub struct Stats {
     pub faults: FaultStats,
     /// Reactions currently set, over both providers.
     pub reactions: usize,
+    /// Requests (the `/_sandbox/` endpoints included) by HTTP version: `HTTP/1.0`,
+    /// `HTTP/1.1`, `HTTP/2`; only versions that occurred.
+    #[serde(default)]
+    pub by_version: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub connections: ConnectionStats,
+}
+
+/// Client connections (TCP, TLS included once accepted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionStats {
+    /// Accepted since the start.
+    pub accepted: u64,
+    /// Open now.
+    pub open: u64,
+    /// The most that were open at once.
+    pub peak_open: u64,
 }
 
 impl Stats {
@@ -194,5 +256,32 @@ mod tests {
         assert_eq!(s.faults.dropped, 1);
         assert_eq!(s.by_provider["other"].by_status["404"], 1);
         assert_eq!(s.reactions, 2);
+        assert!(s.by_version.is_empty());
+    }
+
+    #[test]
+    fn connections_count_the_peak_open_at_once_and_versions_by_name() {
+        let c = Counters::default();
+        c.opened();
+        c.opened();
+        c.closed();
+        c.opened();
+        c.closed();
+        c.version(hyper::Version::HTTP_2);
+        c.version(hyper::Version::HTTP_11);
+        c.version(hyper::Version::HTTP_2);
+        let s = c.snapshot(0);
+        assert_eq!(
+            s.connections,
+            ConnectionStats {
+                accepted: 3,
+                open: 1,
+                peak_open: 2
+            }
+        );
+        assert_eq!(s.by_version["HTTP/2"], 2);
+        assert_eq!(s.by_version["HTTP/1.1"], 1);
+        c.closed();
+        assert_eq!(c.snapshot(0).connections.open, 0);
     }
 }

@@ -1,5 +1,5 @@
 //! HTTPS for the sandbox (`--tls`): a private CA and a leaf certificate for `127.0.0.1` and
-//! `localhost`, generated at start (rcgen) and served with rustls. Clients trust the CA
+//! `localhost`, generated at start (rcgen) and served with rustls, HTTP/2 or HTTP/1.1 by ALPN. Clients trust the CA
 //! certificate ([`SandboxTls::ca_pem`], written by `--cert-out`) the way they would trust a
 //! corporate CA with `--ca-cert`; nothing is ever read from or written to a key store.
 
@@ -40,13 +40,15 @@ impl SandboxTls {
         let chain = vec![leaf.der().clone(), CertificateDer::from(ca.der().to_vec())];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         // An explicit provider: the process may hold more than one rustls backend.
-        let config =
+        let mut config =
             ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .map_err(|e| format!("cannot configure TLS: {e}"))?
                 .with_no_client_auth()
                 .with_single_cert(chain, key)
                 .map_err(|e| format!("cannot configure TLS: {e}"))?;
+        // HTTP/2 for clients that offer it, as the real services negotiate it.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(SandboxTls {
             ca_pem: ca.pem(),
             acceptor: TlsAcceptor::from(Arc::new(config)),

@@ -18,6 +18,7 @@ mod plan;
 mod proptest_plans;
 mod run;
 mod sandbox;
+mod scale;
 mod scale_summary;
 mod secrets;
 mod soak;

@@ -189,8 +189,10 @@ async fn run_with_targets(
         ),
         None => None,
     };
-    let transport =
-        HttpTransport::new(config.concurrency, trust).map_err(|e| fail(e.to_string()))?;
+    let transport = HttpTransport::new(config.concurrency, config.timeout, trust).map_err(fail)?;
+    if !config.dry_run {
+        transport.ready().await.map_err(fail)?;
+    }
     // One lane per pace group (and per account the rows name), at the lowest of its
     // members' rates.
     let lanes: Vec<Lane> = lane_map

@@ -29,6 +29,7 @@ pub fn run(args: RunArgs) -> Exit {
         Err(exit) => return exit,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .on_thread_start(crate::signals::block_sigpipe_in_thread)
         .enable_all()
         .build()
     {

@@ -173,7 +173,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             return Err(Exit::Invalid);
         }
     };
-    let config = match RunConfig::resolve(args, &plan) {
+    let mut config = match RunConfig::resolve(args, &plan) {
         Ok(o) => {
             crate::log::set_quiet(o.quiet);
             o
@@ -183,6 +183,9 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             return Err(Exit::Invalid);
         }
     };
+    if !config.dry_run {
+        fit_open_files(&mut config);
+    }
 
     if !config.sandbox {
         let insecure = plan.insecure_http();
@@ -424,4 +427,21 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             lanes,
         },
     })
+}
+
+/// Lowers the run's concurrency (its bound on open connections) to what the open-file limit
+/// allows, with room for the other files, saying so when it had to.
+fn fit_open_files(config: &mut RunConfig) {
+    let Some(soft) = crate::fdlimit::soft_limit() else {
+        return;
+    };
+    let fitted = crate::fdlimit::fit_concurrency(config.concurrency, soft, config.sandbox);
+    if fitted < config.concurrency {
+        crate::log::warn(&format!(
+            "reactbatch run: concurrency {} lowered to {fitted} to fit the open-file limit of \
+             {soft} (ulimit -n; its hard limit is the most it can be raised to)",
+            config.concurrency
+        ));
+        config.concurrency = fitted;
+    }
 }
