@@ -101,6 +101,9 @@ pub struct TargetAudit {
     pub lane_rate: String,
     /// How long that lane needs for the rows sent now (shared with the lane's other targets).
     pub estimated_ms: u64,
+    /// Its lane's index among the plan's pace groups.
+    #[serde(skip)]
+    pub lane_index: Option<usize>,
 }
 
 /// The whole outline: per target (index-aligned with the plan's targets) and the estimate.
@@ -108,6 +111,102 @@ pub struct TargetAudit {
 pub struct Audit {
     pub targets: Vec<TargetAudit>,
     pub estimated_ms: u64,
+    /// The lanes' rows and paces the estimate comes from (index-aligned with the plan's pace
+    /// groups), kept for the live ETA and for rows found done at the start (`--resume`).
+    pub model: PaceModel,
+}
+
+/// One lane in the [`PaceModel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LanePace {
+    /// Rows it sends in this run.
+    pub rows: u64,
+    /// Its pace in this run.
+    pub rate: Rate,
+    /// Its host's ceiling, an index into [`PaceModel::ceilings`], if its host has one.
+    pub host: Option<usize>,
+}
+
+/// How long the lanes take at their pace: the dry run's estimate and the live ETA, from the
+/// same numbers. Lanes run side by side, so the run lasts as long as its slowest lane; the
+/// lanes to a host with a ceiling together take at least their rows over the ceiling.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaceModel {
+    pub lanes: Vec<LanePace>,
+    /// Host ceilings (see [`crate::executor::host`]).
+    pub ceilings: Vec<Rate>,
+    pub burst: u32,
+}
+
+impl PaceModel {
+    /// Milliseconds the whole run takes from the start.
+    pub fn total_ms(&self) -> u64 {
+        let lanes = self
+            .lanes
+            .iter()
+            .map(|l| estimate_ms(l.rows, l.rate, self.burst));
+        let hosts = self.ceilings.iter().enumerate().map(|(h, &ceiling)| {
+            // One request goes at once, then the ceiling's even pace.
+            estimate_ms(self.rows_on(h, |l| l.rows), ceiling, 1)
+        });
+        lanes.chain(hosts).max().unwrap_or(0)
+    }
+
+    /// Rows the lanes to host `h` send, counted by `rows`.
+    fn rows_on(&self, h: usize, rows: impl Fn(&LanePace) -> u64) -> u64 {
+        self.lanes
+            .iter()
+            .filter(|l| l.host == Some(h))
+            .map(rows)
+            .sum()
+    }
+
+    /// The same lanes without rows that will not be sent after all (`not_sent`, per lane:
+    /// rows an earlier report shows done).
+    pub fn without(&self, not_sent: &[u64]) -> PaceModel {
+        let mut model = self.clone();
+        for (l, n) in model.lanes.iter_mut().zip(not_sent) {
+            l.rows = l.rows.saturating_sub(*n);
+        }
+        model
+    }
+
+    /// Time left mid-run: `finished[i]` of lane i's rows are done, and it goes at `pace[i]`
+    /// requests a second — what it actually achieves, or `None` for its configured pace
+    /// until it has one.
+    pub fn time_left(&self, finished: &[u64], pace: &[Option<f64>]) -> std::time::Duration {
+        let left =
+            |i: usize, l: &LanePace| l.rows.saturating_sub(finished.get(i).copied().unwrap_or(0));
+        let secs = |rows: u64, per_second: f64| {
+            if rows == 0 || !per_second.is_finite() || per_second <= 0.0 {
+                0.0
+            } else {
+                rows as f64 / per_second
+            }
+        };
+        let lanes = self.lanes.iter().enumerate().map(|(i, l)| {
+            let configured = l.rate.per_second();
+            let going = pace
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|p| *p > 0.0)
+                .map_or(configured, |p| p.min(configured));
+            secs(left(i, l), going)
+        });
+        let hosts = self.ceilings.iter().enumerate().map(|(h, ceiling)| {
+            let rows: u64 = self
+                .lanes
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.host == Some(h))
+                .map(|(i, l)| left(i, l))
+                .sum();
+            secs(rows, ceiling.per_second())
+        });
+        let most = lanes.chain(hosts).fold(0.0f64, f64::max);
+        std::time::Duration::from_secs_f64(most.min(1e9))
+    }
 }
 
 impl AuditBuilder {
@@ -251,11 +350,21 @@ impl Finished {
         // Per target: its lane, or the slowest of its lanes and how many it has.
         let mut lane_of: Vec<Option<(usize, usize)>> = vec![None; self.targets.len()];
         let mut lane_ms = Vec::with_capacity(groups.len());
+        let mut model = PaceModel {
+            lanes: Vec::with_capacity(groups.len()),
+            ceilings: Vec::new(),
+            burst,
+        };
         for (g, group) in groups.iter().enumerate() {
             let rows = self.lanes.get(g).copied().unwrap_or(0);
             let rate = rates.get(g).copied().unwrap_or(Rate::Unlimited);
             let ms = estimate_ms(rows, rate, burst);
             lane_ms.push(ms);
+            model.lanes.push(LanePace {
+                rows,
+                rate,
+                host: None,
+            });
             for &m in &group.members {
                 if let Some(slot) = lane_of.get_mut(m) {
                     *slot = Some(match *slot {
@@ -266,7 +375,7 @@ impl Finished {
                 }
             }
         }
-        let estimated_ms = lane_ms.iter().copied().max().unwrap_or(0);
+        let estimated_ms = model.total_ms();
         let targets = self
             .targets
             .into_iter()
@@ -295,13 +404,39 @@ impl Finished {
                         .map(|r| r.to_string())
                         .unwrap_or_default(),
                     estimated_ms: lane.map_or(0, |g| lane_ms[g]),
+                    lane_index: lane,
                 }
             })
             .collect();
         Audit {
             targets,
             estimated_ms,
+            model,
         }
+    }
+}
+
+impl Audit {
+    /// Puts the lanes under their hosts' ceilings: `host_of[g]` is lane g's index into
+    /// `ceilings`, if its host has one. The estimate then counts them.
+    pub fn under_ceilings(&mut self, host_of: &[Option<usize>], ceilings: Vec<Rate>) {
+        for (l, h) in self.model.lanes.iter_mut().zip(host_of) {
+            l.host = *h;
+        }
+        self.model.ceilings = ceilings;
+        self.estimated_ms = self.model.total_ms();
+    }
+
+    /// Leaves out rows that will not be sent after all (`not_sent`, per lane: rows an
+    /// earlier report shows done), from the estimate and from each target's lane time.
+    pub fn without(&mut self, not_sent: &[u64]) {
+        self.model = self.model.without(not_sent);
+        for t in &mut self.targets {
+            if let Some(l) = t.lane_index.and_then(|g| self.model.lanes.get(g)) {
+                t.estimated_ms = estimate_ms(l.rows, l.rate, self.model.burst);
+            }
+        }
+        self.estimated_ms = self.model.total_ms();
     }
 }
 
@@ -331,8 +466,46 @@ pub fn human_ms(ms: u64) -> String {
     }
 }
 
-/// The dry run's outline for stderr: one line per target, then the estimate.
-pub fn render(audit: &Audit, targets: &[Target]) -> String {
+/// Targets given a line each in the dry run's outline, at most; beyond, it aggregates.
+pub const LISTED_TARGETS: usize = 10;
+
+/// The lanes named as the longest in an aggregated outline.
+const LONGEST_LANES: usize = 3;
+
+/// The dry run's outline for stderr: one line per target (beyond [`LISTED_TARGETS`], one
+/// line for them all and the longest lanes by name), what the lanes on each host add up to
+/// (`hosts`, see [`crate::executor::host::host_lines`]), then the estimate.
+pub fn render(audit: &Audit, targets: &[Target], hosts: &[String]) -> String {
+    let mut out = if targets.len() > LISTED_TARGETS {
+        render_aggregated(audit, targets)
+    } else {
+        render_each(audit, targets)
+    };
+    for line in hosts {
+        out.push_str(&format!("reactbatch: {line}\n"));
+    }
+    out.push_str(&format!(
+        "reactbatch: the live run takes ~{} ({} ms) at the providers' pace (lanes run side by side; retries and 429s not counted)\n",
+        human_ms(audit.estimated_ms),
+        audit.estimated_ms
+    ));
+    out
+}
+
+/// `, 3 deferred until …` / `, 3 deferred (due from … to …)`, or nothing.
+fn deferred(n: u64, from: Option<&str>, until: Option<&str>) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    let (from, until) = (from.unwrap_or(""), until.unwrap_or(""));
+    if from == until {
+        format!(", {n} deferred until {until}")
+    } else {
+        format!(", {n} deferred (due from {from} to {until})")
+    }
+}
+
+fn render_each(audit: &Audit, targets: &[Target]) -> String {
     let mut out = String::new();
     for (t, a) in targets.iter().zip(&audit.targets) {
         let mut line = format!(
@@ -343,18 +516,11 @@ pub fn render(audit: &Audit, targets: &[Target]) -> String {
             a.replacing,
             a.unreacts
         );
-        if a.deferred > 0 {
-            let from = a.deferred_from.as_deref().unwrap_or("");
-            let until = a.deferred_until.as_deref().unwrap_or("");
-            if from == until {
-                line.push_str(&format!(", {} deferred until {until}", a.deferred));
-            } else {
-                line.push_str(&format!(
-                    ", {} deferred (due from {from} to {until})",
-                    a.deferred
-                ));
-            }
-        }
+        line.push_str(&deferred(
+            a.deferred,
+            a.deferred_from.as_deref(),
+            a.deferred_until.as_deref(),
+        ));
         if !a.top_emoji.is_empty() {
             let top: Vec<String> = a
                 .top_emoji
@@ -381,11 +547,66 @@ pub fn render(audit: &Audit, targets: &[Target]) -> String {
         }
         out.push_str(&line);
     }
+    out
+}
+
+/// Many targets: their totals in one line, then the lanes that need longest.
+fn render_aggregated(audit: &Audit, targets: &[Target]) -> String {
+    let sum = |f: fn(&TargetAudit) -> u64| audit.targets.iter().map(f).sum::<u64>();
+    let from = audit
+        .targets
+        .iter()
+        .filter_map(|a| a.deferred_from.as_deref())
+        .min();
+    let until = audit
+        .targets
+        .iter()
+        .filter_map(|a| a.deferred_until.as_deref())
+        .max();
+    let mut out = format!(
+        "reactbatch: plan for {} targets in {} lanes: {} react(s) ({} replacing), {} unreact(s){}\n",
+        targets.len(),
+        audit.model.lanes.len(),
+        sum(|a| a.reacts),
+        sum(|a| a.replacing),
+        sum(|a| a.unreacts),
+        deferred(sum(|a| a.deferred), from, until)
+    );
+    // One target per lane named: the first of its members.
+    let mut lanes: Vec<&TargetAudit> = Vec::new();
+    for a in &audit.targets {
+        if !lanes.iter().any(|l| l.lane == a.lane) {
+            lanes.push(a);
+        }
+    }
+    lanes.sort_by(|a, b| {
+        b.estimated_ms
+            .cmp(&a.estimated_ms)
+            .then_with(|| a.lane.cmp(&b.lane))
+    });
+    let longest: Vec<String> = lanes
+        .iter()
+        .take(LONGEST_LANES)
+        .map(|a| {
+            format!(
+                "{} at {} ~{}",
+                a.lane,
+                a.lane_rate,
+                human_ms(a.estimated_ms)
+            )
+        })
+        .collect();
     out.push_str(&format!(
-        "reactbatch: the live run takes ~{} ({} ms) at the providers' pace (lanes run side by side; retries and 429s not counted)\n",
-        human_ms(audit.estimated_ms),
-        audit.estimated_ms
+        "reactbatch: the longest lanes: {}",
+        longest.join(", ")
     ));
+    if lanes.len() > longest.len() {
+        out.push_str(&format!(
+            " and {} more (per target in --summary-json)",
+            lanes.len() - longest.len()
+        ));
+    }
+    out.push('\n');
     out
 }
 
@@ -410,6 +631,71 @@ mod tests {
             per: Duration::from_secs(60),
         };
         assert_eq!(estimate_ms(61, per_min, 1), 60_000);
+    }
+
+    fn per_second(count: u32) -> Rate {
+        Rate::Limited {
+            count,
+            per: Duration::from_secs(1),
+        }
+    }
+
+    fn lane(rows: u64, rate: u32, host: Option<usize>) -> LanePace {
+        LanePace {
+            rows,
+            rate: per_second(rate),
+            host,
+        }
+    }
+
+    #[test]
+    fn the_estimate_is_the_slowest_lane_or_host_ceiling() {
+        // Two lanes side by side: the slower one decides.
+        let mut model = PaceModel {
+            lanes: vec![lane(71, 7, None), lane(141, 20, None)],
+            ceilings: vec![],
+            burst: 1,
+        };
+        assert_eq!(model.total_ms(), 10_000);
+        // Both under a 10/s host ceiling: 212 rows take 21.1 s however the lanes go.
+        model.lanes.iter_mut().for_each(|l| l.host = Some(0));
+        model.ceilings = vec![per_second(10)];
+        assert_eq!(model.total_ms(), 21_100);
+        // Rows an earlier run did leave the estimate.
+        let resumed = model.without(&[70, 140]);
+        assert_eq!(resumed.lanes[0].rows, 1);
+        assert_eq!(resumed.total_ms(), 100);
+        assert_eq!(model.without(&[500, 0]).lanes[0].rows, 0);
+    }
+
+    #[test]
+    fn time_left_goes_by_each_lanes_rows_left_at_the_pace_it_actually_goes() {
+        let s = Duration::from_secs;
+        let model = PaceModel {
+            lanes: vec![lane(700, 7, None), lane(100, 50, None)],
+            ceilings: vec![],
+            burst: 1,
+        };
+        // Nothing done, no pace seen yet: the configured paces.
+        assert_eq!(model.time_left(&[0, 0], &[None, None]), s(100));
+        // Halfway, the first lane slowed to 3.5/s by 429s: its 350 rows left take 100 s,
+        // however fast the run as a whole has gone so far.
+        assert_eq!(
+            model.time_left(&[350, 100], &[Some(3.5), Some(50.0)]),
+            s(100)
+        );
+        // A pace above the configured one (a burst) does not shorten the estimate.
+        assert_eq!(model.time_left(&[0, 0], &[Some(70.0), None]), s(100));
+        // Done: nothing left.
+        assert_eq!(model.time_left(&[700, 100], &[None, None]), Duration::ZERO);
+        // A host ceiling of 5/s over both lanes' 800 rows.
+        let capped = PaceModel {
+            lanes: vec![lane(700, 7, Some(0)), lane(100, 50, Some(0))],
+            ceilings: vec![per_second(5)],
+            burst: 1,
+        };
+        assert_eq!(capped.time_left(&[0, 0], &[None, None]), s(160));
+        assert_eq!(capped.time_left(&[600, 100], &[None, None]), s(20));
     }
 
     #[test]

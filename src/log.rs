@@ -438,6 +438,7 @@ mod tests {
             estimated_ms: 0,
             targets: vec![],
             lanes: vec![],
+            hosts: vec![],
             latency: None,
             digest: None,
             files: vec![],

@@ -1,5 +1,11 @@
 //! The end-of-run summary: counts by status, achieved rate per target, latency percentiles,
 //! retries. Printed to stderr and, with `--summary-json`, written as JSON for monitors.
+//!
+//! On stderr, a run of a few lanes gets a line per target (and per shared or limited lane);
+//! beyond [`LISTED_LANES`] lanes or targets, a thousand-account run would print a thousand
+//! lines, so the lanes are aggregated in a bounded number of lines: how many, the range of
+//! their achieved rates, the slowest by name, each lane with failures, 429s or a stopped
+//! target by name (up to [`NAMED_LANES`]), and how many more. The JSON keeps every lane.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,6 +16,15 @@ use crate::report::Status;
 
 /// Rates are shown only over at least this much time.
 pub const MIN_RATE_SPAN_MS: u64 = 1000;
+
+/// Lanes (or targets) listed one a line on stderr, at most; beyond, they are aggregated.
+pub const LISTED_LANES: usize = 10;
+
+/// Lanes named for their failures, 429s or stopped targets in the aggregated summary, at most.
+pub const NAMED_LANES: usize = 5;
+
+/// The slowest lanes named in the aggregated summary.
+pub const SLOWEST_LANES: usize = 3;
 
 /// `1 request`, `2 requests`.
 fn requests(n: u64) -> String {
@@ -68,6 +83,22 @@ pub struct LaneSummary {
     /// The pace the lane settled at after 429s (requests per second at the end); `null` if
     /// no 429 without `Retry-After` slowed it.
     pub settled_rate: Option<f64>,
+    /// Rows of the lane that failed.
+    pub failed: u64,
+}
+
+/// What the lanes to one host add up to, and its ceiling (see [`crate::executor::host`]).
+#[derive(Debug, Serialize)]
+pub struct HostSummary {
+    /// `amojo.kommo.com`, `127.0.0.1:8080`.
+    pub host: String,
+    pub base_url: String,
+    /// Lanes sending to it.
+    pub lanes: usize,
+    /// The sum of their paces, requests per second; `null` when one is unlimited.
+    pub rate_sum: Option<f64>,
+    /// The host's ceiling, e.g. `50/s`; `null` when it has none.
+    pub ceiling: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,6 +131,8 @@ pub struct Summary {
     pub targets: Vec<TargetSummary>,
     /// One per pace group.
     pub lanes: Vec<LaneSummary>,
+    /// One per host the plan's targets send to.
+    pub hosts: Vec<HostSummary>,
     pub latency: Option<LatencySummary>,
     /// The plan digest (see `run --dry-run` and `--expect-digest`).
     pub digest: Option<String>,
@@ -173,66 +206,10 @@ impl Summary {
                 );
             }
             s.push('\n');
-            for t in &self.targets {
-                // A target whose rows name their accounts runs a lane per account: its
-                // total is many limits, not one.
-                let limit = match t.plan.lanes {
-                    0 | 1 => format!("limit {}", t.rate),
-                    n => format!("{n} lanes, limit {} each", t.rate),
-                };
-                let _ = writeln!(
-                    s,
-                    "  target {} ({}): {}, {}, busiest second {} ({limit})",
-                    t.name,
-                    t.provider,
-                    requests(t.requests),
-                    achieved(t.achieved_rate, t.requests),
-                    t.max_requests_in_1s,
-                );
-                if let Some(why) = &t.stopped {
-                    let _ = writeln!(s, "  {why}");
-                }
-            }
-            for l in &self.lanes {
-                if l.targets.len() < 2 && l.rate_limited == 0 {
-                    continue;
-                }
-                let _ = write!(
-                    s,
-                    "  pace group {} ({}: {}): {}, {}, busiest second {} (limit {})",
-                    l.name,
-                    l.provider,
-                    if l.targets.len() > 10 {
-                        format!(
-                            "{} and {} more",
-                            l.targets[..10].join(", "),
-                            l.targets.len() - 10
-                        )
-                    } else {
-                        l.targets.join(", ")
-                    },
-                    requests(l.requests),
-                    achieved(l.achieved_rate, l.requests),
-                    l.max_requests_in_1s,
-                    l.rate
-                );
-                if l.rate_limited > 0 {
-                    let _ = write!(s, "; {} answered 429", l.rate_limited);
-                    if let Some(slowest) = l.slowest_rate {
-                        let _ = write!(
-                            s,
-                            ", slowed {} time(s), down to {slowest:.2}/s",
-                            l.slowdowns
-                        );
-                    }
-                    if let Some(settled) = l.settled_rate {
-                        let _ = write!(s, ", settled at {settled:.2}/s");
-                    }
-                    if l.pauses > 0 {
-                        let _ = write!(s, ", paused {} time(s) for Retry-After", l.pauses);
-                    }
-                }
-                s.push('\n');
+            if self.lanes.len() > LISTED_LANES || self.targets.len() > LISTED_LANES {
+                self.render_lanes_aggregated(&mut s);
+            } else {
+                self.render_each_lane(&mut s);
             }
         }
         if let Some(d) = &self.digest {
@@ -240,6 +217,189 @@ impl Summary {
         }
         let _ = writeln!(s, "  report {}", self.report);
         s
+    }
+
+    /// A line per target, and per lane that is shared or was answered 429.
+    fn render_each_lane(&self, s: &mut String) {
+        for t in &self.targets {
+            // A target whose rows name their accounts runs a lane per account: its
+            // total is many limits, not one.
+            let limit = match t.plan.lanes {
+                0 | 1 => format!("limit {}", t.rate),
+                n => format!("{n} lanes, limit {} each", t.rate),
+            };
+            let _ = writeln!(
+                s,
+                "  target {} ({}): {}, {}, busiest second {} ({limit})",
+                t.name,
+                t.provider,
+                requests(t.requests),
+                achieved(t.achieved_rate, t.requests),
+                t.max_requests_in_1s,
+            );
+            if let Some(why) = &t.stopped {
+                let _ = writeln!(s, "  {why}");
+            }
+        }
+        for l in &self.lanes {
+            if l.targets.len() < 2 && l.rate_limited == 0 {
+                continue;
+            }
+            let _ = write!(
+                s,
+                "  pace group {} ({}: {}): {}, {}, busiest second {} (limit {})",
+                l.name,
+                l.provider,
+                if l.targets.len() > 10 {
+                    format!(
+                        "{} and {} more",
+                        l.targets[..10].join(", "),
+                        l.targets.len() - 10
+                    )
+                } else {
+                    l.targets.join(", ")
+                },
+                requests(l.requests),
+                achieved(l.achieved_rate, l.requests),
+                l.max_requests_in_1s,
+                l.rate
+            );
+            if l.rate_limited > 0 {
+                let _ = write!(s, "; {} answered 429", l.rate_limited);
+                if let Some(slowest) = l.slowest_rate {
+                    let _ = write!(
+                        s,
+                        ", slowed {} time(s), down to {slowest:.2}/s",
+                        l.slowdowns
+                    );
+                }
+                if let Some(settled) = l.settled_rate {
+                    let _ = write!(s, ", settled at {settled:.2}/s");
+                }
+                if l.pauses > 0 {
+                    let _ = write!(s, ", paused {} time(s) for Retry-After", l.pauses);
+                }
+            }
+            s.push('\n');
+        }
+    }
+
+    /// Many lanes in a bounded number of lines (see the module's notes).
+    fn render_lanes_aggregated(&self, s: &mut String) {
+        let rated: Vec<(&LaneSummary, f64)> = self
+            .lanes
+            .iter()
+            .filter_map(|l| l.achieved_rate.map(|r| (l, r)))
+            .collect();
+        let mut limits: Vec<&str> = Vec::new();
+        for l in &self.lanes {
+            if !limits.contains(&l.rate.as_str()) {
+                limits.push(&l.rate);
+            }
+        }
+        let limits = if limits.len() > 3 {
+            format!("{} and {} more", limits[..3].join(", "), limits.len() - 3)
+        } else {
+            limits.join(", ")
+        };
+        let targets = match self.targets.len() {
+            1 => "1 target".to_string(),
+            n => format!("{n} targets"),
+        };
+        let _ = write!(
+            s,
+            "  {} lanes ({targets}), {}",
+            self.lanes.len(),
+            requests(self.lanes.iter().map(|l| l.requests).sum::<u64>())
+        );
+        let lowest = rated.iter().map(|(_, r)| *r).fold(f64::INFINITY, f64::min);
+        let highest = rated.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+        if rated.is_empty() {
+            let _ = writeln!(s, "; limits {limits}");
+        } else {
+            let _ = writeln!(
+                s,
+                "; achieved {lowest:.1}/s to {highest:.1}/s over {} lanes (limits {limits})",
+                rated.len()
+            );
+        }
+        if rated.len() > SLOWEST_LANES {
+            let mut slowest = rated.clone();
+            slowest.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.name.cmp(&b.0.name)));
+            let named: Vec<String> = slowest
+                .iter()
+                .take(SLOWEST_LANES)
+                .map(|(l, r)| format!("{} {r:.1}/s (limit {})", l.name, l.rate))
+                .collect();
+            let _ = writeln!(s, "  slowest: {}", named.join(", "));
+        }
+        let stopped: Vec<&TargetSummary> = self
+            .targets
+            .iter()
+            .filter(|t| t.stopped.is_some())
+            .collect();
+        let troubled: Vec<&LaneSummary> = self
+            .lanes
+            .iter()
+            .filter(|l| {
+                l.failed > 0
+                    || l.rate_limited > 0
+                    || stopped.iter().any(|t| l.targets.contains(&t.name))
+            })
+            .collect();
+        for l in troubled.iter().take(NAMED_LANES) {
+            let _ = write!(
+                s,
+                "  lane {} ({}): {}, {} (limit {})",
+                l.name,
+                l.provider,
+                requests(l.requests),
+                achieved(l.achieved_rate, l.requests),
+                l.rate
+            );
+            if l.failed > 0 {
+                let _ = write!(s, "; {} failed", l.failed);
+            }
+            if l.rate_limited > 0 {
+                let _ = write!(s, "; {} answered 429", l.rate_limited);
+                if let Some(slowest) = l.slowest_rate {
+                    let _ = write!(s, ", slowed down to {slowest:.2}/s");
+                }
+            }
+            if let Some(t) = stopped.iter().find(|t| l.targets.contains(&t.name)) {
+                let _ = write!(s, "; target {} stopped", t.name);
+            }
+            s.push('\n');
+        }
+        let unnamed_troubled = troubled.len().saturating_sub(NAMED_LANES);
+        let quiet = self.lanes.len() - troubled.len();
+        let mut more = Vec::new();
+        if unnamed_troubled > 0 {
+            more.push(format!(
+                "{unnamed_troubled} more lane(s) with failures, 429s or a stopped target"
+            ));
+        }
+        if troubled.is_empty() {
+            more.push("no lane with failures or 429s".to_string());
+        } else if quiet > 0 {
+            more.push(format!("{quiet} more lane(s) without failures or 429s"));
+        }
+        if !more.is_empty() {
+            let and = if troubled.is_empty() { "" } else { "and " };
+            let _ = writeln!(
+                s,
+                "  {and}{} (every lane in --summary-json)",
+                more.join(", ")
+            );
+        }
+        if let Some(t) = stopped.first() {
+            if let Some(why) = &t.stopped {
+                let _ = writeln!(s, "  {why}");
+            }
+            if stopped.len() > 1 {
+                let _ = writeln!(s, "  and {} more stopped target(s)", stopped.len() - 1);
+            }
+        }
     }
 }
 
@@ -271,6 +431,7 @@ mod tests {
                 plan: Default::default(),
             }],
             lanes: vec![],
+            hosts: vec![],
             latency: None,
             digest: None,
             files: vec![],
@@ -278,6 +439,88 @@ mod tests {
             not_recorded: 0,
             exit_code: 0,
         }
+    }
+
+    fn lane(i: usize, achieved: f64) -> LaneSummary {
+        LaneSummary {
+            name: format!("k{i:02}"),
+            provider: "kommo".into(),
+            targets: vec![format!("k{i:02}")],
+            rate: "10/s".into(),
+            requests: 10,
+            achieved_rate: Some(achieved),
+            max_requests_in_1s: 10,
+            rate_limited: 0,
+            slowdowns: 0,
+            slowest_rate: None,
+            pauses: 0,
+            settled_rate: None,
+            failed: 0,
+        }
+    }
+
+    #[test]
+    fn many_lanes_are_aggregated_in_a_few_lines_naming_the_slowest_and_the_troubled() {
+        let mut s = summary(3000, Some(9.0));
+        s.targets = (0..30)
+            .map(|i| TargetSummary {
+                name: format!("k{i:02}"),
+                ..summary(3000, Some(9.0)).targets.remove(0)
+            })
+            .collect();
+        s.lanes = (0..30).map(|i| lane(i, 9.0 + i as f64 / 100.0)).collect();
+        s.lanes[7].achieved_rate = Some(4.5);
+        for i in [3, 11, 25] {
+            s.lanes[i].rate_limited = 4;
+            s.lanes[i].slowest_rate = Some(6.4);
+        }
+        s.lanes[19].failed = 2;
+        s.targets[19].stopped = Some("target k19 stopped: 3 authentication failures".into());
+        let text = s.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() <= 12, "{text}");
+        assert!(
+            text.contains("  30 lanes (30 targets), 300 requests; achieved 4.5/s to 9.3/s over 30 lanes (limits 10/s)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  slowest: k07 4.5/s (limit 10/s), k00 9.0/s"),
+            "{text}"
+        );
+        for name in ["k03", "k11", "k25"] {
+            assert!(
+                text.contains(&format!("  lane {name} (kommo): 10 requests, achieved")),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("; 4 answered 429, slowed down to 6.40/s"),
+            "{text}"
+        );
+        assert!(text.contains("; 2 failed; target k19 stopped"), "{text}");
+        assert!(
+            text.contains(
+                "  and 26 more lane(s) without failures or 429s (every lane in --summary-json)"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("  target k00 (kommo)"), "{text}");
+        // With no lane in trouble, the last line says so.
+        for l in &mut s.lanes {
+            (l.rate_limited, l.failed) = (0, 0);
+        }
+        s.targets[19].stopped = None;
+        let calm = s.render();
+        assert!(
+            calm.contains("\n  no lane with failures or 429s (every lane in --summary-json)\n"),
+            "{calm}"
+        );
+        assert!(calm.lines().count() <= 6, "{calm}");
+        // Ten lanes still get a line each.
+        s.targets.truncate(10);
+        s.lanes.truncate(10);
+        let few = s.render();
+        assert_eq!(few.matches(" (kommo): 4 requests").count(), 10, "{few}");
     }
 
     #[test]

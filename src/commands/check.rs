@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use crate::cli::{CheckArgs, CheckFormat};
+use crate::executor::host::HostLoad;
 use crate::exit::Exit;
 use std::collections::HashSet;
 
@@ -59,8 +60,11 @@ struct Outcome {
     warnings: u64,
     /// Errors first, then warnings, in the order found.
     problems: Vec<Problem>,
-    /// Which targets share a pace (groups of more than one), one line each.
+    /// Which targets share a pace (groups of more than one), one line each; then what the
+    /// lanes on each host add up to. Both bounded in number.
     pace: Vec<String>,
+    /// What the lanes to each host add up to (every host, for `--format json`).
+    hosts: Vec<HostLoad>,
     /// Targets whose rows name their accounts, with the lanes those make.
     accounts: Vec<AccountLanes>,
 }
@@ -118,6 +122,7 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
             warnings: 0,
             problems,
             pace: Vec::new(),
+            hosts: Vec::new(),
             accounts: Vec::new(),
         };
     };
@@ -162,6 +167,7 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
     problems.extend(validation.warnings.iter().cloned());
     // Notes last: they change nothing about whether the plan may run.
     problems.extend(plan.emoji_notes());
+    let hosts = host_loads(&plan, &lanes.lanes);
     Outcome {
         plan: name,
         loaded: true,
@@ -170,9 +176,43 @@ fn check_one(path: &std::path::Path, targets: Option<&std::path::Path>) -> Outco
         errors,
         warnings: validation.warning_count(),
         problems,
-        pace: pace_lines(&plan),
+        pace: pace_lines(&plan)
+            .into_iter()
+            .chain(crate::executor::host::host_lines(&hosts, MAX_LISTED))
+            .collect(),
+        hosts,
         accounts,
     }
+}
+
+/// What the lanes (`lanes`: one per pace group and per account the rows name) to each host
+/// add up to at the plan's paces, and its ceiling.
+fn host_loads(plan: &Plan, lanes: &[crate::plan::pace::PaceGroup]) -> Vec<HostLoad> {
+    let shards = plan.settings.shard.map_or(1, |s| s.count);
+    let rates: Vec<crate::plan::Rate> = lanes
+        .iter()
+        .map(|g| {
+            plan.settings
+                .rate
+                .unwrap_or_else(|| g.rate(&plan.targets).divided(shards))
+        })
+        .collect();
+    crate::executor::host::host_loads(
+        &plan.targets,
+        lanes.iter().zip(rates).map(|(g, r)| (&g.members[..], r)),
+        &plan.settings.host_rate,
+        shards,
+    )
+}
+
+/// The first [`MAX_LISTED`] of `lines`, then how many more.
+fn bounded(mut lines: Vec<String>) -> Vec<String> {
+    if lines.len() > MAX_LISTED {
+        let more = lines.len() - MAX_LISTED;
+        lines.truncate(MAX_LISTED);
+        lines.push(format!("and {more} more pace group(s) of several targets"));
+    }
+    lines
 }
 
 /// Targets named in one pace line, at most.
@@ -181,7 +221,8 @@ const MAX_LISTED: usize = 10;
 /// `targets a, b share one pace (group g): 7/s`, and when their rates differ, which is used.
 fn pace_lines(plan: &Plan) -> Vec<String> {
     let targets = &plan.targets;
-    plan.pace_groups
+    let lines = plan
+        .pace_groups
         .iter()
         .filter(|g| g.members.len() > 1)
         .map(|g| {
@@ -208,7 +249,9 @@ fn pace_lines(plan: &Plan) -> Vec<String> {
             }
             line
         })
-        .collect()
+        .collect();
+    // Thousands of accounts grouped in pairs must not print thousands of lines.
+    bounded(lines)
 }
 
 fn count(n: u64, what: &str) -> String {
@@ -243,6 +286,31 @@ struct JsonPlan<'a> {
     /// Targets whose rows name their own accounts; absent when none do.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     accounts: &'a [AccountLanes],
+    /// What the lanes to each host add up to; `null` when the plan was not loaded.
+    hosts: Option<Vec<JsonHost>>,
+}
+
+/// What the lanes to one host add up to (see [`crate::executor::host`]).
+#[derive(Serialize)]
+struct JsonHost {
+    host: String,
+    base_url: String,
+    lanes: usize,
+    /// Requests per second; `null` when a lane is unlimited.
+    rate_sum: Option<f64>,
+    ceiling: Option<String>,
+}
+
+impl JsonHost {
+    fn of(h: &HostLoad) -> JsonHost {
+        JsonHost {
+            host: crate::executor::host::host_name(&h.base_url).to_string(),
+            base_url: h.base_url.clone(),
+            lanes: h.lanes,
+            rate_sum: h.total_per_second.is_finite().then_some(h.total_per_second),
+            ceiling: h.ceiling.map(crate::executor::host::rate_text),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -298,6 +366,7 @@ impl<'a> JsonDoc<'a> {
                         })
                         .collect(),
                     accounts: &o.accounts,
+                    hosts: o.loaded.then(|| o.hosts.iter().map(JsonHost::of).collect()),
                 }
             })
             .collect();

@@ -42,6 +42,10 @@ pub struct Lane {
     pub(super) sends: Arc<SendLog>,
     /// Rows of the plan that will come to this lane, when known (`u64::MAX`: not known).
     pub(super) planned_rows: u64,
+    /// Rows it finished (sent, or skipped or cancelled unsent), and of those, failed: for the
+    /// live ETA and the summary.
+    finished: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl Lane {
@@ -55,7 +59,27 @@ impl Lane {
             rate_limited: AtomicU64::new(0),
             sends: Arc::default(),
             planned_rows: u64::MAX,
+            finished: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }
+    }
+
+    /// One of its rows finished, with `status`.
+    pub(super) fn count_finished(&self, status: crate::report::Status) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        if status == crate::report::Status::Failed {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Rows it finished so far.
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    /// Rows of it that failed.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// How many of the plan's rows will come to this lane: once they have all been read, a
@@ -298,6 +322,17 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
         // The next row's turn at the pace comes while this one is on the wire.
         if l.queue.wants_sender(ctx.config.concurrency.max(1)) {
             spawn_sender(&ctx, lane, &done);
+        }
+        // Then its host's ceiling, shared with every lane to that host (`super::host`).
+        if ctx.hosts.limits(job.row.target) {
+            tokio::select! {
+                biased;
+                late = ctx.hosts.wait(job.row.target) => if late { l.limiter.sent_late(Instant::now()) },
+                _ = ctx.cancel.soft() => {
+                    l.push_front(job);
+                    continue;
+                }
+            }
         }
         // A row sent and not yet in the report holds one of `unrecorded`'s permits until the
         // writer has it: no more rows are sent than the report is behind by `concurrency`.

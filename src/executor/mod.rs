@@ -18,6 +18,7 @@
 
 pub mod cancel;
 mod dry;
+pub mod host;
 pub mod lane;
 pub mod output;
 mod pacer;
@@ -137,6 +138,8 @@ pub struct RunContext<T: Transport> {
     /// Rows sent and not yet in the report, at most `config.concurrency`: the writer frees
     /// a row's permit once the report holds it.
     unrecorded: Arc<tokio::sync::Semaphore>,
+    /// Ceilings on what the lanes to one host send together (none unless given).
+    pub hosts: host::HostCeilings,
     /// Which lane each row goes to, when rows carry their accounts (else its target's).
     lane_map: LaneMap,
     /// The lanes' senders, awaited at the end of the run (senders start more as needed).
@@ -209,9 +212,16 @@ impl<T: Transport> RunContext<T> {
             cancel,
             slots,
             unrecorded,
+            hosts: host::HostCeilings::default(),
             lane_map: LaneMap::default(),
             workers: std::sync::Mutex::default(),
         }
+    }
+
+    /// The run with these host ceilings (see [`host`]).
+    pub fn with_host_ceilings(mut self, hosts: host::HostCeilings) -> RunContext<T> {
+        self.hosts = hosts;
+        self
     }
 
     /// Routes rows by `map` (lanes made from the plan's rows, index-aligned with `lanes`):

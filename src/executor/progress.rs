@@ -1,8 +1,10 @@
 //! Live progress on stderr: an indicatif bar on a terminal; elsewhere (cron, CI), or with
 //! `--log-format json`, a timestamped status line (or JSON event, see [`crate::log`]) every
-//! 10 seconds. `--no-progress` and `--quiet` turn both off. Both show an ETA: the bar's from
-//! its own rate; the status lines' from the rows this run finished per second so far, or —
-//! before there is a rate to go by — from the plan's estimate ([`crate::audit`]).
+//! 10 seconds. `--no-progress` and `--quiet` turn both off. Both show an ETA from the lanes'
+//! pace model ([`crate::audit::PaceModel`], the dry run's estimate): each lane's rows left at
+//! the pace it actually goes (its limiter's pace after any 429, or what it achieves when that
+//! is slower), the slowest lane or host ceiling deciding ([`time_left`]) — not the run's
+//! average rate so far, which a lane that finished early or one held back by 429s would skew.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,13 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::audit::PaceModel;
 use crate::report::Status;
+
+use super::{RunContext, Transport};
+
+/// The ETA, read at each tick: `None` once the run it reads is gone.
+pub type TimeLeft = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -64,12 +72,12 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `estimated`: the plan's estimate of the whole run, for the ETA before rows finish.
+    /// `time_left`: the ETA by the lanes' pace model (see [`time_left`]).
     pub fn start(
         mode: ProgressMode,
         total: u64,
         counters: Arc<Counters>,
-        estimated: Duration,
+        time_left: TimeLeft,
     ) -> Progress {
         match mode {
             ProgressMode::Off => Progress {
@@ -78,10 +86,9 @@ impl Progress {
             },
             ProgressMode::Bar => {
                 let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-                let style = ProgressStyle::with_template(
-                    "{bar:30.cyan/blue} {pos}/{len} rows  {msg}  {per_sec}  ETA {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
+                let style =
+                    ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} rows  {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar());
                 bar.set_style(style);
                 let shown = bar.clone();
                 let ticker = tokio::spawn(async move {
@@ -89,10 +96,12 @@ impl Progress {
                     loop {
                         tick.tick().await;
                         shown.set_position(counters.done.load(Ordering::Relaxed));
+                        let eta = time_left().unwrap_or_default();
                         shown.set_message(format!(
-                            "ok {}  failed {}",
+                            "ok {}  failed {}  ETA {}",
                             counters.get(Status::Ok),
-                            counters.get(Status::Failed)
+                            counters.get(Status::Failed),
+                            crate::audit::human_ms(eta.as_millis() as u64)
                         ));
                     }
                 });
@@ -120,7 +129,11 @@ impl Progress {
                             ok: counters.get(Status::Ok),
                             failed: counters.get(Status::Failed),
                             rows_per_second: rate,
-                            eta: eta(total.saturating_sub(done), rate, estimated, elapsed),
+                            eta: if done >= total {
+                                Duration::ZERO
+                            } else {
+                                time_left().unwrap_or_default()
+                            },
                         });
                     }
                 });
@@ -132,9 +145,12 @@ impl Progress {
         }
     }
 
-    pub fn finish(self) {
-        if let Some(t) = &self.ticker {
+    /// Stops the display and waits until its ticker is gone (it reads the run while it
+    /// ticks: once this returns, it holds nothing of it).
+    pub async fn finish(self) {
+        if let Some(t) = self.ticker {
             t.abort();
+            let _ = t.await;
         }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
@@ -142,28 +158,18 @@ impl Progress {
     }
 }
 
-/// Time left for `remaining` rows: at the `rate` seen so far, or, with no rate yet, what the
-/// plan's `estimated` time leaves after `elapsed`.
-pub fn eta(remaining: u64, rate: f64, estimated: Duration, elapsed: Duration) -> Duration {
-    if remaining == 0 {
-        Duration::ZERO
-    } else if rate > 0.0 {
-        Duration::from_secs_f64(remaining as f64 / rate)
-    } else {
-        estimated.saturating_sub(elapsed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn eta_from_the_rate_seen_or_else_the_estimate() {
-        let s = Duration::from_secs;
-        assert_eq!(eta(70, 7.0, s(100), s(10)), s(10));
-        assert_eq!(eta(70, 0.0, s(100), s(10)), s(90));
-        assert_eq!(eta(70, 0.0, s(5), s(10)), Duration::ZERO);
-        assert_eq!(eta(0, 7.0, s(100), s(10)), Duration::ZERO);
-    }
+/// The ETA of a run going on: `model`'s rows (index-aligned with `ctx.lanes`) less those each
+/// lane finished, each lane at the pace it goes now — its limiter's (lowered by 429s), or
+/// what it achieves when that is slower (latency, concurrency, its host's ceiling).
+pub fn time_left<T: Transport>(ctx: &RunContext<T>, model: &PaceModel) -> Duration {
+    let finished: Vec<u64> = ctx.lanes.iter().map(|l| l.finished()).collect();
+    let pace: Vec<Option<f64>> = ctx
+        .lanes
+        .iter()
+        .map(|l| match (l.limiter.current_rate(), l.achieved_rate()) {
+            (Some(limit), Some(seen)) => Some(limit.min(seen)),
+            (limit, seen) => limit.or(seen),
+        })
+        .collect();
+    model.time_left(&finished, &pace)
 }

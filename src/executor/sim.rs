@@ -660,6 +660,34 @@ pub async fn run_routed(
     rows: impl IntoIterator<Item = Result<Row, Problem>>,
     cancel: Cancel,
 ) -> SimRun {
+    let setup = |ctx: RunContext<SimTransport>| ctx.with_lane_map(map);
+    run_set_up(provider, config, targets, lanes, setup, rows, cancel).await
+}
+
+/// [`run_with`] under host ceilings ([`super::host`]).
+pub async fn run_under_ceilings(
+    provider: &Arc<Provider>,
+    config: ExecConfig,
+    targets: Vec<TargetRuntime>,
+    lanes: Vec<Lane>,
+    hosts: super::host::HostCeilings,
+    rows: impl IntoIterator<Item = Result<Row, Problem>>,
+    cancel: Cancel,
+) -> SimRun {
+    let setup = |ctx: RunContext<SimTransport>| ctx.with_host_ceilings(hosts);
+    run_set_up(provider, config, targets, lanes, setup, rows, cancel).await
+}
+
+/// [`run_with`] with the run's context completed by `setup` (lane map, host ceilings).
+async fn run_set_up(
+    provider: &Arc<Provider>,
+    config: ExecConfig,
+    targets: Vec<TargetRuntime>,
+    lanes: Vec<Lane>,
+    setup: impl FnOnce(RunContext<SimTransport>) -> RunContext<SimTransport>,
+    rows: impl IntoIterator<Item = Result<Row, Problem>>,
+    cancel: Cancel,
+) -> SimRun {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.csv");
     let writer = ReportWriter::create(&path).expect("report");
@@ -677,9 +705,9 @@ pub async fn run_routed(
         log: Arc::clone(&log),
         arrived: Mutex::new(0),
     };
-    let ctx = Arc::new(
-        RunContext::new(config, targets, lanes, transport, out, cancel).with_lane_map(map),
-    );
+    let ctx = Arc::new(setup(RunContext::new(
+        config, targets, lanes, transport, out, cancel,
+    )));
     execute(
         Arc::clone(&ctx),
         rows.into_iter(),

@@ -161,6 +161,7 @@ async fn finish<T: Transport>(
     outcome: RowOutcome,
     permit: Option<OwnedSemaphorePermit>,
 ) -> MessageId {
+    ctx.lanes[ctx.lane_of(&job.row)].count_finished(outcome.status);
     let full = with_timestamp(chrono::Utc::now(), |finished_at| {
         let settled = settled_view(
             &ctx.targets,

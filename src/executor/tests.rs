@@ -465,6 +465,189 @@ async fn a_full_slow_lane_does_not_keep_a_fast_lanes_later_rows_waiting() {
     );
 }
 
+/// Six lanes (targets `o0`..`o5` on one base URL) at `lane_rate` each, 240 rows dealt
+/// round-robin, under `hosts`; every request answered after 30 ms.
+async fn six_lanes_to_one_host(
+    lane_rate: Rate,
+    hosts: impl FnOnce(&[Target]) -> host::HostCeilings,
+) -> SimRun {
+    let targets: Vec<TargetRuntime> = (0..6)
+        .map(|i| sim::ogmma(&format!("o{i}"), "ch", &format!("key-{i}"), lane_rate))
+        .collect();
+    let lanes: Vec<Lane> = (0..6)
+        .map(|i| Lane::new(format!("o{i}"), vec![i], lane_rate, 1))
+        .collect();
+    let specs: Vec<Target> = targets.iter().map(|t| t.spec.clone()).collect();
+    let rows = rows(240, 240).into_iter().map(|r| {
+        r.map(|mut row| {
+            row.target = (row.number as usize) % 6;
+            row
+        })
+    });
+    let provider = Provider::new().script(|_| Some((ok(), Duration::from_millis(30))));
+    sim::run_under_ceilings(
+        &Arc::new(provider),
+        config(64),
+        targets,
+        lanes,
+        hosts(&specs),
+        rows,
+        Cancel::new(),
+    )
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn lanes_to_one_host_stay_under_its_ceiling_together() {
+    // Six lanes at 20/s each (120/s together) to one base URL whose ceiling is 30/s.
+    let out = six_lanes_to_one_host(per_sec(20), |specs| {
+        host::HostCeilings::new(specs, &[(specs[0].base_url.clone(), per_sec(30))], 1, false)
+    })
+    .await;
+    assert_eq!(out.count(Status::Ok), 240);
+    let busiest = out.log.max_in_window(Duration::from_secs(1));
+    // Ceiling + burst (1); and it is the ceiling that holds them, not the lanes' own pace.
+    assert!((28..=31).contains(&busiest), "busiest second {busiest}");
+    // 240 requests at 30/s: about 8 s, where the lanes alone would take 2 s.
+    let times = out.log.times();
+    let span = times.iter().max().copied().unwrap_or_default()
+        - times.iter().min().copied().unwrap_or_default();
+    assert!(span >= Duration::from_millis(7900), "{span:?}");
+    // Every lane got its share: none waited for the others to finish.
+    let mut calls = out.log.0.clone();
+    calls.sort_by_key(|c| c.sent);
+    for lane in 0..6 {
+        let early = calls[..60].iter().filter(|c| number(c) % 6 == lane).count();
+        assert!(early >= 5, "lane {lane}: {early} of the first 60 requests");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lanes_to_a_host_without_a_ceiling_run_at_their_own_pace() {
+    let out = six_lanes_to_one_host(per_sec(10), |specs| {
+        let hosts = host::HostCeilings::new(specs, &[], 1, false);
+        assert!(hosts.hosts().is_empty());
+        hosts
+    })
+    .await;
+    assert_eq!(out.count(Status::Ok), 240);
+    let busiest = out.log.max_in_window(Duration::from_secs(1));
+    assert!((55..=60).contains(&busiest), "busiest second {busiest}");
+}
+
+/// Answers by a script of (emoji of the row, requests so far) → (outcome, latency); for tests
+/// that read the run while it goes on (the simulated provider hands back only the end).
+struct Scripted {
+    script: Box<Script>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Transport for Scripted {
+    type Session = ();
+
+    fn session(&self) {}
+
+    async fn send(
+        &self,
+        _session: &mut (),
+        request: crate::provider::SignedRequest,
+        _timeout: Duration,
+    ) -> AttemptOutcome {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let emoji = body["emoji"].as_str().unwrap_or_default();
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (outcome, latency) = (self.script)(emoji, n);
+        tokio::time::sleep(latency).await;
+        outcome
+    }
+}
+
+/// Runs `rows` on one lane at `rate` and reads the live ETA ([`progress::time_left`]) after
+/// `at`: the rows the lane finished by then, and the time left.
+async fn eta_after(
+    rate: Rate,
+    rows: Vec<Result<Row, Problem>>,
+    script: Box<Script>,
+    at: Duration,
+) -> (u64, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let writer = crate::report::ReportWriter::create(&dir.path().join("r.csv")).expect("report");
+    let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
+        .expect("writer thread");
+    let model = crate::audit::PaceModel {
+        lanes: vec![crate::audit::LanePace {
+            rows: rows.len() as u64,
+            rate,
+            host: None,
+        }],
+        ceilings: vec![],
+        burst: 1,
+    };
+    let ctx = Arc::new(RunContext::new(
+        config(16),
+        vec![sim::ogmma("o", "ch", "k", rate)],
+        vec![Lane::new("o".into(), vec![0], rate, 1)],
+        Scripted {
+            script,
+            calls: Default::default(),
+        },
+        out,
+        Cancel::new(),
+    ));
+    let run = tokio::spawn(execute(
+        Arc::clone(&ctx),
+        rows.into_iter(),
+        Box::new(|r: &Row| format!("k{}", r.number)),
+        |_: &Row, _: &str| Admission::Run,
+    ));
+    tokio::time::sleep(at).await;
+    let seen = (ctx.lanes[0].finished(), progress::time_left(&ctx, &model));
+    run.await.expect("run");
+    drop(ctx);
+    thread.join().await;
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_eta_is_the_lanes_rows_left_at_the_pace_it_goes() {
+    // 100 rows at 10/s: after 5 s about half are done, and the other half take about 5 s.
+    let script = Box::new(|_: &str, _n: usize| (ok(), Duration::from_millis(20)));
+    let (done, left) = eta_after(per_sec(10), rows(100, 100), script, Duration::from_secs(5)).await;
+    assert!((48..=52).contains(&done), "{done} rows done");
+    let expected = Duration::from_millis((100 - done) * 100);
+    assert!(
+        left.abs_diff(expected) <= Duration::from_millis(150),
+        "{left:?}, expected {expected:?}"
+    );
+
+    // The same lane answered 429 a few times early on: it goes slower than its 10/s from then
+    // (AIMD), and the ETA counts the rows left at that pace, not at 10/s.
+    let script = Box::new(|_: &str, n: usize| {
+        let answer = if (10..14).contains(&n) {
+            status(429)
+        } else {
+            ok()
+        };
+        (answer, Duration::from_millis(20))
+    });
+    let (done, left) = eta_after(per_sec(10), rows(100, 100), script, Duration::from_secs(5)).await;
+    let at_configured = Duration::from_millis((100 - done) * 100);
+    assert!(
+        left >= at_configured.mul_f64(1.1),
+        "{left:?} for {} rows left, at the configured pace {at_configured:?}",
+        100 - done
+    );
+    // And no slower than the rows it finished so far would say (with room for the slow
+    // start): the pace it goes now, which is what the rows left will take.
+    let at_average = Duration::from_secs_f64((100 - done) as f64 / (done as f64 / 5.0));
+    assert!(
+        left <= at_average.mul_f64(1.5),
+        "{left:?}, at the average so far {at_average:?}"
+    );
+}
+
 /// One Kommo target whose rows name two accounts, sorted by account (as exports come): a lane
 /// per account, each at its own pace, side by side; each account's requests on its own path.
 #[tokio::test(start_paused = true)]

@@ -297,6 +297,9 @@ pub struct Settings {
     pub retry_failed: Option<bool>,
     pub overwrite: Option<bool>,
     pub rate_limit_budget: Option<Duration>,
+    /// `host_rate:` ceilings on what every lane to one base URL sends together, by base URL
+    /// as [`super::targets::check_base_url`] normalises it.
+    pub host_rate: Vec<(String, Rate)>,
 }
 
 /// One validated row: defaults applied, target resolved, required fields present.

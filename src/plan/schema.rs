@@ -326,6 +326,10 @@ struct SettingsSpec {
     /// How long a row may keep being answered 429 (the provider only limiting) before it
     /// fails, 0s to 24h (default 15m).
     rate_limit_budget: Option<DurationSpec>,
+    /// A ceiling on what all lanes to one base URL send together, by base URL
+    /// (`scheme://host[:port]`): `{ "https://amojo.kommo.com": 40/s }`. Kommo's own host has
+    /// 50/s unless set here (`unlimited` lifts it); other hosts have none unless set.
+    host_rate: Option<BTreeMap<String, RateSpec>>,
 }
 
 #[derive(JsonSchema)]

@@ -1,7 +1,8 @@
 //! `settings:` → [`Settings`], with bounds on every number (zero, negative and absurd values are
 //! errors): concurrency 1..=4096, retries 0..=100, burst 1..=100000, timeout 1ms..=10min,
-//! rate at most 100000/s or `unlimited`, rate_limit_budget 0s..=24h. Paths are relative to the
-//! plan file's directory.
+//! rate at most 100000/s or `unlimited`, rate_limit_budget 0s..=24h; `host_rate` maps base URLs
+//! to rates (each URL as a target's `base_url`, once). Paths are relative to the plan file's
+//! directory.
 //!
 //! The bounds, the defaults and the value parsers here are the only ones: the command line
 //! (`commands::run::config`) checks its flags with the same functions, so a flag accepts
@@ -35,6 +36,7 @@ pub(super) const KEYS: &[&str] = &[
     "retry_failed",
     "overwrite",
     "rate_limit_budget",
+    "host_rate",
 ];
 
 pub const MAX_CONCURRENCY: usize = 4096;
@@ -178,6 +180,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
                     }
                 }
             }
+            "host_rate" => s.host_rate = read_host_rates(r, value),
             "dry_run" => s.dry_run = r.boolean(value, k),
             "no_progress" => s.no_progress = r.boolean(value, k),
             "quiet" => s.quiet = r.boolean(value, k),
@@ -187,4 +190,42 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
         }
     }
     s
+}
+
+/// `host_rate: { https://amojo.kommo.com: 40/s, http://127.0.0.1:8080: unlimited }`: each key a
+/// base URL (normalised as a target's `base_url` is, so `…/` and `…` are one), each value a
+/// rate. Errors are located at the key or the value at fault.
+fn read_host_rates(r: &mut DocReader<'_>, node: &Node) -> Vec<(String, super::Rate)> {
+    let mut rates: Vec<(String, super::Rate)> = Vec::new();
+    let Some(entries) = r.map(node, "host_rate") else {
+        return rates;
+    };
+    for (key, value) in entries {
+        let base = match super::targets::check_base_url(&key.text) {
+            Ok(base) => base,
+            Err(msg) => {
+                r.error(key.pos, format!("`host_rate`: {msg}")).code = "invalid_value";
+                continue;
+            }
+        };
+        if rates.iter().any(|(b, _)| *b == base) {
+            r.error(
+                key.pos,
+                format!("`host_rate` names {base} twice (a base URL has one ceiling)"),
+            )
+            .code = "invalid_value";
+            continue;
+        }
+        let Some(text) = r.string(value, "host_rate") else {
+            continue;
+        };
+        match parse_rate(text) {
+            Ok(rate) => rates.push((base, rate)),
+            Err(msg) => {
+                r.error(value.pos, format!("`host_rate` for {base}: {msg}"))
+                    .code = "invalid_value";
+            }
+        }
+    }
+    rates
 }

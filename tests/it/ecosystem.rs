@@ -419,6 +419,14 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             slowest_rate: None,
             pauses: 0,
             settled_rate: None,
+            failed: 0,
+        }],
+        hosts: vec![reactbatch::summary::HostSummary {
+            host: "amojo.kommo.com".into(),
+            base_url: "https://amojo.kommo.com".into(),
+            lanes: 1,
+            rate_sum: Some(7.0),
+            ceiling: Some("50/s".into()),
         }],
         latency: Some(LatencySummary {
             p50_ms: 1.0,

@@ -20,6 +20,7 @@ mod proptest_plans;
 mod run;
 mod sandbox;
 mod scale;
+mod scale_summary;
 mod secrets;
 mod soak;
 mod trust;

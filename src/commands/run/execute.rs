@@ -41,6 +41,8 @@ pub struct Executed {
     pub stopped_by: Option<Stop>,
     /// The outline's replacing counts, settled by the run's read of the rows.
     pub replacing: crate::audit::Replacing,
+    /// Per pace group: rows the outline counted that an earlier report shows done (not sent).
+    pub not_sent: Vec<u64>,
 }
 
 /// Resolves credentials (or the in-process sandbox), builds the targets and runs.
@@ -140,7 +142,7 @@ async fn run_with_targets(
         total_rows,
         mut identities,
         done,
-        estimated,
+        pace,
         replacing,
         lanes: lane_map,
     } = work;
@@ -157,6 +159,16 @@ async fn run_with_targets(
             .again()
             .map_err(|e| format!("cannot read the spool file back: {e}"))
     };
+    // Per lane: rows done earlier that this run would otherwise send (not deferred). They are
+    // not sent: the estimate and the ETA leave them out.
+    let now = config.now.unwrap_or_else(chrono::Utc::now);
+    let done_by_lane = vec![std::cell::Cell::new(0u64); lane_map.lanes.len()];
+    let count_done = |row: &crate::plan::Row| {
+        let lane = lane_map.lane_of(row).and_then(|l| done_by_lane.get(l));
+        if let (Some(n), true) = (lane, row.not_before.is_none_or(|at| at <= now)) {
+            n.set(n.get() + 1);
+        }
+    };
     let (report, copied, kept) = create_report(
         &config.report,
         done.as_ref(),
@@ -164,8 +176,11 @@ async fn run_with_targets(
         again,
         &identities,
         config.shard,
+        count_done,
     )
     .map_err(fail)?;
+    let not_sent: Vec<u64> = done_by_lane.iter().map(std::cell::Cell::get).collect();
+    let pace = pace.without(&not_sent);
     let rows = again().map_err(fail)?;
     let emit = match &config.emit {
         Some(path) => Some(
@@ -194,6 +209,13 @@ async fn run_with_targets(
             .with_planned_rows(planned)
         })
         .collect();
+    // Ceilings by the base URLs requests go to (the sandbox's, with `--sandbox`).
+    let hosts = executor::host::HostCeilings::new(
+        &targets,
+        &plan.settings.host_rate,
+        config.shard.map_or(1, |s| s.count),
+        true,
+    );
     let runtimes: Vec<TargetRuntime> = targets
         .into_iter()
         .zip(secrets)
@@ -217,13 +239,6 @@ async fn run_with_targets(
         Arc::clone(&stopped),
         super::signals::next_step(config),
     ));
-    let progress = Progress::start(
-        ProgressMode::detect(config.no_progress || config.quiet),
-        total_rows,
-        Arc::clone(&counters),
-        estimated,
-    );
-
     // On the wall clock, fast lanes pace with sub-millisecond wake-ups.
     let exec_config = executor::ExecConfig {
         precise_pacing: true,
@@ -231,7 +246,18 @@ async fn run_with_targets(
     };
     let ctx = Arc::new(
         RunContext::new(exec_config, runtimes, lanes, transport, out, cancel)
-            .with_lane_map(lane_map),
+            .with_lane_map(lane_map)
+            .with_host_ceilings(hosts),
+    );
+    let run = Arc::downgrade(&ctx);
+    let progress = Progress::start(
+        ProgressMode::detect(config.no_progress || config.quiet),
+        total_rows,
+        Arc::clone(&counters),
+        Box::new(move || {
+            let ctx = run.upgrade()?;
+            Some(crate::executor::progress::time_left(&ctx, &pace))
+        }),
     );
     let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let key_of = Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
@@ -275,7 +301,7 @@ async fn run_with_targets(
     signals.abort();
     // Wait until the signal watcher (which holds a report sender) is really gone.
     let _ = signals.await;
-    progress.finish();
+    progress.finish().await;
     let elapsed = started.elapsed();
     let Ok(ctx) = Arc::try_unwrap(ctx) else {
         crate::log::error("reactbatch run: internal error: row tasks outlived the run");
@@ -316,6 +342,7 @@ async fn run_with_targets(
         }
     }
     Ok(Executed {
+        not_sent,
         replacing,
         counters,
         tally,
@@ -347,7 +374,8 @@ impl KeptBlock {
 /// Creates the report. With an earlier report to resume, its done rows (those still in the
 /// plan, numbered as the plan is now) and then its rows that match no plan row (`not_in_plan`)
 /// are copied into a temporary file that is renamed over the report path before anything is
-/// sent, so the file on disk always holds every confirmed row (see [`crate::resume`]).
+/// sent, so the file on disk always holds every confirmed row (see [`crate::resume`]). Each
+/// row copied (of this run's shard) is handed to `count_done`.
 fn create_report(
     path: &Path,
     done: Option<&DoneSet>,
@@ -355,6 +383,7 @@ fn create_report(
     rows: impl Fn() -> Result<SpoolRows, String>,
     identities: &Identities,
     shard: Option<Shard>,
+    count_done: impl Fn(&crate::plan::Row),
 ) -> Result<(ReportWriter, u64, KeptBlock), String> {
     let Some(done) = done else {
         let w = ReportWriter::create(path)
@@ -366,10 +395,14 @@ fn create_report(
         .map_err(|e| format!("cannot create report {}: {e}", tmp.display()))?;
     // In the plan's current numbering, only the rows of this run's shard.
     let mine = |row: &crate::plan::Row| {
-        shard.is_none_or(|s| {
+        let mine = shard.is_none_or(|s| {
             let name = &plan.targets[row.target].name;
             crate::identity::row_shard(name, row, s.count) == s.index
-        })
+        });
+        if mine {
+            count_done(row);
+        }
+        mine
     };
     let (copied, plan_keys) = done.copy_done(&mut w, plan, rows()?, identities.clone(), mine)?;
     let synced_len = |w: &mut ReportWriter| -> Result<u64, String> {

@@ -12,7 +12,7 @@ use crate::digest::Digests;
 use crate::exit::{Exit, RunOutcome};
 use crate::plan::Plan;
 use crate::report::Status;
-use crate::summary::{LaneSummary, LatencySummary, Summary, TargetSummary};
+use crate::summary::{HostSummary, LaneSummary, LatencySummary, Summary, TargetSummary};
 
 use super::config::RunConfig;
 use super::execute::Executed;
@@ -34,9 +34,11 @@ pub fn outcome(
         lanes,
         stopped_by,
         replacing,
+        not_sent,
     } = executed;
     // The outline's replacing counts, completed by the run's read of the rows.
     replacing.apply(&mut audit);
+    audit.without(&not_sent);
     let mut counts = BTreeMap::new();
     for st in Status::ALL {
         let n = counters.get(st);
@@ -72,6 +74,18 @@ pub fn outcome(
         samples: tally.latency.len(),
     });
     let rows = tally.rows + copied;
+    // What each host's lanes add up to; `--sandbox` points them all at one loopback host,
+    // with no ceiling, so the plan's hosts say nothing of that run.
+    let loads = if config.sandbox {
+        Vec::new()
+    } else {
+        crate::executor::host::host_loads(
+            &plan.targets,
+            lanes.iter().map(|l| (&l.members[..], l.rate)),
+            &plan.settings.host_rate,
+            config.shard.map_or(1, |s| s.count),
+        )
+    };
     let summary = Summary {
         plan: plan.path.display().to_string(),
         report: config.report.display().to_string(),
@@ -134,7 +148,18 @@ pub fn outcome(
                     slowest_rate: pace.slowest_rate,
                     pauses: pace.pauses,
                     settled_rate: pace.settled_rate,
+                    failed: l.failed(),
                 }
+            })
+            .collect(),
+        hosts: loads
+            .iter()
+            .map(|l| HostSummary {
+                host: crate::executor::host::host_name(&l.base_url).to_string(),
+                base_url: l.base_url.clone(),
+                lanes: l.lanes,
+                rate_sum: l.total_per_second.is_finite().then_some(l.total_per_second),
+                ceiling: l.ceiling.map(crate::executor::host::rate_text),
             })
             .collect(),
         latency,
@@ -162,7 +187,8 @@ pub fn outcome(
         ));
     }
     if config.dry_run {
-        crate::log::info(crate::audit::render(&audit, &plan.targets).trim_end());
+        let hosts = crate::executor::host::host_lines(&loads, crate::audit::LISTED_TARGETS);
+        crate::log::info(crate::audit::render(&audit, &plan.targets, &hosts).trim_end());
     }
     for why in &unreachable {
         crate::log::error(&format!("reactbatch run: {why}"));

@@ -44,8 +44,9 @@ pub struct Work {
     pub identities: Identities,
     /// Rows an earlier report shows done (`--resume`).
     pub done: Option<DoneSet>,
-    /// The plan's estimate of the run ([`Audit::estimated_ms`]), for the progress ETA.
-    pub estimated: std::time::Duration,
+    /// The lanes' rows and paces behind the plan's estimate ([`Audit::model`]), for the
+    /// progress ETA.
+    pub pace: crate::audit::PaceModel,
     /// The second pass of the outline's replacing counts, to be given every row again.
     pub replacing: Replacing,
     /// The lanes, one per pace group and per account the rows name, and each row's lane.
@@ -300,7 +301,17 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     // The run takes each row's identity hash from the spool instead of hashing it again.
     let identities = identities.linked_to(spool.content_ids());
     // The outline's second pass (replacing counts) rides on the run's own read of the rows.
-    let (audit, replacing) = audit.finish(&lanes.lanes, &rates, config.burst);
+    let (mut audit, replacing) = audit.finish(&lanes.lanes, &rates, config.burst);
+    if !config.sandbox {
+        // The sandbox has no host ceiling; the real hosts may.
+        let (host_of, ceilings) = crate::executor::host::lane_ceilings(
+            &plan.targets,
+            &lanes.lanes,
+            &plan.settings.host_rate,
+            config.shard.map_or(1, |s| s.count),
+        );
+        audit.under_ceilings(&host_of, ceilings);
+    }
     if config.emit.is_some() && config.emit_format == EmitFormat::Curl {
         // A lane's requests: the rows routed to it, at most what its targets send (deferred
         // rows are not in the script).
@@ -399,7 +410,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         },
     };
     warnings.print();
-    let estimated = std::time::Duration::from_millis(audit.estimated_ms);
+    let pace = audit.model.clone();
     Ok(Preflight {
         plan,
         config,
@@ -411,7 +422,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
             total_rows: validation.rows,
             identities,
             done,
-            estimated,
+            pace,
             replacing,
             lanes,
         },
