@@ -241,3 +241,50 @@ async fn only_failures_to_connect_in_a_row_stop_an_origin() {
     assert!(run.results[..10].iter().all(|r| r.code == "tls"));
     assert!(run.results[10..].iter().all(|r| r.code == "unreachable"));
 }
+
+/// Refusals that came while a lane was still finding its pace (a start-up burst beyond the
+/// provider's, then one request that arrived bunched with others) do not hold a lane
+/// configured far above them there for the rest of the run: once the provider has accepted
+/// for a while, the ceiling grows again, up to the configured rate.
+#[tokio::test(start_paused = true)]
+async fn a_lane_held_far_below_its_rate_by_early_refusals_grows_back() {
+    let refused = || AttemptOutcome::Answered {
+        status: 429,
+        retry_after: None,
+        code: "rate_limited".into(),
+        message: String::new(),
+    };
+    let provider = Arc::new(
+        Provider::new()
+            .latency(Duration::from_millis(2))
+            .script(move |r| (r.n < 5 || r.n == 40).then(|| (refused(), Duration::from_millis(2)))),
+    );
+    let run = sim::run(
+        &provider,
+        config(16),
+        vec![sim::kommo("k", "s1", per_sec(400))],
+        Vec::new(),
+        sim::rows(6000, 0, "m"),
+    )
+    .await;
+    assert_eq!(run.count(Status::Ok), 6000);
+    let lane = &run.lanes[0];
+    assert_eq!(lane.rate_limited, 6);
+    // Held where the refusals left it (under 10/s with the ceiling frozen), 6 000 rows would
+    // take over ten minutes; grown back, they take 70 s of the paused clock.
+    assert!(
+        lane.pace.slowest_rate.is_some_and(|r| r < 50.0),
+        "{:?}",
+        lane.pace
+    );
+    assert!(
+        lane.pace.settled_rate.is_some_and(|r| r >= 399.0),
+        "{:?}",
+        lane.pace
+    );
+    assert!(run.took < Duration::from_secs(90), "took {:?}", run.took);
+}
+
+fn per_sec(count: u32) -> Rate {
+    sim::per_sec(count)
+}

@@ -83,10 +83,28 @@ pub const ACCEPT_WINDOW: Duration = Duration::from_secs(2);
 pub const FAR_ABOVE: f64 = 2.0;
 /// After a drop to the measured rate, the ceiling grows by this share of itself per second.
 pub const PROBE: f64 = 0.5;
+/// A lane held far below its configured rate (more than [`HELD_FAR_BELOW`] times under it,
+/// or `unlimited`) that the provider has accepted since its last 429, this long, grows its
+/// ceiling again by [`REGROW`] of itself per second. A refusal that came while the lane was
+/// still finding its pace (a burst that arrived bunched on a busy machine) would otherwise
+/// hold it there, recovering 1% per 10 s, for the rest of the run; a provider that really
+/// limits there answers 429 again as soon as the lane goes past, and the lane drops back.
+pub const QUIET: Duration = Duration::from_secs(5);
+/// See [`QUIET`].
+pub const REGROW: f64 = 0.1;
+/// See [`QUIET`].
+pub const HELD_FAR_BELOW: f64 = 10.0;
 /// The longest that 429s in a row hold a lane's next send back.
 pub const MAX_REFUSAL_WAIT: Duration = Duration::from_secs(30);
 /// Acceptance times kept, at most (a fast lane's window would otherwise hold thousands).
 const ACCEPTS_KEPT: usize = 4096;
+
+/// The shortest span the accepted rate is measured over. Just after a lane starts (or comes
+/// back from idle), the few answers in the window came within milliseconds: counted over a
+/// whole second they read as 1–5/s for a provider that takes hundreds, and a lane set to that
+/// pace takes many seconds to climb back. Over 100 ms, a provider that accepted one request
+/// is credited with 10/s, which the adaptive pace then refines.
+const MIN_ACCEPT_SPAN: Duration = Duration::from_millis(100);
 
 /// The adaptive part of a lane's pace: what 429s without `Retry-After` did to it.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +121,8 @@ pub struct Adapt {
     ceiling: f64,
     /// The ceiling came from the measured acceptance rate: it grows by [`PROBE`] per second.
     probing: bool,
+    /// The first acceptance since the decrease (see [`QUIET`]).
+    accepted_since: Option<Instant>,
 }
 
 impl Adapt {
@@ -118,7 +138,15 @@ impl Adapt {
         let grown = if self.probing {
             self.ceiling * (1.0 + PROBE).powf(secs)
         } else {
-            self.ceiling + RECOVER * self.reference * secs
+            let recovered = self.ceiling + RECOVER * self.reference * secs;
+            let quiet = self.accepted_since.map_or(0.0, |t| {
+                now.saturating_duration_since(t).as_secs_f64() - QUIET.as_secs_f64()
+            });
+            if quiet > 0.0 && self.configured > HELD_FAR_BELOW * self.ceiling {
+                recovered.max(self.ceiling * (1.0 + REGROW).powf(quiet))
+            } else {
+                recovered
+            }
         };
         grown.min(self.configured)
     }
@@ -289,6 +317,7 @@ impl RateLimiter {
             at: now,
             ceiling,
             probing,
+            accepted_since: None,
         });
         state.refusals_in_row = state.refusals_in_row.saturating_add(1);
         state.stats.slowdowns += 1;
@@ -306,8 +335,8 @@ impl RateLimiter {
     }
 
     /// Requests per second the provider accepted over the last [`ACCEPT_WINDOW`] (over at least
-    /// one second, and counting at least one acceptance: a refusal before any answer is no
-    /// proof that the provider takes nothing).
+    /// [`MIN_ACCEPT_SPAN`], and counting at least one acceptance: a refusal before any answer
+    /// is no proof that the provider takes nothing).
     fn accepted_rate(state: &mut State, now: Instant) -> f64 {
         while state
             .accepted
@@ -322,7 +351,7 @@ impl RateLimiter {
             .accepted
             .front()
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(*t))
-            .max(Duration::from_secs(1));
+            .max(MIN_ACCEPT_SPAN);
         state.accepted.len().max(1) as f64 / span.as_secs_f64()
     }
 
@@ -331,6 +360,11 @@ impl RateLimiter {
     pub fn accepted(&self, at: Instant) {
         let mut state = self.state();
         state.refusals_in_row = 0;
+        if let Some(adapt) = state.adapt.as_mut() {
+            if at > adapt.at {
+                adapt.accepted_since.get_or_insert(at);
+            }
+        }
         if state.accepted.len() >= ACCEPTS_KEPT {
             state.accepted.pop_front();
         }
