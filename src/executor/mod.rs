@@ -434,6 +434,9 @@ impl Settle {
     }
 }
 
+/// A busy message: the lane its rows were read by, and its rows waiting (with their keys).
+type Busy = (usize, VecDeque<(Row, String)>);
+
 /// Rows the dispatcher renders (dry run, deferred, cancelled) go to the writer this many at a
 /// time, and whenever the dispatcher is about to wait.
 const BATCH_ROWS: usize = 256;
@@ -451,9 +454,7 @@ pub async fn execute<T: Transport>(
 ) {
     let done = Arc::new(lane::Done::default());
     let mut finished: Vec<MessageId> = Vec::new();
-    // Per busy message: the lane its rows were read by, and its rows waiting.
-    let mut busy: HashMap<MessageId, (usize, VecDeque<(Row, String)>), foldhash::fast::FixedState> =
-        HashMap::default();
+    let mut busy: HashMap<MessageId, Busy, foldhash::fast::FixedState> = HashMap::default();
     // Messages with a deferred row: (first such row, its not_before).
     // Exact ids here: a collision would defer an unrelated row.
     let mut deferred: HashMap<(usize, String), (u64, DateTime<Utc>)> = HashMap::new();

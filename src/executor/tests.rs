@@ -540,3 +540,153 @@ async fn rows_naming_their_accounts_run_a_lane_per_account_side_by_side() {
         assert!(reported, "{account}");
     }
 }
+
+/// One Kommo integration whose rows name `accounts` accounts (`acct-00`, …), `per_account`
+/// rows each, sorted by account (as exports come): its target, the lane map the validation
+/// pass makes (a lane per account, at `rate`), the lanes, and each row with its lane.
+fn sorted_by_account(
+    accounts: u64,
+    per_account: u64,
+    rate: Rate,
+) -> (TargetRuntime, LaneMap, Vec<Lane>, Vec<(Row, usize)>) {
+    let mut integration = sim::kommo("integration", "unused", rate);
+    integration.spec.kind = TargetKind::Kommo {
+        scope_id: None,
+        user_id: Some("u".into()),
+        user_ref_id: None,
+    };
+    let targets = vec![integration.spec.clone()];
+    let groups = crate::plan::pace::group(&targets, &[None], &mut Vec::new(), &mut Vec::new());
+    let mut map = LaneMap::new(&groups, &targets);
+    let rows: Vec<(Row, usize)> = (0..accounts * per_account)
+        .map(|i| {
+            let mut row = Row::test(i + 1)
+                .message(format!("m{i}"))
+                .emoji(format!("e{}", i + 1));
+            row.scope_id = Some(format!("acct-{:02}", i / per_account));
+            row.conversation_id = Some("c".into());
+            let lane = map.route(&row, &targets).expect("a lane per account");
+            (row, lane)
+        })
+        .collect();
+    let lanes: Vec<Lane> = map
+        .lanes
+        .iter()
+        .zip(&map.rows)
+        .map(|(g, &n)| Lane::new(g.name.clone(), g.members.clone(), rate, 1).with_planned_rows(n))
+        .collect();
+    assert_eq!(lanes.len() as u64, accounts);
+    (integration, map, lanes, rows)
+}
+
+/// 20 accounts × 600 rows sorted by account, each account's lane at 50/s: more rows than the
+/// dispatcher keeps on their way at once, so reading in plan order would start the last
+/// accounts only once the first had finished. Read lane by lane from the spool, every lane
+/// paces at its limit from the start and the run takes what one lane takes.
+#[tokio::test(start_paused = true)]
+async fn a_plan_sorted_by_account_runs_every_lane_at_its_limit_from_the_start() {
+    let (accounts, per_account) = (20u64, 600u64);
+    assert!(accounts * per_account > MAX_QUEUED as u64);
+    let (integration, map, lanes, rows) = sorted_by_account(accounts, per_account, per_sec(50));
+    let provider = Provider::new().latency(Duration::from_millis(5));
+    let out = sim::run_source(
+        &Arc::new(provider),
+        config(8),
+        vec![integration],
+        lanes,
+        map,
+        sim::spooled(&rows),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), rows.len());
+    for a in 0..accounts {
+        let account = format!("acct-{a:02}");
+        let log = out.log.scope(&account);
+        assert_eq!(log.len() as u64, per_account, "{account}");
+        let first = log.0.iter().map(|r| r.sent).min().expect("requests");
+        assert!(
+            first < Duration::from_secs(1),
+            "{account} first sent at {first:?}"
+        );
+        let rate = log.achieved_rate().expect("a rate");
+        assert!((49.0..=50.5).contains(&rate), "{account} at {rate}/s");
+        // Each row of the account's lane in plan order (the messages differ: nothing waits).
+        let numbers: Vec<u64> = log.0.iter().map(number).collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{account}");
+    }
+    // One lane's 600 rows at 50/s: the last sent 11.98 s after the first.
+    let ideal = Duration::from_millis((per_account - 1) * 20);
+    assert!(
+        out.took >= ideal && out.took <= ideal + Duration::from_millis(100),
+        "took {:?}, one lane alone {ideal:?}",
+        out.took
+    );
+}
+
+/// Counts the rows read from a source.
+struct Counted<S> {
+    source: S,
+    read: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S: RowSource> RowSource for Counted<S> {
+    fn lanes(&self) -> usize {
+        self.source.lanes()
+    }
+
+    fn has_more(&self, lane: usize) -> bool {
+        self.source.has_more(lane)
+    }
+
+    fn next_in(&mut self, lane: usize) -> Option<Result<Row, Problem>> {
+        let row = self.source.next_in(lane);
+        if row.is_some() {
+            self.read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        row
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lane_reading_its_own_rows_keeps_only_its_read_ahead() {
+    // 3 000 rows on one lane, read from the spool lane by lane: the dispatcher keeps the
+    // lane's read-ahead on its way (waiting, in flight, or just finished), not the plan.
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let read = Arc::new(AtomicUsize::new(0));
+    let most_ahead = Arc::new(AtomicUsize::new(0));
+    let (r, m) = (Arc::clone(&read), Arc::clone(&most_ahead));
+    let provider = Provider::new().script(move |req| {
+        m.fetch_max(r.load(Relaxed) - req.n, Relaxed);
+        Some((ok(), Duration::from_millis(1)))
+    });
+    let concurrency = 4;
+    let rows: Vec<(Row, usize)> = rows(3000, 3000)
+        .into_iter()
+        .flatten()
+        .map(|r| (r, 0))
+        .collect();
+    let source = Counted {
+        source: sim::spooled(&rows),
+        read: Arc::clone(&read),
+    };
+    let out = sim::run_source(
+        &Arc::new(provider),
+        config(concurrency),
+        vec![sim::ogmma("o", "ch", "k", Rate::Unlimited)],
+        vec![Lane::new("o".into(), vec![0], Rate::Unlimited, 1).with_planned_rows(3000)],
+        LaneMap::default(),
+        source,
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), 3000);
+    assert_eq!(read.load(Relaxed), 3000);
+    let most = most_ahead.load(Relaxed);
+    let bound = lane_read_ahead(1);
+    // Rows finished and not yet handed back to the dispatcher are still counted as read.
+    assert!(
+        (bound..=bound + lane::DONE_BATCH + 1).contains(&most),
+        "read {most} rows ahead of the requests (read-ahead {bound})"
+    );
+}
