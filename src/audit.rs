@@ -7,7 +7,8 @@
 //! most used emoji.
 //!
 //! The estimate: rows are sent through one lane per pace group ([`PaceGroup`]:
-//! targets sharing a Kommo `scope_id`, an Ogmma API key reference, or a `limit_group`; the
+//! targets sharing a Kommo `scope_id`, an Ogmma API key reference, or a `limit_group`; and one
+//! per Kommo `scope_id` that rows name themselves, [`crate::plan::pace::LaneMap`]; the
 //! group's pace is the slowest of its targets', or `--rate`, shared among shards). A lane needs `(rows − burst) / rate`: `burst` requests go at once, the
 //! rest at the even pace. Lanes run at the same time, so the run takes as long as its slowest
 //! lane. Deferred rows are not counted (they are not sent in this run), nor are rows of

@@ -14,7 +14,8 @@
 //! - [`plan`]: the plan model, YAML/CSV loading with source positions, validation (emoji
 //!   values and `:shortcodes:` in `plan::emoji`).
 //! - [`provider`]: Kommo and Ogmma request building; [`sign`]: Kommo's HMAC signature.
-//! - [`executor`]: lanes (one per pace group, `plan::pace`) with adaptive rate limiting,
+//! - [`executor`]: lanes (one per pace group, and per Kommo account that rows name:
+//!   `plan::pace::LaneMap`, made by the validation pass) with adaptive rate limiting,
 //!   per-message ordering, bounded requests in flight, retries.
 //! - [`report`]: row results → report files and the end-of-run summary; [`emit`]: the audit
 //!   trail of signed requests (JSON Lines or curl); `json`: JSON strings written as

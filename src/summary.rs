@@ -142,10 +142,16 @@ impl Summary {
                 let achieved = t
                     .achieved_rate
                     .map_or("-".to_string(), |r| format!("{r:.1}/s"));
+                // A target whose rows name their accounts runs a lane per account: its
+                // total is many limits, not one.
+                let limit = match t.plan.lanes {
+                    0 | 1 => format!("limit {}", t.rate),
+                    n => format!("{n} lanes, limit {} each", t.rate),
+                };
                 let _ = writeln!(
                     s,
-                    "  target {} ({}): {} requests, achieved {achieved}, busiest second {} (limit {})",
-                    t.name, t.provider, t.requests, t.max_requests_in_1s, t.rate
+                    "  target {} ({}): {} requests, achieved {achieved}, busiest second {} ({limit})",
+                    t.name, t.provider, t.requests, t.max_requests_in_1s
                 );
                 if let Some(why) = &t.stopped {
                     let _ = writeln!(s, "  {why}");
@@ -245,5 +251,17 @@ mod tests {
             "{long}"
         );
         assert!(long.contains("achieved 2.0/s,"), "{long}");
+        assert!(long.contains("busiest second 4 (limit 7/s)"), "{long}");
+    }
+
+    #[test]
+    fn a_target_with_a_lane_per_account_shows_the_limit_per_lane() {
+        let mut s = summary(2000, Some(2.0));
+        s.targets[0].plan.lanes = 3;
+        let text = s.render();
+        assert!(
+            text.contains("busiest second 4 (3 lanes, limit 7/s each)"),
+            "{text}"
+        );
     }
 }

@@ -488,7 +488,13 @@ pub async fn execute<T: Transport>(
     } else {
         let senders = ctx.config.concurrency.max(1);
         (0..ctx.lanes.len())
-            .flat_map(|i| (0..senders).map(move |_| i))
+            // A lane never has more rows on their way than the plan gives it: one lane per
+            // account, each with a handful of rows, needs a handful of senders, not
+            // `concurrency` each.
+            .flat_map(|i| {
+                let rows = usize::try_from(ctx.lanes[i].planned_rows).unwrap_or(usize::MAX);
+                (0..senders.min(rows).max(1)).map(move |_| i)
+            })
             .map(|i| tokio::spawn(lane::sender(Arc::clone(&ctx), i, Arc::clone(&done))))
             .collect()
     };

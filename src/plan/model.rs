@@ -243,7 +243,8 @@ pub enum EmitFormat {
     Curl,
 }
 
-/// `--shard I/N`: this run takes the rows whose (target, message) hash falls in shard I of N.
+/// `--shard I/N`: this run takes the rows whose (target, message) hash (with the row's own
+/// account when it names one) falls in shard I of N.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
     /// 1-based.

@@ -13,6 +13,9 @@
 //! - Ogmma rows need `message_id`; the Kommo-only fields (`msgid`, conversation ids, users) are
 //!   errors when the row itself sets them, and ignored when they come from `defaults:` (a plan
 //!   mixing providers may set Kommo defaults).
+//! - A row's `scope_id` (Kommo) / `channel_id` (Ogmma) is its account, over its target's; a
+//!   target that names none needs it on every row (or in `defaults:`). The other provider's
+//!   field is an error when the row itself sets it, and ignored from `defaults:`.
 //! - Values are at most [`super::fields::MAX_FIELD_BYTES`] bytes (emojis
 //!   [`super::fields::MAX_EMOJI_BYTES`]); an empty value counts as absent.
 
