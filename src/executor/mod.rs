@@ -4,9 +4,12 @@
 //!
 //! - The dispatcher reads rows lazily and tracks only messages with a row on its way; a row for
 //!   a message that is busy waits in that message's queue, so rows on one (target, message) go
-//!   in plan order and never overlap. Reading pauses while [`MAX_QUEUED`] rows are on their
-//!   way or waiting, or while every lane with rows still to come has [`LANE_AHEAD`] waiting
-//!   to be sent, so memory does not grow with the plan.
+//!   in plan order and never overlap. From a spool chained by lane ([`RowSource`]) it reads
+//!   each lane's rows on their own, a few ahead of each lane ([`lane_read_ahead`]), so a plan
+//!   sorted by account runs every lane side by side. From rows in plan order only (the dry
+//!   run), reading pauses while [`MAX_QUEUED`] rows are on their way or waiting, or while
+//!   every lane with rows still to come has [`LANE_AHEAD`] waiting to be sent. Either way
+//!   memory does not grow with the plan.
 //! - A row whose message is free goes to its target's [`lane::Lane`] (one per pace group):
 //!   one of the lane's senders paces it, takes one of `concurrency` slots for the request
 //!   only, and runs the attempt ([`task`]): sign afresh, send over the run's one HTTP client,
@@ -60,6 +63,56 @@ pub const MAX_QUEUED: usize = 10_000;
 /// never holds a fast one to its pace, while a plan for one lane keeps no more than this
 /// waiting.
 pub const LANE_AHEAD: usize = 1024;
+
+/// Rows read ahead for one lane (waiting, in flight, or behind a busy message) when every
+/// lane reads its own rows: [`MAX_QUEUED`] shared between the lanes, but at least enough to
+/// keep a slow lane going and at most what keeps a fast one busy.
+pub fn lane_read_ahead(lanes: usize) -> usize {
+    (MAX_QUEUED / lanes.max(1)).clamp(LANE_READ_MIN, LANE_READ_MAX)
+}
+
+/// The bounds of [`lane_read_ahead`].
+pub const LANE_READ_MIN: usize = 8;
+pub const LANE_READ_MAX: usize = 256;
+
+/// Where the dispatcher reads the rows: in plan order (any iterator of rows), or lane by lane
+/// (the spool, chained by lane when validated: [`crate::plan::spool::LaneRows`]).
+pub trait RowSource {
+    /// The lanes the rows can be read by; 0 for rows read in plan order only.
+    fn lanes(&self) -> usize;
+    /// Whether `lane` has rows not read yet.
+    fn has_more(&self, lane: usize) -> bool;
+    /// The next row of `lane` (of the plan, for rows read in plan order).
+    fn next_in(&mut self, lane: usize) -> Option<Result<Row, Problem>>;
+}
+
+impl<I: Iterator<Item = Result<Row, Problem>>> RowSource for I {
+    fn lanes(&self) -> usize {
+        0
+    }
+
+    fn has_more(&self, _lane: usize) -> bool {
+        true
+    }
+
+    fn next_in(&mut self, _lane: usize) -> Option<Result<Row, Problem>> {
+        self.next()
+    }
+}
+
+impl RowSource for crate::plan::spool::LaneRows {
+    fn lanes(&self) -> usize {
+        crate::plan::spool::LaneRows::lanes(self)
+    }
+
+    fn has_more(&self, lane: usize) -> bool {
+        crate::plan::spool::LaneRows::has_more(self, lane)
+    }
+
+    fn next_in(&mut self, lane: usize) -> Option<Result<Row, Problem>> {
+        crate::plan::spool::LaneRows::next_in(self, lane)
+    }
+}
 
 /// Where "now" comes from: the wall clock, or a fixed instant (`--now`) for `not_before`
 /// and for signing in a dry run. The wall clock is read only through this.
@@ -411,17 +464,21 @@ impl Settle {
     }
 }
 
+/// A busy message: the lane its rows were read by, and its rows waiting (with their keys).
+type Busy = (usize, VecDeque<(Row, String)>);
+
 /// Rows the dispatcher renders (dry run, deferred, cancelled) go to the writer this many at a
 /// time, and whenever the dispatcher is about to wait.
 const BATCH_ROWS: usize = 256;
 
 /// Runs every row of `rows` and sends each result to `ctx.out`. Returns when every row that
 /// was read has a result (cancelled rows included) and every lane's worker has ended. Rows the
-/// iterator yields as `Err` (a plan file that no longer reads as it was validated) are
-/// reported `failed` with code `invalid_row` and the problem, never dropped.
+/// source yields as `Err` (a plan file that no longer reads as it was validated) are
+/// reported `failed` with code `invalid_row` and the problem, never dropped. A dry run reads
+/// in plan order whatever the source.
 pub async fn execute<T: Transport>(
     ctx: Arc<RunContext<T>>,
-    rows: impl Iterator<Item = Result<Row, Problem>>,
+    mut rows: impl RowSource,
     mut key_of: KeyFn,
     mut admit: impl FnMut(&Row, &str) -> Admission,
 ) {
@@ -435,8 +492,7 @@ pub async fn execute<T: Transport>(
         cancel.cancel_soft();
     });
     let mut finished: Vec<MessageId> = Vec::new();
-    let mut busy: HashMap<MessageId, VecDeque<(Row, String)>, foldhash::fast::FixedState> =
-        HashMap::default();
+    let mut busy: HashMap<MessageId, Busy, foldhash::fast::FixedState> = HashMap::default();
     // Messages with a deferred row: (first such row, its not_before).
     // Exact ids here: a collision would defer an unrelated row.
     let mut deferred: HashMap<(usize, String), (u64, DateTime<Utc>)> = HashMap::new();
@@ -445,7 +501,15 @@ pub async fn execute<T: Transport>(
     let mut queued = 0usize;
     // Rows each lane still has to come in the plan (those not read yet).
     let mut ahead: Vec<u64> = ctx.lanes.iter().map(|l| l.planned_rows).collect();
-    let mut rows = rows.fuse();
+    // Lane by lane: rows each lane has read and not finished, and the lanes that may read
+    // more (each once, `ready_now` saying which are in).
+    let by_lane = if ctx.config.dry_run { 0 } else { rows.lanes() };
+    let read_ahead = lane_read_ahead(by_lane);
+    let mut reading = vec![0usize; by_lane];
+    let mut ready: VecDeque<usize> = (0..by_lane).filter(|&l| rows.has_more(l)).collect();
+    let mut ready_now = vec![true; by_lane];
+    // Lanes with rows not read yet.
+    let mut lanes_left = ready.len();
     let mut exhausted = false;
     let mut last_number = 0u64;
     let pool = if ctx.config.dry_run {
@@ -467,18 +531,54 @@ pub async fn execute<T: Transport>(
         let cancelled = ctx.cancel.is_soft();
         if cancelled && queued > 0 {
             // Rows waiting behind a busy message will not start now.
-            for queue in busy.values_mut() {
+            for (lane, queue) in busy.values_mut() {
+                if let Some(n) = reading.get_mut(*lane) {
+                    *n -= queue.len();
+                }
                 for (row, key) in queue.drain(..) {
                     settle.push(&ctx, unsent_cancelled(&ctx, row, key)).await;
                 }
             }
             queued = 0;
         }
-        while !exhausted && running + queued < MAX_QUEUED && !all_full(&ctx, &ahead) {
-            let Some(item) = rows.next() else {
-                exhausted = true;
+        if cancelled && by_lane > 0 {
+            // Every unread row is reported cancelled, whatever its lane's read-ahead.
+            ready = (0..by_lane).filter(|&l| rows.has_more(l)).collect();
+        }
+        loop {
+            let chain = if by_lane > 0 {
+                // The lane at the front reads until it has its read-ahead (rows of one lane
+                // lie together in a sorted plan), then the next one.
+                let Some(&lane) = ready.front() else {
+                    exhausted = lanes_left == 0;
+                    break;
+                };
+                if !rows.has_more(lane) || (!cancelled && reading[lane] >= read_ahead) {
+                    ready.pop_front();
+                    ready_now[lane] = false;
+                    continue;
+                }
+                lane
+            } else if !exhausted && running + queued < MAX_QUEUED && !all_full(&ctx, &ahead) {
+                0
+            } else {
                 break;
             };
+            let Some(item) = rows.next_in(chain) else {
+                if by_lane == 0 {
+                    exhausted = true;
+                    break;
+                }
+                continue;
+            };
+            if by_lane > 0 && !rows.has_more(chain) {
+                // Its last row, or a broken spool: then no lane has any more.
+                lanes_left = if item.is_ok() {
+                    lanes_left.saturating_sub(1)
+                } else {
+                    0
+                };
+            }
             let row = match item {
                 Ok(row) => row,
                 Err(problem) => {
@@ -543,13 +643,16 @@ pub async fn execute<T: Transport>(
                 settle.push(&ctx, Item::Plan { row, key }).await;
                 continue;
             }
+            if let Some(n) = reading.get_mut(chain) {
+                *n += 1;
+            }
             match busy.entry(message_id(&row)) {
                 Entry::Occupied(mut q) => {
-                    q.get_mut().push_back((row, key));
+                    q.get_mut().1.push_back((row, key));
                     queued += 1;
                 }
                 Entry::Vacant(v) => {
-                    v.insert(VecDeque::new());
+                    v.insert((chain, VecDeque::new()));
                     to_lane(&ctx, row, key);
                     running += 1;
                 }
@@ -569,7 +672,18 @@ pub async fn execute<T: Transport>(
         done.take(&mut finished);
         for id in finished.drain(..) {
             running -= 1;
-            let next = busy.get_mut(&id).and_then(VecDeque::pop_front);
+            let Some((chain, waiting)) = busy.get_mut(&id) else {
+                continue;
+            };
+            let chain = *chain;
+            let next = waiting.pop_front();
+            if let Some(n) = reading.get_mut(chain) {
+                *n -= 1;
+                if !ready_now[chain] && *n < read_ahead && rows.has_more(chain) {
+                    ready_now[chain] = true;
+                    ready.push_back(chain);
+                }
+            }
             match next {
                 Some((row, key)) => {
                     queued -= 1;

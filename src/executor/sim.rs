@@ -26,7 +26,9 @@
 //!
 //! Pass `lanes: Vec::new()` for a lane per target (targets start at `http://127.0.0.1:9`).
 //! Rows: `Row::test(n).on(target).message("m").emoji("👍")`, or [`rows`]. [`run_with`] takes
-//! rows that may be unusable and a [`Cancel`] the test holds.
+//! rows that may be unusable and a [`Cancel`] the test holds; [`run_routed`] a lane map
+//! (rows naming their accounts); [`run_source`] rows read lane by lane from a [`spooled`]
+//! plan, as a live run reads them.
 //! [`Provider::script`] answers chosen requests itself (any outcome, any latency) and leaves
 //! the rest to the model. The bucket and the faults are the sandbox's own (`sandbox::limits`,
 //! `sandbox::faults`), so the simulated provider refuses what the sandbox refuses; the answers
@@ -48,9 +50,10 @@ use super::rate::PaceStats;
 use super::transport::answered;
 use super::{
     execute, progress, Admission, AttemptOutcome, Cancel, ExecConfig, Lane, OutputThread,
-    RunContext, TargetRuntime, Transport,
+    RowSource, RunContext, TargetRuntime, Transport,
 };
 use crate::plan::pace::LaneMap;
+use crate::plan::spool::{LaneRows, Spool};
 use crate::plan::{Problem, ProviderKind, Rate, Row, Source, Target, TargetKind};
 use crate::provider::SignedRequest;
 use crate::report::{read_report, ReportWriter, RowResult};
@@ -661,7 +664,16 @@ pub async fn run_routed(
     cancel: Cancel,
 ) -> SimRun {
     let setup = |ctx: RunContext<SimTransport>| ctx.with_lane_map(map);
-    run_set_up(provider, config, targets, lanes, setup, rows, cancel).await
+    run_set_up(
+        provider,
+        config,
+        targets,
+        lanes,
+        setup,
+        rows.into_iter(),
+        cancel,
+    )
+    .await
 }
 
 /// [`run_with`] under host ceilings ([`super::host`]).
@@ -675,6 +687,40 @@ pub async fn run_under_ceilings(
     cancel: Cancel,
 ) -> SimRun {
     let setup = |ctx: RunContext<SimTransport>| ctx.with_host_ceilings(hosts);
+    run_set_up(
+        provider,
+        config,
+        targets,
+        lanes,
+        setup,
+        rows.into_iter(),
+        cancel,
+    )
+    .await
+}
+
+/// `rows` with the lane each goes to, in a spool chained by lane as the validation pass
+/// writes it, to be read back lane by lane ([`run_source`]) as a live run reads it.
+pub fn spooled(rows: &[(Row, usize)]) -> LaneRows {
+    let mut spool = Spool::create().expect("spool");
+    for (row, lane) in rows {
+        spool.push_to(row, None, *lane).expect("spool a row");
+    }
+    let rows = spool.into_rows().expect("spooled rows");
+    rows.by_lane().expect("spooled rows by lane")
+}
+
+/// [`run_routed`] reading the rows from `source` (rows in plan order, or [`spooled`]).
+pub async fn run_source(
+    provider: &Arc<Provider>,
+    config: ExecConfig,
+    targets: Vec<TargetRuntime>,
+    lanes: Vec<Lane>,
+    map: LaneMap,
+    rows: impl RowSource,
+    cancel: Cancel,
+) -> SimRun {
+    let setup = |ctx: RunContext<SimTransport>| ctx.with_lane_map(map);
     run_set_up(provider, config, targets, lanes, setup, rows, cancel).await
 }
 
@@ -685,7 +731,7 @@ async fn run_set_up(
     targets: Vec<TargetRuntime>,
     lanes: Vec<Lane>,
     setup: impl FnOnce(RunContext<SimTransport>) -> RunContext<SimTransport>,
-    rows: impl IntoIterator<Item = Result<Row, Problem>>,
+    rows: impl RowSource,
     cancel: Cancel,
 ) -> SimRun {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -710,7 +756,7 @@ async fn run_set_up(
     )));
     execute(
         Arc::clone(&ctx),
-        rows.into_iter(),
+        rows,
         Box::new(|r: &Row| format!("k{}", r.number)),
         |_: &Row, _: &str| Admission::Run,
     )

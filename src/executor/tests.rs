@@ -840,3 +840,270 @@ async fn the_concurrency_bounds_requests_in_flight_across_lanes_and_every_lane_g
         );
     }
 }
+
+/// One Kommo integration whose rows name `accounts` accounts (`acct-00`, …), `per_account`
+/// rows each, sorted by account (as exports come): its target, the lane map the validation
+/// pass makes (a lane per account, at `rate`), the lanes, and each row with its lane.
+fn sorted_by_account(
+    accounts: u64,
+    per_account: u64,
+    rate: Rate,
+) -> (TargetRuntime, LaneMap, Vec<Lane>, Vec<(Row, usize)>) {
+    let mut integration = sim::kommo("integration", "unused", rate);
+    integration.spec.kind = TargetKind::Kommo {
+        scope_id: None,
+        user_id: Some("u".into()),
+        user_ref_id: None,
+    };
+    let targets = vec![integration.spec.clone()];
+    let groups = crate::plan::pace::group(&targets, &[None], &mut Vec::new(), &mut Vec::new());
+    let mut map = LaneMap::new(&groups, &targets);
+    let rows: Vec<(Row, usize)> = (0..accounts * per_account)
+        .map(|i| {
+            let mut row = Row::test(i + 1)
+                .message(format!("m{i}"))
+                .emoji(format!("e{}", i + 1));
+            row.scope_id = Some(format!("acct-{:02}", i / per_account));
+            row.conversation_id = Some("c".into());
+            let lane = map.route(&row, &targets).expect("a lane per account");
+            (row, lane)
+        })
+        .collect();
+    let lanes: Vec<Lane> = map
+        .lanes
+        .iter()
+        .zip(&map.rows)
+        .map(|(g, &n)| Lane::new(g.name.clone(), g.members.clone(), rate, 1).with_planned_rows(n))
+        .collect();
+    assert_eq!(lanes.len() as u64, accounts);
+    (integration, map, lanes, rows)
+}
+
+/// 20 accounts × 600 rows sorted by account, each account's lane at 50/s: more rows than the
+/// dispatcher keeps on their way at once, so reading in plan order would start the last
+/// accounts only once the first had finished. Read lane by lane from the spool, every lane
+/// paces at its limit from the start and the run takes what one lane takes.
+#[tokio::test(start_paused = true)]
+async fn a_plan_sorted_by_account_runs_every_lane_at_its_limit_from_the_start() {
+    let (accounts, per_account) = (20u64, 600u64);
+    assert!(accounts * per_account > MAX_QUEUED as u64);
+    let (integration, map, lanes, rows) = sorted_by_account(accounts, per_account, per_sec(50));
+    let provider = Provider::new().latency(Duration::from_millis(5));
+    let out = sim::run_source(
+        &Arc::new(provider),
+        config(8),
+        vec![integration],
+        lanes,
+        map,
+        sim::spooled(&rows),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), rows.len());
+    for a in 0..accounts {
+        let account = format!("acct-{a:02}");
+        let log = out.log.scope(&account);
+        assert_eq!(log.len() as u64, per_account, "{account}");
+        let first = log.0.iter().map(|r| r.sent).min().expect("requests");
+        assert!(
+            first < Duration::from_secs(1),
+            "{account} first sent at {first:?}"
+        );
+        let rate = log.achieved_rate().expect("a rate");
+        assert!((49.0..=50.5).contains(&rate), "{account} at {rate}/s");
+        // Each row of the account's lane in plan order (the messages differ: nothing waits).
+        let numbers: Vec<u64> = log.0.iter().map(number).collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{account}");
+    }
+    // One lane's 600 rows at 50/s: the last sent 11.98 s after the first.
+    let ideal = Duration::from_millis((per_account - 1) * 20);
+    assert!(
+        out.took >= ideal && out.took <= ideal + Duration::from_millis(100),
+        "took {:?}, one lane alone {ideal:?}",
+        out.took
+    );
+}
+
+/// Counts the rows read from a source.
+struct Counted<S> {
+    source: S,
+    read: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S: RowSource> RowSource for Counted<S> {
+    fn lanes(&self) -> usize {
+        self.source.lanes()
+    }
+
+    fn has_more(&self, lane: usize) -> bool {
+        self.source.has_more(lane)
+    }
+
+    fn next_in(&mut self, lane: usize) -> Option<Result<Row, Problem>> {
+        let row = self.source.next_in(lane);
+        if row.is_some() {
+            self.read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        row
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lane_reading_its_own_rows_keeps_only_its_read_ahead() {
+    // 3 000 rows on one lane, read from the spool lane by lane: the dispatcher keeps the
+    // lane's read-ahead on its way (waiting, in flight, or just finished), not the plan.
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let read = Arc::new(AtomicUsize::new(0));
+    let most_ahead = Arc::new(AtomicUsize::new(0));
+    let (r, m) = (Arc::clone(&read), Arc::clone(&most_ahead));
+    let provider = Provider::new().script(move |req| {
+        m.fetch_max(r.load(Relaxed) - req.n, Relaxed);
+        Some((ok(), Duration::from_millis(1)))
+    });
+    let concurrency = 4;
+    let rows: Vec<(Row, usize)> = rows(3000, 3000)
+        .into_iter()
+        .flatten()
+        .map(|r| (r, 0))
+        .collect();
+    let source = Counted {
+        source: sim::spooled(&rows),
+        read: Arc::clone(&read),
+    };
+    let out = sim::run_source(
+        &Arc::new(provider),
+        config(concurrency),
+        vec![sim::ogmma("o", "ch", "k", Rate::Unlimited)],
+        vec![Lane::new("o".into(), vec![0], Rate::Unlimited, 1).with_planned_rows(3000)],
+        LaneMap::default(),
+        source,
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(out.count(Status::Ok), 3000);
+    assert_eq!(read.load(Relaxed), 3000);
+    let most = most_ahead.load(Relaxed);
+    let bound = lane_read_ahead(1);
+    // Rows finished and not yet handed back to the dispatcher are still counted as read.
+    assert!(
+        (bound..=bound + lane::DONE_BATCH + 1).contains(&most),
+        "read {most} rows ahead of the requests (read-ahead {bound})"
+    );
+}
+
+/// Rows read lane by lane from the spool, in a plan that mixes three accounts: rows on one
+/// message still go in plan order without overlapping, a deferred row holds the rows behind
+/// it on its message, and every row is reported once.
+#[tokio::test(start_paused = true)]
+async fn rows_read_lane_by_lane_keep_message_order_and_deferred_rows() {
+    let (integration, mut map, _, _) = sorted_by_account(3, 1, per_sec(100));
+    let targets = vec![integration.spec.clone()];
+    // Row i: account i % 3, message i % 7 of that account, with latencies that would reorder
+    // rows on one message if they overlapped; row 50 is deferred, and the later rows on its
+    // message (account 2, message 1) wait behind it.
+    let rows: Vec<(Row, usize)> = (1..=300u64)
+        .map(|i| {
+            let mut row = Row::test(i)
+                .message(format!("m{}", i % 7))
+                .emoji(format!("e{i}"));
+            row.scope_id = Some(format!("acct-{:02}", i % 3));
+            row.conversation_id = Some("c".into());
+            if i == 50 {
+                row.not_before = Some("2999-01-01T00:00:00Z".parse().expect("time"));
+            }
+            let lane = map.route(&row, &targets).expect("a lane per account");
+            (row, lane)
+        })
+        .collect();
+    let lanes: Vec<Lane> = map
+        .lanes
+        .iter()
+        .zip(&map.rows)
+        .map(|(g, &n)| {
+            Lane::new(g.name.clone(), g.members.clone(), per_sec(100), 1).with_planned_rows(n)
+        })
+        .collect();
+    let provider = Provider::new().script(|req| {
+        let n: u64 = req.emoji[1..].parse().unwrap_or(0);
+        Some((ok(), Duration::from_millis(1 + (n * 37) % 23)))
+    });
+    let out = sim::run_source(
+        &Arc::new(provider),
+        config(8),
+        vec![integration],
+        lanes,
+        map,
+        sim::spooled(&rows),
+        Cancel::new(),
+    )
+    .await;
+    let numbers: Vec<u64> = out.results.iter().map(|r| r.row).collect();
+    assert_eq!(numbers, (1..=300).collect::<Vec<_>>());
+    let held = |i: u64| i >= 50 && i % 3 == 50 % 3 && i % 7 == 50 % 7;
+    for r in &out.results {
+        let want = if held(r.row) {
+            Status::Deferred
+        } else {
+            Status::Ok
+        };
+        assert_eq!(r.status, want, "row {}", r.row);
+    }
+    assert_eq!(
+        out.count(Status::Deferred),
+        (50..=300).filter(|&i| held(i)).count()
+    );
+    for a in 0..3 {
+        for m in 0..7 {
+            let log = out.log.scope(&format!("acct-{a:02}"));
+            let on: Vec<&Arrival> = log
+                .0
+                .iter()
+                .filter(|c| c.message == format!("m{m}"))
+                .collect();
+            let mut sent = on.clone();
+            sent.sort_by_key(|c| c.sent);
+            assert!(
+                sent.windows(2)
+                    .all(|w| number(w[0]) < number(w[1]) && w[0].done <= w[1].sent),
+                "account {a} message {m}"
+            );
+        }
+    }
+}
+
+/// A soft cancel while rows are read lane by lane: every row is reported once, those not sent
+/// `cancelled`, whichever lane they were waiting in or not yet read from.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_while_reading_lane_by_lane_reports_every_row_once() {
+    let (integration, map, lanes, rows) = sorted_by_account(4, 500, per_sec(100));
+    let cancel = Cancel::new();
+    let trigger = cancel.clone();
+    let provider = Provider::new().script(move |req| {
+        if req.n >= 100 {
+            trigger.cancel_soft();
+        }
+        Some((ok(), Duration::from_millis(5)))
+    });
+    let out = sim::run_source(
+        &Arc::new(provider),
+        config(4),
+        vec![integration],
+        lanes,
+        map,
+        sim::spooled(&rows),
+        cancel,
+    )
+    .await;
+    let numbers: Vec<u64> = out.results.iter().map(|r| r.row).collect();
+    assert_eq!(numbers, (1..=2000).collect::<Vec<_>>());
+    let ok = out.count(Status::Ok);
+    assert!((100..=120).contains(&ok), "{ok} ok");
+    assert_eq!(ok + out.count(Status::Cancelled), 2000);
+    // The four lanes had all started.
+    for a in 0..4 {
+        assert!(
+            out.log.scope(&format!("acct-{a:02}")).len() > 0,
+            "acct-{a:02}"
+        );
+    }
+}

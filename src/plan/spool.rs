@@ -6,16 +6,23 @@
 //! The file is unlinked as soon as it is open for reading and writing, so it disappears when the
 //! process ends, however it ends (on Unix; elsewhere it is removed when the spool is dropped).
 //!
-//! Record: a `u32` length, then that many bytes: `number u64, line u32, file u32` (index into
+//! Record: a `u32` length, a `u64` link (the offset of the next record of the same lane,
+//! `u64::MAX` for none), then `length` bytes: `number u64, line u32, file u32` (index into
 //! the spool's file names), `target u32`, `action u8` (0 react, 1 unreact), `content_id u64` (the
 //! row's content hash from the validation pass, see [`crate::identity`]; 0 for a row with a
 //! `key`), eleven optional strings (`u32` length, `u32::MAX` for none) in [`Row::text_fields`]
 //! order, and `not_before` (`u8` flag 0/1, then `i64` microseconds when 1). All little-endian.
 //! The length lets the reader take a record in one read into a buffer it reuses and parse it
 //! from memory, instead of some 25 small reads per row on the executor's thread.
+//!
+//! The links chain each lane's records ([`Spool::push_to`]) so that the executor can read
+//! every lane on its own ([`SpoolRows::by_lane`]): an export sorted by account then runs all
+//! its accounts side by side, with a few rows of each in memory. A link is written when the
+//! lane's next record comes, into the buffer when the record is still there, else into the
+//! file when the buffer next goes out.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,7 +34,13 @@ use crate::identity::LastContentId;
 
 /// Validated rows on their way from validation to the executor.
 pub struct Spool {
-    writer: BufWriter<File>,
+    file: File,
+    /// Records not written yet; the first starts at file offset `bytes - buffer.len()`.
+    buffer: Vec<u8>,
+    /// Links of records already in the file: (offset of the link, what it points to).
+    links: Vec<(u64, u64)>,
+    /// Per lane: the offsets of its first and its last record.
+    lanes: Vec<(u64, u64)>,
     path: PathBuf,
     files: Vec<Arc<str>>,
     rows: u64,
@@ -40,6 +53,12 @@ pub struct Spool {
 }
 
 const NONE: u32 = u32::MAX;
+/// A link to no record: the lane's last.
+const END: u64 = u64::MAX;
+/// The record header: its length and its link.
+const HEADER: u64 = 12;
+/// The buffer goes to the file when it holds this much.
+const BUFFER: usize = 1 << 16;
 
 impl Spool {
     pub fn create() -> std::io::Result<Spool> {
@@ -59,7 +78,10 @@ impl Spool {
         #[cfg(unix)]
         let _ = std::fs::remove_file(&path);
         Ok(Spool {
-            writer: BufWriter::with_capacity(1 << 16, file),
+            file,
+            buffer: Vec::with_capacity(BUFFER + 512),
+            links: Vec::new(),
+            lanes: Vec::new(),
             path,
             files: Vec::new(),
             rows: 0,
@@ -71,8 +93,20 @@ impl Spool {
 
     /// Appends a validated row with its content id ([`crate::identity::IdentityScan::observe`];
     /// `None` for a row with a `key`). Readers hand the id to the [`LastContentId`] they
-    /// share, so the run does not hash the row again for its identity.
+    /// share, so the run does not hash the row again for its identity. The row is in lane 0
+    /// (see [`Spool::push_to`]).
     pub fn push(&mut self, row: &Row, content_id: Option<u64>) -> std::io::Result<()> {
+        self.push_to(row, content_id, 0)
+    }
+
+    /// [`Spool::push`], in the chain of lane `lane` (the lane the executor sends it through:
+    /// rows on one message are in one lane, so each lane's chain keeps their order).
+    pub fn push_to(
+        &mut self,
+        row: &Row,
+        content_id: Option<u64>,
+        lane: usize,
+    ) -> std::io::Result<()> {
         let file = match self
             .files
             .iter()
@@ -108,14 +142,57 @@ impl Spool {
                 r.extend_from_slice(&t.timestamp_micros().to_le_bytes());
             }
         }
-        self.writer.write_all(&length(r.len())?.to_le_bytes())?;
-        self.writer.write_all(r)?;
-        self.bytes += 4 + r.len() as u64;
+        let len = length(r.len())?;
+        let at = self.bytes;
+        self.buffer.extend_from_slice(&len.to_le_bytes());
+        self.buffer.extend_from_slice(&END.to_le_bytes());
+        self.buffer.extend_from_slice(r);
+        self.bytes += HEADER + r.len() as u64;
+        if self.lanes.len() <= lane {
+            self.lanes.resize(lane + 1, (END, END));
+        }
+        let (first, last) = self.lanes[lane];
+        if first == END {
+            self.lanes[lane].0 = at;
+        } else {
+            self.link(last + 4, at);
+        }
+        self.lanes[lane].1 = at;
+        if self.buffer.len() >= BUFFER {
+            self.write_out()?;
+        }
         self.rows += 1;
         if self.per_target.len() <= row.target {
             self.per_target.resize(row.target + 1, 0);
         }
         self.per_target[row.target] += 1;
+        Ok(())
+    }
+
+    /// Points the link at `at` (a file offset) to the record at `to`.
+    fn link(&mut self, at: u64, to: u64) {
+        let start = self.bytes - self.buffer.len() as u64;
+        match at.checked_sub(start) {
+            Some(i) => {
+                let i = i as usize;
+                self.buffer[i..i + 8].copy_from_slice(&to.to_le_bytes());
+            }
+            None => self.links.push((at, to)),
+        }
+    }
+
+    /// Writes the buffer out, then the links into records written before it.
+    fn write_out(&mut self) -> std::io::Result<()> {
+        self.file.write_all(&self.buffer)?;
+        self.buffer.clear();
+        if !self.links.is_empty() {
+            for &(at, to) in &self.links {
+                self.file.seek(SeekFrom::Start(at))?;
+                self.file.write_all(&to.to_le_bytes())?;
+            }
+            self.links.clear();
+            self.file.seek(SeekFrom::End(0))?;
+        }
         Ok(())
     }
 
@@ -129,17 +206,19 @@ impl Spool {
     }
 
     /// Reads the rows back, in the order they were pushed.
-    pub fn into_rows(self) -> std::io::Result<SpoolRows> {
+    pub fn into_rows(mut self) -> std::io::Result<SpoolRows> {
+        self.write_out()?;
         let Spool {
-            writer,
+            mut file,
+            lanes,
             path,
             files,
             rows,
             per_target,
             bytes,
             record,
+            ..
         } = self;
-        let mut file = writer.into_inner().map_err(|e| e.into_error())?;
         file.seek(SeekFrom::Start(0))?;
         Ok(SpoolRows {
             reader: BufReader::with_capacity(1 << 16, file),
@@ -148,6 +227,7 @@ impl Spool {
             left: rows,
             total: rows,
             per_target: per_target.into(),
+            lanes: lanes.iter().map(|&(first, _)| first).collect(),
             bytes_left: bytes,
             total_bytes: bytes,
             record,
@@ -177,6 +257,8 @@ pub struct SpoolRows {
     left: u64,
     total: u64,
     per_target: Arc<[u64]>,
+    /// Per lane: the offset of its first record.
+    lanes: Arc<[u64]>,
     /// Spool bytes not read yet: a corrupt record length cannot make the reader allocate more.
     bytes_left: u64,
     total_bytes: u64,
@@ -210,6 +292,7 @@ impl SpoolRows {
             left: self.total,
             total: self.total,
             per_target: Arc::clone(&self.per_target),
+            lanes: Arc::clone(&self.lanes),
             bytes_left: self.total_bytes,
             total_bytes: self.total_bytes,
             record: Vec::with_capacity(256),
@@ -218,12 +301,12 @@ impl SpoolRows {
     }
 
     fn read_row(&mut self) -> std::io::Result<Row> {
-        let mut len = [0; 4];
-        self.reader.read_exact(&mut len)?;
-        let len = u32::from_le_bytes(len);
+        let mut header = [0; HEADER as usize];
+        self.reader.read_exact(&mut header)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let after = self
             .bytes_left
-            .checked_sub(4 + u64::from(len))
+            .checked_sub(HEADER + u64::from(len))
             .ok_or_else(|| corrupt("a record runs past the end of the spool"))?;
         self.bytes_left = after;
         // Only bytes past the current length are zeroed; they are overwritten at once.
@@ -234,6 +317,143 @@ impl SpoolRows {
             self.last.set(row.number, content_id);
         }
         Ok(row)
+    }
+}
+
+/// The spooled rows, read lane by lane: each lane's rows in plan order, any lane at any time
+/// ([`LaneRows::next_in`]). Reads go through one small window of the file, so memory does not
+/// grow with the lanes; a lane whose rows lie together (an export sorted by account) reads a
+/// window's worth of them at a time.
+pub struct LaneRows {
+    file: File,
+    path: PathBuf,
+    files: Vec<Arc<str>>,
+    /// Per lane: the offset of its next record ([`END`] when it has no more).
+    next: Vec<u64>,
+    left: u64,
+    total_bytes: u64,
+    /// Bytes of the file from offset `window_at`.
+    window: Vec<u8>,
+    window_at: u64,
+    record: Vec<u8>,
+    last: LastContentId,
+}
+
+/// How much of the file [`LaneRows`] reads at a time.
+const WINDOW: usize = 8 << 10;
+
+impl SpoolRows {
+    /// The rows again, lane by lane (as [`Spool::push_to`] chained them).
+    pub fn by_lane(&self) -> std::io::Result<LaneRows> {
+        Ok(LaneRows {
+            file: self.reader.get_ref().try_clone()?,
+            path: self.path.clone(),
+            files: self.files.clone(),
+            next: self.lanes.to_vec(),
+            left: self.total,
+            total_bytes: self.total_bytes,
+            window: Vec::with_capacity(WINDOW),
+            window_at: 0,
+            record: Vec::with_capacity(256),
+            last: self.last.clone(),
+        })
+    }
+}
+
+impl LaneRows {
+    /// How many lanes the rows are chained in.
+    pub fn lanes(&self) -> usize {
+        self.next.len()
+    }
+
+    /// Whether lane `lane` has rows not read yet.
+    pub fn has_more(&self, lane: usize) -> bool {
+        self.next.get(lane).is_some_and(|&at| at != END)
+    }
+
+    /// The next row of lane `lane`, `None` when it has no more. After a record that cannot be
+    /// read, no lane has any more: nothing after it can be trusted.
+    pub fn next_in(&mut self, lane: usize) -> Option<Result<Row, Problem>> {
+        let at = *self.next.get(lane).filter(|&&at| at != END)?;
+        match self.read_at(at) {
+            Ok((row, next)) => {
+                self.next[lane] = next;
+                self.left = self.left.saturating_sub(1);
+                Some(Ok(row))
+            }
+            Err(e) => {
+                self.next.iter_mut().for_each(|n| *n = END);
+                self.left = 0;
+                Some(Err(Problem::error(
+                    self.path.display().to_string(),
+                    None,
+                    None,
+                    format!("cannot read the validated rows back from the spool: {e}"),
+                )))
+            }
+        }
+    }
+
+    /// The record at `at`, and the offset of the next record of its lane.
+    fn read_at(&mut self, at: u64) -> std::io::Result<(Row, u64)> {
+        if self.left == 0 {
+            return Err(corrupt("more records chained than spooled"));
+        }
+        let header = self.bytes(at, HEADER as usize)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let mut link = [0; 8];
+        link.copy_from_slice(&header[4..]);
+        let next = u64::from_le_bytes(link);
+        // A link only ever points forward, so a corrupt one cannot make a lane loop.
+        if next != END && next <= at {
+            return Err(corrupt("a record links backwards"));
+        }
+        let body = at + HEADER;
+        if body + u64::from(len) > self.total_bytes {
+            return Err(corrupt("a record runs past the end of the spool"));
+        }
+        let files = std::mem::take(&mut self.files);
+        let parsed = self
+            .bytes(body, len as usize)
+            .and_then(|record| parse(record, &files));
+        self.files = files;
+        let (row, content_id) = parsed?;
+        if content_id != 0 {
+            self.last.set(row.number, content_id);
+        }
+        Ok((row, next))
+    }
+
+    /// `len` bytes of the file from `at`, through the window (or, for a record larger than
+    /// it, read on their own).
+    fn bytes(&mut self, at: u64, len: usize) -> std::io::Result<&[u8]> {
+        let end = at
+            .checked_add(len as u64)
+            .filter(|&e| e <= self.total_bytes)
+            .ok_or_else(|| corrupt("a record runs past the end of the spool"))?;
+        let window_end = self.window_at + self.window.len() as u64;
+        if at >= self.window_at && end <= window_end {
+            let from = (at - self.window_at) as usize;
+            return Ok(&self.window[from..from + len]);
+        }
+        self.file.seek(SeekFrom::Start(at))?;
+        if len > WINDOW {
+            self.record.resize(len, 0);
+            self.file.read_exact(&mut self.record)?;
+            return Ok(&self.record);
+        }
+        let fill = (self.total_bytes - at).min(WINDOW as u64) as usize;
+        self.window.resize(fill, 0);
+        self.file.read_exact(&mut self.window)?;
+        self.window_at = at;
+        Ok(&self.window[..len])
+    }
+}
+
+impl Drop for LaneRows {
+    fn drop(&mut self) {
+        #[cfg(not(unix))]
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -182,6 +182,16 @@ async fn run_with_targets(
     let not_sent: Vec<u64> = done_by_lane.iter().map(std::cell::Cell::get).collect();
     let pace = pace.without(&not_sent);
     let rows = again().map_err(fail)?;
+    // A live run reads every lane's rows on its own (a plan sorted by account runs its lanes
+    // side by side); a dry run reads in plan order, as its output goes.
+    let by_lane = if config.dry_run {
+        None
+    } else {
+        Some(
+            rows.by_lane()
+                .map_err(|e| fail(format!("cannot read the spool file back: {e}")))?,
+        )
+    };
     let emit = match &config.emit {
         Some(path) => Some(
             EmitWriter::create(path, config.emit_format, &bearer_credentials(&targets))
@@ -260,7 +270,6 @@ async fn run_with_targets(
         }),
     );
     let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
-    let key_of = Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
     let shard = config.shard;
     let shard_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
     let admit = move |row: &crate::plan::Row, key: &str| {
@@ -288,12 +297,17 @@ async fn run_with_targets(
         })
     };
     let counted_again = counted.clone();
-    let rows = rows.inspect(move |item| {
-        if let (Ok(row), Ok(mut pass)) = (item, pass.lock()) {
+    // The dispatcher asks for the key of every row it reads, once, as it reads it.
+    let key_of = Box::new(move |row: &crate::plan::Row| {
+        if let Ok(mut pass) = pass.lock() {
             pass.row(row, counted(row));
         }
+        identities.key(row, &names[row.target])
     });
-    let dispatcher = tokio::spawn(executor::execute(Arc::clone(&ctx), rows, key_of, admit));
+    let dispatcher = match by_lane {
+        None => tokio::spawn(executor::execute(Arc::clone(&ctx), rows, key_of, admit)),
+        Some(lanes) => tokio::spawn(executor::execute(Arc::clone(&ctx), lanes, key_of, admit)),
+    };
     if dispatcher.await.is_err() {
         crate::log::error("reactbatch run: internal error: the dispatcher stopped unexpectedly");
     }

@@ -81,7 +81,7 @@ impl RowPass {
                     audit.row(row, lane);
                 }
                 if spool_error.is_none() {
-                    spool_error = spool.push(row, content_id).err();
+                    spool_error = spool.push_to(row, content_id, lane).err();
                 }
             },
         );

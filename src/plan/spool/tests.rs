@@ -257,7 +257,7 @@ fn a_truncated_spool_is_an_error_at_the_first_incomplete_row() {
     let mut at = 0;
     while at < bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
-        at += 4 + len;
+        at += 12 + len;
         ends.push(at);
     }
     assert_eq!(ends.len(), rows.len());
@@ -282,11 +282,11 @@ fn a_corrupt_record_is_an_error_not_a_wrong_row() {
     let rows = varied_rows(&files)[..3].to_vec();
     let spooled = spooled(&rows);
     let bytes = contents(&spooled);
-    let second = 4 + u32::from_le_bytes(bytes[..4].try_into().expect("4")) as usize;
+    let second = 12 + u32::from_le_bytes(bytes[..4].try_into().expect("4")) as usize;
     let second_len = u32::from_le_bytes(bytes[second..second + 4].try_into().expect("4"));
-    // Offsets inside row 2's record (after its length): number 0, line 8, file 12, target 16,
+    // Offsets inside row 2's record (after its length and link): number 0, line 8, file 12, target 16,
     // action 20, content id 21, then the emoji's length at 29 and its bytes at 33.
-    let field = |off: usize| second + 4 + off;
+    let field = |off: usize| second + 12 + off;
     let emoji_len = "👍🏽".len() as u32;
     let cases: Vec<(&str, usize, Vec<u8>)> = vec![
         (
@@ -353,4 +353,93 @@ fn rows_are_counted_per_target_for_every_reader() {
         let counts: Vec<u64> = (0..7).map(|t| reader.rows_for(t)).collect();
         assert_eq!(counts, [10, 0, 20, 0, 0, 10, 0]);
     }
+}
+
+/// 6 000 rows: the first 3 000 sorted by lane (lanes 0–5, 500 each), the rest round-robin
+/// over lanes 0–6; every 1 000th row larger than the reader's window.
+fn laned_rows() -> Vec<(Row, usize)> {
+    (1..=6000u64)
+        .map(|i| {
+            let lane = if i <= 3000 {
+                ((i - 1) / 500) as usize
+            } else {
+                (i % 7) as usize
+            };
+            let mut row = Row::test(i).message(format!("m-{i}")).emoji("👍");
+            if i % 1000 == 0 {
+                row.conversation_ref_id = Some("r".repeat(20 << 10));
+            }
+            (row, lane)
+        })
+        .collect()
+}
+
+fn spooled_in_lanes(rows: &[(Row, usize)]) -> SpoolRows {
+    let mut spool = Spool::create().expect("spool");
+    for (r, lane) in rows {
+        spool.push_to(r, Some(r.number * 31), *lane).expect("push");
+    }
+    spool.into_rows().expect("rows")
+}
+
+#[test]
+fn each_lane_reads_its_own_rows_in_plan_order_whatever_the_others_do() {
+    let rows = laned_rows();
+    let spooled = spooled_in_lanes(&rows);
+    let mut lanes = spooled.by_lane().expect("by lane");
+    assert_eq!(lanes.lanes(), 7);
+    let mut got: Vec<Vec<Row>> = vec![Vec::new(); 7];
+    // Lanes in turn, a different number of rows from each at a time, lane 6 all at once.
+    while let Some(row) = lanes.next_in(6) {
+        got[6].push(row.expect("row"));
+    }
+    let mut turn = 0;
+    while (0..7).any(|l| lanes.has_more(l)) {
+        let lane = turn % 6;
+        for _ in 0..=(turn % 5) {
+            if let Some(row) = lanes.next_in(lane) {
+                got[lane].push(row.expect("row"));
+            }
+        }
+        turn += 1;
+    }
+    assert!(lanes.next_in(7).is_none());
+    for (lane, got) in got.iter().enumerate() {
+        let want: Vec<&Row> = rows
+            .iter()
+            .filter(|(_, l)| *l == lane)
+            .map(|(r, _)| r)
+            .collect();
+        assert_eq!(got.iter().collect::<Vec<_>>(), want, "lane {lane}");
+    }
+    // The plan-order reader still reads them all, in plan order.
+    let again: Vec<Row> = spooled
+        .again()
+        .expect("again")
+        .map(|r| r.expect("row"))
+        .collect();
+    let want: Vec<Row> = rows.into_iter().map(|(r, _)| r).collect();
+    assert_eq!(again, want);
+}
+
+#[test]
+fn a_link_backwards_is_an_error_and_ends_every_lane() {
+    let rows: Vec<(Row, usize)> = (1..=6u64)
+        .map(|i| (Row::test(i).message(format!("m-{i}")), (i % 2) as usize))
+        .collect();
+    let spooled = spooled_in_lanes(&rows);
+    let bytes = contents(&spooled);
+    // Row 1 (lane 1) links to row 3; point it at itself.
+    let mut broken = bytes.clone();
+    broken[4..12].copy_from_slice(&0u64.to_le_bytes());
+    replace_contents(&spooled, &broken);
+    let mut lanes = spooled.by_lane().expect("by lane");
+    assert_eq!(lanes.next_in(0).expect("row").expect("row 2").number, 2);
+    let e = lanes
+        .next_in(1)
+        .expect("an error")
+        .expect_err("row 1's link");
+    assert!(e.message.contains("links backwards"), "{}", e.message);
+    assert!(!lanes.has_more(0) && !lanes.has_more(1));
+    assert!(lanes.next_in(0).is_none());
 }
