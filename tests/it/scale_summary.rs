@@ -332,14 +332,14 @@ async fn the_estimate_leaves_out_rows_a_resume_finds_done() {
 }
 
 /// A live run under a host ceiling: ten accounts at 20/s each (200/s together) to the sandbox,
-/// whose base URL `host_rate` holds to 30/s. The sandbox counts what arrived: no second holds
-/// more than the ceiling (plus one for delivery jitter), and every row is done.
+/// whose base URL `host_rate` holds to 30/s: every row is done, once, and the summary names the
+/// ceiling the run kept. (That the lanes together stay under it in every window is asserted
+/// exactly in paused time, in the executor's tests; here the wall clock would only allow a
+/// loose bound that a busy machine breaks.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_holds_the_lanes_to_one_host_under_its_host_rate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sandbox = Sandbox::start(sandbox_config().record_arrivals(true))
-        .await
-        .expect("sandbox");
+    let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
     let base = sandbox.base_url();
     let plan = accounts_plan(
         dir.path(),
@@ -359,15 +359,21 @@ async fn a_run_holds_the_lanes_to_one_host_under_its_host_rate() {
     let err = stderr(&dry);
     // 90 rows under 30/s: 89 / 30 s, where each lane alone needs 8 / 20 s.
     assert!(err.contains("the live run takes ~3.0s (2967 ms)"), "{err}");
-    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
-    let in_1s = sandbox.max_in_window(None, Duration::from_secs(1));
+    let summary = dir.path().join("summary.json");
+    let mut cmd = run_cmd(&plan, &report, &["--summary-json"]);
+    cmd.arg(&summary);
+    let out = run_blocking(cmd).await;
+    let arrived = sandbox.stats().requests;
     sandbox.shutdown().await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let results = read_report(&report).expect("report");
+    assert_one_row_per_plan_row(&results, 90);
     assert_eq!(by_status(&results).get(&Status::Ok), Some(&90));
-    assert!(in_1s <= 31, "{in_1s} requests arrived within one second");
-    // The ceiling, not the lanes, held them: together they would have sent 90 at once.
-    assert!(in_1s >= 20, "{in_1s} requests arrived within one second");
+    assert_eq!(arrived, 90, "one request per row");
+    let hosts = &summary_json(&summary)["hosts"];
+    assert_eq!(hosts.as_array().map(Vec::len), Some(1), "{hosts}");
+    assert_eq!(hosts[0]["ceiling"], "30/s", "{hosts}");
+    assert_eq!(hosts[0]["lanes"], 10, "{hosts}");
 }
 
 /// The same thousand accounts as one target whose rows name their accounts (`scope_id` per
