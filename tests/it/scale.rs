@@ -1,5 +1,6 @@
 //! Connections at scale: one HTTP client whose connections belong to the origin, not to a
-//! lane or a sender. A thousand accounts (a target, a scope and a lane each) run under an
+//! lane or a sender. A thousand accounts (a target, a scope and a lane each), and one
+//! integration whose rows name a thousand or three thousand accounts, run under an
 //! open-file limit of 1 024 with the sandbox's peak of open connections within
 //! `--concurrency`; a smaller limit lowers the concurrency and says so; HTTPS speaks HTTP/2 to
 //! `sandbox --tls`; a connection that cannot be made names its origin. Counts only.
@@ -71,14 +72,40 @@ async fn run_within(mut cmd: Command) -> std::process::Output {
         .expect("join")
 }
 
-/// A thousand accounts, seven rows each, every account limited to 7/s by the sandbox (its
-/// per-scope limit) and paced at 7/s by the plan, under an open-file limit of 1 024 the child
-/// cannot raise: every row ok, and the sandbox never saw more than `--concurrency` + 6
-/// connections open at once (one client's connections, shared by all the lanes).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_accounts_run_under_an_open_file_limit_of_1024_on_few_connections() {
-    const ACCOUNTS: usize = 1000;
-    const ROWS: usize = 7;
+/// A plan of one Kommo integration (one target, one channel secret) at `base_url` whose rows
+/// name their accounts (`scope_id` per row: a lane each), `per_account` rows each, sorted by
+/// account as exports come; `plan.yaml` and `rows.csv` in `dir`.
+fn integration_plan(
+    dir: &Path,
+    base_url: &str,
+    accounts: usize,
+    per_account: usize,
+    rate: &str,
+) -> PathBuf {
+    let plan = format!(
+        "version: 1\ntargets:\n  integration:\n    provider: kommo\n    secret: {{ env: KOMMO_CHANNEL_SECRET }}\n    user_id: {USER}\n    base_url: {base_url}\n    rate: {rate}\ninclude: [rows.csv]\n"
+    );
+    let mut csv = String::from("action,message_id,conversation_id,scope_id,emoji\n");
+    for a in 0..accounts {
+        for m in 0..per_account {
+            csv.push_str(&format!("react,m-{m},chat-{a},chan-1_acct-{a},👍\n"));
+        }
+    }
+    std::fs::write(dir.join("rows.csv"), csv).expect("write rows");
+    let path = dir.join("plan.yaml");
+    std::fs::write(&path, plan).expect("write plan");
+    path
+}
+
+/// Every account limited to 7/s by the sandbox (its per-scope limit) and paced at 7/s by the
+/// plan `make_plan` writes, under an open-file limit of 1 024 the child cannot raise: every
+/// row ok, and the sandbox never saw more than `--concurrency` + 6 connections open at once
+/// (one client's connections, shared by all the lanes).
+async fn accounts_run_on_few_connections(
+    accounts: usize,
+    rows: usize,
+    make_plan: fn(&Path, &str, usize, usize, &str) -> PathBuf,
+) {
     const CONCURRENCY: u64 = 64;
     let rate = Rate::Limited {
         count: 7,
@@ -88,7 +115,7 @@ async fn a_thousand_accounts_run_under_an_open_file_limit_of_1024_on_few_connect
         .await
         .expect("sandbox");
     let dir = tempfile::tempdir().expect("tempdir");
-    let plan = accounts_plan(dir.path(), &sandbox.base_url(), ACCOUNTS, ROWS, "7/s");
+    let plan = make_plan(dir.path(), &sandbox.base_url(), accounts, rows, "7/s");
     let report = dir.path().join("report.csv");
     let mut cmd = run_cmd(&plan, &report, &["--concurrency", &CONCURRENCY.to_string()]);
     with_open_file_limit(&mut cmd, 1024);
@@ -99,9 +126,9 @@ async fn a_thousand_accounts_run_under_an_open_file_limit_of_1024_on_few_connect
         "64 connections fit under 1 024 files: {}",
         stderr(&out)
     );
-    let rows = read_report(&report).expect("report");
-    assert_eq!(rows.len(), ACCOUNTS * ROWS);
-    let not_ok: Vec<_> = rows.iter().filter(|r| r.status != Status::Ok).collect();
+    let results = read_report(&report).expect("report");
+    assert_eq!(results.len(), accounts * rows);
+    let not_ok: Vec<_> = results.iter().filter(|r| r.status != Status::Ok).collect();
     assert!(
         not_ok.is_empty(),
         "{} rows not ok, e.g. {:?}",
@@ -111,7 +138,7 @@ async fn a_thousand_accounts_run_under_an_open_file_limit_of_1024_on_few_connect
     let stats = sandbox.stats();
     assert_eq!(
         stats.count(ProviderKind::Kommo, 200),
-        (ACCOUNTS * ROWS) as u64
+        (accounts * rows) as u64
     );
     assert!(
         stats.connections.peak_open <= CONCURRENCY + 6,
@@ -121,6 +148,25 @@ async fn a_thousand_accounts_run_under_an_open_file_limit_of_1024_on_few_connect
     );
     assert_eq!(stats.by_version.get("HTTP/1.1"), Some(&stats.requests));
     sandbox.shutdown().await;
+}
+
+/// A thousand accounts as a thousand targets, seven rows each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_accounts_run_under_an_open_file_limit_of_1024_on_few_connections() {
+    accounts_run_on_few_connections(1000, 7, accounts_plan).await;
+}
+
+/// One integration whose rows name a thousand accounts, seven rows each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_integration_over_a_thousand_accounts_runs_on_few_connections() {
+    accounts_run_on_few_connections(1000, 7, integration_plan).await;
+}
+
+/// One integration whose rows name three thousand accounts, three rows each: three times
+/// the open-file limit in lanes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_integration_over_three_thousand_accounts_runs_on_few_connections() {
+    accounts_run_on_few_connections(3000, 3, integration_plan).await;
 }
 
 /// Under an open-file limit too small for the concurrency asked, the run lowers it to fit
