@@ -663,13 +663,12 @@ pub async fn run_routed(
     rows: impl IntoIterator<Item = Result<Row, Problem>>,
     cancel: Cancel,
 ) -> SimRun {
-    let setup = |ctx: RunContext<SimTransport>| ctx.with_lane_map(map);
-    run_set_up(
+    run_source(
         provider,
         config,
         targets,
         lanes,
-        setup,
+        map,
         rows.into_iter(),
         cancel,
     )

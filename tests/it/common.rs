@@ -309,3 +309,33 @@ pub fn write_plan_split(
     std::fs::write(&path, format!("{head}{tail}")).expect("write plan");
     path
 }
+
+/// Sends SIGTERM to `child` (its stderr piped) once `report` holds a row `ok`, the observable
+/// sign that the run is under way, then waits for it: its exit status and its stderr.
+pub async fn terminate_once_under_way(
+    mut child: std::process::Child,
+    report: &Path,
+) -> (std::process::ExitStatus, String) {
+    wait_until("a row reported ok", || {
+        std::fs::read_to_string(report).is_ok_and(|t| t.contains(",ok,"))
+    })
+    .await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("stderr");
+        (child.wait().expect("wait"), err)
+    })
+    .await
+    .expect("join")
+}

@@ -262,34 +262,13 @@ async fn sigterm_exits_143_with_every_row_in_the_report() {
         .collect();
     let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: 20/s");
     let report = dir.path().join("report.csv");
-    let mut child = run_cmd(&plan, &report, &[])
+    let child = run_cmd(&plan, &report, &[])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     // Signal once a row is confirmed in the report: the run is under way.
-    wait_until("a row reported ok", || {
-        std::fs::read_to_string(&report).is_ok_and(|t| t.contains(",ok,"))
-    })
-    .await;
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    let out = tokio::task::spawn_blocking(move || {
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut err)
-            .expect("stderr");
-        (child.wait().expect("wait"), err)
-    })
-    .await
-    .expect("join");
-    let (status, err) = out;
+    let (status, err) = terminate_once_under_way(child, &report).await;
     assert_eq!(status.code(), Some(143), "{err}");
     assert!(err.contains("terminated (SIGTERM)"), "{err}");
     assert!(!err.contains("Ctrl-C"), "{err}");

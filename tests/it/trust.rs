@@ -4,9 +4,8 @@
 //! things (plural, rates as written, timestamps, one refusal above the warnings, `undo -o`,
 //! `--retry-failed`). Every test runs the real binary; sends go to the sandbox on 127.0.0.1.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use reactbatch::report::{read_report, RowResult, Status};
@@ -220,33 +219,13 @@ async fn sigterm_under_quiet_says_in_a_few_lines_how_to_resume_and_that_command_
     let report = dir.path().join("the report.csv");
     let summary = dir.path().join("summary.json");
     let summary_arg = summary.display().to_string();
-    let mut child = run_cmd(&plan, &report, &["-q", "--summary-json", &summary_arg])
+    let child = run_cmd(&plan, &report, &["-q", "--summary-json", &summary_arg])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    wait_until("a row confirmed in the report", || {
-        std::fs::read_to_string(&report).is_ok_and(|t| t.contains(",ok,"))
-    })
-    .await;
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    let (status, err) = tokio::task::spawn_blocking(move || {
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut err)
-            .expect("stderr");
-        (child.wait().expect("wait"), err)
-    })
-    .await
-    .expect("join");
+    let (status, err) = terminate_once_under_way(child, &report).await;
     assert_eq!(status.code(), Some(143), "{err}");
     let lines = unstamped(&err);
     assert!(lines.len() <= 5, "{} lines:\n{err}", lines.len());
