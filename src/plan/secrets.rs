@@ -120,7 +120,7 @@ pub fn whitespace_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Prob
 pub fn insecure_http(targets: &[Target]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for t in targets {
-        let Ok(url) = reqwest::Url::parse(&t.base_url) else {
+        let Ok(url) = url::Url::parse(&t.base_url) else {
             continue;
         };
         if url.scheme() != "http" {
