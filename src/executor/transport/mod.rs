@@ -807,6 +807,36 @@ mod tests {
         }
     }
 
+    /// A one-off request: the status of whatever answers, or one line naming the origin
+    /// (and nothing else of the URL) when nothing does.
+    #[tokio::test]
+    async fn request_once_gives_the_status_or_names_the_origin() {
+        let sandbox = crate::sandbox::Sandbox::start(crate::sandbox::SandboxConfig::new())
+            .await
+            .expect("sandbox");
+        let secs = Duration::from_secs(5);
+        let url = format!("{}/_sandbox/stats", sandbox.base_url());
+        assert_eq!(request_once("GET", &url, Bytes::new(), secs).await, Ok(200));
+        let stats = sandbox.stats();
+        assert_eq!(stats.by_version.get("HTTP/1.1"), Some(&1), "{stats:?}");
+        sandbox.shutdown().await;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let url = format!("http://127.0.0.1:{port}/ping/secret-token");
+        let err = request_once("POST", &url, Bytes::from_static(b"x"), secs)
+            .await
+            .expect_err("nothing listens");
+        assert!(err.starts_with(&format!("127.0.0.1:{port}: ")), "{err}");
+        assert!(
+            !err.contains("secret-token") && !err.contains('\n'),
+            "{err}"
+        );
+        let err = request_once("GET", "ftp://example.test/x", Bytes::new(), secs).await;
+        assert!(err.is_err());
+    }
+
     #[test]
     fn success_false_is_a_refusal_with_the_body_code() {
         assert_eq!(

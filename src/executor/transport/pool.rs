@@ -457,16 +457,4 @@ impl<F: Future> Future for WithConn<'_, F> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_capped_body_keeps_its_first_max_body_bytes() {
-        let mut body = Vec::new();
-        assert!(append_capped(&mut body, &[1; 1000]));
-        assert!(!append_capped(&mut body, &vec![2; MAX_BODY]));
-        assert_eq!(body.len(), MAX_BODY);
-        assert_eq!(body[999], 1);
-        assert_eq!(body[1000], 2);
-    }
-}
+mod tests;
