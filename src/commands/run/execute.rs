@@ -199,7 +199,9 @@ async fn run_with_targets(
         ),
         None => None,
     };
-    let transport = HttpTransport::new(config.concurrency, config.timeout, trust).map_err(fail)?;
+    let transport = HttpTransport::new(config.concurrency, config.timeout, trust)
+        .map_err(fail)?
+        .with_clock(config.exec_config().clock);
     if !config.dry_run {
         transport.ready().await.map_err(fail)?;
     }

@@ -29,6 +29,7 @@ use crate::provider::SignedRequest;
 
 use self::pool::{Failure, Pool, Slot};
 use super::retry::{parse_retry_after, retry_after_in_body, AttemptOutcome};
+use super::Clock;
 
 /// Response bodies are read up to this many bytes; the rest is ignored (a hostile or broken
 /// server cannot make us buffer megabytes per row).
@@ -97,6 +98,8 @@ impl Trust {
 #[derive(Clone)]
 pub struct HttpTransport {
     pool: Arc<Pool>,
+    /// "Now" for a `Retry-After` given as a date.
+    clock: Clock,
 }
 
 impl HttpTransport {
@@ -112,7 +115,13 @@ impl HttpTransport {
         let tls = connect::Tls::new(trust.extra_roots.clone());
         Ok(HttpTransport {
             pool: Arc::new(Pool::new(connections, tls, timeout.mul_f64(0.75))),
+            clock: Clock::System,
         })
+    }
+
+    /// The same transport, reading "now" for `Retry-After` dates from `clock`.
+    pub fn with_clock(self, clock: Clock) -> HttpTransport {
+        HttpTransport { clock, ..self }
     }
 
     /// Sets TLS up now (the system store is read), off the runtime's workers: a live run does
@@ -393,9 +402,12 @@ impl Transport for HttpTransport {
         let work = self.pool.exchange(&dest.slot, built, &dest.absolute);
         match deadline.within(timeout, work).await {
             None => AttemptOutcome::Timeout,
-            Some(Ok(answer)) => {
-                answered(answer.status, answer.retry_after.as_deref(), &answer.body)
-            }
+            Some(Ok(answer)) => answered_at(
+                answer.status,
+                answer.retry_after.as_deref(),
+                &answer.body,
+                self.clock.now(),
+            ),
             Some(Err(e)) => failed(&dest.origin, &e),
         }
     }
@@ -559,8 +571,20 @@ fn content_length(len: usize) -> HeaderValue {
     })
 }
 
-/// The outcome of an answer: its status, `Retry-After`, and the provider's code and message.
+/// [`answered_at`] on the wall clock (the simulated provider's answers).
+#[cfg(test)]
 pub(super) fn answered(status: u16, retry_after: Option<&str>, body: &[u8]) -> AttemptOutcome {
+    answered_at(status, retry_after, body, Clock::System.now())
+}
+
+/// The outcome of an answer: its status, `Retry-After` (a date in it read against `now`),
+/// and the provider's code and message.
+pub(super) fn answered_at(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> AttemptOutcome {
     let (code, message) = if (200..300).contains(&status) {
         // Empty unless the body refuses despite the status (Ogmma `success: false`):
         // a code on a 2xx makes it a final failure.
@@ -571,7 +595,7 @@ pub(super) fn answered(status: u16, retry_after: Option<&str>, body: &[u8]) -> A
     AttemptOutcome::Answered {
         status,
         retry_after: retry_after
-            .and_then(|v| parse_retry_after(v, chrono::Utc::now()))
+            .and_then(|v| parse_retry_after(v, now))
             .or_else(|| (status >= 400).then(|| retry_after_in_body(body)).flatten()),
         code,
         message,
