@@ -154,7 +154,7 @@ pub async fn request_once_trusting(
     trust: &Trust,
 ) -> Result<u16, String> {
     let transport = HttpTransport::new(1, timeout, trust)?;
-    let Some(mut dest) = Destination::parse(url, &transport.pool) else {
+    let Some(dest) = Destination::parse(url, &transport.pool) else {
         return Err("not an http:// or https:// URL".into());
     };
     let method = hyper::Method::from_bytes(method.as_bytes())
@@ -170,7 +170,6 @@ pub async fn request_once_trusting(
     *request.method_mut() = method;
     *request.uri_mut() = dest.target.clone();
     *request.headers_mut() = headers;
-    dest.template = None;
     let work = transport.pool.exchange(&dest.slot, request, &dest.absolute);
     match tokio::time::timeout(timeout, work).await {
         Err(_) => Err(format!("{}: no answer within {timeout:?}", dest.origin)),
