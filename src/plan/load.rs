@@ -22,8 +22,9 @@ use super::paths;
 use super::problem::Problem;
 use super::rows::{read_defaults, read_yaml_row, RowContext};
 use super::secrets::SecretSite;
+use super::source::Pos;
 use super::targets::{read_targets, LoadedTarget};
-use super::yaml::{self, Key, Node, Pos, Value};
+use super::yaml::{self, Key, Node, Value};
 
 /// Top-level keys of a plan file (the JSON Schema in [`super::schema`] is tested against it).
 pub(super) const PLAN_KEYS: &[&str] = &[

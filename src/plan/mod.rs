@@ -29,6 +29,7 @@ mod rows;
 pub mod schema;
 mod secrets;
 pub mod settings;
+mod source;
 pub mod spool;
 mod targets;
 mod warnings;

@@ -26,9 +26,10 @@ use chrono::{DateTime, Utc};
 
 use super::doc::DocReader;
 use super::emoji::{self, Invalid};
-use super::fields::{shorten, suggest, Field, RawRow, RawValue};
+use super::fields::{suggest, Field, RawRow, RawValue};
 use super::model::{Action, ProviderKind, Row, Source, Target, TargetKind};
 use super::problem::Problem;
+use super::source::shorten;
 use super::yaml::{Node, NodeKind, Value};
 
 /// What validating one row produced.

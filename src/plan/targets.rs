@@ -6,7 +6,8 @@ use std::path::Path;
 use super::doc::DocReader;
 use super::model::{Rate, Source, Target, TargetKind};
 use super::pace::LimitGroup;
-use super::yaml::{Node, Pos};
+use super::source::Pos;
+use super::yaml::Node;
 use crate::secret::SecretRef;
 
 /// Keys of a Kommo / an Ogmma target, and of a secret reference (the JSON Schema in
@@ -61,7 +62,7 @@ pub fn read_targets(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Vec<Loade
                 name.pos,
                 format!(
                     "invalid target name `{}`: use letters, digits, `-`, `_` and `.`",
-                    super::fields::shorten(&name.text)
+                    super::source::shorten(&name.text)
                 ),
             );
             continue;
@@ -122,7 +123,7 @@ fn read_target(
                 provider_node.pos,
                 format!(
                     "unknown provider `{}` for {what}: expected `kommo` or `ogmma`",
-                    super::fields::shorten(other)
+                    super::source::shorten(other)
                 ),
             );
             p.hint = hint;
@@ -168,7 +169,7 @@ fn read_target(
                         format!(
                             "`{key}` of {what} must be made of `A-Z a-z 0-9 . _ ~ -` only \
                              (it goes into the request path unescaped), found `{}`",
-                            super::fields::shorten(text)
+                            super::source::shorten(text)
                         ),
                     );
                     Err(())
@@ -258,7 +259,7 @@ fn read_target(
                 pos,
                 format!(
                     "invalid limit_group `{}`: use letters, digits, `-`, `_` and `.` (or `own`)",
-                    super::fields::shorten(text)
+                    super::source::shorten(text)
                 ),
             );
             ok = false;
@@ -380,7 +381,7 @@ fn read_secret_ref_unmarked(
 
 /// `http(s)://host[:port]`, no user info, path, query or fragment; a trailing `/` is dropped.
 pub fn check_base_url(text: &str) -> Result<String, String> {
-    let shown = super::fields::shorten(text);
+    let shown = super::source::shorten(text);
     let bad = |why: &str| format!("invalid base_url `{shown}`: {why}");
     if text.contains('@') {
         // Not echoed: the part before `@` may be a password.
@@ -434,7 +435,7 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
     if rate.per_second() > MAX_RATE_PER_SECOND && rate != Rate::Unlimited {
         return Err(format!(
             "rate `{}` is above the maximum of 100000/s (use `unlimited` for sandbox rehearsals)",
-            super::fields::shorten(text)
+            super::source::shorten(text)
         ));
     }
     Ok(rate)

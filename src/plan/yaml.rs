@@ -28,21 +28,15 @@ use std::fmt;
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::TScalarStyle;
 
-use super::fields::shorten;
 use super::problem::Problem;
+use super::source::shorten;
+use super::source::Pos;
 
 /// Deepest nesting of sequences and mappings accepted. A plan needs 4 levels.
 pub const MAX_DEPTH: usize = 32;
 
 /// Parsing stops after this many problems (duplicate keys, aliases) in one file.
 pub const MAX_PARSE_PROBLEMS: usize = 100;
-
-/// A 1-based position in a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pos {
-    pub line: u32,
-    pub col: u32,
-}
 
 /// A YAML node with its position.
 #[derive(Clone, Debug, PartialEq)]

@@ -358,11 +358,11 @@ fn samples(field: Field, own_target: &str) -> (String, String, String) {
 /// A raw row and the defaults for `sets`; positions differ per field so problems' places show.
 fn build(sets: &[(Field, Set)], own_target: &str, csv: bool) -> (RawRow, RawRow) {
     let file: Arc<str> = "plan.yaml".into();
-    let mut raw = RawRow::new(file.clone(), super::super::yaml::Pos { line: 10, col: 3 });
+    let mut raw = RawRow::new(file.clone(), super::super::source::Pos { line: 10, col: 3 });
     if csv {
         raw.col = None;
     }
-    let mut defaults = RawRow::new(file, super::super::yaml::Pos { line: 2, col: 5 });
+    let mut defaults = RawRow::new(file, super::super::source::Pos { line: 2, col: 5 });
     for (i, &(field, set)) in sets.iter().enumerate() {
         let (own, default, bad) = samples(field, own_target);
         let at = |text: String| RawValue {
