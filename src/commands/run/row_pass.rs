@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::AuditBuilder;
 use crate::digest::PlanDigest;
-use crate::identity::{row_shard, IdentityScan};
+use crate::identity::IdentityScan;
 use crate::plan::pace::LaneMap;
 use crate::plan::spool::Spool;
 use crate::plan::{Plan, Shard, Threads, Validation};
@@ -77,7 +77,7 @@ impl RowPass {
                 let name = &plan.targets[row.target].name;
                 let content_id = scan.observe(row, name);
                 let lane = lanes.route(row, &plan.targets).unwrap_or(0);
-                if shard.is_none_or(|s| row_shard(name, row, s.count) == s.index) {
+                if shard.is_none_or(|s| s.owns(name, row)) {
                     audit.row(row, lane);
                 }
                 if spool_error.is_none() {
