@@ -20,11 +20,12 @@ use super::fields::{RawRow, MAX_ERRORS, MAX_INCLUDES, MAX_INCLUDE_DEPTH, MAX_YAM
 use super::model::Settings;
 use super::paths;
 use super::problem::Problem;
-use super::rows::{read_defaults, read_yaml_row, RowContext};
+use super::rows::RowContext;
 use super::secrets::SecretSite;
 use super::source::Pos;
 use super::targets::{read_targets, LoadedTarget};
 use super::yaml::{self, Key, Node, Value};
+use super::yaml_rows::{read_defaults, read_yaml_row};
 
 /// Top-level keys of a plan file (the JSON Schema in [`super::schema`] is tested against it).
 pub(super) const PLAN_KEYS: &[&str] = &[

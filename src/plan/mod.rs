@@ -34,6 +34,7 @@ pub mod spool;
 mod targets;
 mod warnings;
 mod yaml;
+mod yaml_rows;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
