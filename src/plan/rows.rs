@@ -1,7 +1,7 @@
 //! Row validation: a [`RawRow`] (from YAML or CSV) plus `defaults:` and the targets → a [`Row`]
 //! or every problem found in it.
 //!
-//! Rules (SPEC "Plan" and "Wire mapping"):
+//! Rules (the README's plan format and what each field becomes on the wire):
 //! - `target` may be omitted when the plan has exactly one target.
 //! - `action` is `react` (default) or `unreact`; `react` needs a non-empty `emoji`.
 //! - Kommo rows need one of `message_id`/`msgid`, one of `conversation_id`/`conversation_ref_id`,
@@ -125,17 +125,6 @@ pub fn check_value(field: Field, text: &str) -> Result<(), Invalid> {
             )))
         }
         _ => Ok(()),
-    }
-}
-
-/// [`noted_emoji`] without the note, for the reference in the tests.
-#[cfg(test)]
-fn canonical_emoji(text: String) -> String {
-    match emoji::resolve("emoji", &text) {
-        Ok(resolved) if *resolved == *text => text,
-        Ok(resolved) => resolved.into_owned(),
-        // Only checked values get here; an unchecked one stays as written.
-        Err(_) => text,
     }
 }
 
