@@ -151,6 +151,19 @@ fn check_version(r: &mut DocReader<'_>, entries: &[(Key, Node)]) {
     }
 }
 
+/// The targets found while loading, wherever they were written.
+#[derive(Default)]
+struct TargetsFound {
+    list: Vec<(LoadedTarget, Arc<str>)>,
+    /// Every name written under `targets:`, valid or not.
+    names: Vec<String>,
+    /// `--targets FILE` was given.
+    given: bool,
+    /// Whether a `targets:` mapping was read (from the plan or the `--targets` file), with no
+    /// doubt about which: otherwise rows naming a target are not checked against it.
+    read: bool,
+}
+
 /// Loads a plan (see [`super::Plan::load`]), collecting every structural problem.
 pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
     let mut out = Loaded {
@@ -159,19 +172,12 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
     };
     let file = display(path);
     out.files.push(path.to_path_buf());
-
-    let mut target_list: Vec<(LoadedTarget, Arc<str>)> = Vec::new();
-    let mut target_names: Vec<String> = Vec::new();
-    let mut targets_given = false;
-    // Whether a `targets:` mapping was read (from the plan or the `--targets` file), with no
-    // doubt about which: otherwise rows naming a target are not checked against it.
-    let mut targets_read = false;
+    let mut targets = TargetsFound::default();
     if let Some(tf) = targets_file {
-        targets_given = true;
+        targets.given = true;
         out.files.push(tf.to_path_buf());
-        targets_read = load_targets_file(tf, &mut out, &mut target_list, &mut target_names);
+        targets.read = load_targets_file(tf, &mut out, &mut targets.list, &mut targets.names);
     }
-
     let mut walk = IncludeWalk {
         segments: Vec::new(),
         files: Vec::new(),
@@ -179,22 +185,7 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         count: 0,
     };
     if is_csv(path) {
-        if !targets_given {
-            out.problems.push(
-                Problem::error(&*file, None, None, "a CSV plan needs `--targets FILE`")
-                    .with_hint("a YAML file holding only `targets:`"),
-            );
-        }
-        match CsvRows::open(path, file.clone()) {
-            Ok(_) => walk.segments.push(Segment::Csv {
-                path: path.to_path_buf(),
-                file: file.clone(),
-            }),
-            Err(mut ps) => {
-                out.problems.append(&mut ps);
-                out.usable = false;
-            }
-        }
+        load_csv_plan(path, &file, targets.given, &mut out, &mut walk);
     } else if !is_yaml(path) {
         out.problems.push(Problem::error(
             &*file,
@@ -204,78 +195,130 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         ));
         out.usable = false;
     } else {
-        match read_yaml(path, &file, &mut out.problems) {
-            Err(mut ps) => {
-                out.problems.append(&mut ps);
-                out.usable = false;
-            }
-            Ok(None) => {
-                out.problems
-                    .push(Problem::error(&*file, Some(1), None, "the plan is empty"));
-                out.usable = false;
-            }
-            // `---` alone: a document holding nothing.
-            Ok(Some(root)) if root.is_null() => {
-                out.problems
-                    .push(Problem::error(&*file, Some(1), None, "the plan is empty"));
-                out.usable = false;
-            }
-            Ok(Some(root)) => {
-                let mut problems = std::mem::take(&mut out.problems);
-                let mut r = DocReader {
-                    file: file.clone(),
-                    problems: &mut problems,
-                };
-                match r.map(&root, "the plan") {
-                    None => out.usable = false,
-                    Some(entries) => {
-                        check_version(&mut r, entries);
-                        for (key, _) in entries {
-                            if !PLAN_KEYS.contains(&key.text.as_str()) {
-                                r.unknown_key(key, "the plan", PLAN_KEYS);
-                            }
-                        }
-                        match (entry(entries, "targets"), targets_given) {
-                            (Some(node), true) => {
-                                r.error(
-                                    node.pos,
-                                    "targets are given both here and by `--targets`; keep one",
-                                );
-                                targets_read = false;
-                            }
-                            (Some(node), false) => {
-                                targets_read = matches!(node.value, Value::Map(_));
-                                let dir = dir_of(path);
-                                target_names = map_keys(node);
-                                for t in read_targets(&mut r, node, dir) {
-                                    target_list.push((t, file.clone()));
-                                }
-                            }
-                            (None, true) => {}
-                            (None, false) => {
-                                r.error(Pos { line: 1, col: 1 }, "the plan has no `targets:`")
-                                    .hint = Some("add `targets:`, or pass `--targets FILE`".into());
-                            }
-                        }
-                        if let Some(node) = entry(entries, "settings") {
-                            out.settings =
-                                super::settings::read_settings(&mut r, node, dir_of(path));
-                        }
-                        if let Some(node) = entry(entries, "defaults") {
-                            out.ctx.defaults = read_defaults(&mut r, node, &target_names);
-                        }
-                        walk.file(&mut r, path, entries);
-                    }
-                }
-                out.problems = problems;
-            }
-        }
+        load_yaml_plan(path, &file, &mut out, &mut targets, &mut walk);
     }
     out.segments = walk.segments;
     out.files.extend(walk.files);
+    settle_targets(&mut out, targets);
+    sort_by_position(&mut out.problems);
+    cap_problems(&mut out.problems, &file);
+    out
+}
 
+/// A CSV plan: its rows only; the targets come from `--targets`.
+fn load_csv_plan(
+    path: &Path,
+    file: &Arc<str>,
+    targets_given: bool,
+    out: &mut Loaded,
+    walk: &mut IncludeWalk,
+) {
+    if !targets_given {
+        out.problems.push(
+            Problem::error(&**file, None, None, "a CSV plan needs `--targets FILE`")
+                .with_hint("a YAML file holding only `targets:`"),
+        );
+    }
+    match CsvRows::open(path, file.clone()) {
+        Ok(_) => walk.segments.push(Segment::Csv {
+            path: path.to_path_buf(),
+            file: file.clone(),
+        }),
+        Err(mut ps) => {
+            out.problems.append(&mut ps);
+            out.usable = false;
+        }
+    }
+}
+
+/// A YAML plan: read and parsed, then its top-level mapping.
+fn load_yaml_plan(
+    path: &Path,
+    file: &Arc<str>,
+    out: &mut Loaded,
+    targets: &mut TargetsFound,
+    walk: &mut IncludeWalk,
+) {
+    let root = match read_yaml(path, file, &mut out.problems) {
+        Err(mut ps) => {
+            out.problems.append(&mut ps);
+            out.usable = false;
+            return;
+        }
+        // Nothing, or `---` alone: a document holding nothing.
+        Ok(None) => None,
+        Ok(Some(root)) if root.is_null() => None,
+        Ok(Some(root)) => Some(root),
+    };
+    let Some(root) = root else {
+        out.problems
+            .push(Problem::error(&**file, Some(1), None, "the plan is empty"));
+        out.usable = false;
+        return;
+    };
+    let mut problems = std::mem::take(&mut out.problems);
+    let mut r = DocReader {
+        file: file.clone(),
+        problems: &mut problems,
+    };
+    match r.map(&root, "the plan") {
+        None => out.usable = false,
+        Some(entries) => read_plan_keys(&mut r, path, entries, out, targets, walk),
+    }
+    out.problems = problems;
+}
+
+/// The plan's keys: `version`, `targets` (unless `--targets` gives them), `settings`,
+/// `defaults`, then its rows and includes.
+fn read_plan_keys(
+    r: &mut DocReader<'_>,
+    path: &Path,
+    entries: &[(Key, Node)],
+    out: &mut Loaded,
+    targets: &mut TargetsFound,
+    walk: &mut IncludeWalk,
+) {
+    check_version(r, entries);
+    for (key, _) in entries {
+        if !PLAN_KEYS.contains(&key.text.as_str()) {
+            r.unknown_key(key, "the plan", PLAN_KEYS);
+        }
+    }
+    match (entry(entries, "targets"), targets.given) {
+        (Some(node), true) => {
+            r.error(
+                node.pos,
+                "targets are given both here and by `--targets`; keep one",
+            );
+            targets.read = false;
+        }
+        (Some(node), false) => {
+            targets.read = matches!(node.value, Value::Map(_));
+            targets.names = map_keys(node);
+            for t in read_targets(r, node, dir_of(path)) {
+                targets.list.push((t, r.file.clone()));
+            }
+        }
+        (None, true) => {}
+        (None, false) => {
+            r.error(Pos { line: 1, col: 1 }, "the plan has no `targets:`")
+                .hint = Some("add `targets:`, or pass `--targets FILE`".into());
+        }
+    }
+    if let Some(node) = entry(entries, "settings") {
+        out.settings = super::settings::read_settings(r, node, dir_of(path));
+    }
+    if let Some(node) = entry(entries, "defaults") {
+        out.ctx.defaults = read_defaults(r, node, &targets.names);
+    }
+    walk.file(r, path, entries);
+}
+
+/// The targets into the rows' context (with where each secret and limit group was written),
+/// and the pace groups they form.
+fn settle_targets(out: &mut Loaded, targets: TargetsFound) {
     let mut group_sites = Vec::new();
-    for (t, f) in target_list {
+    for (t, f) in targets.list {
         out.secret_sites.push(SecretSite {
             file: f.to_string(),
             pos: t.secret_pos,
@@ -296,8 +339,6 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         &mut out.problems,
         &mut out.pace_warnings,
     );
-    sort_by_position(&mut out.problems);
-    cap_problems(&mut out.problems, &file);
     out.ctx.target_index = out
         .ctx
         .targets
@@ -305,12 +346,12 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         .enumerate()
         .map(|(i, t)| (t.name.clone(), i))
         .collect();
-    out.ctx.targets_unread = !targets_read;
-    out.ctx.broken_targets = target_names
+    out.ctx.targets_unread = !targets.read;
+    out.ctx.broken_targets = targets
+        .names
         .into_iter()
         .filter(|n| !out.ctx.target_index.contains_key(n))
         .collect();
-    out
 }
 
 /// Keeps the first [`MAX_ERRORS`] structural problems and replaces the rest with one note
