@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::audit::Replacing;
 use crate::emit::EmitWriter;
 use crate::executor::progress::{Counters, Progress, ProgressMode};
 use crate::executor::transport::Trust;
@@ -42,8 +41,6 @@ pub struct Executed {
     pub lanes: Vec<Lane>,
     /// The signal that stopped the run, if one did.
     pub stopped_by: Option<Stop>,
-    /// The outline's replacing counts, settled by the run's read of the rows.
-    pub replacing: crate::audit::Replacing,
     /// Per pace group: rows the outline counted that an earlier report shows done (not sent).
     pub not_sent: Vec<u64>,
 }
@@ -180,12 +177,11 @@ async fn run_with_targets(
     )
     .with_host_ceilings(hosts);
     let Work {
-        spool,
+        spool: _,
         total_rows,
         identities,
         done,
         pace,
-        replacing,
         lanes: lane_map,
     } = work;
     let ctx = Arc::new(ctx.with_lane_map(lane_map));
@@ -199,7 +195,6 @@ async fn run_with_targets(
         identities,
         done,
         pace,
-        replacing,
     }
     .run(rows)
     .await?;
@@ -213,16 +208,8 @@ async fn run_with_targets(
             ));
         }
     }
-    let replacing = settle_replacing(
-        sent.replacing,
-        &spool,
-        total_rows,
-        config.shard,
-        &sent.names,
-    );
     Ok(Executed {
         not_sent: report.not_sent,
-        replacing,
         counters,
         tally,
         copied: report.copied,
@@ -302,9 +289,6 @@ struct Sent {
     targets: Vec<TargetRuntime>,
     lanes: Vec<Lane>,
     stopped_by: Option<Stop>,
-    replacing: Replacing,
-    /// Each target's name, by index.
-    names: Vec<String>,
 }
 
 /// What the signal watcher needs of the run: a way to cancel it and to write to the report.
@@ -323,7 +307,6 @@ struct Dispatch<'a> {
     identities: Identities,
     done: Option<DoneSet>,
     pace: crate::audit::PaceModel,
-    replacing: Replacing,
 }
 
 impl Dispatch<'_> {
@@ -337,7 +320,6 @@ impl Dispatch<'_> {
             mut identities,
             done,
             pace,
-            replacing,
         } = self;
         let stopped = Arc::new(OnceLock::new());
         let signals = tokio::spawn(watch_signals(
@@ -369,19 +351,9 @@ impl Dispatch<'_> {
                 Admission::Exclude
             }
         };
-        // The outline's second pass sees every row the dispatcher reads (this run's shard
-        // counted).
-        let replacing = Arc::new(std::sync::Mutex::new(replacing));
-        let pass = Arc::clone(&replacing);
-        let key_names = names.clone();
         // The dispatcher asks for the key of every row it reads, once, as it reads it.
-        let key_of = Box::new(move |row: &crate::plan::Row| {
-            let name = &key_names[row.target];
-            if let Ok(mut pass) = pass.lock() {
-                pass.row(row, shard.is_none_or(|s| s.owns(name, row)));
-            }
-            identities.key(row, name)
-        });
+        let key_of =
+            Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
         // The dispatcher runs as a task on the runtime, beside the lanes' senders: a finished
         // row then wakes it as a task on the same threads, not the main thread parked in
         // `block_on`.
@@ -405,39 +377,12 @@ impl Dispatch<'_> {
         let ctx = Arc::try_unwrap(ctx)
             .map_err(|_| RunErrorKind::Internal("row tasks outlived the run"))?;
         let RunContext { targets, lanes, .. } = ctx;
-        let replacing = Arc::try_unwrap(replacing)
-            .map_err(|_| RunErrorKind::Internal("the row reader outlived the run"))?
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
         Ok(Sent {
             targets,
             lanes,
             stopped_by: stopped.get().copied(),
-            replacing,
-            names,
         })
     }
-}
-
-/// The outline's replacing counts, given every row: a run that stopped reading early
-/// (interrupted) has the pass read the rest.
-fn settle_replacing(
-    mut replacing: Replacing,
-    spool: &SpoolRows,
-    total_rows: u64,
-    shard: Option<Shard>,
-    names: &[String],
-) -> Replacing {
-    if replacing.seen() < total_rows {
-        replacing.restart();
-        if let Ok(rows) = spool.again() {
-            for row in rows.flatten() {
-                let counted = shard.is_none_or(|s| s.owns(&names[row.target], &row));
-                replacing.row(&row, counted);
-            }
-        }
-    }
-    replacing
 }
 
 /// The report as the run starts it: created empty, or holding the rows an earlier report

@@ -37,11 +37,8 @@ pub fn outcome(
         targets,
         lanes,
         stopped_by,
-        replacing,
         not_sent,
     } = executed;
-    // The outline's replacing counts, completed by the run's read of the rows.
-    replacing.apply(&mut audit);
     audit.without(&not_sent);
     let stopped: Vec<(String, String)> = targets
         .iter()

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::audit::{Audit, AuditBuilder, Replacing};
+use crate::audit::{Audit, AuditBuilder};
 use crate::cli::RunArgs;
 use crate::digest::{Digests, Expected};
 use crate::identity::Identities;
@@ -46,8 +46,6 @@ pub struct Work {
     /// The lanes' rows and paces behind the plan's estimate ([`Audit::model`]), for the
     /// progress ETA.
     pub pace: crate::audit::PaceModel,
-    /// The second pass of the outline's replacing counts, to be given every row again.
-    pub replacing: Replacing,
     /// The lanes, one per pace group and per account the rows name, and each row's lane.
     pub lanes: LaneMap,
 }
@@ -282,7 +280,7 @@ fn check_rows(
         .iter()
         .map(|g| config.pace(g.rate(&plan.targets)))
         .collect();
-    let (audit, replacing) = outline(plan, config, audit, &lanes, &rates);
+    let audit = outline(plan, config, audit, &lanes, &rates, &spool)?;
     check_curl_span(plan, config, &audit, &lanes, &rates)?;
     let digest = digest.finish_all();
     check_digest(config, &digest)?;
@@ -300,7 +298,6 @@ fn check_rows(
             identities,
             done,
             pace,
-            replacing,
             lanes,
         },
     })
@@ -327,15 +324,26 @@ fn take_lock(config: &RunConfig) -> Result<Option<RunLock>, RunError> {
 }
 
 /// The outline of what the plan does per target and how long it takes, under the hosts'
-/// ceilings; and the second pass that settles its replacing counts.
+/// ceilings. Its replacing counts are settled here, by a second read of the spooled rows
+/// (this run's shard counted), so the outline is whole before anything is sent.
 fn outline(
     plan: &Plan,
     config: &RunConfig,
     audit: AuditBuilder,
     lanes: &LaneMap,
     rates: &[Rate],
-) -> (Audit, Replacing) {
-    let (mut audit, replacing) = audit.finish(&lanes.lanes, rates, config.burst);
+    spool: &SpoolRows,
+) -> Result<Audit, RunError> {
+    let (mut audit, mut replacing) = audit.finish(&lanes.lanes, rates, config.burst);
+    let read_error = |e: String| RunErrorKind::SpoolRead(std::io::Error::other(e));
+    for row in spool.again().map_err(RunErrorKind::SpoolRead)? {
+        let row = row.map_err(|p| read_error(p.to_string()))?;
+        let counted = config
+            .shard
+            .is_none_or(|s| s.owns(&plan.targets[row.target].name, &row));
+        replacing.row(&row, counted);
+    }
+    replacing.apply(&mut audit);
     if !config.sandbox {
         // The sandbox has no host ceiling; the real hosts may.
         let (host_of, ceilings) = crate::executor::host::lane_ceilings(
@@ -346,7 +354,7 @@ fn outline(
         );
         audit.under_ceilings(&host_of, ceilings);
     }
-    (audit, replacing)
+    Ok(audit)
 }
 
 /// A curl script (`--emit FILE.sh`) must end before its first Kommo signature expires.
