@@ -146,10 +146,6 @@ impl RunError {
         self
     }
 
-    pub fn kind(&self) -> &RunErrorKind {
-        &self.kind
-    }
-
     /// The exit code the run ends with: a held lock is 4 (another run is on it), a broken
     /// invariant of the run 1, anything else 2 (nothing was sent).
     pub fn exit(&self) -> Exit {
