@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::csv_rows::CsvRows;
 use super::doc::DocReader;
-use super::fields::{RawRow, MAX_ERRORS, MAX_INCLUDES, MAX_INCLUDE_DEPTH, MAX_YAML_BYTES};
+use super::fields::{RawRow, MAX_ERRORS, MAX_INCLUDES, MAX_INCLUDE_DEPTH};
 use super::model::Settings;
 use super::paths;
 use super::problem::Problem;
@@ -73,67 +73,6 @@ fn is_csv(path: &Path) -> bool {
 fn is_yaml(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
-}
-
-/// Reads and parses one YAML file (size limit, UTF-8 with optional BOM). Problems that did not
-/// stop parsing (duplicate keys) go into `problems`.
-fn read_yaml(
-    path: &Path,
-    file: &str,
-    problems: &mut Vec<Problem>,
-) -> Result<Option<Node>, Vec<Problem>> {
-    let whole =
-        |msg: String| vec![Problem::error(file, None, None, msg).with_code("unreadable_file")];
-    let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
-    if meta.len() > MAX_YAML_BYTES {
-        // Located at line 1 (the file as a whole), so it reads like every other plan problem.
-        return Err(vec![Problem::error(
-            file,
-            Some(1),
-            None,
-            format!(
-                "YAML file is larger than {} MiB; put large row sets in a CSV file (streamed)",
-                MAX_YAML_BYTES / (1024 * 1024)
-            ),
-        )]);
-    }
-    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
-            let col = good.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-            let mut p = Problem::error(
-                file,
-                Some(yaml::to_u32(line)),
-                Some(yaml::to_u32(col)),
-                "the file is not valid UTF-8; save it as UTF-8",
-            )
-            .with_code("not_utf8");
-            if e.as_bytes().starts_with(&[0xff, 0xfe]) || e.as_bytes().starts_with(&[0xfe, 0xff]) {
-                p = p.with_hint("the file starts with a UTF-16 byte order mark");
-            }
-            return Err(vec![p]);
-        }
-    };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    // The YAML scanner stops at a NUL as if the file ended there, which would blame the wrong
-    // place; a NUL never belongs in a plan (a binary file, or a corrupted one).
-    if let Some(at) = text.find('\0') {
-        let before = &text[..at];
-        let line = before.matches('\n').count() + 1;
-        let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
-        return Err(vec![Problem::error(
-            file,
-            Some(yaml::to_u32(line)),
-            Some(yaml::to_u32(col)),
-            "the file contains a NUL byte (a binary or corrupted file?)",
-        )]);
-    }
-    let (root, mut found) = yaml::parse(text, file)?;
-    problems.append(&mut found);
-    Ok(root)
 }
 
 fn entry<'n>(entries: &'n [(Key, Node)], key: &str) -> Option<&'n Node> {
@@ -239,7 +178,7 @@ fn load_yaml_plan(
     targets: &mut TargetsFound,
     walk: &mut IncludeWalk,
 ) {
-    let root = match read_yaml(path, file, &mut out.problems) {
+    let root = match yaml::read_file(path, file, &mut out.problems) {
         Err(mut ps) => {
             out.problems.append(&mut ps);
             out.usable = false;
@@ -402,7 +341,7 @@ fn load_targets_file(
     names: &mut Vec<String>,
 ) -> bool {
     let tfile = display(tf);
-    match read_yaml(tf, &tfile, &mut out.problems) {
+    match yaml::read_file(tf, &tfile, &mut out.problems) {
         Err(mut ps) => {
             out.problems.append(&mut ps);
             out.usable = false;
@@ -575,7 +514,7 @@ impl IncludeWalk {
                 continue;
             }
             self.files.push(joined.clone());
-            let root = match read_yaml(&joined, &shown, r.problems) {
+            let root = match yaml::read_file(&joined, &shown, r.problems) {
                 Ok(Some(root)) => root,
                 Ok(None) => continue,
                 Err(mut ps) => {

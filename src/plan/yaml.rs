@@ -1,4 +1,5 @@
-//! A small YAML node tree where every node carries the line and column it was written at.
+//! A small YAML node tree where every node carries the line and column it was written at, read
+//! from a plan's file ([`read_file`]).
 //!
 //! serde_yaml reports positions only for its own syntax errors, but plan problems (a missing
 //! emoji, an unknown target) are found after parsing and still have to point at the input. So we
@@ -17,20 +18,22 @@
 //! - **Duplicate mapping keys are errors** naming both lines: YAML says keys are unique, and a
 //!   silently overwritten target or row field is exactly the kind of typo a check must catch.
 //! - **One document per file**; a second `---` document is an error.
-//! - **Limits**: nesting deeper than [`MAX_DEPTH`] is an error; file size is limited by the loader
-//!   ([`super::fields::MAX_YAML_BYTES`]). Without aliases, the node count is bounded by the size.
+//! - **Limits**: nesting deeper than [`MAX_DEPTH`] is an error; file size is limited by
+//!   [`read_file`] ([`super::fields::MAX_YAML_BYTES`]). Without aliases, the node count is
+//!   bounded by the size.
 //!   Parsing stops after [`MAX_PARSE_PROBLEMS`] duplicate keys or aliases, so a file made of
 //!   them costs milliseconds, not minutes.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::TScalarStyle;
 
+use super::fields::MAX_YAML_BYTES;
 use super::problem::Problem;
-use super::source::shorten;
-use super::source::Pos;
+use super::source::{shorten, Pos};
 
 /// Deepest nesting of sequences and mappings accepted. A plan needs 4 levels.
 pub const MAX_DEPTH: usize = 32;
@@ -204,6 +207,67 @@ impl<'t> Lines<'t> {
         }
         pos
     }
+}
+
+/// Reads and parses one YAML file (size limit, UTF-8 with optional BOM). Problems that did not
+/// stop parsing (duplicate keys) go into `problems`.
+pub fn read_file(
+    path: &Path,
+    file: &str,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<Node>, Vec<Problem>> {
+    let whole =
+        |msg: String| vec![Problem::error(file, None, None, msg).with_code("unreadable_file")];
+    let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    if meta.len() > MAX_YAML_BYTES {
+        // Located at line 1 (the file as a whole), so it reads like every other plan problem.
+        return Err(vec![Problem::error(
+            file,
+            Some(1),
+            None,
+            format!(
+                "YAML file is larger than {} MiB; put large row sets in a CSV file (streamed)",
+                MAX_YAML_BYTES / (1024 * 1024)
+            ),
+        )]);
+    }
+    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+            let col = good.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            let mut p = Problem::error(
+                file,
+                Some(to_u32(line)),
+                Some(to_u32(col)),
+                "the file is not valid UTF-8; save it as UTF-8",
+            )
+            .with_code("not_utf8");
+            if e.as_bytes().starts_with(&[0xff, 0xfe]) || e.as_bytes().starts_with(&[0xfe, 0xff]) {
+                p = p.with_hint("the file starts with a UTF-16 byte order mark");
+            }
+            return Err(vec![p]);
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    // The YAML scanner stops at a NUL as if the file ended there, which would blame the wrong
+    // place; a NUL never belongs in a plan (a binary file, or a corrupted one).
+    if let Some(at) = text.find('\0') {
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+        return Err(vec![Problem::error(
+            file,
+            Some(to_u32(line)),
+            Some(to_u32(col)),
+            "the file contains a NUL byte (a binary or corrupted file?)",
+        )]);
+    }
+    let (root, mut found) = parse(text, file)?;
+    problems.append(&mut found);
+    Ok(root)
 }
 
 /// A parsed document (`None` when empty) and the problems that did not stop parsing
