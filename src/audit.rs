@@ -19,8 +19,8 @@
 //! instead of a hash per reacted message (tens of MiB at a million rows), the first pass keeps
 //! a fixed Bloom filter and the hashes it may have seen before (repeats, and a few percent of
 //! false positives); [`Replacing`] settles those exactly in a second pass over the rows, which
-//! tracks only them — the run's dispatcher feeds it the rows it reads anyway, so the second
-//! pass costs no extra read. Plus a count per distinct emoji.
+//! tracks only them — `run` gives it the spooled rows once more before anything is sent, so
+//! the outline is whole before the first request. Plus a count per distinct emoji.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};

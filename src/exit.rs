@@ -1,4 +1,4 @@
-//! The exit codes scripts depend on (SPEC "Exit codes").
+//! The exit codes scripts depend on (the README lists them).
 
 use std::process::ExitCode;
 
@@ -38,7 +38,7 @@ impl Exit {
     /// failed or cancelled rows.
     pub fn of_run(outcome: &RunOutcome) -> Exit {
         if let Some(stop) = outcome.stopped_by {
-            stop.exit()
+            Exit::from(stop)
         } else if outcome.output_failed {
             Exit::OutputFailed
         } else if outcome.auth_stopped {
@@ -66,6 +66,16 @@ pub struct RunOutcome {
     pub rows_failed: bool,
     /// The report or emit file could not be written completely.
     pub output_failed: bool,
+}
+
+impl From<Stop> for Exit {
+    /// A run stopped by a signal ends as the shell reports one: 128 + the signal's number.
+    fn from(stop: Stop) -> Exit {
+        match stop {
+            Stop::Interrupt => Exit::Interrupted,
+            Stop::Terminate => Exit::Terminated,
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {

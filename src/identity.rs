@@ -197,6 +197,13 @@ pub fn row_shard(target_name: &str, row: &Row, count: u32) -> u32 {
     shard_of_account(target_name, row.own_account(), row.message_ref(), count)
 }
 
+impl crate::plan::Shard {
+    /// Whether `row`, on target `target_name`, is one of this shard's rows ([`row_shard`]).
+    pub fn owns(self, target_name: &str, row: &Row) -> bool {
+        row_shard(target_name, row, self.count) == self.index
+    }
+}
+
 fn shard_of_account(target_name: &str, account: Option<&str>, message: &str, count: u32) -> u32 {
     let mut h = Sha256::new();
     h.update(target_name.as_bytes());

@@ -1,8 +1,6 @@
-//! Process signals, in one place for every command: which signal stopped us, what it means for
-//! the exit code (SIGINT 130, SIGTERM 143, the shell's 128 + signal number), and how a closed
-//! stdout/stderr pipe ends the process.
-
-use crate::exit::Exit;
+//! Process signals, in one place for every command: which signal stopped us, and how a closed
+//! stdout/stderr pipe ends the process. What a signal means for the exit code is
+//! [`crate::exit`]'s to say.
 
 /// A signal that asks the process to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,14 +12,6 @@ pub enum Stop {
 }
 
 impl Stop {
-    /// The exit code a run stopped by this signal ends with.
-    pub fn exit(self) -> Exit {
-        match self {
-            Stop::Interrupt => Exit::Interrupted,
-            Stop::Terminate => Exit::Terminated,
-        }
-    }
-
     /// How a notice names the signal: "interrupted (Ctrl-C)" / "terminated (SIGTERM)".
     pub fn describe(self) -> &'static str {
         match self {

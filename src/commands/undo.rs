@@ -16,8 +16,8 @@ use serde_yaml::{Mapping, Value};
 
 use crate::cli::UndoArgs;
 use crate::exit::Exit;
-use crate::identity::IdentityScan;
-use crate::plan::spool::Spool;
+use crate::identity::{Identities, IdentityScan};
+use crate::plan::spool::{Spool, SpoolRows};
 use crate::plan::{Action, Plan, Row, Target, TargetKind};
 use crate::resume::DoneSet;
 use crate::secret::SecretRef;
@@ -44,34 +44,8 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
             ));
         }
     }
-    let plan = Plan::load(&args.plan, None).map_err(|problems| {
-        crate::diagnostic::eprint(&problems);
-        format!("{} is invalid", args.plan.display())
-    })?;
-    // One pass reads the plan files: it validates, finds repeated rows (for identities) and
-    // spools the rows, which the inverse is then built from, as `run` does.
-    let mut scan = IdentityScan::new();
-    let mut spool = Spool::create().map_err(|e| format!("cannot create a spool file: {e}"))?;
-    let mut spool_error = None;
-    let validation = plan.validate_with(|row| {
-        let content_id = scan.observe(row, &plan.targets[row.target].name);
-        if spool_error.is_none() {
-            spool_error = spool.push(row, content_id).err();
-        }
-    });
-    if !validation.errors.is_empty() {
-        crate::diagnostic::eprint(&validation.errors);
-        return Err(format!("{} is invalid", args.plan.display()));
-    }
-    if let Some(e) = spool_error {
-        return Err(format!("cannot write the spool file: {e}"));
-    }
-    let rows = spool
-        .into_rows()
-        .map_err(|e| format!("cannot read the spool file back: {e}"))?;
+    let (plan, rows, mut ids) = spool_plan(&args.plan)?;
     let done = DoneSet::load(&args.report, &plan)?;
-
-    let mut ids = scan.finish().linked_to(rows.content_ids());
     let mut inverse = Vec::new();
     let mut unrestorable = Vec::new();
     let mut plan_keys = std::collections::HashSet::new();
@@ -124,12 +98,65 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
     doc.insert("rows".into(), Value::Sequence(inverse));
     let body = serde_yaml::to_string(&Value::Mapping(doc))
         .map_err(|e| format!("cannot render the plan: {e}"))?;
+    let mut text = header(args, n, &unrestorable, &not_in_plan, not_in_plan_count);
+    text.push_str(&body);
+    match &args.output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        None => print!("{text}"),
+    }
+    eprintln!(
+        "reactbatch undo: {n} row(s) to undo, {} not restorable, {not_in_plan_count} not in the plan",
+        unrestorable.len()
+    );
+    Ok(Exit::Success)
+}
+
+/// Loads and validates the plan, spooling its rows, which the inverse is then built from, as
+/// `run` does: one pass reads the plan files (it also finds repeated rows, for identities).
+fn spool_plan(path: &Path) -> Result<(Plan, SpoolRows, Identities), String> {
+    let plan = Plan::load(path, None).map_err(|problems| {
+        crate::diagnostic::eprint(&problems);
+        format!("{} is invalid", path.display())
+    })?;
+    let mut scan = IdentityScan::new();
+    let mut spool = Spool::create().map_err(|e| format!("cannot create a spool file: {e}"))?;
+    let mut spool_error = None;
+    let validation = plan.validate_with(|row| {
+        let content_id = scan.observe(row, &plan.targets[row.target].name);
+        if spool_error.is_none() {
+            spool_error = spool.push(row, content_id).err();
+        }
+    });
+    if !validation.errors.is_empty() {
+        crate::diagnostic::eprint(&validation.errors);
+        return Err(format!("{} is invalid", path.display()));
+    }
+    if let Some(e) = spool_error {
+        return Err(format!("cannot write the spool file: {e}"));
+    }
+    let rows = spool
+        .into_rows()
+        .map_err(|e| format!("cannot read the spool file back: {e}"))?;
+    let ids = scan.finish().linked_to(rows.content_ids());
+    Ok((plan, rows, ids))
+}
+
+/// The undo plan's header comment: where it comes from, and each row it cannot undo (said on
+/// stderr too).
+fn header(
+    args: &UndoArgs,
+    n: usize,
+    unrestorable: &[String],
+    not_in_plan: &[String],
+    not_in_plan_count: u64,
+) -> String {
     let mut text = format!(
         "# Undo plan written by reactbatch from {} (plan {}): {n} row(s), in reverse order.\n",
         args.report.display(),
         args.plan.display()
     );
-    for source in &unrestorable {
+    for source in unrestorable {
         let warning = format!("{source}: unreact without previous_emoji: the removed reaction is unknown, so it cannot be restored");
         eprintln!("reactbatch undo: warning: {warning}");
         text.push_str(&format!("# not undone: {warning}\n"));
@@ -142,7 +169,7 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
         );
         eprintln!("reactbatch undo: warning: {what}");
         text.push_str(&format!("# not undone: {what}:\n"));
-        for row in &not_in_plan {
+        for row in not_in_plan {
             eprintln!("reactbatch undo:   {row}");
             text.push_str(&format!("#   {row}\n"));
         }
@@ -152,17 +179,7 @@ fn undo(args: &UndoArgs) -> Result<Exit, String> {
             text.push_str(&format!("#   … and {more} more\n"));
         }
     }
-    text.push_str(&body);
-    match &args.output {
-        Some(path) => std::fs::write(path, text)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
-        None => print!("{text}"),
-    }
-    eprintln!(
-        "reactbatch undo: {n} row(s) to undo, {} not restorable, {not_in_plan_count} not in the plan",
-        unrestorable.len()
-    );
-    Ok(Exit::Success)
+    text
 }
 
 /// The row that reverses `row`, if it can be known.

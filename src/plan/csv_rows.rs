@@ -16,7 +16,7 @@ use csv::{ByteRecord, ErrorKind};
 
 use super::fields::{suggest, Field, RawRow, RawValue, MAX_CSV_RECORD_BYTES};
 use super::problem::Problem;
-use super::yaml::Pos;
+use super::source::Pos;
 
 /// A reader that fails once more than [`MAX_CSV_RECORD_BYTES`] (plus the csv reader's buffer)
 /// were read since the last [`LimitedRead::reset`]: the csv crate grows its record buffer without
@@ -153,7 +153,7 @@ impl CsvRows {
                     let mut p = err(
                         Some(1),
                         col,
-                        format!("unknown column `{}`", super::fields::shorten(name)),
+                        format!("unknown column `{}`", super::source::shorten(name)),
                     )
                     .with_code("unknown_field");
                     p.hint = suggest(name, Field::names()).or_else(|| {

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::fields::suggest;
 use super::problem::Problem;
-use super::yaml::{Key, Node, NodeKind, Pos, Value};
+use super::source::Pos;
+use super::yaml::{Key, Node, NodeKind, Value};
 
 /// Reads nodes of one file, collecting problems instead of stopping at the first.
 pub struct DocReader<'a> {
@@ -89,7 +90,7 @@ impl DocReader<'_> {
             "true" | "True" | "TRUE" => Some(true),
             "false" | "False" | "FALSE" => Some(false),
             other => {
-                let other = super::fields::shorten(other);
+                let other = super::source::shorten(other);
                 self.error(
                     node.pos,
                     format!("`{what}` must be `true` or `false`, found `{other}`"),
@@ -109,7 +110,7 @@ impl DocReader<'_> {
         match text.trim().parse::<T>() {
             Ok(n) if n >= min && n <= max => Some(n),
             _ => {
-                let text = super::fields::shorten(text);
+                let text = super::source::shorten(text);
                 self.error(
                     node.pos,
                     format!("`{what}` must be a whole number from {min} to {max}, found `{text}`"),

@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use super::fields::shorten;
+use super::source::shorten;
 
 /// Why a value is refused, with a hint for the fix (a did-you-mean, or the trimmed value).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -33,7 +33,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::yaml::Pos;
+use super::source::Pos;
+// Also reached as `plan::fields::shorten` from outside the plan.
+pub use super::source::shorten;
 
 pub const MAX_FIELD_BYTES: usize = 4096;
 pub const MAX_EMOJI_BYTES: usize = 64;
@@ -194,28 +196,6 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     }
 }
 
-/// Shortens user text for messages (never used for secrets, which are not echoed at all), and
-/// escapes control and bidirectional-override characters (`\u{202e}`), so an echoed value can
-/// neither move the cursor nor reorder what the terminal shows ("Trojan Source").
-pub fn shorten(text: &str) -> String {
-    const MAX: usize = 60;
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,13 +211,6 @@ mod tests {
             Some("did you mean `message_id`?")
         );
         assert_eq!(suggest("zzzz", Field::names()), None);
-    }
-
-    #[test]
-    fn shorten_cuts_and_escapes() {
-        assert_eq!(shorten("kommo\u{202e}main\n"), "kommo\\u{202e}main\\u{a}");
-        assert_eq!(shorten(&"x".repeat(61)), format!("{}…", "x".repeat(60)));
-        assert_eq!(shorten(&"x".repeat(60)), "x".repeat(60));
     }
 
     #[test]

@@ -14,9 +14,9 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
-use super::fields::shorten;
 use super::model::{Row, Source};
 use super::problem::Problem;
+use super::source::shorten;
 
 /// A fixed-seed hasher, so both passes agree (foldhash: cheaper than SipHash per row).
 fn hash(key: &str) -> u64 {

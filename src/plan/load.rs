@@ -16,14 +16,16 @@ use std::sync::Arc;
 
 use super::csv_rows::CsvRows;
 use super::doc::DocReader;
-use super::fields::{RawRow, MAX_ERRORS, MAX_INCLUDES, MAX_INCLUDE_DEPTH, MAX_YAML_BYTES};
+use super::fields::{RawRow, MAX_ERRORS, MAX_INCLUDES, MAX_INCLUDE_DEPTH};
 use super::model::Settings;
 use super::paths;
 use super::problem::Problem;
-use super::rows::{read_defaults, read_yaml_row, RowContext};
+use super::rows::RowContext;
 use super::secrets::SecretSite;
+use super::source::Pos;
 use super::targets::{read_targets, LoadedTarget};
-use super::yaml::{self, Key, Node, Pos, Value};
+use super::yaml::{self, Key, Node, Value};
+use super::yaml_rows::{read_defaults, read_yaml_row};
 
 /// Top-level keys of a plan file (the JSON Schema in [`super::schema`] is tested against it).
 pub(super) const PLAN_KEYS: &[&str] = &[
@@ -73,67 +75,6 @@ fn is_yaml(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
-/// Reads and parses one YAML file (size limit, UTF-8 with optional BOM). Problems that did not
-/// stop parsing (duplicate keys) go into `problems`.
-fn read_yaml(
-    path: &Path,
-    file: &str,
-    problems: &mut Vec<Problem>,
-) -> Result<Option<Node>, Vec<Problem>> {
-    let whole =
-        |msg: String| vec![Problem::error(file, None, None, msg).with_code("unreadable_file")];
-    let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
-    if meta.len() > MAX_YAML_BYTES {
-        // Located at line 1 (the file as a whole), so it reads like every other plan problem.
-        return Err(vec![Problem::error(
-            file,
-            Some(1),
-            None,
-            format!(
-                "YAML file is larger than {} MiB; put large row sets in a CSV file (streamed)",
-                MAX_YAML_BYTES / (1024 * 1024)
-            ),
-        )]);
-    }
-    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
-            let col = good.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-            let mut p = Problem::error(
-                file,
-                Some(yaml::to_u32(line)),
-                Some(yaml::to_u32(col)),
-                "the file is not valid UTF-8; save it as UTF-8",
-            )
-            .with_code("not_utf8");
-            if e.as_bytes().starts_with(&[0xff, 0xfe]) || e.as_bytes().starts_with(&[0xfe, 0xff]) {
-                p = p.with_hint("the file starts with a UTF-16 byte order mark");
-            }
-            return Err(vec![p]);
-        }
-    };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    // The YAML scanner stops at a NUL as if the file ended there, which would blame the wrong
-    // place; a NUL never belongs in a plan (a binary file, or a corrupted one).
-    if let Some(at) = text.find('\0') {
-        let before = &text[..at];
-        let line = before.matches('\n').count() + 1;
-        let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
-        return Err(vec![Problem::error(
-            file,
-            Some(yaml::to_u32(line)),
-            Some(yaml::to_u32(col)),
-            "the file contains a NUL byte (a binary or corrupted file?)",
-        )]);
-    }
-    let (root, mut found) = yaml::parse(text, file)?;
-    problems.append(&mut found);
-    Ok(root)
-}
-
 fn entry<'n>(entries: &'n [(Key, Node)], key: &str) -> Option<&'n Node> {
     entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v)
 }
@@ -149,6 +90,19 @@ fn check_version(r: &mut DocReader<'_>, entries: &[(Key, Node)]) {
     }
 }
 
+/// The targets found while loading, wherever they were written.
+#[derive(Default)]
+struct TargetsFound {
+    list: Vec<(LoadedTarget, Arc<str>)>,
+    /// Every name written under `targets:`, valid or not.
+    names: Vec<String>,
+    /// `--targets FILE` was given.
+    given: bool,
+    /// Whether a `targets:` mapping was read (from the plan or the `--targets` file), with no
+    /// doubt about which: otherwise rows naming a target are not checked against it.
+    read: bool,
+}
+
 /// Loads a plan (see [`super::Plan::load`]), collecting every structural problem.
 pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
     let mut out = Loaded {
@@ -157,19 +111,12 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
     };
     let file = display(path);
     out.files.push(path.to_path_buf());
-
-    let mut target_list: Vec<(LoadedTarget, Arc<str>)> = Vec::new();
-    let mut target_names: Vec<String> = Vec::new();
-    let mut targets_given = false;
-    // Whether a `targets:` mapping was read (from the plan or the `--targets` file), with no
-    // doubt about which: otherwise rows naming a target are not checked against it.
-    let mut targets_read = false;
+    let mut targets = TargetsFound::default();
     if let Some(tf) = targets_file {
-        targets_given = true;
+        targets.given = true;
         out.files.push(tf.to_path_buf());
-        targets_read = load_targets_file(tf, &mut out, &mut target_list, &mut target_names);
+        targets.read = load_targets_file(tf, &mut out, &mut targets.list, &mut targets.names);
     }
-
     let mut walk = IncludeWalk {
         segments: Vec::new(),
         files: Vec::new(),
@@ -177,22 +124,7 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         count: 0,
     };
     if is_csv(path) {
-        if !targets_given {
-            out.problems.push(
-                Problem::error(&*file, None, None, "a CSV plan needs `--targets FILE`")
-                    .with_hint("a YAML file holding only `targets:`"),
-            );
-        }
-        match CsvRows::open(path, file.clone()) {
-            Ok(_) => walk.segments.push(Segment::Csv {
-                path: path.to_path_buf(),
-                file: file.clone(),
-            }),
-            Err(mut ps) => {
-                out.problems.append(&mut ps);
-                out.usable = false;
-            }
-        }
+        load_csv_plan(path, &file, targets.given, &mut out, &mut walk);
     } else if !is_yaml(path) {
         out.problems.push(Problem::error(
             &*file,
@@ -202,78 +134,130 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         ));
         out.usable = false;
     } else {
-        match read_yaml(path, &file, &mut out.problems) {
-            Err(mut ps) => {
-                out.problems.append(&mut ps);
-                out.usable = false;
-            }
-            Ok(None) => {
-                out.problems
-                    .push(Problem::error(&*file, Some(1), None, "the plan is empty"));
-                out.usable = false;
-            }
-            // `---` alone: a document holding nothing.
-            Ok(Some(root)) if root.is_null() => {
-                out.problems
-                    .push(Problem::error(&*file, Some(1), None, "the plan is empty"));
-                out.usable = false;
-            }
-            Ok(Some(root)) => {
-                let mut problems = std::mem::take(&mut out.problems);
-                let mut r = DocReader {
-                    file: file.clone(),
-                    problems: &mut problems,
-                };
-                match r.map(&root, "the plan") {
-                    None => out.usable = false,
-                    Some(entries) => {
-                        check_version(&mut r, entries);
-                        for (key, _) in entries {
-                            if !PLAN_KEYS.contains(&key.text.as_str()) {
-                                r.unknown_key(key, "the plan", PLAN_KEYS);
-                            }
-                        }
-                        match (entry(entries, "targets"), targets_given) {
-                            (Some(node), true) => {
-                                r.error(
-                                    node.pos,
-                                    "targets are given both here and by `--targets`; keep one",
-                                );
-                                targets_read = false;
-                            }
-                            (Some(node), false) => {
-                                targets_read = matches!(node.value, Value::Map(_));
-                                let dir = dir_of(path);
-                                target_names = map_keys(node);
-                                for t in read_targets(&mut r, node, dir) {
-                                    target_list.push((t, file.clone()));
-                                }
-                            }
-                            (None, true) => {}
-                            (None, false) => {
-                                r.error(Pos { line: 1, col: 1 }, "the plan has no `targets:`")
-                                    .hint = Some("add `targets:`, or pass `--targets FILE`".into());
-                            }
-                        }
-                        if let Some(node) = entry(entries, "settings") {
-                            out.settings =
-                                super::settings::read_settings(&mut r, node, dir_of(path));
-                        }
-                        if let Some(node) = entry(entries, "defaults") {
-                            out.ctx.defaults = read_defaults(&mut r, node, &target_names);
-                        }
-                        walk.file(&mut r, path, entries);
-                    }
-                }
-                out.problems = problems;
-            }
-        }
+        load_yaml_plan(path, &file, &mut out, &mut targets, &mut walk);
     }
     out.segments = walk.segments;
     out.files.extend(walk.files);
+    settle_targets(&mut out, targets);
+    sort_by_position(&mut out.problems);
+    cap_problems(&mut out.problems, &file);
+    out
+}
 
+/// A CSV plan: its rows only; the targets come from `--targets`.
+fn load_csv_plan(
+    path: &Path,
+    file: &Arc<str>,
+    targets_given: bool,
+    out: &mut Loaded,
+    walk: &mut IncludeWalk,
+) {
+    if !targets_given {
+        out.problems.push(
+            Problem::error(&**file, None, None, "a CSV plan needs `--targets FILE`")
+                .with_hint("a YAML file holding only `targets:`"),
+        );
+    }
+    match CsvRows::open(path, file.clone()) {
+        Ok(_) => walk.segments.push(Segment::Csv {
+            path: path.to_path_buf(),
+            file: file.clone(),
+        }),
+        Err(mut ps) => {
+            out.problems.append(&mut ps);
+            out.usable = false;
+        }
+    }
+}
+
+/// A YAML plan: read and parsed, then its top-level mapping.
+fn load_yaml_plan(
+    path: &Path,
+    file: &Arc<str>,
+    out: &mut Loaded,
+    targets: &mut TargetsFound,
+    walk: &mut IncludeWalk,
+) {
+    let root = match yaml::read_file(path, file, &mut out.problems) {
+        Err(mut ps) => {
+            out.problems.append(&mut ps);
+            out.usable = false;
+            return;
+        }
+        // Nothing, or `---` alone: a document holding nothing.
+        Ok(None) => None,
+        Ok(Some(root)) if root.is_null() => None,
+        Ok(Some(root)) => Some(root),
+    };
+    let Some(root) = root else {
+        out.problems
+            .push(Problem::error(&**file, Some(1), None, "the plan is empty"));
+        out.usable = false;
+        return;
+    };
+    let mut problems = std::mem::take(&mut out.problems);
+    let mut r = DocReader {
+        file: file.clone(),
+        problems: &mut problems,
+    };
+    match r.map(&root, "the plan") {
+        None => out.usable = false,
+        Some(entries) => read_plan_keys(&mut r, path, entries, out, targets, walk),
+    }
+    out.problems = problems;
+}
+
+/// The plan's keys: `version`, `targets` (unless `--targets` gives them), `settings`,
+/// `defaults`, then its rows and includes.
+fn read_plan_keys(
+    r: &mut DocReader<'_>,
+    path: &Path,
+    entries: &[(Key, Node)],
+    out: &mut Loaded,
+    targets: &mut TargetsFound,
+    walk: &mut IncludeWalk,
+) {
+    check_version(r, entries);
+    for (key, _) in entries {
+        if !PLAN_KEYS.contains(&key.text.as_str()) {
+            r.unknown_key(key, "the plan", PLAN_KEYS);
+        }
+    }
+    match (entry(entries, "targets"), targets.given) {
+        (Some(node), true) => {
+            r.error(
+                node.pos,
+                "targets are given both here and by `--targets`; keep one",
+            );
+            targets.read = false;
+        }
+        (Some(node), false) => {
+            targets.read = matches!(node.value, Value::Map(_));
+            targets.names = map_keys(node);
+            for t in read_targets(r, node, dir_of(path)) {
+                targets.list.push((t, r.file.clone()));
+            }
+        }
+        (None, true) => {}
+        (None, false) => {
+            r.error(Pos { line: 1, col: 1 }, "the plan has no `targets:`")
+                .hint = Some("add `targets:`, or pass `--targets FILE`".into());
+        }
+    }
+    if let Some(node) = entry(entries, "settings") {
+        out.settings = super::settings::read_settings(r, node, dir_of(path));
+    }
+    if let Some(node) = entry(entries, "defaults") {
+        out.ctx.defaults = read_defaults(r, node, &targets.names);
+    }
+    walk.file(r, path, entries);
+}
+
+/// The targets into the rows' context (with where each secret and limit group was written),
+/// and the pace groups they form.
+fn settle_targets(out: &mut Loaded, targets: TargetsFound) {
     let mut group_sites = Vec::new();
-    for (t, f) in target_list {
+    for (t, f) in targets.list {
         out.secret_sites.push(SecretSite {
             file: f.to_string(),
             pos: t.secret_pos,
@@ -294,8 +278,6 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         &mut out.problems,
         &mut out.pace_warnings,
     );
-    sort_by_position(&mut out.problems);
-    cap_problems(&mut out.problems, &file);
     out.ctx.target_index = out
         .ctx
         .targets
@@ -303,12 +285,12 @@ pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
         .enumerate()
         .map(|(i, t)| (t.name.clone(), i))
         .collect();
-    out.ctx.targets_unread = !targets_read;
-    out.ctx.broken_targets = target_names
+    out.ctx.targets_unread = !targets.read;
+    out.ctx.broken_targets = targets
+        .names
         .into_iter()
         .filter(|n| !out.ctx.target_index.contains_key(n))
         .collect();
-    out
 }
 
 /// Keeps the first [`MAX_ERRORS`] structural problems and replaces the rest with one note
@@ -359,7 +341,7 @@ fn load_targets_file(
     names: &mut Vec<String>,
 ) -> bool {
     let tfile = display(tf);
-    match read_yaml(tf, &tfile, &mut out.problems) {
+    match yaml::read_file(tf, &tfile, &mut out.problems) {
         Err(mut ps) => {
             out.problems.append(&mut ps);
             out.usable = false;
@@ -532,7 +514,7 @@ impl IncludeWalk {
                 continue;
             }
             self.files.push(joined.clone());
-            let root = match read_yaml(&joined, &shown, r.problems) {
+            let root = match yaml::read_file(&joined, &shown, r.problems) {
                 Ok(Some(root)) => root,
                 Ok(None) => continue,
                 Err(mut ps) => {

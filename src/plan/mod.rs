@@ -29,10 +29,12 @@ mod rows;
 pub mod schema;
 mod secrets;
 pub mod settings;
+mod source;
 pub mod spool;
 mod targets;
 mod warnings;
 mod yaml;
+mod yaml_rows;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

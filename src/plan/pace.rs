@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::model::{ProviderKind, Rate, Row, Target, TargetKind};
 use super::problem::Problem;
-use super::yaml::Pos;
+use super::source::Pos;
 use crate::secret::SecretRef;
 
 /// `limit_group:` as written on a target.

@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 fn leaves(name: &str) -> String {
     format!(
         "`{}` leaves the plan's directory; give an absolute path if you mean it",
-        super::fields::shorten(name)
+        super::source::shorten(name)
     )
 }
 

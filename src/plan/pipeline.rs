@@ -1,10 +1,9 @@
 //! The validation pass on two threads. Before a run sends anything it reads, checks, digests
-//! and spools every row; on one thread that pass kept one core busy while the other idled
-//! (≈ 175 ms for 200 000 CSV rows, with the receiver waiting). Here a reader thread reads and
-//! checks the rows — and runs the caller's `beside` step on each valid row — a few batches
-//! ahead of the calling thread, which does the rest. The results are the serial pass's, row
-//! for row: rows travel in plan order through one bounded channel, are never cloned, and each
-//! side sees them in the order the serial pass would.
+//! and spools every row; on one thread that pass keeps one core busy while the other idles.
+//! Here a reader thread reads and checks the rows — and runs the caller's `beside` step on
+//! each valid row — a few batches ahead of the calling thread, which does the rest. The
+//! results are the serial pass's, row for row: rows travel in plan order through one bounded
+//! channel, are never cloned, and each side sees them in the order the serial pass would.
 //!
 //! Memory stays flat: at most [`DEPTH`] full batches of [`BATCH`] rows wait in the channel,
 //! plus the one each side holds, whatever the plan's size. Used batches go back to the reader
@@ -65,7 +64,7 @@ pub(super) enum Item<T> {
 
 /// Adds a checked row to `batch`, running `beside` on a valid one. Rows naming a broken
 /// target are left out: that target's own errors say it all. (Pushed in place: a row is
-/// ~270 bytes, and each move of it was a copy the profile showed.)
+/// ~270 bytes, and each move of it is a copy.)
 fn push<T>(batch: &mut Vec<Item<T>>, checked: Checked, beside: &mut impl FnMut(&Row) -> T) {
     match checked {
         Checked::Row(row) => {

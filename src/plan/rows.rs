@@ -1,7 +1,7 @@
 //! Row validation: a [`RawRow`] (from YAML or CSV) plus `defaults:` and the targets → a [`Row`]
 //! or every problem found in it.
 //!
-//! Rules (SPEC "Plan" and "Wire mapping"):
+//! Rules (the README's plan format and what each field becomes on the wire):
 //! - `target` may be omitted when the plan has exactly one target.
 //! - `action` is `react` (default) or `unreact`; `react` needs a non-empty `emoji`.
 //! - Kommo rows need one of `message_id`/`msgid`, one of `conversation_id`/`conversation_ref_id`,
@@ -24,12 +24,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::doc::DocReader;
 use super::emoji::{self, Invalid};
-use super::fields::{shorten, suggest, Field, RawRow, RawValue};
+use super::fields::{suggest, Field, RawRow, RawValue};
 use super::model::{Action, ProviderKind, Row, Source, Target, TargetKind};
 use super::problem::Problem;
-use super::yaml::{Node, NodeKind, Value};
+use super::source::shorten;
 
 /// What validating one row produced.
 // A row is moved out at once, for every row of the plan: boxing it would add an allocation
@@ -72,53 +71,6 @@ pub type EmojiNotes = std::collections::BTreeMap<(Arc<str>, String), ((u32, Opti
 
 /// Where a value was written: file, and line and column.
 type WrittenAt = (Arc<str>, (u32, Option<u32>));
-
-/// Reads one YAML row mapping into a [`RawRow`]; structural problems go into `row.problems`.
-pub fn read_yaml_row(file: &Arc<str>, node: &Node, within: &str) -> RawRow {
-    let mut row = RawRow::new(file.clone(), node.pos);
-    let mut problems = Vec::new();
-    let mut r = DocReader {
-        file: file.clone(),
-        problems: &mut problems,
-    };
-    if let Value::Map(entries) = &node.value {
-        for (key, value) in entries {
-            let Some(field) = Field::from_name(&key.text) else {
-                let names: Vec<&str> = Field::names().collect();
-                r.unknown_key(key, within, &names);
-                continue;
-            };
-            match (&value.value, value.kind()) {
-                (_, NodeKind::Null) => {}
-                (Value::Scalar { text, .. }, _) => row.set(
-                    field,
-                    RawValue {
-                        text: text.clone(),
-                        line: value.pos.line,
-                        col: Some(value.pos.col),
-                    },
-                ),
-                (_, found) => {
-                    r.error(
-                        value.pos,
-                        format!("`{field}` must be a single value, found {found}"),
-                    )
-                    .code = "wrong_type";
-                }
-            }
-        }
-    } else {
-        r.error(
-            node.pos,
-            format!(
-                "a row must be a mapping like `{{ message_id: ..., emoji: ... }}`, found {}",
-                node.kind()
-            ),
-        );
-    }
-    row.problems = problems;
-    row
-}
 
 /// The code of a [`check_value`] failure for `field`.
 fn invalid_code(field: Field) -> &'static str {
@@ -173,17 +125,6 @@ pub fn check_value(field: Field, text: &str) -> Result<(), Invalid> {
             )))
         }
         _ => Ok(()),
-    }
-}
-
-/// [`noted_emoji`] without the note, for the reference in the tests.
-#[cfg(test)]
-fn canonical_emoji(text: String) -> String {
-    match emoji::resolve("emoji", &text) {
-        Ok(resolved) if *resolved == *text => text,
-        Ok(resolved) => resolved.into_owned(),
-        // Only checked values get here; an unchecked one stays as written.
-        Err(_) => text,
     }
 }
 
@@ -290,232 +231,273 @@ fn unknown_target_hint(ctx: &RowContext, name: &str) -> Option<String> {
 ///
 /// Two phases: every problem is found first, from shared borrows of `raw` (a problem points at
 /// a value's position); then, only for a valid row, the row's own values are moved into the
-/// [`Row`] and only `defaults:` are cloned. This runs once per row on the reader thread before
-/// the first request, where copying each field again showed as malloc/memmove in profiles.
-pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
+/// [`Row`] and only `defaults:` are cloned. This runs once per row before the first request,
+/// so no field is copied twice.
+pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
     // A row that could not be read as written (unknown key, ragged, bad bytes) is reported as
     // that alone: the "missing field" errors that would follow are its echoes.
     if !raw.problems.is_empty() {
         return Checked::Invalid(raw.problems);
     }
-    let mut problems = Vec::new();
-    let own = |f: Field| raw.get(f).filter(|v| !v.text.is_empty());
-    let value = |f: Field| match origin(ctx, &raw, f) {
-        Origin::Own => raw.get(f),
-        Origin::Default => ctx.defaults.get(f),
-        Origin::Absent => None,
+    let fields = RowFields { ctx, raw: &raw };
+    let mut problems = fields.check_values();
+    let target = match fields.target(&mut problems) {
+        Ok(target) => target,
+        Err(suppressed) => return Checked::Suppressed(suppressed),
     };
+    let action = fields
+        .value(Field::Action)
+        .and_then(|v| parse_action(&v.text).ok())
+        .unwrap_or(Action::React);
+    let not_before = fields
+        .value(Field::NotBefore)
+        .and_then(|v| parse_not_before(&v.text).ok());
+    if action == Action::React {
+        problems.extend(fields.missing_emoji());
+    }
+    let target = target.map(|i| (i, &ctx.targets[i]));
+    if let Some((_, t)) = target {
+        match &t.kind {
+            TargetKind::Kommo { .. } => fields.check_kommo(t, &mut problems),
+            TargetKind::Ogmma { .. } => fields.check_ogmma(t, &mut problems),
+        }
+    }
+    if !problems.is_empty() {
+        return Checked::Invalid(problems);
+    }
+    Checked::Row(build_row(ctx, raw, number, target, action, not_before))
+}
 
-    for f in Field::ALL {
-        if let Some(v) = own(f) {
+/// A raw row read against its context: which value each field takes (see [`Origin`]).
+struct RowFields<'a> {
+    ctx: &'a RowContext,
+    raw: &'a RawRow,
+}
+
+impl<'a> RowFields<'a> {
+    /// The row's own, non-empty value.
+    fn own(&self, f: Field) -> Option<&'a RawValue> {
+        self.raw.get(f).filter(|v| !v.text.is_empty())
+    }
+
+    /// The value the row takes: its own, or `defaults:`'.
+    fn value(&self, f: Field) -> Option<&'a RawValue> {
+        match origin(self.ctx, self.raw, f) {
+            Origin::Own => self.raw.get(f),
+            Origin::Default => self.ctx.defaults.get(f),
+            Origin::Absent => None,
+        }
+    }
+
+    fn error(&self, at: Option<&RawValue>, message: impl Into<String>) -> Problem {
+        problem_at(self.raw, at, message)
+    }
+
+    /// Each of the row's own values checked on its own (`defaults:` were checked at load).
+    fn check_values(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for f in Field::ALL {
+            let Some(v) = self.own(f) else { continue };
             if let Err(bad) = check_value(f, &v.text) {
-                let mut p = problem_at(&raw, Some(v), bad.message).with_code(invalid_code(f));
+                let mut p = self.error(Some(v), bad.message).with_code(invalid_code(f));
                 p.hint = bad.hint;
                 problems.push(p);
             }
         }
+        problems
     }
 
-    // The target.
-    let total_targets = ctx.targets.len() + ctx.broken_targets.len();
-    let target = match value(Field::Target) {
-        Some(v) => match ctx.target_index.get(&v.text) {
-            Some(&i) => Some(i),
-            None if ctx.broken_targets.contains(&v.text) => {
-                return Checked::Suppressed(
-                    problem_at(
-                        &raw,
-                        Some(v),
-                        format!("target `{}` is invalid (see its errors)", v.text),
+    /// The row's target (`None` with a problem pushed), or the one problem that stands for
+    /// the row when its target is broken or the targets could not be read.
+    fn target(&self, problems: &mut Vec<Problem>) -> Result<Option<usize>, Problem> {
+        let ctx = self.ctx;
+        let total_targets = ctx.targets.len() + ctx.broken_targets.len();
+        let Some(v) = self.value(Field::Target) else {
+            return match total_targets {
+                1 if ctx.targets.len() == 1 => Ok(Some(0)),
+                0 | 1 => Err(self
+                    .error(
+                        None,
+                        "the plan has no valid target (see the targets' errors)",
                     )
-                    .with_code("invalid_target"),
-                );
-            }
-            None if ctx.targets_unread => {
-                return Checked::Suppressed(
-                    problem_at(
-                        &raw,
-                        Some(v),
-                        format!(
-                            "unknown target `{}` (the targets could not be read; see their errors)",
-                            shorten(&v.text)
-                        ),
-                    )
-                    .with_code("unknown_target"),
-                );
-            }
-            None => {
-                let mut p = problem_at(
-                    &raw,
+                    .with_code("invalid_target")),
+                _ => {
+                    problems.push(
+                        self.error(
+                            None,
+                            format!("row has no `target` and the plan has {total_targets} targets"),
+                        )
+                        .with_code("missing_target")
+                        .with_hint("add `target:` to the row or set `defaults: { target: ... }`"),
+                    );
+                    Ok(None)
+                }
+            };
+        };
+        if let Some(&i) = ctx.target_index.get(&v.text) {
+            return Ok(Some(i));
+        }
+        if ctx.broken_targets.contains(&v.text) {
+            return Err(self
+                .error(
                     Some(v),
-                    format!("unknown target `{}`", shorten(&v.text)),
+                    format!("target `{}` is invalid (see its errors)", v.text),
                 )
-                .with_code("unknown_target");
-                p.hint = unknown_target_hint(ctx, &v.text);
-                problems.push(p);
-                None
-            }
-        },
-        None if ctx.targets.len() == 1 && total_targets == 1 => Some(0),
-        None if total_targets <= 1 => {
-            return Checked::Suppressed(
-                problem_at(
-                    &raw,
-                    None,
-                    "the plan has no valid target (see the targets' errors)",
-                )
-                .with_code("invalid_target"),
-            );
+                .with_code("invalid_target"));
         }
-        None => {
-            problems.push(
-                problem_at(
-                    &raw,
-                    None,
-                    format!("row has no `target` and the plan has {total_targets} targets"),
+        if ctx.targets_unread {
+            return Err(self
+                .error(
+                    Some(v),
+                    format!(
+                        "unknown target `{}` (the targets could not be read; see their errors)",
+                        shorten(&v.text)
+                    ),
                 )
-                .with_code("missing_target")
-                .with_hint("add `target:` to the row or set `defaults: { target: ... }`"),
-            );
-            None
+                .with_code("unknown_target"));
         }
-    };
+        let mut p = self
+            .error(Some(v), format!("unknown target `{}`", shorten(&v.text)))
+            .with_code("unknown_target");
+        p.hint = unknown_target_hint(ctx, &v.text);
+        problems.push(p);
+        Ok(None)
+    }
 
-    let action = value(Field::Action)
-        .and_then(|v| parse_action(&v.text).ok())
-        .unwrap_or(Action::React);
-    let not_before = value(Field::NotBefore).and_then(|v| parse_not_before(&v.text).ok());
-
-    // Emoji: `react` needs one; an empty one written on the row is its own mistake.
-    if action == Action::React && value(Field::Emoji).is_none() {
-        let written_empty = raw.get(Field::Emoji).filter(|v| v.text.is_empty());
+    /// A react row needs an emoji; an empty one written on the row is its own mistake.
+    fn missing_emoji(&self) -> Option<Problem> {
+        if self.value(Field::Emoji).is_some() {
+            return None;
+        }
+        let written_empty = self.raw.get(Field::Emoji).filter(|v| v.text.is_empty());
         let msg = if written_empty.is_some() {
             "`emoji` is empty: a react row needs an emoji"
         } else {
             "a react row needs an `emoji`"
         };
-        problems.push(problem_at(&raw, written_empty, msg).with_code("missing_emoji"));
+        Some(self.error(written_empty, msg).with_code("missing_emoji"))
     }
 
-    // The target's own user pair, for a Kommo row.
-    let mut target_users = None;
-    if let Some(t) = target.map(|i| &ctx.targets[i]) {
-        match &t.kind {
-            TargetKind::Kommo {
-                user_id,
-                user_ref_id,
-                ..
-            } => {
-                target_users = Some((user_id, user_ref_id));
-                if value(Field::MessageId).is_none() && value(Field::Msgid).is_none() {
-                    problems.push(
-                        problem_at(
-                            &raw,
-                            None,
-                            format!(
-                                "Kommo row (target `{}`) needs `message_id` or `msgid`",
-                                t.name
-                            ),
-                        )
-                        .with_code("missing_message_id"),
-                    );
-                }
-                if value(Field::ConversationId).is_none()
-                    && value(Field::ConversationRefId).is_none()
-                {
-                    problems.push(
-                        problem_at(
-                            &raw,
-                            None,
-                            format!(
-                                "Kommo row (target `{}`) needs `conversation_id` or `conversation_ref_id`",
-                                t.name
-                            ),
-                        )
-                        .with_code("missing_conversation"),
-                    );
-                }
-                if let Some(v) = own(Field::ChannelId) {
-                    problems.push(
-                        problem_at(
-                            &raw,
-                            Some(v),
-                            format!(
-                                "`channel_id` is Ogmma-only; target `{}` is {}: a Kommo row's account is its `scope_id`",
-                                t.name,
-                                ProviderKind::Kommo
-                            ),
-                        )
-                        .with_code("field_not_for_provider"),
-                    );
-                }
-                if t.account().is_none() && value(Field::ScopeId).is_none() {
-                    problems.push(missing_account(&raw, t, Field::ScopeId));
-                }
-                // The row's (or defaults') pair, else the target's: see the module doc.
-                let row_user = value(Field::UserId).is_some() || value(Field::UserRefId).is_some();
-                if !row_user && user_id.is_none() && user_ref_id.is_none() {
-                    problems.push(
-                        problem_at(
-                            &raw,
-                            None,
-                            format!(
-                                "Kommo row (target `{}`) needs a user: `user_id` or `user_ref_id`",
-                                t.name
-                            ),
-                        )
-                        .with_hint("set it on the row, in `defaults:`, or on the target")
-                        .with_code("missing_user"),
-                    );
-                }
-            }
-            TargetKind::Ogmma { .. } => {
-                for f in [
-                    Field::Msgid,
-                    Field::ConversationId,
-                    Field::ConversationRefId,
-                    Field::UserId,
-                    Field::UserRefId,
-                    Field::ScopeId,
-                ] {
-                    if let Some(v) = own(f) {
-                        problems.push(
-                            problem_at(
-                                &raw,
-                                Some(v),
-                                format!(
-                                    "`{f}` is Kommo-only; target `{}` is {}",
-                                    t.name,
-                                    ProviderKind::Ogmma
-                                ),
-                            )
-                            .with_code("field_not_for_provider"),
-                        );
-                    }
-                }
-                if value(Field::MessageId).is_none() {
-                    problems.push(
-                        problem_at(
-                            &raw,
-                            None,
-                            format!("Ogmma row (target `{}`) needs `message_id`", t.name),
-                        )
-                        .with_code("missing_message_id"),
-                    );
-                }
-                if t.account().is_none() && value(Field::ChannelId).is_none() {
-                    problems.push(missing_account(&raw, t, Field::ChannelId));
-                }
-            }
+    /// A Kommo row: a message, a conversation, an account and a user; no Ogmma `channel_id`.
+    fn check_kommo(&self, t: &Target, problems: &mut Vec<Problem>) {
+        let TargetKind::Kommo {
+            user_id,
+            user_ref_id,
+            ..
+        } = &t.kind
+        else {
+            return;
+        };
+        let missing = |a: Field, b: Field| self.value(a).is_none() && self.value(b).is_none();
+        if missing(Field::MessageId, Field::Msgid) {
+            problems.push(
+                self.error(
+                    None,
+                    format!(
+                        "Kommo row (target `{}`) needs `message_id` or `msgid`",
+                        t.name
+                    ),
+                )
+                .with_code("missing_message_id"),
+            );
+        }
+        if missing(Field::ConversationId, Field::ConversationRefId) {
+            problems.push(
+                self.error(
+                    None,
+                    format!(
+                        "Kommo row (target `{}`) needs `conversation_id` or `conversation_ref_id`",
+                        t.name
+                    ),
+                )
+                .with_code("missing_conversation"),
+            );
+        }
+        if let Some(v) = self.own(Field::ChannelId) {
+            problems.push(
+                self.error(
+                    Some(v),
+                    format!(
+                        "`channel_id` is Ogmma-only; target `{}` is {}: a Kommo row's account is its `scope_id`",
+                        t.name,
+                        ProviderKind::Kommo
+                    ),
+                )
+                .with_code("field_not_for_provider"),
+            );
+        }
+        if t.account().is_none() && self.value(Field::ScopeId).is_none() {
+            problems.push(missing_account(self.raw, t, Field::ScopeId));
+        }
+        // The row's (or defaults') pair, else the target's: see the module doc.
+        if missing(Field::UserId, Field::UserRefId) && user_id.is_none() && user_ref_id.is_none() {
+            problems.push(
+                self.error(
+                    None,
+                    format!(
+                        "Kommo row (target `{}`) needs a user: `user_id` or `user_ref_id`",
+                        t.name
+                    ),
+                )
+                .with_hint("set it on the row, in `defaults:`, or on the target")
+                .with_code("missing_user"),
+            );
         }
     }
 
-    if !problems.is_empty() {
-        return Checked::Invalid(problems);
+    /// An Ogmma row: a `message_id` and an account; none of the Kommo-only fields of its own.
+    fn check_ogmma(&self, t: &Target, problems: &mut Vec<Problem>) {
+        for f in KOMMO_ONLY {
+            if let Some(v) = self.own(f) {
+                problems.push(
+                    self.error(
+                        Some(v),
+                        format!(
+                            "`{f}` is Kommo-only; target `{}` is {}",
+                            t.name,
+                            ProviderKind::Ogmma
+                        ),
+                    )
+                    .with_code("field_not_for_provider"),
+                );
+            }
+        }
+        if self.value(Field::MessageId).is_none() {
+            problems.push(
+                self.error(
+                    None,
+                    format!("Ogmma row (target `{}`) needs `message_id`", t.name),
+                )
+                .with_code("missing_message_id"),
+            );
+        }
+        if t.account().is_none() && self.value(Field::ChannelId).is_none() {
+            problems.push(missing_account(self.raw, t, Field::ChannelId));
+        }
     }
+}
 
-    // Build the row. Every origin is decided before the first value is moved out: taking one
-    // field of a pair must not make `defaults:` fill in the other.
+/// The fields an Ogmma row may not set itself.
+const KOMMO_ONLY: [Field; 6] = [
+    Field::Msgid,
+    Field::ConversationId,
+    Field::ConversationRefId,
+    Field::UserId,
+    Field::UserRefId,
+    Field::ScopeId,
+];
+
+/// The [`Row`] of a row without problems: its own values moved in, `defaults:` cloned.
+fn build_row(
+    ctx: &RowContext,
+    mut raw: RawRow,
+    number: u64,
+    target: Option<(usize, &Target)>,
+    action: Action,
+    not_before: Option<DateTime<Utc>>,
+) -> Row {
+    // Every origin is decided before the first value is moved out: taking one field of a pair
+    // must not make `defaults:` fill in the other.
     let origins = Field::ALL.map(|f| origin(ctx, &raw, f));
     // Where each emoji was written, should it be sent in another form (see `emoji_notes`).
     let emoji_at = [Field::Emoji, Field::PreviousEmoji].map(|f| {
@@ -536,33 +518,35 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
     let message_id = text(Field::MessageId);
     let previous_emoji = text(Field::PreviousEmoji).map(|t| noted_emoji(ctx, previous_at, t));
     let key = text(Field::Key);
-    // Ogmma rows carry none of the Kommo-only fields (a default one is ignored).
+    // Each provider's own fields only: a default for the other provider is ignored.
     let (mut msgid, mut conversation_id, mut conversation_ref_id) = (None, None, None);
     let (mut user_id, mut user_ref_id) = (None, None);
-    // Each provider's account field only (a default for the other provider is ignored).
     let (mut scope_id, mut channel_id) = (None, None);
-    if target_users.is_some() {
-        scope_id = text(Field::ScopeId);
-    } else {
-        channel_id = text(Field::ChannelId);
-    }
-    if let Some((target_user_id, target_user_ref_id)) = target_users {
-        msgid = text(Field::Msgid);
-        conversation_id = text(Field::ConversationId);
-        conversation_ref_id = text(Field::ConversationRefId);
-        (user_id, user_ref_id) = (text(Field::UserId), text(Field::UserRefId));
-        if user_id.is_none() && user_ref_id.is_none() {
-            (user_id, user_ref_id) = (target_user_id.clone(), target_user_ref_id.clone());
+    match target.map(|(_, t)| &t.kind) {
+        Some(TargetKind::Kommo {
+            user_id: target_user_id,
+            user_ref_id: target_user_ref_id,
+            ..
+        }) => {
+            scope_id = text(Field::ScopeId);
+            msgid = text(Field::Msgid);
+            conversation_id = text(Field::ConversationId);
+            conversation_ref_id = text(Field::ConversationRefId);
+            (user_id, user_ref_id) = (text(Field::UserId), text(Field::UserRefId));
+            if user_id.is_none() && user_ref_id.is_none() {
+                (user_id, user_ref_id) = (target_user_id.clone(), target_user_ref_id.clone());
+            }
         }
+        _ => channel_id = text(Field::ChannelId),
     }
-    Checked::Row(Row {
+    Row {
         number,
         source: Source {
             file: raw.file,
             line: raw.line,
         },
         // Always `Some` here: a row without a target has a problem.
-        target: target.unwrap_or(0),
+        target: target.map_or(0, |(i, _)| i),
         action,
         emoji,
         message_id,
@@ -576,7 +560,7 @@ pub fn check_row(ctx: &RowContext, mut raw: RawRow, number: u64) -> Checked {
         key,
         scope_id,
         channel_id,
-    })
+    }
 }
 
 /// A row for a target that names no account, giving none itself (nor in `defaults:`).
@@ -598,33 +582,6 @@ fn missing_account(raw: &RawRow, t: &Target, field: Field) -> Problem {
         t.name
     ))
     .with_code("missing_account")
-}
-
-/// Reads `defaults:`: each value is checked on its own now (so a bad default is reported once,
-/// at its own line, not on every row) and dropped if bad.
-pub fn read_defaults(r: &mut DocReader<'_>, node: &Node, targets: &[String]) -> RawRow {
-    if node.is_null() {
-        return RawRow::default();
-    }
-    if r.map(node, "defaults").is_none() {
-        return RawRow::default();
-    }
-    let mut row = read_yaml_row(&r.file, node, "defaults");
-    r.problems.append(&mut row.problems);
-    for f in Field::ALL {
-        let Some(v) = row.get(f) else { continue };
-        let mut bad = check_value(f, &v.text).err();
-        if f == Field::Target && bad.is_none() && !targets.contains(&v.text) {
-            bad = Some(format!("unknown target `{}` in defaults", shorten(&v.text)).into());
-        }
-        if let Some(bad) = bad {
-            let mut p = Problem::error(&*r.file, Some(v.line), v.col, bad.message);
-            p.hint = bad.hint;
-            r.problems.push(p);
-            row.clear(f);
-        }
-    }
-    row
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::io::Read;
 use super::fields::MAX_SECRET_BYTES;
 use super::model::Target;
 use super::problem::Problem;
-use super::yaml::Pos;
+use super::source::Pos;
 use crate::secret::{Secret, SecretRef};
 
 /// Where a target's secret reference was written.

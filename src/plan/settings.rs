@@ -80,7 +80,7 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
         d if (MIN_TIMEOUT..=MAX_TIMEOUT).contains(&d) => Ok(d),
         _ => Err(format!(
             "`timeout` must be from 1ms to 10m, found `{}`",
-            super::fields::shorten(text)
+            super::source::shorten(text)
         )),
     }
 }
@@ -92,7 +92,7 @@ pub fn parse_rate_limit_budget(text: &str) -> Result<Duration, String> {
         d if d <= MAX_RATE_LIMIT_BUDGET => Ok(d),
         _ => Err(format!(
             "`rate_limit_budget` must be from 0s to 24h, found `{}`",
-            super::fields::shorten(text)
+            super::source::shorten(text)
         )),
     }
 }
@@ -137,7 +137,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
                 Some("jsonl") => s.emit_format = Some(EmitFormat::Jsonl),
                 Some("curl") => s.emit_format = Some(EmitFormat::Curl),
                 Some(other) => {
-                    let other = super::fields::shorten(other);
+                    let other = super::source::shorten(other);
                     r.error(
                         value.pos,
                         format!("`emit_format` must be `jsonl` or `curl`, found `{other}`"),

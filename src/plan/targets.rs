@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use super::doc::DocReader;
-use super::model::{Rate, Source, Target, TargetKind};
+use super::model::{ProviderKind, Rate, Source, Target, TargetKind};
 use super::pace::LimitGroup;
-use super::yaml::{Node, Pos};
+use super::source::Pos;
+use super::yaml::{Key, Node};
 use crate::secret::SecretRef;
 
 /// Keys of a Kommo / an Ogmma target, and of a secret reference (the JSON Schema in
@@ -61,7 +62,7 @@ pub fn read_targets(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Vec<Loade
                 name.pos,
                 format!(
                     "invalid target name `{}`: use letters, digits, `-`, `_` and `.`",
-                    super::fields::shorten(&name.text)
+                    super::source::shorten(&name.text)
                 ),
             );
             continue;
@@ -88,6 +89,8 @@ pub fn is_path_safe(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
+/// One target: its provider, then each of its keys; `None` when any is wrong (every problem
+/// found is reported, in the order the keys are checked).
 fn read_target(
     r: &mut DocReader<'_>,
     name: &str,
@@ -104,81 +107,172 @@ fn read_target(
         return None;
     }
     let entries = r.map(body, &what)?;
-    let get = |key: &str| entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v);
-    let Some(provider_node) = get("provider") else {
-        r.error(
-            name_pos,
-            format!("{what} has no `provider` (kommo or ogmma)"),
-        );
+    let t = TargetBody {
+        what,
+        name_pos,
+        entries,
+    };
+    let provider = t.provider(r)?;
+    let mut ok = t.known_keys(r, provider);
+    let kind = t.kind(r, provider);
+    let credential = t.credential(r, provider, dir);
+    let base_url = t.base_url(r);
+    let rate = t.rate(r);
+    let limit_group = t.limit_group(r);
+    ok &= base_url.is_ok() && rate.is_ok() && limit_group.is_ok();
+    let (kind, (credential, secret_pos)) = (kind?, credential?);
+    if !ok {
         return None;
+    }
+    let provider_kind = match kind {
+        TargetKind::Kommo { .. } => ProviderKind::Kommo,
+        TargetKind::Ogmma { .. } => ProviderKind::Ogmma,
     };
-    let provider = r.string(provider_node, "provider")?;
-    let (known, other, other_name) = match provider {
-        "kommo" => (KOMMO_KEYS, OGMMA_KEYS, "ogmma"),
-        "ogmma" => (OGMMA_KEYS, KOMMO_KEYS, "kommo"),
-        other => {
-            let hint = super::fields::suggest(other, ["kommo", "ogmma"]);
-            let p = r.error(
-                provider_node.pos,
-                format!(
-                    "unknown provider `{}` for {what}: expected `kommo` or `ogmma`",
-                    super::fields::shorten(other)
-                ),
-            );
-            p.hint = hint;
-            return None;
-        }
-    };
-    let mut ok = true;
-    for (key, _) in entries {
-        if known.contains(&key.text.as_str()) {
-            continue;
-        }
-        ok = false;
-        if other.contains(&key.text.as_str()) {
+    Some(LoadedTarget {
+        target: Target {
+            name: name.to_string(),
+            kind,
+            base_url: base_url
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| provider_kind.default_base_url().to_string()),
+            rate: rate.ok().flatten(),
+            credential,
+            source: Source {
+                file: r.file.clone(),
+                line: name_pos.line,
+            },
+        },
+        secret_pos,
+        limit_group: limit_group.ok().flatten(),
+    })
+}
+
+/// A target's mapping, as written under its name.
+struct TargetBody<'n> {
+    /// How messages name it: "target `NAME`".
+    what: String,
+    name_pos: Pos,
+    entries: &'n [(Key, Node)],
+}
+
+/// A value that was given and refused (its problem is reported); `Ok(None)`: not given.
+type Setting<T> = Result<Option<T>, ()>;
+
+impl<'n> TargetBody<'n> {
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.text == key)
+            .map(|(_, v)| v)
+    }
+
+    /// An optional string key, with where it was written.
+    fn string_at(&self, r: &mut DocReader<'_>, key: &str) -> Option<(&'n str, Pos)> {
+        let node = self.get(key)?;
+        r.optional_string(node, key).map(|s| (s, node.pos))
+    }
+
+    /// `provider:`, `kommo` or `ogmma`.
+    fn provider(&self, r: &mut DocReader<'_>) -> Option<&'n str> {
+        let what = &self.what;
+        let Some(node) = self.get("provider") else {
             r.error(
-                key.pos,
-                format!(
-                    "`{}` is for {other_name} targets; {what} is {provider}",
-                    key.text
-                ),
+                self.name_pos,
+                format!("{what} has no `provider` (kommo or ogmma)"),
             );
+            return None;
+        };
+        let provider = r.string(node, "provider")?;
+        if matches!(provider, "kommo" | "ogmma") {
+            return Some(provider);
+        }
+        let hint = super::fields::suggest(provider, ["kommo", "ogmma"]);
+        let p = r.error(
+            node.pos,
+            format!(
+                "unknown provider `{}` for {what}: expected `kommo` or `ogmma`",
+                super::source::shorten(provider)
+            ),
+        );
+        p.hint = hint;
+        None
+    }
+
+    /// Whether every key is one of `provider`'s; the other provider's keys are named as such.
+    fn known_keys(&self, r: &mut DocReader<'_>, provider: &str) -> bool {
+        let (known, other, other_name) = match provider {
+            "kommo" => (KOMMO_KEYS, OGMMA_KEYS, "ogmma"),
+            _ => (OGMMA_KEYS, KOMMO_KEYS, "kommo"),
+        };
+        let mut ok = true;
+        for (key, _) in self.entries {
+            if known.contains(&key.text.as_str()) {
+                continue;
+            }
+            ok = false;
+            if other.contains(&key.text.as_str()) {
+                r.error(
+                    key.pos,
+                    format!(
+                        "`{}` is for {other_name} targets; {} is {provider}",
+                        key.text, self.what
+                    ),
+                );
+            } else {
+                r.unknown_key(key, &self.what, known);
+            }
+        }
+        ok
+    }
+
+    /// The provider's settings: its account and, for Kommo, the default user.
+    fn kind(&self, r: &mut DocReader<'_>, provider: &str) -> Option<TargetKind> {
+        if provider == "kommo" {
+            let scope = self.account(r, "scope_id");
+            let user_id = self.user(r, "user_id");
+            let user_ref_id = self.user(r, "user_ref_id");
+            scope.ok().map(|scope_id| TargetKind::Kommo {
+                scope_id,
+                user_id,
+                user_ref_id,
+            })
         } else {
-            r.unknown_key(key, &what, known);
+            let channel = self.account(r, "channel_id");
+            channel
+                .ok()
+                .map(|channel_id| TargetKind::Ogmma { channel_id })
         }
     }
 
-    // The account: a target may leave it to its rows (each row then gives its own).
-    let account = |r: &mut DocReader<'_>, key: &str| -> Result<Option<String>, ()> {
-        match get(key) {
-            None => Ok(None),
-            Some(node) => {
-                let Some(text) = r.string(node, key) else {
-                    return Err(());
-                };
-                if text.is_empty() {
-                    r.error(node.pos, format!("`{key}` of {what} is empty"));
-                    return Err(());
-                }
-                if is_path_safe(text) {
-                    Ok(Some(text.to_string()))
-                } else {
-                    r.error(
-                        node.pos,
-                        format!(
-                            "`{key}` of {what} must be made of `A-Z a-z 0-9 . _ ~ -` only \
-                             (it goes into the request path unescaped), found `{}`",
-                            super::fields::shorten(text)
-                        ),
-                    );
-                    Err(())
-                }
-            }
+    /// The account: a target may leave it to its rows (each row then gives its own).
+    fn account(&self, r: &mut DocReader<'_>, key: &str) -> Setting<String> {
+        let Some(node) = self.get(key) else {
+            return Ok(None);
+        };
+        let text = r.string(node, key).ok_or(())?;
+        if text.is_empty() {
+            r.error(node.pos, format!("`{key}` of {} is empty", self.what));
+            return Err(());
         }
-    };
+        if is_path_safe(text) {
+            return Ok(Some(text.to_string()));
+        }
+        r.error(
+            node.pos,
+            format!(
+                "`{key}` of {} must be made of `A-Z a-z 0-9 . _ ~ -` only \
+                 (it goes into the request path unescaped), found `{}`",
+                self.what,
+                super::source::shorten(text)
+            ),
+        );
+        Err(())
+    }
 
-    let optional = |r: &mut DocReader<'_>, key: &str| -> Option<String> {
-        let node = get(key)?;
+    /// A Kommo target's default user id, checked as a row's user id is.
+    fn user(&self, r: &mut DocReader<'_>, key: &str) -> Option<String> {
+        let node = self.get(key)?;
         let text = r.optional_string(node, key)?;
         if text.len() > super::fields::MAX_FIELD_BYTES {
             r.error(node.pos, format!("`{key}` is longer than 4096 bytes"));
@@ -190,104 +284,71 @@ fn read_target(
             r.error(node.pos, bad.message).hint = bad.hint;
         }
         Some(text.to_string())
-    };
+    }
 
-    let (kind, secret_key) = if provider == "kommo" {
-        let scope = account(r, "scope_id");
-        let user_id = optional(r, "user_id");
-        let user_ref_id = optional(r, "user_ref_id");
-        (
-            scope.ok().map(|scope_id| TargetKind::Kommo {
-                scope_id,
-                user_id,
-                user_ref_id,
-            }),
-            "secret",
-        )
-    } else {
-        let channel = account(r, "channel_id");
-        (
-            channel
-                .ok()
-                .map(|channel_id| TargetKind::Ogmma { channel_id }),
-            "api_key",
-        )
-    };
-    let credential = match get(secret_key) {
-        None => {
-            r.error(
-                name_pos,
-                format!("{what} ({provider}) needs `{secret_key}: {{ env: NAME }}` or `{{ file: PATH }}`"),
-            );
-            None
-        }
-        Some(node) => read_secret_ref(r, node, secret_key, &what, dir).map(|s| (s, node.pos)),
-    };
-    let base_url =
-        match get("base_url").and_then(|n| r.optional_string(n, "base_url").map(|s| (s, n.pos))) {
-            None => None,
-            Some((text, pos)) => match check_base_url(text) {
-                Ok(url) => Some(url),
-                Err(msg) => {
-                    // `user:password@` must not reach the terminal through the snippet either.
-                    r.error(pos, msg).hide_source = text.contains('@');
-                    ok = false;
-                    None
-                }
-            },
+    /// The credential reference (`secret:` for Kommo, `api_key:` for Ogmma), and where.
+    fn credential(
+        &self,
+        r: &mut DocReader<'_>,
+        provider: &str,
+        dir: &Path,
+    ) -> Option<(SecretRef, Pos)> {
+        let key = if provider == "kommo" {
+            "secret"
+        } else {
+            "api_key"
         };
-    let rate = match get("rate").and_then(|n| r.optional_string(n, "rate").map(|s| (s, n.pos))) {
-        None => None,
-        Some((text, pos)) => match parse_rate(text) {
-            Ok(rate) => Some(rate),
-            Err(msg) => {
-                r.error(pos, msg);
-                ok = false;
-                None
-            }
-        },
-    };
-    let limit_group = match get("limit_group")
-        .and_then(|n| r.optional_string(n, "limit_group").map(|s| (s, n.pos)))
-    {
-        None => None,
-        Some(("own", pos)) => Some((LimitGroup::Own, pos)),
-        Some((text, pos)) if is_name(text) => Some((LimitGroup::Named(text.to_string()), pos)),
-        Some((text, pos)) => {
+        let Some(node) = self.get(key) else {
             r.error(
-                pos,
+                self.name_pos,
                 format!(
-                    "invalid limit_group `{}`: use letters, digits, `-`, `_` and `.` (or `own`)",
-                    super::fields::shorten(text)
+                    "{} ({provider}) needs `{key}: {{ env: NAME }}` or `{{ file: PATH }}`",
+                    self.what
                 ),
             );
-            ok = false;
-            None
-        }
-    };
-    let (kind, (credential, secret_pos)) = (kind?, credential?);
-    if !ok {
-        return None;
+            return None;
+        };
+        read_secret_ref(r, node, key, &self.what, dir).map(|s| (s, node.pos))
     }
-    let provider_kind = match kind {
-        TargetKind::Kommo { .. } => super::model::ProviderKind::Kommo,
-        TargetKind::Ogmma { .. } => super::model::ProviderKind::Ogmma,
-    };
-    Some(LoadedTarget {
-        target: Target {
-            name: name.to_string(),
-            kind,
-            base_url: base_url.unwrap_or_else(|| provider_kind.default_base_url().to_string()),
-            rate,
-            credential,
-            source: Source {
-                file: r.file.clone(),
-                line: name_pos.line,
-            },
-        },
-        secret_pos,
-        limit_group,
-    })
+
+    fn base_url(&self, r: &mut DocReader<'_>) -> Setting<String> {
+        let Some((text, pos)) = self.string_at(r, "base_url") else {
+            return Ok(None);
+        };
+        check_base_url(text).map(Some).map_err(|msg| {
+            // `user:password@` must not reach the terminal through the snippet either.
+            r.error(pos, msg).hide_source = text.contains('@');
+        })
+    }
+
+    fn rate(&self, r: &mut DocReader<'_>) -> Setting<Rate> {
+        let Some((text, pos)) = self.string_at(r, "rate") else {
+            return Ok(None);
+        };
+        parse_rate(text).map(Some).map_err(|msg| {
+            r.error(pos, msg);
+        })
+    }
+
+    fn limit_group(&self, r: &mut DocReader<'_>) -> Setting<(LimitGroup, Pos)> {
+        match self.string_at(r, "limit_group") {
+            None => Ok(None),
+            Some(("own", pos)) => Ok(Some((LimitGroup::Own, pos))),
+            Some((text, pos)) if is_name(text) => {
+                Ok(Some((LimitGroup::Named(text.to_string()), pos)))
+            }
+            Some((text, pos)) => {
+                r.error(
+                    pos,
+                    format!(
+                        "invalid limit_group `{}`: use letters, digits, `-`, `_` and `.` (or `own`)",
+                        super::source::shorten(text)
+                    ),
+                );
+                Err(())
+            }
+        }
+    }
 }
 
 /// `{ env: NAME }` or `{ file: PATH }`; anything else is an error that never echoes the value,
@@ -380,7 +441,7 @@ fn read_secret_ref_unmarked(
 
 /// `http(s)://host[:port]`, no user info, path, query or fragment; a trailing `/` is dropped.
 pub fn check_base_url(text: &str) -> Result<String, String> {
-    let shown = super::fields::shorten(text);
+    let shown = super::source::shorten(text);
     let bad = |why: &str| format!("invalid base_url `{shown}`: {why}");
     if text.contains('@') {
         // Not echoed: the part before `@` may be a password.
@@ -434,7 +495,7 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
     if rate.per_second() > MAX_RATE_PER_SECOND && rate != Rate::Unlimited {
         return Err(format!(
             "rate `{}` is above the maximum of 100000/s (use `unlimited` for sandbox rehearsals)",
-            super::fields::shorten(text)
+            super::source::shorten(text)
         ));
     }
     Ok(rate)

@@ -45,8 +45,8 @@ pub fn both_message_ids(row: &Row) -> Option<Problem> {
                 "row {} gives both `message_id` ({}) and `msgid` ({}): both are sent, and Kommo \
                  does not document which one it uses",
                 row.number,
-                super::fields::shorten(id),
-                super::fields::shorten(msgid)
+                super::source::shorten(id),
+                super::source::shorten(msgid)
             ),
         )
         .with_hint(

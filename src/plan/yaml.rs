@@ -1,4 +1,5 @@
-//! A small YAML node tree where every node carries the line and column it was written at.
+//! A small YAML node tree where every node carries the line and column it was written at, read
+//! from a plan's file ([`read_file`]).
 //!
 //! serde_yaml reports positions only for its own syntax errors, but plan problems (a missing
 //! emoji, an unknown target) are found after parsing and still have to point at the input. So we
@@ -17,32 +18,28 @@
 //! - **Duplicate mapping keys are errors** naming both lines: YAML says keys are unique, and a
 //!   silently overwritten target or row field is exactly the kind of typo a check must catch.
 //! - **One document per file**; a second `---` document is an error.
-//! - **Limits**: nesting deeper than [`MAX_DEPTH`] is an error; file size is limited by the loader
-//!   ([`super::fields::MAX_YAML_BYTES`]). Without aliases, the node count is bounded by the size.
+//! - **Limits**: nesting deeper than [`MAX_DEPTH`] is an error; file size is limited by
+//!   [`read_file`] ([`super::fields::MAX_YAML_BYTES`]). Without aliases, the node count is
+//!   bounded by the size.
 //!   Parsing stops after [`MAX_PARSE_PROBLEMS`] duplicate keys or aliases, so a file made of
 //!   them costs milliseconds, not minutes.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::TScalarStyle;
 
-use super::fields::shorten;
+use super::fields::MAX_YAML_BYTES;
 use super::problem::Problem;
+use super::source::{shorten, Pos};
 
 /// Deepest nesting of sequences and mappings accepted. A plan needs 4 levels.
 pub const MAX_DEPTH: usize = 32;
 
 /// Parsing stops after this many problems (duplicate keys, aliases) in one file.
 pub const MAX_PARSE_PROBLEMS: usize = 100;
-
-/// A 1-based position in a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pos {
-    pub line: u32,
-    pub col: u32,
-}
 
 /// A YAML node with its position.
 #[derive(Clone, Debug, PartialEq)]
@@ -212,6 +209,67 @@ impl<'t> Lines<'t> {
     }
 }
 
+/// Reads and parses one YAML file (size limit, UTF-8 with optional BOM). Problems that did not
+/// stop parsing (duplicate keys) go into `problems`.
+pub fn read_file(
+    path: &Path,
+    file: &str,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<Node>, Vec<Problem>> {
+    let whole =
+        |msg: String| vec![Problem::error(file, None, None, msg).with_code("unreadable_file")];
+    let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    if meta.len() > MAX_YAML_BYTES {
+        // Located at line 1 (the file as a whole), so it reads like every other plan problem.
+        return Err(vec![Problem::error(
+            file,
+            Some(1),
+            None,
+            format!(
+                "YAML file is larger than {} MiB; put large row sets in a CSV file (streamed)",
+                MAX_YAML_BYTES / (1024 * 1024)
+            ),
+        )]);
+    }
+    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+            let col = good.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            let mut p = Problem::error(
+                file,
+                Some(to_u32(line)),
+                Some(to_u32(col)),
+                "the file is not valid UTF-8; save it as UTF-8",
+            )
+            .with_code("not_utf8");
+            if e.as_bytes().starts_with(&[0xff, 0xfe]) || e.as_bytes().starts_with(&[0xfe, 0xff]) {
+                p = p.with_hint("the file starts with a UTF-16 byte order mark");
+            }
+            return Err(vec![p]);
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    // The YAML scanner stops at a NUL as if the file ended there, which would blame the wrong
+    // place; a NUL never belongs in a plan (a binary file, or a corrupted one).
+    if let Some(at) = text.find('\0') {
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+        return Err(vec![Problem::error(
+            file,
+            Some(to_u32(line)),
+            Some(to_u32(col)),
+            "the file contains a NUL byte (a binary or corrupted file?)",
+        )]);
+    }
+    let (root, mut found) = parse(text, file)?;
+    problems.append(&mut found);
+    Ok(root)
+}
+
 /// A parsed document (`None` when empty) and the problems that did not stop parsing
 /// (duplicate keys: the first value is kept, so checking can go on).
 pub type Parsed = (Option<Node>, Vec<Problem>);
@@ -221,97 +279,147 @@ pub type Parsed = (Option<Node>, Vec<Problem>);
 /// but collects every duplicate key and alias first.
 pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
     let mut parser = Parser::new_from_str(text);
-    let end = EndOfText::of(text);
-    let lines = Lines::of(text);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut root: Option<Node> = None;
-    let mut documents = 0usize;
-    let mut problems = Vec::new();
-    let mut aliases = false;
+    let mut tree = Tree {
+        file,
+        end: EndOfText::of(text),
+        lines: Lines::of(text),
+        stack: Vec::new(),
+        root: None,
+        documents: 0,
+        problems: Vec::new(),
+        aliases: false,
+    };
     loop {
         let (event, mark) = match parser.next_token() {
             Ok(ev) => ev,
             Err(e) => {
-                let m = e.marker();
-                let at = end.clamp(to_u32(m.line()), to_u32(m.col() + 1));
-                let (line, col) = (at.line, at.col);
-                let mut info = e.info().to_string();
-                if at
-                    != (Pos {
-                        line: to_u32(m.line()),
-                        col: to_u32(m.col() + 1),
-                    })
-                {
-                    info.push_str(" (at the end of the file)");
-                }
-                let mut p = Problem::error(
-                    file,
-                    Some(line),
-                    Some(col),
-                    format!("YAML syntax error: {info}"),
-                )
-                .with_code("yaml_syntax");
-                if line_has_tab(text, line) {
-                    p = p.with_hint("tabs are not allowed for indentation in YAML; use spaces");
-                }
-                problems.push(p);
-                return Err(problems);
+                let p = tree.syntax_error(text, &e);
+                tree.problems.push(p);
+                return Err(tree.problems);
             }
         };
-        let pos = end.clamp(to_u32(mark.line()), to_u32(mark.col() + 1));
-        if problems.len() >= MAX_PARSE_PROBLEMS {
+        let pos = tree.end.clamp(to_u32(mark.line()), to_u32(mark.col() + 1));
+        if tree.problems.len() >= MAX_PARSE_PROBLEMS {
             // A file of a million aliases or repeated keys: listing them all would take
             // minutes and gigabytes, and the first ones already say what is wrong.
-            problems.push(Problem::error(
-                file,
-                Some(pos.line),
-                Some(pos.col),
+            tree.error(
+                pos,
                 format!(
                     "more than {MAX_PARSE_PROBLEMS} problems in this file; stopped reading here"
                 ),
-            ));
-            return Err(problems);
+            );
+            return Err(tree.problems);
         }
-        let node = match event {
-            Event::StreamStart | Event::DocumentEnd | Event::Nothing => continue,
-            Event::StreamEnd => break,
+        match tree.event(event, pos) {
+            Step::Next => {}
+            Step::Attach(node) => tree.attach(node),
+            Step::End => break,
+            Step::Stop => return Err(tree.problems),
+        }
+    }
+    if tree.aliases {
+        Err(tree.problems)
+    } else {
+        Ok((tree.root, tree.problems))
+    }
+}
+
+/// The tree being built from the parser's events, and what was found on the way.
+struct Tree<'t> {
+    file: &'t str,
+    end: EndOfText,
+    lines: Lines<'t>,
+    /// The containers open around the current event, outermost first.
+    stack: Vec<Frame>,
+    root: Option<Node>,
+    documents: usize,
+    problems: Vec<Problem>,
+    aliases: bool,
+}
+
+/// What an event asks for.
+enum Step {
+    /// Nothing to attach (a container opened, a document began).
+    Next,
+    /// A finished node, for its parent.
+    Attach(Node),
+    /// The end of the stream.
+    End,
+    /// A problem that ends parsing (already recorded).
+    Stop,
+}
+
+impl Tree<'_> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) -> &mut Problem {
+        self.problems.push(Problem::error(
+            self.file,
+            Some(pos.line),
+            Some(pos.col),
+            message,
+        ));
+        let last = self.problems.len() - 1;
+        &mut self.problems[last]
+    }
+
+    /// A syntax error at its place, kept inside the text; a tab in its line is named.
+    fn syntax_error(&self, text: &str, e: &yaml_rust2::ScanError) -> Problem {
+        let m = e.marker();
+        let written = Pos {
+            line: to_u32(m.line()),
+            col: to_u32(m.col() + 1),
+        };
+        let at = self.end.clamp(written.line, written.col);
+        let mut info = e.info().to_string();
+        if at != written {
+            info.push_str(" (at the end of the file)");
+        }
+        let p = Problem::error(
+            self.file,
+            Some(at.line),
+            Some(at.col),
+            format!("YAML syntax error: {info}"),
+        )
+        .with_code("yaml_syntax");
+        if line_has_tab(text, at.line) {
+            p.with_hint("tabs are not allowed for indentation in YAML; use spaces")
+        } else {
+            p
+        }
+    }
+
+    fn event(&mut self, event: Event, pos: Pos) -> Step {
+        match event {
+            Event::StreamStart | Event::DocumentEnd | Event::Nothing => Step::Next,
+            Event::StreamEnd => Step::End,
             Event::DocumentStart => {
-                documents += 1;
-                if documents > 1 {
-                    problems.push(Problem::error(
-                        file,
-                        Some(pos.line),
-                        Some(pos.col),
+                self.documents += 1;
+                if self.documents > 1 {
+                    self.error(
+                        pos,
                         "a plan file holds one YAML document; found a second one",
-                    ));
-                    return Err(problems);
+                    );
+                    return Step::Stop;
                 }
-                continue;
+                Step::Next
             }
             Event::Alias(_) => {
-                aliases = true;
-                problems.push(
-                    Problem::error(
-                        file,
-                        Some(pos.line),
-                        Some(pos.col),
-                        "YAML aliases (`*name`) are not supported in plans",
-                    )
-                    .with_code("yaml_alias")
-                    .with_hint("write the value out, or use `defaults:` for shared row fields"),
-                );
+                self.aliases = true;
+                let p = self.error(pos, "YAML aliases (`*name`) are not supported in plans");
+                p.code = "yaml_alias";
+                p.hint =
+                    Some("write the value out, or use `defaults:` for shared row fields".into());
                 // Stand in a null so the structure stays balanced and checking can go on.
-                Node {
+                Step::Attach(Node {
                     pos,
                     value: Value::Scalar {
                         text: String::new(),
                         quoted: false,
                     },
-                }
+                })
             }
-            Event::Scalar(text, style, _anchor, _tag) => Node {
+            Event::Scalar(text, style, _anchor, _tag) => Step::Attach(Node {
                 pos: if text.is_empty() && style == TScalarStyle::Plain {
-                    lines.after_previous_token(pos)
+                    self.lines.after_previous_token(pos)
                 } else {
                     pos
                 },
@@ -319,50 +427,50 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                     text,
                     quoted: style != TScalarStyle::Plain,
                 },
-            },
+            }),
             Event::SequenceStart(..) | Event::MappingStart(..) => {
-                if stack.len() >= MAX_DEPTH {
-                    problems.push(Problem::error(
-                        file,
-                        Some(pos.line),
-                        Some(pos.col),
-                        format!("YAML nesting deeper than {MAX_DEPTH} levels"),
-                    ));
-                    return Err(problems);
+                if self.stack.len() >= MAX_DEPTH {
+                    self.error(pos, format!("YAML nesting deeper than {MAX_DEPTH} levels"));
+                    return Step::Stop;
                 }
-                stack.push(if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq {
-                        pos,
-                        items: Vec::new(),
-                    }
-                } else {
-                    Frame::Map {
-                        pos,
-                        entries: Vec::new(),
-                        pending: None,
-                        seen: HashMap::new(),
-                    }
-                });
-                continue;
+                self.stack
+                    .push(if matches!(event, Event::SequenceStart(..)) {
+                        Frame::Seq {
+                            pos,
+                            items: Vec::new(),
+                        }
+                    } else {
+                        Frame::Map {
+                            pos,
+                            entries: Vec::new(),
+                            pending: None,
+                            seen: HashMap::new(),
+                        }
+                    });
+                Step::Next
             }
-            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq { pos, items }) => Node {
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq { pos, items }) => Step::Attach(Node {
                     pos,
                     value: Value::Seq(items),
-                },
-                Some(Frame::Map { pos, entries, .. }) => Node {
+                }),
+                Some(Frame::Map { pos, entries, .. }) => Step::Attach(Node {
                     pos,
                     value: Value::Map(entries),
-                },
-                None => continue,
+                }),
+                None => Step::Next,
             },
-        };
+        }
+    }
+
+    /// Attaches a finished node to its parent: the root, a list's next item, a mapping's key
+    /// or the value of its pending key.
+    fn attach(&mut self, node: Node) {
         // Duplicate keys directly under the top-level `targets:` are duplicate target names.
-        let in_targets = stack.len() == 2
-            && matches!(&stack[0], Frame::Map { pending: Some(k), .. } if k.text == "targets");
-        // Attach the finished node to its parent.
-        match stack.last_mut() {
-            None => root = Some(node),
+        let in_targets = self.stack.len() == 2
+            && matches!(&self.stack[0], Frame::Map { pending: Some(k), .. } if k.text == "targets");
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
                 entries,
@@ -371,32 +479,29 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                 ..
             }) => match pending.take() {
                 None => {
-                    let text = match &node.value {
-                        Value::Scalar { text, .. } => Some(text.clone()),
-                        _ => {
-                            problems.push(Problem::error(
-                                file,
-                                Some(node.pos.line),
-                                Some(node.pos.col),
-                                "a mapping key must be a plain name, not a list or mapping",
-                            ));
-                            None
-                        }
-                    };
+                    let key = key_of(&node);
+                    if key.is_none() {
+                        self.problems.push(Problem::error(
+                            self.file,
+                            Some(node.pos.line),
+                            Some(node.pos.col),
+                            "a mapping key must be a plain name, not a list or mapping",
+                        ));
+                    }
                     // A refused key keeps its place (its value still follows) but is dropped
                     // with its value, so no "unknown key" echo follows.
                     *pending = Some(Key {
-                        text: text.unwrap_or_default(),
+                        text: key.unwrap_or_default(),
                         pos: node.pos,
                         refused: matches!(node.value, Value::Seq(_) | Value::Map(_)),
                     });
                 }
                 Some(key) if key.refused => {}
-                Some(key) => {
-                    if let Some(first) = seen.get(&key.text) {
+                Some(key) => match seen.get(&key.text) {
+                    Some(first) => {
                         let what = if in_targets { "target" } else { "key" };
-                        problems.push(Problem::error(
-                            file,
+                        self.problems.push(Problem::error(
+                            self.file,
                             Some(key.pos.line),
                             Some(key.pos.col),
                             format!(
@@ -404,18 +509,22 @@ pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
                                 shorten(&key.text)
                             ),
                         ));
-                    } else {
+                    }
+                    None => {
                         seen.insert(key.text.clone(), key.pos.line);
                         entries.push((key, node));
                     }
-                }
+                },
             },
         }
     }
-    if aliases {
-        Err(problems)
-    } else {
-        Ok((root, problems))
+}
+
+/// A mapping key's text: a scalar's; `None` for a list or mapping.
+fn key_of(node: &Node) -> Option<String> {
+    match &node.value {
+        Value::Scalar { text, .. } => Some(text.clone()),
+        _ => None,
     }
 }
 

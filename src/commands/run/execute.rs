@@ -10,11 +10,12 @@ use crate::emit::EmitWriter;
 use crate::executor::progress::{Counters, Progress, ProgressMode};
 use crate::executor::transport::Trust;
 use crate::executor::{
-    self, Admission, Cancel, HttpTransport, Lane, OutputThread, RunContext, TargetRuntime,
+    self, Admission, Cancel, HttpTransport, Lane, OutputSender, OutputThread, RunContext,
+    TargetRuntime,
 };
-use crate::exit::Exit;
 use crate::identity::Identities;
-use crate::plan::spool::SpoolRows;
+use crate::plan::pace::LaneMap;
+use crate::plan::spool::{LaneRows, SpoolRows};
 use crate::plan::{Plan, ProviderKind, Shard, Target};
 use crate::report::{ReportWriter, Status};
 use crate::resume::DoneSet;
@@ -23,7 +24,8 @@ use crate::secret::Secret;
 use crate::signals::Stop;
 
 use super::config::RunConfig;
-use super::preflight::{print_problems, Work};
+use super::error::{RunError, RunErrorKind};
+use super::preflight::Work;
 use super::signals::watch_signals;
 
 /// What a run did, for the exit code and the summary.
@@ -39,27 +41,18 @@ pub struct Executed {
     pub lanes: Vec<Lane>,
     /// The signal that stopped the run, if one did.
     pub stopped_by: Option<Stop>,
-    /// The outline's replacing counts, settled by the run's read of the rows.
-    pub replacing: crate::audit::Replacing,
     /// Per pace group: rows the outline counted that an earlier report shows done (not sent).
     pub not_sent: Vec<u64>,
 }
 
 /// Resolves credentials (or the in-process sandbox), builds the targets and runs.
-pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Executed, Exit> {
+pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Executed, RunError> {
     if config.sandbox {
         return execute_on_sandbox(plan, config, work).await;
     }
-    let secrets: Vec<Secret> = match plan.resolve_secrets() {
-        Ok(s) => s,
-        Err(problems) => {
-            print_problems(&problems);
-            crate::log::error(
-                "reactbatch run: cannot read the targets' credentials; nothing was sent",
-            );
-            return Err(Exit::Invalid);
-        }
-    };
+    let secrets: Vec<Secret> = plan
+        .resolve_secrets()
+        .map_err(|problems| RunError::with_problems(RunErrorKind::Credentials, problems))?;
     run_with_targets(
         plan,
         config,
@@ -74,7 +67,11 @@ pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Exec
 /// `--sandbox`: start the emulator in-process, point every target at it with its own
 /// credentials (no environment needed), run, stop it. Unless `--rate` overrides the pace, the
 /// sandbox enforces the providers' documented limits, as the real APIs would.
-async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Result<Executed, Exit> {
+async fn execute_on_sandbox(
+    plan: &Plan,
+    config: &RunConfig,
+    work: Work,
+) -> Result<Executed, RunError> {
     let mut sandbox_config = SandboxConfig::new().tls(config.sandbox_tls);
     if config.rate.is_none() {
         // A little tolerance over the client's even pacing, for scheduling jitter on loopback.
@@ -82,13 +79,9 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
             .kommo_rate(ProviderKind::Kommo.default_rate(), 3)
             .ogmma_rate(ProviderKind::Ogmma.default_rate(), 3);
     }
-    let sandbox = match Sandbox::start(sandbox_config).await {
-        Ok(s) => s,
-        Err(e) => {
-            crate::log::error(&format!("reactbatch run: cannot start the sandbox: {e}"));
-            return Err(Exit::Invalid);
-        }
-    };
+    let sandbox = Sandbox::start(sandbox_config)
+        .await
+        .map_err(RunErrorKind::Sandbox)?;
     if !config.quiet {
         crate::log::info(&format!(
             "reactbatch: sandbox listening on {} (in-process); every target points at it with its credentials",
@@ -110,13 +103,8 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
     let mut trust = config.trust.clone();
     if let Some(pem) = sandbox.ca_pem() {
         // Its own certificate, for this run only.
-        match Trust::from_pem(pem.as_bytes()) {
-            Ok(own) => trust.extra_roots.extend(own.extra_roots),
-            Err(e) => {
-                crate::log::error(&format!("reactbatch run: the sandbox's certificate: {e}"));
-                return Err(Exit::Invalid);
-            }
-        }
+        let own = Trust::from_pem(pem.as_bytes()).map_err(RunErrorKind::SandboxCertificate)?;
+        trust.extra_roots.extend(own.extra_roots);
     }
     let executed = run_with_targets(plan, config, &trust, targets, secrets, work).await;
     if !config.quiet {
@@ -129,6 +117,9 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
     executed
 }
 
+/// The run proper, in steps: the report (with the rows an earlier report shows done), the
+/// emit file, the HTTP client, the lanes and targets, the executor over the spooled rows, and
+/// what is left to settle once it is done.
 async fn run_with_targets(
     plan: &Plan,
     config: &RunConfig,
@@ -136,91 +127,21 @@ async fn run_with_targets(
     targets: Vec<Target>,
     secrets: Vec<Secret>,
     work: Work,
-) -> Result<Executed, Exit> {
-    let Work {
-        spool,
-        total_rows,
-        mut identities,
-        done,
-        pace,
-        replacing,
-        lanes: lane_map,
-    } = work;
+) -> Result<Executed, RunError> {
     let started = tokio::time::Instant::now();
-    let fail = |e: String| {
-        crate::log::error(&format!("reactbatch run: {e}"));
-        Exit::Invalid
-    };
-    let spooled = spool;
-    // Read one pass after another: done rows to copy (`--resume`) and, when earlier rows match
-    // none of the plan's, what the plan holds at their lines; then the rows to run.
-    let again = || {
-        spooled
-            .again()
-            .map_err(|e| format!("cannot read the spool file back: {e}"))
-    };
-    // Per lane: rows done earlier that this run would otherwise send (not deferred). They are
-    // not sent: the estimate and the ETA leave them out.
-    let now = config.now.unwrap_or_else(chrono::Utc::now);
-    let done_by_lane = vec![std::cell::Cell::new(0u64); lane_map.lanes.len()];
-    let count_done = |row: &crate::plan::Row| {
-        let lane = lane_map.lane_of(row).and_then(|l| done_by_lane.get(l));
-        if let (Some(n), true) = (lane, row.not_before.is_none_or(|at| at <= now)) {
-            n.set(n.get() + 1);
-        }
-    };
-    let (report, copied, kept) = create_report(
-        &config.report,
-        done.as_ref(),
-        plan,
-        again,
-        &identities,
-        config.shard,
-        count_done,
-    )
-    .map_err(fail)?;
-    let not_sent: Vec<u64> = done_by_lane.iter().map(std::cell::Cell::get).collect();
-    let pace = pace.without(&not_sent);
-    let rows = again().map_err(fail)?;
-    // A live run reads every lane's rows on its own (a plan sorted by account runs its lanes
-    // side by side); a dry run reads in plan order, as its output goes.
-    let by_lane = if config.dry_run {
-        None
-    } else {
-        Some(
-            rows.by_lane()
-                .map_err(|e| fail(format!("cannot read the spool file back: {e}")))?,
-        )
-    };
-    let emit = match &config.emit {
-        Some(path) => Some(
-            EmitWriter::create(path, config.emit_format, &bearer_credentials(&targets))
-                .map_err(|e| fail(format!("cannot create emit file {}: {e}", path.display())))?,
-        ),
-        None => None,
-    };
+    let report = start_report(plan, config, &work)?;
+    let rows = RowsToRun::open(&work.spool, config.dry_run)?;
+    let emit = create_emit(config, &targets)?;
     let transport = HttpTransport::new(config.concurrency, config.timeout, trust)
-        .map_err(fail)?
+        .map_err(|e| RunErrorKind::Transport(e.to_string()))?
         .with_clock(config.exec_config().clock);
     if !config.dry_run {
-        transport.ready().await.map_err(fail)?;
+        transport
+            .ready()
+            .await
+            .map_err(|e| RunErrorKind::Transport(e.to_string()))?;
     }
-    // One lane per pace group (and per account the rows name), at the lowest of its
-    // members' rates.
-    let lanes: Vec<Lane> = lane_map
-        .lanes
-        .iter()
-        .zip(&lane_map.rows)
-        .map(|(g, &planned)| {
-            Lane::new(
-                g.name.clone(),
-                g.members.clone(),
-                config.pace(g.rate(&plan.targets)),
-                config.burst,
-            )
-            .with_planned_rows(planned)
-        })
-        .collect();
+    let lanes = build_lanes(plan, config, &work.lanes);
     // Ceilings by the base URLs requests go to (the sandbox's, with `--sandbox`).
     let hosts = executor::host::HostCeilings::new(
         &targets,
@@ -236,103 +157,51 @@ async fn run_with_targets(
             TargetRuntime::new(t, secret, rate)
         })
         .collect();
-
     let counters = Arc::new(Counters::default());
-    for _ in 0..copied {
+    for _ in 0..report.copied {
         counters.record(Status::Skipped);
     }
-    let (out, writer) = OutputThread::start(report, emit, Arc::clone(&counters))
-        .map_err(|e| fail(format!("cannot start the report writer: {e}")))?;
+    let (out, writer) = OutputThread::start(report.writer, emit, Arc::clone(&counters))
+        .map_err(RunErrorKind::ReportWriter)?;
     let cancel = Cancel::new();
-    let stopped = Arc::new(OnceLock::new());
-    let signals = tokio::spawn(watch_signals(
-        cancel.clone(),
-        out.clone(),
-        Arc::clone(&stopped),
-        super::signals::next_step(config),
-    ));
-    // On the wall clock, fast lanes pace with sub-millisecond wake-ups.
-    let exec_config = executor::ExecConfig {
-        precise_pacing: true,
-        ..config.exec_config()
+    let watcher = Watcher {
+        cancel: cancel.clone(),
+        out: out.clone(),
     };
-    let ctx = Arc::new(
-        RunContext::new(exec_config, runtimes, lanes, transport, out, cancel)
-            .with_lane_map(lane_map)
-            .with_host_ceilings(hosts),
-    );
-    let run = Arc::downgrade(&ctx);
-    let progress = Progress::start(
-        ProgressMode::detect(config.no_progress || config.quiet),
-        total_rows,
-        Arc::clone(&counters),
-        Box::new(move || {
-            let ctx = run.upgrade()?;
-            Some(crate::executor::progress::time_left(&ctx, &pace))
-        }),
-    );
-    let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
-    let shard = config.shard;
-    let shard_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
-    let admit = move |row: &crate::plan::Row, key: &str| {
-        let mine = shard.is_none_or(|s| {
-            crate::identity::row_shard(&shard_names[row.target], row, s.count) == s.index
-        });
-        // A row done earlier is already in the report, copied from the earlier one.
-        let done_earlier = done.as_ref().is_some_and(|d| d.contains(key));
-        if mine && !done_earlier {
-            Admission::Run
-        } else {
-            Admission::Exclude
-        }
-    };
-    // The dispatcher runs as a task on the runtime, beside the lanes' senders: a finished row
-    // then wakes it as a task on the same threads, not the main thread parked in `block_on`
-    // (a thread wake-up per row showed as context switches in profiles).
-    // The outline's second pass sees every row the dispatcher reads (this run's shard counted).
-    let replacing = Arc::new(std::sync::Mutex::new(replacing));
-    let pass = Arc::clone(&replacing);
-    let pass_names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
-    let counted = move |row: &crate::plan::Row| {
-        shard.is_none_or(|s| {
-            crate::identity::row_shard(&pass_names[row.target], row, s.count) == s.index
-        })
-    };
-    let counted_again = counted.clone();
-    // The dispatcher asks for the key of every row it reads, once, as it reads it.
-    let key_of = Box::new(move |row: &crate::plan::Row| {
-        if let Ok(mut pass) = pass.lock() {
-            pass.row(row, counted(row));
-        }
-        identities.key(row, &names[row.target])
-    });
-    let dispatcher = match by_lane {
-        None => tokio::spawn(executor::execute(Arc::clone(&ctx), rows, key_of, admit)),
-        Some(lanes) => tokio::spawn(executor::execute(Arc::clone(&ctx), lanes, key_of, admit)),
-    };
-    if dispatcher.await.is_err() {
-        crate::log::error("reactbatch run: internal error: the dispatcher stopped unexpectedly");
-    }
-
-    signals.abort();
-    // Wait until the signal watcher (which holds a report sender) is really gone.
-    let _ = signals.await;
-    progress.finish().await;
-    let elapsed = started.elapsed();
-    let Ok(ctx) = Arc::try_unwrap(ctx) else {
-        crate::log::error("reactbatch run: internal error: row tasks outlived the run");
-        return Err(Exit::RowsFailed);
-    };
-    let RunContext {
-        targets,
+    let ctx = RunContext::new(
+        executor_config(config),
+        runtimes,
         lanes,
+        transport,
         out,
-        ..
-    } = ctx;
-    drop(out);
+        cancel,
+    )
+    .with_host_ceilings(hosts);
+    let Work {
+        spool: _,
+        total_rows,
+        identities,
+        done,
+        pace,
+        lanes: lane_map,
+    } = work;
+    let ctx = Arc::new(ctx.with_lane_map(lane_map));
+    let pace = pace.without(&report.not_sent);
+    let sent = Dispatch {
+        ctx,
+        watcher,
+        config,
+        counters: &counters,
+        total_rows,
+        identities,
+        done,
+        pace,
+    }
+    .run(rows)
+    .await?;
     let tally = writer.join().await;
-    if !kept.is_empty() && tally.io_error.is_none() {
-        if let Err(e) = move_to_end(&config.report, &kept) {
+    if !report.kept.is_empty() && tally.io_error.is_none() {
+        if let Err(e) = move_to_end(&config.report, &report.kept) {
             crate::log::error(&format!(
                 "reactbatch run: the earlier rows kept as not_in_plan stay before this run's \
                  rows in {}: {e}",
@@ -340,34 +209,219 @@ async fn run_with_targets(
             ));
         }
     }
-    let mut replacing = match Arc::try_unwrap(replacing) {
-        Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
-        Err(_) => {
-            crate::log::error("reactbatch run: internal error: the row reader outlived the run");
-            return Err(Exit::RowsFailed);
-        }
-    };
-    if replacing.seen() < total_rows {
-        // The run stopped reading early (interrupted): the outline's pass reads the rest.
-        replacing.restart();
-        if let Ok(rows) = spooled.again() {
-            for row in rows.flatten() {
-                let counted = counted_again(&row);
-                replacing.row(&row, counted);
-            }
-        }
-    }
     Ok(Executed {
-        not_sent,
-        replacing,
+        not_sent: report.not_sent,
         counters,
         tally,
+        copied: report.copied,
+        not_in_plan: report.kept.rows,
+        elapsed: started.elapsed(),
+        targets: sent.targets,
+        lanes: sent.lanes,
+        stopped_by: sent.stopped_by,
+    })
+}
+
+/// The executor's settings for a run on the wall clock, where fast lanes pace with
+/// sub-millisecond wake-ups.
+fn executor_config(config: &RunConfig) -> executor::ExecConfig {
+    executor::ExecConfig {
+        precise_pacing: true,
+        ..config.exec_config()
+    }
+}
+
+/// One lane per pace group (and per account the rows name), at the lowest of its members'
+/// rates.
+fn build_lanes(plan: &Plan, config: &RunConfig, lane_map: &LaneMap) -> Vec<Lane> {
+    lane_map
+        .lanes
+        .iter()
+        .zip(&lane_map.rows)
+        .map(|(g, &planned)| {
+            Lane::new(
+                g.name.clone(),
+                g.members.clone(),
+                config.pace(g.rate(&plan.targets)),
+                config.burst,
+            )
+            .with_planned_rows(planned)
+        })
+        .collect()
+}
+
+/// `--emit FILE`: the audit trail of what is sent, created before the first request.
+fn create_emit(config: &RunConfig, targets: &[Target]) -> Result<Option<EmitWriter>, RunError> {
+    let Some(path) = &config.emit else {
+        return Ok(None);
+    };
+    EmitWriter::create(path, config.emit_format, &bearer_credentials(targets))
+        .map(Some)
+        .map_err(|source| {
+            RunErrorKind::CreateEmit {
+                path: path.clone(),
+                source,
+            }
+            .into()
+        })
+}
+
+/// The spooled rows as the executor reads them: a live run reads every lane's rows on its own
+/// (a plan sorted by account runs its lanes side by side); a dry run reads in plan order, as
+/// its output goes.
+enum RowsToRun {
+    InOrder(SpoolRows),
+    ByLane(LaneRows),
+}
+
+impl RowsToRun {
+    fn open(spool: &SpoolRows, dry_run: bool) -> Result<RowsToRun, RunError> {
+        let rows = spool.again().map_err(RunErrorKind::SpoolReread)?;
+        if dry_run {
+            return Ok(RowsToRun::InOrder(rows));
+        }
+        let lanes = rows.by_lane().map_err(RunErrorKind::SpoolReread)?;
+        Ok(RowsToRun::ByLane(lanes))
+    }
+}
+
+/// What the executor's run hands back to settle.
+struct Sent {
+    targets: Vec<TargetRuntime>,
+    lanes: Vec<Lane>,
+    stopped_by: Option<Stop>,
+}
+
+/// What the signal watcher needs of the run: a way to cancel it and to write to the report.
+struct Watcher {
+    cancel: Cancel,
+    out: OutputSender,
+}
+
+/// The executor over the rows, with the signal watcher and the progress line beside it.
+struct Dispatch<'a> {
+    ctx: Arc<RunContext<HttpTransport>>,
+    watcher: Watcher,
+    config: &'a RunConfig,
+    counters: &'a Arc<Counters>,
+    total_rows: u64,
+    identities: Identities,
+    done: Option<DoneSet>,
+    pace: crate::audit::PaceModel,
+}
+
+impl Dispatch<'_> {
+    async fn run(self, rows: RowsToRun) -> Result<Sent, RunError> {
+        let Dispatch {
+            ctx,
+            watcher,
+            config,
+            counters,
+            total_rows,
+            mut identities,
+            done,
+            pace,
+        } = self;
+        let stopped = Arc::new(OnceLock::new());
+        let signals = tokio::spawn(watch_signals(
+            watcher.cancel,
+            watcher.out,
+            Arc::clone(&stopped),
+            super::signals::next_step(config),
+        ));
+        let run = Arc::downgrade(&ctx);
+        let progress = Progress::start(
+            ProgressMode::detect(config.no_progress || config.quiet),
+            total_rows,
+            Arc::clone(counters),
+            Box::new(move || {
+                let ctx = run.upgrade()?;
+                Some(crate::executor::progress::time_left(&ctx, &pace))
+            }),
+        );
+        let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
+        let shard = config.shard;
+        let admit_names = names.clone();
+        let admit = move |row: &crate::plan::Row, key: &str| {
+            let mine = shard.is_none_or(|s| s.owns(&admit_names[row.target], row));
+            // A row done earlier is already in the report, copied from the earlier one.
+            let done_earlier = done.as_ref().is_some_and(|d| d.contains(key));
+            if mine && !done_earlier {
+                Admission::Run
+            } else {
+                Admission::Exclude
+            }
+        };
+        // The dispatcher asks for the key of every row it reads, once, as it reads it.
+        let key_of =
+            Box::new(move |row: &crate::plan::Row| identities.key(row, &names[row.target]));
+        // The dispatcher runs as a task on the runtime, beside the lanes' senders: a finished
+        // row then wakes it as a task on the same threads, not the main thread parked in
+        // `block_on`.
+        let dispatcher = match rows {
+            RowsToRun::InOrder(rows) => {
+                tokio::spawn(executor::execute(Arc::clone(&ctx), rows, key_of, admit))
+            }
+            RowsToRun::ByLane(lanes) => {
+                tokio::spawn(executor::execute(Arc::clone(&ctx), lanes, key_of, admit))
+            }
+        };
+        if dispatcher.await.is_err() {
+            crate::log::error(
+                "reactbatch run: internal error: the dispatcher stopped unexpectedly",
+            );
+        }
+        signals.abort();
+        // Wait until the signal watcher (which holds a report sender) is really gone.
+        let _ = signals.await;
+        progress.finish().await;
+        let ctx = Arc::try_unwrap(ctx)
+            .map_err(|_| RunErrorKind::Internal("row tasks outlived the run"))?;
+        let RunContext { targets, lanes, .. } = ctx;
+        Ok(Sent {
+            targets,
+            lanes,
+            stopped_by: stopped.get().copied(),
+        })
+    }
+}
+
+/// The report as the run starts it: created empty, or holding the rows an earlier report
+/// shows done (`--resume`).
+struct StartedReport {
+    writer: ReportWriter,
+    /// Rows copied from the earlier report.
+    copied: u64,
+    kept: KeptBlock,
+    /// Per lane: rows done earlier that this run would otherwise send (not deferred). They are
+    /// not sent: the estimate and the ETA leave them out.
+    not_sent: Vec<u64>,
+}
+
+fn start_report(plan: &Plan, config: &RunConfig, work: &Work) -> Result<StartedReport, RunError> {
+    let now = config.now.unwrap_or_else(chrono::Utc::now);
+    let lane_map = &work.lanes;
+    let done_by_lane = vec![std::cell::Cell::new(0u64); lane_map.lanes.len()];
+    let count_done = |row: &crate::plan::Row| {
+        let lane = lane_map.lane_of(row).and_then(|l| done_by_lane.get(l));
+        if let (Some(n), true) = (lane, row.not_before.is_none_or(|at| at <= now)) {
+            n.set(n.get() + 1);
+        }
+    };
+    let (writer, copied, kept) = create_report(
+        &config.report,
+        work.done.as_ref(),
+        plan,
+        || work.spool.again().map_err(RunErrorKind::SpoolReread),
+        &work.identities,
+        config.shard,
+        count_done,
+    )?;
+    Ok(StartedReport {
+        writer,
         copied,
-        not_in_plan: kept.rows,
-        elapsed,
-        targets,
-        lanes,
-        stopped_by: stopped.get().copied(),
+        kept,
+        not_sent: done_by_lane.iter().map(std::cell::Cell::get).collect(),
     })
 }
 
@@ -396,46 +450,56 @@ fn create_report(
     path: &Path,
     done: Option<&DoneSet>,
     plan: &Plan,
-    rows: impl Fn() -> Result<SpoolRows, String>,
+    rows: impl Fn() -> Result<SpoolRows, RunErrorKind>,
     identities: &Identities,
     shard: Option<Shard>,
     count_done: impl Fn(&crate::plan::Row),
-) -> Result<(ReportWriter, u64, KeptBlock), String> {
+) -> Result<(ReportWriter, u64, KeptBlock), RunErrorKind> {
+    let create = |path: &Path| {
+        ReportWriter::create(path).map_err(|source| RunErrorKind::CreateReport {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
     let Some(done) = done else {
-        let w = ReportWriter::create(path)
-            .map_err(|e| format!("cannot create report {}: {e}", path.display()))?;
-        return Ok((w, 0, KeptBlock::default()));
+        return Ok((create(path)?, 0, KeptBlock::default()));
     };
     let tmp = temporary_beside(path);
-    let mut w = ReportWriter::create(&tmp)
-        .map_err(|e| format!("cannot create report {}: {e}", tmp.display()))?;
+    let mut w = create(&tmp)?;
     // In the plan's current numbering, only the rows of this run's shard.
     let mine = |row: &crate::plan::Row| {
-        let mine = shard.is_none_or(|s| {
-            let name = &plan.targets[row.target].name;
-            crate::identity::row_shard(name, row, s.count) == s.index
-        });
+        let mine = shard.is_none_or(|s| s.owns(&plan.targets[row.target].name, row));
         if mine {
             count_done(row);
         }
         mine
     };
-    let (copied, plan_keys) = done.copy_done(&mut w, plan, rows()?, identities.clone(), mine)?;
-    let synced_len = |w: &mut ReportWriter| -> Result<u64, String> {
+    let (copied, plan_keys) = done
+        .copy_done(&mut w, plan, rows()?, identities.clone(), mine)
+        .map_err(RunErrorKind::CopyEarlier)?;
+    let synced_len = |w: &mut ReportWriter| {
         w.sync()
             .and_then(|()| std::fs::metadata(&tmp).map(|m| m.len()))
-            .map_err(|e| format!("cannot write report {}: {e}", tmp.display()))
+            .map_err(|source| RunErrorKind::WriteReport {
+                path: tmp.clone(),
+                source,
+            })
     };
     let start = synced_len(&mut w)?;
-    let kept = done.keep_not_in_plan(&mut w, &plan_keys)?;
+    let kept = done
+        .keep_not_in_plan(&mut w, &plan_keys)
+        .map_err(RunErrorKind::CopyEarlier)?;
     drop(plan_keys);
     let end = synced_len(&mut w)?;
     if !kept.is_empty() {
         // Said before anything is sent (a dry run says it too).
         crate::log::warn(&kept.describe(&done.report, plan, rows()?));
     }
-    std::fs::rename(&tmp, path)
-        .map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path).map_err(|source| RunErrorKind::MoveReport {
+        from: tmp.clone(),
+        to: path.to_path_buf(),
+        source,
+    })?;
     let kept = KeptBlock {
         start,
         end,

@@ -6,9 +6,11 @@
 //! lock, digest, resume; every refusal is exit 2 with nothing sent; its pass over the rows,
 //! on two threads, is [`row_pass`]), [`execute`] (credentials or the sandbox, report, lanes,
 //! the executor; returns what happened as data) and [`outcome`] (exit code and summary from
-//! that data).
+//! that data). The first two return a [`RunError`] when the run cannot go on; it is printed
+//! once, by [`run`].
 
 pub mod config;
+pub mod error;
 pub mod execute;
 pub mod outcome;
 pub mod preflight;
@@ -19,28 +21,30 @@ use crate::cli::RunArgs;
 use crate::exit::Exit;
 
 pub use config::{default_report_path, RunConfig};
+pub use error::{RunError, RunErrorKind};
 
+/// The command's edge: a run that could not start prints its error here, once.
 pub fn run(args: RunArgs) -> Exit {
     crate::log::init(args.log_format);
     // `-q` from the command line already quiets loading; the plan's `settings:` may add it.
     crate::log::set_quiet(args.quiet);
-    let pre = match preflight::preflight(&args) {
-        Ok(p) => p,
-        Err(exit) => return exit,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match preflight_and_run(&args) {
+        Ok(exit) => exit,
+        Err(error) => {
+            error.print();
+            error.exit()
+        }
+    }
+}
+
+/// Checks everything before sending, then sends: what [`run`] reports.
+fn preflight_and_run(args: &RunArgs) -> Result<Exit, RunError> {
+    let pre = preflight::preflight(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .on_thread_start(crate::signals::block_sigpipe_in_thread)
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            crate::log::error(&format!(
-                "reactbatch run: cannot start the async runtime: {e}"
-            ));
-            return Exit::Invalid;
-        }
-    };
+        .map_err(RunErrorKind::Runtime)?;
     let preflight::Preflight {
         plan,
         config,
@@ -49,11 +53,8 @@ pub fn run(args: RunArgs) -> Exit {
         lock,
         work,
     } = pre;
-    let executed = runtime.block_on(execute::execute(&plan, &config, work));
-    let exit = match executed {
-        Ok(executed) => outcome::outcome(&plan, &config, digest, audit, executed),
-        Err(exit) => exit,
-    };
+    let executed = runtime.block_on(execute::execute(&plan, &config, work))?;
+    let exit = outcome::outcome(&plan, &config, digest, audit, executed);
     drop(lock);
-    exit
+    Ok(exit)
 }

@@ -9,9 +9,13 @@ use std::sync::atomic::Ordering;
 
 use crate::audit::Audit;
 use crate::digest::Digests;
+use crate::executor::host::HostLoad;
+use crate::executor::progress::Counters;
+use crate::executor::{Lane, Tally, TargetRuntime};
 use crate::exit::{Exit, RunOutcome};
 use crate::plan::Plan;
 use crate::report::Status;
+use crate::signals::Stop;
 use crate::summary::{HostSummary, LaneSummary, LatencySummary, Summary, TargetSummary};
 
 use super::config::RunConfig;
@@ -33,19 +37,9 @@ pub fn outcome(
         targets,
         lanes,
         stopped_by,
-        replacing,
         not_sent,
     } = executed;
-    // The outline's replacing counts, completed by the run's read of the rows.
-    replacing.apply(&mut audit);
     audit.without(&not_sent);
-    let mut counts = BTreeMap::new();
-    for st in Status::ALL {
-        let n = counters.get(st);
-        if n > 0 {
-            counts.insert(st.as_str(), n);
-        }
-    }
     let stopped: Vec<(String, String)> = targets
         .iter()
         .filter_map(|t| {
@@ -67,12 +61,6 @@ pub fn outcome(
         rows_failed: counters.get(Status::Failed) + counters.get(Status::Cancelled) > 0,
         output_failed: tally.io_error.is_some(),
     });
-    let latency = (!tally.latency.is_empty()).then(|| LatencySummary {
-        p50_ms: tally.latency.value_at_quantile(0.5) as f64 / 1000.0,
-        p95_ms: tally.latency.value_at_quantile(0.95) as f64 / 1000.0,
-        max_ms: tally.latency.max() as f64 / 1000.0,
-        samples: tally.latency.len(),
-    });
     let rows = tally.rows + copied;
     // What each host's lanes add up to; `--sandbox` points them all at one loopback host,
     // with no ceiling, so the plan's hosts say nothing of that run.
@@ -92,7 +80,7 @@ pub fn outcome(
         dry_run: config.dry_run,
         rows,
         not_in_plan,
-        counts,
+        counts: status_counts(&counters),
         attempts: tally.attempts,
         retries: tally.retries,
         elapsed_ms: elapsed.as_millis() as u64,
@@ -104,65 +92,10 @@ pub fn outcome(
         } as f64
             / elapsed.as_secs_f64().max(1e-9),
         estimated_ms: audit.estimated_ms,
-        targets: targets
-            .iter()
-            .zip(&audit.targets)
-            .map(|(t, plan_audit)| TargetSummary {
-                name: t.spec.name.clone(),
-                provider: t.spec.provider().to_string(),
-                rate: t.rate.to_string(),
-                requests: t.requests(),
-                achieved_rate: t.achieved_rate(),
-                max_requests_in_1s: t.max_sent_in_1s(),
-                // An unreachable origin is named once, below, not on each of its targets.
-                stopped: t.auth_stopped().map(str::to_string).or_else(|| {
-                    t.origin().unreachable().map(|_| {
-                        format!("target {} stopped: its origin is unreachable", t.spec.name)
-                    })
-                }),
-                plan: plan_audit.clone(),
-            })
-            .collect(),
-        lanes: lanes
-            .iter()
-            .map(|l| {
-                let pace = l.pace_stats();
-                LaneSummary {
-                    name: l.name.clone(),
-                    provider: l
-                        .members
-                        .first()
-                        .map(|&m| targets[m].spec.provider().to_string())
-                        .unwrap_or_default(),
-                    targets: l
-                        .members
-                        .iter()
-                        .map(|&m| targets[m].spec.name.clone())
-                        .collect(),
-                    rate: l.rate.to_string(),
-                    requests: l.requests(),
-                    achieved_rate: l.achieved_rate(),
-                    max_requests_in_1s: l.max_sent_in_1s(),
-                    rate_limited: l.rate_limited.load(Ordering::Relaxed),
-                    slowdowns: pace.slowdowns,
-                    slowest_rate: pace.slowest_rate,
-                    pauses: pace.pauses,
-                    settled_rate: pace.settled_rate,
-                    failed: l.failed(),
-                }
-            })
-            .collect(),
-        hosts: loads
-            .iter()
-            .map(|l| HostSummary {
-                host: crate::executor::host::host_name(&l.base_url).to_string(),
-                base_url: l.base_url.clone(),
-                lanes: l.lanes,
-                rate_sum: l.total_per_second.is_finite().then_some(l.total_per_second),
-                ceiling: l.ceiling.map(crate::executor::host::rate_text),
-            })
-            .collect(),
-        latency,
+        targets: target_summaries(&targets, &audit),
+        lanes: lane_summaries(&lanes, &targets),
+        hosts: host_summaries(&loads),
+        latency: latency_summary(&tally),
         digest: Some(digest.plan),
         files: digest.files,
         interrupted: stopped_by.is_some(),
@@ -170,21 +103,7 @@ pub fn outcome(
         exit_code: exit.code(),
     };
     if let Some(err) = &tally.io_error {
-        // The resume reads the report as it is: the rows it holds are done.
-        let report = config.report.display();
-        crate::log::error(&format!(
-            "reactbatch run: {err}; sending stopped: {} row(s) sent and recorded, {} sent and not \
-             recorded{}; once the report can be written, go on with: reactbatch run {} --report \
-             {report} --resume {report} (it sends the rows not recorded again)",
-            tally.recorded_sent,
-            tally.unrecorded_sent,
-            if tally.unrecorded_sent > 0 {
-                " (listed above as report lines)"
-            } else {
-                ""
-            },
-            plan.path.display(),
-        ));
+        output_failed(err, &tally, plan, config);
     }
     if config.dry_run {
         let hosts = crate::executor::host::host_lines(&loads, crate::audit::LISTED_TARGETS);
@@ -193,6 +112,136 @@ pub fn outcome(
     for why in &unreachable {
         crate::log::error(&format!("reactbatch run: {why}"));
     }
+    tell_failures(&summary, &counters, &tally, &stopped, stopped_by, config);
+    if !config.quiet {
+        crate::log::summary(&summary);
+    } else if exit != Exit::Success {
+        crate::log::summary_headline(&summary);
+    }
+    if !write_summary(&summary, config) && stopped_by.is_none() {
+        // An output the run could not write: 74, unless a signal's code comes first.
+        return Exit::OutputFailed;
+    }
+    exit
+}
+
+/// Rows per status, the statuses no row has left out.
+fn status_counts(counters: &Counters) -> BTreeMap<&'static str, u64> {
+    Status::ALL
+        .into_iter()
+        .map(|st| (st.as_str(), counters.get(st)))
+        .filter(|&(_, n)| n > 0)
+        .collect()
+}
+
+/// The requests' latency in milliseconds, when any was measured.
+fn latency_summary(tally: &Tally) -> Option<LatencySummary> {
+    (!tally.latency.is_empty()).then(|| LatencySummary {
+        p50_ms: tally.latency.value_at_quantile(0.5) as f64 / 1000.0,
+        p95_ms: tally.latency.value_at_quantile(0.95) as f64 / 1000.0,
+        max_ms: tally.latency.max() as f64 / 1000.0,
+        samples: tally.latency.len(),
+    })
+}
+
+/// Per target: what it sent, how fast, why it stopped, and what the plan had for it.
+fn target_summaries(targets: &[TargetRuntime], audit: &Audit) -> Vec<TargetSummary> {
+    targets
+        .iter()
+        .zip(&audit.targets)
+        .map(|(t, plan_audit)| TargetSummary {
+            name: t.spec.name.clone(),
+            provider: t.spec.provider().to_string(),
+            rate: t.rate.to_string(),
+            requests: t.requests(),
+            achieved_rate: t.achieved_rate(),
+            max_requests_in_1s: t.max_sent_in_1s(),
+            // An unreachable origin is named once, below, not on each of its targets.
+            stopped: t.auth_stopped().map(str::to_string).or_else(|| {
+                t.origin()
+                    .unreachable()
+                    .map(|_| format!("target {} stopped: its origin is unreachable", t.spec.name))
+            }),
+            plan: plan_audit.clone(),
+        })
+        .collect()
+}
+
+/// Per lane: its pace as set and as it went.
+fn lane_summaries(lanes: &[Lane], targets: &[TargetRuntime]) -> Vec<LaneSummary> {
+    lanes
+        .iter()
+        .map(|l| {
+            let pace = l.pace_stats();
+            LaneSummary {
+                name: l.name.clone(),
+                provider: l
+                    .members
+                    .first()
+                    .map(|&m| targets[m].spec.provider().to_string())
+                    .unwrap_or_default(),
+                targets: l
+                    .members
+                    .iter()
+                    .map(|&m| targets[m].spec.name.clone())
+                    .collect(),
+                rate: l.rate.to_string(),
+                requests: l.requests(),
+                achieved_rate: l.achieved_rate(),
+                max_requests_in_1s: l.max_sent_in_1s(),
+                rate_limited: l.rate_limited.load(Ordering::Relaxed),
+                slowdowns: pace.slowdowns,
+                slowest_rate: pace.slowest_rate,
+                pauses: pace.pauses,
+                settled_rate: pace.settled_rate,
+                failed: l.failed(),
+            }
+        })
+        .collect()
+}
+
+/// Per host: what its lanes add up to, against its ceiling.
+fn host_summaries(loads: &[HostLoad]) -> Vec<HostSummary> {
+    loads
+        .iter()
+        .map(|l| HostSummary {
+            host: crate::executor::host::host_name(&l.base_url).to_string(),
+            base_url: l.base_url.clone(),
+            lanes: l.lanes,
+            rate_sum: l.total_per_second.is_finite().then_some(l.total_per_second),
+            ceiling: l.ceiling.map(crate::executor::host::rate_text),
+        })
+        .collect()
+}
+
+/// The report could not be written: how far the run got, and the command that goes on once
+/// it can be. The resume reads the report as it is: the rows it holds are done.
+fn output_failed(err: &impl std::fmt::Display, tally: &Tally, plan: &Plan, config: &RunConfig) {
+    let report = config.report.display();
+    crate::log::error(&format!(
+        "reactbatch run: {err}; sending stopped: {} row(s) sent and recorded, {} sent and not \
+         recorded{}; once the report can be written, go on with: reactbatch run {} --report \
+         {report} --resume {report} (it sends the rows not recorded again)",
+        tally.recorded_sent,
+        tally.unrecorded_sent,
+        if tally.unrecorded_sent > 0 {
+            " (listed above as report lines)"
+        } else {
+            ""
+        },
+        plan.path.display(),
+    ));
+}
+
+/// The failed rows, and the stopped targets' reasons; after a signal, its one line first.
+fn tell_failures(
+    summary: &Summary,
+    counters: &Counters,
+    tally: &Tally,
+    stopped: &[(String, String)],
+    stopped_by: Option<Stop>,
+    config: &RunConfig,
+) {
     let report = config.report.display().to_string();
     // Cancelled rows are not named one by one: the report has them, and after a signal they
     // are most of the plan. Failed rows are, but under -q an interrupt says only its one line.
@@ -206,37 +255,36 @@ pub fn outcome(
         .get(Status::Failed)
         .saturating_sub(failed.len() as u64);
     if let Some(stop) = stopped_by {
-        crate::log::error(&interrupted_line(stop, &summary, config));
+        crate::log::error(&interrupted_line(stop, summary, config));
         if !config.quiet {
-            crate::log::failed_rows(&failed, failed_more, &report, &stopped);
+            crate::log::failed_rows(&failed, failed_more, &report, stopped);
         }
     } else {
-        crate::log::failed_rows(&failed, failed_more, &report, &stopped);
+        crate::log::failed_rows(&failed, failed_more, &report, stopped);
     }
-    if !config.quiet {
-        crate::log::summary(&summary);
-    } else if exit != Exit::Success {
-        crate::log::summary_headline(&summary);
-    }
-    if let Some(path) = &config.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-        if let Err(e) = write_synced(path, &json) {
+}
+
+/// `--summary-json FILE`; whether it was written (a failure is said here).
+fn write_summary(summary: &Summary, config: &RunConfig) -> bool {
+    let Some(path) = &config.summary_json else {
+        return true;
+    };
+    let json = serde_json::to_vec_pretty(summary).unwrap_or_default();
+    match write_synced(path, &json) {
+        Ok(()) => true,
+        Err(e) => {
             crate::log::error(&format!(
                 "reactbatch run: cannot write summary {}: {e}",
                 path.display()
             ));
-            // An output the run could not write: 74, unless a signal's code comes first.
-            if stopped_by.is_none() {
-                return Exit::OutputFailed;
-            }
+            false
         }
     }
-    exit
 }
 
 /// The one line a run stopped by a signal ends with: what was done and cancelled, and the
 /// exact command that goes on from the report (a dry run: the same command again).
-fn interrupted_line(stop: crate::signals::Stop, summary: &Summary, config: &RunConfig) -> String {
+fn interrupted_line(stop: Stop, summary: &Summary, config: &RunConfig) -> String {
     let count = |st: Status| summary.count(st);
     let mut parts = vec![format!("{} ok", count(Status::Ok))];
     for st in [

@@ -9,19 +9,18 @@
 
 use std::path::Path;
 
-use crate::audit::{Audit, Replacing};
-use crate::digest::{Digests, Expected};
-
+use crate::audit::{Audit, AuditBuilder};
 use crate::cli::RunArgs;
-use crate::exit::Exit;
+use crate::digest::{Digests, Expected};
 use crate::identity::Identities;
 use crate::lock::{LockError, RunLock};
-use crate::plan::pace::LaneMap;
+use crate::plan::pace::{LaneMap, PaceGroup};
 use crate::plan::spool::{Spool, SpoolRows};
-use crate::plan::{EmitFormat, Plan, Problem, ProviderKind, Threads};
+use crate::plan::{EmitFormat, Plan, Problem, ProviderKind, Rate, Threads};
 use crate::resume::DoneSet;
 
 use super::config::RunConfig;
+use super::error::{RunError, RunErrorKind};
 use super::row_pass::RowPass;
 
 /// What the passes before sending produced.
@@ -47,14 +46,8 @@ pub struct Work {
     /// The lanes' rows and paces behind the plan's estimate ([`Audit::model`]), for the
     /// progress ETA.
     pub pace: crate::audit::PaceModel,
-    /// The second pass of the outline's replacing counts, to be given every row again.
-    pub replacing: Replacing,
     /// The lanes, one per pace group and per account the rows name, and each row's lane.
     pub lanes: LaneMap,
-}
-
-pub(super) fn print_problems(problems: &[Problem]) {
-    crate::log::problems(problems);
 }
 
 /// Warnings found before sending, printed once the run is sure to start.
@@ -67,18 +60,7 @@ impl Warnings {
     }
 
     fn print(self) {
-        print_problems(&self.0);
-    }
-
-    /// After a refusal: how many warnings were held back, and where to see them.
-    fn untold(self, plan: &Path) {
-        if !self.0.is_empty() {
-            crate::log::info(&format!(
-                "reactbatch run: {} warning(s) not shown; `reactbatch check {}` lists them",
-                self.0.len(),
-                plan.display()
-            ));
-        }
+        crate::log::problems(&self.0);
     }
 }
 
@@ -161,67 +143,116 @@ fn resumes_from(config: &RunConfig, report: &Path) -> bool {
     }
 }
 
-pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
-    let plan = match Plan::load(&args.plan, args.targets.as_deref()) {
-        Ok(plan) => plan,
-        Err(problems) => {
-            print_problems(&problems);
-            crate::log::error(&format!(
-                "reactbatch run: {} is invalid; nothing was sent",
-                args.plan.display()
-            ));
-            return Err(Exit::Invalid);
-        }
-    };
-    let mut config = match RunConfig::resolve(args, &plan) {
-        Ok(o) => {
-            crate::log::set_quiet(o.quiet);
-            o
-        }
-        Err(message) => {
-            crate::log::error(&format!("reactbatch run: {message}"));
-            return Err(Exit::Invalid);
-        }
-    };
-    if !config.dry_run {
-        fit_open_files(&mut config);
-    }
-
-    if !config.sandbox {
-        let insecure = plan.insecure_http();
-        if !insecure.is_empty() && !args.allow_insecure_http {
-            print_problems(&insecure);
-            crate::log::error(
-                "reactbatch run: refusing plain http:// to a non-loopback host; nothing was sent",
-            );
-            return Err(Exit::Invalid);
-        }
-    }
+/// The steps before sending, in order; the first refusal ends the run with nothing sent.
+pub fn preflight(args: &RunArgs) -> Result<Preflight, RunError> {
+    let plan = load_plan(args)?;
+    let config = configure(args, &plan)?;
+    refuse_insecure_http(args, &plan, &config)?;
     // Warnings wait until every refusal is past: a run that is refused shows its one reason
     // first, not under pages of warnings (it only counts them; `check` lists them).
     let mut warnings = Warnings::default();
     if !config.sandbox && !config.quiet {
         warnings.add(plan.secret_warnings());
     }
-
     // Whether the report already holds live results is read on another thread meanwhile: a
     // large earlier report costs as much to read as the plan does to validate.
     let live_check = LiveCheck::start(
         (config.dry_run || (!config.overwrite && !resumes_from(&config, &config.report)))
             .then(|| config.report.clone()),
     );
+    let mut pass = validate(&plan, &config)?;
+    if !config.quiet {
+        warnings.add(plan.pace_warnings.clone());
+        warnings.add(std::mem::take(&mut pass.validation.warnings));
+    }
+    let checked = check_rows(&plan, &config, pass, live_check)
+        .map_err(|e| e.untold(warnings.0.len(), &plan.path))?;
+    warnings.print();
+    Ok(Preflight {
+        plan,
+        config,
+        digest: checked.digest,
+        audit: checked.audit,
+        lock: checked.lock,
+        work: checked.work,
+    })
+}
 
-    let spool = match Spool::create() {
-        Ok(s) => s,
-        Err(e) => {
-            crate::log::error(&format!(
-                "reactbatch run: cannot create a spool file in the temp directory: {e}"
-            ));
-            return Err(Exit::Invalid);
-        }
-    };
+/// Reads and parses the plan files.
+fn load_plan(args: &RunArgs) -> Result<Plan, RunError> {
+    Plan::load(&args.plan, args.targets.as_deref()).map_err(|problems| {
+        RunError::with_problems(
+            RunErrorKind::PlanInvalid {
+                plan: args.plan.clone(),
+            },
+            problems,
+        )
+    })
+}
+
+/// The run's settings, from the command line and the plan; fitted to the open-file limit for a
+/// live run.
+fn configure(args: &RunArgs, plan: &Plan) -> Result<RunConfig, RunError> {
+    let mut config = RunConfig::resolve(args, plan).map_err(RunErrorKind::Usage)?;
+    crate::log::set_quiet(config.quiet);
+    if !config.dry_run {
+        fit_open_files(&mut config);
+    }
+    Ok(config)
+}
+
+/// Plain `http://` to a host that is not loopback carries the credentials in the clear: only
+/// `--allow-insecure-http` lets it through (the sandbox never needs it).
+fn refuse_insecure_http(args: &RunArgs, plan: &Plan, config: &RunConfig) -> Result<(), RunError> {
+    if config.sandbox || args.allow_insecure_http {
+        return Ok(());
+    }
+    let insecure = plan.insecure_http();
+    if insecure.is_empty() {
+        return Ok(());
+    }
+    Err(RunError::with_problems(
+        RunErrorKind::InsecureHttp,
+        insecure,
+    ))
+}
+
+/// The one pass over the rows ([`RowPass`]), spooling the valid ones.
+fn validate(plan: &Plan, config: &RunConfig) -> Result<RowPass, RunError> {
+    let spool = Spool::create().map_err(RunErrorKind::SpoolCreate)?;
     let now = config.now.unwrap_or_else(chrono::Utc::now);
     // Warnings are only printed without -q: quiet, the pass that only finds warnings is skipped.
+    let mut pass = RowPass::run(
+        plan,
+        !config.quiet,
+        config.shard,
+        now,
+        spool,
+        Threads::available(),
+    );
+    match pass.spool_error.take() {
+        Some(e) => Err(RunErrorKind::SpoolWrite(e).into()),
+        None => Ok(pass),
+    }
+}
+
+/// What the checks after the row pass hand on to [`Preflight`].
+struct Checked {
+    digest: Digests,
+    audit: Audit,
+    lock: Option<RunLock>,
+    work: Work,
+}
+
+/// Everything decided from the validated rows: refuse row errors, take the lock, read the
+/// spool back, make the outline, then check the emit script, the digest, the output files,
+/// the report a live run would replace, and the report to resume from.
+fn check_rows(
+    plan: &Plan,
+    config: &RunConfig,
+    pass: RowPass,
+    live_check: LiveCheck,
+) -> Result<Checked, RunError> {
     let RowPass {
         validation,
         scan,
@@ -229,79 +260,90 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         audit,
         lanes,
         spool,
-        spool_error,
-    } = RowPass::run(
-        &plan,
-        !config.quiet,
-        config.shard,
-        now,
-        spool,
-        Threads::available(),
-    );
-    if let Some(e) = spool_error {
-        crate::log::error(&format!(
-            "reactbatch run: cannot write the spool file in the temp directory: {e}; nothing was sent"
-        ));
-        return Err(Exit::Invalid);
-    }
-    let error_count = validation.error_count();
-    if !config.quiet {
-        warnings.add(plan.pace_warnings.clone());
-        warnings.add(validation.warnings);
-    }
+        spool_error: _,
+    } = pass;
     if !validation.errors.is_empty() {
-        print_problems(&validation.errors);
-        crate::log::error(&format!(
-            "reactbatch run: {} has {} error(s); nothing was sent",
-            plan.path.display(),
-            error_count
+        return Err(RunError::with_problems(
+            RunErrorKind::RowErrors {
+                plan: plan.path.clone(),
+                count: validation.error_count(),
+            },
+            validation.errors,
         ));
-        warnings.untold(&plan.path);
-        return Err(Exit::Invalid);
     }
-    let lock = match &config.lock {
-        Some(path) => match RunLock::acquire(path) {
-            Ok(lock) => Some(lock),
-            Err(LockError::Held(holder)) => {
-                crate::log::error(&format!(
-                    "reactbatch run: lock {} is held by another run ({holder}); not starting",
-                    path.display()
-                ));
-                warnings.untold(&plan.path);
-                return Err(Exit::Locked);
-            }
-            Err(LockError::Io(e)) => {
-                crate::log::error(&format!(
-                    "reactbatch run: cannot open lock file {}: {e}",
-                    path.display()
-                ));
-                warnings.untold(&plan.path);
-                return Err(Exit::Invalid);
-            }
-        },
-        None => None,
-    };
-
-    let identities = scan.finish();
+    let lock = take_lock(config)?;
+    let spool = spool.into_rows().map_err(RunErrorKind::SpoolRead)?;
+    // The run takes each row's identity hash from the spool instead of hashing it again.
+    let identities = scan.finish().linked_to(spool.content_ids());
     let rates: Vec<_> = lanes
         .lanes
         .iter()
         .map(|g| config.pace(g.rate(&plan.targets)))
         .collect();
-    let spool = match spool.into_rows() {
-        Ok(rows) => rows,
-        Err(e) => {
-            crate::log::error(&format!(
-                "reactbatch run: cannot read the spool file back: {e}; nothing was sent"
-            ));
-            warnings.untold(&plan.path);
-            return Err(Exit::Invalid);
-        }
+    let audit = outline(plan, config, audit, &lanes, &rates, &spool)?;
+    check_curl_span(plan, config, &audit, &lanes, &rates)?;
+    let digest = digest.finish_all();
+    check_digest(config, &digest)?;
+    check_outputs(config)?;
+    refuse_replacing_live_results(config, live_check.finish())?;
+    let done = load_done(plan, config)?;
+    let pace = audit.model.clone();
+    Ok(Checked {
+        digest,
+        audit,
+        lock,
+        work: Work {
+            spool,
+            total_rows: validation.rows,
+            identities,
+            done,
+            pace,
+            lanes,
+        },
+    })
+}
+
+/// `--lock FILE`: held for the whole run, or the run does not start.
+fn take_lock(config: &RunConfig) -> Result<Option<RunLock>, RunError> {
+    let Some(path) = &config.lock else {
+        return Ok(None);
     };
-    // The run takes each row's identity hash from the spool instead of hashing it again.
-    let identities = identities.linked_to(spool.content_ids());
-    // The outline's second pass (replacing counts) rides on the run's own read of the rows.
-    let (mut audit, replacing) = audit.finish(&lanes.lanes, &rates, config.burst);
+    match RunLock::acquire(path) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(LockError::Held(holder)) => Err(RunErrorKind::LockHeld {
+            path: path.clone(),
+            holder,
+        }
+        .into()),
+        Err(LockError::Io(source)) => Err(RunErrorKind::LockOpen {
+            path: path.clone(),
+            source,
+        }
+        .into()),
+    }
+}
+
+/// The outline of what the plan does per target and how long it takes, under the hosts'
+/// ceilings. Its replacing counts are settled here, by a second read of the spooled rows
+/// (this run's shard counted), so the outline is whole before anything is sent.
+fn outline(
+    plan: &Plan,
+    config: &RunConfig,
+    audit: AuditBuilder,
+    lanes: &LaneMap,
+    rates: &[Rate],
+    spool: &SpoolRows,
+) -> Result<Audit, RunError> {
+    let (mut audit, mut replacing) = audit.finish(&lanes.lanes, rates, config.burst);
+    let read_error = |e: String| RunErrorKind::SpoolRead(std::io::Error::other(e));
+    for row in spool.again().map_err(RunErrorKind::SpoolRead)? {
+        let row = row.map_err(|p| read_error(p.to_string()))?;
+        let counted = config
+            .shard
+            .is_none_or(|s| s.owns(&plan.targets[row.target].name, &row));
+        replacing.row(&row, counted);
+    }
+    replacing.apply(&mut audit);
     if !config.sandbox {
         // The sandbox has no host ceiling; the real hosts may.
         let (host_of, ceilings) = crate::executor::host::lane_ceilings(
@@ -312,121 +354,103 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         );
         audit.under_ceilings(&host_of, ceilings);
     }
-    if config.emit.is_some() && config.emit_format == EmitFormat::Curl {
-        // A lane's requests: the rows routed to it, at most what its targets send (deferred
-        // rows are not in the script).
-        let sleeps = crate::emit::curl_sleeps(lanes.lanes.iter().zip(&lanes.rows).zip(&rates).map(
-            |((g, &routed), r)| {
-                let sent: u64 = g
-                    .members
-                    .iter()
-                    .map(|&m| audit.targets[m].reacts + audit.targets[m].unreacts)
-                    .sum();
-                (routed.min(sent), r.interval())
-            },
-        ));
-        let sends = |g: &&crate::plan::pace::PaceGroup| {
-            g.members
-                .iter()
-                .any(|&m| audit.targets[m].reacts + audit.targets[m].unreacts > 0)
-        };
-        let has_kommo = lanes
+    Ok(audit)
+}
+
+/// A curl script (`--emit FILE.sh`) must end before its first Kommo signature expires.
+fn check_curl_span(
+    plan: &Plan,
+    config: &RunConfig,
+    audit: &Audit,
+    lanes: &LaneMap,
+    rates: &[Rate],
+) -> Result<(), RunError> {
+    if config.emit.is_none() || config.emit_format != EmitFormat::Curl {
+        return Ok(());
+    }
+    let sent = |g: &PaceGroup| -> u64 {
+        g.members
+            .iter()
+            .map(|&m| audit.targets[m].reacts + audit.targets[m].unreacts)
+            .sum()
+    };
+    // A lane's requests: the rows routed to it, at most what its targets send (deferred
+    // rows are not in the script).
+    let sleeps = crate::emit::curl_sleeps(
+        lanes
             .lanes
             .iter()
-            .filter(sends)
-            .any(|g| g.provider == ProviderKind::Kommo);
-        // The pace each shard's script keeps when the shards run one after another: the
-        // slowest lane's own rate, so no lane goes faster than its limit.
-        let full_rate = config.rate.or_else(|| {
-            lanes
-                .lanes
-                .iter()
-                .filter(sends)
-                .map(|g| g.rate(&plan.targets))
-                .min_by(|a, b| a.per_second().total_cmp(&b.per_second()))
-        });
-        let rate = full_rate.map_or_else(|| "unlimited".to_string(), |r| r.to_string());
-        if let Err(why) = crate::emit::check_curl_span(sleeps, has_kommo, &rate) {
-            crate::log::error(&format!("reactbatch run: --emit: {why}; nothing was sent"));
-            warnings.untold(&plan.path);
-            return Err(Exit::Invalid);
-        }
-    }
-    let digest = digest.finish_all();
-    if let Some(value) = &config.expect_digest {
-        let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
-        if let Err(why) = checked {
-            crate::log::error(&format!("reactbatch run: {why}; nothing was sent"));
-            warnings.untold(&plan.path);
-            return Err(Exit::Invalid);
-        }
-    }
-    for (path, what) in outputs(&config) {
-        if let Err(e) = try_output(path) {
-            crate::log::error(&format!(
-                "reactbatch run: cannot write {what} {}: {e}; nothing was sent",
-                path.display()
-            ));
-            warnings.untold(&plan.path);
-            return Err(Exit::Invalid);
-        }
-    }
-    let holds_live = live_check.finish();
-    if !config.dry_run && holds_live {
-        let shown = config.report.display();
-        crate::log::error(&format!(
-            "reactbatch run: {shown} holds the results of a live run, which this run would \
-             overwrite; nothing was sent. To go on from it (skipping rows it shows done), add \
-             --resume {shown}; to replace it, add --overwrite"
-        ));
-        warnings.untold(&plan.path);
-        return Err(Exit::Invalid);
-    }
-    if config.dry_run && holds_live {
-        crate::log::error(&format!(
-            "reactbatch run: {} holds the results of a live run, which a dry run would overwrite \
-             (and a later --resume needs them); give the dry run its own --report FILE",
-            config.report.display()
-        ));
-        warnings.untold(&plan.path);
-        return Err(Exit::Invalid);
-    }
-    let done = match &config.resume {
-        None => None,
-        Some(path) if !path.exists() && *path == config.report => {
-            crate::log::info(&format!(
-                "reactbatch run: no earlier report at {}; starting from the first row",
-                path.display()
-            ));
-            None
-        }
-        Some(path) => match DoneSet::load_for_resume(path, &plan, config.retry_failed) {
-            Ok(set) => Some(set),
-            Err(e) => {
-                crate::log::error(&format!("reactbatch run: --resume: {e}"));
-                warnings.untold(&plan.path);
-                return Err(Exit::Invalid);
-            }
-        },
+            .zip(&lanes.rows)
+            .zip(rates)
+            .map(|((g, &routed), r)| (routed.min(sent(g)), r.interval())),
+    );
+    let sending = || lanes.lanes.iter().filter(|g| sent(g) > 0);
+    let has_kommo = sending().any(|g| g.provider == ProviderKind::Kommo);
+    // The pace each shard's script keeps when the shards run one after another: the
+    // slowest lane's own rate, so no lane goes faster than its limit.
+    let full_rate = config.rate.or_else(|| {
+        sending()
+            .map(|g| g.rate(&plan.targets))
+            .min_by(|a, b| a.per_second().total_cmp(&b.per_second()))
+    });
+    let rate = full_rate.map_or_else(|| "unlimited".to_string(), |r| r.to_string());
+    crate::emit::check_curl_span(sleeps, has_kommo, &rate)
+        .map_err(|why| RunErrorKind::CurlSpan(why).into())
+}
+
+/// `--expect-digest`: the plan must be the one that was reviewed.
+fn check_digest(config: &RunConfig, digest: &Digests) -> Result<(), RunError> {
+    let Some(value) = &config.expect_digest else {
+        return Ok(());
     };
-    warnings.print();
-    let pace = audit.model.clone();
-    Ok(Preflight {
-        plan,
-        config,
-        digest,
-        audit,
-        lock,
-        work: Work {
-            spool,
-            total_rows: validation.rows,
-            identities,
-            done,
-            pace,
-            replacing,
-            lanes,
-        },
-    })
+    Expected::parse(value)
+        .and_then(|expected| expected.check(digest))
+        .map_err(|why| RunErrorKind::Digest(why).into())
+}
+
+/// Every file the run writes can be written.
+fn check_outputs(config: &RunConfig) -> Result<(), RunError> {
+    for (path, what) in outputs(config) {
+        try_output(path).map_err(|source| RunErrorKind::Unwritable {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// A report holding live results is replaced only when asked (`--overwrite`), never by a dry
+/// run, whose report a later `--resume` could not use.
+fn refuse_replacing_live_results(config: &RunConfig, holds_live: bool) -> Result<(), RunError> {
+    if !holds_live {
+        return Ok(());
+    }
+    let path = config.report.clone();
+    Err(if config.dry_run {
+        RunErrorKind::DryRunOverLiveReport { path }
+    } else {
+        RunErrorKind::LiveReport { path }
+    }
+    .into())
+}
+
+/// `--resume`: the rows the earlier report shows done. A report that does not exist yet at
+/// the run's own report path is a first run.
+fn load_done(plan: &Plan, config: &RunConfig) -> Result<Option<DoneSet>, RunError> {
+    let Some(path) = &config.resume else {
+        return Ok(None);
+    };
+    if !path.exists() && *path == config.report {
+        crate::log::info(&format!(
+            "reactbatch run: no earlier report at {}; starting from the first row",
+            path.display()
+        ));
+        return Ok(None);
+    }
+    DoneSet::load_for_resume(path, plan, config.retry_failed)
+        .map(Some)
+        .map_err(|e| RunErrorKind::Resume(e).into())
 }
 
 /// Lowers the run's concurrency (its bound on open connections) to what the open-file limit

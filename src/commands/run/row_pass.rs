@@ -4,22 +4,17 @@
 //! again).
 //!
 //! The pass runs on two threads ([`Plan::validate_split`]): one reads and checks the rows,
-//! the calling thread does everything else here. Reading and checking is about a third of the
-//! pass, the digest (two SHA-256 streams per row) a fifth, the identity scan (a SHA-256 per
-//! row and a 2 MiB Bloom filter) another fifth; the finder of pointless rows (`warnings`)
-//! runs on the calling thread. The digest only needs the rows in order, and nothing else
-//! needs it before the pass ends, so it goes where it balances the two threads: on the
-//! reader when the finder runs, on the calling thread when it does not (`-q`). Measured from
-//! start to the first connect, 200 000 rows, alternating runs: with `-q`, 149–176 ms with
-//! the digest on the reader, 119–158 ms on the calling thread; without `-q`, the calling
-//! thread was the slower place (247–294 ms against 177–297 ms, 6 runs each). The spool needs the content
-//! id from the identity scan, so those two stay together.
+//! the calling thread does everything else here. The digest only needs the rows in order, and
+//! nothing else needs it before the pass ends, so it goes where it balances the two threads:
+//! on the reader when the finder of pointless rows (`warnings`, on the calling thread) runs,
+//! on the calling thread when it does not (`-q`). The spool needs the content id from the
+//! identity scan, so those two stay together.
 
 use chrono::{DateTime, Utc};
 
 use crate::audit::AuditBuilder;
 use crate::digest::PlanDigest;
-use crate::identity::{row_shard, IdentityScan};
+use crate::identity::IdentityScan;
 use crate::plan::pace::LaneMap;
 use crate::plan::spool::Spool;
 use crate::plan::{Plan, Shard, Threads, Validation};
@@ -77,7 +72,7 @@ impl RowPass {
                 let name = &plan.targets[row.target].name;
                 let content_id = scan.observe(row, name);
                 let lane = lanes.route(row, &plan.targets).unwrap_or(0);
-                if shard.is_none_or(|s| row_shard(name, row, s.count) == s.index) {
+                if shard.is_none_or(|s| s.owns(name, row)) {
                     audit.row(row, lane);
                 }
                 if spool_error.is_none() {

@@ -48,7 +48,7 @@ async fn exit_now(out: &executor::OutputSender, stop: Stop, next: &str) {
         "reactbatch: {}, then stopped at once; the report holds every finished row; {next}",
         stop.describe()
     ));
-    std::process::exit(i32::from(stop.exit().code()));
+    std::process::exit(i32::from(crate::exit::Exit::from(stop).code()));
 }
 
 /// What to do after a run a signal stopped: `to continue: <the same command with --resume

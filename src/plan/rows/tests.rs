@@ -1,265 +1,12 @@
-//! `check_row` moves a row's own values into the [`Row`] and clones only `defaults:`; these
-//! tests hold it to the result of the straightforward version that cloned every value, over
-//! every combination of own / empty / default values for the fields that interact.
+//! `check_row` against the rules of the module doc, stated plainly in [`expect`]: over every
+//! combination of own / empty / default / invalid values for the fields that interact, and
+//! over random rows setting every field at once; plus the places problems point at and the
+//! values that are moved rather than copied.
+
+use proptest::prelude::*;
 
 use super::*;
 use crate::secret::SecretRef;
-
-/// `check_row` as it was before it moved values (it cloned every one): the behaviour to keep.
-fn reference_check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
-    // A row that could not be read as written (unknown key, ragged, bad bytes) is reported as
-    // that alone: the "missing field" errors that would follow are its echoes.
-    if !raw.problems.is_empty() {
-        return Checked::Invalid(raw.problems);
-    }
-    let mut problems = Vec::new();
-    // A field's value: the row's own if non-empty, else the default's. `own` tells which.
-    let own = |f: Field| raw.get(f).filter(|v| !v.text.is_empty());
-    // Fields that identify one thing together: the row's own pair, or else the defaults' pair.
-    let partner = |f: Field| match f {
-        Field::MessageId => Some(Field::Msgid),
-        Field::Msgid => Some(Field::MessageId),
-        Field::ConversationId => Some(Field::ConversationRefId),
-        Field::ConversationRefId => Some(Field::ConversationId),
-        Field::UserId => Some(Field::UserRefId),
-        Field::UserRefId => Some(Field::UserId),
-        _ => None,
-    };
-    let value = |f: Field| {
-        if own(f).is_some() || partner(f).is_some_and(|p| own(p).is_some()) {
-            return own(f);
-        }
-        ctx.defaults.get(f).filter(|v| !v.text.is_empty())
-    };
-    let text = |f: Field| value(f).map(|v| v.text.clone());
-
-    for f in Field::ALL {
-        if let Some(v) = own(f) {
-            if let Err(bad) = check_value(f, &v.text) {
-                let mut p = problem_at(&raw, Some(v), bad.message).with_code(invalid_code(f));
-                p.hint = bad.hint;
-                problems.push(p);
-            }
-        }
-    }
-
-    // The target.
-    let total_targets = ctx.targets.len() + ctx.broken_targets.len();
-    let target = match value(Field::Target) {
-        Some(v) => match ctx.target_index.get(&v.text) {
-            Some(&i) => Some(i),
-            None if ctx.broken_targets.contains(&v.text) => {
-                return Checked::Suppressed(
-                    problem_at(
-                        &raw,
-                        Some(v),
-                        format!("target `{}` is invalid (see its errors)", v.text),
-                    )
-                    .with_code("invalid_target"),
-                );
-            }
-            None => {
-                let mut p = problem_at(
-                    &raw,
-                    Some(v),
-                    format!("unknown target `{}`", shorten(&v.text)),
-                )
-                .with_code("unknown_target");
-                p.hint = unknown_target_hint(ctx, &v.text);
-                problems.push(p);
-                None
-            }
-        },
-        None if ctx.targets.len() == 1 && total_targets == 1 => Some(0),
-        None if total_targets <= 1 => {
-            return Checked::Suppressed(
-                problem_at(
-                    &raw,
-                    None,
-                    "the plan has no valid target (see the targets' errors)",
-                )
-                .with_code("invalid_target"),
-            );
-        }
-        None => {
-            problems.push(
-                problem_at(
-                    &raw,
-                    None,
-                    format!("row has no `target` and the plan has {total_targets} targets"),
-                )
-                .with_code("missing_target")
-                .with_hint("add `target:` to the row or set `defaults: { target: ... }`"),
-            );
-            None
-        }
-    };
-
-    let action = value(Field::Action)
-        .and_then(|v| parse_action(&v.text).ok())
-        .unwrap_or(Action::React);
-    let not_before = value(Field::NotBefore).and_then(|v| parse_not_before(&v.text).ok());
-
-    let mut row = Row {
-        number,
-        source: Source {
-            file: raw.file.clone(),
-            line: raw.line,
-        },
-        target: target.unwrap_or(0),
-        action,
-        emoji: None,
-        message_id: text(Field::MessageId),
-        msgid: None,
-        conversation_id: None,
-        conversation_ref_id: None,
-        user_id: None,
-        user_ref_id: None,
-        not_before,
-        previous_emoji: text(Field::PreviousEmoji).map(canonical_emoji),
-        key: text(Field::Key),
-        scope_id: None,
-        channel_id: None,
-    };
-
-    // Emoji: `react` needs one; an empty one written on the row is its own mistake.
-    match (action, value(Field::Emoji)) {
-        (_, Some(v)) => row.emoji = Some(canonical_emoji(v.text.clone())),
-        (Action::React, None) => {
-            let written_empty = raw.get(Field::Emoji).filter(|v| v.text.is_empty());
-            let msg = if written_empty.is_some() {
-                "`emoji` is empty: a react row needs an emoji"
-            } else {
-                "a react row needs an `emoji`"
-            };
-            problems.push(problem_at(&raw, written_empty, msg).with_code("missing_emoji"));
-        }
-        (Action::Unreact, None) => {}
-    }
-
-    if let Some(t) = target.map(|i| &ctx.targets[i]) {
-        match &t.kind {
-            TargetKind::Kommo {
-                user_id,
-                user_ref_id,
-                ..
-            } => {
-                row.msgid = text(Field::Msgid);
-                row.conversation_id = text(Field::ConversationId);
-                row.conversation_ref_id = text(Field::ConversationRefId);
-                if row.message_id.is_none() && row.msgid.is_none() {
-                    problems.push(
-                        problem_at(
-                            &raw,
-                            None,
-                            format!(
-                                "Kommo row (target `{}`) needs `message_id` or `msgid`",
-                                t.name
-                            ),
-                        )
-                        .with_code("missing_message_id"),
-                    );
-                }
-                if row.conversation_id.is_none() && row.conversation_ref_id.is_none() {
-                    problems.push(
-                        problem_at(
-                            &raw,
-                            None,
-                            format!(
-                                "Kommo row (target `{}`) needs `conversation_id` or `conversation_ref_id`",
-                                t.name
-                            ),
-                        )
-                        .with_code("missing_conversation"),
-                    );
-                }
-                row.scope_id = text(Field::ScopeId);
-                if let Some(v) = own(Field::ChannelId) {
-                    problems.push(
-                        problem_at(
-                            &raw,
-                            Some(v),
-                            format!(
-                                "`channel_id` is Ogmma-only; target `{}` is {}: a Kommo row's account is its `scope_id`",
-                                t.name,
-                                ProviderKind::Kommo
-                            ),
-                        )
-                        .with_code("field_not_for_provider"),
-                    );
-                }
-                if t.account().is_none() && row.scope_id.is_none() {
-                    problems.push(missing_account(&raw, t, Field::ScopeId));
-                }
-                let (uid, uref) = (text(Field::UserId), text(Field::UserRefId));
-                if uid.is_some() || uref.is_some() {
-                    (row.user_id, row.user_ref_id) = (uid, uref);
-                } else {
-                    (row.user_id, row.user_ref_id) = (user_id.clone(), user_ref_id.clone());
-                }
-                if row.user_id.is_none() && row.user_ref_id.is_none() {
-                    problems.push(
-                        problem_at(
-                            &raw,
-                            None,
-                            format!(
-                                "Kommo row (target `{}`) needs a user: `user_id` or `user_ref_id`",
-                                t.name
-                            ),
-                        )
-                        .with_hint("set it on the row, in `defaults:`, or on the target")
-                        .with_code("missing_user"),
-                    );
-                }
-            }
-            TargetKind::Ogmma { .. } => {
-                for f in [
-                    Field::Msgid,
-                    Field::ConversationId,
-                    Field::ConversationRefId,
-                    Field::UserId,
-                    Field::UserRefId,
-                    Field::ScopeId,
-                ] {
-                    if let Some(v) = own(f) {
-                        problems.push(
-                            problem_at(
-                                &raw,
-                                Some(v),
-                                format!(
-                                    "`{f}` is Kommo-only; target `{}` is {}",
-                                    t.name,
-                                    ProviderKind::Ogmma
-                                ),
-                            )
-                            .with_code("field_not_for_provider"),
-                        );
-                    }
-                }
-                if row.message_id.is_none() {
-                    problems.push(
-                        problem_at(
-                            &raw,
-                            None,
-                            format!("Ogmma row (target `{}`) needs `message_id`", t.name),
-                        )
-                        .with_code("missing_message_id"),
-                    );
-                }
-                row.channel_id = text(Field::ChannelId);
-                if t.account().is_none() && row.channel_id.is_none() {
-                    problems.push(missing_account(&raw, t, Field::ChannelId));
-                }
-            }
-        }
-    }
-
-    if problems.is_empty() {
-        Checked::Row(row)
-    } else {
-        Checked::Invalid(problems)
-    }
-}
 
 fn target(name: &str, kind: TargetKind) -> Target {
     Target {
@@ -358,11 +105,11 @@ fn samples(field: Field, own_target: &str) -> (String, String, String) {
 /// A raw row and the defaults for `sets`; positions differ per field so problems' places show.
 fn build(sets: &[(Field, Set)], own_target: &str, csv: bool) -> (RawRow, RawRow) {
     let file: Arc<str> = "plan.yaml".into();
-    let mut raw = RawRow::new(file.clone(), super::super::yaml::Pos { line: 10, col: 3 });
+    let mut raw = RawRow::new(file.clone(), super::super::source::Pos { line: 10, col: 3 });
     if csv {
         raw.col = None;
     }
-    let mut defaults = RawRow::new(file, super::super::yaml::Pos { line: 2, col: 5 });
+    let mut defaults = RawRow::new(file, super::super::source::Pos { line: 2, col: 5 });
     for (i, &(field, set)) in sets.iter().enumerate() {
         let (own, default, bad) = samples(field, own_target);
         let at = |text: String| RawValue {
@@ -393,13 +140,223 @@ fn build(sets: &[(Field, Set)], own_target: &str, csv: bool) -> (RawRow, RawRow)
     (raw, defaults)
 }
 
-fn same(a: &Checked, b: &Checked) -> bool {
-    match (a, b) {
-        (Checked::Row(a), Checked::Row(b)) => a == b,
-        (Checked::Invalid(a), Checked::Invalid(b)) => a == b,
-        (Checked::Suppressed(a), Checked::Suppressed(b)) => a == b,
+/// What a row comes to, by the rules.
+#[derive(Debug)]
+enum Expected {
+    Row(Box<Row>),
+    /// The codes of its problems, sorted.
+    Invalid(Vec<&'static str>),
+    /// The code of the one problem that stands for it.
+    Suppressed(&'static str),
+}
+
+/// What a row setting `sets` (as [`build`] writes them; row 7, at line 10 of `plan.yaml`)
+/// comes to in `ctx`, stated from the rules of the module doc:
+/// - a field's value is the row's own when non-empty; else `defaults:`', unless the row gives
+///   the other field of its pair;
+/// - every own value `check_value` refuses is a problem (the samples' bad values are refused,
+///   but for `target`, whose bad value is a name no target has);
+/// - the target: named and known; named and broken (suppressed); named and unknown; unnamed
+///   with the plan's one target; unnamed with no valid target (suppressed); else missing;
+/// - `react` (the default action) needs an emoji;
+/// - Kommo: a message, a conversation, an account (the target's or the row's), a user (the
+///   row's pair, else the target's); no `channel_id` of the row's own;
+/// - Ogmma: a `message_id` and an account; none of the Kommo-only fields of the row's own;
+/// - a valid row carries each provider's own fields only.
+fn expect(sets: &[(Field, Set)], ctx: &RowContext, own_target: &str) -> Expected {
+    let state = |f: Field| {
+        sets.iter()
+            .rev()
+            .find(|(g, _)| *g == f)
+            .map_or(Set::Absent, |&(_, s)| s)
+    };
+    let own = |f: Field| {
+        let (own, _, bad) = samples(f, own_target);
+        match state(f) {
+            Set::Own | Set::OwnAndDefault => Some(own),
+            Set::OwnInvalid => Some(bad),
+            _ => None,
+        }
+    };
+    let default = |f: Field| match state(f) {
+        Set::Default | Set::OwnAndDefault | Set::OwnEmptyAndDefault => {
+            Some(samples(f, own_target).1)
+        }
+        _ => None,
+    };
+    let value = |f: Field| {
+        own(f).or_else(|| match partner(f) {
+            Some(p) if own(p).is_some() => None,
+            _ => default(f),
+        })
+    };
+    let mut codes = Vec::new();
+    for f in Field::ALL {
+        if f != Field::Target && matches!(state(f), Set::OwnInvalid) {
+            codes.push(match f {
+                Field::Emoji | Field::PreviousEmoji => "invalid_emoji",
+                Field::Action => "invalid_action",
+                Field::NotBefore => "invalid_time",
+                _ => "invalid_value",
+            });
+        }
+    }
+    let target = match value(Field::Target) {
+        Some(name) => match ctx.targets.iter().position(|t| t.name == name) {
+            Some(i) => Some(i),
+            None if ctx.broken_targets.contains(&name) => {
+                return Expected::Suppressed("invalid_target")
+            }
+            None => {
+                codes.push("unknown_target");
+                None
+            }
+        },
+        None if ctx.targets.len() == 1 && ctx.broken_targets.is_empty() => Some(0),
+        None if ctx.targets.len() + ctx.broken_targets.len() <= 1 => {
+            return Expected::Suppressed("invalid_target")
+        }
+        None => {
+            codes.push("missing_target");
+            None
+        }
+    };
+    let action = match value(Field::Action).as_deref() {
+        Some("unreact") => Action::Unreact,
+        _ => Action::React,
+    };
+    if action == Action::React && value(Field::Emoji).is_none() {
+        codes.push("missing_emoji");
+    }
+    let either = |a: Field, b: Field| value(a).is_some() || value(b).is_some();
+    let t = target.map(|i| &ctx.targets[i]);
+    let kommo_users = match t.map(|t| &t.kind) {
+        Some(TargetKind::Kommo {
+            user_id,
+            user_ref_id,
+            ..
+        }) => Some((user_id.clone(), user_ref_id.clone())),
+        _ => None,
+    };
+    if let (Some(t), Some((user_id, user_ref_id))) = (t, &kommo_users) {
+        if !either(Field::MessageId, Field::Msgid) {
+            codes.push("missing_message_id");
+        }
+        if !either(Field::ConversationId, Field::ConversationRefId) {
+            codes.push("missing_conversation");
+        }
+        if own(Field::ChannelId).is_some() {
+            codes.push("field_not_for_provider");
+        }
+        if t.account().is_none() && value(Field::ScopeId).is_none() {
+            codes.push("missing_account");
+        }
+        if !either(Field::UserId, Field::UserRefId) && user_id.is_none() && user_ref_id.is_none() {
+            codes.push("missing_user");
+        }
+    } else if let Some(t) = t {
+        for f in KOMMO_ONLY {
+            if own(f).is_some() {
+                codes.push("field_not_for_provider");
+            }
+        }
+        if value(Field::MessageId).is_none() {
+            codes.push("missing_message_id");
+        }
+        if t.account().is_none() && value(Field::ChannelId).is_none() {
+            codes.push("missing_account");
+        }
+    }
+    if !codes.is_empty() {
+        codes.sort_unstable();
+        return Expected::Invalid(codes);
+    }
+    let sent_emoji = |text: String| match emoji::resolve("emoji", &text) {
+        Ok(resolved) => resolved.into_owned(),
+        Err(_) => text,
+    };
+    let kommo = |f: Field| kommo_users.as_ref().and(value(f));
+    let (mut user_id, mut user_ref_id) = (kommo(Field::UserId), kommo(Field::UserRefId));
+    if let (Some(target_users), None, None) = (&kommo_users, &user_id, &user_ref_id) {
+        (user_id, user_ref_id) = target_users.clone();
+    }
+    Expected::Row(Box::new(Row {
+        number: 7,
+        source: Source {
+            file: "plan.yaml".into(),
+            line: 10,
+        },
+        target: target.unwrap_or(0),
+        action,
+        emoji: value(Field::Emoji).map(sent_emoji),
+        message_id: value(Field::MessageId),
+        msgid: kommo(Field::Msgid),
+        conversation_id: kommo(Field::ConversationId),
+        conversation_ref_id: kommo(Field::ConversationRefId),
+        user_id,
+        user_ref_id,
+        not_before: value(Field::NotBefore).map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .expect("the samples' own and default times are valid")
+                .with_timezone(&Utc)
+        }),
+        previous_emoji: value(Field::PreviousEmoji).map(sent_emoji),
+        key: value(Field::Key),
+        scope_id: kommo(Field::ScopeId),
+        channel_id: kommo_users
+            .is_none()
+            .then(|| value(Field::ChannelId))
+            .flatten(),
+    }))
+}
+
+/// Whether `got` is what the rules say; every problem points at the row or at one of its
+/// values (`lines`: where the row's own values and the defaults are written).
+fn agrees(got: &Checked, want: &Expected, lines: &[u32]) -> bool {
+    match (got, want) {
+        (Checked::Row(got), Expected::Row(want)) => got == &**want,
+        (Checked::Invalid(got), Expected::Invalid(want)) => {
+            let mut codes: Vec<&str> = got.iter().map(|p| p.code).collect();
+            codes.sort_unstable();
+            let placed = got.iter().all(|p| {
+                p.file == "plan.yaml" && p.line.is_some_and(|l| l == 10 || lines.contains(&l))
+            });
+            codes == *want && placed
+        }
+        (Checked::Suppressed(got), Expected::Suppressed(want)) => got.code == *want,
         _ => false,
     }
+}
+
+/// Checks one row built from `sets` against the rules; whether it was a valid row.
+fn check_against_rules(
+    sets: &[(Field, Set)],
+    ctx: &RowContext,
+    own_target: &str,
+    csv: bool,
+) -> bool {
+    let (raw, defaults) = build(sets, own_target, csv);
+    let ctx = RowContext {
+        defaults,
+        targets: ctx.targets.clone(),
+        broken_targets: ctx.broken_targets.clone(),
+        target_index: ctx.target_index.clone(),
+        targets_unread: ctx.targets_unread,
+        emoji_notes: Default::default(),
+    };
+    let lines: Vec<u32> = Field::ALL
+        .iter()
+        .flat_map(|&f| [raw.get(f), ctx.defaults.get(f)])
+        .flatten()
+        .map(|v| v.line)
+        .collect();
+    let want = expect(sets, &ctx, own_target);
+    let got = check_row(&ctx, raw, 7);
+    assert!(
+        agrees(&got, &want, &lines),
+        "{sets:?} (target `{own_target}`, csv {csv}):\n got {got:?}\nwant {want:?}"
+    );
+    matches!(got, Checked::Row(_))
 }
 
 /// The states whose every combination is swept (the full product of [`SETS`] over six fields
@@ -407,7 +364,7 @@ fn same(a: &Checked, b: &Checked) -> bool {
 const CROSSED: [Set; 4] = [Set::Absent, Set::Own, Set::Default, Set::OwnEmptyAndDefault];
 
 /// Checks every combination of `states` over `fields` (the rest as in `fixed`) against the
-/// reference, for each context and own target name; returns how many outcomes were rows.
+/// rules, for each context and own target name; returns how many outcomes were rows.
 fn sweep(
     fields: &[Field],
     states: &[Set],
@@ -425,22 +382,7 @@ fn sweep(
                 c /= states.len();
             }
             for (ctx, own_target) in contexts {
-                let (raw, defaults) = build(&sets, own_target, csv);
-                let ctx = RowContext {
-                    defaults,
-                    targets: ctx.targets.clone(),
-                    broken_targets: ctx.broken_targets.clone(),
-                    target_index: ctx.target_index.clone(),
-                    targets_unread: ctx.targets_unread,
-                    emoji_notes: Default::default(),
-                };
-                let want = reference_check_row(&ctx, raw.clone(), 7);
-                let got = check_row(&ctx, raw, 7);
-                assert!(
-                    same(&got, &want),
-                    "{sets:?} (target `{own_target}`, csv {csv}):\n got {got:?}\nwant {want:?}"
-                );
-                rows += matches!(got, Checked::Row(_)) as usize;
+                rows += check_against_rules(&sets, ctx, own_target, csv) as usize;
             }
         }
     }
@@ -456,7 +398,7 @@ fn three_targets() -> Vec<Target> {
 }
 
 #[test]
-fn pairs_match_the_cloning_version_for_both_providers() {
+fn pairs_follow_the_rules_for_both_providers() {
     // Every own/empty/default/invalid combination of the three identifying pairs, on a Kommo
     // target with a user, one without, an Ogmma target, and a Kommo target whose user is a
     // `ref_id`.
@@ -482,7 +424,7 @@ fn pairs_match_the_cloning_version_for_both_providers() {
 }
 
 #[test]
-fn other_fields_match_the_cloning_version() {
+fn other_fields_follow_the_rules() {
     // Target, action, emoji, not_before, previous_emoji and key, over a plan with one target
     // (a row may omit it), several, and several with a broken one.
     let one = vec![kommo("kommo-user", Some("target-user"), None)];
@@ -548,7 +490,7 @@ fn every_state_of_every_field() {
 }
 
 #[test]
-fn accounts_match_the_cloning_version() {
+fn accounts_follow_the_rules() {
     // `scope_id` and `channel_id` in every state, on targets that name their account and on
     // targets that leave it to their rows.
     let mut targets = three_targets();
@@ -716,4 +658,47 @@ fn own_values_are_moved_and_defaults_cloned() {
             .map(|v| v.text.as_str()),
         Some("def-conversation_id")
     );
+}
+
+/// The targets a random row may name, and whether the plan has a broken one.
+fn any_context() -> impl Strategy<Value = (usize, bool)> {
+    (0..6usize, any::<bool>())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Rows setting every field at once, each in any state (too many combinations to sweep).
+    #[test]
+    fn any_row_follows_the_rules(
+        states in proptest::collection::vec(proptest::sample::select(SETS.to_vec()), Field::ALL.len()),
+        (named, broken) in any_context(),
+        csv in any::<bool>(),
+    ) {
+        let mut targets = three_targets();
+        targets.push(kommo("kommo-ref", None, Some("target-ref")));
+        let mut bare = ogmma("ogmma-accounts");
+        bare.kind = TargetKind::Ogmma { channel_id: None };
+        targets.push(bare);
+        let names = ["kommo-user", "kommo-bare", "ogmma-main", "kommo-ref", "ogmma-accounts", "broken"];
+        let ctx = context(targets, if broken { &["broken"] } else { &[] }, RawRow::default());
+        let sets: Vec<(Field, Set)> = Field::ALL.into_iter().zip(states).collect();
+        check_against_rules(&sets, &ctx, names[named], csv);
+    }
+
+    /// The same on a plan with one target, where a row may leave `target` out.
+    #[test]
+    fn any_row_of_a_one_target_plan_follows_the_rules(
+        states in proptest::collection::vec(proptest::sample::select(SETS.to_vec()), Field::ALL.len()),
+        ogmma_target in any::<bool>(),
+    ) {
+        let (t, name) = if ogmma_target {
+            (ogmma("ogmma-main"), "ogmma-main")
+        } else {
+            (kommo("kommo-user", Some("target-user"), None), "kommo-user")
+        };
+        let ctx = context(vec![t], &[], RawRow::default());
+        let sets: Vec<(Field, Set)> = Field::ALL.into_iter().zip(states).collect();
+        check_against_rules(&sets, &ctx, name, false);
+    }
 }
