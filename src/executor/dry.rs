@@ -17,8 +17,8 @@ use std::thread::JoinHandle;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use crate::outputs::report::Status;
 use crate::plan::{Problem, Row};
-use crate::report::Status;
 
 use super::output::Batch;
 use super::{task, unusable_row, with_settled, RunContext, Transport};

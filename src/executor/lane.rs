@@ -65,9 +65,9 @@ impl Lane {
     }
 
     /// One of its rows finished, with `status`.
-    pub(super) fn count_finished(&self, status: crate::report::Status) {
+    pub(super) fn count_finished(&self, status: crate::outputs::report::Status) {
         self.finished.fetch_add(1, Ordering::Relaxed);
-        if status == crate::report::Status::Failed {
+        if status == crate::outputs::report::Status::Failed {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -39,9 +39,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::outputs::report::{timestamp, with_timestamp, RowView, SourceRef, Status};
 use crate::plan::pace::LaneMap;
 use crate::plan::{settings, EmitFormat, Problem, ProviderKind, Row, Target};
-use crate::report::{timestamp, with_timestamp, RowView, SourceRef, Status};
 use dry::{DryPool, Item};
 
 pub use cancel::Cancel;

@@ -39,9 +39,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::emit::EmitWriter;
-use crate::log::{FailedRow, MAX_FAILED_LINES};
-use crate::report::{render_row, ReportFormat, ReportWriter, RowView, Status};
+use crate::outputs::emit::EmitWriter;
+use crate::outputs::log::{FailedRow, MAX_FAILED_LINES};
+use crate::outputs::report::{render_row, ReportFormat, ReportWriter, RowView, Status};
 
 use super::progress::Counters;
 
@@ -220,7 +220,7 @@ impl Tally {
                     .io_error
                     .get_or_insert(format!("cannot write the {what}: {e}"));
                 if first {
-                    crate::log::error(&format!("reactbatch run: {text}; sending stopped"));
+                    crate::outputs::log::error(&format!("reactbatch run: {text}; sending stopped"));
                 }
                 false
             }
@@ -681,7 +681,7 @@ async fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{read_report, SourceRef};
+    use crate::outputs::report::{read_report, SourceRef};
     use futures::FutureExt;
 
     fn view(row: u64, status: Status, message: &str) -> RowView<'_> {

@@ -1,7 +1,7 @@
 //! Live progress on stderr: an indicatif bar on a terminal; elsewhere (cron, CI), or with
-//! `--log-format json`, a timestamped status line (or JSON event, see [`crate::log`]) every
+//! `--log-format json`, a timestamped status line (or JSON event, see [`crate::outputs::log`]) every
 //! 10 seconds. `--no-progress` and `--quiet` turn both off. Both show an ETA from the lanes'
-//! pace model ([`crate::audit::PaceModel`], the dry run's estimate): each lane's rows left at
+//! pace model ([`crate::outputs::audit::PaceModel`], the dry run's estimate): each lane's rows left at
 //! the pace it actually goes (its limiter's pace after any 429, or what it achieves when that
 //! is slower), the slowest lane or host ceiling deciding ([`time_left`]) — not the run's
 //! average rate so far, which a lane that finished early or one held back by 429s would skew.
@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::audit::PaceModel;
-use crate::report::Status;
+use crate::outputs::audit::PaceModel;
+use crate::outputs::report::Status;
 
 use super::{RunContext, Transport};
 
@@ -34,7 +34,7 @@ impl ProgressMode {
         if off {
             ProgressMode::Off
         } else if std::io::stderr().is_terminal()
-            && crate::log::format() == crate::log::LogFormat::Text
+            && crate::outputs::log::format() == crate::outputs::log::LogFormat::Text
         {
             ProgressMode::Bar
         } else {
@@ -101,7 +101,7 @@ impl Progress {
                             "ok {}  failed {}  ETA {}",
                             counters.get(Status::Ok),
                             counters.get(Status::Failed),
-                            crate::audit::human_ms(eta.as_millis() as u64)
+                            crate::outputs::audit::human_ms(eta.as_millis() as u64)
                         ));
                     }
                 });
@@ -123,7 +123,7 @@ impl Progress {
                         let elapsed = start.elapsed();
                         let rate =
                             (done - copied.min(done)) as f64 / elapsed.as_secs_f64().max(1e-3);
-                        crate::log::progress(crate::log::ProgressCounts {
+                        crate::outputs::log::progress(crate::outputs::log::ProgressCounts {
                             done,
                             total,
                             ok: counters.get(Status::Ok),

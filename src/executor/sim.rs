@@ -52,11 +52,11 @@ use super::{
     execute, progress, Admission, AttemptOutcome, Cancel, ExecConfig, Lane, OutputThread,
     RowSource, RunContext, TargetRuntime, Transport,
 };
+use crate::outputs::report::{read_report, ReportWriter, RowResult};
 use crate::plan::pace::LaneMap;
 use crate::plan::spool::{LaneRows, Spool};
 use crate::plan::{Problem, ProviderKind, Rate, Row, Source, Target, TargetKind};
 use crate::provider::SignedRequest;
-use crate::report::{read_report, ReportWriter, RowResult};
 use crate::sandbox::{Fault, FaultPlan, ProviderLimiter};
 use crate::secret::{Secret, SecretRef};
 
@@ -350,7 +350,7 @@ pub struct SimRun {
 
 impl SimRun {
     /// Rows reported with `status`.
-    pub fn count(&self, status: crate::report::Status) -> usize {
+    pub fn count(&self, status: crate::outputs::report::Status) -> usize {
         self.results.iter().filter(|r| r.status == status).count()
     }
 }
@@ -804,7 +804,7 @@ async fn run_set_up(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Status;
+    use crate::outputs::report::Status;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

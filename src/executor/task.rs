@@ -20,10 +20,10 @@ use rand::SeedableRng;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::emit::{EmitRecord, EmitWriter};
+use crate::outputs::emit::{EmitRecord, EmitWriter};
+use crate::outputs::report::{with_timestamp, RowView, Status};
 use crate::plan::{EmitFormat, Row};
 use crate::provider::{PreparedRequest, SignedRequest};
-use crate::report::{with_timestamp, RowView, Status};
 
 use super::output::Batch;
 use super::retry::{backoff, classify, AttemptOutcome, Verdict};

@@ -573,11 +573,12 @@ async fn eta_after(
     at: Duration,
 ) -> (u64, Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let writer = crate::report::ReportWriter::create(&dir.path().join("r.csv")).expect("report");
+    let writer =
+        crate::outputs::report::ReportWriter::create(&dir.path().join("r.csv")).expect("report");
     let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
         .expect("writer thread");
-    let model = crate::audit::PaceModel {
-        lanes: vec![crate::audit::LanePace {
+    let model = crate::outputs::audit::PaceModel {
+        lanes: vec![crate::outputs::audit::LanePace {
             rows: rows.len() as u64,
             rate,
             host: None,

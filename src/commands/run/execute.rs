@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::emit::EmitWriter;
 use crate::executor::progress::{Counters, Progress, ProgressMode};
 use crate::executor::transport::Trust;
 use crate::executor::{
@@ -14,9 +13,10 @@ use crate::executor::{
 };
 use crate::exit::Exit;
 use crate::identity::Identities;
+use crate::outputs::emit::EmitWriter;
+use crate::outputs::report::{ReportWriter, Status};
 use crate::plan::spool::SpoolRows;
 use crate::plan::{Plan, ProviderKind, Shard, Target};
-use crate::report::{ReportWriter, Status};
 use crate::resume::DoneSet;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::secret::Secret;
@@ -40,7 +40,7 @@ pub struct Executed {
     /// The signal that stopped the run, if one did.
     pub stopped_by: Option<Stop>,
     /// The outline's replacing counts, settled by the run's read of the rows.
-    pub replacing: crate::audit::Replacing,
+    pub replacing: crate::outputs::audit::Replacing,
     /// Per pace group: rows the outline counted that an earlier report shows done (not sent).
     pub not_sent: Vec<u64>,
 }
@@ -54,7 +54,7 @@ pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Exec
         Ok(s) => s,
         Err(problems) => {
             print_problems(&problems);
-            crate::log::error(
+            crate::outputs::log::error(
                 "reactbatch run: cannot read the targets' credentials; nothing was sent",
             );
             return Err(Exit::Invalid);
@@ -85,12 +85,12 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
     let sandbox = match Sandbox::start(sandbox_config).await {
         Ok(s) => s,
         Err(e) => {
-            crate::log::error(&format!("reactbatch run: cannot start the sandbox: {e}"));
+            crate::outputs::log::error(&format!("reactbatch run: cannot start the sandbox: {e}"));
             return Err(Exit::Invalid);
         }
     };
     if !config.quiet {
-        crate::log::info(&format!(
+        crate::outputs::log::info(&format!(
             "reactbatch: sandbox listening on {} (in-process); every target points at it with its credentials",
             sandbox.base_url()
         ));
@@ -113,14 +113,16 @@ async fn execute_on_sandbox(plan: &Plan, config: &RunConfig, work: Work) -> Resu
         match Trust::from_pem(pem.as_bytes()) {
             Ok(own) => trust.extra_roots.extend(own.extra_roots),
             Err(e) => {
-                crate::log::error(&format!("reactbatch run: the sandbox's certificate: {e}"));
+                crate::outputs::log::error(&format!(
+                    "reactbatch run: the sandbox's certificate: {e}"
+                ));
                 return Err(Exit::Invalid);
             }
         }
     }
     let executed = run_with_targets(plan, config, &trust, targets, secrets, work).await;
     if !config.quiet {
-        crate::log::info(&format!(
+        crate::outputs::log::info(&format!(
             "reactbatch: sandbox now holds {} reaction(s); stopping it",
             sandbox.reactions().len()
         ));
@@ -148,7 +150,7 @@ async fn run_with_targets(
     } = work;
     let started = tokio::time::Instant::now();
     let fail = |e: String| {
-        crate::log::error(&format!("reactbatch run: {e}"));
+        crate::outputs::log::error(&format!("reactbatch run: {e}"));
         Exit::Invalid
     };
     let spooled = spool;
@@ -309,7 +311,9 @@ async fn run_with_targets(
         Some(lanes) => tokio::spawn(executor::execute(Arc::clone(&ctx), lanes, key_of, admit)),
     };
     if dispatcher.await.is_err() {
-        crate::log::error("reactbatch run: internal error: the dispatcher stopped unexpectedly");
+        crate::outputs::log::error(
+            "reactbatch run: internal error: the dispatcher stopped unexpectedly",
+        );
     }
 
     signals.abort();
@@ -318,7 +322,7 @@ async fn run_with_targets(
     progress.finish().await;
     let elapsed = started.elapsed();
     let Ok(ctx) = Arc::try_unwrap(ctx) else {
-        crate::log::error("reactbatch run: internal error: row tasks outlived the run");
+        crate::outputs::log::error("reactbatch run: internal error: row tasks outlived the run");
         return Err(Exit::RowsFailed);
     };
     let RunContext {
@@ -331,7 +335,7 @@ async fn run_with_targets(
     let tally = writer.join().await;
     if !kept.is_empty() && tally.io_error.is_none() {
         if let Err(e) = move_to_end(&config.report, &kept) {
-            crate::log::error(&format!(
+            crate::outputs::log::error(&format!(
                 "reactbatch run: the earlier rows kept as not_in_plan stay before this run's \
                  rows in {}: {e}",
                 config.report.display()
@@ -341,7 +345,9 @@ async fn run_with_targets(
     let mut replacing = match Arc::try_unwrap(replacing) {
         Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
         Err(_) => {
-            crate::log::error("reactbatch run: internal error: the row reader outlived the run");
+            crate::outputs::log::error(
+                "reactbatch run: internal error: the row reader outlived the run",
+            );
             return Err(Exit::RowsFailed);
         }
     };
@@ -430,7 +436,7 @@ fn create_report(
     let end = synced_len(&mut w)?;
     if !kept.is_empty() {
         // Said before anything is sent (a dry run says it too).
-        crate::log::warn(&kept.describe(&done.report, plan, rows()?));
+        crate::outputs::log::warn(&kept.describe(&done.report, plan, rows()?));
     }
     std::fs::rename(&tmp, path)
         .map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), path.display()))?;

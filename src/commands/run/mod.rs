@@ -21,9 +21,9 @@ use crate::exit::Exit;
 pub use config::{default_report_path, RunConfig};
 
 pub fn run(args: RunArgs) -> Exit {
-    crate::log::init(args.log_format);
+    crate::outputs::log::init(args.log_format);
     // `-q` from the command line already quiets loading; the plan's `settings:` may add it.
-    crate::log::set_quiet(args.quiet);
+    crate::outputs::log::set_quiet(args.quiet);
     let pre = match preflight::preflight(&args) {
         Ok(p) => p,
         Err(exit) => return exit,
@@ -35,7 +35,7 @@ pub fn run(args: RunArgs) -> Exit {
     {
         Ok(rt) => rt,
         Err(e) => {
-            crate::log::error(&format!(
+            crate::outputs::log::error(&format!(
                 "reactbatch run: cannot start the async runtime: {e}"
             ));
             return Exit::Invalid;

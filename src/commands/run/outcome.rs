@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use crate::audit::Audit;
 use crate::digest::Digests;
 use crate::exit::{Exit, RunOutcome};
+use crate::outputs::audit::Audit;
+use crate::outputs::report::Status;
+use crate::outputs::summary::{HostSummary, LaneSummary, LatencySummary, Summary, TargetSummary};
 use crate::plan::Plan;
-use crate::report::Status;
-use crate::summary::{HostSummary, LaneSummary, LatencySummary, Summary, TargetSummary};
 
 use super::config::RunConfig;
 use super::execute::Executed;
@@ -172,7 +172,7 @@ pub fn outcome(
     if let Some(err) = &tally.io_error {
         // The resume reads the report as it is: the rows it holds are done.
         let report = config.report.display();
-        crate::log::error(&format!(
+        crate::outputs::log::error(&format!(
             "reactbatch run: {err}; sending stopped: {} row(s) sent and recorded, {} sent and not \
              recorded{}; once the report can be written, go on with: reactbatch run {} --report \
              {report} --resume {report} (it sends the rows not recorded again)",
@@ -187,11 +187,14 @@ pub fn outcome(
         ));
     }
     if config.dry_run {
-        let hosts = crate::executor::host::host_lines(&loads, crate::audit::LISTED_TARGETS);
-        crate::log::info(crate::audit::render(&audit, &plan.targets, &hosts).trim_end());
+        let hosts =
+            crate::executor::host::host_lines(&loads, crate::outputs::audit::LISTED_TARGETS);
+        crate::outputs::log::info(
+            crate::outputs::audit::render(&audit, &plan.targets, &hosts).trim_end(),
+        );
     }
     for why in &unreachable {
-        crate::log::error(&format!("reactbatch run: {why}"));
+        crate::outputs::log::error(&format!("reactbatch run: {why}"));
     }
     let report = config.report.display().to_string();
     // Cancelled rows are not named one by one: the report has them, and after a signal they
@@ -206,22 +209,22 @@ pub fn outcome(
         .get(Status::Failed)
         .saturating_sub(failed.len() as u64);
     if let Some(stop) = stopped_by {
-        crate::log::error(&interrupted_line(stop, &summary, config));
+        crate::outputs::log::error(&interrupted_line(stop, &summary, config));
         if !config.quiet {
-            crate::log::failed_rows(&failed, failed_more, &report, &stopped);
+            crate::outputs::log::failed_rows(&failed, failed_more, &report, &stopped);
         }
     } else {
-        crate::log::failed_rows(&failed, failed_more, &report, &stopped);
+        crate::outputs::log::failed_rows(&failed, failed_more, &report, &stopped);
     }
     if !config.quiet {
-        crate::log::summary(&summary);
+        crate::outputs::log::summary(&summary);
     } else if exit != Exit::Success {
-        crate::log::summary_headline(&summary);
+        crate::outputs::log::summary_headline(&summary);
     }
     if let Some(path) = &config.summary_json {
         let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
         if let Err(e) = write_synced(path, &json) {
-            crate::log::error(&format!(
+            crate::outputs::log::error(&format!(
                 "reactbatch run: cannot write summary {}: {e}",
                 path.display()
             ));

@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use crate::audit::{Audit, Replacing};
 use crate::digest::{Digests, Expected};
+use crate::outputs::audit::{Audit, Replacing};
 
 use crate::cli::RunArgs;
 use crate::exit::Exit;
@@ -46,7 +46,7 @@ pub struct Work {
     pub done: Option<DoneSet>,
     /// The lanes' rows and paces behind the plan's estimate ([`Audit::model`]), for the
     /// progress ETA.
-    pub pace: crate::audit::PaceModel,
+    pub pace: crate::outputs::audit::PaceModel,
     /// The second pass of the outline's replacing counts, to be given every row again.
     pub replacing: Replacing,
     /// The lanes, one per pace group and per account the rows name, and each row's lane.
@@ -54,7 +54,7 @@ pub struct Work {
 }
 
 pub(super) fn print_problems(problems: &[Problem]) {
-    crate::log::problems(problems);
+    crate::outputs::log::problems(problems);
 }
 
 /// Warnings found before sending, printed once the run is sure to start.
@@ -73,7 +73,7 @@ impl Warnings {
     /// After a refusal: how many warnings were held back, and where to see them.
     fn untold(self, plan: &Path) {
         if !self.0.is_empty() {
-            crate::log::info(&format!(
+            crate::outputs::log::info(&format!(
                 "reactbatch run: {} warning(s) not shown; `reactbatch check {}` lists them",
                 self.0.len(),
                 plan.display()
@@ -85,7 +85,7 @@ impl Warnings {
 /// Whether `path` is a report with rows that went (or were to go) on the wire: anything but
 /// `planned`. Unreadable or foreign files count as not holding results.
 fn holds_live_results(path: &Path) -> bool {
-    crate::report::holds_live_rows(path)
+    crate::outputs::report::holds_live_rows(path)
 }
 
 /// [`holds_live_results`] of a report, read on a thread of its own while the plan is
@@ -166,7 +166,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         Ok(plan) => plan,
         Err(problems) => {
             print_problems(&problems);
-            crate::log::error(&format!(
+            crate::outputs::log::error(&format!(
                 "reactbatch run: {} is invalid; nothing was sent",
                 args.plan.display()
             ));
@@ -175,11 +175,11 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     };
     let mut config = match RunConfig::resolve(args, &plan) {
         Ok(o) => {
-            crate::log::set_quiet(o.quiet);
+            crate::outputs::log::set_quiet(o.quiet);
             o
         }
         Err(message) => {
-            crate::log::error(&format!("reactbatch run: {message}"));
+            crate::outputs::log::error(&format!("reactbatch run: {message}"));
             return Err(Exit::Invalid);
         }
     };
@@ -191,7 +191,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         let insecure = plan.insecure_http();
         if !insecure.is_empty() && !args.allow_insecure_http {
             print_problems(&insecure);
-            crate::log::error(
+            crate::outputs::log::error(
                 "reactbatch run: refusing plain http:// to a non-loopback host; nothing was sent",
             );
             return Err(Exit::Invalid);
@@ -214,7 +214,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     let spool = match Spool::create() {
         Ok(s) => s,
         Err(e) => {
-            crate::log::error(&format!(
+            crate::outputs::log::error(&format!(
                 "reactbatch run: cannot create a spool file in the temp directory: {e}"
             ));
             return Err(Exit::Invalid);
@@ -239,7 +239,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         Threads::available(),
     );
     if let Some(e) = spool_error {
-        crate::log::error(&format!(
+        crate::outputs::log::error(&format!(
             "reactbatch run: cannot write the spool file in the temp directory: {e}; nothing was sent"
         ));
         return Err(Exit::Invalid);
@@ -251,7 +251,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     }
     if !validation.errors.is_empty() {
         print_problems(&validation.errors);
-        crate::log::error(&format!(
+        crate::outputs::log::error(&format!(
             "reactbatch run: {} has {} error(s); nothing was sent",
             plan.path.display(),
             error_count
@@ -263,7 +263,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         Some(path) => match RunLock::acquire(path) {
             Ok(lock) => Some(lock),
             Err(LockError::Held(holder)) => {
-                crate::log::error(&format!(
+                crate::outputs::log::error(&format!(
                     "reactbatch run: lock {} is held by another run ({holder}); not starting",
                     path.display()
                 ));
@@ -271,7 +271,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
                 return Err(Exit::Locked);
             }
             Err(LockError::Io(e)) => {
-                crate::log::error(&format!(
+                crate::outputs::log::error(&format!(
                     "reactbatch run: cannot open lock file {}: {e}",
                     path.display()
                 ));
@@ -291,7 +291,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     let spool = match spool.into_rows() {
         Ok(rows) => rows,
         Err(e) => {
-            crate::log::error(&format!(
+            crate::outputs::log::error(&format!(
                 "reactbatch run: cannot read the spool file back: {e}; nothing was sent"
             ));
             warnings.untold(&plan.path);
@@ -315,16 +315,17 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     if config.emit.is_some() && config.emit_format == EmitFormat::Curl {
         // A lane's requests: the rows routed to it, at most what its targets send (deferred
         // rows are not in the script).
-        let sleeps = crate::emit::curl_sleeps(lanes.lanes.iter().zip(&lanes.rows).zip(&rates).map(
-            |((g, &routed), r)| {
-                let sent: u64 = g
-                    .members
-                    .iter()
-                    .map(|&m| audit.targets[m].reacts + audit.targets[m].unreacts)
-                    .sum();
-                (routed.min(sent), r.interval())
-            },
-        ));
+        let sleeps =
+            crate::outputs::emit::curl_sleeps(lanes.lanes.iter().zip(&lanes.rows).zip(&rates).map(
+                |((g, &routed), r)| {
+                    let sent: u64 = g
+                        .members
+                        .iter()
+                        .map(|&m| audit.targets[m].reacts + audit.targets[m].unreacts)
+                        .sum();
+                    (routed.min(sent), r.interval())
+                },
+            ));
         let sends = |g: &&crate::plan::pace::PaceGroup| {
             g.members
                 .iter()
@@ -346,8 +347,8 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
                 .min_by(|a, b| a.per_second().total_cmp(&b.per_second()))
         });
         let rate = full_rate.map_or_else(|| "unlimited".to_string(), |r| r.to_string());
-        if let Err(why) = crate::emit::check_curl_span(sleeps, has_kommo, &rate) {
-            crate::log::error(&format!("reactbatch run: --emit: {why}; nothing was sent"));
+        if let Err(why) = crate::outputs::emit::check_curl_span(sleeps, has_kommo, &rate) {
+            crate::outputs::log::error(&format!("reactbatch run: --emit: {why}; nothing was sent"));
             warnings.untold(&plan.path);
             return Err(Exit::Invalid);
         }
@@ -356,14 +357,14 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     if let Some(value) = &config.expect_digest {
         let checked = Expected::parse(value).and_then(|expected| expected.check(&digest));
         if let Err(why) = checked {
-            crate::log::error(&format!("reactbatch run: {why}; nothing was sent"));
+            crate::outputs::log::error(&format!("reactbatch run: {why}; nothing was sent"));
             warnings.untold(&plan.path);
             return Err(Exit::Invalid);
         }
     }
     for (path, what) in outputs(&config) {
         if let Err(e) = try_output(path) {
-            crate::log::error(&format!(
+            crate::outputs::log::error(&format!(
                 "reactbatch run: cannot write {what} {}: {e}; nothing was sent",
                 path.display()
             ));
@@ -374,7 +375,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     let holds_live = live_check.finish();
     if !config.dry_run && holds_live {
         let shown = config.report.display();
-        crate::log::error(&format!(
+        crate::outputs::log::error(&format!(
             "reactbatch run: {shown} holds the results of a live run, which this run would \
              overwrite; nothing was sent. To go on from it (skipping rows it shows done), add \
              --resume {shown}; to replace it, add --overwrite"
@@ -383,7 +384,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         return Err(Exit::Invalid);
     }
     if config.dry_run && holds_live {
-        crate::log::error(&format!(
+        crate::outputs::log::error(&format!(
             "reactbatch run: {} holds the results of a live run, which a dry run would overwrite \
              (and a later --resume needs them); give the dry run its own --report FILE",
             config.report.display()
@@ -394,7 +395,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
     let done = match &config.resume {
         None => None,
         Some(path) if !path.exists() && *path == config.report => {
-            crate::log::info(&format!(
+            crate::outputs::log::info(&format!(
                 "reactbatch run: no earlier report at {}; starting from the first row",
                 path.display()
             ));
@@ -403,7 +404,7 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         Some(path) => match DoneSet::load_for_resume(path, &plan, config.retry_failed) {
             Ok(set) => Some(set),
             Err(e) => {
-                crate::log::error(&format!("reactbatch run: --resume: {e}"));
+                crate::outputs::log::error(&format!("reactbatch run: --resume: {e}"));
                 warnings.untold(&plan.path);
                 return Err(Exit::Invalid);
             }
@@ -437,7 +438,7 @@ fn fit_open_files(config: &mut RunConfig) {
     };
     let fitted = crate::fdlimit::fit_concurrency(config.concurrency, soft, config.sandbox);
     if fitted < config.concurrency {
-        crate::log::warn(&format!(
+        crate::outputs::log::warn(&format!(
             "reactbatch run: concurrency {} lowered to {fitted} to fit the open-file limit of \
              {soft} (ulimit -n; its hard limit is the most it can be raised to)",
             config.concurrency

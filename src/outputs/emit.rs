@@ -7,10 +7,9 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::executor::transport::USER_AGENT;
 use crate::json;
 use crate::plan::EmitFormat;
-use crate::provider::{header_text, SignedRequest};
+use crate::provider::{header_text, SignedRequest, USER_AGENT};
 use crate::secret::SecretRef;
 
 /// How long Kommo accepts a signed request after the `Date` it carries: a curl script must
@@ -57,7 +56,7 @@ pub fn check_curl_span(sleeps: Duration, has_kommo: bool, rate: &str) -> Result<
          is written: --shard 1/{parts} --rate {rate} … --shard {parts}/{parts} --rate {rate} (--rate \
          keeps each shard at the full pace, as they run one after another); or emit a smaller \
          plan, or JSON Lines (--emit-format jsonl)",
-        crate::audit::human_ms(sleeps.as_millis() as u64)
+        crate::outputs::audit::human_ms(sleeps.as_millis() as u64)
     ))
 }
 

@@ -390,8 +390,8 @@ impl Finished {
                     unreacts: t.unreacts,
                     replacing: t.replacing,
                     deferred: t.deferred,
-                    deferred_from: t.deferred_from.map(crate::report::timestamp),
-                    deferred_until: t.deferred_until.map(crate::report::timestamp),
+                    deferred_from: t.deferred_from.map(crate::outputs::report::timestamp),
+                    deferred_until: t.deferred_until.map(crate::outputs::report::timestamp),
                     top_emoji: emoji
                         .into_iter()
                         .take(TOP_EMOJI)
