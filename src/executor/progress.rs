@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::outputs::audit::PaceModel;
 use crate::outputs::report::Status;
 
-use super::{RunContext, Transport};
+use super::lane::Lane;
 
 /// The ETA, read at each tick: `None` once the run it reads is gone.
 pub type TimeLeft = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
@@ -158,13 +158,12 @@ impl Progress {
     }
 }
 
-/// The ETA of a run going on: `model`'s rows (index-aligned with `ctx.lanes`) less those each
-/// lane finished, each lane at the pace it goes now — its limiter's (lowered by 429s), or
+/// The ETA of a run going on: `model`'s rows (index-aligned with the run's `lanes`) less those
+/// each lane finished, each lane at the pace it goes now — its limiter's (lowered by 429s), or
 /// what it achieves when that is slower (latency, concurrency, its host's ceiling).
-pub fn time_left<T: Transport>(ctx: &RunContext<T>, model: &PaceModel) -> Duration {
-    let finished: Vec<u64> = ctx.lanes.iter().map(|l| l.finished()).collect();
-    let pace: Vec<Option<f64>> = ctx
-        .lanes
+pub fn time_left(lanes: &[Lane], model: &PaceModel) -> Duration {
+    let finished: Vec<u64> = lanes.iter().map(|l| l.finished()).collect();
+    let pace: Vec<Option<f64>> = lanes
         .iter()
         .map(|l| match (l.limiter.current_rate(), l.achieved_rate()) {
             (Some(limit), Some(seen)) => Some(limit.min(seen)),

@@ -46,12 +46,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::cancel::Cancel;
+use super::config::ExecConfig;
+use super::context::RunContext;
+use super::dispatch::{execute, Admission, RowSource};
+use super::lane::Lane;
+use super::output::OutputThread;
+use super::progress;
 use super::rate::PaceStats;
-use super::transport::answered;
-use super::{
-    execute, progress, Admission, AttemptOutcome, Cancel, ExecConfig, Lane, OutputThread,
-    RowSource, RunContext, TargetRuntime, Transport,
-};
+use super::retry::AttemptOutcome;
+use super::target::TargetRuntime;
+use super::transport::{answered, Transport};
 use crate::outputs::report::{read_report, ReportWriter, RowResult};
 use crate::plan::pace::LaneMap;
 use crate::plan::spool::{LaneRows, Spool};

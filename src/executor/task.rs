@@ -15,19 +15,21 @@
 
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::outputs::emit::{EmitRecord, EmitWriter};
-use crate::outputs::report::{with_timestamp, RowView, Status};
+use crate::outputs::report::{with_row_view, RowView, Status};
 use crate::plan::{EmitFormat, Row};
-use crate::provider::{PreparedRequest, SignedRequest};
+use crate::provider::SignedRequest;
 
+use super::context::RunContext;
+use super::job::{Job, RowOutcome};
+use super::lane::Done;
+use super::message::MessageId;
 use super::output::Batch;
 use super::retry::{backoff, classify, AttemptOutcome, Verdict};
-use super::{settled_view, with_settled, MessageId, RunContext, Transport};
+use super::transport::Transport;
 
 /// Dry run: build and sign with the run's clock, record the request, report `planned`;
 /// both rendered into `batch`.
@@ -39,13 +41,11 @@ pub(super) fn plan_row<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str, 
     if let Some(format) = ctx.config.emit_format {
         render_emit(ctx, format, row, 1, &signed, &mut batch.emit);
     }
-    with_settled(
-        &ctx.targets,
+    with_row_view(
+        &target.spec,
         row,
         key,
-        Status::Planned,
-        "",
-        "dry run: not sent",
+        (Status::Planned, "", "dry run: not sent"),
         now,
         |v| ctx.out.push(batch, v),
     );
@@ -82,118 +82,50 @@ async fn emit<T: Transport>(ctx: &RunContext<T>, row: &Row, attempt: u32, signed
     }
 }
 
-/// How a row ended, as data: the writer renders it, the tally counts it.
-#[derive(Debug, Clone)]
-pub struct RowOutcome {
-    pub status: Status,
-    pub http_status: Option<u16>,
-    pub code: String,
-    pub message: String,
-    pub attempts: u32,
-    /// From the first attempt to the end, 0 when nothing was sent.
-    pub duration: Duration,
-    /// The last attempt's latency, when one was answered.
-    pub latency: Option<Duration>,
-}
-
-/// A row on its way through its lane, with its state between attempts.
-pub(super) struct Job {
-    pub(super) row: Row,
-    key: String,
-    /// Built at the first attempt, so rows waiting in a lane hold only the row.
-    prepared: Option<PreparedRequest>,
-    attempts: u32,
-    /// Retries used (429s within the budget use none).
-    retries: u32,
-    started: Option<Instant>,
-    /// When the current run of 429 answers began.
-    limited_since: Option<Instant>,
-    latency: Option<Duration>,
-    rng: SmallRng,
-}
-
-impl Job {
-    pub(super) fn new(row: Row, key: String) -> Job {
-        let rng = SmallRng::seed_from_u64(row.number ^ 0x9e37_79b9_7f4a_7c15);
-        Job {
-            row,
-            key,
-            prepared: None,
-            attempts: 0,
-            retries: 0,
-            started: None,
-            limited_since: None,
-            latency: None,
-            rng,
-        }
-    }
-
-    pub(super) fn message_id(&self) -> MessageId {
-        super::message_id(&self.row)
-    }
-
-    fn outcome(
-        &self,
-        status: Status,
-        http_status: Option<u16>,
-        code: &str,
-        message: String,
-    ) -> RowOutcome {
-        RowOutcome {
-            status,
-            http_status,
-            code: code.to_string(),
-            message,
-            attempts: self.attempts,
-            duration: self.started.map_or(Duration::ZERO, |s| s.elapsed()),
-            latency: self.latency,
-        }
-    }
-}
-
 /// Hands a finished row to the writer (rendered with the same view builder as every other
 /// row), waiting only when the writer has fallen a whole inbox behind. A row that was sent
 /// hands its record permit (`permit`) on with it: the writer frees the permit once the
 /// report holds the row, so rows sent and not recorded never outnumber `concurrency`.
+/// `lane` is the row's lane, which its sender knows.
 async fn finish<T: Transport>(
     ctx: &RunContext<T>,
+    lane: usize,
     job: &Job,
     outcome: RowOutcome,
     permit: Option<OwnedSemaphorePermit>,
 ) -> MessageId {
-    ctx.lanes[ctx.lane_of(&job.row)].count_finished(outcome.status);
-    let full = with_timestamp(chrono::Utc::now(), |finished_at| {
-        let settled = settled_view(
-            &ctx.targets,
-            &job.row,
-            &job.key,
-            outcome.status,
-            &outcome.code,
-            &outcome.message,
-            finished_at,
-        );
-        ctx.out.finished(
-            &RowView {
-                http_status: outcome.http_status,
-                attempts: outcome.attempts,
-                duration_ms: outcome.duration.as_millis() as u64,
-                ..settled
-            },
-            outcome.latency,
-            permit,
-        )
-    });
+    ctx.lanes[lane].count_finished(outcome.status);
+    let full = with_row_view(
+        &ctx.targets[job.row.target].spec,
+        &job.row,
+        &job.key,
+        (outcome.status, &outcome.code, &outcome.message),
+        ctx.config.wire_clock.now(),
+        |settled| {
+            ctx.out.finished(
+                &RowView {
+                    http_status: outcome.http_status,
+                    attempts: outcome.attempts,
+                    duration_ms: outcome.duration.as_millis() as u64,
+                    ..*settled
+                },
+                outcome.latency,
+                permit,
+            )
+        },
+    );
     if full {
         ctx.out.room().await;
     }
     job.message_id()
 }
 
-/// A row its lane will not send: its target was stopped, or the run was interrupted.
+/// A row its lane (`lane`) will not send: its target was stopped, or the run was interrupted.
 pub(super) async fn finish_unsent<T: Transport>(
     ctx: &RunContext<T>,
+    lane: usize,
     job: Job,
-    done: &super::lane::Done,
+    done: &Done,
 ) {
     let target = &ctx.targets[job.row.target];
     let outcome = match target.stopped() {
@@ -214,7 +146,7 @@ pub(super) async fn finish_unsent<T: Transport>(
             },
         ),
     };
-    let id = finish(ctx, &job, outcome, None).await;
+    let id = finish(ctx, lane, &job, outcome, None).await;
     done.push(id, true);
 }
 
@@ -233,14 +165,14 @@ pub(super) enum Attempted {
 pub(super) async fn attempt<T: Transport>(
     ctx: &RunContext<T>,
     session: &mut T::Session,
-    lane: usize,
+    lane_index: usize,
     job: &mut Job,
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     hard: std::pin::Pin<&mut (dyn std::future::Future<Output = ()> + Send)>,
 ) -> Attempted {
     let (slot, permit) = permits;
     let target = &ctx.targets[job.row.target];
-    let lane = &ctx.lanes[lane];
+    let lane = &ctx.lanes[lane_index];
     job.attempts += 1;
     let sent_at = Instant::now();
     job.started.get_or_insert(sent_at);
@@ -252,7 +184,7 @@ pub(super) async fn attempt<T: Transport>(
         .prepared
         .get_or_insert_with(|| target.endpoint.prepare(&job.row));
     // Signed at send time, on every attempt: a retry with an old Date would be rejected.
-    let signed = target.signer.sign(prepared, chrono::Utc::now());
+    let signed = target.signer.sign(prepared, ctx.config.wire_clock.now());
     emit(ctx, &job.row, job.attempts, &signed).await;
     let outcome = tokio::select! {
         outcome = ctx.transport.send(session, signed, ctx.config.timeout) => Some(outcome),
@@ -265,7 +197,7 @@ pub(super) async fn attempt<T: Transport>(
             "cancelled",
             "interrupted while the request was in flight; it may have been applied".into(),
         );
-        return Attempted::Finished(finish(ctx, job, o, Some(permit)).await);
+        return Attempted::Finished(finish(ctx, lane_index, job, o, Some(permit)).await);
     };
     job.latency = Some(sent_at.elapsed());
     drop(slot);
@@ -322,14 +254,14 @@ pub(super) async fn attempt<T: Transport>(
         Verdict::Success => {
             target.record_auth(false, 0, "");
             let o = job.outcome(Status::Ok, http_status, &code, message);
-            Attempted::Finished(finish(ctx, job, o, Some(permit)).await)
+            Attempted::Finished(finish(ctx, lane_index, job, o, Some(permit)).await)
         }
         Verdict::Fail { auth } => {
             if auth {
                 target.record_auth(true, http_status.unwrap_or(0), &code);
             }
             let o = job.outcome(Status::Failed, http_status, &code, message);
-            Attempted::Finished(finish(ctx, job, o, Some(permit)).await)
+            Attempted::Finished(finish(ctx, lane_index, job, o, Some(permit)).await)
         }
         Verdict::Retry { retry_after } => {
             let limited = http_status == Some(429);
@@ -366,7 +298,9 @@ pub(super) async fn attempt<T: Transport>(
                         &code,
                         why.trim_start().to_string(),
                     );
-                    return Attempted::Finished(finish(ctx, job, o, Some(permit)).await);
+                    return Attempted::Finished(
+                        finish(ctx, lane_index, job, o, Some(permit)).await,
+                    );
                 }
                 if let (false, Some(ra)) = (limited, retry_after) {
                     lane.limiter.pause_until(Instant::now() + ra);

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::sim::{self, per_sec, Arrival, Provider, SimRun};
 use super::*;
-use crate::plan::{Rate, TargetKind};
+use crate::outputs::report::Status;
+use crate::plan::pace::LaneMap;
+use crate::plan::{Problem, Rate, Row, Target, TargetKind};
 
 mod pace;
 
@@ -604,7 +606,10 @@ async fn eta_after(
         |_: &Row, _: &str| Admission::Run,
     ));
     tokio::time::sleep(at).await;
-    let seen = (ctx.lanes[0].finished(), progress::time_left(&ctx, &model));
+    let seen = (
+        ctx.lanes[0].finished(),
+        progress::time_left(&ctx.lanes, &model),
+    );
     run.await.expect("run");
     drop(ctx);
     thread.join().await;

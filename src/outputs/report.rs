@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::plan::Source;
+use crate::plan::{Problem, ProviderKind, Row, Source, Target};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -177,6 +177,7 @@ impl fmt::Display for SourceRef<'_> {
 /// A report row borrowed from wherever its parts live, so the executor can render a row
 /// without building a [`RowResult`] of owned strings. Serialises to exactly the bytes a
 /// [`RowResult`] with the same values does (CSV and JSON Lines).
+#[derive(Clone, Copy)]
 pub struct RowView<'a> {
     pub row: u64,
     /// `file:line`, written straight into the output.
@@ -220,6 +221,104 @@ impl RowResult {
             channel_id: &self.channel_id,
         }
     }
+}
+
+/// The report row of `row` on `target`, as settled with nothing sent: the fields a row and
+/// its target decide, with no attempts. Callers that sent something (or, for `--resume`, that
+/// copy an earlier outcome) override the rest. Every report row of a plan row is built here.
+pub fn row_view<'a>(
+    target: &'a Target,
+    row: &'a Row,
+    key: &'a str,
+    status: Status,
+    code: &'a str,
+    message: &'a str,
+    finished_at: &'a str,
+) -> RowView<'a> {
+    let provider = target.provider();
+    RowView {
+        row: row.number,
+        source: SourceRef::Plan(&row.source),
+        target: &target.name,
+        provider: provider.as_str(),
+        action: row.action.as_str(),
+        message_id: row.message_ref(),
+        emoji: crate::provider::sent_emoji(provider, row),
+        status,
+        http_status: None,
+        code,
+        message,
+        attempts: 0,
+        duration_ms: 0,
+        finished_at,
+        key,
+        scope_id: match provider {
+            ProviderKind::Kommo => row.account(target),
+            ProviderKind::Ogmma => "",
+        },
+        channel_id: match provider {
+            ProviderKind::Ogmma => row.account(target),
+            ProviderKind::Kommo => "",
+        },
+    }
+}
+
+/// [`row_view`] settled `(status, code, message)` at `at`, handed to `f` with its timestamp
+/// rendered.
+pub fn with_row_view<R>(
+    target: &Target,
+    row: &Row,
+    key: &str,
+    (status, code, message): (Status, &str, &str),
+    at: DateTime<Utc>,
+    f: impl FnOnce(&RowView<'_>) -> R,
+) -> R {
+    with_timestamp(at, |finished_at| {
+        f(&row_view(
+            target,
+            row,
+            key,
+            status,
+            code,
+            message,
+            finished_at,
+        ))
+    })
+}
+
+/// The report row, handed to `f`, of row `number` that the run could not use (the plan no
+/// longer reads as it was validated): `failed`, code `invalid_row`, with the problem.
+pub fn with_unusable_view<R>(
+    number: u64,
+    problem: &Problem,
+    at: DateTime<Utc>,
+    f: impl FnOnce(&RowView<'_>) -> R,
+) -> R {
+    let source = Source {
+        file: problem.file.clone().into(),
+        line: problem.line.unwrap_or(0),
+    };
+    with_timestamp(at, |finished_at| {
+        f(&RowView {
+            row: number,
+            source: SourceRef::Plan(&source),
+            target: "",
+            provider: "",
+            action: "",
+            message_id: "",
+            emoji: "",
+            status: Status::Failed,
+            http_status: None,
+            code: "invalid_row",
+            message: &problem.message,
+            attempts: 0,
+            duration_ms: 0,
+            finished_at,
+            key: "",
+            scope_id: "",
+            channel_id: "",
+        })
+    })
 }
 
 impl Serialize for RowView<'_> {

@@ -268,7 +268,7 @@ async fn run_with_targets(
         Arc::clone(&counters),
         Box::new(move || {
             let ctx = run.upgrade()?;
-            Some(crate::executor::progress::time_left(&ctx, &pace))
+            Some(crate::executor::progress::time_left(&ctx.lanes, &pace))
         }),
     );
     let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
