@@ -34,6 +34,7 @@ pub mod progress;
 pub mod rate;
 pub mod retry;
 mod sender;
+mod tally;
 mod target;
 mod task;
 pub mod transport;
@@ -47,8 +48,9 @@ pub use dispatch::{
 };
 pub use job::RowOutcome;
 pub use lane::Lane;
-pub use output::{Batch, OutputSender, OutputThread, Tally};
+pub use output::{Batch, OutputSender, OutputThread};
 pub use retry::AttemptOutcome;
+pub use tally::Tally;
 pub use target::{
     OriginHealth, SendLog, TargetRuntime, AUTH_FAILURES_TO_STOP, UNREACHABLE_TO_STOP,
 };

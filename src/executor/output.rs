@@ -1,7 +1,6 @@
 //! The one place that writes files during a run: a task on the runtime that receives finished
-//! rows and emitted requests, appends them to the report and emit files, and counts. (It was
-//! a thread of its own; as a task, a finished row wakes it without waking a parked thread —
-//! a thread wake-up per row was a large share of a fast live run's time.)
+//! rows and emitted requests, appends them to the report and emit files, and counts. A task,
+//! not a thread of its own: a finished row wakes it without waking a parked thread.
 //!
 //! Rows the lanes' senders finish, and the emit records of the requests they send, are
 //! rendered straight into the writer's inbox (one buffer behind a lock, the writer woken when
@@ -11,8 +10,8 @@
 //! Durability: after each round of whatever has arrived, both files are flushed to the OS, so
 //! a crash or `kill -9` loses no row that reached the file; the report is also `fsync`ed at
 //! most once a second (on the blocking pool, so no sender waits for the disk) and at the end.
-//! A sent row's record permit (one of `concurrency`) comes with it and is freed only once the round that holds it
-//! reached the file, and a row is counted (progress, summary) only then.
+//! A sent row's record permit (one of `concurrency`) comes with it and is freed only once the
+//! round that holds it reached the file, and a row is counted (progress, summary) only then.
 //!
 //! Write errors: the first one on the report (a failed write, flush or `fsync`: disk full,
 //! file too large, I/O error) or the emit file is reported at once and raises
@@ -21,17 +20,15 @@
 //! that finish after) goes to stderr as its report line, and is counted as not recorded.
 //! Rows that finished but were still in the inbox or the channel at a `kill -9` (microseconds'
 //! worth) are the only ones that can be missing. (The writer does not gather live rows over a
-//! time window to save wake-ups: a confirmed row must reach the file at once, as the SPEC
-//! promises.)
+//! time window to save wake-ups: a row the run has finished must reach the file at once.)
 //!
 //! The writer never ends the process: a second Ctrl-C asks it to put what it has on disk and
 //! confirm ([`OutputSender::flush_now`]); the signal handler then exits. Failed rows are kept
-//! (the first [`MAX_FAILED_LINES`]) and counted for the lines that name them at the end.
+//! (the first [`crate::outputs::log::MAX_FAILED_LINES`]) and counted for the lines that name them at the end.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, Notify};
 
 use std::io::Write as _;
@@ -40,10 +37,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::outputs::emit::EmitWriter;
-use crate::outputs::log::{FailedRow, MAX_FAILED_LINES};
+use crate::outputs::log::FailedRow;
 use crate::outputs::report::{render_row, ReportFormat, ReportWriter, RowView, Status};
 
 use super::progress::Counters;
+use super::tally::Tally;
 
 pub enum Output {
     /// Several finished rows (and their emit records), rendered by the dispatcher.
@@ -173,93 +171,6 @@ impl Batch {
         self.emit.clear();
         self.rows.clear();
         self.failures.clear();
-    }
-}
-
-/// What the writer counted, for the summary.
-#[derive(Debug)]
-pub struct Tally {
-    pub rows: u64,
-    pub attempts: u64,
-    /// Attempts after each row's first.
-    pub retries: u64,
-    pub latency: Histogram<u64>,
-    pub io_error: Option<String>,
-    /// Sent rows (at least one attempt) the report holds.
-    pub recorded_sent: u64,
-    /// Sent rows the report could not take (a write error): listed on stderr.
-    pub unrecorded_sent: u64,
-    /// The first failed or cancelled rows, in the order they finished.
-    pub failed_rows: Vec<FailedRow>,
-    /// Failed or cancelled rows beyond those.
-    pub failed_more: u64,
-}
-
-impl Tally {
-    fn new() -> Tally {
-        Tally {
-            rows: 0,
-            attempts: 0,
-            retries: 0,
-            latency: new_histogram(),
-            io_error: None,
-            recorded_sent: 0,
-            unrecorded_sent: 0,
-            failed_rows: Vec::new(),
-            failed_more: 0,
-        }
-    }
-
-    /// Keeps the first write error (the run reports it at the end); `false` on an error.
-    fn check(&mut self, written: std::io::Result<()>, what: &str) -> bool {
-        match written {
-            Ok(()) => true,
-            Err(e) => {
-                let first = self.io_error.is_none();
-                let text = self
-                    .io_error
-                    .get_or_insert(format!("cannot write the {what}: {e}"));
-                if first {
-                    crate::outputs::log::error(&format!("reactbatch run: {text}; sending stopped"));
-                }
-                false
-            }
-        }
-    }
-
-    /// One written row, counted.
-    fn count(
-        &mut self,
-        counters: &Counters,
-        status: Status,
-        attempts: u32,
-        latency: Option<Duration>,
-    ) {
-        counters.record(status);
-        self.rows += 1;
-        self.attempts += u64::from(attempts);
-        self.retries += u64::from(attempts.saturating_sub(1));
-        if let Some(l) = latency {
-            let _ = self
-                .latency
-                .record((l.as_micros() as u64).clamp(1, 3_600_000_000));
-        }
-    }
-
-    fn record_failure(&mut self, failure: FailedRow) {
-        if self.failed_rows.len() < MAX_FAILED_LINES {
-            self.failed_rows.push(failure);
-        } else {
-            self.failed_more += 1;
-        }
-    }
-
-    /// The tally of a writer that died: nothing counted, and why.
-    pub fn lost(why: &str) -> Tally {
-        Tally {
-            io_error: Some(why.to_string()),
-            ..Tally::new()
-        }
     }
 }
 
@@ -465,12 +376,6 @@ impl OutputThread {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
-    // Microseconds from 1 µs to 1 hour, 3 significant digits; creation cannot fail for these bounds.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3)
-        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
-}
-
 /// The files the writer appends to, and whether each still takes writes.
 struct Files {
     report: Option<ReportWriter>,
@@ -557,20 +462,21 @@ async fn write_loop(
     spare: &Mutex<Vec<Batch>>,
     failure: &WriteFailure,
 ) -> Tally {
-    let mut tally = Tally::new();
-    let mut files = Files {
-        report: Some(report),
-        emit,
+    let mut w = Writer {
+        tally: Tally::new(),
+        files: Files {
+            report: Some(report),
+            emit,
+        },
+        failure,
+        last_sync: Instant::now(),
+        confirm: Vec::new(),
+        syncing: None,
+        settled: Vec::new(),
+        settled_failures: Vec::new(),
     };
-    let mut last_sync = Instant::now();
-    let mut confirm: Vec<std::sync::mpsc::Sender<()>> = Vec::new();
-    // A background fsync of the report, at most one at a time.
-    let mut syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
     // What the inbox held, swapped for this empty one each round.
     let mut taken = Finished::default();
-    // The dispatcher's rows of this round, counted once the round is in the report.
-    let mut settled: Vec<(Status, u32)> = Vec::new();
-    let mut settled_failures: Vec<FailedRow> = Vec::new();
     let mut open = true;
     while open {
         let mut next = tokio::select! {
@@ -584,23 +490,7 @@ async fn write_loop(
         let mut held = true;
         while let Some(msg) = next.take() {
             handled += 1;
-            match msg {
-                Output::Batch(sent) => {
-                    let Sent { mut batch, _permit } = sent;
-                    // Emit records first, as when each was sent before its row finished.
-                    files.emit(&mut tally, failure, &batch.emit);
-                    settled_failures.append(&mut batch.failures);
-                    settled.extend_from_slice(&batch.rows);
-                    held &= files.report(&mut tally, failure, &batch.report);
-                    batch.clear();
-                    if let Ok(mut spare) = spare.lock() {
-                        if spare.len() < SPARE_BATCHES {
-                            spare.push(batch);
-                        }
-                    }
-                }
-                Output::FlushNow(done) => confirm.push(done),
-            }
+            held &= w.take_message(msg, spare);
             if handled < ROUND {
                 next = rx.try_recv().ok();
             }
@@ -610,20 +500,89 @@ async fn write_loop(
         // Once the channel has closed, no sender is left to add any.
         std::mem::swap(&mut *inbox.lock(), &mut taken);
         inbox.taken.notify_waiters();
-        files.emit(&mut tally, failure, &taken.emit);
-        held &= files.report(&mut tally, failure, &taken.report);
-        held &= files.flush(&mut tally, failure);
-        if let Some(s) = syncing.take_if(|s| s.is_finished()) {
+        held &= w.write_inbox(&taken).await;
+        w.count_round(held, counters, &mut taken);
+        // Frees the sent rows' record permits.
+        taken.clear();
+        w.confirm_flushes();
+        w.sync_in_background();
+        if handled >= ROUND {
+            tokio::task::yield_now().await;
+        }
+    }
+    w.finish().await
+}
+
+/// The writer task's state between rounds.
+struct Writer<'a> {
+    tally: Tally,
+    files: Files,
+    failure: &'a WriteFailure,
+    last_sync: Instant,
+    /// Second Ctrl-C's flushes waiting for this round to reach the disk.
+    confirm: Vec<std::sync::mpsc::Sender<()>>,
+    /// A background fsync of the report, at most one at a time.
+    syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The dispatcher's rows of this round, counted once the round is in the report.
+    settled: Vec<(Status, u32)>,
+    settled_failures: Vec<FailedRow>,
+}
+
+impl Writer<'_> {
+    /// One message from the channel; `false` when the report did not take its rows.
+    fn take_message(&mut self, msg: Output, spare: &Mutex<Vec<Batch>>) -> bool {
+        match msg {
+            Output::Batch(sent) => {
+                let Sent { mut batch, _permit } = sent;
+                // Emit records first, as when each was sent before its row finished.
+                self.files.emit(&mut self.tally, self.failure, &batch.emit);
+                self.settled_failures.append(&mut batch.failures);
+                self.settled.extend_from_slice(&batch.rows);
+                let held = self
+                    .files
+                    .report(&mut self.tally, self.failure, &batch.report);
+                batch.clear();
+                if let Ok(mut spare) = spare.lock() {
+                    if spare.len() < SPARE_BATCHES {
+                        spare.push(batch);
+                    }
+                }
+                held
+            }
+            Output::FlushNow(done) => {
+                self.confirm.push(done);
+                true
+            }
+        }
+    }
+
+    /// The inbox's rows, then both files handed to the OS and a finished fsync's result;
+    /// `false` when the report did not take them.
+    async fn write_inbox(&mut self, taken: &Finished) -> bool {
+        let (tally, failure) = (&mut self.tally, self.failure);
+        self.files.emit(tally, failure, &taken.emit);
+        let mut held = self.files.report(tally, failure, &taken.report);
+        held &= self.files.flush(tally, failure);
+        if let Some(s) = self.syncing.take_if(|s| s.is_finished()) {
             // An fsync that failed is a write error: rows handed to the OS may not be on disk.
             let synced = s.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            held &= files.report_result(&mut tally, failure, synced);
+            held &= self.files.report_result(&mut self.tally, failure, synced);
         }
+        held
+    }
+
+    /// Counts the round once it is in the report (`held`); else its sent rows go to stderr.
+    fn count_round(&mut self, held: bool, counters: &Counters, taken: &mut Finished) {
+        let tally = &mut self.tally;
         if held {
-            // The round is in the report: count it.
-            for f in settled_failures.drain(..).chain(taken.failures.drain(..)) {
+            for f in self
+                .settled_failures
+                .drain(..)
+                .chain(taken.failures.drain(..))
+            {
                 tally.record_failure(f);
             }
-            for &(status, attempts) in &settled {
+            for &(status, attempts) in &self.settled {
                 tally.count(counters, status, attempts, None);
             }
             for &(status, attempts, latency) in &taken.rows {
@@ -633,49 +592,60 @@ async fn write_loop(
         } else {
             // Not in the report (this round's write failed, or an earlier one did): the sent
             // rows go to stderr; rows never sent are simply not recorded (a resume runs them).
-            unrecorded(&mut tally, taken.sent_lines());
-            settled_failures.clear();
+            unrecorded(tally, taken.sent_lines());
+            self.settled_failures.clear();
         }
-        settled.clear();
-        // Frees the sent rows' record permits.
-        taken.clear();
-        if !confirm.is_empty() {
-            if let Some(report) = files.report.as_mut() {
-                let _ = report.sync();
-            }
-            for done in confirm.drain(..) {
-                let _ = done.send(());
-            }
+        self.settled.clear();
+    }
+
+    /// Puts the report on disk and confirms, when a second Ctrl-C asked for it.
+    fn confirm_flushes(&mut self) {
+        if self.confirm.is_empty() {
+            return;
         }
-        if last_sync.elapsed() >= Duration::from_secs(1)
-            && syncing.as_ref().is_none_or(|s| s.is_finished())
+        if let Some(report) = self.files.report.as_mut() {
+            let _ = report.sync();
+        }
+        for done in self.confirm.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    /// Starts the report's fsync on the blocking pool, once a second at most and one at a time.
+    fn sync_in_background(&mut self) {
+        if self.last_sync.elapsed() < Duration::from_secs(1)
+            || self.syncing.as_ref().is_some_and(|s| !s.is_finished())
         {
-            if let Some(report) = files.report.as_mut() {
-                match report.file_to_sync() {
-                    Ok(file) => {
-                        syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
-                    }
-                    Err(e) => {
-                        files.report_result(&mut tally, failure, Err(e));
-                    }
+            return;
+        }
+        if let Some(report) = self.files.report.as_mut() {
+            match report.file_to_sync() {
+                Ok(file) => {
+                    self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+                }
+                Err(e) => {
+                    self.files
+                        .report_result(&mut self.tally, self.failure, Err(e));
                 }
             }
-            last_sync = Instant::now();
         }
-        if handled >= ROUND {
-            tokio::task::yield_now().await;
+        self.last_sync = Instant::now();
+    }
+
+    /// The end of the run: the last fsync awaited, both files flushed, the report synced.
+    async fn finish(mut self) -> Tally {
+        let (tally, failure) = (&mut self.tally, self.failure);
+        if let Some(s) = self.syncing {
+            let synced = s.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            self.files.report_result(tally, failure, synced);
         }
+        self.files.flush(tally, failure);
+        if let Some(report) = self.files.report.as_mut() {
+            let synced = report.sync();
+            self.files.report_result(tally, failure, synced);
+        }
+        self.tally
     }
-    if let Some(s) = syncing {
-        let synced = s.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        files.report_result(&mut tally, failure, synced);
-    }
-    files.flush(&mut tally, failure);
-    if let Some(report) = files.report.as_mut() {
-        let synced = report.sync();
-        files.report_result(&mut tally, failure, synced);
-    }
-    tally
 }
 
 #[cfg(test)]

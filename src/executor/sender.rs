@@ -14,11 +14,14 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::context::RunContext;
-use super::lane::Done;
+use super::job::Job;
+use super::lane::{Done, Lane};
 use super::task;
 use super::transport::Transport;
 
@@ -92,43 +95,18 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
         // It is apart from the request's slot, which is freed as soon as the answer is read:
         // a slot held through the writer's round frees in bursts, and a burst of requests
         // finds the pool's connections still on their way back and opens new ones.
-        let record = match Arc::clone(&ctx.unrecorded).try_acquire_owned() {
-            Ok(record) => record,
-            Err(_) => {
-                let record = tokio::select! {
-                    p = Arc::clone(&ctx.unrecorded).acquire_owned() => p,
-                    _ = ctx.cancel.soft() => {
-                        l.push_front(job);
-                        continue;
-                    }
-                };
-                let Ok(record) = record else {
-                    l.push_front(job);
-                    continue;
-                };
-                record
-            }
+        let Some((record, _)) = permit_unless_cancelled(&ctx.unrecorded, &ctx).await else {
+            l.push_front(job);
+            continue;
         };
-        let permit = match Arc::clone(&ctx.slots).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let permit = tokio::select! {
-                    p = Arc::clone(&ctx.slots).acquire_owned() => p,
-                    _ = ctx.cancel.soft() => {
-                        l.push_front(job);
-                        continue;
-                    }
-                };
-                let Ok(permit) = permit else {
-                    // The semaphore is never closed; treat it as a cancel.
-                    l.push_front(job);
-                    continue;
-                };
-                // The slot was taken at the pace; the request leaves now.
-                l.limiter.sent_late(Instant::now());
-                permit
-            }
+        let Some((permit, waited)) = permit_unless_cancelled(&ctx.slots, &ctx).await else {
+            l.push_front(job);
+            continue;
         };
+        if waited {
+            // The slot was taken at the pace; the request leaves now.
+            l.limiter.sent_late(Instant::now());
+        }
         // The target may have been stopped while this row waited for its pace or its slot,
         // or the report may have failed: the slot it waited for was freed by the writer's
         // failing round.
@@ -153,22 +131,41 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
                 // (behind a busy message, or not read yet): tell it now.
                 done.push(id, l.queue.is_empty());
             }
-            task::Attempted::Again(wait) => {
-                if wait.is_zero() {
-                    l.push_front(job);
-                } else {
-                    // Waited out apart, holding only the lane's queue: the sender goes on.
-                    let queue = Arc::clone(&l.queue);
-                    let cancel = ctx.cancel.clone();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = cancel.soft() => {}
-                        }
-                        queue.push_front(job);
-                    });
-                }
-            }
+            task::Attempted::Again(wait) => again(&ctx, l, job, wait),
         }
+    }
+}
+
+/// A row that goes again: back to the front of its lane at once, or once `wait` is over.
+fn again<T: Transport>(ctx: &RunContext<T>, lane: &Lane, job: Job, wait: Duration) {
+    if wait.is_zero() {
+        lane.push_front(job);
+        return;
+    }
+    // Waited out apart, holding only the lane's queue: the sender goes on.
+    let queue = Arc::clone(&lane.queue);
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.soft() => {}
+        }
+        queue.push_front(job);
+    });
+}
+
+/// One of `pool`'s permits, at once or after a wait (then `true`), unless the run is
+/// cancelled meanwhile (`None`: the row goes back to its lane).
+async fn permit_unless_cancelled<T: Transport>(
+    pool: &Arc<Semaphore>,
+    ctx: &RunContext<T>,
+) -> Option<(OwnedSemaphorePermit, bool)> {
+    if let Ok(permit) = Arc::clone(pool).try_acquire_owned() {
+        return Some((permit, false));
+    }
+    tokio::select! {
+        // The semaphore is never closed; were it, that is taken as a cancel.
+        p = Arc::clone(pool).acquire_owned() => p.ok().map(|p| (p, true)),
+        _ = ctx.cancel.soft() => None,
     }
 }

@@ -25,10 +25,11 @@ use crate::provider::SignedRequest;
 
 use super::context::RunContext;
 use super::job::{Job, RowOutcome};
-use super::lane::Done;
+use super::lane::{Done, Lane};
 use super::message::MessageId;
 use super::output::Batch;
 use super::retry::{backoff, classify, AttemptOutcome, Verdict};
+use super::target::TargetRuntime;
 use super::transport::Transport;
 
 /// Dry run: build and sign with the run's clock, record the request, report `planned`;
@@ -201,8 +202,39 @@ pub(super) async fn attempt<T: Transport>(
     };
     job.latency = Some(sent_at.elapsed());
     drop(slot);
+    heed(target, lane, &outcome);
+    let (http_status, code, message) = describe(&outcome, ctx.config.timeout);
+    // A finished row hands its slot to the writer; one that goes again frees it on return.
+    let o = match classify(&outcome) {
+        Verdict::Success => {
+            target.record_auth(false, 0, "");
+            job.outcome(Status::Ok, http_status, &code, message)
+        }
+        Verdict::Fail { auth } => {
+            if auth {
+                target.record_auth(true, http_status.unwrap_or(0), &code);
+            }
+            job.outcome(Status::Failed, http_status, &code, message)
+        }
+        Verdict::Retry { retry_after } => {
+            match again(ctx, lane, job, sent_at, http_status, retry_after) {
+                Ok(wait) => return Attempted::Again(wait),
+                Err(why) => job.outcome(
+                    Status::Failed,
+                    http_status,
+                    &code,
+                    format!("{message} ({why})").trim_start().to_string(),
+                ),
+            }
+        }
+    };
+    Attempted::Finished(finish(ctx, lane_index, job, o, Some(permit)).await)
+}
+
+/// What an answer tells the origin's breaker and the lane's pace.
+fn heed(target: &TargetRuntime, lane: &Lane, outcome: &AttemptOutcome) {
     // The origin's breaker: failures to establish a connection in a row stop its targets.
-    match &outcome {
+    match outcome {
         AttemptOutcome::Unreachable {
             origin, message, ..
         } => {
@@ -217,13 +249,17 @@ pub(super) async fn attempt<T: Transport>(
         }
         AttemptOutcome::Timeout | AttemptOutcome::Refused { .. } => {}
     }
-    if let AttemptOutcome::Answered { status, .. } = &outcome {
+    if let AttemptOutcome::Answered { status, .. } = outcome {
         if *status != 429 {
             // Taken under the provider's rate limit: what a 429's slowdown is measured from.
             lane.limiter.accepted(Instant::now());
         }
     }
-    let (http_status, code, message) = match &outcome {
+}
+
+/// An attempt's outcome as the report shows it: HTTP status, code and message.
+fn describe(outcome: &AttemptOutcome, timeout: Duration) -> (Option<u16>, String, String) {
+    match outcome {
         AttemptOutcome::Answered {
             status,
             code,
@@ -241,85 +277,69 @@ pub(super) async fn attempt<T: Transport>(
         AttemptOutcome::Timeout => (
             None,
             "timeout".to_string(),
-            format!("no answer within {:?}", ctx.config.timeout),
+            format!("no answer within {timeout:?}"),
         ),
         AttemptOutcome::Connection(e) => (None, "connection".to_string(), e.clone()),
         AttemptOutcome::Refused { code, message }
         | AttemptOutcome::Unreachable { code, message, .. } => {
             (None, code.clone(), message.clone())
         }
-    };
-    // A finished row hands its slot to the writer; one that goes again frees it on return.
-    match classify(&outcome) {
-        Verdict::Success => {
-            target.record_auth(false, 0, "");
-            let o = job.outcome(Status::Ok, http_status, &code, message);
-            Attempted::Finished(finish(ctx, lane_index, job, o, Some(permit)).await)
-        }
-        Verdict::Fail { auth } => {
-            if auth {
-                target.record_auth(true, http_status.unwrap_or(0), &code);
-            }
-            let o = job.outcome(Status::Failed, http_status, &code, message);
-            Attempted::Finished(finish(ctx, lane_index, job, o, Some(permit)).await)
-        }
-        Verdict::Retry { retry_after } => {
-            let limited = http_status == Some(429);
-            if limited {
-                lane.rate_limited
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                match retry_after {
-                    // The provider asked the whole lane to wait, not just this row.
-                    Some(ra) => lane.limiter.pause_until(Instant::now() + ra),
-                    None => lane.limiter.rate_limited(sent_at),
-                }
-            } else {
-                job.limited_since = None;
-            }
-            let within_budget = limited && {
-                let since = *job.limited_since.get_or_insert(sent_at);
-                since.elapsed() <= ctx.config.rate_limit_budget
-            };
-            if !within_budget {
-                job.retries += 1;
-                if job.retries > ctx.config.retries {
-                    let why = if limited {
-                        format!(
-                            "{message} (still rate limited after {}s and {} attempts)",
-                            job.limited_since.map_or(0, |s| s.elapsed().as_secs()),
-                            job.attempts
-                        )
-                    } else {
-                        format!("{message} (gave up after {} attempts)", job.attempts)
-                    };
-                    let o = job.outcome(
-                        Status::Failed,
-                        http_status,
-                        &code,
-                        why.trim_start().to_string(),
-                    );
-                    return Attempted::Finished(
-                        finish(ctx, lane_index, job, o, Some(permit)).await,
-                    );
-                }
-                if let (false, Some(ra)) = (limited, retry_after) {
-                    lane.limiter.pause_until(Instant::now() + ra);
-                }
-                let wait = backoff(
-                    job.retries,
-                    ctx.config.backoff_base,
-                    ctx.config.backoff_cap,
-                    retry_after,
-                    &mut job.rng,
-                );
-                // Back to the front of its lane once the backoff is over: the lane's pace
-                // decides when it goes again. The lane's sender finishes it if the run was
-                // interrupted meanwhile.
-                return Attempted::Again(wait);
-            }
-            // Rate limited within the budget: back to the front of its lane at once; the
-            // lane's pace (slowed or paused for the 429) decides when it goes again.
-            Attempted::Again(Duration::ZERO)
-        }
     }
+}
+
+/// A retryable outcome of the attempt sent at `sent_at`: how long the row waits before it
+/// goes back to the front of its lane (zero: at once), or why it gives up.
+fn again<T: Transport>(
+    ctx: &RunContext<T>,
+    lane: &Lane,
+    job: &mut Job,
+    sent_at: Instant,
+    http_status: Option<u16>,
+    retry_after: Option<Duration>,
+) -> Result<Duration, String> {
+    let limited = http_status == Some(429);
+    if limited {
+        lane.rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match retry_after {
+            // The provider asked the whole lane to wait, not just this row.
+            Some(ra) => lane.limiter.pause_until(Instant::now() + ra),
+            None => lane.limiter.rate_limited(sent_at),
+        }
+    } else {
+        job.limited_since = None;
+    }
+    let within_budget = limited && {
+        let since = *job.limited_since.get_or_insert(sent_at);
+        since.elapsed() <= ctx.config.rate_limit_budget
+    };
+    if within_budget {
+        // Rate limited within the budget: back to the front of its lane at once; the lane's
+        // pace (slowed or paused for the 429) decides when it goes again.
+        return Ok(Duration::ZERO);
+    }
+    job.retries += 1;
+    if job.retries > ctx.config.retries {
+        return Err(if limited {
+            format!(
+                "still rate limited after {}s and {} attempts",
+                job.limited_since.map_or(0, |s| s.elapsed().as_secs()),
+                job.attempts
+            )
+        } else {
+            format!("gave up after {} attempts", job.attempts)
+        });
+    }
+    if let (false, Some(ra)) = (limited, retry_after) {
+        lane.limiter.pause_until(Instant::now() + ra);
+    }
+    // Back to the front of its lane once the backoff is over: the lane's pace decides when it
+    // goes again. The lane's sender finishes it if the run was interrupted meanwhile.
+    Ok(backoff(
+        job.retries,
+        ctx.config.backoff_base,
+        ctx.config.backoff_cap,
+        retry_after,
+        &mut job.rng,
+    ))
 }
