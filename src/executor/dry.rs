@@ -9,7 +9,7 @@
 //! flight are bounded as before ([`super::output::BATCHES_IN_FLIGHT`]). A chunk's vector goes
 //! back to the dispatcher once rendered, and the rows in it are dropped there: they were
 //! allocated on the dispatcher's thread, and freeing them on another would make both threads
-//! fight over glibc's arena lock (seen in profiles).
+//! fight over the allocator's arena lock.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;

@@ -124,7 +124,7 @@ impl Lane {
 /// Finished rows' message ids on their way back to the dispatcher (which frees the message
 /// for the rows queued behind it and tops the lanes up). The dispatcher is woken for a batch
 /// of them, or when a lane has run out of rows, not once per row: with a lane holding
-/// thousands of rows, a wake-up per finished row was work for nothing.
+/// thousands of rows, a wake-up per finished row would wake it for nothing.
 #[derive(Default)]
 pub(super) struct Done {
     ids: Mutex<Vec<MessageId>>,

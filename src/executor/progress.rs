@@ -1,8 +1,8 @@
 //! Live progress on stderr: an indicatif bar on a terminal; elsewhere (cron, CI), or with
-//! `--log-format json`, a timestamped status line (or JSON event, see [`crate::outputs::log`]) every
-//! 10 seconds. `--no-progress` and `--quiet` turn both off. Both show an ETA from the lanes'
-//! pace model ([`crate::outputs::audit::PaceModel`], the dry run's estimate): each lane's rows left at
-//! the pace it actually goes (its limiter's pace after any 429, or what it achieves when that
+//! `--log-format json`, a timestamped status line (or JSON event, see
+//! [`crate::outputs::log`]) every 10 seconds. `--no-progress` and `--quiet` turn both off.
+//! Both show an ETA from the lanes' pace model ([`crate::outputs::audit::PaceModel`], the dry
+//! run's estimate): each lane's rows left at the pace it actually goes (its limiter's pace after any 429, or what it achieves when that
 //! is slower), the slowest lane or host ceiling deciding ([`time_left`]) — not the run's
 //! average rate so far, which a lane that finished early or one held back by 429s would skew.
 

@@ -40,7 +40,15 @@ pub(super) fn plan_row<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str, 
     let now = ctx.config.clock.now();
     let signed = target.signer.sign(&prepared, now);
     if let Some(format) = ctx.config.emit_format {
-        render_emit(ctx, format, row, 1, &signed, &mut batch.emit);
+        render_emit(
+            ctx,
+            format,
+            row,
+            ctx.lane_of(row),
+            1,
+            &signed,
+            &mut batch.emit,
+        );
     }
     with_row_view(
         &target.spec,
@@ -52,10 +60,12 @@ pub(super) fn plan_row<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str, 
     );
 }
 
+/// The emit record of `row`'s attempt, for a row of lane `lane`.
 fn render_emit<T: Transport>(
     ctx: &RunContext<T>,
     format: EmitFormat,
     row: &Row,
+    lane: usize,
     attempt: u32,
     signed: &SignedRequest,
     out: &mut Vec<u8>,
@@ -69,16 +79,22 @@ fn render_emit<T: Transport>(
             request: signed,
             credential,
             // The pace of the row's lane: targets sharing a pace share it in the script too.
-            pace: ctx.lanes[ctx.lane_of(row)].rate.interval(),
+            pace: ctx.lanes[lane].rate.interval(),
         },
         out,
     );
 }
 
-async fn emit<T: Transport>(ctx: &RunContext<T>, row: &Row, attempt: u32, signed: &SignedRequest) {
+async fn emit<T: Transport>(
+    ctx: &RunContext<T>,
+    row: &Row,
+    lane: usize,
+    attempt: u32,
+    signed: &SignedRequest,
+) {
     if let Some(format) = ctx.config.emit_format {
         let mut line = Vec::with_capacity(512);
-        render_emit(ctx, format, row, attempt, signed, &mut line);
+        render_emit(ctx, format, row, lane, attempt, signed, &mut line);
         ctx.out.emit(line).await;
     }
 }
@@ -186,7 +202,7 @@ pub(super) async fn attempt<T: Transport>(
         .get_or_insert_with(|| target.endpoint.prepare(&job.row));
     // Signed at send time, on every attempt: a retry with an old Date would be rejected.
     let signed = target.signer.sign(prepared, ctx.config.wire_clock.now());
-    emit(ctx, &job.row, job.attempts, &signed).await;
+    emit(ctx, &job.row, lane_index, job.attempts, &signed).await;
     let outcome = tokio::select! {
         outcome = ctx.transport.send(session, signed, ctx.config.timeout) => Some(outcome),
         _ = hard => None,

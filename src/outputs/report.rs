@@ -61,7 +61,7 @@ impl FromStr for Status {
     }
 }
 
-/// One report row. Field order is the report's column order (SPEC "Report"), plus `key`, the
+/// One report row. Field order is the report's column order (README, "Report"), plus `key`, the
 /// row's stable identity that `--resume` matches on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowResult {
