@@ -18,6 +18,14 @@
 //! - Finished rows go to the writer task ([`output`]), which appends them to the report. No
 //!   more than `concurrency` rows are sent and not yet in the report, and the first write error
 //!   stops dispatching (as a Ctrl-C does): no more is sent than the report can record.
+//!
+//! The modules stand in layers, each importing only from those below it: the dispatcher
+//! (`dispatch`) on top, then the dry-run pool (`dry`) and the lanes' senders (`sender`), a
+//! row's attempt (`task`), and below them what they share: the run's context (`context`:
+//! settings, targets, lanes, transport, the writer's inbox), the lanes and their queues
+//! (`lane`), a row on its way (`job`), its message (`message`), the settings and clock
+//! (`config`), and the pacing, retry, host and transport parts. Report rows are built by
+//! [`crate::outputs::report`], below the executor.
 
 pub mod cancel;
 mod config;
