@@ -1113,3 +1113,52 @@ async fn a_cancel_while_reading_lane_by_lane_reports_every_row_once() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sent_row_is_stamped_by_the_wire_clock_and_a_deferred_one_by_the_run_clock() {
+    // `--now` fixes the run's decisions (`not_before`), not what happens on the wire: a sent
+    // row's finish time comes from the wire clock, a deferred row's from the run's clock.
+    use chrono::TimeZone;
+    let run_now = chrono::Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time");
+    let wire_now = chrono::Utc
+        .with_ymd_and_hms(2030, 6, 1, 12, 0, 0)
+        .single()
+        .expect("time");
+    let provider = Arc::new(Provider::new());
+    let config = ExecConfig {
+        clock: Clock::Fixed(run_now),
+        wire_clock: Clock::Fixed(wire_now),
+        ..ExecConfig::default()
+    };
+    let mut later = Row::test(3).message("m3");
+    later.not_before = Some(run_now + chrono::Duration::days(1));
+    let rows = vec![
+        Row::test(1).message("m1"),
+        Row::test(2).message("m2"),
+        later,
+    ];
+    let run = sim::run(
+        &provider,
+        config,
+        vec![sim::kommo("k", "s1", per_sec(100))],
+        Vec::new(),
+        rows,
+    )
+    .await;
+    let stamps: Vec<(Status, &str)> = run
+        .results
+        .iter()
+        .map(|r| (r.status, r.finished_at.as_str()))
+        .collect();
+    assert_eq!(
+        stamps,
+        vec![
+            (Status::Ok, "2030-06-01T12:00:00.000Z"),
+            (Status::Ok, "2030-06-01T12:00:00.000Z"),
+            (Status::Deferred, "2026-01-01T00:00:00.000Z"),
+        ]
+    );
+}
