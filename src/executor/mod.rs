@@ -15,17 +15,18 @@
 //!   only, and runs the attempt ([`task`]): sign afresh, send over the run's one HTTP client,
 //!   whose connections belong to the origin ([`transport`]), classify ([`retry`]), finish or
 //!   go back to the front of the lane.
-//! - Finished rows go to the writer task ([`output`]), which appends them to the report. No
-//!   more than `concurrency` rows are sent and not yet in the report, and the first write error
-//!   stops dispatching (as a Ctrl-C does): no more is sent than the report can record.
+//! - Finished rows go to the writer task ([`output`], `writer`), which appends them to the
+//!   report. No more than `concurrency` rows are sent and not yet in the report, and the first
+//!   write error stops dispatching (as a Ctrl-C does): no more is sent than the report can
+//!   record.
 //!
 //! The modules stand in layers, each importing only from those below it: the dispatcher
-//! (`dispatch`) on top, then the dry-run pool (`dry`) and the lanes' senders (`sender`), a
-//! row's attempt (`task`), and below them what they share: the run's context (`context`:
-//! settings, targets, lanes, transport, the writer's inbox), the lanes and their queues
-//! (`lane`), a row on its way (`job`), its message (`message`), the settings and clock
-//! (`config`), and the pacing, retry, host and transport parts. Report rows are built by
-//! [`crate::outputs::report`], below the executor.
+//! (`dispatch`) on top, then the dry-run pool (`dry`), the lanes' senders (`sender`) and the
+//! writer task (`writer`), a row's attempt (`task`), and below them what they share: the run's
+//! context (`context`: settings, targets, lanes, transport, the writer's inbox), the lanes and
+//! their queues (`lane`), a row on its way (`job`), its message (`message`), the settings and
+//! clock (`config`), what is handed to the writer (`output`), and the pacing, retry, host and
+//! transport parts. Report rows are built by [`crate::outputs::report`], below the executor.
 
 pub mod cancel;
 mod config;
@@ -46,6 +47,7 @@ mod tally;
 mod target;
 mod task;
 pub mod transport;
+mod writer;
 
 pub use cancel::Cancel;
 pub use config::{Clock, ExecConfig};
@@ -56,13 +58,14 @@ pub use dispatch::{
 };
 pub use job::RowOutcome;
 pub use lane::Lane;
-pub use output::{Batch, OutputSender, OutputThread};
+pub use output::{Batch, OutputSender};
 pub use retry::AttemptOutcome;
 pub use tally::Tally;
 pub use target::{
     OriginHealth, SendLog, TargetRuntime, AUTH_FAILURES_TO_STOP, UNREACHABLE_TO_STOP,
 };
 pub use transport::{HttpTransport, Transport};
+pub use writer::OutputThread;
 
 #[cfg(test)]
 mod citizen_tests;
