@@ -9,11 +9,12 @@
 //! The estimate: rows are sent through one lane per pace group ([`PaceGroup`]:
 //! targets sharing a Kommo `scope_id`, an Ogmma API key reference, or a `limit_group`; and one
 //! per Kommo `scope_id` that rows name themselves, [`crate::plan::pace::LaneMap`]; the
-//! group's pace is the slowest of its targets', or `--rate`, shared among shards). A lane needs `(rows − burst) / rate`: `burst` requests go at once, the
-//! rest at the even pace. Lanes run at the same time, so the run takes as long as its slowest
-//! lane. Deferred rows are not counted (they are not sent in this run), nor are rows of
-//! another shard; rows an earlier report shows done (`--resume`) still are. Retries, 429s and
-//! latency are not predicted: the estimate is the floor the providers' pace sets.
+//! group's pace is the slowest of its targets', or `--rate`, shared among shards). A lane
+//! needs `(rows − burst) / rate`: `burst` requests go at once, the rest at the even pace.
+//! Lanes run at the same time, so the run takes as long as its slowest lane. Deferred rows are
+//! not counted (they are not sent in this run), nor are rows of another shard; rows an earlier
+//! report shows done (`--resume`) still are. Retries, 429s and latency are not predicted: the
+//! estimate is the floor the providers' pace sets.
 //!
 //! Memory: flat. *Replacing* needs to know whether a message was reacted to by an earlier row;
 //! instead of a hash per reacted message (tens of MiB at a million rows), the first pass keeps
@@ -376,7 +377,7 @@ const LONGEST_LANES: usize = 3;
 
 /// The dry run's outline for stderr: one line per target (beyond [`LISTED_TARGETS`], one
 /// line for them all and the longest lanes by name), what the lanes on each host add up to
-/// (`hosts`, see [`crate::executor::host::host_lines`]), then the estimate.
+/// (`hosts`, as the executor's `host::host_lines` renders them), then the estimate.
 pub fn render(audit: &Audit, targets: &[Target], hosts: &[String]) -> String {
     let mut out = if targets.len() > LISTED_TARGETS {
         render_aggregated(audit, targets)

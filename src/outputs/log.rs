@@ -229,7 +229,7 @@ pub struct ProgressCounts {
     pub ok: u64,
     pub failed: u64,
     pub rows_per_second: f64,
-    /// Time left, by [`crate::executor::progress::eta`].
+    /// Time left, from the lanes' pace model ([`crate::outputs::audit::PaceModel::time_left`]).
     pub eta: std::time::Duration,
 }
 

@@ -87,7 +87,7 @@ pub struct LaneSummary {
     pub failed: u64,
 }
 
-/// What the lanes to one host add up to, and its ceiling (see [`crate::executor::host`]).
+/// What the lanes to one host add up to, and its ceiling (the executor's `host` ceilings).
 #[derive(Debug, Serialize)]
 pub struct HostSummary {
     /// `amojo.kommo.com`, `127.0.0.1:8080`.

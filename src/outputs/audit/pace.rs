@@ -20,7 +20,7 @@ pub struct LanePace {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PaceModel {
     pub lanes: Vec<LanePace>,
-    /// Host ceilings (see [`crate::executor::host`]).
+    /// Host ceilings: what the lanes to one host may send together, at most.
     pub ceilings: Vec<Rate>,
     pub burst: u32,
 }
