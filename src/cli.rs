@@ -271,7 +271,7 @@ pub struct RunArgs {
     /// stderr format: `text` (timestamped progress and summary when not a terminal) or `json`
     /// (one object per line: ts, level, event, fields; for log shippers).
     #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
-    pub log_format: crate::log::LogFormat,
+    pub log_format: crate::outputs::log::LogFormat,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

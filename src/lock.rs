@@ -56,7 +56,7 @@ impl RunLock {
         let me = format!(
             "pid {}, started {}",
             std::process::id(),
-            crate::report::timestamp(chrono::Utc::now())
+            crate::outputs::report::timestamp(chrono::Utc::now())
         );
         file.set_len(0).map_err(LockError::Io)?;
         file.seek(SeekFrom::Start(0)).map_err(LockError::Io)?;

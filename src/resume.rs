@@ -33,12 +33,11 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::executor::row_view;
 use crate::identity::Identities;
-use crate::plan::{Plan, Problem, Row};
-use crate::report::{
-    for_each_report_row, render_row, timestamp, ReportWriter, RowResult, RowView, Status,
+use crate::outputs::report::{
+    for_each_report_row, render_row, row_view, timestamp, ReportWriter, RowResult, RowView, Status,
 };
+use crate::plan::{Plan, Problem, Row};
 
 /// Code of a row skipped because an earlier run did it.
 pub const DONE_EARLIER: &str = "done_earlier";

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::sim::{self, Provider, RetryAfter};
 use super::*;
-use crate::plan::Rate;
+use crate::outputs::report::Status;
+use crate::plan::{Rate, Row};
 
 fn config(concurrency: usize) -> ExecConfig {
     ExecConfig {

@@ -9,7 +9,7 @@
 //! flight are bounded as before ([`super::output::BATCHES_IN_FLIGHT`]). A chunk's vector goes
 //! back to the dispatcher once rendered, and the rows in it are dropped there: they were
 //! allocated on the dispatcher's thread, and freeing them on another would make both threads
-//! fight over glibc's arena lock (seen in profiles).
+//! fight over the allocator's arena lock.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -17,11 +17,13 @@ use std::thread::JoinHandle;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use crate::outputs::report::{with_row_view, with_unusable_view, Status};
 use crate::plan::{Problem, Row};
-use crate::report::Status;
 
+use super::context::RunContext;
 use super::output::Batch;
-use super::{task, unusable_row, with_settled, RunContext, Transport};
+use super::task;
+use super::transport::Transport;
 
 /// Rows per chunk: large enough that the hand-offs cost nothing per row, small enough that
 /// every worker has work early.
@@ -214,9 +216,18 @@ pub(super) fn render<T: Transport>(ctx: &RunContext<T>, item: &Item, batch: &mut
             code,
             message,
             at,
-        } => with_settled(&ctx.targets, row, key, *status, code, message, *at, |v| {
-            ctx.out.push(batch, v)
-        }),
-        Item::Unusable { number, problem } => unusable_row(ctx, *number, problem, batch),
+        } => with_row_view(
+            &ctx.targets[row.target].spec,
+            row,
+            key,
+            (*status, code, message),
+            *at,
+            |v| ctx.out.push(batch, v),
+        ),
+        Item::Unusable { number, problem } => {
+            with_unusable_view(*number, problem, ctx.config.clock.now(), |v| {
+                ctx.out.push(batch, v)
+            })
+        }
     }
 }

@@ -130,7 +130,7 @@ impl HostCeilings {
     }
 }
 
-/// For the estimate ([`crate::audit::PaceModel`]): each lane's host ceiling, as an index into
+/// For the estimate ([`crate::outputs::audit::PaceModel`]): each lane's host ceiling, as an index into
 /// the ceilings returned with it (one per base URL that has one, divided among `shards`). A
 /// lane is counted at its first target's host.
 pub fn lane_ceilings(

@@ -1,30 +1,20 @@
 //! Lanes: one per pace group. A lane owns its group's [`RateLimiter`] and a queue of rows
-//! ready to send. A lane has long-lived senders: a sender takes the row at the front, waits
-//! for the lane's pace (one sender at a time, in turn), then for one of the run's concurrency
-//! slots, and runs the attempt itself ([`super::task`]) — no task is spawned per row or per
-//! attempt. A lane starts with one sender and adds one, up to `concurrency`, when a sender
-//! leaves the pace with rows still waiting and no sender free to take them: a lane at 7/s
-//! with quick answers keeps one sender, an unlimited one grows to what its answers' latency
-//! needs, and a thousand lanes cost a thousand small tasks, not a thousand times
-//! `concurrency`. A row waiting for its lane's pace holds no concurrency slot, so every lane
-//! runs at its own limit at the same time; `--concurrency` bounds requests in flight across
-//! the run, and the slots go to waiting senders first come, first served (the semaphore is
-//! fair), so no ready lane starves.
-//!
-//! A row that is retried goes back to the front of its lane's queue: it keeps its place. Its
-//! backoff is waited out by a small task of its own, so a sender never sleeps through one.
+//! ready to send, taken by the lane's senders (`sender`). A row that is retried goes
+//! back to the front of its lane's queue: it keeps its place.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
-use super::rate::{PaceStats, RateLimiter};
-use super::task::{self, Job};
-use super::{MessageId, RunContext, SendLog, Transport};
+use crate::outputs::report::Status;
 use crate::plan::Rate;
+
+use super::job::Job;
+use super::message::MessageId;
+use super::rate::{PaceStats, RateLimiter};
+use super::target::SendLog;
 
 /// One pace group while a run goes on.
 pub struct Lane {
@@ -65,9 +55,9 @@ impl Lane {
     }
 
     /// One of its rows finished, with `status`.
-    pub(super) fn count_finished(&self, status: crate::report::Status) {
+    pub(super) fn count_finished(&self, status: Status) {
         self.finished.fetch_add(1, Ordering::Relaxed);
-        if status == crate::report::Status::Failed {
+        if status == Status::Failed {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -83,7 +73,7 @@ impl Lane {
     }
 
     /// How many of the plan's rows will come to this lane: once they have all been read, a
-    /// full lane need not keep the dispatcher reading for it (see [`super::LANE_AHEAD`]).
+    /// full lane need not keep the dispatcher reading for it (see the dispatcher's `LANE_AHEAD`).
     pub fn with_planned_rows(mut self, rows: u64) -> Lane {
         self.planned_rows = rows;
         self
@@ -134,7 +124,7 @@ impl Lane {
 /// Finished rows' message ids on their way back to the dispatcher (which frees the message
 /// for the rows queued behind it and tops the lanes up). The dispatcher is woken for a batch
 /// of them, or when a lane has run out of rows, not once per row: with a lane holding
-/// thousands of rows, a wake-up per finished row was work for nothing.
+/// thousands of rows, a wake-up per finished row would wake it for nothing.
 #[derive(Default)]
 pub(super) struct Done {
     ids: Mutex<Vec<MessageId>>,
@@ -183,9 +173,9 @@ pub(super) struct LaneQueue {
     closed: AtomicBool,
     /// Senders started for the lane, those waiting for a row, and those holding a row
     /// waiting for the lane's pace.
-    senders: AtomicUsize,
+    pub(super) senders: AtomicUsize,
     idle: AtomicUsize,
-    pacing: AtomicUsize,
+    pub(super) pacing: AtomicUsize,
 }
 
 impl LaneQueue {
@@ -216,7 +206,7 @@ impl LaneQueue {
         job
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }
 
@@ -225,7 +215,7 @@ impl LaneQueue {
         self.ready.notify_waiters();
     }
 
-    async fn next(&self) -> Option<Job> {
+    pub(super) async fn next(&self) -> Option<Job> {
         // A row is usually there: take it without registering as a waiter (which locks the
         // Notify's list twice).
         if let Some(job) = self.pop_front() {
@@ -254,7 +244,7 @@ impl LaneQueue {
     /// waiting for the pace, and fewer than `max` run: true when the caller is to start it.
     /// A lane slower than its answers keeps two senders (one on the wire, one at the pace);
     /// one whose pace lets rows straight through grows to what its answers' latency needs.
-    fn wants_sender(&self, max: usize) -> bool {
+    pub(super) fn wants_sender(&self, max: usize) -> bool {
         if self.len.load(Ordering::Relaxed) == 0
             || self.idle.load(Ordering::Acquire) > 0
             || self.pacing.load(Ordering::Acquire) > 0
@@ -266,156 +256,5 @@ impl LaneQueue {
                 (n < max).then_some(n + 1)
             })
             .is_ok()
-    }
-}
-
-/// Starts a sender for `lane`, its handle kept for the end of the run.
-pub(super) fn start_sender<T: Transport>(ctx: &Arc<RunContext<T>>, lane: usize, done: &Arc<Done>) {
-    ctx.lanes[lane].queue.senders.fetch_add(1, Ordering::AcqRel);
-    spawn_sender(ctx, lane, done);
-}
-
-fn spawn_sender<T: Transport>(ctx: &Arc<RunContext<T>>, lane: usize, done: &Arc<Done>) {
-    // Boxed: a sender starts another, and a future cannot hold its own type.
-    let work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-        Box::pin(sender(Arc::clone(ctx), lane, Arc::clone(done)));
-    let handle = tokio::spawn(work);
-    ctx.workers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(handle);
-}
-
-/// One of a lane's senders: until the lane is closed and empty, take the front row, wait for
-/// the pace, then for a concurrency slot, and run its attempt.
-pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, done: Arc<Done>) {
-    let l = &ctx.lanes[lane];
-    // This sender's own connections, kept between its requests.
-    let mut session = ctx.transport.session();
-    // Its watch for a hard cancel, kept for all its attempts.
-    let hard = ctx.cancel.hard_watch();
-    tokio::pin!(hard);
-    // Raised at the first report write error: nothing more is sent from then on.
-    let write_failed = ctx.out.write_failure();
-    while let Some(mut job) = l.queue.next().await {
-        if ctx.cancel.is_soft() || write_failed.has_failed() {
-            task::finish_unsent(&ctx, job, &done).await;
-            continue;
-        }
-        if ctx.targets[job.row.target].stopped().is_some() {
-            task::finish_unsent(&ctx, job, &done).await;
-            continue;
-        }
-        l.queue.pacing.fetch_add(1, Ordering::AcqRel);
-        let paced = tokio::select! {
-            // The pace first: when it has a slot at once (an unlimited lane), the cancel
-            // watch is not even registered with.
-            biased;
-            _ = l.limiter.next_slot(true) => true,
-            _ = ctx.cancel.soft() => false,
-        };
-        l.queue.pacing.fetch_sub(1, Ordering::AcqRel);
-        if !paced {
-            l.push_front(job);
-            continue;
-        }
-        // The next row's turn at the pace comes while this one is on the wire.
-        if l.queue.wants_sender(ctx.config.concurrency.max(1)) {
-            spawn_sender(&ctx, lane, &done);
-        }
-        // Then its host's ceiling, shared with every lane to that host (`super::host`).
-        if ctx.hosts.limits(job.row.target) {
-            tokio::select! {
-                biased;
-                late = ctx.hosts.wait(job.row.target) => if late { l.limiter.sent_late(Instant::now()) },
-                _ = ctx.cancel.soft() => {
-                    l.push_front(job);
-                    continue;
-                }
-            }
-        }
-        // A row sent and not yet in the report holds one of `unrecorded`'s permits until the
-        // writer has it: no more rows are sent than the report is behind by `concurrency`.
-        // It is apart from the request's slot, which is freed as soon as the answer is read:
-        // a slot held through the writer's round frees in bursts, and a burst of requests
-        // finds the pool's connections still on their way back and opens new ones.
-        let record = match Arc::clone(&ctx.unrecorded).try_acquire_owned() {
-            Ok(record) => record,
-            Err(_) => {
-                let record = tokio::select! {
-                    p = Arc::clone(&ctx.unrecorded).acquire_owned() => p,
-                    _ = ctx.cancel.soft() => {
-                        l.push_front(job);
-                        continue;
-                    }
-                };
-                let Ok(record) = record else {
-                    l.push_front(job);
-                    continue;
-                };
-                record
-            }
-        };
-        let permit = match Arc::clone(&ctx.slots).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let permit = tokio::select! {
-                    p = Arc::clone(&ctx.slots).acquire_owned() => p,
-                    _ = ctx.cancel.soft() => {
-                        l.push_front(job);
-                        continue;
-                    }
-                };
-                let Ok(permit) = permit else {
-                    // The semaphore is never closed; treat it as a cancel.
-                    l.push_front(job);
-                    continue;
-                };
-                // The slot was taken at the pace; the request leaves now.
-                l.limiter.sent_late(Instant::now());
-                permit
-            }
-        };
-        // The target may have been stopped while this row waited for its pace or its slot,
-        // or the report may have failed: the slot it waited for was freed by the writer's
-        // failing round.
-        if ctx.targets[job.row.target].stopped().is_some() || write_failed.has_failed() {
-            drop(permit);
-            drop(record);
-            task::finish_unsent(&ctx, job, &done).await;
-            continue;
-        }
-        match task::attempt(
-            &ctx,
-            &mut session,
-            lane,
-            &mut job,
-            (permit, record),
-            hard.as_mut(),
-        )
-        .await
-        {
-            task::Attempted::Finished(id) => {
-                // With no row left in the lane, the dispatcher may be holding the next ones
-                // (behind a busy message, or not read yet): tell it now.
-                done.push(id, l.queue.is_empty());
-            }
-            task::Attempted::Again(wait) => {
-                if wait.is_zero() {
-                    l.push_front(job);
-                } else {
-                    // Waited out apart, holding only the lane's queue: the sender goes on.
-                    let queue = Arc::clone(&l.queue);
-                    let cancel = ctx.cancel.clone();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = cancel.soft() => {}
-                        }
-                        queue.push_front(job);
-                    });
-                }
-            }
-        }
     }
 }

@@ -1,7 +1,7 @@
-//! The one place that writes files during a run: a task on the runtime that receives finished
-//! rows and emitted requests, appends them to the report and emit files, and counts. (It was
-//! a thread of its own; as a task, a finished row wakes it without waking a parked thread —
-//! a thread wake-up per row was a large share of a fast live run's time.)
+//! What a run hands its writer, and how: the one place that writes files during a run is the
+//! writer task ([`super::writer`]), which receives finished rows and emitted requests, appends
+//! them to the report and emit files, and counts. A task, not a thread of its own: a finished
+//! row wakes it without waking a parked thread.
 //!
 //! Rows the lanes' senders finish, and the emit records of the requests they send, are
 //! rendered straight into the writer's inbox (one buffer behind a lock, the writer woken when
@@ -11,8 +11,8 @@
 //! Durability: after each round of whatever has arrived, both files are flushed to the OS, so
 //! a crash or `kill -9` loses no row that reached the file; the report is also `fsync`ed at
 //! most once a second (on the blocking pool, so no sender waits for the disk) and at the end.
-//! A sent row's record permit (one of `concurrency`) comes with it and is freed only once the round that holds it
-//! reached the file, and a row is counted (progress, summary) only then.
+//! A sent row's record permit (one of `concurrency`) comes with it and is freed only once the
+//! round that holds it reached the file, and a row is counted (progress, summary) only then.
 //!
 //! Write errors: the first one on the report (a failed write, flush or `fsync`: disk full,
 //! file too large, I/O error) or the emit file is reported at once and raises
@@ -21,29 +21,24 @@
 //! that finish after) goes to stderr as its report line, and is counted as not recorded.
 //! Rows that finished but were still in the inbox or the channel at a `kill -9` (microseconds'
 //! worth) are the only ones that can be missing. (The writer does not gather live rows over a
-//! time window to save wake-ups: a confirmed row must reach the file at once, as the SPEC
-//! promises.)
+//! time window to save wake-ups: a row the run has finished must reach the file at once.)
 //!
 //! The writer never ends the process: a second Ctrl-C asks it to put what it has on disk and
 //! confirm ([`OutputSender::flush_now`]); the signal handler then exits. Failed rows are kept
-//! (the first [`MAX_FAILED_LINES`]) and counted for the lines that name them at the end.
+//! (the first [`crate::outputs::log::MAX_FAILED_LINES`]) and counted for the lines that name
+//! them at the end.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, Notify};
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::emit::EmitWriter;
-use crate::log::{FailedRow, MAX_FAILED_LINES};
-use crate::report::{render_row, ReportFormat, ReportWriter, RowView, Status};
-
-use super::progress::Counters;
+use crate::outputs::log::FailedRow;
+use crate::outputs::report::{render_row, ReportFormat, RowView, Status};
 
 pub enum Output {
     /// Several finished rows (and their emit records), rendered by the dispatcher.
@@ -56,31 +51,31 @@ pub enum Output {
 /// allocation and no channel message per row. The writer swaps the whole inbox for its empty
 /// spare whenever it wakes.
 #[derive(Default)]
-struct Inbox {
+pub(super) struct Inbox {
     rows: Mutex<Finished>,
     /// Wakes the writer: a row arrived in an empty inbox.
-    arrived: Notify,
+    pub(super) arrived: Notify,
     /// Wakes senders that found the inbox full: the writer took it.
-    taken: Notify,
+    pub(super) taken: Notify,
 }
 
 #[derive(Default)]
-struct Finished {
-    report: Vec<u8>,
+pub(super) struct Finished {
+    pub(super) report: Vec<u8>,
     /// Emit records of requests sent (or about to be), in the order they were made.
-    emit: Vec<u8>,
+    pub(super) emit: Vec<u8>,
     /// Per row: status, attempts, and the last attempt's latency.
-    rows: Vec<(Status, u32, Option<Duration>)>,
+    pub(super) rows: Vec<(Status, u32, Option<Duration>)>,
     /// Per row, where its line ends in `report` (to name the rows a failed write lost).
-    ends: Vec<usize>,
+    pub(super) ends: Vec<usize>,
     /// The failed or cancelled rows among them (see [`Batch::failures`]).
-    failures: Vec<FailedRow>,
+    pub(super) failures: Vec<FailedRow>,
     /// The record permits of the sent rows among them, freed once they are in the report.
-    permits: Vec<OwnedSemaphorePermit>,
+    pub(super) permits: Vec<OwnedSemaphorePermit>,
 }
 
 impl Finished {
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.report.clear();
         self.emit.clear();
         self.rows.clear();
@@ -90,7 +85,7 @@ impl Finished {
     }
 
     /// The report lines of the sent rows (at least one attempt) among these.
-    fn sent_lines(&self) -> impl Iterator<Item = &[u8]> {
+    pub(super) fn sent_lines(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         self.rows
             .iter()
@@ -108,7 +103,7 @@ pub struct WriteFailure {
 }
 
 impl WriteFailure {
-    fn raise(&self) {
+    pub(super) fn raise(&self) {
         self.failed.store(true, Ordering::Release);
         self.raised.notify_waiters();
     }
@@ -133,7 +128,7 @@ impl WriteFailure {
 }
 
 impl Inbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Finished> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Finished> {
         self.rows.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -155,8 +150,8 @@ pub struct Batch {
 
 /// A batch on its way, holding one of [`BATCHES_IN_FLIGHT`] permits until the writer is done.
 pub struct Sent {
-    batch: Batch,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    pub(super) batch: Batch,
+    pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Batch {
@@ -168,98 +163,11 @@ impl Batch {
         self.rows.len()
     }
 
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.report.clear();
         self.emit.clear();
         self.rows.clear();
         self.failures.clear();
-    }
-}
-
-/// What the writer counted, for the summary.
-#[derive(Debug)]
-pub struct Tally {
-    pub rows: u64,
-    pub attempts: u64,
-    /// Attempts after each row's first.
-    pub retries: u64,
-    pub latency: Histogram<u64>,
-    pub io_error: Option<String>,
-    /// Sent rows (at least one attempt) the report holds.
-    pub recorded_sent: u64,
-    /// Sent rows the report could not take (a write error): listed on stderr.
-    pub unrecorded_sent: u64,
-    /// The first failed or cancelled rows, in the order they finished.
-    pub failed_rows: Vec<FailedRow>,
-    /// Failed or cancelled rows beyond those.
-    pub failed_more: u64,
-}
-
-impl Tally {
-    fn new() -> Tally {
-        Tally {
-            rows: 0,
-            attempts: 0,
-            retries: 0,
-            latency: new_histogram(),
-            io_error: None,
-            recorded_sent: 0,
-            unrecorded_sent: 0,
-            failed_rows: Vec::new(),
-            failed_more: 0,
-        }
-    }
-
-    /// Keeps the first write error (the run reports it at the end); `false` on an error.
-    fn check(&mut self, written: std::io::Result<()>, what: &str) -> bool {
-        match written {
-            Ok(()) => true,
-            Err(e) => {
-                let first = self.io_error.is_none();
-                let text = self
-                    .io_error
-                    .get_or_insert(format!("cannot write the {what}: {e}"));
-                if first {
-                    crate::log::error(&format!("reactbatch run: {text}; sending stopped"));
-                }
-                false
-            }
-        }
-    }
-
-    /// One written row, counted.
-    fn count(
-        &mut self,
-        counters: &Counters,
-        status: Status,
-        attempts: u32,
-        latency: Option<Duration>,
-    ) {
-        counters.record(status);
-        self.rows += 1;
-        self.attempts += u64::from(attempts);
-        self.retries += u64::from(attempts.saturating_sub(1));
-        if let Some(l) = latency {
-            let _ = self
-                .latency
-                .record((l.as_micros() as u64).clamp(1, 3_600_000_000));
-        }
-    }
-
-    fn record_failure(&mut self, failure: FailedRow) {
-        if self.failed_rows.len() < MAX_FAILED_LINES {
-            self.failed_rows.push(failure);
-        } else {
-            self.failed_more += 1;
-        }
-    }
-
-    /// The tally of a writer that died: nothing counted, and why.
-    pub fn lost(why: &str) -> Tally {
-        Tally {
-            io_error: Some(why.to_string()),
-            ..Tally::new()
-        }
     }
 }
 
@@ -279,6 +187,24 @@ pub struct OutputSender {
 }
 
 impl OutputSender {
+    /// The senders' side of the writer that reads `tx`'s other end and `inbox`.
+    pub(super) fn new(
+        tx: mpsc::Sender<Output>,
+        inbox: Arc<Inbox>,
+        format: ReportFormat,
+        spare: Arc<Mutex<Vec<Batch>>>,
+        failure: Arc<WriteFailure>,
+    ) -> OutputSender {
+        OutputSender {
+            tx,
+            inbox,
+            format,
+            spare,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
+            failure,
+        }
+    }
+
     /// Raised at the first write error (see the module documentation).
     pub fn write_failure(&self) -> Arc<WriteFailure> {
         Arc::clone(&self.failure)
@@ -409,356 +335,5 @@ fn failure_of(row: &RowView<'_>) -> Option<FailedRow> {
     })
 }
 
-/// Spare batches kept for reuse, at most.
-const SPARE_BATCHES: usize = 8;
-
 /// Batches sent and not yet written, at most.
 pub const BATCHES_IN_FLIGHT: usize = 4;
-
-/// Messages the writer handles in one round before it hands the files to the OS and lets
-/// other tasks run.
-const ROUND: usize = 512;
-
-/// The writer task.
-pub struct OutputThread {
-    handle: tokio::task::JoinHandle<Tally>,
-}
-
-impl OutputThread {
-    /// Starts the writer task on the current runtime. (Kept fallible for the callers: an
-    /// error means nothing was sent.)
-    pub fn start(
-        report: ReportWriter,
-        emit: Option<EmitWriter>,
-        counters: Arc<Counters>,
-    ) -> std::io::Result<(OutputSender, OutputThread)> {
-        let (tx, rx) = mpsc::channel(8192);
-        let format = report.format();
-        let spare = Arc::new(Mutex::new(Vec::new()));
-        let spare_w = Arc::clone(&spare);
-        let inbox = Arc::new(Inbox::default());
-        let inbox_w = Arc::clone(&inbox);
-        let failure = Arc::new(WriteFailure::default());
-        let failure_w = Arc::clone(&failure);
-        let handle = tokio::spawn(async move {
-            write_loop(rx, &inbox_w, report, emit, &counters, &spare_w, &failure_w).await
-        });
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
-        Ok((
-            OutputSender {
-                tx,
-                inbox,
-                format,
-                spare,
-                in_flight,
-                failure,
-            },
-            OutputThread { handle },
-        ))
-    }
-
-    /// Waits for the writer to drain (all senders must be dropped first).
-    pub async fn join(self) -> Tally {
-        self.handle
-            .await
-            .unwrap_or_else(|_| Tally::lost("the report writer stopped unexpectedly"))
-    }
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // Microseconds from 1 µs to 1 hour, 3 significant digits; creation cannot fail for these bounds.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3)
-        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
-}
-
-/// The files the writer appends to, and whether each still takes writes.
-struct Files {
-    report: Option<ReportWriter>,
-    emit: Option<EmitWriter>,
-}
-
-impl Files {
-    /// Appends to the report, unless it failed before; `false` when it does not hold `rows`.
-    fn report(&mut self, tally: &mut Tally, failure: &WriteFailure, rows: &[u8]) -> bool {
-        let Some(report) = self.report.as_mut() else {
-            return false;
-        };
-        let written = report.write_rendered(rows);
-        self.report_result(tally, failure, written)
-    }
-
-    fn report_result(
-        &mut self,
-        tally: &mut Tally,
-        failure: &WriteFailure,
-        result: std::io::Result<()>,
-    ) -> bool {
-        if tally.check(result, "report") {
-            return true;
-        }
-        // Never written again, and what it buffered is dropped, not written at exit: the
-        // rows it held are named on stderr as not recorded.
-        if let Some(report) = self.report.take() {
-            report.abandon();
-        }
-        failure.raise();
-        false
-    }
-
-    fn emit(&mut self, tally: &mut Tally, failure: &WriteFailure, bytes: &[u8]) {
-        if let Some(w) = self.emit.as_mut() {
-            if !tally.check(w.write_raw(bytes), "emit file") {
-                self.emit = None;
-                failure.raise();
-            }
-        }
-    }
-
-    /// Hands both files' buffers to the OS; `false` when the report did not take them.
-    fn flush(&mut self, tally: &mut Tally, failure: &WriteFailure) -> bool {
-        if let Some(w) = self.emit.as_mut() {
-            if !tally.check(w.flush(), "emit file") {
-                self.emit = None;
-                failure.raise();
-            }
-        }
-        match self.report.as_mut() {
-            Some(report) => {
-                let flushed = report.flush();
-                self.report_result(tally, failure, flushed)
-            }
-            None => false,
-        }
-    }
-}
-
-/// Sent rows the report could not take, as their report lines on stderr (with one line
-/// saying what they are, before the first).
-fn unrecorded(tally: &mut Tally, lines: impl Iterator<Item = impl AsRef<[u8]>>) {
-    let mut err = std::io::stderr().lock();
-    for line in lines {
-        if tally.unrecorded_sent == 0 {
-            let _ = writeln!(
-                err,
-                "reactbatch run: rows sent but not in the report, as report lines:"
-            );
-        }
-        tally.unrecorded_sent += 1;
-        let _ = err.write_all(line.as_ref());
-    }
-}
-
-async fn write_loop(
-    mut rx: mpsc::Receiver<Output>,
-    inbox: &Inbox,
-    report: ReportWriter,
-    emit: Option<EmitWriter>,
-    counters: &Counters,
-    spare: &Mutex<Vec<Batch>>,
-    failure: &WriteFailure,
-) -> Tally {
-    let mut tally = Tally::new();
-    let mut files = Files {
-        report: Some(report),
-        emit,
-    };
-    let mut last_sync = Instant::now();
-    let mut confirm: Vec<std::sync::mpsc::Sender<()>> = Vec::new();
-    // A background fsync of the report, at most one at a time.
-    let mut syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
-    // What the inbox held, swapped for this empty one each round.
-    let mut taken = Finished::default();
-    // The dispatcher's rows of this round, counted once the round is in the report.
-    let mut settled: Vec<(Status, u32)> = Vec::new();
-    let mut settled_failures: Vec<FailedRow> = Vec::new();
-    let mut open = true;
-    while open {
-        let mut next = tokio::select! {
-            msg = rx.recv() => {
-                open = msg.is_some();
-                msg
-            }
-            _ = inbox.arrived.notified() => None,
-        };
-        let mut handled = 0usize;
-        let mut held = true;
-        while let Some(msg) = next.take() {
-            handled += 1;
-            match msg {
-                Output::Batch(sent) => {
-                    let Sent { mut batch, _permit } = sent;
-                    // Emit records first, as when each was sent before its row finished.
-                    files.emit(&mut tally, failure, &batch.emit);
-                    settled_failures.append(&mut batch.failures);
-                    settled.extend_from_slice(&batch.rows);
-                    held &= files.report(&mut tally, failure, &batch.report);
-                    batch.clear();
-                    if let Ok(mut spare) = spare.lock() {
-                        if spare.len() < SPARE_BATCHES {
-                            spare.push(batch);
-                        }
-                    }
-                }
-                Output::FlushNow(done) => confirm.push(done),
-            }
-            if handled < ROUND {
-                next = rx.try_recv().ok();
-            }
-        }
-        // The rows finished so far, after the messages: every row finished before a
-        // `FlushNow` was sent is in the inbox by now, and on the disk before it is confirmed.
-        // Once the channel has closed, no sender is left to add any.
-        std::mem::swap(&mut *inbox.lock(), &mut taken);
-        inbox.taken.notify_waiters();
-        files.emit(&mut tally, failure, &taken.emit);
-        held &= files.report(&mut tally, failure, &taken.report);
-        held &= files.flush(&mut tally, failure);
-        if let Some(s) = syncing.take_if(|s| s.is_finished()) {
-            // An fsync that failed is a write error: rows handed to the OS may not be on disk.
-            let synced = s.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            held &= files.report_result(&mut tally, failure, synced);
-        }
-        if held {
-            // The round is in the report: count it.
-            for f in settled_failures.drain(..).chain(taken.failures.drain(..)) {
-                tally.record_failure(f);
-            }
-            for &(status, attempts) in &settled {
-                tally.count(counters, status, attempts, None);
-            }
-            for &(status, attempts, latency) in &taken.rows {
-                tally.count(counters, status, attempts, latency);
-                tally.recorded_sent += u64::from(attempts > 0);
-            }
-        } else {
-            // Not in the report (this round's write failed, or an earlier one did): the sent
-            // rows go to stderr; rows never sent are simply not recorded (a resume runs them).
-            unrecorded(&mut tally, taken.sent_lines());
-            settled_failures.clear();
-        }
-        settled.clear();
-        // Frees the sent rows' record permits.
-        taken.clear();
-        if !confirm.is_empty() {
-            if let Some(report) = files.report.as_mut() {
-                let _ = report.sync();
-            }
-            for done in confirm.drain(..) {
-                let _ = done.send(());
-            }
-        }
-        if last_sync.elapsed() >= Duration::from_secs(1)
-            && syncing.as_ref().is_none_or(|s| s.is_finished())
-        {
-            if let Some(report) = files.report.as_mut() {
-                match report.file_to_sync() {
-                    Ok(file) => {
-                        syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
-                    }
-                    Err(e) => {
-                        files.report_result(&mut tally, failure, Err(e));
-                    }
-                }
-            }
-            last_sync = Instant::now();
-        }
-        if handled >= ROUND {
-            tokio::task::yield_now().await;
-        }
-    }
-    if let Some(s) = syncing {
-        let synced = s.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        files.report_result(&mut tally, failure, synced);
-    }
-    files.flush(&mut tally, failure);
-    if let Some(report) = files.report.as_mut() {
-        let synced = report.sync();
-        files.report_result(&mut tally, failure, synced);
-    }
-    tally
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::report::{read_report, SourceRef};
-    use futures::FutureExt;
-
-    fn view(row: u64, status: Status, message: &str) -> RowView<'_> {
-        RowView {
-            row,
-            source: SourceRef::Text("p.csv:2"),
-            target: "t",
-            provider: "ogmma",
-            action: "react",
-            message_id: "m",
-            emoji: "👍",
-            status,
-            http_status: Some(200),
-            code: "",
-            message,
-            attempts: 2,
-            duration_ms: 1,
-            finished_at: "2026-12-05T05:00:00.000Z",
-            key: "k",
-            scope_id: "",
-            channel_id: "",
-        }
-    }
-
-    #[tokio::test]
-    async fn a_full_inbox_holds_its_senders_until_the_writer_takes_it_and_loses_no_row() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("r.csv");
-        let counters = Arc::new(Counters::default());
-        let (out, thread) = OutputThread::start(
-            ReportWriter::create(&path).expect("report"),
-            None,
-            Arc::clone(&counters),
-        )
-        .expect("writer");
-        // On this one-thread runtime the writer cannot run before the test awaits: rows pile
-        // up in the inbox until it says full.
-        let long = "x".repeat(1000);
-        let mut rows = 0u64;
-        loop {
-            rows += 1;
-            let status = if rows.is_multiple_of(100) {
-                Status::Failed
-            } else {
-                Status::Ok
-            };
-            if out.finished(
-                &view(rows, status, &long),
-                Some(Duration::from_millis(3)),
-                None,
-            ) {
-                break;
-            }
-        }
-        assert!(rows > 500, "full after {rows} rows of 1 kB");
-        assert!(out.room().now_or_never().is_none(), "room while full");
-        // Awaiting lets the writer take the inbox; then there is room again.
-        out.room().await;
-        assert!(!out.finished(&view(rows + 1, Status::Ok, ""), None, None));
-        drop(out);
-        let tally = thread.join().await;
-        assert_eq!(tally.rows, rows + 1);
-        assert_eq!(tally.attempts, 2 * (rows + 1));
-        assert_eq!(tally.latency.len(), rows);
-        assert_eq!(
-            tally.failed_rows.len() as u64,
-            rows / 100,
-            "every 100th row failed"
-        );
-        assert!(tally.io_error.is_none());
-        assert_eq!(
-            counters.done.load(std::sync::atomic::Ordering::Relaxed),
-            rows + 1
-        );
-        let report = read_report(&path).expect("read report");
-        let numbers: Vec<u64> = report.iter().map(|r| r.row).collect();
-        assert_eq!(numbers, (1..=rows + 1).collect::<Vec<_>>());
-        assert_eq!(report[0].message, long);
-    }
-}

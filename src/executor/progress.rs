@@ -1,8 +1,8 @@
 //! Live progress on stderr: an indicatif bar on a terminal; elsewhere (cron, CI), or with
-//! `--log-format json`, a timestamped status line (or JSON event, see [`crate::log`]) every
-//! 10 seconds. `--no-progress` and `--quiet` turn both off. Both show an ETA from the lanes'
-//! pace model ([`crate::audit::PaceModel`], the dry run's estimate): each lane's rows left at
-//! the pace it actually goes (its limiter's pace after any 429, or what it achieves when that
+//! `--log-format json`, a timestamped status line (or JSON event, see
+//! [`crate::outputs::log`]) every 10 seconds. `--no-progress` and `--quiet` turn both off.
+//! Both show an ETA from the lanes' pace model ([`crate::outputs::audit::PaceModel`], the dry
+//! run's estimate): each lane's rows left at the pace it actually goes (its limiter's pace after any 429, or what it achieves when that
 //! is slower), the slowest lane or host ceiling deciding ([`time_left`]) — not the run's
 //! average rate so far, which a lane that finished early or one held back by 429s would skew.
 
@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::audit::PaceModel;
-use crate::report::Status;
+use crate::outputs::audit::PaceModel;
+use crate::outputs::report::Status;
 
-use super::{RunContext, Transport};
+use super::lane::Lane;
 
 /// The ETA, read at each tick: `None` once the run it reads is gone.
 pub type TimeLeft = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
@@ -34,7 +34,7 @@ impl ProgressMode {
         if off {
             ProgressMode::Off
         } else if std::io::stderr().is_terminal()
-            && crate::log::format() == crate::log::LogFormat::Text
+            && crate::outputs::log::format() == crate::outputs::log::LogFormat::Text
         {
             ProgressMode::Bar
         } else {
@@ -101,7 +101,7 @@ impl Progress {
                             "ok {}  failed {}  ETA {}",
                             counters.get(Status::Ok),
                             counters.get(Status::Failed),
-                            crate::audit::human_ms(eta.as_millis() as u64)
+                            crate::outputs::audit::human_ms(eta.as_millis() as u64)
                         ));
                     }
                 });
@@ -123,7 +123,7 @@ impl Progress {
                         let elapsed = start.elapsed();
                         let rate =
                             (done - copied.min(done)) as f64 / elapsed.as_secs_f64().max(1e-3);
-                        crate::log::progress(crate::log::ProgressCounts {
+                        crate::outputs::log::progress(crate::outputs::log::ProgressCounts {
                             done,
                             total,
                             ok: counters.get(Status::Ok),
@@ -158,13 +158,12 @@ impl Progress {
     }
 }
 
-/// The ETA of a run going on: `model`'s rows (index-aligned with `ctx.lanes`) less those each
-/// lane finished, each lane at the pace it goes now — its limiter's (lowered by 429s), or
+/// The ETA of a run going on: `model`'s rows (index-aligned with the run's `lanes`) less those
+/// each lane finished, each lane at the pace it goes now — its limiter's (lowered by 429s), or
 /// what it achieves when that is slower (latency, concurrency, its host's ceiling).
-pub fn time_left<T: Transport>(ctx: &RunContext<T>, model: &PaceModel) -> Duration {
-    let finished: Vec<u64> = ctx.lanes.iter().map(|l| l.finished()).collect();
-    let pace: Vec<Option<f64>> = ctx
-        .lanes
+pub fn time_left(lanes: &[Lane], model: &PaceModel) -> Duration {
+    let finished: Vec<u64> = lanes.iter().map(|l| l.finished()).collect();
+    let pace: Vec<Option<f64>> = lanes
         .iter()
         .map(|l| match (l.limiter.current_rate(), l.achieved_rate()) {
             (Some(limit), Some(seen)) => Some(limit.min(seen)),

@@ -46,17 +46,22 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::cancel::Cancel;
+use super::config::ExecConfig;
+use super::context::RunContext;
+use super::dispatch::{execute, Admission, RowSource};
+use super::lane::Lane;
+use super::progress;
 use super::rate::PaceStats;
-use super::transport::answered;
-use super::{
-    execute, progress, Admission, AttemptOutcome, Cancel, ExecConfig, Lane, OutputThread,
-    RowSource, RunContext, TargetRuntime, Transport,
-};
+use super::retry::AttemptOutcome;
+use super::target::TargetRuntime;
+use super::transport::{answered, Transport};
+use super::writer::OutputThread;
+use crate::outputs::report::{read_report, ReportWriter, RowResult};
 use crate::plan::pace::LaneMap;
 use crate::plan::spool::{LaneRows, Spool};
 use crate::plan::{Problem, ProviderKind, Rate, Row, Source, Target, TargetKind};
 use crate::provider::SignedRequest;
-use crate::report::{read_report, ReportWriter, RowResult};
 use crate::sandbox::{Fault, FaultPlan, ProviderLimiter};
 use crate::secret::{Secret, SecretRef};
 
@@ -350,7 +355,7 @@ pub struct SimRun {
 
 impl SimRun {
     /// Rows reported with `status`.
-    pub fn count(&self, status: crate::report::Status) -> usize {
+    pub fn count(&self, status: crate::outputs::report::Status) -> usize {
         self.results.iter().filter(|r| r.status == status).count()
     }
 }
@@ -804,7 +809,7 @@ async fn run_set_up(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Status;
+    use crate::outputs::report::Status;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -158,7 +158,7 @@ impl SendLog {
         let n = self.count();
         let secs = (last - first).as_secs_f64();
         // Over less than a second a rate is noise ("2303/s" for 4 requests).
-        (n > 1 && secs >= crate::summary::MIN_RATE_SPAN_MS as f64 / 1000.0)
+        (n > 1 && secs >= crate::outputs::summary::MIN_RATE_SPAN_MS as f64 / 1000.0)
             .then(|| (n - 1) as f64 / secs)
     }
 

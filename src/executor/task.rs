@@ -15,19 +15,22 @@
 
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::emit::{EmitRecord, EmitWriter};
+use crate::outputs::emit::{EmitRecord, EmitWriter};
+use crate::outputs::report::{with_row_view, RowView, Status};
 use crate::plan::{EmitFormat, Row};
-use crate::provider::{PreparedRequest, SignedRequest};
-use crate::report::{with_timestamp, RowView, Status};
+use crate::provider::SignedRequest;
 
+use super::context::RunContext;
+use super::job::{Job, RowOutcome};
+use super::lane::{Done, Lane};
+use super::message::MessageId;
 use super::output::Batch;
 use super::retry::{backoff, classify, AttemptOutcome, Verdict};
-use super::{settled_view, with_settled, MessageId, RunContext, Transport};
+use super::target::TargetRuntime;
+use super::transport::Transport;
 
 /// Dry run: build and sign with the run's clock, record the request, report `planned`;
 /// both rendered into `batch`.
@@ -37,24 +40,32 @@ pub(super) fn plan_row<T: Transport>(ctx: &RunContext<T>, row: &Row, key: &str, 
     let now = ctx.config.clock.now();
     let signed = target.signer.sign(&prepared, now);
     if let Some(format) = ctx.config.emit_format {
-        render_emit(ctx, format, row, 1, &signed, &mut batch.emit);
+        render_emit(
+            ctx,
+            format,
+            row,
+            ctx.lane_of(row),
+            1,
+            &signed,
+            &mut batch.emit,
+        );
     }
-    with_settled(
-        &ctx.targets,
+    with_row_view(
+        &target.spec,
         row,
         key,
-        Status::Planned,
-        "",
-        "dry run: not sent",
+        (Status::Planned, "", "dry run: not sent"),
         now,
         |v| ctx.out.push(batch, v),
     );
 }
 
+/// The emit record of `row`'s attempt, for a row of lane `lane`.
 fn render_emit<T: Transport>(
     ctx: &RunContext<T>,
     format: EmitFormat,
     row: &Row,
+    lane: usize,
     attempt: u32,
     signed: &SignedRequest,
     out: &mut Vec<u8>,
@@ -68,86 +79,23 @@ fn render_emit<T: Transport>(
             request: signed,
             credential,
             // The pace of the row's lane: targets sharing a pace share it in the script too.
-            pace: ctx.lanes[ctx.lane_of(row)].rate.interval(),
+            pace: ctx.lanes[lane].rate.interval(),
         },
         out,
     );
 }
 
-async fn emit<T: Transport>(ctx: &RunContext<T>, row: &Row, attempt: u32, signed: &SignedRequest) {
+async fn emit<T: Transport>(
+    ctx: &RunContext<T>,
+    row: &Row,
+    lane: usize,
+    attempt: u32,
+    signed: &SignedRequest,
+) {
     if let Some(format) = ctx.config.emit_format {
         let mut line = Vec::with_capacity(512);
-        render_emit(ctx, format, row, attempt, signed, &mut line);
+        render_emit(ctx, format, row, lane, attempt, signed, &mut line);
         ctx.out.emit(line).await;
-    }
-}
-
-/// How a row ended, as data: the writer renders it, the tally counts it.
-#[derive(Debug, Clone)]
-pub struct RowOutcome {
-    pub status: Status,
-    pub http_status: Option<u16>,
-    pub code: String,
-    pub message: String,
-    pub attempts: u32,
-    /// From the first attempt to the end, 0 when nothing was sent.
-    pub duration: Duration,
-    /// The last attempt's latency, when one was answered.
-    pub latency: Option<Duration>,
-}
-
-/// A row on its way through its lane, with its state between attempts.
-pub(super) struct Job {
-    pub(super) row: Row,
-    key: String,
-    /// Built at the first attempt, so rows waiting in a lane hold only the row.
-    prepared: Option<PreparedRequest>,
-    attempts: u32,
-    /// Retries used (429s within the budget use none).
-    retries: u32,
-    started: Option<Instant>,
-    /// When the current run of 429 answers began.
-    limited_since: Option<Instant>,
-    latency: Option<Duration>,
-    rng: SmallRng,
-}
-
-impl Job {
-    pub(super) fn new(row: Row, key: String) -> Job {
-        let rng = SmallRng::seed_from_u64(row.number ^ 0x9e37_79b9_7f4a_7c15);
-        Job {
-            row,
-            key,
-            prepared: None,
-            attempts: 0,
-            retries: 0,
-            started: None,
-            limited_since: None,
-            latency: None,
-            rng,
-        }
-    }
-
-    pub(super) fn message_id(&self) -> MessageId {
-        super::message_id(&self.row)
-    }
-
-    fn outcome(
-        &self,
-        status: Status,
-        http_status: Option<u16>,
-        code: &str,
-        message: String,
-    ) -> RowOutcome {
-        RowOutcome {
-            status,
-            http_status,
-            code: code.to_string(),
-            message,
-            attempts: self.attempts,
-            duration: self.started.map_or(Duration::ZERO, |s| s.elapsed()),
-            latency: self.latency,
-        }
     }
 }
 
@@ -155,45 +103,46 @@ impl Job {
 /// row), waiting only when the writer has fallen a whole inbox behind. A row that was sent
 /// hands its record permit (`permit`) on with it: the writer frees the permit once the
 /// report holds the row, so rows sent and not recorded never outnumber `concurrency`.
+/// `lane` is the row's lane, which its sender knows.
 async fn finish<T: Transport>(
     ctx: &RunContext<T>,
+    lane: usize,
     job: &Job,
     outcome: RowOutcome,
     permit: Option<OwnedSemaphorePermit>,
 ) -> MessageId {
-    ctx.lanes[ctx.lane_of(&job.row)].count_finished(outcome.status);
-    let full = with_timestamp(chrono::Utc::now(), |finished_at| {
-        let settled = settled_view(
-            &ctx.targets,
-            &job.row,
-            &job.key,
-            outcome.status,
-            &outcome.code,
-            &outcome.message,
-            finished_at,
-        );
-        ctx.out.finished(
-            &RowView {
-                http_status: outcome.http_status,
-                attempts: outcome.attempts,
-                duration_ms: outcome.duration.as_millis() as u64,
-                ..settled
-            },
-            outcome.latency,
-            permit,
-        )
-    });
+    ctx.lanes[lane].count_finished(outcome.status);
+    let full = with_row_view(
+        &ctx.targets[job.row.target].spec,
+        &job.row,
+        &job.key,
+        (outcome.status, &outcome.code, &outcome.message),
+        ctx.config.wire_clock.now(),
+        |settled| {
+            ctx.out.finished(
+                &RowView {
+                    http_status: outcome.http_status,
+                    attempts: outcome.attempts,
+                    duration_ms: outcome.duration.as_millis() as u64,
+                    ..*settled
+                },
+                outcome.latency,
+                permit,
+            )
+        },
+    );
     if full {
         ctx.out.room().await;
     }
     job.message_id()
 }
 
-/// A row its lane will not send: its target was stopped, or the run was interrupted.
+/// A row its lane (`lane`) will not send: its target was stopped, or the run was interrupted.
 pub(super) async fn finish_unsent<T: Transport>(
     ctx: &RunContext<T>,
+    lane: usize,
     job: Job,
-    done: &super::lane::Done,
+    done: &Done,
 ) {
     let target = &ctx.targets[job.row.target];
     let outcome = match target.stopped() {
@@ -214,7 +163,7 @@ pub(super) async fn finish_unsent<T: Transport>(
             },
         ),
     };
-    let id = finish(ctx, &job, outcome, None).await;
+    let id = finish(ctx, lane, &job, outcome, None).await;
     done.push(id, true);
 }
 
@@ -233,14 +182,14 @@ pub(super) enum Attempted {
 pub(super) async fn attempt<T: Transport>(
     ctx: &RunContext<T>,
     session: &mut T::Session,
-    lane: usize,
+    lane_index: usize,
     job: &mut Job,
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     hard: std::pin::Pin<&mut (dyn std::future::Future<Output = ()> + Send)>,
 ) -> Attempted {
     let (slot, permit) = permits;
     let target = &ctx.targets[job.row.target];
-    let lane = &ctx.lanes[lane];
+    let lane = &ctx.lanes[lane_index];
     job.attempts += 1;
     let sent_at = Instant::now();
     job.started.get_or_insert(sent_at);
@@ -252,8 +201,8 @@ pub(super) async fn attempt<T: Transport>(
         .prepared
         .get_or_insert_with(|| target.endpoint.prepare(&job.row));
     // Signed at send time, on every attempt: a retry with an old Date would be rejected.
-    let signed = target.signer.sign(prepared, chrono::Utc::now());
-    emit(ctx, &job.row, job.attempts, &signed).await;
+    let signed = target.signer.sign(prepared, ctx.config.wire_clock.now());
+    emit(ctx, &job.row, lane_index, job.attempts, &signed).await;
     let outcome = tokio::select! {
         outcome = ctx.transport.send(session, signed, ctx.config.timeout) => Some(outcome),
         _ = hard => None,
@@ -265,12 +214,43 @@ pub(super) async fn attempt<T: Transport>(
             "cancelled",
             "interrupted while the request was in flight; it may have been applied".into(),
         );
-        return Attempted::Finished(finish(ctx, job, o, Some(permit)).await);
+        return Attempted::Finished(finish(ctx, lane_index, job, o, Some(permit)).await);
     };
     job.latency = Some(sent_at.elapsed());
     drop(slot);
+    heed(target, lane, &outcome);
+    let (http_status, code, message) = describe(&outcome, ctx.config.timeout);
+    // A finished row hands its slot to the writer; one that goes again frees it on return.
+    let o = match classify(&outcome) {
+        Verdict::Success => {
+            target.record_auth(false, 0, "");
+            job.outcome(Status::Ok, http_status, &code, message)
+        }
+        Verdict::Fail { auth } => {
+            if auth {
+                target.record_auth(true, http_status.unwrap_or(0), &code);
+            }
+            job.outcome(Status::Failed, http_status, &code, message)
+        }
+        Verdict::Retry { retry_after } => {
+            match again(ctx, lane, job, sent_at, http_status, retry_after) {
+                Ok(wait) => return Attempted::Again(wait),
+                Err(why) => job.outcome(
+                    Status::Failed,
+                    http_status,
+                    &code,
+                    format!("{message} ({why})").trim_start().to_string(),
+                ),
+            }
+        }
+    };
+    Attempted::Finished(finish(ctx, lane_index, job, o, Some(permit)).await)
+}
+
+/// What an answer tells the origin's breaker and the lane's pace.
+fn heed(target: &TargetRuntime, lane: &Lane, outcome: &AttemptOutcome) {
     // The origin's breaker: failures to establish a connection in a row stop its targets.
-    match &outcome {
+    match outcome {
         AttemptOutcome::Unreachable {
             origin, message, ..
         } => {
@@ -285,13 +265,17 @@ pub(super) async fn attempt<T: Transport>(
         }
         AttemptOutcome::Timeout | AttemptOutcome::Refused { .. } => {}
     }
-    if let AttemptOutcome::Answered { status, .. } = &outcome {
+    if let AttemptOutcome::Answered { status, .. } = outcome {
         if *status != 429 {
             // Taken under the provider's rate limit: what a 429's slowdown is measured from.
             lane.limiter.accepted(Instant::now());
         }
     }
-    let (http_status, code, message) = match &outcome {
+}
+
+/// An attempt's outcome as the report shows it: HTTP status, code and message.
+fn describe(outcome: &AttemptOutcome, timeout: Duration) -> (Option<u16>, String, String) {
+    match outcome {
         AttemptOutcome::Answered {
             status,
             code,
@@ -309,83 +293,69 @@ pub(super) async fn attempt<T: Transport>(
         AttemptOutcome::Timeout => (
             None,
             "timeout".to_string(),
-            format!("no answer within {:?}", ctx.config.timeout),
+            format!("no answer within {timeout:?}"),
         ),
         AttemptOutcome::Connection(e) => (None, "connection".to_string(), e.clone()),
         AttemptOutcome::Refused { code, message }
         | AttemptOutcome::Unreachable { code, message, .. } => {
             (None, code.clone(), message.clone())
         }
-    };
-    // A finished row hands its slot to the writer; one that goes again frees it on return.
-    match classify(&outcome) {
-        Verdict::Success => {
-            target.record_auth(false, 0, "");
-            let o = job.outcome(Status::Ok, http_status, &code, message);
-            Attempted::Finished(finish(ctx, job, o, Some(permit)).await)
-        }
-        Verdict::Fail { auth } => {
-            if auth {
-                target.record_auth(true, http_status.unwrap_or(0), &code);
-            }
-            let o = job.outcome(Status::Failed, http_status, &code, message);
-            Attempted::Finished(finish(ctx, job, o, Some(permit)).await)
-        }
-        Verdict::Retry { retry_after } => {
-            let limited = http_status == Some(429);
-            if limited {
-                lane.rate_limited
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                match retry_after {
-                    // The provider asked the whole lane to wait, not just this row.
-                    Some(ra) => lane.limiter.pause_until(Instant::now() + ra),
-                    None => lane.limiter.rate_limited(sent_at),
-                }
-            } else {
-                job.limited_since = None;
-            }
-            let within_budget = limited && {
-                let since = *job.limited_since.get_or_insert(sent_at);
-                since.elapsed() <= ctx.config.rate_limit_budget
-            };
-            if !within_budget {
-                job.retries += 1;
-                if job.retries > ctx.config.retries {
-                    let why = if limited {
-                        format!(
-                            "{message} (still rate limited after {}s and {} attempts)",
-                            job.limited_since.map_or(0, |s| s.elapsed().as_secs()),
-                            job.attempts
-                        )
-                    } else {
-                        format!("{message} (gave up after {} attempts)", job.attempts)
-                    };
-                    let o = job.outcome(
-                        Status::Failed,
-                        http_status,
-                        &code,
-                        why.trim_start().to_string(),
-                    );
-                    return Attempted::Finished(finish(ctx, job, o, Some(permit)).await);
-                }
-                if let (false, Some(ra)) = (limited, retry_after) {
-                    lane.limiter.pause_until(Instant::now() + ra);
-                }
-                let wait = backoff(
-                    job.retries,
-                    ctx.config.backoff_base,
-                    ctx.config.backoff_cap,
-                    retry_after,
-                    &mut job.rng,
-                );
-                // Back to the front of its lane once the backoff is over: the lane's pace
-                // decides when it goes again. The lane's sender finishes it if the run was
-                // interrupted meanwhile.
-                return Attempted::Again(wait);
-            }
-            // Rate limited within the budget: back to the front of its lane at once; the
-            // lane's pace (slowed or paused for the 429) decides when it goes again.
-            Attempted::Again(Duration::ZERO)
-        }
     }
+}
+
+/// A retryable outcome of the attempt sent at `sent_at`: how long the row waits before it
+/// goes back to the front of its lane (zero: at once), or why it gives up.
+fn again<T: Transport>(
+    ctx: &RunContext<T>,
+    lane: &Lane,
+    job: &mut Job,
+    sent_at: Instant,
+    http_status: Option<u16>,
+    retry_after: Option<Duration>,
+) -> Result<Duration, String> {
+    let limited = http_status == Some(429);
+    if limited {
+        lane.rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match retry_after {
+            // The provider asked the whole lane to wait, not just this row.
+            Some(ra) => lane.limiter.pause_until(Instant::now() + ra),
+            None => lane.limiter.rate_limited(sent_at),
+        }
+    } else {
+        job.limited_since = None;
+    }
+    let within_budget = limited && {
+        let since = *job.limited_since.get_or_insert(sent_at);
+        since.elapsed() <= ctx.config.rate_limit_budget
+    };
+    if within_budget {
+        // Rate limited within the budget: back to the front of its lane at once; the lane's
+        // pace (slowed or paused for the 429) decides when it goes again.
+        return Ok(Duration::ZERO);
+    }
+    job.retries += 1;
+    if job.retries > ctx.config.retries {
+        return Err(if limited {
+            format!(
+                "still rate limited after {}s and {} attempts",
+                job.limited_since.map_or(0, |s| s.elapsed().as_secs()),
+                job.attempts
+            )
+        } else {
+            format!("gave up after {} attempts", job.attempts)
+        });
+    }
+    if let (false, Some(ra)) = (limited, retry_after) {
+        lane.limiter.pause_until(Instant::now() + ra);
+    }
+    // Back to the front of its lane once the backoff is over: the lane's pace decides when it
+    // goes again. The lane's sender finishes it if the run was interrupted meanwhile.
+    Ok(backoff(
+        job.retries,
+        ctx.config.backoff_base,
+        ctx.config.backoff_cap,
+        retry_after,
+        &mut job.rng,
+    ))
 }

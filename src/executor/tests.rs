@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::sim::{self, per_sec, Arrival, Provider, SimRun};
 use super::*;
-use crate::plan::{Rate, TargetKind};
+use crate::outputs::report::Status;
+use crate::plan::pace::LaneMap;
+use crate::plan::{Problem, Rate, Row, Target, TargetKind};
 
 mod pace;
 
@@ -573,11 +575,12 @@ async fn eta_after(
     at: Duration,
 ) -> (u64, Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let writer = crate::report::ReportWriter::create(&dir.path().join("r.csv")).expect("report");
+    let writer =
+        crate::outputs::report::ReportWriter::create(&dir.path().join("r.csv")).expect("report");
     let (out, thread) = OutputThread::start(writer, None, Arc::new(progress::Counters::default()))
         .expect("writer thread");
-    let model = crate::audit::PaceModel {
-        lanes: vec![crate::audit::LanePace {
+    let model = crate::outputs::audit::PaceModel {
+        lanes: vec![crate::outputs::audit::LanePace {
             rows: rows.len() as u64,
             rate,
             host: None,
@@ -603,7 +606,10 @@ async fn eta_after(
         |_: &Row, _: &str| Admission::Run,
     ));
     tokio::time::sleep(at).await;
-    let seen = (ctx.lanes[0].finished(), progress::time_left(&ctx, &model));
+    let seen = (
+        ctx.lanes[0].finished(),
+        progress::time_left(&ctx.lanes, &model),
+    );
     run.await.expect("run");
     drop(ctx);
     thread.join().await;
@@ -1106,4 +1112,53 @@ async fn a_cancel_while_reading_lane_by_lane_reports_every_row_once() {
             "acct-{a:02}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sent_row_is_stamped_by_the_wire_clock_and_a_deferred_one_by_the_run_clock() {
+    // `--now` fixes the run's decisions (`not_before`), not what happens on the wire: a sent
+    // row's finish time comes from the wire clock, a deferred row's from the run's clock.
+    use chrono::TimeZone;
+    let run_now = chrono::Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time");
+    let wire_now = chrono::Utc
+        .with_ymd_and_hms(2030, 6, 1, 12, 0, 0)
+        .single()
+        .expect("time");
+    let provider = Arc::new(Provider::new());
+    let config = ExecConfig {
+        clock: Clock::Fixed(run_now),
+        wire_clock: Clock::Fixed(wire_now),
+        ..ExecConfig::default()
+    };
+    let mut later = Row::test(3).message("m3");
+    later.not_before = Some(run_now + chrono::Duration::days(1));
+    let rows = vec![
+        Row::test(1).message("m1"),
+        Row::test(2).message("m2"),
+        later,
+    ];
+    let run = sim::run(
+        &provider,
+        config,
+        vec![sim::kommo("k", "s1", per_sec(100))],
+        Vec::new(),
+        rows,
+    )
+    .await;
+    let stamps: Vec<(Status, &str)> = run
+        .results
+        .iter()
+        .map(|r| (r.status, r.finished_at.as_str()))
+        .collect();
+    assert_eq!(
+        stamps,
+        vec![
+            (Status::Ok, "2030-06-01T12:00:00.000Z"),
+            (Status::Ok, "2030-06-01T12:00:00.000Z"),
+            (Status::Deferred, "2026-01-01T00:00:00.000Z"),
+        ]
+    );
 }

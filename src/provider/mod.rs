@@ -21,6 +21,9 @@ use crate::sign::{KommoKey, CONTENT_TYPE};
 /// Ogmma answers JSON; reqwest alone would send `*/*`.
 pub const ACCEPT: &str = "application/json";
 
+/// The `User-Agent` every request carries: sent by the transport, listed by `--emit`.
+pub const USER_AGENT: &str = concat!("reactbatch/", env!("CARGO_PKG_VERSION"));
+
 /// A row's request before signing: method, URL and the exact body bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreparedRequest {

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use reactbatch::outputs::report::{read_report, RowResult, Status};
 use reactbatch::plan::{ProviderKind, Rate};
-use reactbatch::report::{read_report, RowResult, Status};
 use reactbatch::sandbox::{Sandbox, SandboxHandle};
 use reactbatch::secret::Secret;
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use reactbatch::outputs::report::{RowResult, Status};
 use reactbatch::plan::ProviderKind;
-use reactbatch::report::{RowResult, Status};
 use reactbatch::sandbox::{SandboxConfig, SandboxHandle, OGMMA_USER};
 use reactbatch::secret::Secret;
 

@@ -375,7 +375,7 @@ fn version_names_the_commit_in_a_checkout() {
 
 #[test]
 fn summary_schema_doc_lists_exactly_the_summary_fields() {
-    use reactbatch::summary::{LaneSummary, LatencySummary, Summary, TargetSummary};
+    use reactbatch::outputs::summary::{LaneSummary, LatencySummary, Summary, TargetSummary};
     let summary = Summary {
         plan: "p.yaml".into(),
         report: "r.csv".into(),
@@ -396,8 +396,8 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             achieved_rate: None,
             max_requests_in_1s: 1,
             stopped: None,
-            plan: reactbatch::audit::TargetAudit {
-                top_emoji: vec![reactbatch::audit::EmojiCount {
+            plan: reactbatch::outputs::audit::TargetAudit {
+                top_emoji: vec![reactbatch::outputs::audit::EmojiCount {
                     emoji: "👍".into(),
                     rows: 1,
                 }],
@@ -421,7 +421,7 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             settled_rate: None,
             failed: 0,
         }],
-        hosts: vec![reactbatch::summary::HostSummary {
+        hosts: vec![reactbatch::outputs::summary::HostSummary {
             host: "amojo.kommo.com".into(),
             base_url: "https://amojo.kommo.com".into(),
             lanes: 1,

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
+use reactbatch::outputs::report::{read_report, Status};
 use reactbatch::plan::{ProviderKind, Rate};
-use reactbatch::report::{read_report, Status};
 use reactbatch::sandbox::Sandbox;
 
 /// One line of the sandbox's request log.

@@ -12,8 +12,8 @@ use crate::common::*;
 use chrono::{DateTime, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use reactbatch::outputs::report::{read_report, RowResult, Status};
 use reactbatch::plan::ProviderKind;
-use reactbatch::report::{read_report, RowResult, Status};
 use reactbatch::sandbox::{Sandbox, SandboxHandle};
 
 /// A plan row with every column the operations features use.

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-use reactbatch::report::{read_report, Status};
+use reactbatch::outputs::report::{read_report, Status};
 use reactbatch::sandbox::{Sandbox, SandboxHandle};
 
 fn requests(sandbox: &SandboxHandle) -> u64 {

@@ -5,7 +5,7 @@
 //! (`scripts/bench`).
 
 use crate::common::*;
-use reactbatch::report::{read_report, Status};
+use reactbatch::outputs::report::{read_report, Status};
 use reactbatch::sandbox::Sandbox;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
+use reactbatch::outputs::report::{read_report, Status};
 use reactbatch::plan::{ProviderKind, Rate};
-use reactbatch::report::{read_report, Status};
 use reactbatch::sandbox::{Sandbox, SandboxConfig};
 use reactbatch::secret::Secret;
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use reactbatch::outputs::report::{read_report, Status};
 use reactbatch::plan::{ProviderKind, Rate};
-use reactbatch::report::{read_report, Status};
 use reactbatch::sandbox::Sandbox;
 
 use crate::common::{

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::*;
+use reactbatch::outputs::report::{read_report, Status};
 use reactbatch::plan::Rate;
-use reactbatch::report::{read_report, Status};
 use reactbatch::sandbox::Sandbox;
 
 /// A plan of `accounts` Kommo targets (one per account: its own `scope_id`, hence its own

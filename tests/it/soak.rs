@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
+use reactbatch::outputs::report::{read_report, Status};
 use reactbatch::plan::Rate;
-use reactbatch::report::{read_report, Status};
 use reactbatch::sandbox::Sandbox;
 
 const PLAN_RATE: u32 = 400;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use reactbatch::report::{read_report, RowResult, Status};
+use reactbatch::outputs::report::{read_report, RowResult, Status};
 use reactbatch::sandbox::Sandbox;
 
 use crate::common::*;

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use reactbatch::outputs::report::{read_report, Status};
 use reactbatch::plan::ProviderKind;
-use reactbatch::report::{read_report, Status};
 use reactbatch::sandbox::{Sandbox, OGMMA_USER};
 use reactbatch::secret::Secret;
 

@@ -111,7 +111,7 @@ impl RunConfig {
             // The plan's setting, or the file's extension (`.sh`: curl).
             None => s.emit_format.unwrap_or_else(|| {
                 emit.as_deref()
-                    .map_or(EmitFormat::default(), crate::emit::format_for_path)
+                    .map_or(EmitFormat::default(), crate::outputs::emit::format_for_path)
             }),
         };
         if args.emit_format.is_some() && emit.is_none() {

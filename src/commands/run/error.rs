@@ -159,11 +159,11 @@ impl RunError {
     /// Prints the problems, the error's line, then where the held-back warnings can be seen.
     pub fn print(&self) {
         if !self.problems.is_empty() {
-            crate::log::problems(&self.problems);
+            crate::outputs::log::problems(&self.problems);
         }
-        crate::log::error(&self.to_string());
+        crate::outputs::log::error(&self.to_string());
         if let Some(untold) = &self.untold {
-            crate::log::info(&format!(
+            crate::outputs::log::info(&format!(
                 "reactbatch run: {} warning(s) not shown; `reactbatch check {}` lists them",
                 untold.warnings,
                 untold.plan.display()

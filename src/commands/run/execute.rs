@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::emit::EmitWriter;
 use crate::executor::progress::{Counters, Progress, ProgressMode};
 use crate::executor::transport::Trust;
 use crate::executor::{
@@ -14,10 +13,11 @@ use crate::executor::{
     TargetRuntime,
 };
 use crate::identity::Identities;
+use crate::outputs::emit::EmitWriter;
+use crate::outputs::report::{ReportWriter, Status};
 use crate::plan::pace::LaneMap;
 use crate::plan::spool::{LaneRows, SpoolRows};
 use crate::plan::{Plan, ProviderKind, Shard, Target};
-use crate::report::{ReportWriter, Status};
 use crate::resume::DoneSet;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::secret::Secret;
@@ -83,7 +83,7 @@ async fn execute_on_sandbox(
         .await
         .map_err(RunErrorKind::Sandbox)?;
     if !config.quiet {
-        crate::log::info(&format!(
+        crate::outputs::log::info(&format!(
             "reactbatch: sandbox listening on {} (in-process); every target points at it with its credentials",
             sandbox.base_url()
         ));
@@ -108,7 +108,7 @@ async fn execute_on_sandbox(
     }
     let executed = run_with_targets(plan, config, &trust, targets, secrets, work).await;
     if !config.quiet {
-        crate::log::info(&format!(
+        crate::outputs::log::info(&format!(
             "reactbatch: sandbox now holds {} reaction(s); stopping it",
             sandbox.reactions().len()
         ));
@@ -202,7 +202,7 @@ async fn run_with_targets(
     let tally = writer.join().await;
     if !report.kept.is_empty() && tally.io_error.is_none() {
         if let Err(e) = move_to_end(&config.report, &report.kept) {
-            crate::log::error(&format!(
+            crate::outputs::log::error(&format!(
                 "reactbatch run: the earlier rows kept as not_in_plan stay before this run's \
                  rows in {}: {e}",
                 config.report.display()
@@ -307,7 +307,7 @@ struct Dispatch<'a> {
     total_rows: u64,
     identities: Identities,
     done: Option<DoneSet>,
-    pace: crate::audit::PaceModel,
+    pace: crate::outputs::audit::PaceModel,
 }
 
 impl Dispatch<'_> {
@@ -336,7 +336,7 @@ impl Dispatch<'_> {
             Arc::clone(counters),
             Box::new(move || {
                 let ctx = run.upgrade()?;
-                Some(crate::executor::progress::time_left(&ctx, &pace))
+                Some(crate::executor::progress::time_left(&ctx.lanes, &pace))
             }),
         );
         let names: Vec<String> = ctx.targets.iter().map(|t| t.spec.name.clone()).collect();
@@ -367,7 +367,7 @@ impl Dispatch<'_> {
             }
         };
         if dispatcher.await.is_err() {
-            crate::log::error(
+            crate::outputs::log::error(
                 "reactbatch run: internal error: the dispatcher stopped unexpectedly",
             );
         }
@@ -493,7 +493,7 @@ fn create_report(
     let end = synced_len(&mut w)?;
     if !kept.is_empty() {
         // Said before anything is sent (a dry run says it too).
-        crate::log::warn(&kept.describe(&done.report, plan, rows()?));
+        crate::outputs::log::warn(&kept.describe(&done.report, plan, rows()?));
     }
     std::fs::rename(&tmp, path).map_err(|source| RunErrorKind::MoveReport {
         from: tmp.clone(),

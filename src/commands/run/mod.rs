@@ -25,9 +25,9 @@ pub use error::{RunError, RunErrorKind};
 
 /// The command's edge: a run that could not start prints its error here, once.
 pub fn run(args: RunArgs) -> Exit {
-    crate::log::init(args.log_format);
+    crate::outputs::log::init(args.log_format);
     // `-q` from the command line already quiets loading; the plan's `settings:` may add it.
-    crate::log::set_quiet(args.quiet);
+    crate::outputs::log::set_quiet(args.quiet);
     match preflight_and_run(&args) {
         Ok(exit) => exit,
         Err(error) => {

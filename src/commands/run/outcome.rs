@@ -7,16 +7,16 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use crate::audit::Audit;
 use crate::digest::Digests;
 use crate::executor::host::HostLoad;
 use crate::executor::progress::Counters;
 use crate::executor::{Lane, Tally, TargetRuntime};
 use crate::exit::{Exit, RunOutcome};
+use crate::outputs::audit::Audit;
+use crate::outputs::report::Status;
+use crate::outputs::summary::{HostSummary, LaneSummary, LatencySummary, Summary, TargetSummary};
 use crate::plan::Plan;
-use crate::report::Status;
 use crate::signals::Stop;
-use crate::summary::{HostSummary, LaneSummary, LatencySummary, Summary, TargetSummary};
 
 use super::config::RunConfig;
 use super::execute::Executed;
@@ -106,17 +106,20 @@ pub fn outcome(
         output_failed(err, &tally, plan, config);
     }
     if config.dry_run {
-        let hosts = crate::executor::host::host_lines(&loads, crate::audit::LISTED_TARGETS);
-        crate::log::info(crate::audit::render(&audit, &plan.targets, &hosts).trim_end());
+        let hosts =
+            crate::executor::host::host_lines(&loads, crate::outputs::audit::LISTED_TARGETS);
+        crate::outputs::log::info(
+            crate::outputs::audit::render(&audit, &plan.targets, &hosts).trim_end(),
+        );
     }
     for why in &unreachable {
-        crate::log::error(&format!("reactbatch run: {why}"));
+        crate::outputs::log::error(&format!("reactbatch run: {why}"));
     }
     tell_failures(&summary, &counters, &tally, &stopped, stopped_by, config);
     if !config.quiet {
-        crate::log::summary(&summary);
+        crate::outputs::log::summary(&summary);
     } else if exit != Exit::Success {
-        crate::log::summary_headline(&summary);
+        crate::outputs::log::summary_headline(&summary);
     }
     if !write_summary(&summary, config) && stopped_by.is_none() {
         // An output the run could not write: 74, unless a signal's code comes first.
@@ -218,7 +221,7 @@ fn host_summaries(loads: &[HostLoad]) -> Vec<HostSummary> {
 /// it can be. The resume reads the report as it is: the rows it holds are done.
 fn output_failed(err: &impl std::fmt::Display, tally: &Tally, plan: &Plan, config: &RunConfig) {
     let report = config.report.display();
-    crate::log::error(&format!(
+    crate::outputs::log::error(&format!(
         "reactbatch run: {err}; sending stopped: {} row(s) sent and recorded, {} sent and not \
          recorded{}; once the report can be written, go on with: reactbatch run {} --report \
          {report} --resume {report} (it sends the rows not recorded again)",
@@ -255,12 +258,12 @@ fn tell_failures(
         .get(Status::Failed)
         .saturating_sub(failed.len() as u64);
     if let Some(stop) = stopped_by {
-        crate::log::error(&interrupted_line(stop, summary, config));
+        crate::outputs::log::error(&interrupted_line(stop, summary, config));
         if !config.quiet {
-            crate::log::failed_rows(&failed, failed_more, &report, stopped);
+            crate::outputs::log::failed_rows(&failed, failed_more, &report, stopped);
         }
     } else {
-        crate::log::failed_rows(&failed, failed_more, &report, stopped);
+        crate::outputs::log::failed_rows(&failed, failed_more, &report, stopped);
     }
 }
 
@@ -273,7 +276,7 @@ fn write_summary(summary: &Summary, config: &RunConfig) -> bool {
     match write_synced(path, &json) {
         Ok(()) => true,
         Err(e) => {
-            crate::log::error(&format!(
+            crate::outputs::log::error(&format!(
                 "reactbatch run: cannot write summary {}: {e}",
                 path.display()
             ));

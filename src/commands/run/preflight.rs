@@ -9,11 +9,11 @@
 
 use std::path::Path;
 
-use crate::audit::{Audit, AuditBuilder};
 use crate::cli::RunArgs;
 use crate::digest::{Digests, Expected};
 use crate::identity::Identities;
 use crate::lock::{LockError, RunLock};
+use crate::outputs::audit::{Audit, AuditBuilder};
 use crate::plan::pace::{LaneMap, PaceGroup};
 use crate::plan::spool::{Spool, SpoolRows};
 use crate::plan::{EmitFormat, Plan, Problem, ProviderKind, Rate, Threads};
@@ -45,7 +45,7 @@ pub struct Work {
     pub done: Option<DoneSet>,
     /// The lanes' rows and paces behind the plan's estimate ([`Audit::model`]), for the
     /// progress ETA.
-    pub pace: crate::audit::PaceModel,
+    pub pace: crate::outputs::audit::PaceModel,
     /// The lanes, one per pace group and per account the rows name, and each row's lane.
     pub lanes: LaneMap,
 }
@@ -60,14 +60,14 @@ impl Warnings {
     }
 
     fn print(self) {
-        crate::log::problems(&self.0);
+        crate::outputs::log::problems(&self.0);
     }
 }
 
 /// Whether `path` is a report with rows that went (or were to go) on the wire: anything but
 /// `planned`. Unreadable or foreign files count as not holding results.
 fn holds_live_results(path: &Path) -> bool {
-    crate::report::holds_live_rows(path)
+    crate::outputs::report::holds_live_rows(path)
 }
 
 /// [`holds_live_results`] of a report, read on a thread of its own while the plan is
@@ -194,7 +194,7 @@ fn load_plan(args: &RunArgs) -> Result<Plan, RunError> {
 /// live run.
 fn configure(args: &RunArgs, plan: &Plan) -> Result<RunConfig, RunError> {
     let mut config = RunConfig::resolve(args, plan).map_err(RunErrorKind::Usage)?;
-    crate::log::set_quiet(config.quiet);
+    crate::outputs::log::set_quiet(config.quiet);
     if !config.dry_run {
         fit_open_files(&mut config);
     }
@@ -376,7 +376,7 @@ fn check_curl_span(
     };
     // A lane's requests: the rows routed to it, at most what its targets send (deferred
     // rows are not in the script).
-    let sleeps = crate::emit::curl_sleeps(
+    let sleeps = crate::outputs::emit::curl_sleeps(
         lanes
             .lanes
             .iter()
@@ -394,7 +394,7 @@ fn check_curl_span(
             .min_by(|a, b| a.per_second().total_cmp(&b.per_second()))
     });
     let rate = full_rate.map_or_else(|| "unlimited".to_string(), |r| r.to_string());
-    crate::emit::check_curl_span(sleeps, has_kommo, &rate)
+    crate::outputs::emit::check_curl_span(sleeps, has_kommo, &rate)
         .map_err(|why| RunErrorKind::CurlSpan(why).into())
 }
 
@@ -442,7 +442,7 @@ fn load_done(plan: &Plan, config: &RunConfig) -> Result<Option<DoneSet>, RunErro
         return Ok(None);
     };
     if !path.exists() && *path == config.report {
-        crate::log::info(&format!(
+        crate::outputs::log::info(&format!(
             "reactbatch run: no earlier report at {}; starting from the first row",
             path.display()
         ));
@@ -461,7 +461,7 @@ fn fit_open_files(config: &mut RunConfig) {
     };
     let fitted = crate::fdlimit::fit_concurrency(config.concurrency, soft, config.sandbox);
     if fitted < config.concurrency {
-        crate::log::warn(&format!(
+        crate::outputs::log::warn(&format!(
             "reactbatch run: concurrency {} lowered to {fitted} to fit the open-file limit of \
              {soft} (ulimit -n; its hard limit is the most it can be raised to)",
             config.concurrency

@@ -12,9 +12,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::audit::AuditBuilder;
 use crate::digest::PlanDigest;
 use crate::identity::IdentityScan;
+use crate::outputs::audit::AuditBuilder;
 use crate::plan::pace::LaneMap;
 use crate::plan::spool::Spool;
 use crate::plan::{Plan, Shard, Threads, Validation};
@@ -101,8 +101,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::audit::Audit;
     use crate::digest::Digests;
+    use crate::outputs::audit::Audit;
     use crate::plan::{Problem, Row};
 
     const TARGETS: &str = "version: 1

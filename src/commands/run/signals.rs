@@ -22,13 +22,13 @@ pub(super) async fn watch_signals(
     let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
-            crate::log::error(&format!("reactbatch run: cannot watch for signals: {e}"));
+            crate::outputs::log::error(&format!("reactbatch run: cannot watch for signals: {e}"));
             return;
         }
     };
     let stop = signals.next().await;
     let _ = stopped.set(stop);
-    crate::log::warn(&format!(
+    crate::outputs::log::warn(&format!(
         "reactbatch: {}; finishing requests in flight{}",
         stop.describe(),
         stop.again_hint()
@@ -44,7 +44,7 @@ pub(super) async fn watch_signals(
 
 async fn exit_now(out: &executor::OutputSender, stop: Stop, next: &str) {
     out.flush_now().await;
-    crate::log::error(&format!(
+    crate::outputs::log::error(&format!(
         "reactbatch: {}, then stopped at once; the report holds every finished row; {next}",
         stop.describe()
     ));

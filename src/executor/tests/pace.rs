@@ -13,8 +13,8 @@ use std::time::Duration;
 use crate::executor::rate::{RECOVER, SETTLE};
 use crate::executor::sim::{self, per_sec, Fate, Log, Provider, RetryAfter};
 use crate::executor::{ExecConfig, Lane};
+use crate::outputs::report::Status;
 use crate::plan::{Action, Rate, Row};
-use crate::report::Status;
 
 /// The paused clock's timer resolution.
 const TICK: Duration = Duration::from_millis(1);

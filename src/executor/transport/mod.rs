@@ -50,8 +50,7 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = AttemptOutcome> + Send;
 }
 
-/// The `User-Agent` every request carries (also listed by `--emit`).
-pub const USER_AGENT: &str = concat!("reactbatch/", env!("CARGO_PKG_VERSION"));
+pub use crate::provider::USER_AGENT;
 
 /// Whom HTTPS trusts, beyond the system store and the bundled web roots.
 #[derive(Clone, Debug, Default)]

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::report::Status;
+use crate::outputs::report::Status;
 
 /// Rates are shown only over at least this much time.
 pub const MIN_RATE_SPAN_MS: u64 = 1000;
@@ -56,7 +56,7 @@ pub struct TargetSummary {
     pub stopped: Option<String>,
     /// What the plan does on this target, and the estimate for its lane.
     #[serde(flatten)]
-    pub plan: crate::audit::TargetAudit,
+    pub plan: crate::outputs::audit::TargetAudit,
 }
 
 /// One pace group's lane: the targets that share a pace, and what their provider's 429s did
@@ -87,7 +87,7 @@ pub struct LaneSummary {
     pub failed: u64,
 }
 
-/// What the lanes to one host add up to, and its ceiling (see [`crate::executor::host`]).
+/// What the lanes to one host add up to, and its ceiling (the executor's `host` ceilings).
 #[derive(Debug, Serialize)]
 pub struct HostSummary {
     /// `amojo.kommo.com`, `127.0.0.1:8080`.
@@ -126,7 +126,7 @@ pub struct Summary {
     pub retries: u64,
     pub elapsed_ms: u64,
     pub rows_per_second: f64,
-    /// How long the live run takes at the lanes' pace (see [`crate::audit`]).
+    /// How long the live run takes at the lanes' pace (see [`crate::outputs::audit`]).
     pub estimated_ms: u64,
     pub targets: Vec<TargetSummary>,
     /// One per pace group.

@@ -22,8 +22,8 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
+use crate::outputs::summary::Summary;
 use crate::plan::{Problem, Severity};
-use crate::summary::Summary;
 
 /// `run --log-format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -96,7 +96,7 @@ pub fn format() -> LogFormat {
 }
 
 fn now() -> String {
-    crate::report::timestamp(chrono::Utc::now())
+    crate::outputs::report::timestamp(chrono::Utc::now())
 }
 
 /// One JSON line: `ts`, `level`, `event` first, then `fields` (an object, serialized in its own
@@ -229,7 +229,7 @@ pub struct ProgressCounts {
     pub ok: u64,
     pub failed: u64,
     pub rows_per_second: f64,
-    /// Time left, by [`crate::executor::progress::eta`].
+    /// Time left, from the lanes' pace model ([`crate::outputs::audit::PaceModel::time_left`]).
     pub eta: std::time::Duration,
 }
 
@@ -357,7 +357,7 @@ pub fn progress_line(ts: &str, format: LogFormat, c: ProgressCounts) -> String {
             c.ok,
             c.failed,
             c.rows_per_second,
-            crate::audit::human_ms(c.eta.as_millis() as u64)
+            crate::outputs::audit::human_ms(c.eta.as_millis() as u64)
         ),
         LogFormat::Json => {
             let mut line = json_line(

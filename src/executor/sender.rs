@@ -1,0 +1,171 @@
+//! A lane's senders. A sender takes the row at the front of its lane, waits for the lane's
+//! pace (one sender at a time, in turn), then for one of the run's concurrency slots, and runs
+//! the attempt itself ([`super::task`]) — no task is spawned per row or per attempt. A lane
+//! starts with one sender and adds one, up to `concurrency`, when a sender leaves the pace
+//! with rows still waiting and no sender free to take them: a lane at 7/s with quick answers
+//! keeps one sender, an unlimited one grows to what its answers' latency needs, and a thousand
+//! lanes cost a thousand small tasks, not a thousand times `concurrency`. A row waiting for its
+//! lane's pace holds no concurrency slot, so every lane runs at its own limit at the same
+//! time; `--concurrency` bounds requests in flight across the run, and the slots go to waiting
+//! senders first come, first served (the semaphore is fair), so no ready lane starves.
+//!
+//! A retried row's backoff is waited out by a small task of its own, so a sender never sleeps
+//! through one.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::context::RunContext;
+use super::job::Job;
+use super::lane::{Done, Lane};
+use super::task;
+use super::transport::Transport;
+
+/// Starts a sender for `lane`, its handle kept for the end of the run.
+pub(super) fn start_sender<T: Transport>(ctx: &Arc<RunContext<T>>, lane: usize, done: &Arc<Done>) {
+    ctx.lanes[lane].queue.senders.fetch_add(1, Ordering::AcqRel);
+    spawn_sender(ctx, lane, done);
+}
+
+fn spawn_sender<T: Transport>(ctx: &Arc<RunContext<T>>, lane: usize, done: &Arc<Done>) {
+    // Boxed: a sender starts another, and a future cannot hold its own type.
+    let work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(sender(Arc::clone(ctx), lane, Arc::clone(done)));
+    let handle = tokio::spawn(work);
+    ctx.workers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(handle);
+}
+
+/// One of a lane's senders: until the lane is closed and empty, take the front row, wait for
+/// the pace, then for a concurrency slot, and run its attempt.
+pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, done: Arc<Done>) {
+    let l = &ctx.lanes[lane];
+    // This sender's own connections, kept between its requests.
+    let mut session = ctx.transport.session();
+    // Its watch for a hard cancel, kept for all its attempts.
+    let hard = ctx.cancel.hard_watch();
+    tokio::pin!(hard);
+    // Raised at the first report write error: nothing more is sent from then on.
+    let write_failed = ctx.out.write_failure();
+    while let Some(mut job) = l.queue.next().await {
+        if ctx.cancel.is_soft() || write_failed.has_failed() {
+            task::finish_unsent(&ctx, lane, job, &done).await;
+            continue;
+        }
+        if ctx.targets[job.row.target].stopped().is_some() {
+            task::finish_unsent(&ctx, lane, job, &done).await;
+            continue;
+        }
+        l.queue.pacing.fetch_add(1, Ordering::AcqRel);
+        let paced = tokio::select! {
+            // The pace first: when it has a slot at once (an unlimited lane), the cancel
+            // watch is not even registered with.
+            biased;
+            _ = l.limiter.next_slot(true) => true,
+            _ = ctx.cancel.soft() => false,
+        };
+        l.queue.pacing.fetch_sub(1, Ordering::AcqRel);
+        if !paced {
+            l.push_front(job);
+            continue;
+        }
+        // The next row's turn at the pace comes while this one is on the wire.
+        if l.queue.wants_sender(ctx.config.concurrency.max(1)) {
+            spawn_sender(&ctx, lane, &done);
+        }
+        // Then its host's ceiling, shared with every lane to that host (`super::host`).
+        if ctx.hosts.limits(job.row.target) {
+            tokio::select! {
+                biased;
+                late = ctx.hosts.wait(job.row.target) => if late { l.limiter.sent_late(Instant::now()) },
+                _ = ctx.cancel.soft() => {
+                    l.push_front(job);
+                    continue;
+                }
+            }
+        }
+        // A row sent and not yet in the report holds one of `unrecorded`'s permits until the
+        // writer has it: no more rows are sent than the report is behind by `concurrency`.
+        // It is apart from the request's slot, which is freed as soon as the answer is read:
+        // a slot held through the writer's round frees in bursts, and a burst of requests
+        // finds the pool's connections still on their way back and opens new ones.
+        let Some((record, _)) = permit_unless_cancelled(&ctx.unrecorded, &ctx).await else {
+            l.push_front(job);
+            continue;
+        };
+        let Some((permit, waited)) = permit_unless_cancelled(&ctx.slots, &ctx).await else {
+            l.push_front(job);
+            continue;
+        };
+        if waited {
+            // The slot was taken at the pace; the request leaves now.
+            l.limiter.sent_late(Instant::now());
+        }
+        // The target may have been stopped while this row waited for its pace or its slot,
+        // or the report may have failed: the slot it waited for was freed by the writer's
+        // failing round.
+        if ctx.targets[job.row.target].stopped().is_some() || write_failed.has_failed() {
+            drop(permit);
+            drop(record);
+            task::finish_unsent(&ctx, lane, job, &done).await;
+            continue;
+        }
+        match task::attempt(
+            &ctx,
+            &mut session,
+            lane,
+            &mut job,
+            (permit, record),
+            hard.as_mut(),
+        )
+        .await
+        {
+            task::Attempted::Finished(id) => {
+                // With no row left in the lane, the dispatcher may be holding the next ones
+                // (behind a busy message, or not read yet): tell it now.
+                done.push(id, l.queue.is_empty());
+            }
+            task::Attempted::Again(wait) => again(&ctx, l, job, wait),
+        }
+    }
+}
+
+/// A row that goes again: back to the front of its lane at once, or once `wait` is over.
+fn again<T: Transport>(ctx: &RunContext<T>, lane: &Lane, job: Job, wait: Duration) {
+    if wait.is_zero() {
+        lane.push_front(job);
+        return;
+    }
+    // Waited out apart, holding only the lane's queue: the sender goes on.
+    let queue = Arc::clone(&lane.queue);
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.soft() => {}
+        }
+        queue.push_front(job);
+    });
+}
+
+/// One of `pool`'s permits, at once or after a wait (then `true`), unless the run is
+/// cancelled meanwhile (`None`: the row goes back to its lane).
+async fn permit_unless_cancelled<T: Transport>(
+    pool: &Arc<Semaphore>,
+    ctx: &RunContext<T>,
+) -> Option<(OwnedSemaphorePermit, bool)> {
+    if let Ok(permit) = Arc::clone(pool).try_acquire_owned() {
+        return Some((permit, false));
+    }
+    tokio::select! {
+        // The semaphore is never closed; were it, that is taken as a cancel.
+        p = Arc::clone(pool).acquire_owned() => p.ok().map(|p| (p, true)),
+        _ = ctx.cancel.soft() => None,
+    }
+}

@@ -1,0 +1,14 @@
+//! What a run writes, below the executor: the executor hands each row's result down here and
+//! these modules turn results into files and lines; none of them reaches back up into the run.
+//!
+//! - [`report`]: report rows (built from row results) and the report files, CSV or JSON Lines.
+//! - [`summary`]: the end-of-run summary (stderr and `--summary-json`).
+//! - [`emit`]: the audit trail of signed requests (JSON Lines or curl).
+//! - [`audit`]: what a plan will do per target and how long the live run takes (dry run).
+//! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
+
+pub mod audit;
+pub mod emit;
+pub mod log;
+pub mod report;
+pub mod summary;
