@@ -30,6 +30,7 @@
 //! - [`diagnostic`]: plan problems rendered with the source line and a caret (`--color`).
 //! - [`signals`]: SIGINT/SIGTERM and SIGPIPE for every command; [`exit`]: the exit codes;
 //!   [`fdlimit`]: the open-file limit, raised at start, and the connection bound fitted under it.
+//! - [`outputs`]: the HTML page of a run and the lanes' time series it draws.
 //! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
 
 pub mod audit;
@@ -45,6 +46,7 @@ pub mod identity;
 pub(crate) mod json;
 pub mod lock;
 pub mod log;
+pub mod outputs;
 pub mod plan;
 pub mod provider;
 pub mod report;
@@ -84,6 +86,7 @@ pub fn main_entry() -> ExitCode {
         Command::Run(args) => commands::run::run(*args),
         Command::Sign(args) => commands::sign::run(&args),
         Command::Undo(args) => commands::undo::run(&args),
+        Command::Report(args) => commands::report::run(&args),
         Command::Sandbox(args) => sandbox::run_command(args),
         Command::Emoji(args) => commands::emoji::run(&args),
         Command::Schema => commands::docs::schema(),

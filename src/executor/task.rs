@@ -317,8 +317,16 @@ pub(super) async fn attempt<T: Transport>(
             (None, code.clone(), message.clone())
         }
     };
+    let verdict = classify(&outcome);
+    lane.series.record(&crate::outputs::series::Attempt {
+        sent_at,
+        latency: job.latency.unwrap_or_default(),
+        ok: matches!(verdict, Verdict::Success),
+        rate_limited: http_status == Some(429),
+        retry: job.attempts > 1,
+    });
     // A finished row hands its slot to the writer; one that goes again frees it on return.
-    match classify(&outcome) {
+    match verdict {
         Verdict::Success => {
             target.record_auth(false, 0, "");
             let o = job.outcome(Status::Ok, http_status, &code, message);

@@ -149,6 +149,7 @@ pub fn outcome(
                     pauses: pace.pauses,
                     settled_rate: pace.settled_rate,
                     failed: l.failed(),
+                    series: l.series.snapshot(),
                 }
             })
             .collect(),
@@ -217,6 +218,17 @@ pub fn outcome(
         crate::log::summary(&summary);
     } else if exit != Exit::Success {
         crate::log::summary_headline(&summary);
+    }
+    if let Some(path) = &config.report_html {
+        // The page is for people: one that cannot be written is a warning, the run's outcome
+        // stands.
+        let page = crate::outputs::html::page_of_run(&summary, &config.report);
+        if let Err(e) = crate::outputs::html::write_page(path, &page) {
+            crate::log::warn(&format!(
+                "reactbatch run: cannot write the HTML page {}: {e}",
+                path.display()
+            ));
+        }
     }
     if let Some(path) = &config.summary_json {
         let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
