@@ -521,7 +521,7 @@ struct Chart {
 
 const LEFT: f64 = 48.0;
 const RIGHT: f64 = 12.0;
-const TOP: f64 = 10.0;
+const TOP: f64 = 20.0;
 const BOTTOM: f64 = 24.0;
 
 impl Chart {
@@ -530,7 +530,8 @@ impl Chart {
             width: 900.0,
             height: 200.0,
             x_max: x_max.max(1e-9),
-            y_max: if y_max > 0.0 { y_max } else { 1.0 },
+            // Four gridlines at round values.
+            y_max: nice_step(y_max / 4.0) * 4.0,
             body: String::new(),
         }
     }
@@ -636,8 +637,9 @@ impl Chart {
                 tick(v)
             );
         }
-        for i in 0..=5 {
-            let v = self.x_max * f64::from(i) / 5.0;
+        let step = nice_step(self.x_max / 5.0);
+        for i in 0..=((self.x_max / step).floor() as u32).min(10) {
+            let v = step * f64::from(i);
             let _ = write!(
                 s,
                 "<text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}{x_unit}</text>",
@@ -649,13 +651,26 @@ impl Chart {
         let _ = write!(
             s,
             "<text class=\"unit\" x=\"4\" y=\"{:.1}\">{}</text>",
-            TOP + 2.0,
+            TOP - 8.0,
             escape(y_unit)
         );
         s.push_str(&self.body);
         s.push_str("</svg>\n");
         s
     }
+}
+
+/// The smallest of 1, 2 or 5 times a power of ten that is at least `v` (1 for nothing).
+fn nice_step(v: f64) -> f64 {
+    if !(v.is_finite() && v > 0.0) {
+        return 1.0;
+    }
+    let power = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|&step| step >= v * (1.0 - 1e-9))
+        .unwrap_or(10.0 * power)
 }
 
 fn tick(v: f64) -> String {
@@ -1122,6 +1137,17 @@ mod tests {
         // Our own two script elements, no other.
         assert_eq!(page.matches("<script").count(), 2);
         assert_eq!(page.matches("</script>").count(), 2);
+    }
+
+    #[test]
+    fn axes_step_at_round_values() {
+        assert_eq!(nice_step(0.0), 1.0);
+        assert_eq!(nice_step(0.7), 1.0);
+        assert_eq!(nice_step(3.4), 5.0);
+        assert_eq!(nice_step(8.625), 10.0);
+        assert_eq!(nice_step(20.0), 20.0);
+        assert_eq!(nice_step(0.031), 0.05);
+        assert_eq!(nice_step(f64::INFINITY), 1.0);
     }
 
     #[test]
