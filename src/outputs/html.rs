@@ -1116,7 +1116,12 @@ mod tests {
         RowResult {
             row: n,
             source: format!("p.yaml:{}", n + 5),
-            target: if n % 2 == 0 { "kommo-main" } else { "ogmma-br" }.into(),
+            target: if n.is_multiple_of(2) {
+                "kommo-main"
+            } else {
+                "ogmma-br"
+            }
+            .into(),
             provider: "kommo".into(),
             action: "react".into(),
             message_id: message_id.into(),
@@ -1233,7 +1238,7 @@ mod tests {
         let long = "<b>&\"'".repeat(200);
         let start = chrono::DateTime::from_timestamp_millis(1_765_000_000_000).expect("time");
         for n in 0..1_000_000u64 {
-            let failed = n % 5 == 0;
+            let failed = n.is_multiple_of(5);
             let at = start + chrono::Duration::milliseconds((n * 11) as i64);
             rows.add(RowResult {
                 row: n + 1,

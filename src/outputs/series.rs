@@ -252,10 +252,10 @@ mod tests {
         let origin = Instant::now();
         let s = LaneSeries::new(origin);
         // Three hours at one send a second, each 10 ms, one in ten answered 429.
-        let secs = 3 * 3600;
+        let secs: u64 = 3 * 3600;
         for i in 0..secs {
             s.record(&Attempt {
-                rate_limited: i % 10 == 0,
+                rate_limited: i.is_multiple_of(10),
                 ..attempt(origin, i * 1000, 10 + i % 3, true)
             });
         }
