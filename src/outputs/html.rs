@@ -86,6 +86,8 @@ pub struct PageSummary {
     pub attempts: u64,
     pub retries: u64,
     pub elapsed_ms: u64,
+    /// How long the live run takes at the lanes' pace (shown for a dry run).
+    pub estimated_ms: Option<u64>,
     pub digest: Option<String>,
     pub interrupted: bool,
     pub exit_code: Option<u8>,
@@ -446,6 +448,12 @@ fn overview(h: &mut String, summary: Option<&PageSummary>, rows: &RowDigest, dry
             fact(
                 "requests",
                 format!("{} ({} retries)", s.attempts, s.retries),
+            );
+        }
+        if let (true, Some(ms)) = (dry, s.estimated_ms) {
+            fact(
+                "live run would take",
+                escape(&format!("~{}", duration_text(ms))),
             );
         }
         if let Some(code) = s.exit_code {

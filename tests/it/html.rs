@@ -199,6 +199,7 @@ fn a_dry_run_writes_a_page_with_the_outline_per_target() {
     assert!(html.contains("<td class=\"num\">120</td><td class=\"num\">0</td>"));
     assert!(html.contains("<td class=\"num\">9</td><td class=\"num\">1</td>"));
     assert!(html.contains("👍 ×120"));
+    assert!(html.contains("<dt>live run would take</dt><dd>~"), "{html}");
     assert!(!html.contains("id=\"latency\""), "nothing was sent");
 }
 
