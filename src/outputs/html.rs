@@ -175,7 +175,8 @@ struct Outline {
 
 fn histogram() -> Histogram<u64> {
     // Milliseconds up to a day, three significant digits; saturating, never failing.
-    Histogram::new_with_bounds(1, 86_400_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
+    Histogram::new_with_bounds(1, 86_400_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 impl Default for RowDigest {
@@ -231,7 +232,8 @@ impl RowDigest {
             && row.attempts > 0
             && !NOT_SENT_CODES.contains(&row.code.as_str());
         if let (true, Some(finished_ms)) = (sent, finished) {
-            let start = finished_ms.saturating_sub(row.duration_ms as i64);
+            let start =
+                finished_ms.saturating_sub(i64::try_from(row.duration_ms).unwrap_or(i64::MAX));
             self.first_ms = Some(self.first_ms.map_or(start, |f| f.min(start)));
             self.last_ms = Some(self.last_ms.map_or(finished_ms, |l| l.max(finished_ms)));
             let ok = row.status == Status::Ok;
@@ -746,7 +748,7 @@ fn lanes(h: &mut String, s: &PageSummary) {
         .filter_map(|l| l.series.as_ref())
         .filter_map(|se| {
             let n = se.len();
-            (n > 0).then(|| (se.t[n - 1] + se.bucket_s) as f64)
+            (n > 0).then(|| se.t[n - 1].saturating_add(se.bucket_s) as f64)
         })
         .fold(1.0, f64::max);
     // Lanes in trouble first, then the busiest.
@@ -879,7 +881,8 @@ fn lanes(h: &mut String, s: &PageSummary) {
 /// The sent rows' time span and a bucket width giving at most [`ROW_BUCKETS`] buckets.
 fn row_buckets(rows: &RowDigest) -> Option<(i64, i64, usize)> {
     let (first, last) = (rows.first_ms?, rows.last_ms?);
-    let span = (last - first).max(1);
+    // A hand-made report may hold any times: no arithmetic here can overflow.
+    let span = last.saturating_sub(first).max(1);
     let width = (span / ROW_BUCKETS + 1).max(1);
     let n = (span / width + 1) as usize;
     Some((first, width, n))
@@ -903,7 +906,7 @@ fn timeline(h: &mut String, rows: &RowDigest) {
     let lines = order.len().min(TIMELINE_TARGETS) + usize::from(order.len() > TIMELINE_TARGETS);
     let mut counts = vec![vec![0u64; n]; TIMELINE_TARGETS + 1];
     for s in &rows.sent {
-        let b = ((s.finished_ms - first) / width).clamp(0, n as i64 - 1) as usize;
+        let b = (s.finished_ms.saturating_sub(first) / width).clamp(0, n as i64 - 1) as usize;
         counts[line_of[s.target as usize]][b] += 1;
     }
     let per_s = 1000.0 / width as f64;
@@ -912,7 +915,7 @@ fn timeline(h: &mut String, rows: &RowDigest) {
         .flatten()
         .map(|&c| c as f64 * per_s)
         .fold(0.0, f64::max);
-    let mut chart = Chart::new((n as i64 * width) as f64 / 1000.0, peak * 1.15);
+    let mut chart = Chart::new(n as f64 * width as f64 / 1000.0, peak * 1.15);
     h.push_str("<section id=\"timeline\"><h2>Rows finished over time, by target</h2>\n<p class=\"legend\">");
     for line in 0..lines {
         let name = if line < TIMELINE_TARGETS {
@@ -923,7 +926,7 @@ fn timeline(h: &mut String, rows: &RowDigest) {
         let points: Vec<(f64, Option<f64>)> = (0..n)
             .map(|b| {
                 (
-                    (b as i64 * width) as f64 / 1000.0 + width as f64 / 2000.0,
+                    b as f64 * width as f64 / 1000.0 + width as f64 / 2000.0,
                     Some(counts[line][b] as f64 * per_s),
                 )
             })
@@ -966,7 +969,7 @@ fn latency(h: &mut String, rows: &RowDigest) {
     // Per bucket, by outcome: sum, count, max.
     let mut sums = vec![[(0u64, 0u64, 0u64); 2]; n];
     for s in &rows.sent {
-        let b = ((s.finished_ms - first) / width).clamp(0, n as i64 - 1) as usize;
+        let b = (s.finished_ms.saturating_sub(first) / width).clamp(0, n as i64 - 1) as usize;
         let cell = &mut sums[b][usize::from(!s.ok)];
         cell.0 += u64::from(s.duration_ms);
         cell.1 += 1;
@@ -977,8 +980,8 @@ fn latency(h: &mut String, rows: &RowDigest) {
         .flat_map(|b| b.iter().map(|c| c.2))
         .max()
         .unwrap_or(0) as f64;
-    let mut chart = Chart::new((n as i64 * width) as f64 / 1000.0, peak * 1.1);
-    let x = |b: usize| (b as i64 * width) as f64 / 1000.0 + width as f64 / 2000.0;
+    let mut chart = Chart::new(n as f64 * width as f64 / 1000.0, peak * 1.1);
+    let x = |b: usize| b as f64 * width as f64 / 1000.0 + width as f64 / 2000.0;
     for (kind, class) in [(0usize, "ok"), (1, "failed")] {
         let mean: Vec<(f64, Option<f64>)> = (0..n)
             .map(|b| {
@@ -1183,6 +1186,42 @@ mod tests {
         // Our own two script elements, no other.
         assert_eq!(page.matches("<script").count(), 2);
         assert_eq!(page.matches("</script>").count(), 2);
+    }
+
+    #[test]
+    fn extreme_times_and_numbers_make_a_page_without_panicking() {
+        let mut rows = RowDigest::default();
+        let mut far = row(1, Status::Ok, "m", 0, u64::MAX);
+        far.finished_at = "9999-12-31T23:59:59.999Z".into();
+        rows.add(far);
+        let mut early = row(2, Status::Failed, "m", 0, 0);
+        early.finished_at = "0001-01-01T00:00:00.000Z".into();
+        rows.add(early);
+        rows.add(row(3, Status::Ok, "m", 0, 5));
+        let summary = PageSummary {
+            lanes: vec![PageLane {
+                rate: "1e400/s".into(),
+                series: Some(Series {
+                    bucket_s: u64::MAX,
+                    t: vec![u64::MAX],
+                    sends: vec![u32::MAX],
+                    ok: vec![0],
+                    rate_limited: vec![u32::MAX],
+                    retries: vec![1],
+                    latency_mean_ms: vec![1e300],
+                    latency_max_ms: vec![f64::MAX],
+                }),
+                ..PageLane::default()
+            }],
+            ..PageSummary::default()
+        };
+        for page in [
+            render(Some(&summary), &rows, None),
+            render(None, &rows, None),
+        ] {
+            assert!(page.contains("<svg class=\"chart\""));
+            assert!(!page.contains("NaN"));
+        }
     }
 
     #[test]
