@@ -208,6 +208,59 @@ impl Series {
     }
 }
 
+/// Pretty-printed JSON with every array of numbers on one line (`[0, 1, 2]`): the series'
+/// columns would otherwise take a line per number, and a summary of many lanes hundreds of
+/// megabytes. Other arrays, and all strings, are left as they are.
+pub fn compact_number_arrays(pretty: &str) -> String {
+    let bytes = pretty.as_bytes();
+    let mut out = String::with_capacity(pretty.len());
+    // Copied up to here.
+    let mut copied = 0;
+    let mut i = 0;
+    let mut in_string = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' => {
+                // Only numbers, commas and whitespace up to the closing bracket?
+                let rest = &bytes[i + 1..];
+                let end = rest.iter().position(|c| {
+                    !(c.is_ascii_digit()
+                        || c.is_ascii_whitespace()
+                        || matches!(c, b',' | b'.' | b'-' | b'+' | b'e' | b'E'))
+                });
+                if let Some(end) = end.filter(|&e| rest[e] == b']') {
+                    let inner = &pretty[i + 1..i + 1 + end];
+                    if inner.bytes().any(|c| c.is_ascii_digit()) {
+                        out.push_str(&pretty[copied..i]);
+                        out.push('[');
+                        let numbers: Vec<&str> = inner.split(',').map(str::trim).collect();
+                        out.push_str(&numbers.join(", "));
+                        out.push(']');
+                        i += end + 2;
+                        copied = i;
+                        continue;
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push_str(&pretty[copied..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +331,28 @@ mod tests {
         // 5000 s needs 9 s buckets at 600: 16 s.
         assert_eq!(got.bucket_s, 16);
         assert_eq!(got.t, vec![0, 4992]);
+    }
+
+    #[test]
+    fn arrays_of_numbers_are_put_on_one_line_and_nothing_else_changes() {
+        let value = serde_json::json!({
+            "t": [0, 1, 2],
+            "mean": [1.5, -2e-3],
+            "empty": [],
+            "names": ["a [1, 2]", "b\\\"[3]"],
+            "nested": [[1, 2], {"x": [3]}],
+        });
+        let pretty = serde_json::to_string_pretty(&value).expect("JSON");
+        let compact = compact_number_arrays(&pretty);
+        assert!(compact.contains("\"t\": [0, 1, 2]"), "{compact}");
+        assert!(compact.contains("\"mean\": [1.5, -0.002]"), "{compact}");
+        assert!(compact.contains("\"x\": [3]"), "{compact}");
+        assert!(
+            compact.contains("\"names\": [\n"),
+            "strings stay: {compact}"
+        );
+        assert!(compact.contains("[1, 2],\n"), "{compact}");
+        let back: serde_json::Value = serde_json::from_str(&compact).expect("still JSON");
+        assert_eq!(back, value);
     }
 }

@@ -231,8 +231,9 @@ pub fn outcome(
         }
     }
     if let Some(path) = &config.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-        if let Err(e) = write_synced(path, &json) {
+        let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        let json = crate::outputs::series::compact_number_arrays(&json);
+        if let Err(e) = write_synced(path, json.as_bytes()) {
             crate::log::error(&format!(
                 "reactbatch run: cannot write summary {}: {e}",
                 path.display()
