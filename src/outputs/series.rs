@@ -280,6 +280,9 @@ mod tests {
         let origin = Instant::now();
         let s = LaneSeries::new(origin);
         assert_eq!(s.snapshot(), None, "no send, no series");
+        // A lane that never sends costs its few inline bytes, no allocation.
+        assert_eq!(s.buckets.lock().expect("lock").buckets.capacity(), 0);
+        assert!(std::mem::size_of::<LaneSeries>() <= 64);
         s.record(&attempt(origin, 100, 10, true));
         s.record(&attempt(origin, 900, 30, true));
         s.record(&attempt(origin, 2500, 5, false));
