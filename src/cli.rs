@@ -34,6 +34,11 @@ pub enum Command {
     Sign(SignArgs),
     /// Write the inverse plan of the rows a report shows done.
     Undo(UndoArgs),
+    /// Make the HTML page of a run from its report (and summary JSON).
+    #[command(
+        after_help = "Example:\n  reactbatch report plan.report.csv --summary-json summary.json --html run.html"
+    )]
+    Report(ReportArgs),
     /// Run the local emulator of both providers' APIs.
     Sandbox(crate::sandbox::SandboxArgs),
     /// List the emojis SEARCH likely means, then those whose name or shortcode contains it, with
@@ -262,6 +267,9 @@ pub struct RunArgs {
     /// Also write the end-of-run summary as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+    /// Also write the run as one self-contained HTML page to FILE (at the end of every run).
+    #[arg(long, value_name = "FILE")]
+    pub report_html: Option<PathBuf>,
     /// Refuse to run unless the plan's digest (printed by --dry-run) is HASH.
     #[arg(long, value_name = "HASH")]
     pub expect_digest: Option<String>,
@@ -326,4 +334,18 @@ pub struct UndoArgs {
     /// Replace an existing -o PLAN_OUT.
     #[arg(long, requires = "output")]
     pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A report written by `reactbatch run` (CSV or JSON Lines).
+    #[arg(value_name = "REPORT")]
+    pub report: PathBuf,
+    /// The run's `--summary-json` file: with it the page draws each lane's requests per
+    /// second against its limit, 429s and retries.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Where to write the page.
+    #[arg(long, value_name = "OUT")]
+    pub html: PathBuf,
 }

@@ -17,7 +17,8 @@
 //!   `plan::pace::LaneMap`, made by the validation pass) with adaptive rate limiting,
 //!   per-message ordering, bounded requests in flight, retries.
 //! - [`outputs`]: what a run writes, below the executor: report rows and files, the
-//!   end-of-run summary, the emitted signed requests, the dry-run audit outline, the run's log.
+//!   end-of-run summary, the emitted signed requests, the dry-run audit outline, the run's log, the
+//!   lanes' time series and the HTML page of a run.
 //! - `json`: JSON strings written as `serde_json` writes them, for what is rendered on every row.
 //! - [`sandbox`]: the local emulator of both providers, used by tests and `run --sandbox`.
 //! - [`commands`]: one module per subcommand, gluing the above together.
@@ -77,6 +78,7 @@ pub fn main_entry() -> ExitCode {
         Command::Run(args) => commands::run::run(*args),
         Command::Sign(args) => commands::sign::run(&args),
         Command::Undo(args) => commands::undo::run(&args),
+        Command::Report(args) => commands::report::run(&args),
         Command::Sandbox(args) => sandbox::run_command(args),
         Command::Emoji(args) => commands::emoji::run(&args),
         Command::Schema => commands::docs::schema(),

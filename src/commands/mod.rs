@@ -4,6 +4,7 @@
 pub mod check;
 pub mod docs;
 pub mod emoji;
+pub mod report;
 pub mod run;
 pub mod sign;
 pub mod undo;

@@ -36,6 +36,8 @@ pub struct Lane {
     /// live ETA and the summary.
     finished: AtomicU64,
     failed: AtomicU64,
+    /// Its sends, 429s, retries and latency over time, for the summary and the HTML page.
+    pub series: crate::outputs::series::LaneSeries,
 }
 
 impl Lane {
@@ -51,6 +53,7 @@ impl Lane {
             planned_rows: u64::MAX,
             finished: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            series: crate::outputs::series::LaneSeries::new(tokio::time::Instant::now()),
         }
     }
 

@@ -220,8 +220,16 @@ pub(super) async fn attempt<T: Transport>(
     drop(slot);
     heed(target, lane, &outcome);
     let (http_status, code, message) = describe(&outcome, ctx.config.timeout);
+    let verdict = classify(&outcome);
+    lane.series.record(&crate::outputs::series::Attempt {
+        sent_at,
+        latency: job.latency.unwrap_or_default(),
+        ok: matches!(verdict, Verdict::Success),
+        rate_limited: http_status == Some(429),
+        retry: job.attempts > 1,
+    });
     // A finished row hands its slot to the writer; one that goes again frees it on return.
-    let o = match classify(&outcome) {
+    let o = match verdict {
         Verdict::Success => {
             target.record_auth(false, 0, "");
             job.outcome(Status::Ok, http_status, &code, message)

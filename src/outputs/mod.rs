@@ -6,9 +6,13 @@
 //! - [`emit`]: the audit trail of signed requests (JSON Lines or curl).
 //! - [`audit`]: what a plan will do per target and how long the live run takes (dry run).
 //! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
+//! - [`series`]: each lane's sends, 429s, retries and latency over time, kept while it runs.
+//! - [`html`]: the self-contained HTML page of a run, from its report and summary.
 
 pub mod audit;
 pub mod emit;
+pub mod html;
 pub mod log;
 pub mod report;
+pub mod series;
 pub mod summary;

@@ -85,6 +85,8 @@ pub struct LaneSummary {
     pub settled_rate: Option<f64>,
     /// Rows of the lane that failed.
     pub failed: u64,
+    /// Its sends, 429s, retries and latency over time; `null` when it sent nothing.
+    pub series: Option<crate::outputs::series::Series>,
 }
 
 /// What the lanes to one host add up to, and its ceiling (the executor's `host` ceilings).
@@ -456,6 +458,7 @@ mod tests {
             pauses: 0,
             settled_rate: None,
             failed: 0,
+            series: None,
         }
     }
 

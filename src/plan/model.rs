@@ -292,6 +292,7 @@ pub struct Settings {
     pub no_progress: Option<bool>,
     pub quiet: Option<bool>,
     pub summary_json: Option<PathBuf>,
+    pub report_html: Option<PathBuf>,
     /// Extra CA certificates (PEM) for HTTPS, relative to the plan file.
     pub ca_cert: Option<PathBuf>,
     pub retry_failed: Option<bool>,

@@ -316,6 +316,8 @@ struct SettingsSpec {
     quiet: Option<bool>,
     /// Also write the end-of-run summary as JSON to this file.
     summary_json: Option<String>,
+    /// Also write the run as one self-contained HTML page to this file.
+    report_html: Option<String>,
     /// A PEM file of CA certificates trusted for HTTPS in addition to the system store and
     /// the bundled roots (a private or corporate CA); relative to the plan file.
     ca_cert: Option<String>,

@@ -32,6 +32,7 @@ pub(super) const KEYS: &[&str] = &[
     "no_progress",
     "quiet",
     "summary_json",
+    "report_html",
     "ca_cert",
     "retry_failed",
     "overwrite",
@@ -115,7 +116,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             continue;
         }
         match k {
-            "report" | "emit" | "resume" | "lock" | "summary_json" | "ca_cert" => {
+            "report" | "emit" | "resume" | "lock" | "summary_json" | "report_html" | "ca_cert" => {
                 let Some(text) = r.string(value, k) else {
                     continue;
                 };
@@ -130,6 +131,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
                     "resume" => s.resume = path,
                     "lock" => s.lock = path,
                     "ca_cert" => s.ca_cert = path,
+                    "report_html" => s.report_html = path,
                     _ => s.summary_json = path,
                 }
             }

@@ -420,6 +420,7 @@ fn summary_schema_doc_lists_exactly_the_summary_fields() {
             pauses: 0,
             settled_rate: None,
             failed: 0,
+            series: None,
         }],
         hosts: vec![reactbatch::outputs::summary::HostSummary {
             host: "amojo.kommo.com".into(),

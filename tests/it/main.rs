@@ -10,6 +10,7 @@ mod dry_run;
 mod ecosystem;
 mod hostile_input;
 mod hostile_server;
+mod html;
 mod lanes;
 mod operations;
 mod operators;

@@ -39,6 +39,7 @@ pub struct RunConfig {
     pub no_progress: bool,
     pub quiet: bool,
     pub summary_json: Option<PathBuf>,
+    pub report_html: Option<PathBuf>,
     pub expect_digest: Option<String>,
     /// `--sandbox --tls`: the in-process sandbox serves HTTPS.
     pub sandbox_tls: bool,
@@ -152,6 +153,7 @@ impl RunConfig {
             no_progress: args.no_progress || s.no_progress.unwrap_or(false),
             quiet: args.quiet || s.quiet.unwrap_or(false),
             summary_json: args.summary_json.clone().or_else(|| s.summary_json.clone()),
+            report_html: args.report_html.clone().or_else(|| s.report_html.clone()),
             expect_digest: args.expect_digest.clone(),
             sandbox_tls: args.tls,
             trust: match args.ca_cert.as_ref().or(s.ca_cert.as_ref()) {

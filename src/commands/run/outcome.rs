@@ -121,6 +121,7 @@ pub fn outcome(
     } else if exit != Exit::Success {
         crate::outputs::log::summary_headline(&summary);
     }
+    write_page(&summary, config);
     if !write_summary(&summary, config) && stopped_by.is_none() {
         // An output the run could not write: 74, unless a signal's code comes first.
         return Exit::OutputFailed;
@@ -198,6 +199,7 @@ fn lane_summaries(lanes: &[Lane], targets: &[TargetRuntime]) -> Vec<LaneSummary>
                 pauses: pace.pauses,
                 settled_rate: pace.settled_rate,
                 failed: l.failed(),
+                series: l.series.snapshot(),
             }
         })
         .collect()
@@ -267,13 +269,29 @@ fn tell_failures(
     }
 }
 
+/// `--report-html FILE`. The page is for people: one that cannot be written is a warning, the
+/// run's outcome stands.
+fn write_page(summary: &Summary, config: &RunConfig) {
+    let Some(path) = &config.report_html else {
+        return;
+    };
+    let page = crate::outputs::html::page_of_run(summary, &config.report);
+    if let Err(e) = crate::outputs::html::write_page(path, &page) {
+        crate::outputs::log::warn(&format!(
+            "reactbatch run: cannot write the HTML page {}: {e}",
+            path.display()
+        ));
+    }
+}
+
 /// `--summary-json FILE`; whether it was written (a failure is said here).
 fn write_summary(summary: &Summary, config: &RunConfig) -> bool {
     let Some(path) = &config.summary_json else {
         return true;
     };
-    let json = serde_json::to_vec_pretty(summary).unwrap_or_default();
-    match write_synced(path, &json) {
+    let json = serde_json::to_string_pretty(summary).unwrap_or_default();
+    let json = crate::outputs::series::compact_number_arrays(&json);
+    match write_synced(path, json.as_bytes()) {
         Ok(()) => true,
         Err(e) => {
             crate::outputs::log::error(&format!(

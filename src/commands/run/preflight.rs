@@ -112,6 +112,9 @@ fn outputs(config: &RunConfig) -> Vec<(&Path, &'static str)> {
     if let Some(p) = &config.summary_json {
         out.push((p.as_path(), "the summary"));
     }
+    if let Some(p) = &config.report_html {
+        out.push((p.as_path(), "the HTML page"));
+    }
     out
 }
 
