@@ -31,6 +31,7 @@
 //! - [`signals`]: SIGINT/SIGTERM and SIGPIPE for every command; [`exit`]: the exit codes;
 //!   [`fdlimit`]: the open-file limit, raised at start, and the connection bound fitted under it.
 //! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
+//! - [`outputs`]: what cron monitors read of a live run: `--metrics-file`, `--ping`.
 
 pub mod audit;
 pub mod cli;
@@ -45,6 +46,7 @@ pub mod identity;
 pub(crate) mod json;
 pub mod lock;
 pub mod log;
+pub mod outputs;
 pub mod plan;
 pub mod provider;
 pub mod report;

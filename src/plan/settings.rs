@@ -37,6 +37,8 @@ pub(super) const KEYS: &[&str] = &[
     "overwrite",
     "rate_limit_budget",
     "host_rate",
+    "metrics_file",
+    "ping_url",
 ];
 
 pub const MAX_CONCURRENCY: usize = 4096;
@@ -115,7 +117,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             continue;
         }
         match k {
-            "report" | "emit" | "resume" | "lock" | "summary_json" | "ca_cert" => {
+            "report" | "emit" | "resume" | "lock" | "summary_json" | "ca_cert" | "metrics_file" => {
                 let Some(text) = r.string(value, k) else {
                     continue;
                 };
@@ -130,6 +132,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
                     "resume" => s.resume = path,
                     "lock" => s.lock = path,
                     "ca_cert" => s.ca_cert = path,
+                    "metrics_file" => s.metrics_file = path,
                     _ => s.summary_json = path,
                 }
             }
@@ -181,6 +184,17 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
                 }
             }
             "host_rate" => s.host_rate = read_host_rates(r, value),
+            "ping_url" => {
+                if let Some(text) = r.string(value, k) {
+                    match crate::outputs::ping::PingUrl::parse(text) {
+                        Ok(url) => s.ping_url = Some(url),
+                        // The line holds the URL, which may hold the check's key.
+                        Err(msg) => {
+                            r.error(value.pos, format!("`ping_url`: {msg}")).hide_source = true
+                        }
+                    }
+                }
+            }
             "dry_run" => s.dry_run = r.boolean(value, k),
             "no_progress" => s.no_progress = r.boolean(value, k),
             "quiet" => s.quiet = r.boolean(value, k),

@@ -17,6 +17,7 @@ mod signals;
 
 use crate::cli::RunArgs;
 use crate::exit::Exit;
+use crate::outputs::watch::Watch;
 
 pub use config::{default_report_path, RunConfig};
 
@@ -24,9 +25,13 @@ pub fn run(args: RunArgs) -> Exit {
     crate::log::init(args.log_format);
     // `-q` from the command line already quiets loading; the plan's `settings:` may add it.
     crate::log::set_quiet(args.quiet);
-    let pre = match preflight::preflight(&args) {
+    let mut ping = None;
+    let pre = match preflight::preflight(&args, &mut ping) {
         Ok(p) => p,
-        Err(exit) => return exit,
+        Err(exit) => {
+            crate::outputs::watch::refused(ping.as_ref(), exit);
+            return exit;
+        }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .on_thread_start(crate::signals::block_sigpipe_in_thread)
@@ -49,11 +54,22 @@ pub fn run(args: RunArgs) -> Exit {
         lock,
         work,
     } = pre;
+    let mut watch = Watch::new(
+        config.metrics_file.clone(),
+        config.ping.clone(),
+        config.dry_run,
+        &plan.path,
+    );
+    watch.started(&runtime);
     let executed = runtime.block_on(execute::execute(&plan, &config, work));
-    let exit = match executed {
-        Ok(executed) => outcome::outcome(&plan, &config, digest, audit, executed),
-        Err(exit) => exit,
+    let (exit, summary) = match executed {
+        Ok(executed) => {
+            let (exit, summary) = outcome::outcome(&plan, &config, digest, audit, executed);
+            (exit, Some(summary))
+        }
+        Err(exit) => (exit, None),
     };
+    watch.ended(&runtime, summary.as_ref(), exit);
     drop(lock);
     exit
 }

@@ -16,6 +16,8 @@ use crate::cli::RunArgs;
 use crate::exit::Exit;
 use crate::identity::Identities;
 use crate::lock::{LockError, RunLock};
+use crate::outputs::ping::PingUrl;
+use crate::outputs::watch::refusal_ping;
 use crate::plan::pace::LaneMap;
 use crate::plan::spool::{Spool, SpoolRows};
 use crate::plan::{EmitFormat, Plan, Problem, ProviderKind, Threads};
@@ -130,6 +132,9 @@ fn outputs(config: &RunConfig) -> Vec<(&Path, &'static str)> {
     if let Some(p) = &config.summary_json {
         out.push((p.as_path(), "the summary"));
     }
+    if let Some(p) = config.metrics_file.as_ref().filter(|_| !config.dry_run) {
+        out.push((p.as_path(), "the metrics file"));
+    }
     out
 }
 
@@ -161,9 +166,15 @@ fn resumes_from(config: &RunConfig, report: &Path) -> bool {
     }
 }
 
-pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
+/// `ping`: the URL to tell of a refusal, set as soon as it is known (see
+/// [`crate::outputs::watch::refusal_ping`]).
+pub fn preflight(args: &RunArgs, ping: &mut Option<PingUrl>) -> Result<Preflight, Exit> {
+    *ping = refusal_ping(args.ping.as_deref(), args.dry_run, None);
     let plan = match Plan::load(&args.plan, args.targets.as_deref()) {
-        Ok(plan) => plan,
+        Ok(plan) => {
+            *ping = refusal_ping(args.ping.as_deref(), args.dry_run, Some(&plan.settings));
+            plan
+        }
         Err(problems) => {
             print_problems(&problems);
             crate::log::error(&format!(
@@ -362,7 +373,13 @@ pub fn preflight(args: &RunArgs) -> Result<Preflight, Exit> {
         }
     }
     for (path, what) in outputs(&config) {
-        if let Err(e) = try_output(path) {
+        // The metrics file is replaced through a new file beside it: its directory must take one.
+        let writable = if what == "the metrics file" {
+            try_output(path).and_then(|()| crate::outputs::metrics::check_directory(path))
+        } else {
+            try_output(path)
+        };
+        if let Err(e) = writable {
             crate::log::error(&format!(
                 "reactbatch run: cannot write {what} {}: {e}; nothing was sent",
                 path.display()
