@@ -6,13 +6,14 @@
 //! audited with `--dry-run`) writes and pings nothing, and says so, so an audit never looks
 //! like a run to the monitors.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
+use crate::cli::RunArgs;
 use crate::exit::Exit;
-use crate::plan::Settings;
+use crate::plan::{Plan, Settings};
 use crate::summary::Summary;
 
 use super::ping::{self, PingUrl};
@@ -28,12 +29,15 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The monitors a run with these settings has: none for a dry run (said once).
+    /// The monitors a run with these settings has: none for a dry run (said once). `plan`'s
+    /// own `metrics_file` and `ping_url` were left out of a `--sandbox` run's settings (said
+    /// too).
     pub fn new(
         metrics: Option<PathBuf>,
         ping: Option<PingUrl>,
         dry_run: bool,
-        plan: &Path,
+        sandbox: bool,
+        plan: &Plan,
     ) -> Watch {
         if dry_run && (metrics.is_some() || ping.is_some()) {
             crate::log::info(
@@ -41,10 +45,20 @@ impl Watch {
                  (--metrics-file and --ping watch live runs only)",
             );
         }
+        let s = &plan.settings;
+        let unused = (metrics.is_none() && s.metrics_file.is_some())
+            || (ping.is_none() && s.ping_url.is_some());
+        if sandbox && !dry_run && unused {
+            crate::log::info(
+                "reactbatch run: the plan's metrics_file and ping_url are not used with \
+                 --sandbox (a rehearsal is not a run of the job); --metrics-file and --ping on \
+                 the command line are",
+            );
+        }
         Watch {
             metrics: metrics.filter(|_| !dry_run),
             ping: ping.filter(|_| !dry_run),
-            plan: plan.to_path_buf(),
+            plan: plan.path.clone(),
             start: None,
         }
     }
@@ -88,20 +102,18 @@ impl Watch {
 }
 
 /// The URL a run refused before sending pings: `--ping` (when it parses), else the plan's
-/// `ping_url` once its settings are read (`settings` is `None` while the plan is not); none
-/// for a dry run, as far as it is known to be one.
-pub fn refusal_ping(
-    cli: Option<&str>,
-    cli_dry_run: bool,
-    settings: Option<&Settings>,
-) -> Option<PingUrl> {
-    let dry_run = cli_dry_run || settings.is_some_and(|s| s.dry_run == Some(true));
+/// `ping_url` once its settings are read (`settings` is `None` while the plan is not) unless
+/// the run is a `--sandbox` rehearsal; none for a dry run, as far as it is known to be one.
+pub fn refusal_ping(args: &RunArgs, settings: Option<&Settings>) -> Option<PingUrl> {
+    let dry_run = args.dry_run || settings.is_some_and(|s| s.dry_run == Some(true));
     if dry_run {
         return None;
     }
-    match cli {
+    match &args.ping {
         Some(text) => PingUrl::parse(text).ok(),
-        None => settings.and_then(|s| s.ping_url.clone()),
+        None => settings
+            .and_then(|s| s.ping_url.clone())
+            .filter(|_| !args.sandbox),
     }
 }
 

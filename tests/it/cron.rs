@@ -437,10 +437,25 @@ async fn a_plan_refused_before_sending_pings_its_exit_code_alone() {
     assert_eq!(seen(&pings).len(), 1);
     assert_eq!(seen(&pings)[0].0, "/check-2/2");
 
-    // A dry run pings nothing and writes no metrics, and says so.
+    // Another run holds the lock: exit 4, pinged alone.
     pings.lock().expect("seen").clear();
     let good = tempfile::tempdir().expect("tempdir");
     let plan = plan_in(good.path(), &sandbox, false, "");
+    let lock = good.path().join("job.lock");
+    let held = reactbatch::lock::RunLock::acquire(&lock).expect("lock");
+    let out = run_blocking(run_cmd(
+        &plan,
+        &good.path().join("r0.csv"),
+        &["--ping", &url, "--lock", lock.to_str().expect("utf-8")],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let paths: Vec<String> = seen(&pings).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(paths, ["/check-2/4"]);
+    drop(held);
+
+    // A dry run pings nothing and writes no metrics, and says so.
+    pings.lock().expect("seen").clear();
     let prom = good.path().join("job.prom");
     let out = run_blocking(run_cmd(
         &plan,
@@ -563,4 +578,42 @@ async fn a_ping_gives_up_after_five_seconds() {
     assert_eq!(PING_TIMEOUT, Duration::from_secs(5));
     assert!(started.elapsed() <= PING_TIMEOUT + Duration::from_millis(10));
     drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_rehearsal_reports_only_to_the_flags_it_is_given() {
+    let (base, pings) = ping_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = vec![react("k", "m-1", "👍"), react("o", "m-2", "🎉")];
+    let settings =
+        format!("rate: unlimited, metrics_file: plan.prom, ping_url: \"{base}/from-plan\"");
+    let plan = write_plan(dir.path(), "http://127.0.0.1:9", &rows, &settings);
+    let out = run_blocking(run_cmd(&plan, &dir.path().join("r.csv"), &["--sandbox"])).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("are not used with --sandbox"), "{err}");
+    assert!(seen(&pings).is_empty(), "{:?}", seen(&pings));
+    assert!(!dir.path().join("plan.prom").exists());
+
+    // Flags on the command line are what the user asks for: they apply.
+    let prom = dir.path().join("flag.prom");
+    let out = run_blocking(run_cmd(
+        &plan,
+        &dir.path().join("r2.csv"),
+        &[
+            "--sandbox",
+            "--ping",
+            &format!("{base}/from-flag"),
+            "--metrics-file",
+            prom.to_str().expect("utf-8"),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let paths: Vec<String> = seen(&pings).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(paths, ["/from-flag/start", "/from-flag/0"]);
+    assert_eq!(
+        get(&metrics(&prom, "plan"), "reactbatch_last_run_rows", "ok"),
+        2.0
+    );
 }

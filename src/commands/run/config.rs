@@ -164,10 +164,15 @@ impl RunConfig {
             },
             retry_failed,
             overwrite: args.overwrite || s.overwrite.unwrap_or(false),
-            metrics_file: args.metrics_file.clone().or_else(|| s.metrics_file.clone()),
+            // A `--sandbox` rehearsal of a cron plan must not report to its monitors: only
+            // the command line's own flags apply there.
+            metrics_file: args
+                .metrics_file
+                .clone()
+                .or_else(|| s.metrics_file.clone().filter(|_| !args.sandbox)),
             ping: match &args.ping {
                 Some(text) => Some(flag("ping", text, crate::outputs::ping::PingUrl::parse)?),
-                None => s.ping_url.clone(),
+                None => s.ping_url.clone().filter(|_| !args.sandbox),
             },
         })
     }

@@ -58,7 +58,8 @@ pub fn run(args: RunArgs) -> Exit {
         config.metrics_file.clone(),
         config.ping.clone(),
         config.dry_run,
-        &plan.path,
+        config.sandbox,
+        &plan,
     );
     watch.started(&runtime);
     let executed = runtime.block_on(execute::execute(&plan, &config, work));

@@ -169,10 +169,10 @@ fn resumes_from(config: &RunConfig, report: &Path) -> bool {
 /// `ping`: the URL to tell of a refusal, set as soon as it is known (see
 /// [`crate::outputs::watch::refusal_ping`]).
 pub fn preflight(args: &RunArgs, ping: &mut Option<PingUrl>) -> Result<Preflight, Exit> {
-    *ping = refusal_ping(args.ping.as_deref(), args.dry_run, None);
+    *ping = refusal_ping(args, None);
     let plan = match Plan::load(&args.plan, args.targets.as_deref()) {
         Ok(plan) => {
-            *ping = refusal_ping(args.ping.as_deref(), args.dry_run, Some(&plan.settings));
+            *ping = refusal_ping(args, Some(&plan.settings));
             plan
         }
         Err(problems) => {
