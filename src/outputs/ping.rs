@@ -116,9 +116,15 @@ pub async fn try_ping(url: &PingUrl, suffix: &str, body: String) -> Result<(), S
 pub async fn send(method: &str, url: &Url, body: String, timeout: Duration) -> Result<u16, String> {
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| format!("`{method}` is not an HTTP method"))?;
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
+        .timeout(timeout);
+    // The environment's proxy is for the way out, as the run's own requests use it: a
+    // monitor on this machine is reached directly.
+    if is_loopback(url) {
+        client = client.no_proxy();
+    }
+    let client = client
         .build()
         .map_err(|e| format!("cannot set up the HTTP client: {}", describe(e)))?;
     let response = client
@@ -139,6 +145,15 @@ pub async fn send(method: &str, url: &Url, body: String, timeout: Duration) -> R
             }
         })?;
     Ok(response.status().as_u16())
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 /// `e` in one line, without the URL (reqwest names it in its message): what failed, then its
