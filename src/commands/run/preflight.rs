@@ -373,12 +373,11 @@ pub fn preflight(args: &RunArgs, ping: &mut Option<PingUrl>) -> Result<Preflight
         }
     }
     for (path, what) in outputs(&config) {
-        // The metrics file is replaced through a new file beside it: its directory must take one.
-        let writable = if what == "the metrics file" {
-            try_output(path).and_then(|()| crate::outputs::metrics::check_directory(path))
-        } else {
-            try_output(path)
-        };
+        let mut writable = try_output(path);
+        if config.metrics_file.as_deref() == Some(path) {
+            // Replaced through a new file beside it: its directory must take one too.
+            writable = writable.and_then(|()| crate::outputs::metrics::check_directory(path));
+        }
         if let Err(e) = writable {
             crate::log::error(&format!(
                 "reactbatch run: cannot write {what} {}: {e}; nothing was sent",
