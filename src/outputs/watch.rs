@@ -76,6 +76,12 @@ impl Watch {
     /// as far as sending), then `URL/<exit code>` with the summary's first line. Waits for the
     /// pings, each at most [`ping::PING_TIMEOUT`]; changes nothing of the outcome.
     pub fn ended(self, runtime: &Runtime, summary: Option<&Summary>, exit: Exit) {
+        // The run is over: from here Ctrl-C means "do not wait for the monitor", not a new
+        // outcome. Listened for before the metrics are written, so none is missed after.
+        let signals = self.ping.as_ref().and_then(|_| {
+            let _in_runtime = runtime.enter();
+            crate::signals::Signals::new().ok()
+        });
         if let (Some(path), Some(summary)) = (&self.metrics, summary) {
             super::metrics::write(path, summary, &self.plan, exit.code());
         }
@@ -97,7 +103,19 @@ impl Watch {
             }
             ping::ping(&url, &exit.code().to_string(), body).await;
         });
-        let _ = runtime.block_on(end);
+        runtime.block_on(async move {
+            let Some(mut signals) = signals else {
+                let _ = end.await;
+                return;
+            };
+            tokio::select! {
+                _ = end => {}
+                stop = signals.next() => crate::log::warn(&format!(
+                    "reactbatch: {}; the end ping was not waited for",
+                    stop.describe()
+                )),
+            }
+        });
     }
 }
 

@@ -617,3 +617,50 @@ async fn a_sandbox_rehearsal_reports_only_to_the_flags_it_is_given() {
         2.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_after_the_run_stops_waiting_for_the_monitor() {
+    let sandbox = gone_sandbox().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = plan_in(dir.path(), &sandbox, false, "");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/check-4", silent.local_addr().expect("addr"));
+    let prom = dir.path().join("job.prom");
+    let child = run_cmd(
+        &plan,
+        &dir.path().join("r.csv"),
+        &[
+            "--ping",
+            &url,
+            "--metrics-file",
+            prom.to_str().expect("utf-8"),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    // The metrics are written once the run is over, just before the end ping.
+    wait_until("the metrics file", || prom.exists()).await;
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
+        .await
+        .expect("join");
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the run's outcome stands: {err}"
+    );
+    assert!(err.contains("the end ping was not waited for"), "{err}");
+    assert_eq!(
+        get(&metrics(&prom, "plan"), "reactbatch_last_run_exit_code", ""),
+        0.0
+    );
+    drop(silent);
+    sandbox.shutdown().await;
+}
