@@ -107,8 +107,13 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
     let Some(entries) = r.map(node, "settings") else {
         return s;
     };
+    // The line of `ping_url`: it holds the check's key, so no diagnostic shows that line.
+    let mut ping_line = None;
     for (key, value) in entries {
         let k = key.text.as_str();
+        if k == "ping_url" {
+            ping_line = Some(value.pos.line);
+        }
         if !KEYS.contains(&k) {
             r.unknown_key(key, "settings", KEYS);
             continue;
@@ -188,9 +193,8 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
                 if let Some(text) = r.string(value, k) {
                     match crate::outputs::ping::PingUrl::parse(text) {
                         Ok(url) => s.ping_url = Some(url),
-                        // The line holds the URL, which may hold the check's key.
                         Err(msg) => {
-                            r.error(value.pos, format!("`ping_url`: {msg}")).hide_source = true
+                            r.error(value.pos, format!("`ping_url`: {msg}"));
                         }
                     }
                 }
@@ -201,6 +205,14 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             "retry_failed" => s.retry_failed = r.boolean(value, k),
             "overwrite" => s.overwrite = r.boolean(value, k),
             _ => {}
+        }
+    }
+    if let Some(line) = ping_line {
+        let file = r.file.clone();
+        for p in r.problems.iter_mut() {
+            if p.line == Some(line) && *p.file == *file {
+                p.hide_source = true;
+            }
         }
     }
     s

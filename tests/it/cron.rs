@@ -355,6 +355,18 @@ async fn metrics_and_ping_targets_are_checked_before_sending() {
         !err.contains("hunter2") && !err.contains("uuid-77"),
         "{err}"
     );
+    // A valid URL on a line that another problem points at: that line is not shown either.
+    let plan = plan_in(
+        bad.path(),
+        &sandbox,
+        false,
+        "ping_url: \"https://hc.example/uuid-88\", bogus: 1",
+    );
+    let out = run_blocking(run_cmd(&plan, &report, &[])).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown key `bogus` in settings"), "{err}");
+    assert!(!err.contains("uuid-88"), "{err}");
     assert_eq!(
         sandbox
             .stats()
