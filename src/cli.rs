@@ -270,6 +270,18 @@ pub struct RunArgs {
     /// Also write the run as one self-contained HTML page to FILE (at the end of every run).
     #[arg(long, value_name = "FILE")]
     pub report_html: Option<PathBuf>,
+    /// Live runs: write the run's gauges for node_exporter's textfile collector to FILE
+    /// (replaced atomically at the end): rows by status, requests, 429s, duration, exit code,
+    /// end time, and `reactbatch_last_success_timestamp_seconds`, which a failed run carries
+    /// over (0 until a run succeeds). Label `plan`: the plan file's stem.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Live runs: ping a healthchecks-style URL: URL/start when sending starts, URL/<exit
+    /// code> at the end with the summary's first line; URL/<exit code> alone when the run is
+    /// refused before sending (2: invalid plan). A failed or slow (>5s) ping is a warning only;
+    /// the URL is printed as scheme://host/… only.
+    #[arg(long, value_name = "URL")]
+    pub ping: Option<String>,
     /// Refuse to run unless the plan's digest (printed by --dry-run) is HASH.
     #[arg(long, value_name = "HASH")]
     pub expect_digest: Option<String>,

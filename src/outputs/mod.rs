@@ -8,11 +8,16 @@
 //! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
 //! - [`series`]: each lane's sends, 429s, retries and latency over time, kept while it runs.
 //! - [`html`]: the self-contained HTML page of a run, from its report and summary.
+//! - What a cron job's monitors read: the node_exporter textfile ([`metrics`]) and
+//!   healthchecks-style pings ([`ping`]), both driven at the run's start and end by [`watch`].
 
 pub mod audit;
 pub mod emit;
 pub mod html;
 pub mod log;
+pub mod metrics;
+pub mod ping;
 pub mod report;
 pub mod series;
 pub mod summary;
+pub mod watch;

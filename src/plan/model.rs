@@ -301,6 +301,10 @@ pub struct Settings {
     /// `host_rate:` ceilings on what every lane to one base URL sends together, by base URL
     /// as [`super::targets::check_base_url`] normalises it.
     pub host_rate: Vec<(String, Rate)>,
+    /// `--metrics-file`: the node_exporter textfile a live run writes at its end.
+    pub metrics_file: Option<PathBuf>,
+    /// `--ping`: the healthchecks-style URL a live run pings.
+    pub ping_url: Option<crate::outputs::ping::PingUrl>,
 }
 
 /// One validated row: defaults applied, target resolved, required fields present.

@@ -332,6 +332,12 @@ struct SettingsSpec {
     /// (`scheme://host[:port]`): `{ "https://amojo.kommo.com": 40/s }`. Kommo's own host has
     /// 50/s unless set here (`unlimited` lifts it); other hosts have none unless set.
     host_rate: Option<BTreeMap<String, RateSpec>>,
+    /// Live runs: the node_exporter textfile (Prometheus text format) written atomically at
+    /// the end; relative to the plan file.
+    metrics_file: Option<String>,
+    /// Live runs: a healthchecks-style URL (http or https) pinged at `/start` and at
+    /// `/<exit code>`.
+    ping_url: Option<String>,
 }
 
 #[derive(JsonSchema)]

@@ -38,6 +38,8 @@ pub(super) const KEYS: &[&str] = &[
     "overwrite",
     "rate_limit_budget",
     "host_rate",
+    "metrics_file",
+    "ping_url",
 ];
 
 pub const MAX_CONCURRENCY: usize = 4096;
@@ -106,8 +108,13 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
     let Some(entries) = r.map(node, "settings") else {
         return s;
     };
+    // The line of `ping_url`: it holds the check's key, so no diagnostic shows that line.
+    let mut ping_line = None;
     for (key, value) in entries {
         let k = key.text.as_str();
+        if k == "ping_url" {
+            ping_line = Some(value.pos.line);
+        }
         if !KEYS.contains(&k) {
             r.unknown_key(key, "settings", KEYS);
             continue;
@@ -116,7 +123,8 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             continue;
         }
         match k {
-            "report" | "emit" | "resume" | "lock" | "summary_json" | "report_html" | "ca_cert" => {
+            "report" | "emit" | "resume" | "lock" | "summary_json" | "report_html" | "ca_cert"
+            | "metrics_file" => {
                 let Some(text) = r.string(value, k) else {
                     continue;
                 };
@@ -132,6 +140,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
                     "lock" => s.lock = path,
                     "ca_cert" => s.ca_cert = path,
                     "report_html" => s.report_html = path,
+                    "metrics_file" => s.metrics_file = path,
                     _ => s.summary_json = path,
                 }
             }
@@ -183,12 +192,30 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
                 }
             }
             "host_rate" => s.host_rate = read_host_rates(r, value),
+            "ping_url" => {
+                if let Some(text) = r.string(value, k) {
+                    match crate::outputs::ping::PingUrl::parse(text) {
+                        Ok(url) => s.ping_url = Some(url),
+                        Err(msg) => {
+                            r.error(value.pos, format!("`ping_url`: {msg}"));
+                        }
+                    }
+                }
+            }
             "dry_run" => s.dry_run = r.boolean(value, k),
             "no_progress" => s.no_progress = r.boolean(value, k),
             "quiet" => s.quiet = r.boolean(value, k),
             "retry_failed" => s.retry_failed = r.boolean(value, k),
             "overwrite" => s.overwrite = r.boolean(value, k),
             _ => {}
+        }
+    }
+    if let Some(line) = ping_line {
+        let file = r.file.clone();
+        for p in r.problems.iter_mut() {
+            if p.line == Some(line) && *p.file == *file {
+                p.hide_source = true;
+            }
         }
     }
     s

@@ -5,6 +5,7 @@ mod accounts;
 mod common;
 
 mod citizen;
+mod cron;
 mod diagnostics;
 mod dry_run;
 mod ecosystem;

@@ -49,6 +49,10 @@ pub struct RunConfig {
     pub retry_failed: bool,
     /// Replace a report that holds live results without resuming from it.
     pub overwrite: bool,
+    /// Live runs: the node_exporter textfile written at the end (`--metrics-file`).
+    pub metrics_file: Option<PathBuf>,
+    /// Live runs: the healthchecks-style URL pinged at the start and the end (`--ping`).
+    pub ping: Option<crate::outputs::ping::PingUrl>,
 }
 
 /// A flag's value through the plan setting's parser, the error naming the flag.
@@ -162,6 +166,16 @@ impl RunConfig {
             },
             retry_failed,
             overwrite: args.overwrite || s.overwrite.unwrap_or(false),
+            // A `--sandbox` rehearsal of a cron plan must not report to its monitors: only
+            // the command line's own flags apply there.
+            metrics_file: args
+                .metrics_file
+                .clone()
+                .or_else(|| s.metrics_file.clone().filter(|_| !args.sandbox)),
+            ping: match &args.ping {
+                Some(text) => Some(flag("ping", text, crate::outputs::ping::PingUrl::parse)?),
+                None => s.ping_url.clone().filter(|_| !args.sandbox),
+            },
         })
     }
 

@@ -19,27 +19,35 @@ mod signals;
 
 use crate::cli::RunArgs;
 use crate::exit::Exit;
+use crate::outputs::ping::PingUrl;
+use crate::outputs::watch::Watch;
 
 pub use config::{default_report_path, RunConfig};
 pub use error::{RunError, RunErrorKind};
 
-/// The command's edge: a run that could not start prints its error here, once.
+/// The command's edge: a run that could not start prints its error here, once, and tells the
+/// run's monitor (`--ping`) its exit code alone.
 pub fn run(args: RunArgs) -> Exit {
     crate::outputs::log::init(args.log_format);
     // `-q` from the command line already quiets loading; the plan's `settings:` may add it.
     crate::outputs::log::set_quiet(args.quiet);
-    match preflight_and_run(&args) {
+    let mut ping = None;
+    match preflight_and_run(&args, &mut ping) {
         Ok(exit) => exit,
         Err(error) => {
             error.print();
-            error.exit()
+            let exit = error.exit();
+            crate::outputs::watch::refused(ping.as_ref(), exit);
+            exit
         }
     }
 }
 
-/// Checks everything before sending, then sends: what [`run`] reports.
-fn preflight_and_run(args: &RunArgs) -> Result<Exit, RunError> {
-    let pre = preflight::preflight(args)?;
+/// Checks everything before sending, then sends: what [`run`] reports. Once sending may
+/// start, the run's monitors (`--metrics-file`, `--ping`) hear of its start and its end,
+/// whatever the end is.
+fn preflight_and_run(args: &RunArgs, ping: &mut Option<PingUrl>) -> Result<Exit, RunError> {
+    let pre = preflight::preflight(args, ping)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .on_thread_start(crate::signals::block_sigpipe_in_thread)
         .enable_all()
@@ -53,8 +61,25 @@ fn preflight_and_run(args: &RunArgs) -> Result<Exit, RunError> {
         lock,
         work,
     } = pre;
-    let executed = runtime.block_on(execute::execute(&plan, &config, work))?;
-    let exit = outcome::outcome(&plan, &config, digest, audit, executed);
+    let mut watch = Watch::new(
+        config.metrics_file.clone(),
+        config.ping.clone(),
+        config.dry_run,
+        config.sandbox,
+        &plan,
+    );
+    watch.started(&runtime);
+    let (exit, summary) = match runtime.block_on(execute::execute(&plan, &config, work)) {
+        Ok(executed) => {
+            let (exit, summary) = outcome::outcome(&plan, &config, digest, audit, executed);
+            (exit, Some(summary))
+        }
+        Err(error) => {
+            error.print();
+            (error.exit(), None)
+        }
+    };
+    watch.ended(&runtime, summary.as_ref(), exit);
     drop(lock);
     Ok(exit)
 }

@@ -1,5 +1,6 @@
 //! After sending: the exit code ([`Exit::of_run`]), the failed rows named on stderr, and the
-//! summary (stderr, `--summary-json`), built from what [`super::execute`] handed back.
+//! summary (stderr, `--summary-json`), built from what [`super::execute`] handed back; both
+//! are returned for the run's monitors (`--metrics-file`, `--ping`).
 //!
 //! `-q` keeps only what needs a human: when the exit code is not 0, the failed rows, each
 //! stopped target's reason and the summary's first line; nothing when all is well.
@@ -27,7 +28,7 @@ pub fn outcome(
     digest: Digests,
     mut audit: Audit,
     executed: Executed,
-) -> Exit {
+) -> (Exit, Summary) {
     let Executed {
         counters,
         tally,
@@ -124,9 +125,9 @@ pub fn outcome(
     write_page(&summary, config);
     if !write_summary(&summary, config) && stopped_by.is_none() {
         // An output the run could not write: 74, unless a signal's code comes first.
-        return Exit::OutputFailed;
+        return (Exit::OutputFailed, summary);
     }
-    exit
+    (exit, summary)
 }
 
 /// Rows per status, the statuses no row has left out.

@@ -14,6 +14,8 @@ use crate::digest::{Digests, Expected};
 use crate::identity::Identities;
 use crate::lock::{LockError, RunLock};
 use crate::outputs::audit::{Audit, AuditBuilder};
+use crate::outputs::ping::PingUrl;
+use crate::outputs::watch::refusal_ping;
 use crate::plan::pace::{LaneMap, PaceGroup};
 use crate::plan::spool::{Spool, SpoolRows};
 use crate::plan::{EmitFormat, Plan, Problem, ProviderKind, Rate, Threads};
@@ -115,6 +117,9 @@ fn outputs(config: &RunConfig) -> Vec<(&Path, &'static str)> {
     if let Some(p) = &config.report_html {
         out.push((p.as_path(), "the HTML page"));
     }
+    if let Some(p) = config.metrics_file.as_ref().filter(|_| !config.dry_run) {
+        out.push((p.as_path(), "the metrics file"));
+    }
     out
 }
 
@@ -147,8 +152,13 @@ fn resumes_from(config: &RunConfig, report: &Path) -> bool {
 }
 
 /// The steps before sending, in order; the first refusal ends the run with nothing sent.
-pub fn preflight(args: &RunArgs) -> Result<Preflight, RunError> {
+///
+/// `ping`: the URL to tell of a refusal, set as soon as it is known (see
+/// [`crate::outputs::watch::refusal_ping`]).
+pub fn preflight(args: &RunArgs, ping: &mut Option<PingUrl>) -> Result<Preflight, RunError> {
+    *ping = refusal_ping(args, None);
     let plan = load_plan(args)?;
+    *ping = refusal_ping(args, Some(&plan.settings));
     let config = configure(args, &plan)?;
     refuse_insecure_http(args, &plan, &config)?;
     // Warnings wait until every refusal is past: a run that is refused shows its one reason
@@ -414,7 +424,12 @@ fn check_digest(config: &RunConfig, digest: &Digests) -> Result<(), RunError> {
 /// Every file the run writes can be written.
 fn check_outputs(config: &RunConfig) -> Result<(), RunError> {
     for (path, what) in outputs(config) {
-        try_output(path).map_err(|source| RunErrorKind::Unwritable {
+        let mut writable = try_output(path);
+        if config.metrics_file.as_deref() == Some(path) {
+            // Replaced through a new file beside it: its directory must take one too.
+            writable = writable.and_then(|()| crate::outputs::metrics::check_directory(path));
+        }
+        writable.map_err(|source| RunErrorKind::Unwritable {
             what,
             path: path.to_path_buf(),
             source,

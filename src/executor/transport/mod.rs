@@ -131,23 +131,25 @@ impl HttpTransport {
     }
 }
 
-/// One request outside a run (a health-check ping): `method` to `url` with `body`, through
-/// the same stack (proxies from the environment, the system and bundled roots), within
-/// `timeout`. The answer's status, or why there is none in one line. Nothing of the URL but
+/// One request outside a run (a health-check ping): `method` to `url` with `headers` and
+/// `body`, through the same stack (proxies from the environment, the system and bundled
+/// roots), within `timeout`. The answer's status, or why there is none in one line. Nothing of the URL but
 /// its origin is named in an error (a ping URL may carry a token in its path).
 pub async fn request_once(
     method: &str,
     url: &str,
+    headers: HeaderMap,
     body: Bytes,
     timeout: Duration,
 ) -> Result<u16, String> {
-    request_once_trusting(method, url, body, timeout, &Trust::default()).await
+    request_once_trusting(method, url, headers, body, timeout, &Trust::default()).await
 }
 
 /// [`request_once`], trusting the extra roots of `trust` too (`--ca-cert`).
 pub async fn request_once_trusting(
     method: &str,
     url: &str,
+    extra: HeaderMap,
     body: Bytes,
     timeout: Duration,
     trust: &Trust,
@@ -158,7 +160,7 @@ pub async fn request_once_trusting(
     };
     let method = hyper::Method::from_bytes(method.as_bytes())
         .map_err(|_| format!("not an HTTP method: {}", one_line(method, 40)))?;
-    let mut headers = HeaderMap::with_capacity(3);
+    let mut headers = extra;
     headers.insert(hyper::header::HOST, dest.host_header.clone());
     headers.insert(
         hyper::header::USER_AGENT,
@@ -838,7 +840,10 @@ mod tests {
             .expect("sandbox");
         let secs = Duration::from_secs(5);
         let url = format!("{}/_sandbox/stats", sandbox.base_url());
-        assert_eq!(request_once("GET", &url, Bytes::new(), secs).await, Ok(200));
+        assert_eq!(
+            request_once("GET", &url, HeaderMap::new(), Bytes::new(), secs).await,
+            Ok(200)
+        );
         let stats = sandbox.stats();
         assert_eq!(stats.by_version.get("HTTP/1.1"), Some(&1), "{stats:?}");
         sandbox.shutdown().await;
@@ -847,15 +852,28 @@ mod tests {
             l.local_addr().expect("addr").port()
         };
         let url = format!("http://127.0.0.1:{port}/ping/secret-token");
-        let err = request_once("POST", &url, Bytes::from_static(b"x"), secs)
-            .await
-            .expect_err("nothing listens");
+        let err = request_once(
+            "POST",
+            &url,
+            HeaderMap::new(),
+            Bytes::from_static(b"x"),
+            secs,
+        )
+        .await
+        .expect_err("nothing listens");
         assert!(err.starts_with(&format!("127.0.0.1:{port}: ")), "{err}");
         assert!(
             !err.contains("secret-token") && !err.contains('\n'),
             "{err}"
         );
-        let err = request_once("GET", "ftp://example.test/x", Bytes::new(), secs).await;
+        let err = request_once(
+            "GET",
+            "ftp://example.test/x",
+            HeaderMap::new(),
+            Bytes::new(),
+            secs,
+        )
+        .await;
         assert!(err.is_err());
     }
 
