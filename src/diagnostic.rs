@@ -35,7 +35,11 @@ pub enum ColorChoice {
 
 /// Whether to colour stderr: `always`/`never` as said; `auto` colours a terminal unless
 /// `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
-pub fn use_color(choice: ColorChoice, stderr_is_terminal: bool, no_color: Option<&str>) -> bool {
+pub(crate) fn use_color(
+    choice: ColorChoice,
+    stderr_is_terminal: bool,
+    no_color: Option<&str>,
+) -> bool {
     match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
@@ -46,7 +50,7 @@ pub fn use_color(choice: ColorChoice, stderr_is_terminal: bool, no_color: Option
 static COLOR: OnceLock<bool> = OnceLock::new();
 
 /// Decides colour for the whole process (called once, from `main_entry`).
-pub fn init_color(choice: ColorChoice) {
+pub(crate) fn init_color(choice: ColorChoice) {
     let no_color = std::env::var("NO_COLOR").ok();
     let _ = COLOR.set(use_color(
         choice,
@@ -57,7 +61,7 @@ pub fn init_color(choice: ColorChoice) {
 
 /// The process-wide colour decision (`auto` if [`init_color`] was never called, e.g. in
 /// library use).
-pub fn color() -> bool {
+pub(crate) fn color() -> bool {
     *COLOR.get_or_init(|| {
         let no_color = std::env::var("NO_COLOR").ok();
         use_color(
@@ -70,11 +74,11 @@ pub fn color() -> bool {
 
 /// A source line longer than this (in bytes) is not kept for display at all. Shorter long
 /// lines are cut by the renderer to a window around the column (`...` at either end).
-pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 /// Renders one problem. `line_text` is the text of line `problem.line` (without its line
 /// break), or `None` when it is unknown; then only the header, origin and hint are shown.
-pub fn render(problem: &Problem, line_text: Option<&str>, color: bool) -> String {
+pub(crate) fn render(problem: &Problem, line_text: Option<&str>, color: bool) -> String {
     let renderer = if color {
         Renderer::styled()
     } else {
@@ -189,13 +193,13 @@ fn token_len(rest: &[char]) -> usize {
 /// Source lines read for a batch of problems: each file is read once, up to the last line
 /// needed, keeping only the lines problems point at.
 #[derive(Debug, Default)]
-pub struct SourceLines {
+pub(crate) struct SourceLines {
     lines: HashMap<(String, u32), String>,
 }
 
 impl SourceLines {
     /// Reads the lines `problems` point at. Unreadable files and over-long lines are skipped.
-    pub fn read(problems: &[Problem]) -> SourceLines {
+    pub(crate) fn read(problems: &[Problem]) -> SourceLines {
         let mut wanted: HashMap<&str, BTreeSet<u32>> = HashMap::new();
         for p in problems {
             if let Some(line) = p.line {
@@ -214,7 +218,7 @@ impl SourceLines {
         SourceLines { lines }
     }
 
-    pub fn get(&self, file: &str, line: u32) -> Option<&str> {
+    pub(crate) fn get(&self, file: &str, line: u32) -> Option<&str> {
         self.lines
             .get(&(file.to_string(), line))
             .map(String::as_str)
@@ -293,7 +297,7 @@ fn skip_line(reader: &mut impl BufRead) -> bool {
 
 /// The problems that are the same (see [`Problem::same_as`]), as lists of indices into
 /// `problems`, in the order each was first met: one mistake repeated on many rows is one group.
-pub fn groups(problems: &[Problem]) -> Vec<Vec<usize>> {
+pub(crate) fn groups(problems: &[Problem]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, p) in problems.iter().enumerate() {
@@ -321,7 +325,7 @@ const MAX_RANGES_SHOWN: usize = 5;
 /// One problem standing for all of `members` (the same problem, see [`groups`]): the first's
 /// place, source line and hint, with the count and the lines in the title, as in
 /// `unknown target `x` on 90 rows (rows.csv:12–101)`. A lone problem is returned as it is.
-pub fn grouped(members: &[&Problem]) -> Problem {
+pub(crate) fn grouped(members: &[&Problem]) -> Problem {
     let Some(&first) = members.first() else {
         return Problem::error("", None, None, "");
     };
@@ -387,7 +391,7 @@ pub fn grouped(members: &[&Problem]) -> Problem {
 /// Renders every problem, separated by blank lines, reading source lines from the files; the
 /// same problem on many lines is rendered once ([`grouped`]). A line that any problem of the
 /// batch marks [`Problem::hide_source`] is shown for none of them.
-pub fn render_all(problems: &[Problem], color: bool) -> String {
+pub(crate) fn render_all(problems: &[Problem], color: bool) -> String {
     let hidden: BTreeSet<(&str, u32)> = problems
         .iter()
         .filter(|p| p.hide_source)
@@ -428,7 +432,7 @@ pub fn render_all(problems: &[Problem], color: bool) -> String {
 }
 
 /// Prints problems to stderr with the process-wide colour choice.
-pub fn eprint(problems: &[Problem]) {
+pub(crate) fn eprint(problems: &[Problem]) {
     if !problems.is_empty() {
         eprint!("{}", render_all(problems, color()));
     }

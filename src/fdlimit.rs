@@ -7,11 +7,11 @@
 /// Descriptors kept for everything but the connections: standard streams, plan and include
 /// files, spool, report, emit and lock files, the runtime's epoll and wake-up descriptors,
 /// the system certificate store while it is read, a proxy connection.
-pub const HEADROOM: u64 = 64;
+pub(crate) const HEADROOM: u64 = 64;
 
 /// Raises the soft open-file limit to the hard one; the soft limit in force afterwards
 /// (`None` where it cannot be read).
-pub fn raise() -> Option<u64> {
+pub(crate) fn raise() -> Option<u64> {
     let mut limit = current_limit()?;
     if limit.rlim_cur < limit.rlim_max {
         let mut raised = limit;
@@ -33,7 +33,7 @@ pub fn raise() -> Option<u64> {
 }
 
 /// The soft open-file limit now (`None` where it cannot be read).
-pub fn soft_limit() -> Option<u64> {
+pub(crate) fn soft_limit() -> Option<u64> {
     current_limit().map(|l| as_u64(l.rlim_cur))
 }
 
@@ -55,7 +55,7 @@ fn current_limit() -> Option<libc::rlimit> {
 /// The concurrency a run can have under an open-file limit of `soft`, keeping [`HEADROOM`]
 /// for other files: each connection costs one descriptor, two when the sandbox runs in the
 /// same process (it holds the other end). Never below 1.
-pub fn fit_concurrency(concurrency: usize, soft: u64, in_process_sandbox: bool) -> usize {
+pub(crate) fn fit_concurrency(concurrency: usize, soft: u64, in_process_sandbox: bool) -> usize {
     let per_connection = if in_process_sandbox { 2 } else { 1 };
     let room = soft.saturating_sub(HEADROOM) / per_connection;
     let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);

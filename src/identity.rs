@@ -64,7 +64,7 @@ fn word(d: &[u8; 32], i: usize) -> u64 {
 }
 
 /// First pass: finds which content hashes may repeat.
-pub struct IdentityScan {
+pub(crate) struct IdentityScan {
     bloom: Vec<u64>,
     candidates: HashSet<u64>,
 }
@@ -79,12 +79,12 @@ impl Default for IdentityScan {
 }
 
 impl IdentityScan {
-    pub fn new() -> IdentityScan {
+    pub(crate) fn new() -> IdentityScan {
         IdentityScan::default()
     }
 
     /// Counts a row; returns its content id (for the spool), `None` when it has a `key`.
-    pub fn observe(&mut self, row: &Row, target_name: &str) -> Option<u64> {
+    pub(crate) fn observe(&mut self, row: &Row, target_name: &str) -> Option<u64> {
         if row.key.is_some() {
             return None;
         }
@@ -103,7 +103,7 @@ impl IdentityScan {
         Some(id)
     }
 
-    pub fn finish(self) -> Identities {
+    pub(crate) fn finish(self) -> Identities {
         Identities {
             counts: self.candidates.into_iter().map(|id| (id, 0)).collect(),
             last: None,
@@ -135,7 +135,7 @@ impl LastContentId {
 /// Second pass: hands out identities in plan order. Cloned for each pass that needs them
 /// (the copy of a resumed report's done rows, then the run).
 #[derive(Clone, Debug)]
-pub struct Identities {
+pub(crate) struct Identities {
     counts: HashMap<u64, u32, foldhash::fast::FixedState>,
     /// Where the spool leaves each row's content id (else the row is hashed again).
     last: Option<LastContentId>,
@@ -144,13 +144,13 @@ pub struct Identities {
 impl Identities {
     /// Takes each row's content id from the spool reader that shares `last`, when it is there
     /// for the row asked about.
-    pub fn linked_to(mut self, last: LastContentId) -> Identities {
+    pub(crate) fn linked_to(mut self, last: LastContentId) -> Identities {
         self.last = Some(last);
         self
     }
 
     /// The identity of the next row (rows must come in plan order, each once).
-    pub fn key(&mut self, row: &Row, target_name: &str) -> String {
+    pub(crate) fn key(&mut self, row: &Row, target_name: &str) -> String {
         if let Some(k) = &row.key {
             return k.clone();
         }
@@ -186,14 +186,15 @@ fn key_text(id: u64, occurrence: u32) -> String {
 }
 
 /// Which of `count` shards a (target, message) belongs to, 1-based; stable across runs.
-pub fn shard_of(target_name: &str, message: &str, count: u32) -> u32 {
+#[cfg(test)]
+pub(crate) fn shard_of(target_name: &str, message: &str, count: u32) -> u32 {
     shard_of_account(target_name, None, message, count)
 }
 
 /// Which of `count` shards `row` on target `target_name` belongs to: by (target, the row's
 /// own account, message), so one message id in two accounts is two messages. A row without
 /// an account of its own falls where [`shard_of`] puts its (target, message).
-pub fn row_shard(target_name: &str, row: &Row, count: u32) -> u32 {
+pub(crate) fn row_shard(target_name: &str, row: &Row, count: u32) -> u32 {
     shard_of_account(target_name, row.own_account(), row.message_ref(), count)
 }
 

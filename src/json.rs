@@ -24,7 +24,7 @@ fn escape_mask(w: u64) -> u64 {
 /// hex), everything else (DEL, non-ASCII) as is. The string is read 8 bytes at a time: a
 /// word with nothing to escape is skipped whole, and one with something to escape is entered
 /// at its first such byte.
-pub fn push_str(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn push_str(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
@@ -83,7 +83,7 @@ fn push_escape(b: u8, out: &mut Vec<u8>) {
 
 /// Appends `"name":` after a `,` unless `first`; the value is the caller's. Names are our
 /// own constants, which need no escaping (checked in debug builds).
-pub fn push_key(first: bool, name: &'static str, out: &mut Vec<u8>) {
+pub(crate) fn push_key(first: bool, name: &'static str, out: &mut Vec<u8>) {
     debug_assert!(!name.bytes().any(must_escape));
     if !first {
         out.push(b',');
@@ -94,7 +94,7 @@ pub fn push_key(first: bool, name: &'static str, out: &mut Vec<u8>) {
 }
 
 /// Appends `"name":` and the string `value` (JSON-escaped), after a `,` unless `first`.
-pub fn push_member(first: bool, name: &'static str, value: &str, out: &mut Vec<u8>) {
+pub(crate) fn push_member(first: bool, name: &'static str, value: &str, out: &mut Vec<u8>) {
     push_key(first, name, out);
     push_str(value, out);
 }
@@ -102,7 +102,7 @@ pub fn push_member(first: bool, name: &'static str, value: &str, out: &mut Vec<u
 /// Strings that need escaping, and the bytes around them: for tests comparing with
 /// `serde_json`.
 #[cfg(test)]
-pub const HOSTILE: &[&str] = &[
+pub(crate) const HOSTILE: &[&str] = &[
     "",
     "plain",
     "quote \" and backslash \\ and \\\"",

@@ -30,24 +30,26 @@
 //! - [`signals`]: SIGINT/SIGTERM and SIGPIPE for every command; [`exit`]: the exit codes;
 //!   [`fdlimit`]: the open-file limit, raised at start, and the connection bound fitted under it.
 
+#![warn(unreachable_pub)]
+
 pub mod cli;
-pub mod commands;
-pub mod diagnostic;
+pub(crate) mod commands;
+pub(crate) mod diagnostic;
 pub mod digest;
-pub mod executor;
-pub mod exit;
-pub mod fdlimit;
-pub mod identity;
+pub(crate) mod executor;
+pub(crate) mod exit;
+pub(crate) mod fdlimit;
+pub(crate) mod identity;
 pub(crate) mod json;
 pub mod lock;
 pub mod outputs;
 pub mod plan;
 pub mod provider;
-pub mod resume;
+pub(crate) mod resume;
 pub mod sandbox;
 pub mod secret;
 pub mod sign;
-pub mod signals;
+pub(crate) mod signals;
 
 use std::process::ExitCode;
 
@@ -61,6 +63,8 @@ use crate::cli::{Cli, Command};
 
 /// The binary's whole body: parse the command line, run the command, map to an exit code.
 pub fn main_entry() -> ExitCode {
+    // Before anything opens a file: connections, the spool and the sandbox all count.
+    fdlimit::raise();
     // A panic must never print data from the plan (it could hold a secret): report a fixed
     // message and exit 101, as Rust does, without the payload.
     std::panic::set_hook(Box::new(|info| {

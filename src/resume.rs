@@ -40,13 +40,13 @@ use crate::outputs::report::{
 use crate::plan::{Plan, Problem, Row};
 
 /// Code of a row skipped because an earlier run did it.
-pub const DONE_EARLIER: &str = "done_earlier";
+pub(crate) const DONE_EARLIER: &str = "done_earlier";
 
 /// Code of a row skipped because an earlier run got a final refusal for it.
-pub const FAILED_EARLIER: &str = "failed_earlier";
+pub(crate) const FAILED_EARLIER: &str = "failed_earlier";
 
 /// Code of an earlier report's row that matches no row of the plan, kept by a resumed run.
-pub const NOT_IN_PLAN: &str = "not_in_plan";
+pub(crate) const NOT_IN_PLAN: &str = "not_in_plan";
 
 /// How a `done_earlier` row's message starts.
 const DONE_MESSAGE: &str = "done in an earlier run";
@@ -54,7 +54,7 @@ const DONE_MESSAGE: &str = "done in an earlier run";
 /// How a `failed_earlier` row's message starts.
 const FAILED_MESSAGE: &str = "failed in an earlier run: ";
 
-pub fn is_done(row: &RowResult) -> bool {
+pub(crate) fn is_done(row: &RowResult) -> bool {
     row.status == Status::Ok
         || (row.status == Status::Skipped
             && (row.code == DONE_EARLIER
@@ -66,7 +66,7 @@ pub fn is_done(row: &RowResult) -> bool {
 /// answered and refused the request itself — a 4xx other than 401/403 (a credential can be
 /// fixed), 408 and 429 (time), or a 2xx that said no (Ogmma's `{"success": false}`) — or an
 /// earlier resumed run already skipped it as such.
-pub fn is_final_failure(row: &RowResult) -> bool {
+pub(crate) fn is_final_failure(row: &RowResult) -> bool {
     match row.status {
         Status::Failed => match row.http_status {
             Some(s) if (200..300).contains(&s) => true,
@@ -82,7 +82,7 @@ pub fn is_final_failure(row: &RowResult) -> bool {
 }
 
 /// The 64-bit hash identities are held as in memory.
-pub fn key_hash(key: &str) -> u64 {
+pub(crate) fn key_hash(key: &str) -> u64 {
     let d = Sha256::digest(key.as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
@@ -102,32 +102,24 @@ struct Earlier {
 
 /// The identities an earlier report shows done (and, for `--resume`, failed for good).
 #[derive(Debug, Default)]
-pub struct DoneSet {
+pub(crate) struct DoneSet {
     keys: HashMap<u64, Earlier>,
     pub report: PathBuf,
 }
 
 impl DoneSet {
-    pub fn contains(&self, key: &str) -> bool {
+    pub(crate) fn contains(&self, key: &str) -> bool {
         self.keys.contains_key(&key_hash(key))
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// The rows `report` shows done (for `undo`); see [`DoneSet::load_for_resume`].
-    pub fn load(report: &Path, plan: &Plan) -> Result<DoneSet, String> {
+    pub(crate) fn load(report: &Path, plan: &Plan) -> Result<DoneSet, String> {
         DoneSet::read(report, plan, false)
     }
 
     /// The rows `--resume report` skips: those done and, unless `retry_failed`, those that
     /// failed for good ([`is_final_failure`]).
-    pub fn load_for_resume(
+    pub(crate) fn load_for_resume(
         report: &Path,
         plan: &Plan,
         retry_failed: bool,
@@ -212,7 +204,7 @@ impl DoneSet {
     /// as it goes); `mine` says which rows this run covers (a shard's). Returns how many were
     /// written, and the hashes of every plan row's identity (for
     /// [`DoneSet::keep_not_in_plan`]).
-    pub fn copy_done(
+    pub(crate) fn copy_done(
         &self,
         out: &mut ReportWriter,
         plan: &Plan,
@@ -277,7 +269,7 @@ impl DoneSet {
     /// `out`, as it was but for code `not_in_plan`, and returns what they were (for
     /// [`NotInPlan::compare`]). Rows of other shards are plan rows too: only rows no plan
     /// row matches are kept.
-    pub fn keep_not_in_plan(
+    pub(crate) fn keep_not_in_plan(
         &self,
         out: &mut ReportWriter,
         plan_keys: &HashSet<u64>,
@@ -339,18 +331,18 @@ const COMPARED: usize = 100_000;
 
 /// The earlier report's rows that match no row of the plan, as kept in the new report.
 #[derive(Debug, Default)]
-pub struct NotInPlan {
+pub(crate) struct NotInPlan {
     count: u64,
     /// The first [`COMPARED`] of them.
     rows: Vec<KeptRow>,
 }
 
 impl NotInPlan {
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.count
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
@@ -358,7 +350,7 @@ impl NotInPlan {
     /// validated rows): one line for the run's stderr, e.g. `277 row(s) … : 277 at a line
     /// whose row keeps target, action, message and emoji (a field the report does not hold
     /// changed: user, conversation, not_before or key)`.
-    pub fn describe(
+    pub(crate) fn describe(
         &self,
         report: &Path,
         plan: &Plan,
@@ -441,7 +433,7 @@ impl NotInPlan {
 
 /// Calls `f` with every row of `report` that [`is_done`] and whose identity is not in
 /// `plan_keys`: rows `undo` cannot reverse from the plan.
-pub fn done_rows_not_in_plan(
+pub(crate) fn done_rows_not_in_plan(
     report: &Path,
     plan_keys: &HashSet<u64>,
     mut f: impl FnMut(RowResult),

@@ -34,7 +34,7 @@ impl Stop {
 /// program first) with `--resume REPORT`, shell-quoted so it can be pasted. An earlier
 /// `--resume` is replaced and `--overwrite` dropped: the report now holds this run's rows,
 /// and replacing it would send them again.
-pub fn continue_command(args: &[String], report: &str) -> String {
+pub(crate) fn continue_command(args: &[String], report: &str) -> String {
     let mut words: Vec<&str> = Vec::with_capacity(args.len() + 2);
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -53,7 +53,7 @@ pub fn continue_command(args: &[String], report: &str) -> String {
 }
 
 /// Listens for SIGINT and SIGTERM (SIGINT only off Unix).
-pub struct Signals {
+pub(crate) struct Signals {
     // Both streams live as long as the watcher: a signal that arrives between two `next()`
     // calls is buffered in them, where a `ctrl_c()` future made afresh per call would miss it
     // (a second Ctrl-C sent right after the first was reported was sometimes lost).
@@ -65,7 +65,7 @@ pub struct Signals {
 
 impl Signals {
     /// Installs the handlers; needs a tokio runtime.
-    pub fn new() -> std::io::Result<Signals> {
+    pub(crate) fn new() -> std::io::Result<Signals> {
         Ok(Signals {
             #[cfg(unix)]
             int: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
@@ -75,7 +75,7 @@ impl Signals {
     }
 
     /// Waits for the next stop signal.
-    pub async fn next(&mut self) -> Stop {
+    pub(crate) async fn next(&mut self) -> Stop {
         #[cfg(unix)]
         {
             tokio::select! {
@@ -98,7 +98,7 @@ impl Signals {
 /// write with SIGPIPE (the shell shows 141) and prints nothing. Sockets must stay unaffected:
 /// the runtime's threads, which do all the network I/O, block SIGPIPE
 /// ([`block_sigpipe_in_thread`]).
-pub fn default_sigpipe() {
+pub(crate) fn default_sigpipe() {
     #[cfg(unix)]
     // SAFETY: called once at the start of `main`, before any thread is spawned; SIG_DFL is a
     // valid disposition for SIGPIPE.
@@ -111,7 +111,7 @@ pub fn default_sigpipe() {
 /// writes ask for `MSG_NOSIGNAL`, but vectored writes (`writev`, what HTTP/2 and TLS use)
 /// cannot: a peer that closed its end would end the process. Blocked, the write fails with
 /// EPIPE, an I/O error on that connection, as it should.
-pub fn block_sigpipe_in_thread() {
+pub(crate) fn block_sigpipe_in_thread() {
     #[cfg(unix)]
     // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only changes
     // the calling thread's mask.

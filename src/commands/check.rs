@@ -18,9 +18,9 @@ use crate::plan::pace::LaneMap;
 use crate::plan::{Plan, Problem, Severity};
 
 /// The version of the `--format json` document; bumped only on incompatible changes.
-pub const JSON_VERSION: u32 = 1;
+pub(crate) const JSON_VERSION: u32 = 1;
 
-pub fn run(args: &CheckArgs) -> Exit {
+pub(crate) fn run(args: &CheckArgs) -> Exit {
     let outcomes: Vec<Outcome> = args
         .plans
         .iter()

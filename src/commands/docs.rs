@@ -10,12 +10,12 @@ use crate::cli::{Cli, ManArgs};
 use crate::exit::Exit;
 
 /// Prints the plan's JSON Schema ([`crate::plan::schema`]).
-pub fn schema() -> Exit {
+pub(crate) fn schema() -> Exit {
     write_stdout("schema", crate::plan::schema::plan_schema_json().as_bytes())
 }
 
 /// Prints a completion script for `shell`.
-pub fn completions(shell: clap_complete::Shell) -> Exit {
+pub(crate) fn completions(shell: clap_complete::Shell) -> Exit {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "reactbatch", &mut script);
     write_stdout("completions", &script)
@@ -23,7 +23,7 @@ pub fn completions(shell: clap_complete::Shell) -> Exit {
 
 /// `reactbatch man [COMMAND] [--out DIR]`: prints `reactbatch(1)` or COMMAND's page, or writes
 /// the pages (all of them, or COMMAND's) into DIR.
-pub fn man(args: &ManArgs) -> Exit {
+pub(crate) fn man(args: &ManArgs) -> Exit {
     let pages = match man_pages(args.command.as_deref()) {
         Ok(pages) => pages,
         Err(message) => {
@@ -53,7 +53,7 @@ pub fn man(args: &ManArgs) -> Exit {
 
 /// The man pages as (file name, roff): `reactbatch.1` first, then one per subcommand in the
 /// order of `--help`; or only `command`'s page.
-pub fn man_pages(command: Option<&str>) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn man_pages(command: Option<&str>) -> Result<Vec<(String, String)>, String> {
     // `help` is clap's own subcommand, not a page of ours: the main page must not point at a
     // `reactbatch-help(1)` that is never written.
     let mut cli = Cli::command().disable_help_subcommand(true);

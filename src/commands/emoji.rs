@@ -8,7 +8,7 @@ use crate::cli::EmojiArgs;
 use crate::exit::Exit;
 use crate::plan::emoji::search;
 
-pub fn run(args: &EmojiArgs) -> Exit {
+pub(crate) fn run(args: &EmojiArgs) -> Exit {
     let query = args.search.join(" ");
     let found = search(&query);
     if found.is_empty() {

@@ -11,7 +11,7 @@ use crate::cli::ReportArgs;
 use crate::exit::Exit;
 use crate::outputs::html;
 
-pub fn run(args: &ReportArgs) -> Exit {
+pub(crate) fn run(args: &ReportArgs) -> Exit {
     match page(args) {
         Ok(page) => match html::write_page(&args.html, &page) {
             Ok(()) => Exit::Success,

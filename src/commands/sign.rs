@@ -7,7 +7,7 @@ use crate::cli::{SignArgs, SignProvider};
 use crate::exit::Exit;
 use crate::secret::Secret;
 
-pub fn run(args: &SignArgs) -> Exit {
+pub(crate) fn run(args: &SignArgs) -> Exit {
     match sign(args) {
         Ok((out, warning)) => {
             if let Some(warning) = warning {

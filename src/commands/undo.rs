@@ -22,7 +22,7 @@ use crate::plan::{Action, Plan, Row, Target, TargetKind};
 use crate::resume::DoneSet;
 use crate::secret::SecretRef;
 
-pub fn run(args: &UndoArgs) -> Exit {
+pub(crate) fn run(args: &UndoArgs) -> Exit {
     match undo(args) {
         Ok(code) => code,
         Err(message) => {

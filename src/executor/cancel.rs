@@ -15,7 +15,7 @@ enum Level {
 }
 
 #[derive(Clone, Debug)]
-pub struct Cancel {
+pub(crate) struct Cancel {
     tx: watch::Sender<Level>,
     rx: watch::Receiver<Level>,
 }
@@ -28,24 +28,24 @@ impl Default for Cancel {
 }
 
 impl Cancel {
-    pub fn new() -> Cancel {
+    pub(crate) fn new() -> Cancel {
         Cancel::default()
     }
 
-    pub fn cancel_soft(&self) {
+    pub(crate) fn cancel_soft(&self) {
         self.tx.send_if_modified(|l| raise(l, Level::Soft));
     }
 
-    pub fn cancel_hard(&self) {
+    pub(crate) fn cancel_hard(&self) {
         self.tx.send_if_modified(|l| raise(l, Level::Hard));
     }
 
-    pub fn is_soft(&self) -> bool {
+    pub(crate) fn is_soft(&self) -> bool {
         *self.rx.borrow() >= Level::Soft
     }
 
     /// Resolves once a soft (or hard) cancel was requested.
-    pub async fn soft(&self) {
+    pub(crate) async fn soft(&self) {
         let mut rx = self.rx.clone();
         // The sender lives in `self`, so `wait_for` cannot fail while we wait.
         let _ = rx.wait_for(|l| *l >= Level::Soft).await;
@@ -55,7 +55,7 @@ impl Cancel {
     /// sender, across its attempts): it registers with the channel once, not once per wait,
     /// and once a hard cancel came it is ready every time it is polled (the level never goes
     /// down).
-    pub fn hard_watch(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn hard_watch(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut rx = self.rx.clone();
         let mut wait = Box::pin(async move {
             let _ = rx.wait_for(|l| *l >= Level::Hard).await;

@@ -10,13 +10,13 @@ use crate::plan::{settings, EmitFormat};
 /// for signing in a dry run; a test's own instant). The executor reads the wall clock only
 /// through this.
 #[derive(Clone, Copy, Debug)]
-pub enum Clock {
+pub(crate) enum Clock {
     System,
     Fixed(DateTime<Utc>),
 }
 
 impl Clock {
-    pub fn now(self) -> DateTime<Utc> {
+    pub(crate) fn now(self) -> DateTime<Utc> {
         match self {
             Clock::System => Utc::now(),
             Clock::Fixed(t) => t,
@@ -26,7 +26,7 @@ impl Clock {
 
 /// Validated run settings (command line over plan settings over defaults).
 #[derive(Clone, Debug)]
-pub struct ExecConfig {
+pub(crate) struct ExecConfig {
     /// Rows in flight at once (≥ 1).
     pub concurrency: usize,
     /// Attempts after the first, for retryable outcomes.

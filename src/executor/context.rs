@@ -16,7 +16,7 @@ use super::target::{origin_of, OriginHealth, TargetRuntime};
 use super::transport::Transport;
 
 /// Everything a row task needs, shared.
-pub struct RunContext<T: Transport> {
+pub(crate) struct RunContext<T: Transport> {
     pub config: ExecConfig,
     pub targets: Vec<TargetRuntime>,
     /// One per pace group; every target is a member of exactly one.
@@ -39,7 +39,7 @@ pub struct RunContext<T: Transport> {
 
 impl<T: Transport> RunContext<T> {
     /// Ties each target to its lane. A target no lane names gets a lane of its own.
-    pub fn new(
+    pub(crate) fn new(
         config: ExecConfig,
         mut targets: Vec<TargetRuntime>,
         mut lanes: Vec<Lane>,
@@ -110,14 +110,14 @@ impl<T: Transport> RunContext<T> {
     }
 
     /// The run with these host ceilings (see [`super::host`]).
-    pub fn with_host_ceilings(mut self, hosts: HostCeilings) -> RunContext<T> {
+    pub(crate) fn with_host_ceilings(mut self, hosts: HostCeilings) -> RunContext<T> {
         self.hosts = hosts;
         self
     }
 
     /// Routes rows by `map` (lanes made from the plan's rows, index-aligned with `lanes`):
     /// a row naming its own account goes to that account's lane.
-    pub fn with_lane_map(mut self, map: LaneMap) -> RunContext<T> {
+    pub(crate) fn with_lane_map(mut self, map: LaneMap) -> RunContext<T> {
         self.lane_map = map;
         self
     }

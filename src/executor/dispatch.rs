@@ -29,29 +29,29 @@ use super::sender;
 use super::transport::Transport;
 
 /// Rows waiting behind a busy message, at most; the dispatcher stops reading beyond this.
-pub const MAX_QUEUED: usize = 10_000;
+pub(crate) const MAX_QUEUED: usize = 10_000;
 
 /// Rows waiting in a lane's queue (not in flight, not waiting out a backoff) that make it
 /// full. Reading pauses only when every lane that still has rows to come is full: a lane
 /// that has run short keeps the dispatcher reading (up to [`MAX_QUEUED`]), so a slow lane
 /// never holds a fast one to its pace, while a plan for one lane keeps no more than this
 /// waiting.
-pub const LANE_AHEAD: usize = 1024;
+pub(crate) const LANE_AHEAD: usize = 1024;
 
 /// Rows read ahead for one lane (waiting, in flight, or behind a busy message) when every
 /// lane reads its own rows: [`MAX_QUEUED`] shared between the lanes, but at least enough to
 /// keep a slow lane going and at most what keeps a fast one busy.
-pub fn lane_read_ahead(lanes: usize) -> usize {
+pub(crate) fn lane_read_ahead(lanes: usize) -> usize {
     (MAX_QUEUED / lanes.max(1)).clamp(LANE_READ_MIN, LANE_READ_MAX)
 }
 
 /// The bounds of [`lane_read_ahead`].
-pub const LANE_READ_MIN: usize = 8;
-pub const LANE_READ_MAX: usize = 256;
+pub(crate) const LANE_READ_MIN: usize = 8;
+pub(crate) const LANE_READ_MAX: usize = 256;
 
 /// Where the dispatcher reads the rows: in plan order (any iterator of rows), or lane by lane
 /// (the spool, chained by lane when validated: [`crate::plan::spool::LaneRows`]).
-pub trait RowSource {
+pub(crate) trait RowSource {
     /// The lanes the rows can be read by; 0 for rows read in plan order only.
     fn lanes(&self) -> usize;
     /// Whether `lane` has rows not read yet.
@@ -89,10 +89,10 @@ impl RowSource for crate::plan::spool::LaneRows {
 }
 
 /// A row's stable identity for `--resume`, computed by the caller (see `crate::identity`).
-pub type KeyFn = Box<dyn FnMut(&Row) -> String + Send>;
+pub(crate) type KeyFn = Box<dyn FnMut(&Row) -> String + Send>;
 
 /// What happens to a row before any request: decided by the caller (resume, shard).
-pub enum Admission {
+pub(crate) enum Admission {
     /// Run it.
     Run,
     /// Not this run's row: another shard's, or already in the report (done earlier).
@@ -104,7 +104,7 @@ pub enum Admission {
 /// source yields as `Err` (a plan file that no longer reads as it was validated) are
 /// reported `failed` with code `invalid_row` and the problem, never dropped. A dry run reads
 /// in plan order whatever the source.
-pub async fn execute<T: Transport>(
+pub(crate) async fn execute<T: Transport>(
     ctx: Arc<RunContext<T>>,
     rows: impl RowSource,
     mut key_of: KeyFn,

@@ -27,7 +27,7 @@ use super::transport::Transport;
 
 /// Rows per chunk: large enough that the hand-offs cost nothing per row, small enough that
 /// every worker has work early.
-pub const CHUNK_ROWS: usize = 128;
+pub(super) const CHUNK_ROWS: usize = 128;
 
 /// Workers at most, whatever the machine: the dispatcher and the writer need a share too.
 const MAX_WORKERS: usize = 4;

@@ -21,18 +21,18 @@ use crate::plan::pace::PaceGroup;
 use crate::plan::{Rate, Target};
 
 /// Kommo's own API, the default `base_url` of Kommo targets.
-pub const KOMMO_BASE_URL: &str = "https://amojo.kommo.com";
+pub(crate) const KOMMO_BASE_URL: &str = "https://amojo.kommo.com";
 
 /// The default ceiling on Kommo's own host (amoCRM's guidance names 50/s per account; the
 /// unit is not stated, so the whole host is held to it).
-pub const KOMMO_HOST_RATE: Rate = Rate::Limited {
+pub(crate) const KOMMO_HOST_RATE: Rate = Rate::Limited {
     count: 50,
     per: Duration::from_secs(1),
 };
 
 /// The ceiling on `base_url` (normalised, as on a [`Target`]): the plan's `host_rate` for it,
 /// else the default for Kommo's host; `None` when there is none (or it is set `unlimited`).
-pub fn ceiling(base_url: &str, host_rates: &[(String, Rate)]) -> Option<Rate> {
+pub(crate) fn ceiling(base_url: &str, host_rates: &[(String, Rate)]) -> Option<Rate> {
     let set = host_rates
         .iter()
         .find(|(b, _)| b == base_url)
@@ -45,7 +45,7 @@ pub fn ceiling(base_url: &str, host_rates: &[(String, Rate)]) -> Option<Rate> {
 }
 
 /// `amojo.kommo.com`, `127.0.0.1:8080`: a base URL without its scheme, as people name a host.
-pub fn host_name(base_url: &str) -> &str {
+pub(crate) fn host_name(base_url: &str) -> &str {
     base_url
         .strip_prefix("https://")
         .or_else(|| base_url.strip_prefix("http://"))
@@ -53,9 +53,8 @@ pub fn host_name(base_url: &str) -> &str {
 }
 
 /// One host's ceiling while a run goes on.
-pub struct HostCeiling {
+pub(crate) struct HostCeiling {
     pub base_url: String,
-    pub rate: Rate,
     limiter: RateLimiter,
 }
 
@@ -71,7 +70,7 @@ impl HostCeiling {
 
 /// The run's host ceilings, and which one each target's requests pass.
 #[derive(Default)]
-pub struct HostCeilings {
+pub(crate) struct HostCeilings {
     hosts: Vec<HostCeiling>,
     /// Per target (by index): its host's index in `hosts`, if that host has a ceiling.
     of_target: Vec<Option<usize>>,
@@ -80,7 +79,7 @@ pub struct HostCeilings {
 impl HostCeilings {
     /// The ceilings on the hosts of `targets` (whose base URLs are those the run sends to),
     /// each divided among `shards` as the lanes' paces are: every shard runs its own.
-    pub fn new(
+    pub(crate) fn new(
         targets: &[Target],
         host_rates: &[(String, Rate)],
         shards: u32,
@@ -100,7 +99,6 @@ impl HostCeilings {
                     limiter.set_precise(precise);
                     ceilings.hosts.push(HostCeiling {
                         base_url: t.base_url.clone(),
-                        rate,
                         limiter,
                     });
                     Some(ceilings.hosts.len() - 1)
@@ -111,18 +109,19 @@ impl HostCeilings {
     }
 
     /// The ceilings in force.
-    pub fn hosts(&self) -> &[HostCeiling] {
+    #[cfg(test)]
+    pub(crate) fn hosts(&self) -> &[HostCeiling] {
         &self.hosts
     }
 
     /// Whether `target`'s host has a ceiling.
-    pub fn limits(&self, target: usize) -> bool {
+    pub(crate) fn limits(&self, target: usize) -> bool {
         self.of_target.get(target).is_some_and(Option::is_some)
     }
 
     /// Waits until `target`'s host lets another request go; true when it had to wait. At
     /// once when the host has no ceiling.
-    pub async fn wait(&self, target: usize) -> bool {
+    pub(crate) async fn wait(&self, target: usize) -> bool {
         match self.of_target.get(target).copied().flatten() {
             Some(h) => self.hosts[h].wait().await,
             None => false,
@@ -133,7 +132,7 @@ impl HostCeilings {
 /// For the estimate ([`crate::outputs::audit::PaceModel`]): each lane's host ceiling, as an index into
 /// the ceilings returned with it (one per base URL that has one, divided among `shards`). A
 /// lane is counted at its first target's host.
-pub fn lane_ceilings(
+pub(crate) fn lane_ceilings(
     targets: &[Target],
     groups: &[PaceGroup],
     host_rates: &[(String, Rate)],
@@ -159,7 +158,7 @@ pub fn lane_ceilings(
 
 /// What the lanes to one host add up to, for `check` and the dry run.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HostLoad {
+pub(crate) struct HostLoad {
     pub base_url: String,
     /// Lanes sending to this host (a lane whose targets span hosts counts at each).
     pub lanes: usize,
@@ -170,7 +169,7 @@ pub struct HostLoad {
 
 impl HostLoad {
     /// `amojo.kommo.com: 12 lanes add up to 84/s; host ceiling 50/s holds them to it (…)`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let lanes = if self.lanes == 1 {
             "1 lane adds up".to_string()
         } else {
@@ -201,12 +200,12 @@ impl HostLoad {
 
 /// Lanes to one host beyond which `check` and the dry run say what they add up to even when
 /// the host has no ceiling (a few lanes are plain from the targets themselves).
-pub const MANY_LANES: usize = 10;
+pub(crate) const MANY_LANES: usize = 10;
 
 /// The lines `check` and the dry run print: one per host with a ceiling and several lanes, a
 /// ceiling its lanes exceed, or more than [`MANY_LANES`] lanes; at most `most`, then how many
 /// more.
-pub fn host_lines(loads: &[HostLoad], most: usize) -> Vec<String> {
+pub(crate) fn host_lines(loads: &[HostLoad], most: usize) -> Vec<String> {
     let worth: Vec<&HostLoad> = loads
         .iter()
         .filter(|l| match l.ceiling {
@@ -222,7 +221,7 @@ pub fn host_lines(loads: &[HostLoad], most: usize) -> Vec<String> {
 }
 
 /// A ceiling as people read it, per second: `50/s` (a shard's share of `100/s` as well).
-pub fn rate_text(rate: Rate) -> String {
+pub(crate) fn rate_text(rate: Rate) -> String {
     per_second(rate.per_second())
 }
 
@@ -240,7 +239,7 @@ fn per_second(r: f64) -> String {
 
 /// Per host (in the order first used by the plan's targets): the lanes to it, what their
 /// paces (`rates`, index-aligned with `groups`) add up to, and its ceiling.
-pub fn host_loads<'a>(
+pub(crate) fn host_loads<'a>(
     targets: &[Target],
     lanes: impl IntoIterator<Item = (&'a [usize], Rate)>,
     host_rates: &[(String, Rate)],

@@ -14,7 +14,7 @@ use super::message::{message_id, MessageId};
 
 /// How a row ended, as data: the writer renders it, the tally counts it.
 #[derive(Debug, Clone)]
-pub struct RowOutcome {
+pub(crate) struct RowOutcome {
     pub status: Status,
     pub http_status: Option<u16>,
     pub code: String,

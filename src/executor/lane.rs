@@ -17,7 +17,7 @@ use super::rate::{PaceStats, RateLimiter};
 use super::target::SendLog;
 
 /// One pace group while a run goes on.
-pub struct Lane {
+pub(crate) struct Lane {
     pub name: String,
     /// Indexes of the targets that share this pace.
     pub members: Vec<usize>,
@@ -41,7 +41,7 @@ pub struct Lane {
 }
 
 impl Lane {
-    pub fn new(name: String, members: Vec<usize>, rate: Rate, burst: u32) -> Lane {
+    pub(crate) fn new(name: String, members: Vec<usize>, rate: Rate, burst: u32) -> Lane {
         Lane {
             name,
             members,
@@ -66,18 +66,18 @@ impl Lane {
     }
 
     /// Rows it finished so far.
-    pub fn finished(&self) -> u64 {
+    pub(crate) fn finished(&self) -> u64 {
         self.finished.load(Ordering::Relaxed)
     }
 
     /// Rows of it that failed.
-    pub fn failed(&self) -> u64 {
+    pub(crate) fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
     }
 
     /// How many of the plan's rows will come to this lane: once they have all been read, a
     /// full lane need not keep the dispatcher reading for it (see the dispatcher's `LANE_AHEAD`).
-    pub fn with_planned_rows(mut self, rows: u64) -> Lane {
+    pub(crate) fn with_planned_rows(mut self, rows: u64) -> Lane {
         self.planned_rows = rows;
         self
     }
@@ -102,24 +102,25 @@ impl Lane {
     }
 
     /// Requests this lane put on the wire.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.sends.count()
     }
 
-    pub fn achieved_rate(&self) -> Option<f64> {
+    pub(crate) fn achieved_rate(&self) -> Option<f64> {
         self.sends.achieved_rate()
     }
 
-    pub fn max_sent_in_1s(&self) -> usize {
+    pub(crate) fn max_sent_in_1s(&self) -> usize {
         self.sends.max_in_1s()
     }
 
     /// Senders the lane has started so far.
-    pub fn senders(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn senders(&self) -> usize {
         self.queue.senders.load(Ordering::Relaxed)
     }
 
-    pub fn pace_stats(&self) -> PaceStats {
+    pub(crate) fn pace_stats(&self) -> PaceStats {
         self.limiter.stats()
     }
 }

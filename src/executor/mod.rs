@@ -28,44 +28,47 @@
 //! clock (`config`), what is handed to the writer (`output`), and the pacing, retry, host and
 //! transport parts. Report rows are built by [`crate::outputs::report`], below the executor.
 
-pub mod cancel;
+pub(crate) mod cancel;
 mod config;
 mod context;
 mod dispatch;
 mod dry;
-pub mod host;
+pub(crate) mod host;
 mod job;
-pub mod lane;
+pub(crate) mod lane;
 mod message;
-pub mod output;
+pub(crate) mod output;
 mod pacer;
-pub mod progress;
-pub mod rate;
-pub mod retry;
+pub(crate) mod progress;
+pub(crate) mod rate;
+pub(crate) mod retry;
 mod sender;
 mod tally;
 mod target;
 mod task;
-pub mod transport;
+pub(crate) mod transport;
 mod writer;
 
-pub use cancel::Cancel;
-pub use config::{Clock, ExecConfig};
-pub use context::RunContext;
-pub use dispatch::{
-    execute, lane_read_ahead, Admission, KeyFn, RowSource, LANE_AHEAD, LANE_READ_MAX,
-    LANE_READ_MIN, MAX_QUEUED,
-};
-pub use job::RowOutcome;
-pub use lane::Lane;
-pub use output::{Batch, OutputSender};
-pub use retry::AttemptOutcome;
-pub use tally::Tally;
-pub use target::{
-    OriginHealth, SendLog, TargetRuntime, AUTH_FAILURES_TO_STOP, UNREACHABLE_TO_STOP,
-};
-pub use transport::{HttpTransport, Transport};
-pub use writer::OutputThread;
+pub(crate) use cancel::Cancel;
+pub(crate) use config::{Clock, ExecConfig};
+pub(crate) use context::RunContext;
+pub(crate) use dispatch::{execute, Admission};
+pub(crate) use lane::Lane;
+pub(crate) use output::OutputSender;
+pub(crate) use tally::Tally;
+pub(crate) use target::TargetRuntime;
+pub(crate) use transport::HttpTransport;
+pub(crate) use writer::OutputThread;
+
+// What the executor's own tests reach through `super::*`.
+#[cfg(test)]
+use dispatch::{lane_read_ahead, RowSource, LANE_AHEAD, MAX_QUEUED};
+#[cfg(test)]
+use retry::AttemptOutcome;
+#[cfg(test)]
+use target::{AUTH_FAILURES_TO_STOP, UNREACHABLE_TO_STOP};
+#[cfg(test)]
+use transport::Transport;
 
 #[cfg(test)]
 mod citizen_tests;

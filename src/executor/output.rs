@@ -40,7 +40,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::outputs::log::FailedRow;
 use crate::outputs::report::{render_row, ReportFormat, RowView, Status};
 
-pub enum Output {
+pub(crate) enum Output {
     /// Several finished rows (and their emit records), rendered by the dispatcher.
     Batch(Sent),
     /// Second Ctrl-C: put what arrived before this on disk, then confirm.
@@ -97,7 +97,7 @@ impl Finished {
 
 /// Raised by the writer at the first write error on the report or the emit file.
 #[derive(Default)]
-pub struct WriteFailure {
+pub(crate) struct WriteFailure {
     failed: AtomicBool,
     raised: Notify,
 }
@@ -108,12 +108,12 @@ impl WriteFailure {
         self.raised.notify_waiters();
     }
 
-    pub fn has_failed(&self) -> bool {
+    pub(crate) fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
 
     /// Resolves once a write failed.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         loop {
             // Registered before the check, so a raise between the two is not missed.
             let raised = self.raised.notified();
@@ -140,7 +140,7 @@ const INBOX_BYTES: usize = 1 << 20;
 /// Rows rendered together, in order: report lines, the emit records that go with them, and
 /// per row its status and attempts (no latency: nothing was sent for these rows).
 #[derive(Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub report: Vec<u8>,
     pub emit: Vec<u8>,
     pub rows: Vec<(Status, u32)>,
@@ -149,17 +149,17 @@ pub struct Batch {
 }
 
 /// A batch on its way, holding one of [`BATCHES_IN_FLIGHT`] permits until the writer is done.
-pub struct Sent {
+pub(crate) struct Sent {
     pub(super) batch: Batch,
     pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Batch {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rows.is_empty() && self.emit.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rows.len()
     }
 
@@ -172,7 +172,7 @@ impl Batch {
 }
 
 #[derive(Clone)]
-pub struct OutputSender {
+pub(crate) struct OutputSender {
     tx: mpsc::Sender<Output>,
     inbox: Arc<Inbox>,
     format: ReportFormat,
@@ -206,20 +206,15 @@ impl OutputSender {
     }
 
     /// Raised at the first write error (see the module documentation).
-    pub fn write_failure(&self) -> Arc<WriteFailure> {
+    pub(crate) fn write_failure(&self) -> Arc<WriteFailure> {
         Arc::clone(&self.failure)
-    }
-
-    /// The report's format, for rendering rows before they are sent.
-    pub fn format(&self) -> ReportFormat {
-        self.format
     }
 
     /// A row a sender finished, with its last attempt's latency when one was sent: rendered
     /// into the writer's inbox. `true` when the inbox is full: await
     /// [`OutputSender::room`] before finishing another row.
     /// `permit`, the row's record permit, is freed once the report holds the row.
-    pub fn finished(
+    pub(crate) fn finished(
         &self,
         row: &RowView<'_>,
         latency: Option<Duration>,
@@ -248,7 +243,7 @@ impl OutputSender {
     }
 
     /// Waits until the writer has taken a full inbox.
-    pub async fn room(&self) {
+    pub(crate) async fn room(&self) {
         loop {
             // Registered before the check, so the writer's take between them is not missed.
             let taken = self.inbox.taken.notified();
@@ -262,7 +257,7 @@ impl OutputSender {
     }
 
     /// An empty batch to fill, reused when the writer has one spare.
-    pub fn batch(&self) -> Batch {
+    pub(crate) fn batch(&self) -> Batch {
         self.spare
             .lock()
             .ok()
@@ -271,7 +266,7 @@ impl OutputSender {
     }
 
     /// Adds a row to `batch`, rendered in the report's format.
-    pub fn push(&self, batch: &mut Batch, row: &RowView<'_>) {
+    pub(crate) fn push(&self, batch: &mut Batch, row: &RowView<'_>) {
         render_row(self.format, row, &mut batch.report);
         batch.rows.push((row.status, row.attempts));
         if let Some(f) = failure_of(row) {
@@ -280,7 +275,7 @@ impl OutputSender {
     }
 
     /// Sends `batch` (if it holds anything) and leaves an empty one in its place.
-    pub async fn send_batch(&self, batch: &mut Batch) {
+    pub(crate) async fn send_batch(&self, batch: &mut Batch) {
         if batch.is_empty() {
             return;
         }
@@ -299,7 +294,7 @@ impl OutputSender {
     /// A live request's emit record (newline included), put in the inbox before the request
     /// is sent: it is written in the same round as the rows finished before it, so a failing
     /// emit file is noticed while only the rows in flight are unrecorded there.
-    pub async fn emit(&self, line: Vec<u8>) {
+    pub(crate) async fn emit(&self, line: Vec<u8>) {
         let first = {
             let mut inbox = self.inbox.lock();
             let first = inbox.rows.is_empty() && inbox.emit.is_empty();
@@ -313,7 +308,7 @@ impl OutputSender {
 
     /// Asks the writer to put every row it received on disk, and waits until it has (or is
     /// gone). For a second Ctrl-C, just before the process exits.
-    pub async fn flush_now(&self) {
+    pub(crate) async fn flush_now(&self) {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         if self.tx.send(Output::FlushNow(done_tx)).await.is_ok() {
             let _ = tokio::task::spawn_blocking(move || done_rx.recv()).await;
@@ -336,4 +331,4 @@ fn failure_of(row: &RowView<'_>) -> Option<FailedRow> {
 }
 
 /// Batches sent and not yet written, at most.
-pub const BATCHES_IN_FLIGHT: usize = 4;
+pub(crate) const BATCHES_IN_FLIGHT: usize = 4;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Intervals shorter than this (rates above 200/s) are paced with precise wake-ups.
-pub const PRECISE_BELOW: Duration = Duration::from_micros(5001);
+pub(super) const PRECISE_BELOW: Duration = Duration::from_micros(5001);
 
 /// The last stretch before a deadline that the thread spins through rather than sleeps.
 const SPIN: Duration = Duration::from_micros(30);
@@ -42,7 +42,7 @@ fn inbox() -> Option<&'static mpsc::Sender<Wake>> {
 
 /// Waits until `at` (the wall clock's monotonic time), to within tens of microseconds when
 /// the machine is not overloaded. Falls back to tokio's timer if the pacer thread is missing.
-pub async fn sleep_until(at: tokio::time::Instant) {
+pub(super) async fn sleep_until(at: tokio::time::Instant) {
     let deadline = at.into_std();
     if deadline <= Instant::now() {
         return;

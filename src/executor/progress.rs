@@ -19,10 +19,10 @@ use crate::outputs::report::Status;
 use super::lane::Lane;
 
 /// The ETA, read at each tick: `None` once the run it reads is gone.
-pub type TimeLeft = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
+pub(crate) type TimeLeft = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProgressMode {
+pub(crate) enum ProgressMode {
     Off,
     Bar,
     Lines,
@@ -30,7 +30,7 @@ pub enum ProgressMode {
 
 impl ProgressMode {
     /// The bar on a terminal, status lines elsewhere, unless turned off.
-    pub fn detect(off: bool) -> ProgressMode {
+    pub(crate) fn detect(off: bool) -> ProgressMode {
         if off {
             ProgressMode::Off
         } else if std::io::stderr().is_terminal()
@@ -45,18 +45,18 @@ impl ProgressMode {
 
 /// Counters shared by the report writer (which counts) and the progress display.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub done: AtomicU64,
     by_status: [AtomicU64; 6],
 }
 
 impl Counters {
-    pub fn record(&self, status: Status) {
+    pub(crate) fn record(&self, status: Status) {
         self.done.fetch_add(1, Ordering::Relaxed);
         self.by_status[index(status)].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn get(&self, status: Status) -> u64 {
+    pub(crate) fn get(&self, status: Status) -> u64 {
         self.by_status[index(status)].load(Ordering::Relaxed)
     }
 }
@@ -66,14 +66,14 @@ fn index(status: Status) -> usize {
 }
 
 /// The display; dropped (or [`Progress::finish`]ed) at the end of the run.
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Progress {
     /// `time_left`: the ETA by the lanes' pace model (see [`time_left`]).
-    pub fn start(
+    pub(crate) fn start(
         mode: ProgressMode,
         total: u64,
         counters: Arc<Counters>,
@@ -147,7 +147,7 @@ impl Progress {
 
     /// Stops the display and waits until its ticker is gone (it reads the run while it
     /// ticks: once this returns, it holds nothing of it).
-    pub async fn finish(self) {
+    pub(crate) async fn finish(self) {
         if let Some(t) = self.ticker {
             t.abort();
             let _ = t.await;
@@ -161,7 +161,7 @@ impl Progress {
 /// The ETA of a run going on: `model`'s rows (index-aligned with the run's `lanes`) less those
 /// each lane finished, each lane at the pace it goes now — its limiter's (lowered by 429s), or
 /// what it achieves when that is slower (latency, concurrency, its host's ceiling).
-pub fn time_left(lanes: &[Lane], model: &PaceModel) -> Duration {
+pub(crate) fn time_left(lanes: &[Lane], model: &PaceModel) -> Duration {
     let finished: Vec<u64> = lanes.iter().map(|l| l.finished()).collect();
     let pace: Vec<Option<f64>> = lanes
         .iter()

@@ -47,55 +47,55 @@ use crate::plan::Rate;
 /// never puts two sends closer than half an interval at low rates), but at least 1.5 ms (tokio
 /// timers tick in milliseconds, which spans several intervals at high rates) and at most
 /// [`MAX_LATE`].
-pub fn late_allowance(interval: Duration) -> Duration {
+pub(crate) fn late_allowance(interval: Duration) -> Duration {
     (interval / 2).clamp(Duration::from_micros(1500), MAX_LATE)
 }
 
 /// The most a send may be late and still count as on schedule, at any rate.
-pub const MAX_LATE: Duration = Duration::from_millis(5);
+pub(crate) const MAX_LATE: Duration = Duration::from_millis(5);
 
 /// Intervals shorter than this (rates above 500/s) are finer than the timer's tick: only there
 /// does the schedule catch up on sends found already past their slot.
-pub const FINE: Duration = Duration::from_millis(2);
+pub(crate) const FINE: Duration = Duration::from_millis(2);
 
 /// The windows the guard holds to their share of the rate.
 const WINDOWS: [Duration; 2] = [Duration::from_secs(1), Duration::from_millis(100)];
 
 /// After a 429, the ceiling is this share of the rate the 429 came at.
-pub const SETTLE: f64 = 0.95;
+pub(crate) const SETTLE: f64 = 0.95;
 /// A 429 that comes while the lane already runs at its ceiling lowers the ceiling by this
 /// share only: the limit was found (just under the ceiling), so it is refined in small steps;
 /// lowering it by [`SETTLE`] again for each jitter-borne 429 at a strict provider would
 /// ratchet the lane ever further below the limit.
-pub const REFINE: f64 = 0.98;
+pub(crate) const REFINE: f64 = 0.98;
 /// After a 429, the pace drops to this share of the new ceiling.
-pub const DECREASE: f64 = 0.8;
+pub(crate) const DECREASE: f64 = 0.8;
 /// The pace climbs back by this share of the configured rate per second.
-pub const CLIMB: f64 = 0.1;
+pub(crate) const CLIMB: f64 = 0.1;
 /// The ceiling recovers by this share of the configured rate per second (1% per 10 s).
-pub const RECOVER: f64 = 0.001;
+pub(crate) const RECOVER: f64 = 0.001;
 /// The slowest a lane is paced at after 429s, in requests per second (one a minute).
 const FLOOR: f64 = 1.0 / 60.0;
 /// The span over which acceptances are counted to measure what the provider takes.
-pub const ACCEPT_WINDOW: Duration = Duration::from_secs(2);
+pub(crate) const ACCEPT_WINDOW: Duration = Duration::from_secs(2);
 /// A pace more than this many times the measured acceptance rate is far above the provider's
 /// limit: the lane drops to the measurement rather than stepping down from its pace.
-pub const FAR_ABOVE: f64 = 2.0;
+pub(crate) const FAR_ABOVE: f64 = 2.0;
 /// After a drop to the measured rate, the ceiling grows by this share of itself per second.
-pub const PROBE: f64 = 0.5;
+pub(crate) const PROBE: f64 = 0.5;
 /// A lane held far below its configured rate (more than [`HELD_FAR_BELOW`] times under it,
 /// or `unlimited`) that the provider has accepted since its last 429, this long, grows its
 /// ceiling again by [`REGROW`] of itself per second. A refusal that came while the lane was
 /// still finding its pace (a burst that arrived bunched on a busy machine) would otherwise
 /// hold it there, recovering 1% per 10 s, for the rest of the run; a provider that really
 /// limits there answers 429 again as soon as the lane goes past, and the lane drops back.
-pub const QUIET: Duration = Duration::from_secs(5);
+pub(crate) const QUIET: Duration = Duration::from_secs(5);
 /// See [`QUIET`].
-pub const REGROW: f64 = 0.1;
+pub(crate) const REGROW: f64 = 0.1;
 /// See [`QUIET`].
-pub const HELD_FAR_BELOW: f64 = 10.0;
+pub(crate) const HELD_FAR_BELOW: f64 = 10.0;
 /// The longest that 429s in a row hold a lane's next send back.
-pub const MAX_REFUSAL_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const MAX_REFUSAL_WAIT: Duration = Duration::from_secs(30);
 /// Acceptance times kept, at most (a fast lane's window would otherwise hold thousands).
 const ACCEPTS_KEPT: usize = 4096;
 
@@ -108,7 +108,7 @@ const MIN_ACCEPT_SPAN: Duration = Duration::from_millis(100);
 
 /// The adaptive part of a lane's pace: what 429s without `Retry-After` did to it.
 #[derive(Debug, Clone, Copy)]
-pub struct Adapt {
+pub(crate) struct Adapt {
     /// The configured rate, requests per second (infinite for `unlimited`).
     configured: f64,
     /// The rate the pace climbs and the ceiling recovers in proportion to: the rate the last
@@ -154,7 +154,7 @@ impl Adapt {
 
 /// What a lane's pace went through, for the summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PaceStats {
+pub(crate) struct PaceStats {
     /// 429 answers without `Retry-After` that slowed the lane.
     pub slowdowns: u64,
     /// The slowest pace the lane was set to, requests per second.
@@ -166,7 +166,7 @@ pub struct PaceStats {
 }
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     /// `None`: unlimited.
     interval: Option<Duration>,
     tolerance: Duration,
@@ -200,7 +200,7 @@ struct State {
 
 impl RateLimiter {
     /// `burst` is the number of sends allowed at once before the even schedule applies (≥ 1).
-    pub fn new(rate: Rate, burst: u32) -> RateLimiter {
+    pub(crate) fn new(rate: Rate, burst: u32) -> RateLimiter {
         let burst = burst.max(1);
         let interval = rate.interval();
         let tolerance = interval.map(|i| i * (burst - 1)).unwrap_or_default();
@@ -237,7 +237,7 @@ impl RateLimiter {
     /// Precise wake-ups ([`super::pacer`]) for intervals shorter than
     /// [`super::pacer::PRECISE_BELOW`]; only on the wall clock (tokio's paused clock in tests
     /// drives the ordinary timer).
-    pub fn set_precise(&mut self, on: bool) {
+    pub(crate) fn set_precise(&mut self, on: bool) {
         self.precise = on
             && self
                 .interval
@@ -286,7 +286,7 @@ impl RateLimiter {
     /// A 429 without `Retry-After` to a request sent at `sent_at`: slow the pace (once per
     /// congestion: requests sent before the last decrease do not decrease it again), whatever
     /// the configured rate.
-    pub fn rate_limited(&self, sent_at: Instant) {
+    pub(crate) fn rate_limited(&self, sent_at: Instant) {
         let now = Instant::now();
         let mut state = self.state();
         let configured = self
@@ -357,7 +357,7 @@ impl RateLimiter {
 
     /// The provider accepted a request (any answer but 429) at `at`: counted for the measured
     /// rate, and the end of a run of refusals.
-    pub fn accepted(&self, at: Instant) {
+    pub(crate) fn accepted(&self, at: Instant) {
         let mut state = self.state();
         state.refusals_in_row = 0;
         if let Some(adapt) = state.adapt.as_mut() {
@@ -372,7 +372,7 @@ impl RateLimiter {
     }
 
     /// The pace now, requests per second (`None` when unlimited).
-    pub fn current_rate(&self) -> Option<f64> {
+    pub(crate) fn current_rate(&self) -> Option<f64> {
         let state = self.state();
         if self.interval.is_none() && state.adapt.is_none() {
             return None;
@@ -381,7 +381,7 @@ impl RateLimiter {
         Some(1.0 / Self::interval_at(&state, base, Instant::now()).as_secs_f64())
     }
 
-    pub fn stats(&self) -> PaceStats {
+    pub(crate) fn stats(&self) -> PaceStats {
         let slowed = self.state().adapt.is_some();
         let settled_rate = if slowed { self.current_rate() } else { None };
         PaceStats {
@@ -392,7 +392,7 @@ impl RateLimiter {
 
     /// The send that took the last slot actually left at `at` (it waited for a concurrency
     /// slot after its pace slot): the schedule and the window guard count it then.
-    pub fn sent_late(&self, at: Instant) {
+    pub(crate) fn sent_late(&self, at: Instant) {
         if !self.is_paced() {
             return;
         }
@@ -436,16 +436,17 @@ impl RateLimiter {
     }
 
     /// Waits for the next slot and takes it.
-    pub async fn until_ready(&self) {
+    #[cfg(test)]
+    pub(crate) async fn until_ready(&self) {
         self.next_slot(false).await
     }
 
-    /// [`RateLimiter::until_ready`] for a lane's worker, which takes one slot after another
+    /// Waits for the next slot and takes it, for a lane's worker, which takes one slot after another
     /// from its queue (`backlog`): a slot found just past — by at most the late allowance,
     /// because the worker was busy starting the previous row — counts on schedule, as if it
     /// had slept until it. Without this the schedule would move by that work on every send
     /// and fall behind the rate.
-    pub async fn next_slot(&self, backlog: bool) {
+    pub(crate) async fn next_slot(&self, backlog: bool) {
         if !self.is_paced() {
             return;
         }
@@ -502,7 +503,7 @@ impl RateLimiter {
 
     /// Holds every sender of this target until `until` (a provider's `Retry-After`); sending
     /// then resumes on the even schedule, without a burst.
-    pub fn pause_until(&self, until: Instant) {
+    pub(crate) fn pause_until(&self, until: Instant) {
         let mut state = self.state();
         state.stats.pauses += 1;
         let resume = until + self.tolerance;

@@ -9,7 +9,7 @@ use rand::Rng;
 
 /// How an attempt ended, as far as the wire is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttemptOutcome {
+pub(crate) enum AttemptOutcome {
     /// The provider answered.
     Answered {
         status: u16,
@@ -33,13 +33,11 @@ pub enum AttemptOutcome {
         code: String,
         message: String,
     },
-    /// Not sent in a way a retry could fix (the server's certificate is not trusted): final.
-    Refused { code: String, message: String },
 }
 
 /// The decision for one outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Success,
     /// Worth another attempt; `retry_after` is the provider's instruction, if any.
     Retry {
@@ -51,7 +49,7 @@ pub enum Verdict {
     },
 }
 
-pub fn classify(outcome: &AttemptOutcome) -> Verdict {
+pub(crate) fn classify(outcome: &AttemptOutcome) -> Verdict {
     match outcome {
         AttemptOutcome::Answered {
             status,
@@ -73,13 +71,12 @@ pub fn classify(outcome: &AttemptOutcome) -> Verdict {
         }
         AttemptOutcome::Unreachable { code, .. } if code == "tls" => Verdict::Fail { auth: false },
         AttemptOutcome::Unreachable { .. } => Verdict::Retry { retry_after: None },
-        AttemptOutcome::Refused { .. } => Verdict::Fail { auth: false },
     }
 }
 
 /// Backoff before retry number `retry` (1 for the first retry): full jitter over
 /// `min(cap, base × 2^(retry-1))`, and never less than the provider's `Retry-After`.
-pub fn backoff(
+pub(crate) fn backoff(
     retry: u32,
     base: Duration,
     cap: Duration,
@@ -96,7 +93,7 @@ pub fn backoff(
 
 /// Parses a `Retry-After` value: delay seconds or an HTTP date (relative to `now`).
 /// Absurd values are capped at one hour so a broken server cannot park a run forever.
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     const MAX: Duration = Duration::from_secs(3600);
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
@@ -111,7 +108,7 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// A retry hint in a JSON error body, where a provider gives it instead of the header:
 /// `retry_after` or `retryAfter`, in seconds (a number or a numeric string), capped like the
 /// header.
-pub fn retry_after_in_body(body: &[u8]) -> Option<Duration> {
+pub(crate) fn retry_after_in_body(body: &[u8]) -> Option<Duration> {
     // Most bodies carry no hint: no JSON parse for them.
     if !body.windows(5).any(|w| w.eq_ignore_ascii_case(b"retry")) {
         return None;

@@ -67,7 +67,7 @@ use crate::secret::{Secret, SecretRef};
 
 /// What a 429 carries to say when to come back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RetryAfter {
+pub(crate) enum RetryAfter {
     /// Nothing: the client has to find the pace itself (Ogmma).
     None,
     /// A `Retry-After: N` header, in seconds.
@@ -79,7 +79,7 @@ pub enum RetryAfter {
 
 /// A request as the provider sees it, for a [`Provider::script`].
 #[derive(Clone, Debug)]
-pub struct Request {
+pub(crate) struct Request {
     /// Requests that reached the provider before this one.
     pub n: usize,
     pub scope: String,
@@ -99,7 +99,7 @@ struct Limit {
 
 /// The simulated providers' behaviour (Kommo's and Ogmma's); built with its methods, then
 /// handed to [`run`].
-pub struct Provider {
+pub(crate) struct Provider {
     kommo: Limit,
     ogmma: Limit,
     latency: Duration,
@@ -118,7 +118,7 @@ impl Default for Provider {
 
 impl Provider {
     /// Unlimited, answering at once, no faults.
-    pub fn new() -> Provider {
+    pub(crate) fn new() -> Provider {
         let limit = Limit {
             rate: Rate::Unlimited,
             burst: 1,
@@ -138,47 +138,47 @@ impl Provider {
 
     /// A token bucket per scope, for both providers: `rate`, holding up to `burst` requests
     /// back to back; above it, 429.
-    pub fn rate(self, rate: Rate, burst: u32) -> Provider {
+    pub(crate) fn rate(self, rate: Rate, burst: u32) -> Provider {
         self.kommo_rate(rate, burst).ogmma_rate(rate, burst)
     }
 
     /// Kommo's bucket (per scope) only.
-    pub fn kommo_rate(mut self, rate: Rate, burst: u32) -> Provider {
+    pub(crate) fn kommo_rate(mut self, rate: Rate, burst: u32) -> Provider {
         (self.kommo.rate, self.kommo.burst) = (rate, burst);
         self
     }
 
     /// Ogmma's bucket (per API key) only.
-    pub fn ogmma_rate(mut self, rate: Rate, burst: u32) -> Provider {
+    pub(crate) fn ogmma_rate(mut self, rate: Rate, burst: u32) -> Provider {
         (self.ogmma.rate, self.ogmma.burst) = (rate, burst);
         self
     }
 
     /// What both providers' 429s carry.
-    pub fn retry_after(self, retry_after: RetryAfter) -> Provider {
+    pub(crate) fn retry_after(self, retry_after: RetryAfter) -> Provider {
         self.kommo_retry_after(retry_after)
             .ogmma_retry_after(retry_after)
     }
 
-    pub fn kommo_retry_after(mut self, retry_after: RetryAfter) -> Provider {
+    pub(crate) fn kommo_retry_after(mut self, retry_after: RetryAfter) -> Provider {
         self.kommo.retry_after = retry_after;
         self
     }
 
-    pub fn ogmma_retry_after(mut self, retry_after: RetryAfter) -> Provider {
+    pub(crate) fn ogmma_retry_after(mut self, retry_after: RetryAfter) -> Provider {
         self.ogmma.retry_after = retry_after;
         self
     }
 
     /// Each request takes this long, send to answer; it reaches the provider (and is counted
     /// against the bucket) halfway.
-    pub fn latency(mut self, latency: Duration) -> Provider {
+    pub(crate) fn latency(mut self, latency: Duration) -> Provider {
         self.latency = latency;
         self
     }
 
     /// Adds up to `max` to each request's latency, the same for the same `seed`.
-    pub fn jitter(mut self, max: Duration, seed: u64) -> Provider {
+    pub(crate) fn jitter(mut self, max: Duration, seed: u64) -> Provider {
         self.jitter = max;
         self.jitter_seed = seed;
         self
@@ -186,20 +186,20 @@ impl Provider {
 
     /// Seeded faults on requests within the bucket: `error_rate` of them answered 500, 502 or
     /// 503, `drop_rate` dropped without an answer, decided per message as the sandbox does.
-    pub fn faults(mut self, seed: u64, error_rate: f64, drop_rate: f64) -> Provider {
+    pub(crate) fn faults(mut self, seed: u64, error_rate: f64, drop_rate: f64) -> Provider {
         self.faults = (seed, error_rate, drop_rate);
         self
     }
 
     /// `origin` (`host:port`) refuses every connection.
-    pub fn refuse(mut self, origin: &str) -> Provider {
+    pub(crate) fn refuse(mut self, origin: &str) -> Provider {
         self.refused = Some(origin.to_string());
         self
     }
 
     /// Answers a request itself when `script` returns an outcome and a latency (the request is
     /// logged with the outcome's status); `None` leaves it to the model.
-    pub fn script(
+    pub(crate) fn script(
         mut self,
         script: impl Fn(&Request) -> Option<(AttemptOutcome, Duration)> + Send + Sync + 'static,
     ) -> Provider {
@@ -210,7 +210,7 @@ impl Provider {
 
 /// What became of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Fate {
+pub(crate) enum Fate {
     /// Answered with this status.
     Status(u16),
     /// Reached the provider; the connection was dropped without an answer.
@@ -223,7 +223,7 @@ pub enum Fate {
 
 /// One request in the log.
 #[derive(Clone, Debug)]
-pub struct Arrival {
+pub(crate) struct Arrival {
     /// Since the run started: sent, reached the provider, answer back (or given up).
     pub sent: Duration,
     pub at: Duration,
@@ -236,33 +236,33 @@ pub struct Arrival {
 
 impl Arrival {
     /// The provider saw it (a refused connection never got there).
-    pub fn arrived(&self) -> bool {
+    pub(crate) fn arrived(&self) -> bool {
         self.fate != Fate::Refused
     }
 }
 
 /// Every request of a run, in the order they reached the provider.
 #[derive(Clone, Debug, Default)]
-pub struct Log(pub Vec<Arrival>);
+pub(crate) struct Log(pub Vec<Arrival>);
 
 impl Log {
     /// The requests for which `keep` holds.
-    pub fn filter(&self, keep: impl Fn(&Arrival) -> bool) -> Log {
+    pub(crate) fn filter(&self, keep: impl Fn(&Arrival) -> bool) -> Log {
         Log(self.0.iter().filter(|a| keep(a)).cloned().collect())
     }
 
     /// The requests on `scope`.
-    pub fn scope(&self, scope: &str) -> Log {
+    pub(crate) fn scope(&self, scope: &str) -> Log {
         self.filter(|a| a.scope == scope)
     }
 
     /// The requests answered 2xx.
-    pub fn accepted(&self) -> Log {
+    pub(crate) fn accepted(&self) -> Log {
         self.filter(|a| matches!(a.fate, Fate::Status(200..=299)))
     }
 
     /// The requests answered `status`.
-    pub fn count(&self, status: u16) -> usize {
+    pub(crate) fn count(&self, status: u16) -> usize {
         self.0
             .iter()
             .filter(|a| a.fate == Fate::Status(status))
@@ -270,7 +270,7 @@ impl Log {
     }
 
     /// How many requests met each fate.
-    pub fn counts(&self) -> BTreeMap<Fate, usize> {
+    pub(crate) fn counts(&self) -> BTreeMap<Fate, usize> {
         let mut counts = BTreeMap::new();
         for a in &self.0 {
             *counts.entry(a.fate).or_default() += 1;
@@ -279,7 +279,7 @@ impl Log {
     }
 
     /// Arrival times (refused connections left out).
-    pub fn times(&self) -> Vec<Duration> {
+    pub(crate) fn times(&self) -> Vec<Duration> {
         self.0
             .iter()
             .filter(|a| a.arrived())
@@ -288,7 +288,7 @@ impl Log {
     }
 
     /// The most requests that reached the provider within any window `[t, t + window)`.
-    pub fn max_in_window(&self, window: Duration) -> usize {
+    pub(crate) fn max_in_window(&self, window: Duration) -> usize {
         // Counted as the sandbox counts its arrivals.
         let t0 = Instant::now();
         let times = self.times().into_iter().map(|t| t0 + t).collect();
@@ -296,7 +296,7 @@ impl Log {
     }
 
     /// Requests per second between the first and the last arrival: `(n - 1) / span`.
-    pub fn achieved_rate(&self) -> Option<f64> {
+    pub(crate) fn achieved_rate(&self) -> Option<f64> {
         let times = self.times();
         let (first, last) = (times.iter().min()?, times.iter().max()?);
         let span = (*last - *first).as_secs_f64();
@@ -304,20 +304,20 @@ impl Log {
     }
 
     /// The gaps between consecutive arrivals.
-    pub fn gaps(&self) -> Vec<Duration> {
+    pub(crate) fn gaps(&self) -> Vec<Duration> {
         let mut times = self.times();
         times.sort_unstable();
         times.windows(2).map(|w| w[1] - w[0]).collect()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 }
 
 /// A lane's figures as the summary gets them.
 #[derive(Clone, Debug)]
-pub struct LaneStats {
+pub(crate) struct LaneStats {
     pub name: String,
     pub requests: u64,
     pub achieved_rate: Option<f64>,
@@ -331,7 +331,7 @@ pub struct LaneStats {
 
 /// A target's figures as the summary gets them.
 #[derive(Clone, Debug)]
-pub struct TargetStats {
+pub(crate) struct TargetStats {
     pub name: String,
     pub requests: u64,
     pub achieved_rate: Option<f64>,
@@ -341,7 +341,7 @@ pub struct TargetStats {
 }
 
 /// What a run gave.
-pub struct SimRun {
+pub(crate) struct SimRun {
     /// The report rows, by row number.
     pub results: Vec<RowResult>,
     pub log: Log,
@@ -355,7 +355,7 @@ pub struct SimRun {
 
 impl SimRun {
     /// Rows reported with `status`.
-    pub fn count(&self, status: crate::outputs::report::Status) -> usize {
+    pub(crate) fn count(&self, status: crate::outputs::report::Status) -> usize {
         self.results.iter().filter(|r| r.status == status).count()
     }
 }
@@ -530,9 +530,7 @@ impl Transport for SimTransport {
                 _ if latency > timeout => Fate::TimedOut,
                 AttemptOutcome::Answered { status, .. } => Fate::Status(*status),
                 AttemptOutcome::Timeout => Fate::TimedOut,
-                AttemptOutcome::Unreachable { .. } | AttemptOutcome::Refused { .. } => {
-                    Fate::Refused
-                }
+                AttemptOutcome::Unreachable { .. } => Fate::Refused,
                 AttemptOutcome::Connection(_) => Fate::Dropped,
             };
             self.record(sent, sent, fate, seen);
@@ -565,7 +563,7 @@ impl Transport for SimTransport {
 }
 
 /// A Kommo target on `scope` (its own lane unless a lane names it), paced at `rate`.
-pub fn kommo(name: &str, scope: &str, rate: Rate) -> TargetRuntime {
+pub(crate) fn kommo(name: &str, scope: &str, rate: Rate) -> TargetRuntime {
     target(
         name,
         TargetKind::Kommo {
@@ -579,7 +577,7 @@ pub fn kommo(name: &str, scope: &str, rate: Rate) -> TargetRuntime {
 }
 
 /// An Ogmma target on `channel` whose API key is `key`, paced at `rate`.
-pub fn ogmma(name: &str, channel: &str, key: &str, rate: Rate) -> TargetRuntime {
+pub(crate) fn ogmma(name: &str, channel: &str, key: &str, rate: Rate) -> TargetRuntime {
     target(
         name,
         TargetKind::Ogmma {
@@ -606,7 +604,7 @@ fn target(name: &str, kind: TargetKind, secret: &str, rate: Rate) -> TargetRunti
 }
 
 /// `n` rows on `target`, row `i` reacting `e{i}` on message `{prefix}{i}`.
-pub fn rows(n: u64, target: usize, prefix: &str) -> Vec<Row> {
+pub(crate) fn rows(n: u64, target: usize, prefix: &str) -> Vec<Row> {
     (1..=n)
         .map(|i| {
             Row::test(i)
@@ -618,7 +616,7 @@ pub fn rows(n: u64, target: usize, prefix: &str) -> Vec<Row> {
 }
 
 /// `count` requests per second.
-pub fn per_sec(count: u32) -> Rate {
+pub(crate) fn per_sec(count: u32) -> Rate {
     Rate::Limited {
         count,
         per: Duration::from_secs(1),
@@ -626,7 +624,7 @@ pub fn per_sec(count: u32) -> Rate {
 }
 
 /// Runs `rows` through the executor against `provider`, with every row admitted.
-pub async fn run(
+pub(crate) async fn run(
     provider: &Arc<Provider>,
     config: ExecConfig,
     targets: Vec<TargetRuntime>,
@@ -645,7 +643,7 @@ pub async fn run(
 }
 
 /// [`run`] with rows that may be unusable, and a cancel the test holds.
-pub async fn run_with(
+pub(crate) async fn run_with(
     provider: &Arc<Provider>,
     config: ExecConfig,
     targets: Vec<TargetRuntime>,
@@ -659,7 +657,7 @@ pub async fn run_with(
 
 /// [`run_with`] with rows routed to lanes by `map` (rows naming their accounts), as the
 /// validation pass routes them.
-pub async fn run_routed(
+pub(crate) async fn run_routed(
     provider: &Arc<Provider>,
     config: ExecConfig,
     targets: Vec<TargetRuntime>,
@@ -681,7 +679,7 @@ pub async fn run_routed(
 }
 
 /// [`run_with`] under host ceilings ([`super::host`]).
-pub async fn run_under_ceilings(
+pub(crate) async fn run_under_ceilings(
     provider: &Arc<Provider>,
     config: ExecConfig,
     targets: Vec<TargetRuntime>,
@@ -705,7 +703,7 @@ pub async fn run_under_ceilings(
 
 /// `rows` with the lane each goes to, in a spool chained by lane as the validation pass
 /// writes it, to be read back lane by lane ([`run_source`]) as a live run reads it.
-pub fn spooled(rows: &[(Row, usize)]) -> LaneRows {
+pub(crate) fn spooled(rows: &[(Row, usize)]) -> LaneRows {
     let mut spool = Spool::create().expect("spool");
     for (row, lane) in rows {
         spool.push_to(row, None, *lane).expect("spool a row");
@@ -715,7 +713,7 @@ pub fn spooled(rows: &[(Row, usize)]) -> LaneRows {
 }
 
 /// [`run_routed`] reading the rows from `source` (rows in plan order, or [`spooled`]).
-pub async fn run_source(
+pub(crate) async fn run_source(
     provider: &Arc<Provider>,
     config: ExecConfig,
     targets: Vec<TargetRuntime>,

@@ -12,7 +12,7 @@ use super::progress::Counters;
 
 /// What the writer counted, for the summary.
 #[derive(Debug)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub rows: u64,
     pub attempts: u64,
     /// Attempts after each row's first.
@@ -89,7 +89,7 @@ impl Tally {
     }
 
     /// The tally of a writer that died: nothing counted, and why.
-    pub fn lost(why: &str) -> Tally {
+    pub(crate) fn lost(why: &str) -> Tally {
         Tally {
             io_error: Some(why.to_string()),
             ..Tally::new()

@@ -13,18 +13,18 @@ use crate::provider::{Endpoint, Signer};
 use crate::secret::Secret;
 
 /// 401/403 answers in a row (no success between) after which a target is stopped.
-pub const AUTH_FAILURES_TO_STOP: u32 = 3;
+pub(crate) const AUTH_FAILURES_TO_STOP: u32 = 3;
 
 /// Failures in a row to establish a connection to one origin (no connection made between)
 /// after which the origin's targets are stopped.
-pub const UNREACHABLE_TO_STOP: u32 = 10;
+pub(crate) const UNREACHABLE_TO_STOP: u32 = 10;
 
 /// One origin (`host:port`) of the run's targets, shared by every target there: its failures
 /// in a row to establish a connection (refused, DNS, connect timeout, TLS handshake), and
 /// why it was given up once it was. A reset or a 5xx on a connection that was made does not
 /// count: the origin is there.
 #[derive(Debug, Default)]
-pub struct OriginHealth {
+pub(crate) struct OriginHealth {
     /// `host:port`.
     pub name: String,
     failures: AtomicU32,
@@ -41,7 +41,7 @@ impl OriginHealth {
     }
 
     /// Why the origin was given up (naming it and the last cause), if it was.
-    pub fn unreachable(&self) -> Option<&str> {
+    pub(crate) fn unreachable(&self) -> Option<&str> {
         if self.stopped.load(Ordering::Acquire) {
             self.reason.get().map(String::as_str)
         } else {
@@ -82,7 +82,7 @@ pub(crate) fn origin_of(base_url: &str) -> String {
 }
 
 /// A target while a run goes on: its credential, lane and authentication health.
-pub struct TargetRuntime {
+pub(crate) struct TargetRuntime {
     pub spec: Target,
     /// The path and URL every request to it shares, made once.
     pub endpoint: Endpoint,
@@ -103,7 +103,7 @@ pub struct TargetRuntime {
 
 /// When requests went out: how many, first, last, and the busiest one-second window.
 #[derive(Debug, Default)]
-pub struct SendLog {
+pub(crate) struct SendLog {
     sent: AtomicU64,
     inner: Mutex<SendWindow>,
 }
@@ -147,12 +147,12 @@ impl SendLog {
         log.max_in_1s = log.max_in_1s.max(log.window.len());
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
 
     /// Achieved send rate (attempts/s) between the first and last send.
-    pub fn achieved_rate(&self) -> Option<f64> {
+    pub(crate) fn achieved_rate(&self) -> Option<f64> {
         let log = self.lock();
         let (first, last) = (log.first?, log.last?);
         let n = self.count();
@@ -163,13 +163,13 @@ impl SendLog {
     }
 
     /// The most requests sent within any one-second window.
-    pub fn max_in_1s(&self) -> usize {
+    pub(crate) fn max_in_1s(&self) -> usize {
         self.lock().max_in_1s
     }
 }
 
 impl TargetRuntime {
-    pub fn new(spec: Target, secret: Secret, rate: Rate) -> TargetRuntime {
+    pub(crate) fn new(spec: Target, secret: Secret, rate: Rate) -> TargetRuntime {
         let spec_base_url = spec.base_url.clone();
         TargetRuntime {
             endpoint: Endpoint::new(&spec),
@@ -186,12 +186,12 @@ impl TargetRuntime {
     }
 
     /// Why this target was stopped (authentication, or its origin unreachable), if it was.
-    pub fn stopped(&self) -> Option<&str> {
+    pub(crate) fn stopped(&self) -> Option<&str> {
         self.auth_stopped().or_else(|| self.origin.unreachable())
     }
 
     /// Why this target was stopped on authentication failures, if it was.
-    pub fn auth_stopped(&self) -> Option<&str> {
+    pub(crate) fn auth_stopped(&self) -> Option<&str> {
         if self.stopped.load(Ordering::Acquire) {
             self.stop_reason.get().map(String::as_str)
         } else {
@@ -200,7 +200,7 @@ impl TargetRuntime {
     }
 
     /// Its origin's health (shared with the other targets there).
-    pub fn origin(&self) -> &OriginHealth {
+    pub(crate) fn origin(&self) -> &OriginHealth {
         &self.origin
     }
 
@@ -214,17 +214,17 @@ impl TargetRuntime {
     }
 
     /// Attempts put on the wire.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.sends.count()
     }
 
     /// Achieved send rate (attempts/s) between the first and last send.
-    pub fn achieved_rate(&self) -> Option<f64> {
+    pub(crate) fn achieved_rate(&self) -> Option<f64> {
         self.sends.achieved_rate()
     }
 
     /// The most requests this target sent within any one-second window.
-    pub fn max_sent_in_1s(&self) -> usize {
+    pub(crate) fn max_sent_in_1s(&self) -> usize {
         self.sends.max_in_1s()
     }
 

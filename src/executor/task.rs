@@ -271,7 +271,7 @@ fn heed(target: &TargetRuntime, lane: &Lane, outcome: &AttemptOutcome) {
         AttemptOutcome::Answered { .. } | AttemptOutcome::Connection(_) => {
             target.origin.connected()
         }
-        AttemptOutcome::Timeout | AttemptOutcome::Refused { .. } => {}
+        AttemptOutcome::Timeout => {}
     }
     if let AttemptOutcome::Answered { status, .. } = outcome {
         if *status != 429 {
@@ -304,10 +304,7 @@ fn describe(outcome: &AttemptOutcome, timeout: Duration) -> (Option<u16>, String
             format!("no answer within {timeout:?}"),
         ),
         AttemptOutcome::Connection(e) => (None, "connection".to_string(), e.clone()),
-        AttemptOutcome::Refused { code, message }
-        | AttemptOutcome::Unreachable { code, message, .. } => {
-            (None, code.clone(), message.clone())
-        }
+        AttemptOutcome::Unreachable { code, message, .. } => (None, code.clone(), message.clone()),
     }
 }
 

@@ -25,14 +25,14 @@ const SPARE_BATCHES: usize = 8;
 const ROUND: usize = 512;
 
 /// The writer task.
-pub struct OutputThread {
+pub(crate) struct OutputThread {
     handle: tokio::task::JoinHandle<Tally>,
 }
 
 impl OutputThread {
     /// Starts the writer task on the current runtime. (Kept fallible for the callers: an
     /// error means nothing was sent.)
-    pub fn start(
+    pub(crate) fn start(
         report: ReportWriter,
         emit: Option<EmitWriter>,
         counters: Arc<Counters>,
@@ -55,7 +55,7 @@ impl OutputThread {
     }
 
     /// Waits for the writer to drain (all senders must be dropped first).
-    pub async fn join(self) -> Tally {
+    pub(crate) async fn join(self) -> Tally {
         self.handle
             .await
             .unwrap_or_else(|_| Tally::lost("the report writer stopped unexpectedly"))

@@ -14,7 +14,7 @@ use crate::secret::SecretRef;
 
 /// How long Kommo accepts a signed request after the `Date` it carries: a curl script must
 /// reach its last Kommo request within this of being written.
-pub const KOMMO_SIGNATURE_LIFETIME: Duration = Duration::from_secs(15 * 60);
+pub(crate) const KOMMO_SIGNATURE_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 /// What one script should take at most when the run suggests splitting it: below
 /// [`KOMMO_SIGNATURE_LIFETIME`], as shards are not exactly even and the script is run a little
@@ -23,7 +23,7 @@ const SPLIT_TARGET: Duration = Duration::from_secs(12 * 60);
 
 /// The format `--emit PATH` writes when neither `--emit-format` nor `settings.emit_format`
 /// says: `.sh` a curl script, anything else (`.jsonl`, `.json`, …) JSON Lines.
-pub fn format_for_path(path: &Path) -> EmitFormat {
+pub(crate) fn format_for_path(path: &Path) -> EmitFormat {
     match path.extension().and_then(|e| e.to_str()) {
         Some(ext) if ext.eq_ignore_ascii_case("sh") => EmitFormat::Curl,
         _ => EmitFormat::Jsonl,
@@ -32,7 +32,7 @@ pub fn format_for_path(path: &Path) -> EmitFormat {
 
 /// A curl script's pauses: each request is followed by its lane's interval, one request after
 /// another. `lanes`: per pace group, the requests the script holds and the interval.
-pub fn curl_sleeps(lanes: impl IntoIterator<Item = (u64, Option<Duration>)>) -> Duration {
+pub(crate) fn curl_sleeps(lanes: impl IntoIterator<Item = (u64, Option<Duration>)>) -> Duration {
     lanes
         .into_iter()
         .filter_map(|(requests, interval)| {
@@ -45,7 +45,7 @@ pub fn curl_sleeps(lanes: impl IntoIterator<Item = (u64, Option<Duration>)>) -> 
 /// lives: its last requests would be refused when it runs. (Refused rather than written in
 /// parts: a part written now would still expire before its turn came.) The error says how to
 /// split the plan into scripts that each fit.
-pub fn check_curl_span(sleeps: Duration, has_kommo: bool, rate: &str) -> Result<(), String> {
+pub(crate) fn check_curl_span(sleeps: Duration, has_kommo: bool, rate: &str) -> Result<(), String> {
     if !has_kommo || sleeps <= KOMMO_SIGNATURE_LIFETIME {
         return Ok(());
     }
@@ -61,7 +61,7 @@ pub fn check_curl_span(sleeps: Duration, has_kommo: bool, rate: &str) -> Result<
 }
 
 /// One request as it goes (or would go) on the wire.
-pub struct EmitRecord<'a> {
+pub(crate) struct EmitRecord<'a> {
     pub row: u64,
     pub attempt: u32,
     pub request: &'a SignedRequest,
@@ -133,7 +133,7 @@ fn push_entry(name: &str, value: &str, out: &mut Vec<u8>) {
 /// `Content-Length`) and `body`. Written by hand, byte for byte what `serde_json` made of the
 /// same record (see the tests): a record is rendered on every row of a dry run with `--emit`,
 /// and the writer should cost little next to signing.
-pub fn to_json_line(rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
+pub(crate) fn to_json_line(rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
     let r = rec.request;
     let mut n = itoa::Buffer::new();
     out.extend_from_slice(b"{\"row\":");
@@ -169,7 +169,7 @@ fn shell_quote(s: &str) -> String {
 /// Renders one record as runnable shell: a label naming the row, the curl command (failing on
 /// an HTTP error, with the response body and a newline), and the pause that keeps the target's
 /// pace. Retries are not rendered: the script replays first attempts only.
-pub fn to_curl(rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
+pub(crate) fn to_curl(rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
     if rec.attempt > 1 {
         return;
     }
@@ -236,7 +236,7 @@ fn curl_prologue(credentials: &[SecretRef]) -> String {
 }
 
 /// Appends emit records to a file as they happen.
-pub struct EmitWriter {
+pub(crate) struct EmitWriter {
     out: BufWriter<File>,
 }
 
@@ -244,7 +244,7 @@ impl EmitWriter {
     /// Creates (or truncates) the file. `credentials` are the bearer keys the requests read
     /// (the curl script checks each is set before sending anything); a curl script is made
     /// executable (0755).
-    pub fn create(
+    pub(crate) fn create(
         path: &Path,
         format: EmitFormat,
         credentials: &[SecretRef],
@@ -265,19 +265,12 @@ impl EmitWriter {
     }
 
     /// Writes an already rendered record (see [`EmitWriter::render`]).
-    pub fn write_raw(&mut self, line: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_raw(&mut self, line: &[u8]) -> io::Result<()> {
         self.out.write_all(line)
     }
 
-    /// Renders a record with its newline, so executor tasks can do the work in parallel.
-    pub fn render(format: EmitFormat, rec: &EmitRecord<'_>) -> Vec<u8> {
-        let mut line = Vec::with_capacity(512);
-        Self::render_into(format, rec, &mut line);
-        line
-    }
-
     /// Appends a rendered record with its newline to `out` (nothing for a curl retry).
-    pub fn render_into(format: EmitFormat, rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
+    pub(crate) fn render_into(format: EmitFormat, rec: &EmitRecord<'_>, out: &mut Vec<u8>) {
         match format {
             EmitFormat::Jsonl => {
                 to_json_line(rec, out);
@@ -287,7 +280,7 @@ impl EmitWriter {
         }
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }

@@ -25,11 +25,11 @@ use super::series::Series;
 use crate::outputs::report::{RowResult, Status};
 
 /// Failed or cancelled rows listed in the table, at most.
-pub const LISTED_FAILURES: usize = 1000;
+pub(crate) const LISTED_FAILURES: usize = 1000;
 /// Lanes drawn one chart each, at most (those with 429s or failures first, then the busiest).
-pub const CHARTED_LANES: usize = 12;
+pub(crate) const CHARTED_LANES: usize = 12;
 /// Lanes in the lanes table, at most.
-pub const LISTED_LANES: usize = 200;
+pub(crate) const LISTED_LANES: usize = 200;
 /// Targets drawn in the timeline without a summary, at most; the rest are one line, "other".
 const TIMELINE_TARGETS: usize = 8;
 /// Buckets of the charts made from report rows.
@@ -38,7 +38,7 @@ const ROW_BUCKETS: i64 = 300;
 const MESSAGE_CHARS: usize = 200;
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -57,7 +57,7 @@ pub fn escape(text: &str) -> String {
 /// so no value can close the element or open a comment, and U+2028/U+2029 too, which some
 /// parsers take as line ends. All of them can only occur inside JSON strings, where the
 /// escapes mean the same characters.
-pub fn script_json(value: &impl Serialize) -> String {
+pub(crate) fn script_json(value: &impl Serialize) -> String {
     let json = serde_json::to_string(value).unwrap_or_else(|_| "null".to_string());
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
@@ -77,7 +77,7 @@ pub fn script_json(value: &impl Serialize) -> String {
 /// Every field has a default: a summary from an older version still makes a page.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct PageSummary {
+pub(crate) struct PageSummary {
     pub plan: String,
     pub report: String,
     pub dry_run: bool,
@@ -97,7 +97,7 @@ pub struct PageSummary {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct PageTarget {
+pub(crate) struct PageTarget {
     pub name: String,
     pub provider: String,
     pub rate: String,
@@ -110,14 +110,14 @@ pub struct PageTarget {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct TopEmoji {
+pub(crate) struct TopEmoji {
     pub emoji: String,
     pub rows: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct PageLane {
+pub(crate) struct PageLane {
     pub name: String,
     pub provider: String,
     pub rate: String,
@@ -130,7 +130,7 @@ pub struct PageLane {
 
 /// A failed or cancelled row as the table lists it.
 #[derive(Debug, Serialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub row: u64,
     pub source: String,
     pub target: String,
@@ -151,7 +151,7 @@ struct Sent {
 
 /// What the page needs from the report's rows, gathered in one pass: counts, the sent rows
 /// (a few bytes each), the first failures, and per target the outline of a dry run.
-pub struct RowDigest {
+pub(crate) struct RowDigest {
     counts: BTreeMap<Status, u64>,
     rows: u64,
     sent: Vec<Sent>,
@@ -202,7 +202,7 @@ impl Default for RowDigest {
 const NOT_SENT_CODES: [&str; 3] = ["done_earlier", "failed_earlier", "not_in_plan"];
 
 impl RowDigest {
-    pub fn add(&mut self, row: RowResult) {
+    pub(crate) fn add(&mut self, row: RowResult) {
         self.rows += 1;
         *self.counts.entry(row.status).or_default() += 1;
         let target = match self.target_index.get(&row.target) {
@@ -282,14 +282,14 @@ impl RowDigest {
 }
 
 /// Reads a report (CSV or JSON Lines) into what the page needs.
-pub fn digest_report(path: &Path) -> Result<RowDigest, String> {
+pub(crate) fn digest_report(path: &Path) -> Result<RowDigest, String> {
     let mut digest = RowDigest::default();
     crate::outputs::report::for_each_report_row(path, |row| digest.add(row))?;
     Ok(digest)
 }
 
 /// Reads a summary JSON file; an error names the file, line and column.
-pub fn read_summary(path: &Path) -> Result<PageSummary, String> {
+pub(crate) fn read_summary(path: &Path) -> Result<PageSummary, String> {
     let text =
         std::fs::read(path).map_err(|e| format!("cannot read summary {}: {e}", path.display()))?;
     serde_json::from_slice(&text).map_err(|e| {
@@ -304,7 +304,7 @@ pub fn read_summary(path: &Path) -> Result<PageSummary, String> {
 
 /// The page of a run that just ended: its summary and the report it wrote. A report that
 /// cannot be read back still gives a page, from the summary, saying why the rows are missing.
-pub fn page_of_run(summary: &crate::outputs::summary::Summary, report: &Path) -> String {
+pub(crate) fn page_of_run(summary: &crate::outputs::summary::Summary, report: &Path) -> String {
     let page: PageSummary = serde_json::to_value(summary)
         .and_then(serde_json::from_value)
         .unwrap_or_default();
@@ -315,7 +315,7 @@ pub fn page_of_run(summary: &crate::outputs::summary::Summary, report: &Path) ->
 }
 
 /// Writes `html` to `path`.
-pub fn write_page(path: &Path, html: &str) -> std::io::Result<()> {
+pub(crate) fn write_page(path: &Path, html: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut file = std::fs::File::create(path)?;
     file.write_all(html.as_bytes())?;
@@ -335,7 +335,11 @@ const TARGET_COLOURS: [&str; 9] = [
 ];
 
 /// The whole page.
-pub fn render(summary: Option<&PageSummary>, rows: &RowDigest, note: Option<&str>) -> String {
+pub(crate) fn render(
+    summary: Option<&PageSummary>,
+    rows: &RowDigest,
+    note: Option<&str>,
+) -> String {
     let dry = summary.map_or_else(|| rows.looks_dry(), |s| s.dry_run);
     let title = match summary {
         Some(s) if !s.plan.is_empty() => format!("reactbatch run: {}", s.plan),

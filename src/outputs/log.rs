@@ -36,14 +36,14 @@ pub enum LogFormat {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
+pub(crate) enum Level {
     Info,
     Warn,
     Error,
 }
 
 impl Level {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Level::Info => "info",
             Level::Warn => "warn",
@@ -66,7 +66,7 @@ static CONFIG: OnceLock<Config> = OnceLock::new();
 static QUIET: AtomicBool = AtomicBool::new(false);
 
 /// Chooses the format for the whole process (called once, by `run`, before loading the plan).
-pub fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) {
     let _ = CONFIG.set(Config {
         format,
         timestamps: !std::io::stderr().is_terminal(),
@@ -74,7 +74,7 @@ pub fn init(format: LogFormat) {
 }
 
 /// Turns `-q` on or off (by `run`, once its options are resolved).
-pub fn set_quiet(quiet: bool) {
+pub(crate) fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
@@ -86,12 +86,12 @@ fn config() -> Config {
 }
 
 /// Whether `-q` is on.
-pub fn quiet() -> bool {
+pub(crate) fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
 
 /// The chosen format (text unless [`init`] said otherwise).
-pub fn format() -> LogFormat {
+pub(crate) fn format() -> LogFormat {
     config().format
 }
 
@@ -101,7 +101,12 @@ fn now() -> String {
 
 /// One JSON line: `ts`, `level`, `event` first, then `fields` (an object, serialized in its own
 /// field order; other values are ignored).
-pub fn json_line(ts: &str, level: Level, event: &str, fields: &impl serde::Serialize) -> String {
+pub(crate) fn json_line(
+    ts: &str,
+    level: Level,
+    event: &str,
+    fields: &impl serde::Serialize,
+) -> String {
     let head = format!(
         "{{\"ts\":{},\"level\":\"{}\",\"event\":{}",
         Value::from(ts),
@@ -116,7 +121,7 @@ pub fn json_line(ts: &str, level: Level, event: &str, fields: &impl serde::Seria
 }
 
 /// Each line of `text` prefixed with `ts` (when given), newline-terminated.
-pub fn stamped(text: &str, ts: Option<&str>) -> String {
+pub(crate) fn stamped(text: &str, ts: Option<&str>) -> String {
     let mut out = String::new();
     for line in text.lines() {
         if let Some(ts) = ts {
@@ -131,7 +136,7 @@ pub fn stamped(text: &str, ts: Option<&str>) -> String {
 
 /// A notice or failure message (one line of text, or one event). Off a terminal each text
 /// line carries the timestamp progress and summary lines carry, so a log reads in one form.
-pub fn message(level: Level, text: &str) {
+pub(crate) fn message(level: Level, text: &str) {
     let c = config();
     match c.format {
         LogFormat::Text => {
@@ -147,27 +152,27 @@ pub fn message(level: Level, text: &str) {
 }
 
 /// A notice: what the run is doing. Not written with `-q`.
-pub fn info(text: &str) {
+pub(crate) fn info(text: &str) {
     if !quiet() {
         message(Level::Info, text);
     }
 }
 
 /// Something the user may want to fix, that does not stop the run. Not written with `-q`.
-pub fn warn(text: &str) {
+pub(crate) fn warn(text: &str) {
     if !quiet() {
         message(Level::Warn, text);
     }
 }
 
 /// A failure: the run stops, or did not do what was asked. Always written.
-pub fn error(text: &str) {
+pub(crate) fn error(text: &str) {
     message(Level::Error, text);
 }
 
 /// Plan problems: rendered diagnostics in text, one `problem` event each in JSON. With `-q`,
 /// only errors.
-pub fn problems(problems: &[Problem]) {
+pub(crate) fn problems(problems: &[Problem]) {
     if quiet() {
         let errors: Vec<Problem> = problems
             .iter()
@@ -200,7 +205,7 @@ fn write_problems(problems: &[Problem]) {
     }
 }
 
-pub fn problem_line(ts: &str, p: &Problem) -> String {
+pub(crate) fn problem_line(ts: &str, p: &Problem) -> String {
     let level = match p.severity {
         Severity::Error => Level::Error,
         Severity::Warning => Level::Warn,
@@ -223,7 +228,7 @@ pub fn problem_line(ts: &str, p: &Problem) -> String {
 
 /// Counts for a progress event.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ProgressCounts {
+pub(crate) struct ProgressCounts {
     pub done: u64,
     pub total: u64,
     pub ok: u64,
@@ -235,7 +240,7 @@ pub struct ProgressCounts {
 
 /// One failed row, for the lines that name failures on stderr.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct FailedRow {
+pub(crate) struct FailedRow {
     pub row: u64,
     /// `file:line`.
     pub source: String,
@@ -248,11 +253,16 @@ pub struct FailedRow {
 }
 
 /// At most this many failed rows are named on stderr; the rest are counted.
-pub const MAX_FAILED_LINES: usize = 20;
+pub(crate) const MAX_FAILED_LINES: usize = 20;
 
 /// Names failed rows (at most [`MAX_FAILED_LINES`], then how many more and where to look), and
 /// each stopped target's reason once. Written even with `-q`: this is what a human must read.
-pub fn failed_rows(rows: &[FailedRow], more: u64, report: &str, stopped: &[(String, String)]) {
+pub(crate) fn failed_rows(
+    rows: &[FailedRow],
+    more: u64,
+    report: &str,
+    stopped: &[(String, String)],
+) {
     let c = config();
     let ts = now();
     let text = failed_rows_text(c.format, &ts, rows, more, report, stopped);
@@ -264,7 +274,7 @@ pub fn failed_rows(rows: &[FailedRow], more: u64, report: &str, stopped: &[(Stri
     std::eprint!("{text}");
 }
 
-pub fn failed_rows_text(
+pub(crate) fn failed_rows_text(
     format: LogFormat,
     ts: &str,
     rows: &[FailedRow],
@@ -344,11 +354,11 @@ fn one_line(text: &str) -> String {
 }
 
 /// A status line of a run without a progress bar (every 10 s).
-pub fn progress(c: ProgressCounts) {
+pub(crate) fn progress(c: ProgressCounts) {
     std::eprint!("{}", progress_line(&now(), format(), c));
 }
 
-pub fn progress_line(ts: &str, format: LogFormat, c: ProgressCounts) -> String {
+pub(crate) fn progress_line(ts: &str, format: LogFormat, c: ProgressCounts) -> String {
     match format {
         LogFormat::Text => format!(
             "{ts} reactbatch: progress {}/{} rows, ok {}, failed {}, {:.1} rows/s, ETA {}\n",
@@ -381,7 +391,7 @@ pub fn progress_line(ts: &str, format: LogFormat, c: ProgressCounts) -> String {
 
 /// The end-of-run summary: [`Summary::render`] (timestamped per line when stderr is not a
 /// terminal), or one `summary` event holding the `--summary-json` fields.
-pub fn summary(summary: &Summary) {
+pub(crate) fn summary(summary: &Summary) {
     let c = config();
     let ts = now();
     std::eprint!(
@@ -391,7 +401,7 @@ pub fn summary(summary: &Summary) {
 }
 
 /// `-q`'s summary: [`Summary::headline`] in text, the same `summary` event in JSON.
-pub fn summary_headline(summary: &Summary) {
+pub(crate) fn summary_headline(summary: &Summary) {
     let c = config();
     let ts = now();
     let text = match c.format {
@@ -401,7 +411,12 @@ pub fn summary_headline(summary: &Summary) {
     std::eprint!("{text}");
 }
 
-pub fn summary_text(summary: &Summary, format: LogFormat, stamp: Option<&str>, ts: &str) -> String {
+pub(crate) fn summary_text(
+    summary: &Summary,
+    format: LogFormat,
+    stamp: Option<&str>,
+    ts: &str,
+) -> String {
     match format {
         LogFormat::Text => stamped(&summary.render(), stamp),
         LogFormat::Json => {

@@ -16,7 +16,7 @@ use crate::outputs::summary::Summary;
 
 /// What one run puts in the file.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RunMetrics {
+pub(crate) struct RunMetrics {
     /// The plan file's stem (`nightly` for `jobs/nightly.yaml`).
     pub plan: String,
     /// Rows by status, every status of the report (0s included), in the report's order.
@@ -34,7 +34,12 @@ pub struct RunMetrics {
 impl RunMetrics {
     /// The metrics of a run from its summary, the plan it ran and its final exit code (which
     /// may differ from the summary's when an output failed after it was made).
-    pub fn of_run(summary: &Summary, plan: &Path, exit_code: u8, finished_at: f64) -> RunMetrics {
+    pub(crate) fn of_run(
+        summary: &Summary,
+        plan: &Path,
+        exit_code: u8,
+        finished_at: f64,
+    ) -> RunMetrics {
         RunMetrics {
             plan: plan_label(plan),
             rows: Status::ALL
@@ -51,14 +56,14 @@ impl RunMetrics {
 }
 
 /// The `plan` label: the plan file's stem.
-pub fn plan_label(plan: &Path) -> String {
+pub(crate) fn plan_label(plan: &Path) -> String {
     plan.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plan".into())
 }
 
 /// A label value as the text format writes it: `\` → `\\`, `"` → `\"`, newline → `\n`.
-pub fn escape_label(value: &str) -> String {
+pub(crate) fn escape_label(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
@@ -75,7 +80,7 @@ const LAST_SUCCESS: &str = "reactbatch_last_success_timestamp_seconds";
 
 /// The file's text. `last_success`: the earlier value a failed run carries over (0 if none);
 /// a run with exit code 0 writes its own end instead.
-pub fn render(m: &RunMetrics, last_success: Option<f64>) -> String {
+pub(crate) fn render(m: &RunMetrics, last_success: Option<f64>) -> String {
     let plan = escape_label(&m.plan);
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, samples: &[(Option<&str>, String)]| {
@@ -141,7 +146,7 @@ pub fn render(m: &RunMetrics, last_success: Option<f64>) -> String {
 
 /// The last-success value that `text` (an earlier file) holds for `plan`, if it holds one: the
 /// sample this module wrote, read back exactly (a foreign or hand-edited line reads as none).
-pub fn last_success_in(text: &str, plan: &str) -> Option<f64> {
+pub(crate) fn last_success_in(text: &str, plan: &str) -> Option<f64> {
     let prefix = format!("{LAST_SUCCESS}{{plan=\"{}\"}} ", escape_label(plan));
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))
@@ -152,7 +157,7 @@ pub fn last_success_in(text: &str, plan: &str) -> Option<f64> {
 
 /// A temporary file beside `path`, which the textfile collector does not read (it reads
 /// `*.prom` only): `.<name>.<pid>.tmp`.
-pub fn temporary_beside(path: &Path) -> PathBuf {
+pub(crate) fn temporary_beside(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -163,7 +168,7 @@ pub fn temporary_beside(path: &Path) -> PathBuf {
 /// Replaces `path` with `bytes` atomically: written and synced to a temporary file in the
 /// same directory, then renamed over it. On failure the temporary file is removed and `path`
 /// is as it was.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temporary_beside(path);
     let written = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -179,7 +184,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Whether a file can be created in `path`'s directory (what [`write_atomic`] needs, even when
 /// `path` itself exists and is writable): a temporary file is created there and removed.
-pub fn check_directory(path: &Path) -> std::io::Result<()> {
+pub(crate) fn check_directory(path: &Path) -> std::io::Result<()> {
     let tmp = temporary_beside(path);
     std::fs::OpenOptions::new()
         .write(true)
@@ -191,7 +196,7 @@ pub fn check_directory(path: &Path) -> std::io::Result<()> {
 /// Writes the metrics of a run that ended with `exit_code` to `path`, carrying over the last
 /// success from the file it replaces. A failure is a warning: the run's outcome stands (and a
 /// stale file is itself what the alerts see).
-pub fn write(path: &Path, summary: &Summary, plan: &Path, exit_code: u8) {
+pub(crate) fn write(path: &Path, summary: &Summary, plan: &Path, exit_code: u8) {
     let finished_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| (d.as_millis() as f64) / 1000.0);

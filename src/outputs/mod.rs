@@ -12,12 +12,12 @@
 //!   healthchecks-style pings ([`ping`]), both driven at the run's start and end by [`watch`].
 
 pub mod audit;
-pub mod emit;
-pub mod html;
-pub mod log;
-pub mod metrics;
+pub(crate) mod emit;
+pub(crate) mod html;
+pub(crate) mod log;
+pub(crate) mod metrics;
 pub mod ping;
 pub mod report;
-pub mod series;
+pub(crate) mod series;
 pub mod summary;
-pub mod watch;
+pub(crate) mod watch;

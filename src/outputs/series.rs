@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// The most buckets a lane keeps (see the module's notes).
-pub const MAX_BUCKETS: u64 = 600;
+pub(crate) const MAX_BUCKETS: u64 = 600;
 
 /// What one attempt did, as the series counts it.
 #[derive(Clone, Copy, Debug)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// When the request went out.
     pub sent_at: Instant,
     pub latency: Duration,
@@ -111,14 +111,14 @@ impl Buckets {
 
 /// One lane's series while the run goes on: attempts are recorded as they finish.
 #[derive(Debug)]
-pub struct LaneSeries {
+pub(crate) struct LaneSeries {
     /// Bucket 0 starts here: when the lanes were set up, just before the first row is sent.
     origin: Instant,
     buckets: Mutex<Buckets>,
 }
 
 impl LaneSeries {
-    pub fn new(origin: Instant) -> LaneSeries {
+    pub(crate) fn new(origin: Instant) -> LaneSeries {
         LaneSeries {
             origin,
             buckets: Mutex::default(),
@@ -126,7 +126,7 @@ impl LaneSeries {
     }
 
     /// Counts one finished attempt in the bucket of its send.
-    pub fn record(&self, attempt: &Attempt) {
+    pub(crate) fn record(&self, attempt: &Attempt) {
         let secs = attempt
             .sent_at
             .saturating_duration_since(self.origin)
@@ -136,7 +136,7 @@ impl LaneSeries {
     }
 
     /// The series as the summary JSON holds it; `None` when the lane sent nothing.
-    pub fn snapshot(&self) -> Option<Series> {
+    pub(crate) fn snapshot(&self) -> Option<Series> {
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         (!buckets.buckets.is_empty()).then(|| Series::of(&buckets))
     }
@@ -211,7 +211,7 @@ impl Series {
 /// Pretty-printed JSON with every array of numbers on one line (`[0, 1, 2]`): the series'
 /// columns would otherwise take a line per number, and a summary of many lanes hundreds of
 /// megabytes. Other arrays, and all strings, are left as they are.
-pub fn compact_number_arrays(pretty: &str) -> String {
+pub(crate) fn compact_number_arrays(pretty: &str) -> String {
     let bytes = pretty.as_bytes();
     let mut out = String::with_capacity(pretty.len());
     // Copied up to here.

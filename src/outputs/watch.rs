@@ -19,7 +19,7 @@ use crate::plan::{Plan, Settings};
 use super::ping::{self, PingUrl};
 
 /// The monitors of one run, from the moment its settings are resolved to its end.
-pub struct Watch {
+pub(crate) struct Watch {
     metrics: Option<PathBuf>,
     ping: Option<PingUrl>,
     plan: PathBuf,
@@ -32,7 +32,7 @@ impl Watch {
     /// The monitors a run with these settings has: none for a dry run (said once). `plan`'s
     /// own `metrics_file` and `ping_url` were left out of a `--sandbox` run's settings (said
     /// too).
-    pub fn new(
+    pub(crate) fn new(
         metrics: Option<PathBuf>,
         ping: Option<PingUrl>,
         dry_run: bool,
@@ -64,7 +64,7 @@ impl Watch {
     }
 
     /// Sending starts: `URL/start`, sent on `runtime` without waiting for it.
-    pub fn started(&mut self, runtime: &Runtime) {
+    pub(crate) fn started(&mut self, runtime: &Runtime) {
         if let Some(url) = self.ping.clone() {
             self.start = Some(runtime.spawn(async move {
                 ping::ping(&url, "start", String::new()).await;
@@ -75,7 +75,7 @@ impl Watch {
     /// The run ended with `exit`: the metrics file (when the run has a `summary`, i.e. it got
     /// as far as sending), then `URL/<exit code>` with the summary's first line. Waits for the
     /// pings, each at most [`ping::PING_TIMEOUT`]; changes nothing of the outcome.
-    pub fn ended(self, runtime: &Runtime, summary: Option<&Summary>, exit: Exit) {
+    pub(crate) fn ended(self, runtime: &Runtime, summary: Option<&Summary>, exit: Exit) {
         // The run is over: from here Ctrl-C means "do not wait for the monitor", not a new
         // outcome. Listened for before the metrics are written, so none is missed after.
         let signals = self.ping.as_ref().and_then(|_| {
@@ -122,7 +122,7 @@ impl Watch {
 /// The URL a run refused before sending pings: `--ping` (when it parses), else the plan's
 /// `ping_url` once its settings are read (`settings` is `None` while the plan is not) unless
 /// the run is a `--sandbox` rehearsal; none for a dry run, as far as it is known to be one.
-pub fn refusal_ping(args: &RunArgs, settings: Option<&Settings>) -> Option<PingUrl> {
+pub(crate) fn refusal_ping(args: &RunArgs, settings: Option<&Settings>) -> Option<PingUrl> {
     let dry_run = args.dry_run || settings.is_some_and(|s| s.dry_run == Some(true));
     if dry_run {
         return None;
@@ -137,7 +137,7 @@ pub fn refusal_ping(args: &RunArgs, settings: Option<&Settings>) -> Option<PingU
 
 /// A run refused before sending (invalid plan or usage, lock held): `URL/<exit code>` alone,
 /// on a small runtime of its own (the run's is not built yet).
-pub fn refused(url: Option<&PingUrl>, exit: Exit) {
+pub(crate) fn refused(url: Option<&PingUrl>, exit: Exit) {
     let Some(url) = url.cloned() else {
         return;
     };

@@ -57,7 +57,7 @@ impl std::fmt::Display for RecordTooLong {
 impl std::error::Error for RecordTooLong {}
 
 /// An open CSV file positioned after its header.
-pub struct CsvRows {
+pub(super) struct CsvRows {
     file: Arc<str>,
     reader: csv::Reader<LimitedRead>,
     columns: Vec<Field>,
@@ -73,7 +73,7 @@ impl std::fmt::Debug for CsvRows {
 
 impl CsvRows {
     /// Opens `path` and checks its header. `file` names it in problems.
-    pub fn open(path: &Path, file: Arc<str>) -> Result<CsvRows, Vec<Problem>> {
+    pub(super) fn open(path: &Path, file: Arc<str>) -> Result<CsvRows, Vec<Problem>> {
         let err = |line: Option<u32>, col: Option<u32>, msg: String| {
             Problem::error(&*file, line, col, msg)
         };
@@ -179,7 +179,7 @@ impl CsvRows {
     }
 
     /// The next record as a raw row, or `None` at the end. Problems ride in the row.
-    pub fn next_raw(&mut self) -> Option<RawRow> {
+    pub(super) fn next_raw(&mut self) -> Option<RawRow> {
         if self.done {
             return None;
         }

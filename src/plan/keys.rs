@@ -25,13 +25,13 @@ fn hash(key: &str) -> u64 {
 
 /// Pass 1: the hashes of every explicit key, and those seen more than once.
 #[derive(Default)]
-pub struct KeyFinder {
+pub(super) struct KeyFinder {
     seen: HashSet<u64>,
     repeated: HashSet<u64>,
 }
 
 impl KeyFinder {
-    pub fn add(&mut self, row: &Row) {
+    pub(super) fn add(&mut self, row: &Row) {
         if let Some(key) = &row.key {
             let h = hash(key);
             if !self.seen.insert(h) {
@@ -41,7 +41,7 @@ impl KeyFinder {
     }
 
     /// What pass 2 needs, or `None` when no key can be a duplicate (no second pass then).
-    pub fn finish(self) -> Option<DuplicateKeys> {
+    pub(super) fn finish(self) -> Option<DuplicateKeys> {
         if self.repeated.is_empty() {
             None
         } else {
@@ -54,14 +54,14 @@ impl KeyFinder {
 }
 
 /// Pass 2: the first row of each key whose hash repeated.
-pub struct DuplicateKeys {
+pub(super) struct DuplicateKeys {
     repeated: HashSet<u64>,
     first: HashMap<String, (Source, u64)>,
 }
 
 impl DuplicateKeys {
     /// An error if `row` repeats the key of an earlier row.
-    pub fn add(&mut self, row: &Row) -> Option<Problem> {
+    pub(super) fn add(&mut self, row: &Row) -> Option<Problem> {
         let key = row.key.as_ref()?;
         if !self.repeated.contains(&hash(key)) {
             return None;

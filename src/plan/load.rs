@@ -36,14 +36,14 @@ const TARGETS_FILE_KEYS: &[&str] = &["version", "targets"];
 
 /// A run of rows: inline rows of one YAML file, or one CSV file (streamed).
 #[derive(Debug)]
-pub enum Segment {
+pub(super) enum Segment {
     Inline(Vec<RawRow>),
     Csv { path: PathBuf, file: Arc<str> },
 }
 
 /// Everything loading found; `problems` empty means the plan is valid as far as structure goes.
 #[derive(Debug, Default)]
-pub struct Loaded {
+pub(super) struct Loaded {
     pub ctx: RowContext,
     pub secret_sites: Vec<SecretSite>,
     pub pace_groups: Vec<super::pace::PaceGroup>,
@@ -104,7 +104,7 @@ struct TargetsFound {
 }
 
 /// Loads a plan (see [`super::Plan::load`]), collecting every structural problem.
-pub fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
+pub(super) fn load(path: &Path, targets_file: Option<&Path>) -> Loaded {
     let mut out = Loaded {
         usable: true,
         ..Loaded::default()

@@ -26,7 +26,7 @@ fn leaves(name: &str) -> String {
 
 /// Resolves `name`, written in a file whose directory is `dir`, under the policy above. The
 /// error is a message for a problem located at the entry.
-pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf, String> {
+pub(super) fn resolve(dir: &Path, name: &str) -> Result<PathBuf, String> {
     let path = Path::new(name);
     if path.is_absolute() {
         return Ok(path.to_path_buf());
@@ -62,7 +62,7 @@ pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf, String> {
 /// `Ok` if `path` (symlinks followed) is a regular file; otherwise what it is, for a message
 /// like "`x` is a directory, not a regular file". A missing file is `Ok`: opening it reports
 /// that with the OS error.
-pub fn regular_file(path: &Path) -> Result<(), &'static str> {
+pub(super) fn regular_file(path: &Path) -> Result<(), &'static str> {
     let Ok(meta) = std::fs::metadata(path) else {
         return Ok(());
     };

@@ -35,7 +35,7 @@ use super::source::shorten;
 // per row to the validation pass for a value that never sits in memory.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum Checked {
+pub(super) enum Checked {
     Row(Row),
     /// Every problem in the row, in field order.
     Invalid(Vec<Problem>),
@@ -46,7 +46,7 @@ pub enum Checked {
 
 /// What rows are checked against.
 #[derive(Debug, Default)]
-pub struct RowContext {
+pub(super) struct RowContext {
     pub targets: Vec<Target>,
     /// Targets that were written but had errors: rows naming them are [`Checked::Suppressed`].
     pub broken_targets: HashSet<String>,
@@ -67,7 +67,8 @@ pub struct RowContext {
 }
 
 /// See [`RowContext::emoji_notes`].
-pub type EmojiNotes = std::collections::BTreeMap<(Arc<str>, String), ((u32, Option<u32>), String)>;
+pub(super) type EmojiNotes =
+    std::collections::BTreeMap<(Arc<str>, String), ((u32, Option<u32>), String)>;
 
 /// Where a value was written: file, and line and column.
 type WrittenAt = (Arc<str>, (u32, Option<u32>));
@@ -83,7 +84,7 @@ fn invalid_code(field: Field) -> &'static str {
 }
 
 /// Checks a value on its own (length, syntax); the error message if it is bad.
-pub fn check_value(field: Field, text: &str) -> Result<(), Invalid> {
+pub(super) fn check_value(field: Field, text: &str) -> Result<(), Invalid> {
     if text.len() > field.max_bytes() {
         return Err(Invalid::from(format!(
             "`{field}` is {} bytes long; the maximum is {}",
@@ -233,7 +234,7 @@ fn unknown_target_hint(ctx: &RowContext, name: &str) -> Option<String> {
 /// a value's position); then, only for a valid row, the row's own values are moved into the
 /// [`Row`] and only `defaults:` are cloned. This runs once per row before the first request,
 /// so no field is copied twice.
-pub fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
+pub(super) fn check_row(ctx: &RowContext, raw: RawRow, number: u64) -> Checked {
     // A row that could not be read as written (unknown key, ragged, bad bytes) is reported as
     // that alone: the "missing field" errors that would follow are its echoes.
     if !raw.problems.is_empty() {

@@ -11,12 +11,15 @@ use crate::secret::{Secret, SecretRef};
 
 /// Where a target's secret reference was written.
 #[derive(Clone, Debug)]
-pub struct SecretSite {
+pub(super) struct SecretSite {
     pub file: String,
     pub pos: Pos,
 }
 
-pub fn resolve(targets: &[Target], sites: &[SecretSite]) -> Result<Vec<Secret>, Vec<Problem>> {
+pub(super) fn resolve(
+    targets: &[Target],
+    sites: &[SecretSite],
+) -> Result<Vec<Secret>, Vec<Problem>> {
     let mut secrets = Vec::new();
     let mut problems = Vec::new();
     for (target, site) in targets.iter().zip(sites) {
@@ -33,7 +36,7 @@ pub fn resolve(targets: &[Target], sites: &[SecretSite]) -> Result<Vec<Secret>, 
 }
 
 /// Warnings for secret files that users other than the owner can read (Unix permissions).
-pub fn permission_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Problem> {
+pub(super) fn permission_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Problem> {
     let mut warnings = Vec::new();
     #[cfg(unix)]
     for (target, site) in targets.iter().zip(sites) {
@@ -76,7 +79,7 @@ pub fn permission_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Prob
 /// excepted: it is not part of the secret). Such a value is used as it is, but it is almost
 /// always a copy-paste slip (`export KEY=" abc"`, a trailing space) that would fail every
 /// request with 401. Secrets that cannot be read are left to [`resolve`]'s errors.
-pub fn whitespace_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Problem> {
+pub(super) fn whitespace_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Problem> {
     let mut warnings = Vec::new();
     for (target, site) in targets.iter().zip(sites) {
         let Ok(secret) = read(target, site) else {
@@ -117,7 +120,7 @@ pub fn whitespace_warnings(targets: &[Target], sites: &[SecretSite]) -> Vec<Prob
 
 /// Targets whose `base_url` is plain `http://` to a host that is not loopback: their secrets
 /// (the Ogmma key, Kommo signatures) would cross a network unencrypted.
-pub fn insecure_http(targets: &[Target]) -> Vec<Problem> {
+pub(super) fn insecure_http(targets: &[Target]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for t in targets {
         let Ok(url) = url::Url::parse(&t.base_url) else {

@@ -33,10 +33,10 @@ pub(super) const OGMMA_KEYS: &[&str] = &[
 pub(super) const SECRET_KEYS: &[&str] = &["env", "file"];
 
 /// The most requests per second a `rate` may ask for (beyond it the pacing interval rounds to 0).
-pub const MAX_RATE_PER_SECOND: f64 = 100_000.0;
+pub(super) const MAX_RATE_PER_SECOND: f64 = 100_000.0;
 
 /// A target plus where its secret reference was written (for secret-resolution errors).
-pub struct LoadedTarget {
+pub(super) struct LoadedTarget {
     pub target: Target,
     pub secret_pos: Pos,
     /// `limit_group:` as written, and where.
@@ -45,7 +45,7 @@ pub struct LoadedTarget {
 
 /// Reads the `targets:` mapping. `dir` is the directory of the file it is in (secret file paths
 /// are relative to it).
-pub fn read_targets(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Vec<LoadedTarget> {
+pub(super) fn read_targets(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Vec<LoadedTarget> {
     let Some(entries) = r.map(node, "targets") else {
         return Vec::new();
     };
@@ -82,7 +82,7 @@ fn is_name(s: &str) -> bool {
 }
 
 /// `[A-Za-z0-9._~-]+`: ids that go into a URL path unescaped (and are signed as written).
-pub fn is_path_safe(s: &str) -> bool {
+pub(super) fn is_path_safe(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
         && s.bytes()
@@ -440,7 +440,7 @@ fn read_secret_ref_unmarked(
 }
 
 /// `http(s)://host[:port]`, no user info, path, query or fragment; a trailing `/` is dropped.
-pub fn check_base_url(text: &str) -> Result<String, String> {
+pub(super) fn check_base_url(text: &str) -> Result<String, String> {
     let shown = super::source::shorten(text);
     let bad = |why: &str| format!("invalid base_url `{shown}`: {why}");
     if text.contains('@') {
@@ -490,7 +490,7 @@ pub fn check_base_url(text: &str) -> Result<String, String> {
 }
 
 /// [`Rate::parse`] plus an upper bound, so the pacing interval stays meaningful.
-pub fn parse_rate(text: &str) -> Result<Rate, String> {
+pub(super) fn parse_rate(text: &str) -> Result<Rate, String> {
     let rate = Rate::parse(text)?;
     if rate.per_second() > MAX_RATE_PER_SECOND && rate != Rate::Unlimited {
         return Err(format!(

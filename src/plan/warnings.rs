@@ -29,10 +29,10 @@ use chrono::{DateTime, Utc};
 use super::model::{Action, Row, Source};
 use super::problem::Problem;
 
-pub const MAX_CANDIDATES: usize = 200_000;
+pub(super) const MAX_CANDIDATES: usize = 200_000;
 
 /// A row that names its message twice, by Kommo id and by integration id.
-pub fn both_message_ids(row: &Row) -> Option<Problem> {
+pub(super) fn both_message_ids(row: &Row) -> Option<Problem> {
     let (Some(id), Some(msgid)) = (&row.message_id, &row.msgid) else {
         return None;
     };
@@ -77,7 +77,7 @@ fn row_key(row: &Row) -> u64 {
 
 /// Pass 1: finds keys seen more than once (with Bloom-filter false positives, weeded out in
 /// pass 2 at no cost but a little memory).
-pub struct RepeatFinder {
+pub(super) struct RepeatFinder {
     bits: Vec<u64>,
     candidates: HashSet<u64>,
     overflowed: bool,
@@ -94,7 +94,7 @@ impl Default for RepeatFinder {
 }
 
 impl RepeatFinder {
-    pub fn add(&mut self, row: &Row) {
+    pub(super) fn add(&mut self, row: &Row) {
         let key = row_key(row);
         let (h1, h2) = (key & 0xffff_ffff, (key >> 32) | 1);
         let mut present = true;
@@ -116,7 +116,7 @@ impl RepeatFinder {
     }
 
     /// `None` when no key repeats: the second pass can be skipped.
-    pub fn finish(self) -> Option<PointlessRows> {
+    pub(super) fn finish(self) -> Option<PointlessRows> {
         if self.candidates.is_empty() {
             return None;
         }
@@ -136,7 +136,7 @@ struct Last {
 }
 
 /// Pass 2: tracks the last row of each candidate key and reports pointless rows.
-pub struct PointlessRows {
+pub(super) struct PointlessRows {
     candidates: HashSet<u64>,
     last: HashMap<u64, Last>,
     overflowed: bool,
@@ -144,7 +144,7 @@ pub struct PointlessRows {
 
 impl PointlessRows {
     /// Checks `row` against the last row on the same key; a warning if one of them is pointless.
-    pub fn add(&mut self, row: &Row) -> Option<Problem> {
+    pub(super) fn add(&mut self, row: &Row) -> Option<Problem> {
         let key = row_key(row);
         if !self.candidates.contains(&key) {
             return None;
@@ -189,7 +189,7 @@ impl PointlessRows {
     }
 
     /// A note when the candidate cap was hit (warnings are then not exhaustive).
-    pub fn note(&self, file: &str) -> Option<Problem> {
+    pub(super) fn note(&self, file: &str) -> Option<Problem> {
         self.overflowed.then(|| {
             Problem::warning(
                 file,

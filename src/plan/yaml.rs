@@ -36,10 +36,10 @@ use super::problem::Problem;
 use super::source::{shorten, Pos};
 
 /// Deepest nesting of sequences and mappings accepted. A plan needs 4 levels.
-pub const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 
 /// Parsing stops after this many problems (duplicate keys, aliases) in one file.
-pub const MAX_PARSE_PROBLEMS: usize = 100;
+pub(super) const MAX_PARSE_PROBLEMS: usize = 100;
 
 /// A YAML node with its position.
 #[derive(Clone, Debug, PartialEq)]
@@ -211,7 +211,7 @@ impl<'t> Lines<'t> {
 
 /// Reads and parses one YAML file (size limit, UTF-8 with optional BOM). Problems that did not
 /// stop parsing (duplicate keys) go into `problems`.
-pub fn read_file(
+pub(super) fn read_file(
     path: &Path,
     file: &str,
     problems: &mut Vec<Problem>,
@@ -272,12 +272,12 @@ pub fn read_file(
 
 /// A parsed document (`None` when empty) and the problems that did not stop parsing
 /// (duplicate keys: the first value is kept, so checking can go on).
-pub type Parsed = (Option<Node>, Vec<Problem>);
+pub(super) type Parsed = (Option<Node>, Vec<Problem>);
 
 /// Parses one YAML document into a node tree. `file` names the file in problems.
 /// Stops at the first syntax error (positions after one are unreliable) and fails on aliases,
 /// but collects every duplicate key and alias first.
-pub fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
+pub(super) fn parse(text: &str, file: &str) -> Result<Parsed, Vec<Problem>> {
     let mut parser = Parser::new_from_str(text);
     let mut tree = Tree {
         file,
@@ -538,7 +538,7 @@ fn line_has_tab(text: &str, line: u32) -> bool {
                 .is_some_and(|l| l.contains('\t')))
 }
 
-pub fn to_u32(n: usize) -> u32 {
+pub(super) fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 

@@ -11,7 +11,7 @@ use super::source::shorten;
 use super::yaml::{Node, NodeKind, Value};
 
 /// Reads one YAML row mapping into a [`RawRow`]; structural problems go into `row.problems`.
-pub fn read_yaml_row(file: &Arc<str>, node: &Node, within: &str) -> RawRow {
+pub(super) fn read_yaml_row(file: &Arc<str>, node: &Node, within: &str) -> RawRow {
     let mut row = RawRow::new(file.clone(), node.pos);
     let mut problems = Vec::new();
     let mut r = DocReader {
@@ -59,7 +59,7 @@ pub fn read_yaml_row(file: &Arc<str>, node: &Node, within: &str) -> RawRow {
 
 /// Reads `defaults:`: each value is checked on its own now (so a bad default is reported once,
 /// at its own line, not on every row) and dropped if bad.
-pub fn read_defaults(r: &mut DocReader<'_>, node: &Node, targets: &[String]) -> RawRow {
+pub(super) fn read_defaults(r: &mut DocReader<'_>, node: &Node, targets: &[String]) -> RawRow {
     if node.is_null() {
         return RawRow::default();
     }

@@ -335,7 +335,7 @@ mod tests {
         use serde::Serialize;
 
         #[derive(Serialize)]
-        pub struct User<'a> {
+        pub(super) struct User<'a> {
             #[serde(skip_serializing_if = "Option::is_none")]
             pub id: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -343,7 +343,7 @@ mod tests {
         }
 
         #[derive(Serialize)]
-        pub struct Kommo<'a> {
+        pub(super) struct Kommo<'a> {
             #[serde(skip_serializing_if = "Option::is_none")]
             pub conversation_id: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -361,7 +361,7 @@ mod tests {
         }
 
         #[derive(Serialize)]
-        pub struct Ogmma<'a> {
+        pub(super) struct Ogmma<'a> {
             #[serde(rename = "messageId")]
             pub message_id: &'a str,
             pub emoji: &'a str,

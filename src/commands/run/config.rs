@@ -18,7 +18,7 @@ use crate::plan::{EmitFormat, Plan, Rate, Shard, Target};
 
 /// Every run setting, resolved: command line, then the plan's `settings:`, then defaults.
 #[derive(Debug)]
-pub struct RunConfig {
+pub(crate) struct RunConfig {
     pub report: PathBuf,
     pub emit: Option<PathBuf>,
     pub emit_format: EmitFormat,
@@ -71,7 +71,7 @@ fn bounded<T: PartialOrd + std::fmt::Display>(
 }
 
 impl RunConfig {
-    pub fn resolve(args: &RunArgs, plan: &Plan) -> Result<RunConfig, String> {
+    pub(crate) fn resolve(args: &RunArgs, plan: &Plan) -> Result<RunConfig, String> {
         let s = &plan.settings;
         let rate = match &args.rate {
             Some(r) => Some(flag("rate", r, settings::parse_rate)?),
@@ -180,18 +180,18 @@ impl RunConfig {
     }
 
     /// A pace in this run: `--rate` if given, else `rate`, shared among the shards.
-    pub fn pace(&self, rate: Rate) -> Rate {
+    pub(crate) fn pace(&self, rate: Rate) -> Rate {
         let shards = self.shard.map_or(1, |s| s.count);
         self.rate.unwrap_or_else(|| rate.divided(shards))
     }
 
     /// The pace of `target` in this run (see [`RunConfig::pace`]).
-    pub fn target_rate(&self, target: &Target) -> Rate {
+    pub(crate) fn target_rate(&self, target: &Target) -> Rate {
         self.pace(target.effective_rate())
     }
 
     /// The executor's share of the settings.
-    pub fn exec_config(&self) -> ExecConfig {
+    pub(crate) fn exec_config(&self) -> ExecConfig {
         ExecConfig {
             concurrency: self.concurrency,
             retries: self.retries,
@@ -210,7 +210,7 @@ impl RunConfig {
 }
 
 /// `<plan-stem>.report.csv` in the current directory.
-pub fn default_report_path(plan: &Path) -> PathBuf {
+pub(crate) fn default_report_path(plan: &Path) -> PathBuf {
     let stem = plan
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -13,7 +13,7 @@ use crate::plan::Problem;
 /// `reactbatch run: …` line, then how many warnings were not shown.
 #[derive(Debug, thiserror::Error)]
 #[error("reactbatch run: {kind}")]
-pub struct RunError {
+pub(crate) struct RunError {
     kind: RunErrorKind,
     /// The plan problems that explain the refusal, shown above its line.
     problems: Vec<Problem>,
@@ -30,7 +30,7 @@ struct Untold {
 
 /// What stopped the run, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
-pub enum RunErrorKind {
+pub(crate) enum RunErrorKind {
     #[error("{} is invalid; nothing was sent", plan.display())]
     PlanInvalid { plan: PathBuf },
     /// A flag or setting that cannot be used as given (the text names it).
@@ -128,7 +128,7 @@ impl From<RunErrorKind> for RunError {
 
 impl RunError {
     /// A refusal explained by plan problems, which are shown above its line.
-    pub fn with_problems(kind: RunErrorKind, problems: Vec<Problem>) -> RunError {
+    pub(crate) fn with_problems(kind: RunErrorKind, problems: Vec<Problem>) -> RunError {
         RunError {
             problems,
             ..RunError::from(kind)
@@ -136,7 +136,7 @@ impl RunError {
     }
 
     /// Notes that `warnings` warnings of `plan` were found and not shown.
-    pub fn untold(mut self, warnings: usize, plan: &Path) -> RunError {
+    pub(crate) fn untold(mut self, warnings: usize, plan: &Path) -> RunError {
         if warnings > 0 {
             self.untold = Some(Untold {
                 warnings,
@@ -148,7 +148,7 @@ impl RunError {
 
     /// The exit code the run ends with: a held lock is 4 (another run is on it), a broken
     /// invariant of the run 1, anything else 2 (nothing was sent).
-    pub fn exit(&self) -> Exit {
+    pub(crate) fn exit(&self) -> Exit {
         match self.kind {
             RunErrorKind::LockHeld { .. } => Exit::Locked,
             RunErrorKind::Internal(_) => Exit::RowsFailed,
@@ -157,7 +157,7 @@ impl RunError {
     }
 
     /// Prints the problems, the error's line, then where the held-back warnings can be seen.
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         if !self.problems.is_empty() {
             crate::outputs::log::problems(&self.problems);
         }

@@ -29,7 +29,7 @@ use super::preflight::Work;
 use super::signals::watch_signals;
 
 /// What a run did, for the exit code and the summary.
-pub struct Executed {
+pub(crate) struct Executed {
     pub counters: Arc<Counters>,
     pub tally: executor::Tally,
     /// Rows copied from the earlier report (`--resume`).
@@ -46,7 +46,11 @@ pub struct Executed {
 }
 
 /// Resolves credentials (or the in-process sandbox), builds the targets and runs.
-pub async fn execute(plan: &Plan, config: &RunConfig, work: Work) -> Result<Executed, RunError> {
+pub(crate) async fn execute(
+    plan: &Plan,
+    config: &RunConfig,
+    work: Work,
+) -> Result<Executed, RunError> {
     if config.sandbox {
         return execute_on_sandbox(plan, config, work).await;
     }

@@ -9,11 +9,11 @@
 //! that data). The first two return a [`RunError`] when the run cannot go on; it is printed
 //! once, by [`run`].
 
-pub mod config;
-pub mod error;
-pub mod execute;
-pub mod outcome;
-pub mod preflight;
+pub(crate) mod config;
+pub(crate) mod error;
+pub(crate) mod execute;
+pub(crate) mod outcome;
+pub(crate) mod preflight;
 mod row_pass;
 mod signals;
 
@@ -22,12 +22,11 @@ use crate::exit::Exit;
 use crate::outputs::ping::PingUrl;
 use crate::outputs::watch::Watch;
 
-pub use config::{default_report_path, RunConfig};
-pub use error::{RunError, RunErrorKind};
+pub(crate) use error::{RunError, RunErrorKind};
 
 /// The command's edge: a run that could not start prints its error here, once, and tells the
 /// run's monitor (`--ping`) its exit code alone.
-pub fn run(args: RunArgs) -> Exit {
+pub(crate) fn run(args: RunArgs) -> Exit {
     crate::outputs::log::init(args.log_format);
     // `-q` from the command line already quiets loading; the plan's `settings:` may add it.
     crate::outputs::log::set_quiet(args.quiet);

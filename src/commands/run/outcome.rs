@@ -22,7 +22,7 @@ use crate::signals::Stop;
 use super::config::RunConfig;
 use super::execute::Executed;
 
-pub fn outcome(
+pub(crate) fn outcome(
     plan: &Plan,
     config: &RunConfig,
     digest: Digests,

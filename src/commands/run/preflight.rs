@@ -26,7 +26,7 @@ use super::error::{RunError, RunErrorKind};
 use super::row_pass::RowPass;
 
 /// What the passes before sending produced.
-pub struct Preflight {
+pub(crate) struct Preflight {
     pub plan: Plan,
     pub config: RunConfig,
     pub digest: Digests,
@@ -38,7 +38,7 @@ pub struct Preflight {
 }
 
 /// What the executor consumes: the rows to run and how to know them.
-pub struct Work {
+pub(crate) struct Work {
     /// The validated rows, in plan order.
     pub spool: SpoolRows,
     pub total_rows: u64,
@@ -155,7 +155,7 @@ fn resumes_from(config: &RunConfig, report: &Path) -> bool {
 ///
 /// `ping`: the URL to tell of a refusal, set as soon as it is known (see
 /// [`crate::outputs::watch::refusal_ping`]).
-pub fn preflight(args: &RunArgs, ping: &mut Option<PingUrl>) -> Result<Preflight, RunError> {
+pub(crate) fn preflight(args: &RunArgs, ping: &mut Option<PingUrl>) -> Result<Preflight, RunError> {
     *ping = refusal_ping(args, None);
     let plan = load_plan(args)?;
     *ping = refusal_ping(args, Some(&plan.settings));

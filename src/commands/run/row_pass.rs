@@ -37,7 +37,7 @@ impl RowPass {
     /// Runs the pass over `plan`. `warnings`: look for rows a later row makes pointless (off
     /// with `-q`, which would not show them). The outline counts only `shard`'s rows; `now`
     /// decides which rows are deferred.
-    pub fn run(
+    pub(super) fn run(
         plan: &Plan,
         warnings: bool,
         shard: Option<Shard>,

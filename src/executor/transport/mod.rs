@@ -33,9 +33,9 @@ use super::Clock;
 
 /// Response bodies are read up to this many bytes; the rest is ignored (a hostile or broken
 /// server cannot make us buffer megabytes per row).
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
-pub trait Transport: Send + Sync + 'static {
+pub(crate) trait Transport: Send + Sync + 'static {
     /// What one sender keeps between its requests.
     type Session: Send + 'static;
 
@@ -50,24 +50,24 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = AttemptOutcome> + Send;
 }
 
-pub use crate::provider::USER_AGENT;
+pub(crate) use crate::provider::USER_AGENT;
 
 /// Whom HTTPS trusts, beyond the system store and the bundled web roots.
 #[derive(Clone, Debug, Default)]
-pub struct Trust {
+pub(crate) struct Trust {
     /// Extra CA certificates, DER (`--ca-cert`, or the in-process sandbox's own CA).
     pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl Trust {
     /// Reads a PEM file of one or more CA certificates (`--ca-cert FILE`).
-    pub fn from_pem_file(path: &std::path::Path) -> Result<Trust, String> {
+    pub(crate) fn from_pem_file(path: &std::path::Path) -> Result<Trust, String> {
         let pem = std::fs::read(path)
             .map_err(|e| format!("cannot read CA certificate {}: {e}", path.display()))?;
         Trust::from_pem(&pem).map_err(|e| format!("CA certificate {}: {e}", path.display()))
     }
 
-    pub fn from_pem(pem: &[u8]) -> Result<Trust, String> {
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<Trust, String> {
         let certs = CertificateDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("not a PEM certificate ({e})"))?;
@@ -95,7 +95,7 @@ impl Trust {
 /// the sandbox or a local relay, or should not see them. Plain HTTP goes to the proxy in
 /// absolute form, HTTPS through a CONNECT tunnel.
 #[derive(Clone)]
-pub struct HttpTransport {
+pub(crate) struct HttpTransport {
     pool: Arc<Pool>,
     /// "Now" for a `Retry-After` given as a date.
     clock: Clock,
@@ -106,7 +106,7 @@ impl HttpTransport {
     /// once; `timeout` the request timeout, of which opening a connection may take three
     /// quarters, so a connection that cannot be made is told apart from an answer that does
     /// not come.
-    pub fn new(
+    pub(crate) fn new(
         connections: usize,
         timeout: Duration,
         trust: &Trust,
@@ -119,14 +119,14 @@ impl HttpTransport {
     }
 
     /// The same transport, reading "now" for `Retry-After` dates from `clock`.
-    pub fn with_clock(self, clock: Clock) -> HttpTransport {
+    pub(crate) fn with_clock(self, clock: Clock) -> HttpTransport {
         HttpTransport { clock, ..self }
     }
 
     /// Sets TLS up now (the system store is read), off the runtime's workers: a live run does
     /// so before its first request, so that request is not late for its pace by the time the
     /// store takes to load.
-    pub async fn ready(&self) -> Result<(), String> {
+    pub(crate) async fn ready(&self) -> Result<(), String> {
         self.pool.tls().ready().await
     }
 }
@@ -135,7 +135,7 @@ impl HttpTransport {
 /// `body`, through the same stack (proxies from the environment, the system and bundled
 /// roots), within `timeout`. The answer's status, or why there is none in one line. Nothing of the URL but
 /// its origin is named in an error (a ping URL may carry a token in its path).
-pub async fn request_once(
+pub(crate) async fn request_once(
     method: &str,
     url: &str,
     headers: HeaderMap,
@@ -146,7 +146,7 @@ pub async fn request_once(
 }
 
 /// [`request_once`], trusting the extra roots of `trust` too (`--ca-cert`).
-pub async fn request_once_trusting(
+pub(crate) async fn request_once_trusting(
     method: &str,
     url: &str,
     extra: HeaderMap,
@@ -187,7 +187,7 @@ pub async fn request_once_trusting(
 /// A sender's last destination, parsed (every row of a target has the same URL: parsing it
 /// per request showed in profiles), and its request timer.
 #[derive(Default)]
-pub struct HttpSession {
+pub(crate) struct HttpSession {
     last: Option<Destination>,
     /// The sender's request deadline ([`Deadline::within`]).
     deadline: Deadline,
@@ -644,7 +644,7 @@ fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> 
 
 /// Code and message of a 2xx body that says the request was not done: a JSON object with
 /// `"success": false` (Ogmma), with its `code`/`message` or `success_false`. Empty otherwise.
-pub fn refusal_in_success(body: &[u8]) -> (String, String) {
+pub(crate) fn refusal_in_success(body: &[u8]) -> (String, String) {
     // Most 2xx bodies say nothing of the kind: no JSON parse for them.
     if !body.windows(5).any(|w| w == b"false") {
         return (String::new(), String::new());
@@ -682,7 +682,7 @@ fn one_line(text: &str, max: usize) -> String {
 
 /// The provider's error code and message from a JSON body (`code`/`error` and
 /// `message`/`detail`), else `http_<status>` and the body's first line.
-pub fn error_fields(status: u16, body: &[u8]) -> (String, String) {
+pub(crate) fn error_fields(status: u16, body: &[u8]) -> (String, String) {
     let fallback_code = format!("http_{status}");
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
         let text = |k: &str| {
