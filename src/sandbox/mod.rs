@@ -1,4 +1,4 @@
-//! The local emulator of both providers' APIs (SPEC "Sandbox", issue 3).
+//! The local emulator of both providers' APIs.
 //!
 //! It serves Kommo's `POST /v2/origin/custom/{scope_id}/react` and Ogmma's
 //! `POST /v1/channels/{channelId}/messages/react` on loopback, checks every Kommo signature
@@ -13,10 +13,9 @@
 //!   reactions; `stats`: counters; `log`: the JSON-lines request log; `command`:
 //!   `reactbatch sandbox`.
 //!
-//! Speed (issue 3): a release build answers ~64 000 signed Kommo requests/s (~97 000 Ogmma)
-//! over keep-alive on a 2-core machine, measured with `wrk -t1 -c64 -d10s -s post.lua URL`
-//! where `post.lua` replays one request pre-signed with `reactbatch sign kommo` (use
-//! `--date-window` for runs longer than 15 minutes).
+//! It must keep up with the client it tests (a live run's throughput is measured against it),
+//! so the request pipeline checks without copying; `bench/notes.md` has its figures and how
+//! to take them (`--date-window` for runs longer than 15 minutes).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

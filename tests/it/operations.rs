@@ -1,4 +1,4 @@
-//! Operations end to end (issue 5, "Done when"): resume after `kill -9`, `--lock`, scheduling
+//! Operations end to end: resume after `kill -9`, `--lock`, scheduling
 //! ticks with `--now`, `--shard`, run → undo → run, audited plans (`--expect-digest`), and
 //! `--resume` across plan edits. The real binary runs against the in-process sandbox on
 //! loopback; assertions are on reports, exit codes and what the sandbox saw.

@@ -1,4 +1,4 @@
-//! Operators (issue 13, "Done when"): cron hears about failures (`-q`), a rerun cannot resend by
+//! Operators: cron hears about failures (`-q`), a rerun cannot resend by
 //! accident, final failures stay final on `--resume`, outputs are checked before sending, a
 //! closed pipe and SIGTERM end the process cleanly, audits estimate the live run. The real
 //! binary runs against the sandbox on 127.0.0.1; assertions are on exit codes, stderr, reports

@@ -1,4 +1,4 @@
-//! Reality on the wire (issue 14): HTTPS against `sandbox --tls` with and without `--ca-cert`,
+//! Reality on the wire: HTTPS against `sandbox --tls` with and without `--ca-cert`,
 //! dead proxy variables, a remote target through a live HTTP_PROXY, emoji values as the providers accept them, Ogmma `success: false`,
 //! the `Accept` header, `sign kommo` on the document's example date, and the curl script run
 //! with bash against the sandbox. Everything goes over real sockets on 127.0.0.1.
