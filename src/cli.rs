@@ -5,10 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The version `--version` prints: the crate version, and the git commit when built from a
+/// checkout (see `build.rs`), e.g. `0.1.0 (1a2b3c4)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("REACTBATCH_VERSION_SUFFIX"));
+
 #[derive(Parser, Debug)]
 #[command(
     name = "reactbatch",
-    version = crate::VERSION,
+    version = VERSION,
     about = "Apply emoji reactions to chat messages in bulk (Kommo, Ogmma)",
     long_about = "Apply emoji reactions to chat messages in bulk.\n\n\
         A plan (YAML workflow or CSV rows) lists message ids, emojis and actions; reactbatch signs \

@@ -10,13 +10,13 @@
 //!
 //! The first pass's content hash of each row travels with the row in the spool
 //! ([`crate::plan::spool`]); a spool reader hands it to the [`Identities`] linked to it
-//! ([`LastContentId`]), so the run does not hash every row a second time.
+//! ([`crate::plan::spool::LastContentId`]), so the run does not hash every row a second time.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use crate::plan::spool::LastContentId;
 use crate::plan::Row;
 
 const BLOOM_BITS: u64 = 1 << 24;
@@ -108,27 +108,6 @@ impl IdentityScan {
             counts: self.candidates.into_iter().map(|id| (id, 0)).collect(),
             last: None,
         }
-    }
-}
-
-/// The content id of the row a spool reader yielded last, with that row's number: how the id
-/// computed in the first pass reaches [`Identities::key`] without a field on every [`Row`].
-/// Readers of one spool share it (they read one after another, never interleaved).
-#[derive(Clone, Debug, Default)]
-pub struct LastContentId(Arc<Mutex<(u64, u64)>>);
-
-impl LastContentId {
-    /// Row `number` (≥ 1) has content id `id`.
-    pub fn set(&self, number: u64, id: u64) {
-        if let Ok(mut last) = self.0.lock() {
-            *last = (number, id);
-        }
-    }
-
-    /// The id of row `number`, if it is the row read last.
-    fn get(&self, number: u64) -> Option<u64> {
-        let last = *self.0.lock().ok()?;
-        (last.0 == number && number != 0).then_some(last.1)
     }
 }
 

@@ -19,6 +19,8 @@
 //! - [`outputs`]: what a run writes, below the executor: report rows and files, the
 //!   end-of-run summary, the emitted signed requests, the dry-run audit outline, the run's log, the
 //!   lanes' time series and the HTML page of a run.
+//! - [`monitor`]: a live run's monitors around the executor: the metrics textfile and
+//!   healthchecks-style pings at the run's start and end.
 //! - `json`: JSON strings written as `serde_json` writes them, for what is rendered on every row.
 //! - [`sandbox`]: the local emulator of both providers, used by tests and `run --sandbox`.
 //! - [`commands`]: one module per subcommand, gluing the above together.
@@ -42,6 +44,7 @@ pub(crate) mod fdlimit;
 pub(crate) mod identity;
 pub(crate) mod json;
 pub mod lock;
+pub mod monitor;
 pub mod outputs;
 pub mod plan;
 pub mod provider;
@@ -53,9 +56,7 @@ pub(crate) mod signals;
 
 use std::process::ExitCode;
 
-/// The version `--version` prints: the crate version, and the git commit when built from a
-/// checkout (see `build.rs`), e.g. `0.1.0 (1a2b3c4)`.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("REACTBATCH_VERSION_SUFFIX"));
+pub use cli::VERSION;
 
 use clap::Parser;
 

@@ -105,7 +105,8 @@ fn render_page(cmd: &clap::Command, see_also: &[String]) -> Result<(String, Stri
             cmd = cmd.after_long_help(examples);
         }
     }
-    let man = clap_mangen::Man::new(cmd.clone()).source(format!("reactbatch {}", crate::VERSION));
+    let man =
+        clap_mangen::Man::new(cmd.clone()).source(format!("reactbatch {}", crate::cli::VERSION));
     let file = man.get_filename();
     let mut page = Vec::new();
     man.render_title(&mut page).map_err(|e| e.to_string())?;

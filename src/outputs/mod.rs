@@ -8,16 +8,13 @@
 //! - [`log`]: `run`'s stderr events: timestamped off a terminal, JSON with `--log-format json`.
 //! - [`series`]: each lane's sends, 429s, retries and latency over time, kept while it runs.
 //! - [`html`]: the self-contained HTML page of a run, from its report and summary.
-//! - What a cron job's monitors read: the node_exporter textfile ([`metrics`]) and
-//!   healthchecks-style pings ([`ping`]), both driven at the run's start and end by [`watch`].
+//! - [`metrics`]: the node_exporter textfile a cron job's monitoring reads.
 
 pub mod audit;
 pub(crate) mod emit;
 pub(crate) mod html;
 pub(crate) mod log;
 pub(crate) mod metrics;
-pub mod ping;
 pub mod report;
 pub(crate) mod series;
 pub mod summary;
-pub(crate) mod watch;

@@ -23,6 +23,7 @@ mod load;
 pub mod model;
 pub mod pace;
 mod paths;
+mod ping_url;
 mod pipeline;
 pub mod problem;
 mod rows;
@@ -41,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use model::*;
+pub use ping_url::PingUrl;
 pub use pipeline::Threads;
 pub use problem::{Folded, Problem, Severity};
 

@@ -304,7 +304,7 @@ pub struct Settings {
     /// `--metrics-file`: the node_exporter textfile a live run writes at its end.
     pub metrics_file: Option<PathBuf>,
     /// `--ping`: the healthchecks-style URL a live run pings.
-    pub ping_url: Option<crate::outputs::ping::PingUrl>,
+    pub ping_url: Option<super::PingUrl>,
 }
 
 /// One validated row: defaults applied, target resolved, required fields present.

@@ -194,7 +194,7 @@ pub fn read_settings(r: &mut DocReader<'_>, node: &Node, dir: &Path) -> Settings
             "host_rate" => s.host_rate = read_host_rates(r, value),
             "ping_url" => {
                 if let Some(text) = r.string(value, k) {
-                    match crate::outputs::ping::PingUrl::parse(text) {
+                    match super::PingUrl::parse(text) {
                         Ok(url) => s.ping_url = Some(url),
                         Err(msg) => {
                             r.error(value.pos, format!("`ping_url`: {msg}"));

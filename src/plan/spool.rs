@@ -9,8 +9,8 @@
 //! Record: a `u32` length, a `u64` link (the offset of the next record of the same lane,
 //! `u64::MAX` for none), then `length` bytes: `number u64, line u32, file u32` (index into
 //! the spool's file names), `target u32`, `action u8` (0 react, 1 unreact), `content_id u64` (the
-//! row's content hash from the validation pass, see [`crate::identity`]; 0 for a row with a
-//! `key`), eleven optional strings (`u32` length, `u32::MAX` for none) in [`Row::text_fields`]
+//! row's content hash from the validation pass, which the run's row identities use; 0 for a
+//! row with a `key`), eleven optional strings (`u32` length, `u32::MAX` for none) in [`Row::text_fields`]
 //! order, and `not_before` (`u8` flag 0/1, then `i64` microseconds when 1). All little-endian.
 //! The length lets the reader take a record in one read into a buffer it reuses and parse it
 //! from memory, instead of some 25 small reads per row on the executor's thread.
@@ -24,13 +24,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
 use super::model::{Action, Row, Source};
 use super::problem::Problem;
-use crate::identity::LastContentId;
 
 /// Validated rows on their way from validation to the executor.
 pub struct Spool {
@@ -91,7 +90,7 @@ impl Spool {
         })
     }
 
-    /// Appends a validated row with its content id ([`crate::identity::IdentityScan::observe`];
+    /// Appends a validated row with its content id (from the validation pass;
     /// `None` for a row with a `key`). Readers hand the id to the [`LastContentId`] they
     /// share, so the run does not hash the row again for its identity. The row is in lane 0
     /// (see [`Spool::push_to`]).
@@ -270,7 +269,7 @@ pub struct SpoolRows {
 
 impl SpoolRows {
     /// Where this reader (and every one [`SpoolRows::again`] makes) leaves the content id of
-    /// the row it yielded last: link it to the run's [`crate::identity::Identities`].
+    /// the row it yielded last: link it to the run's row identities.
     pub fn content_ids(&self) -> LastContentId {
         self.last.clone()
     }
@@ -579,6 +578,27 @@ impl Drop for SpoolRows {
     fn drop(&mut self) {
         #[cfg(not(unix))]
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The content id of the row a spool reader yielded last, with that row's number: how the id
+/// computed in the first pass reaches `Identities::key` without a field on every [`Row`].
+/// Readers of one spool share it (they read one after another, never interleaved).
+#[derive(Clone, Debug, Default)]
+pub struct LastContentId(Arc<Mutex<(u64, u64)>>);
+
+impl LastContentId {
+    /// Row `number` (≥ 1) has content id `id`.
+    pub fn set(&self, number: u64, id: u64) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = (number, id);
+        }
+    }
+
+    /// The id of row `number`, if it is the row read last.
+    pub(crate) fn get(&self, number: u64) -> Option<u64> {
+        let last = *self.0.lock().ok()?;
+        (last.0 == number && number != 0).then_some(last.1)
     }
 }
 

@@ -580,7 +580,7 @@ async fn a_monitor_that_never_answers_changes_nothing() {
 /// The ping gives up at its cap, on tokio's clock (paused here: no wall-clock wait).
 #[tokio::test(start_paused = true)]
 async fn a_ping_gives_up_after_five_seconds() {
-    use reactbatch::outputs::ping::{try_ping, PingUrl, PING_TIMEOUT};
+    use reactbatch::monitor::ping::{try_ping, PingUrl, PING_TIMEOUT};
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url =
         PingUrl::parse(&format!("http://{}/x", silent.local_addr().expect("addr"))).expect("url");

@@ -52,7 +52,7 @@ pub(crate) struct RunConfig {
     /// Live runs: the node_exporter textfile written at the end (`--metrics-file`).
     pub metrics_file: Option<PathBuf>,
     /// Live runs: the healthchecks-style URL pinged at the start and the end (`--ping`).
-    pub ping: Option<crate::outputs::ping::PingUrl>,
+    pub ping: Option<crate::plan::PingUrl>,
 }
 
 /// A flag's value through the plan setting's parser, the error naming the flag.
@@ -173,7 +173,7 @@ impl RunConfig {
                 .clone()
                 .or_else(|| s.metrics_file.clone().filter(|_| !args.sandbox)),
             ping: match &args.ping {
-                Some(text) => Some(flag("ping", text, crate::outputs::ping::PingUrl::parse)?),
+                Some(text) => Some(flag("ping", text, crate::plan::PingUrl::parse)?),
                 None => s.ping_url.clone().filter(|_| !args.sandbox),
             },
         })

@@ -19,8 +19,8 @@ mod signals;
 
 use crate::cli::RunArgs;
 use crate::exit::Exit;
-use crate::outputs::ping::PingUrl;
-use crate::outputs::watch::Watch;
+use crate::monitor::watch::Watch;
+use crate::plan::PingUrl;
 
 pub(crate) use error::{RunError, RunErrorKind};
 
@@ -36,7 +36,7 @@ pub(crate) fn run(args: RunArgs) -> Exit {
         Err(error) => {
             error.print();
             let exit = error.exit();
-            crate::outputs::watch::refused(ping.as_ref(), exit);
+            crate::monitor::watch::refused(ping.as_ref(), exit);
             exit
         }
     }

@@ -13,12 +13,11 @@ use crate::cli::RunArgs;
 use crate::digest::{Digests, Expected};
 use crate::identity::Identities;
 use crate::lock::{LockError, RunLock};
+use crate::monitor::watch::refusal_ping;
 use crate::outputs::audit::{Audit, AuditBuilder};
-use crate::outputs::ping::PingUrl;
-use crate::outputs::watch::refusal_ping;
 use crate::plan::pace::{LaneMap, PaceGroup};
 use crate::plan::spool::{Spool, SpoolRows};
-use crate::plan::{EmitFormat, Plan, Problem, ProviderKind, Rate, Threads};
+use crate::plan::{EmitFormat, PingUrl, Plan, Problem, ProviderKind, Rate, Threads};
 use crate::resume::DoneSet;
 
 use super::config::RunConfig;
@@ -154,7 +153,7 @@ fn resumes_from(config: &RunConfig, report: &Path) -> bool {
 /// The steps before sending, in order; the first refusal ends the run with nothing sent.
 ///
 /// `ping`: the URL to tell of a refusal, set as soon as it is known (see
-/// [`crate::outputs::watch::refusal_ping`]).
+/// [`crate::monitor::watch::refusal_ping`]).
 pub(crate) fn preflight(args: &RunArgs, ping: &mut Option<PingUrl>) -> Result<Preflight, RunError> {
     *ping = refusal_ping(args, None);
     let plan = load_plan(args)?;

@@ -28,8 +28,8 @@ use tokio_rustls::rustls::pki_types::CertificateDer;
 use crate::provider::SignedRequest;
 
 use self::pool::{Failure, Pool, Slot};
+use super::config::Clock;
 use super::retry::{parse_retry_after, retry_after_in_body, AttemptOutcome};
-use super::Clock;
 
 /// Response bodies are read up to this many bytes; the rest is ignored (a hostile or broken
 /// server cannot make us buffer megabytes per row).

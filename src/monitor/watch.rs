@@ -1,4 +1,4 @@
-//! What a cron job's monitors see of a live run: the metrics file ([`super::metrics`]) and the
+//! What a cron job's monitors see of a live run: the metrics file ([`crate::outputs::metrics`]) and the
 //! pings ([`super::ping`]), at the run's three moments — refused before sending, sending
 //! started, ended (however: done, failed rows, interrupted, an output failed).
 //!
@@ -83,7 +83,7 @@ impl Watch {
             crate::signals::Signals::new().ok()
         });
         if let (Some(path), Some(summary)) = (&self.metrics, summary) {
-            super::metrics::write(path, summary, &self.plan, exit.code());
+            crate::outputs::metrics::write(path, summary, &self.plan, exit.code());
         }
         let Some(url) = self.ping else {
             return;
