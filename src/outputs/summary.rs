@@ -286,13 +286,40 @@ impl Summary {
         }
     }
 
-    /// Many lanes in a bounded number of lines (see the module's notes).
+    /// Many lanes in a bounded number of lines (see the module's notes): the whole, the
+    /// slowest, the troubled by name, how many more, and why a target stopped.
     fn render_lanes_aggregated(&self, s: &mut String) {
         let rated: Vec<(&LaneSummary, f64)> = self
             .lanes
             .iter()
             .filter_map(|l| l.achieved_rate.map(|r| (l, r)))
             .collect();
+        self.render_lanes_overall(s, &rated);
+        render_slowest_lanes(s, &rated);
+        let stopped: Vec<&TargetSummary> = self
+            .targets
+            .iter()
+            .filter(|t| t.stopped.is_some())
+            .collect();
+        let troubled: Vec<&LaneSummary> = self
+            .lanes
+            .iter()
+            .filter(|l| {
+                l.failed > 0
+                    || l.rate_limited > 0
+                    || stopped.iter().any(|t| l.targets.contains(&t.name))
+            })
+            .collect();
+        for l in troubled.iter().take(NAMED_LANES) {
+            render_troubled_lane(s, l, &stopped);
+        }
+        self.render_lanes_not_named(s, troubled.len());
+        render_stopped_targets(s, &stopped);
+    }
+
+    /// The aggregate's first line: how many lanes and targets, their requests, the range of
+    /// the achieved rates (`rated`, the lanes that have one) and the distinct limits.
+    fn render_lanes_overall(&self, s: &mut String, rated: &[(&LaneSummary, f64)]) {
         let mut limits: Vec<&str> = Vec::new();
         for l in &self.lanes {
             if !limits.contains(&l.rate.as_str()) {
@@ -325,82 +352,84 @@ impl Summary {
                 rated.len()
             );
         }
-        if rated.len() > SLOWEST_LANES {
-            let mut slowest = rated.clone();
-            slowest.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.name.cmp(&b.0.name)));
-            let named: Vec<String> = slowest
-                .iter()
-                .take(SLOWEST_LANES)
-                .map(|(l, r)| format!("{} {r:.1}/s (limit {})", l.name, l.rate))
-                .collect();
-            let _ = writeln!(s, "  slowest: {}", named.join(", "));
-        }
-        let stopped: Vec<&TargetSummary> = self
-            .targets
-            .iter()
-            .filter(|t| t.stopped.is_some())
-            .collect();
-        let troubled: Vec<&LaneSummary> = self
-            .lanes
-            .iter()
-            .filter(|l| {
-                l.failed > 0
-                    || l.rate_limited > 0
-                    || stopped.iter().any(|t| l.targets.contains(&t.name))
-            })
-            .collect();
-        for l in troubled.iter().take(NAMED_LANES) {
-            let _ = write!(
-                s,
-                "  lane {} ({}): {}, {} (limit {})",
-                l.name,
-                l.provider,
-                requests(l.requests),
-                achieved(l.achieved_rate, l.requests),
-                l.rate
-            );
-            if l.failed > 0 {
-                let _ = write!(s, "; {} failed", l.failed);
-            }
-            if l.rate_limited > 0 {
-                let _ = write!(s, "; {} answered 429", l.rate_limited);
-                if let Some(slowest) = l.slowest_rate {
-                    let _ = write!(s, ", slowed down to {slowest:.2}/s");
-                }
-            }
-            if let Some(t) = stopped.iter().find(|t| l.targets.contains(&t.name)) {
-                let _ = write!(s, "; target {} stopped", t.name);
-            }
-            s.push('\n');
-        }
-        let unnamed_troubled = troubled.len().saturating_sub(NAMED_LANES);
-        let quiet = self.lanes.len() - troubled.len();
+    }
+
+    /// The line that counts the lanes not named: troubled ones beyond [`NAMED_LANES`], and
+    /// the quiet ones (or that no lane had trouble).
+    fn render_lanes_not_named(&self, s: &mut String, troubled: usize) {
+        let unnamed_troubled = troubled.saturating_sub(NAMED_LANES);
+        let quiet = self.lanes.len() - troubled;
         let mut more = Vec::new();
         if unnamed_troubled > 0 {
             more.push(format!(
                 "{unnamed_troubled} more lane(s) with failures, 429s or a stopped target"
             ));
         }
-        if troubled.is_empty() {
+        if troubled == 0 {
             more.push("no lane with failures or 429s".to_string());
         } else if quiet > 0 {
             more.push(format!("{quiet} more lane(s) without failures or 429s"));
         }
         if !more.is_empty() {
-            let and = if troubled.is_empty() { "" } else { "and " };
+            let and = if troubled == 0 { "" } else { "and " };
             let _ = writeln!(
                 s,
                 "  {and}{} (every lane in --summary-json)",
                 more.join(", ")
             );
         }
-        if let Some(t) = stopped.first() {
-            if let Some(why) = &t.stopped {
-                let _ = writeln!(s, "  {why}");
-            }
-            if stopped.len() > 1 {
-                let _ = writeln!(s, "  and {} more stopped target(s)", stopped.len() - 1);
-            }
+    }
+}
+
+/// The [`SLOWEST_LANES`] slowest of the `rated` lanes by name, when there are more than that.
+fn render_slowest_lanes(s: &mut String, rated: &[(&LaneSummary, f64)]) {
+    if rated.len() <= SLOWEST_LANES {
+        return;
+    }
+    let mut slowest = rated.to_vec();
+    slowest.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.name.cmp(&b.0.name)));
+    let named: Vec<String> = slowest
+        .iter()
+        .take(SLOWEST_LANES)
+        .map(|(l, r)| format!("{} {r:.1}/s (limit {})", l.name, l.rate))
+        .collect();
+    let _ = writeln!(s, "  slowest: {}", named.join(", "));
+}
+
+/// A lane with failures, 429s or a stopped target (one of `stopped`), on its own line.
+fn render_troubled_lane(s: &mut String, l: &LaneSummary, stopped: &[&TargetSummary]) {
+    let _ = write!(
+        s,
+        "  lane {} ({}): {}, {} (limit {})",
+        l.name,
+        l.provider,
+        requests(l.requests),
+        achieved(l.achieved_rate, l.requests),
+        l.rate
+    );
+    if l.failed > 0 {
+        let _ = write!(s, "; {} failed", l.failed);
+    }
+    if l.rate_limited > 0 {
+        let _ = write!(s, "; {} answered 429", l.rate_limited);
+        if let Some(slowest) = l.slowest_rate {
+            let _ = write!(s, ", slowed down to {slowest:.2}/s");
+        }
+    }
+    if let Some(t) = stopped.iter().find(|t| l.targets.contains(&t.name)) {
+        let _ = write!(s, "; target {} stopped", t.name);
+    }
+    s.push('\n');
+}
+
+/// Why the first stopped target stopped, and how many more did.
+fn render_stopped_targets(s: &mut String, stopped: &[&TargetSummary]) {
+    if let Some(t) = stopped.first() {
+        if let Some(why) = &t.stopped {
+            let _ = writeln!(s, "  {why}");
+        }
+        if stopped.len() > 1 {
+            let _ = writeln!(s, "  and {} more stopped target(s)", stopped.len() - 1);
         }
     }
 }

@@ -32,10 +32,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connect::{self, BoxIo, Origin, Route, Tls};
-use super::MAX_BODY;
 
 pub(super) type Body = Full<Bytes>;
 type H1Driver = http1::Connection<TokioIo<BoxIo>, Body>;
+
+/// Response bodies are read up to this many bytes; the rest is ignored (a hostile or broken
+/// server cannot make us buffer megabytes per row).
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// What came back.
 pub(super) struct Answer {
