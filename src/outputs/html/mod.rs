@@ -322,8 +322,8 @@ pub(crate) fn write_page(path: &Path, html: &str) -> std::io::Result<()> {
     file.flush()
 }
 
-const STYLE: &str = include_str!("html/page.css");
-const SCRIPT: &str = include_str!("html/page.js");
+const STYLE: &str = include_str!("page.css");
+const SCRIPT: &str = include_str!("page.js");
 
 /// The colours of the statuses, in the order of [`Status::ALL`].
 const STATUS_COLOURS: [&str; 6] = [
