@@ -310,6 +310,18 @@ pub fn write_plan_split(
     path
 }
 
+/// Rows of [`plan_to_interrupt`].
+pub const ROWS_TO_INTERRUPT: usize = 200;
+
+/// A plan of [`ROWS_TO_INTERRUPT`] Kommo rows at 20/s on `sandbox`: under way long enough for
+/// a test to interrupt it ([`terminate_once_under_way`]).
+pub fn plan_to_interrupt(dir: &Path, sandbox: &SandboxHandle) -> PathBuf {
+    let rows: Vec<PlanRow> = (0..ROWS_TO_INTERRUPT)
+        .map(|i| react("k", format!("t-{i}"), "👍"))
+        .collect();
+    write_plan(dir, &sandbox.base_url(), &rows, "rate: 20/s")
+}
+
 /// Sends SIGTERM to `child` (its stderr piped) once `report` holds a row `ok`, the observable
 /// sign that the run is under way, then waits for it: its exit status and its stderr.
 pub async fn terminate_once_under_way(

@@ -228,10 +228,7 @@ async fn the_plan_label_is_the_stem_escaped_and_the_setting_is_relative_to_the_p
 async fn metrics_are_written_after_an_interrupt() {
     let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
     let dir = tempfile::tempdir().expect("tempdir");
-    let rows: Vec<PlanRow> = (0..200)
-        .map(|i| react("k", format!("t-{i}"), "👍"))
-        .collect();
-    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: 20/s");
+    let plan = plan_to_interrupt(dir.path(), &sandbox);
     let report = dir.path().join("report.csv");
     let prom = dir.path().join("job.prom");
     let child = run_cmd(

@@ -207,10 +207,7 @@ fn a_dry_run_writes_a_page_with_the_outline_per_target() {
 async fn an_interrupted_run_still_writes_its_page() {
     let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
     let dir = tempfile::tempdir().expect("tempdir");
-    let rows: Vec<PlanRow> = (0..200)
-        .map(|i| react("k", format!("t-{i}"), "👍"))
-        .collect();
-    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: 20/s");
+    let plan = plan_to_interrupt(dir.path(), &sandbox);
     let report = dir.path().join("report.csv");
     let html_path = dir.path().join("run.html");
     let child = run_cmd(&plan, &report, &["--report-html", &arg(&html_path)])

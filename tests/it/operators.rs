@@ -257,10 +257,7 @@ fn check_json_into_a_closed_pipe_ends_quietly() {
 async fn sigterm_exits_143_with_every_row_in_the_report() {
     let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
     let dir = tempfile::tempdir().expect("tempdir");
-    let rows: Vec<PlanRow> = (0..200)
-        .map(|i| react("k", format!("t-{i}"), "👍"))
-        .collect();
-    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: 20/s");
+    let plan = plan_to_interrupt(dir.path(), &sandbox);
     let report = dir.path().join("report.csv");
     let child = run_cmd(&plan, &report, &[])
         .stdout(Stdio::null())
@@ -273,13 +270,13 @@ async fn sigterm_exits_143_with_every_row_in_the_report() {
     assert!(err.contains("terminated (SIGTERM)"), "{err}");
     assert!(!err.contains("Ctrl-C"), "{err}");
     let report = read_report(&report).expect("report");
-    assert_one_row_per_plan_row(&report, rows.len());
+    assert_one_row_per_plan_row(&report, ROWS_TO_INTERRUPT);
     let counts = by_status(&report);
     let ok = counts.get(&Status::Ok).copied().unwrap_or(0);
-    assert!(ok < rows.len(), "stopped early: {counts:?}");
+    assert!(ok < ROWS_TO_INTERRUPT, "stopped early: {counts:?}");
     assert_eq!(
         ok + counts.get(&Status::Cancelled).copied().unwrap_or(0),
-        rows.len(),
+        ROWS_TO_INTERRUPT,
         "{counts:?}"
     );
     assert_eq!(

@@ -211,10 +211,7 @@ async fn resume_names_the_fields_that_changed_at_a_line_and_the_lines_now_empty(
 async fn sigterm_under_quiet_says_in_a_few_lines_how_to_resume_and_that_command_works() {
     let sandbox = Sandbox::start(sandbox_config()).await.expect("sandbox");
     let dir = tempfile::tempdir().expect("tempdir");
-    let rows: Vec<PlanRow> = (0..200)
-        .map(|i| react("k", format!("t-{i}"), "👍"))
-        .collect();
-    let plan = write_plan(dir.path(), &sandbox.base_url(), &rows, "rate: 20/s");
+    let plan = plan_to_interrupt(dir.path(), &sandbox);
     // A path the shell must quote.
     let report = dir.path().join("the report.csv");
     let summary = dir.path().join("summary.json");
@@ -278,7 +275,7 @@ async fn sigterm_under_quiet_says_in_a_few_lines_how_to_resume_and_that_command_
     let out = run_blocking(again).await;
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let report_rows = read_report(&report).expect("report");
-    assert_one_row_per_plan_row(&report_rows, rows.len());
+    assert_one_row_per_plan_row(&report_rows, ROWS_TO_INTERRUPT);
     assert!(report_rows
         .iter()
         .all(|r| r.status == Status::Ok || r.code == "done_earlier"));
