@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::LISTED_FAILURES;
 use crate::outputs::report::{RowResult, Status};
@@ -70,18 +70,8 @@ pub(crate) struct PageLane {
     pub series: Option<Series>,
 }
 
-/// A failed or cancelled row as the table lists it.
-#[derive(Debug, Serialize)]
-pub(crate) struct Failure {
-    pub row: u64,
-    pub source: String,
-    pub target: String,
-    pub message_id: String,
-    pub status: &'static str,
-    pub http_status: Option<u16>,
-    pub code: String,
-    pub message: String,
-}
+/// A failed or cancelled row as the table lists it: the row stderr names, in the page.
+pub(crate) use crate::outputs::log::FailedRow as Failure;
 
 /// One row that was sent, for the latency chart and the timeline.
 pub(super) struct Sent {
