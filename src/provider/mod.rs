@@ -18,7 +18,7 @@ use crate::secret::Secret;
 use crate::sign::{KommoKey, CONTENT_TYPE};
 
 /// What every request asks back: Kommo documents `application/json` (default) or `text/plain`,
-/// Ogmma answers JSON; reqwest alone would send `*/*`.
+/// Ogmma answers JSON; without the header a server may pick any type (`*/*`).
 pub const ACCEPT: &str = "application/json";
 
 /// The `User-Agent` every request carries: sent by the transport, listed by `--emit`.
