@@ -308,7 +308,7 @@ impl LaneMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::model::{Action, Source};
+    use crate::plan::model::Source;
 
     fn target(name: &str, kind: TargetKind, credential: &str) -> Target {
         Target {
@@ -335,25 +335,10 @@ mod tests {
 
     fn row(target: usize, scope: Option<&str>, channel: Option<&str>) -> Row {
         Row {
-            number: 1,
-            source: Source {
-                file: "p.yaml".into(),
-                line: 2,
-            },
-            target,
-            action: Action::React,
-            emoji: Some("👍".into()),
-            message_id: Some("m".into()),
-            msgid: None,
             conversation_id: Some("c".into()),
-            conversation_ref_id: None,
-            user_id: None,
-            user_ref_id: None,
-            not_before: None,
-            previous_emoji: None,
-            key: None,
             scope_id: scope.map(Into::into),
             channel_id: channel.map(Into::into),
+            ..Row::test(1).on(target).message("m").emoji("👍")
         }
     }
 
