@@ -23,7 +23,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -383,12 +383,7 @@ impl LaneRows {
             Err(e) => {
                 self.next.iter_mut().for_each(|n| *n = END);
                 self.left = 0;
-                Some(Err(Problem::error(
-                    self.path.display().to_string(),
-                    None,
-                    None,
-                    format!("cannot read the validated rows back from the spool: {e}"),
-                )))
+                Some(Err(unreadable(&self.path, &e)))
             }
         }
     }
@@ -523,6 +518,17 @@ fn parse(record: &[u8], files: &[Arc<str>]) -> std::io::Result<(Row, u64)> {
     Ok((row, content_id))
 }
 
+/// What a reader says of a spool record it cannot read back (the file changed or the disk
+/// failed under it): one problem naming the spool file.
+fn unreadable(path: &Path, e: &std::io::Error) -> Problem {
+    Problem::error(
+        path.display().to_string(),
+        None,
+        None,
+        format!("cannot read the validated rows back from the spool: {e}"),
+    )
+}
+
 /// What is left of a record being parsed.
 struct Record<'a>(&'a [u8]);
 
@@ -563,12 +569,7 @@ impl Iterator for SpoolRows {
             Err(e) => {
                 // Nothing after a broken record can be trusted.
                 self.left = 0;
-                Some(Err(Problem::error(
-                    self.path.display().to_string(),
-                    None,
-                    None,
-                    format!("cannot read the validated rows back from the spool: {e}"),
-                )))
+                Some(Err(unreadable(&self.path, &e)))
             }
         }
     }
