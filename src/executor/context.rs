@@ -26,8 +26,8 @@ pub(crate) struct RunContext<T: Transport> {
     pub cancel: Cancel,
     /// Requests in flight, at most `config.concurrency`.
     pub(super) slots: Arc<tokio::sync::Semaphore>,
-    /// Rows sent and not yet in the report, at most `config.concurrency`: the writer frees
-    /// a row's permit once the report holds it.
+    /// Rows sent and not yet in the report, at most [`RECORD_WINDOW`] times
+    /// `config.concurrency`: the writer frees a row's permit once the report holds it.
     pub(super) unrecorded: Arc<tokio::sync::Semaphore>,
     /// Ceilings on what the lanes to one host send together (none unless given).
     pub hosts: HostCeilings,
@@ -36,6 +36,13 @@ pub(crate) struct RunContext<T: Transport> {
     /// The lanes' senders, awaited at the end of the run (senders start more as needed).
     pub(super) workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+/// Rows sent and not yet in the report, per `--concurrency`: the requests in flight, and as
+/// many answered rows on their way to the report. The writer batches the rows finished in one
+/// scheduler turn into one write; with a window of only the requests in flight, every row
+/// waiting for that write is a request not on the wire, and each sender waited for the writer
+/// before its next request.
+pub(crate) const RECORD_WINDOW: usize = 2;
 
 impl<T: Transport> RunContext<T> {
     /// Ties each target to its lane. A target no lane names gets a lane of its own.
@@ -93,7 +100,9 @@ impl<T: Transport> RunContext<T> {
             }
         }
         let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
-        let unrecorded = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+        let unrecorded = Arc::new(tokio::sync::Semaphore::new(
+            RECORD_WINDOW * config.concurrency.max(1),
+        ));
         RunContext {
             config,
             targets,

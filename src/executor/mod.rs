@@ -16,7 +16,8 @@
 //!   whose connections belong to the origin ([`transport`]), classify ([`retry`]), finish or
 //!   go back to the front of the lane.
 //! - Finished rows go to the writer task ([`output`], `writer`), which appends them to the
-//!   report. No more than `concurrency` rows are sent and not yet in the report, and the first
+//!   report. No more than twice `concurrency` rows are sent and not yet in the report
+//!   ([`context::RECORD_WINDOW`]), and the first
 //!   write error stops dispatching (as a Ctrl-C does): no more is sent than the report can
 //!   record.
 //!

@@ -93,8 +93,8 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
             }
         }
         // A row sent and not yet in the report holds one of `unrecorded`'s permits until the
-        // writer has it: no more rows are sent than the report is behind by `concurrency`.
-        // It is apart from the request's slot, which is freed as soon as the answer is read:
+        // writer has it: the report is never more rows behind than `RECORD_WINDOW` times
+        // `concurrency`. It is apart from the request's slot, which is freed as soon as the answer is read:
         // a slot held through the writer's round frees in bursts, and a burst of requests
         // finds the pool's connections still on their way back and opens new ones.
         let Some((record, _)) = permit_unless_cancelled(&ctx.unrecorded, &ctx).await else {

@@ -102,7 +102,8 @@ async fn emit<T: Transport>(
 /// Hands a finished row to the writer (rendered with the same view builder as every other
 /// row), waiting only when the writer has fallen a whole inbox behind. A row that was sent
 /// hands its record permit (`permit`) on with it: the writer frees the permit once the
-/// report holds the row, so rows sent and not recorded never outnumber `concurrency`.
+/// report holds the row, so rows sent and not recorded never outnumber the record window
+/// ([`super::context::RECORD_WINDOW`] times `concurrency`).
 /// `lane` is the row's lane, which its sender knows.
 async fn finish<T: Transport>(
     ctx: &RunContext<T>,
