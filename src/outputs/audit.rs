@@ -237,6 +237,12 @@ impl Replacing {
         }
     }
 
+    /// Whether the rows are needed again: only messages the first pass may have seen before
+    /// are left to settle (none in a plan whose messages are all distinct).
+    pub fn needs_rows(&self) -> bool {
+        !self.candidates.is_empty()
+    }
+
     /// Rows given so far.
     pub fn seen(&self) -> u64 {
         self.seen
@@ -625,6 +631,29 @@ mod replacing_tests {
         }
     }
 
+    /// A plan whose messages all differ is settled by the first pass: the rows are not read
+    /// again. One message twice, and they are.
+    #[test]
+    fn distinct_messages_need_no_second_pass() {
+        let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("time");
+        let mut builder = AuditBuilder::new(1, now);
+        for n in 0..1000 {
+            builder.row(&row(n, 0, n, n % 7 == 0, n % 5 == 0), 0);
+        }
+        let (audit, replacing) = builder.finish(&[], &[], 1);
+        assert!(!replacing.needs_rows());
+        // The rows with `previous_emoji` were counted in the first pass, the deferred not.
+        let expected = (0..1000u64).filter(|n| n % 7 == 0 && n % 5 != 0).count() as u64;
+        assert_eq!(audit.targets[0].replacing, expected);
+
+        let mut builder = AuditBuilder::new(1, now);
+        for n in 0..1000 {
+            builder.row(&row(n, 0, n.min(998), false, false), 0);
+        }
+        let (_, replacing) = builder.finish(&[], &[], 1);
+        assert!(replacing.needs_rows(), "message 998 comes twice");
+    }
+
     /// The two passes count exactly what one pass with every message remembered counts:
     /// repeats (on two targets), `previous_emoji`, deferred rows, and enough distinct messages
     /// that the Bloom filter has false positives to settle.
@@ -673,6 +702,7 @@ mod replacing_tests {
         for r in &rows {
             replacing.row(r, true);
         }
+        assert!(replacing.needs_rows());
         assert_eq!(replacing.seen(), rows.len() as u64);
         replacing.apply(&mut audit);
         let got: Vec<u64> = audit.targets.iter().map(|t| t.replacing).collect();

@@ -337,7 +337,8 @@ fn take_lock(config: &RunConfig) -> Result<Option<RunLock>, RunError> {
 
 /// The outline of what the plan does per target and how long it takes, under the hosts'
 /// ceilings. Its replacing counts are settled here, by a second read of the spooled rows
-/// (this run's shard counted), so the outline is whole before anything is sent.
+/// (this run's shard counted) when some message may have come twice, so the outline is whole
+/// before anything is sent.
 fn outline(
     plan: &Plan,
     config: &RunConfig,
@@ -348,7 +349,12 @@ fn outline(
 ) -> Result<Audit, RunError> {
     let (mut audit, mut replacing) = audit.finish(&lanes.lanes, rates, config.burst);
     let read_error = |e: String| RunErrorKind::SpoolRead(std::io::Error::other(e));
-    for row in spool.again().map_err(RunErrorKind::SpoolRead)? {
+    let again = if replacing.needs_rows() {
+        Some(spool.again().map_err(RunErrorKind::SpoolRead)?)
+    } else {
+        None
+    };
+    for row in again.into_iter().flatten() {
         let row = row.map_err(|p| read_error(p.to_string()))?;
         let counted = config
             .shard
