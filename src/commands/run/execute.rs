@@ -141,7 +141,7 @@ async fn run_with_targets(
         .with_clock(config.exec_config().clock);
     if !config.dry_run {
         transport
-            .ready()
+            .ready_for(targets.iter().map(|t| t.base_url.as_str()))
             .await
             .map_err(|e| RunErrorKind::Transport(e.to_string()))?;
     }

@@ -51,6 +51,16 @@ pub(super) struct Proxy {
 }
 
 impl Origin {
+    /// Whether connections here speak TLS: to an HTTPS origin, or to an HTTPS proxy.
+    pub(super) fn needs_tls(&self) -> bool {
+        let https_proxy = |p: &Proxy| p.uri.scheme_str() == Some("https");
+        self.https
+            || match &self.route {
+                Route::Direct => false,
+                Route::Forward(p) | Route::Tunnel(p) => https_proxy(p),
+            }
+    }
+
     /// `None` for a URL that is neither http nor https or names no host.
     pub(super) fn of(url: &url::Url, proxies: &Matcher) -> Option<Origin> {
         let https = match url.scheme() {
@@ -134,6 +144,11 @@ impl Tls {
     /// (every file of `SSL_CERT_DIR` when set) takes tens of milliseconds.
     pub(super) async fn ready(&self) -> Result<(), String> {
         self.connectors().await.map(|_| ())
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_built(&self) -> bool {
+        self.built.initialized()
     }
 
     async fn connectors(&self) -> Result<&Connectors, String> {

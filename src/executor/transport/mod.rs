@@ -123,11 +123,29 @@ impl HttpTransport {
         HttpTransport { clock, ..self }
     }
 
-    /// Sets TLS up now (the system store is read), off the runtime's workers: a live run does
-    /// so before its first request, so that request is not late for its pace by the time the
-    /// store takes to load.
-    pub(crate) async fn ready(&self) -> Result<(), String> {
-        self.pool.tls().ready().await
+    /// Sets TLS up now (the system store is read), off the runtime's workers, if a request to
+    /// one of `urls` would need it: a live run does so before its first request, so that
+    /// request is not late for its pace by the time the store takes to load. A run whose
+    /// origins and proxies all speak plain HTTP (the sandbox, a local relay) never reads the
+    /// store.
+    pub(crate) async fn ready_for<'a>(
+        &self,
+        urls: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), String> {
+        let needs_tls = urls
+            .into_iter()
+            .filter_map(|u| url::Url::parse(u).ok())
+            .any(|u| self.pool.needs_tls(&u));
+        if needs_tls {
+            self.pool.tls().ready().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether TLS was set up (for tests of [`HttpTransport::ready_for`]).
+    #[cfg(test)]
+    fn tls_ready(&self) -> bool {
+        self.pool.tls().is_built()
     }
 }
 
@@ -652,6 +670,37 @@ mod tests {
                 .iter()
                 .all(|(_, v)| !v.to_str().unwrap_or("").contains("k-1") && !v.is_sensitive()));
         }
+    }
+
+    /// The system store is read only for a run with an HTTPS origin (or an HTTPS proxy).
+    #[tokio::test]
+    async fn tls_is_set_up_only_when_a_target_speaks_it() {
+        let secs = Duration::from_secs(5);
+        let transport = HttpTransport::new(4, secs, &Trust::default()).expect("transport");
+        let plain = ["http://127.0.0.1:9/", "http://localhost:8080/base"];
+        transport.ready_for(plain).await.expect("ready");
+        assert!(!transport.tls_ready(), "plain HTTP reads no certificates");
+        let mixed = ["http://127.0.0.1:9/", "https://127.0.0.1:9/"];
+        transport.ready_for(mixed).await.expect("ready");
+        assert!(
+            transport.tls_ready(),
+            "an HTTPS origin sets TLS up before sending"
+        );
+
+        let proxy = |scheme: &str| connect::Proxy {
+            uri: format!("{scheme}://proxy.test:3128").parse().expect("uri"),
+            auth: None,
+        };
+        let origin = |https: bool, route: connect::Route| connect::Origin {
+            https,
+            host: url::Host::Domain("amojo.kommo.com".to_string()),
+            port: 80,
+            route,
+        };
+        assert!(!origin(false, connect::Route::Direct).needs_tls());
+        assert!(!origin(false, connect::Route::Forward(proxy("http"))).needs_tls());
+        assert!(origin(false, connect::Route::Forward(proxy("https"))).needs_tls());
+        assert!(origin(true, connect::Route::Tunnel(proxy("http"))).needs_tls());
     }
 
     /// A one-off request: the status of whatever answers, or one line naming the origin

@@ -139,6 +139,11 @@ impl Pool {
         &self.tls
     }
 
+    /// Whether a connection for `url` would speak TLS (to the origin or to its proxy).
+    pub(super) fn needs_tls(&self, url: &url::Url) -> bool {
+        Origin::of(url, &self.proxies).is_some_and(|o| o.needs_tls())
+    }
+
     /// The slot of `url`'s origin; `None` for a URL no connection can be opened to.
     pub(super) fn slot(&self, url: &url::Url) -> Option<Arc<Slot>> {
         let origin = Origin::of(url, &self.proxies)?;
