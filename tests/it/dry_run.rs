@@ -545,3 +545,77 @@ async fn a_curl_rendering_runs_against_the_sandbox() {
     assert_eq!(got, want);
     sandbox.shutdown().await;
 }
+
+/// The plan digest and the per-file digests of two example plans (includes, per-row accounts)
+/// are what audits already hold: `--expect-digest` compares against digests written by
+/// earlier versions, so how the rows are fed to the hash may change, the bytes hashed may not.
+#[test]
+fn the_digests_of_the_example_plans_stay_what_earlier_audits_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "migration",
+            "sha256:010aa57563911241e10230da251bc369cdb674cacfb725eb0bf89cf44fa4e1d3",
+            [
+                (
+                    "migration-rows.csv",
+                    "sha256:9b5ba40665c75780a151705db9195028c5a9060c068469df3db1e1812a780b23",
+                ),
+                (
+                    "migration.yaml",
+                    "sha256:d742ea026555f6d5e2ccd76e27982d61b7314d9e1ec1d2ddcd318993f165ef64",
+                ),
+            ],
+        ),
+        (
+            "integrator",
+            "sha256:e5115dd935beeeb1bf21e07eb4a3b180187f138ce260fb6e4b4d1f8cae62732a",
+            [
+                (
+                    "integrator-accounts.csv",
+                    "sha256:d6cc453afef398260e4b527f4991e73343f3bc3d5c9bb5f8337a7368d180f12f",
+                ),
+                (
+                    "integrator.yaml",
+                    "sha256:d06c71a43829f054c45dd5cc87ba7f82cd51d334901c0487eba4482b945e3082",
+                ),
+            ],
+        ),
+    ];
+    for (name, plan_digest, files) in cases {
+        let summary = dir.path().join(format!("{name}.json"));
+        let out = crate::common::bin()
+            .arg("run")
+            .arg(root().join(format!("examples/workflows/{name}.yaml")))
+            .args(["--dry-run", "--no-progress", "-q", "--now", NOW, "--report"])
+            .arg(dir.path().join(format!("{name}.csv")))
+            .arg("--summary-json")
+            .arg(&summary)
+            .env("KOMMO_CHANNEL_SECRET", "x")
+            .env("OGMMA_API_KEY", "y")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let doc: Value =
+            serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+        assert_eq!(doc["digest"], plan_digest, "{name}");
+        let got: Vec<(String, String)> = doc["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .map(|f| {
+                let file = f["file"].as_str().unwrap_or("");
+                let base = Path::new(file).file_name().map(|n| n.to_string_lossy());
+                (
+                    base.unwrap_or_default().to_string(),
+                    f["digest"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, String)> = files
+            .iter()
+            .map(|(f, d)| (f.to_string(), d.to_string()))
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
+}
