@@ -204,8 +204,11 @@ pub(super) async fn attempt<T: Transport>(
     // Signed at send time, on every attempt: a retry with an old Date would be rejected.
     let signed = target.signer.sign(prepared, ctx.config.wire_clock.now());
     emit(ctx, &job.row, lane_index, job.attempts, &signed).await;
+    // Pinned where it is made: moving the request's future (several KiB) into `select!`
+    // copied it on every attempt.
+    let send = std::pin::pin!(ctx.transport.send(session, signed, ctx.config.timeout));
     let outcome = tokio::select! {
-        outcome = ctx.transport.send(session, signed, ctx.config.timeout) => Some(outcome),
+        outcome = send => Some(outcome),
         _ = hard => None,
     };
     let Some(outcome) = outcome else {

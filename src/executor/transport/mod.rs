@@ -417,7 +417,8 @@ impl Transport for HttpTransport {
                 dest.origin
             ));
         };
-        let work = self.pool.exchange(&dest.slot, built, &dest.absolute);
+        // Pinned where it is made, so the exchange's future is not copied into the deadline's.
+        let work = std::pin::pin!(self.pool.exchange(&dest.slot, built, &dest.absolute));
         match deadline.within(timeout, work).await {
             None => AttemptOutcome::Timeout,
             Some(Ok(answer)) => answered_at(

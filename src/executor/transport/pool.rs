@@ -220,6 +220,8 @@ impl Pool {
     }
 
     /// A connection to `slot`'s origin: the HTTP/2 one, an idle HTTP/1.1 one, or a new one.
+    /// Opening one (TCP, a tunnel, TLS, the handshake) is boxed: it is rare, and its future
+    /// would otherwise make every request's future that much larger, and every copy of it.
     async fn checkout(&self, slot: &Slot) -> Result<Conn, Failure> {
         if let Some(conn) = slot.ready() {
             return Ok(conn);
@@ -227,7 +229,7 @@ impl Pool {
         let h2_known = lock(&slot.state).h2_known;
         if !slot.origin.https || h2_known == Some(false) {
             let permit = self.permit().await?;
-            return self.open(slot, permit).await;
+            return Box::pin(self.open(slot, permit)).await;
         }
         // HTTPS, and HTTP/2 for all we know: one connection opened at a time.
         let probing = slot.probe.lock().await;
@@ -237,7 +239,7 @@ impl Pool {
         let h2_known = lock(&slot.state).h2_known;
         let _probing = (h2_known != Some(false)).then_some(probing);
         let permit = self.permit().await?;
-        self.open(slot, permit).await
+        Box::pin(self.open(slot, permit)).await
     }
 
     /// One of the HTTP/1.1 connection permits: a free one, else an idle connection's (of any
@@ -365,7 +367,8 @@ impl H1 {
             Ok(Err(e)) => return Err(Unsent(Some(request), Some(e))),
             Err(ended) => return Err(Unsent(Some(request), ended)),
         }
-        let work = async move {
+        // Pinned where it is made: `with_conn` holds a reference, not a copy of the future.
+        let work = std::pin::pin!(async move {
             let response = sender.try_send_request(request).await.map_err(|mut e| {
                 let unsent = e.take_message();
                 Unsent(unsent, Some(e.into_error()))
@@ -373,7 +376,7 @@ impl H1 {
             read_answer(response)
                 .await
                 .map_err(|e| Unsent(None, Some(e)))
-        };
+        });
         match with_conn(conn, work).await {
             Ok(result) => result,
             Err(ended) => Err(Unsent(None, ended)),
