@@ -16,11 +16,10 @@ use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
+use crate::bloom::Bloom;
 use crate::plan::spool::LastContentId;
 use crate::plan::Row;
 
-const BLOOM_BITS: u64 = 1 << 24;
-const BLOOM_HASHES: u32 = 4;
 
 /// 256-bit digest of what a row does (not where it is written).
 fn content_digest(row: &Row, target_name: &str) -> [u8; 32] {
@@ -77,14 +76,14 @@ fn word(d: &[u8; 32], i: usize) -> u64 {
 
 /// First pass: finds which content hashes may repeat.
 pub(crate) struct IdentityScan {
-    bloom: Vec<u64>,
+    bloom: Bloom,
     candidates: HashSet<u64>,
 }
 
 impl Default for IdentityScan {
     fn default() -> Self {
         IdentityScan {
-            bloom: vec![0; (BLOOM_BITS / 64) as usize],
+            bloom: Bloom::default(),
             candidates: HashSet::new(),
         }
     }
@@ -102,14 +101,8 @@ impl IdentityScan {
         }
         let d = content_digest(row, target_name);
         let id = word(&d, 0);
-        let mut seen = true;
-        for i in 0..BLOOM_HASHES {
-            let bit = word(&d, 1 + (i as usize % 3)).rotate_left(i * 16) % BLOOM_BITS;
-            let (slot, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
-            seen &= self.bloom[slot] & mask != 0;
-            self.bloom[slot] |= mask;
-        }
-        if seen {
+        // The digest's other words are as uniform as the first: no mixing needed.
+        if self.bloom.insert(word(&d, 1), word(&d, 2)) {
             self.candidates.insert(id);
         }
         Some(id)

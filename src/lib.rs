@@ -34,6 +34,7 @@
 
 #![warn(unreachable_pub)]
 
+pub(crate) mod bloom;
 pub mod cli;
 pub(crate) mod commands;
 pub(crate) mod diagnostic;

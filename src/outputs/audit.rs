@@ -18,10 +18,10 @@
 //!
 //! Memory: flat. *Replacing* needs to know whether a message was reacted to by an earlier row;
 //! instead of a hash per reacted message (tens of MiB at a million rows), the first pass keeps
-//! a fixed Bloom filter and the hashes it may have seen before (repeats, and a few percent of
-//! false positives); [`Replacing`] settles those exactly in a second pass over the rows, which
-//! tracks only them — `run` gives it the spooled rows once more before anything is sent, so
-//! the outline is whole before the first request. Plus a count per distinct emoji.
+//! a fixed Bloom filter and the hashes it may have seen before (repeats, and rare false
+//! positives); [`Replacing`] settles those exactly in a second pass over the rows, which
+//! tracks only them — `run` gives it the spooled rows once more before anything is sent, when
+//! there are any, so the outline is whole before the first request. Plus a count per distinct emoji.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -29,6 +29,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::bloom::{self, Bloom};
 use crate::plan::pace::PaceGroup;
 use crate::plan::{Action, Rate, Row, Target};
 
@@ -51,10 +52,6 @@ struct Tally {
     emoji: HashMap<String, u64, foldhash::fast::FixedState>,
 }
 
-/// Bits in the first pass's Bloom filter of reacted messages (2 MiB), and probes per message
-/// ([`bloom_insert`]).
-const BLOOM_BITS: u64 = 1 << 24;
-const BLOOM_PROBES: u32 = 8;
 
 /// Collects the outline row by row (pure: the clock is passed in).
 pub struct AuditBuilder {
@@ -63,7 +60,7 @@ pub struct AuditBuilder {
     /// Rows sent now, per lane ([`crate::plan::pace::LaneMap`]).
     lanes: Vec<u64>,
     /// Reacted messages so far (by [`message_hash`]), approximately.
-    bloom: Vec<u64>,
+    bloom: Bloom,
     /// Messages that may have been reacted to before one of their react rows.
     candidates: HashSet<u64>,
 }
@@ -78,38 +75,6 @@ fn message_hash(row: &Row) -> u64 {
         account.hash(&mut h);
     }
     h.finish()
-}
-
-/// Sets message hash `h`'s bits in `bloom`; whether they were all set already (the message
-/// may have come before). A false repeat costs a second read of every row before sending, so
-/// the filter is blocked: all of a message's [`BLOOM_PROBES`] bits fall in one 512-bit block
-/// (one cache line), which allows many probes for one memory access. Two probes over the whole
-/// filter gave a plan of 200 000 distinct messages 32 false repeats (one is enough to read
-/// every row again), and 1 000 000 of them 4 400; blocked, they give none and about 100.
-fn bloom_insert(bloom: &mut [u64], h: u64) -> bool {
-    const BLOCK_WORDS: usize = 8;
-    let blocks = (bloom.len() / BLOCK_WORDS).max(1) as u64;
-    let mut x = mix(h);
-    let start = (x % blocks) as usize * BLOCK_WORDS;
-    let Some(block) = bloom.get_mut(start..start + BLOCK_WORDS) else {
-        return false;
-    };
-    let mut seen = true;
-    for i in 0..BLOOM_PROBES {
-        x = mix(x ^ u64::from(i));
-        let bit = (x % 512) as usize;
-        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
-        seen &= block[word] & mask != 0;
-        block[word] |= mask;
-    }
-    seen
-}
-
-/// splitmix64's finaliser: every bit of the result depends on every bit of `x`.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// An emoji and how many rows use it.
@@ -160,7 +125,7 @@ impl AuditBuilder {
             now,
             targets: (0..targets).map(|_| Tally::default()).collect(),
             lanes: Vec::new(),
-            bloom: vec![0; (BLOOM_BITS / 64) as usize],
+            bloom: Bloom::default(),
             candidates: HashSet::new(),
         }
     }
@@ -184,7 +149,12 @@ impl AuditBuilder {
             Action::React => {
                 t.reacts += 1;
                 let h = message_hash(row);
-                let seen = bloom_insert(&mut self.bloom, h);
+                // A false repeat makes the outline read every row again: the blocked filter keeps
+                // them rare (none among 200 000 distinct messages, where two probes over the
+                // whole filter took 32 for repeats).
+                let seen = self
+                    .bloom
+                    .insert(bloom::mix(h), bloom::mix(h ^ 0x9e37_79b9_7f4a_7c15));
                 if row.previous_emoji.is_some() {
                     t.replacing += 1;
                 } else if seen {

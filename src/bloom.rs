@@ -1,0 +1,85 @@
+//! A blocked Bloom filter of 64-bit hashes: "have I seen this before?" over millions of rows
+//! in fixed memory, answered "no" for sure or "maybe". A "maybe" that is false costs its
+//! caller more work later (a second read of the rows, or an entry it did not need), so the
+//! filter keeps them rare and cheap to ask: all of an item's bits fall in one 512-bit block,
+//! one cache line, so an insertion is one memory access however many bits it sets.
+
+/// 2 MiB: 16 777 216 bits in 32 768 blocks.
+const WORDS: usize = 1 << 18;
+/// Words of one block: 512 bits.
+const BLOCK_WORDS: usize = 8;
+/// Bits set per item, each at 9 bits of its hash's second half (63 of its 64 bits).
+const PROBES: u32 = 7;
+
+/// Nearly always "new" for a few hundred thousand distinct items (none in 200 000 in the
+/// tests), a few in ten thousand at a million.
+pub(crate) struct Bloom {
+    words: Vec<u64>,
+}
+
+impl Default for Bloom {
+    fn default() -> Self {
+        Bloom {
+            words: vec![0; WORDS],
+        }
+    }
+}
+
+impl Bloom {
+    /// Adds the item whose hash is (`block`, `bits`): two independent, well-mixed words (the
+    /// first picks the block, the second the bits in it). Whether it may have been added
+    /// before (all its bits were set already).
+    pub(crate) fn insert(&mut self, block: u64, bits: u64) -> bool {
+        let blocks = (WORDS / BLOCK_WORDS) as u64;
+        let start = (block % blocks) as usize * BLOCK_WORDS;
+        let Some(words) = self.words.get_mut(start..start + BLOCK_WORDS) else {
+            return false;
+        };
+        let mut seen = true;
+        for i in 0..PROBES {
+            let bit = ((bits >> (9 * i)) & 511) as usize;
+            let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+            seen &= words[word] & mask != 0;
+            words[word] |= mask;
+        }
+        seen
+    }
+}
+
+/// splitmix64's finaliser: every bit of the result depends on every bit of `x`. For items
+/// whose hash is not already uniform, [`Bloom::insert`]`(mix(h), mix(h ^ SEED))`.
+pub(crate) fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_is_new_once_then_seen() {
+        let mut bloom = Bloom::default();
+        assert!(!bloom.insert(mix(7), mix(8)));
+        assert!(bloom.insert(mix(7), mix(8)));
+        assert!(!bloom.insert(mix(9), mix(10)));
+    }
+
+    /// False "seen" answers among distinct items: none in 200 000, few at a million.
+    #[test]
+    fn distinct_items_are_rarely_taken_for_repeats() {
+        let mut bloom = Bloom::default();
+        let mut false_repeats = 0;
+        for n in 0..1_000_000u64 {
+            let h = mix(n);
+            if bloom.insert(mix(h), mix(h ^ 0x9e37_79b9_7f4a_7c15)) {
+                false_repeats += 1;
+            }
+            if n == 199_999 {
+                assert_eq!(false_repeats, 0);
+            }
+        }
+        assert!(false_repeats < 300, "{false_repeats} of 1 000 000");
+    }
+}
