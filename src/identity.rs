@@ -20,7 +20,6 @@ use crate::bloom::Bloom;
 use crate::plan::spool::LastContentId;
 use crate::plan::Row;
 
-
 /// 256-bit digest of what a row does (not where it is written).
 fn content_digest(row: &Row, target_name: &str) -> [u8; 32] {
     // The fields are gathered first and hashed at once: fed a few bytes at a time, the hasher

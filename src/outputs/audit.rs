@@ -52,7 +52,6 @@ struct Tally {
     emoji: HashMap<String, u64, foldhash::fast::FixedState>,
 }
 
-
 /// Collects the outline row by row (pure: the clock is passed in).
 pub struct AuditBuilder {
     now: DateTime<Utc>,

@@ -45,7 +45,7 @@ pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) retry_after: Option<String>,
     /// At most [`MAX_BODY`] bytes.
-    pub(super) body: Vec<u8>,
+    pub(super) body: Bytes,
 }
 
 /// Why a request got no answer.
@@ -394,21 +394,36 @@ async fn read_answer(response: Response<Incoming>) -> Result<(Answer, bool), hyp
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let mut incoming = response.into_body();
-    let mut body = Vec::new();
+    // A body that comes in one chunk (nearly all of them) is kept as it came, not copied.
+    let mut first: Option<Bytes> = None;
+    let mut joined = Vec::new();
     let mut whole = true;
     while let Some(frame) = incoming.frame().await {
-        if let Ok(chunk) = frame?.into_data() {
-            if !append_capped(&mut body, &chunk) {
+        let Ok(chunk) = frame?.into_data() else {
+            continue;
+        };
+        if first.is_none() && joined.is_empty() {
+            if chunk.len() >= MAX_BODY {
+                first = Some(chunk.slice(..MAX_BODY));
                 whole = false;
                 break;
             }
+            first = Some(chunk);
+            continue;
+        }
+        if let Some(f) = first.take() {
+            joined.extend_from_slice(&f);
+        }
+        if !append_capped(&mut joined, &chunk) {
+            whole = false;
+            break;
         }
     }
     Ok((
         Answer {
             status,
             retry_after,
-            body,
+            body: first.unwrap_or_else(|| Bytes::from(joined)),
         },
         whole,
     ))
