@@ -74,18 +74,10 @@ fn word(d: &[u8; 32], i: usize) -> u64 {
 }
 
 /// First pass: finds which content hashes may repeat.
+#[derive(Default)]
 pub(crate) struct IdentityScan {
     bloom: Bloom,
     candidates: HashSet<u64>,
-}
-
-impl Default for IdentityScan {
-    fn default() -> Self {
-        IdentityScan {
-            bloom: Bloom::default(),
-            candidates: HashSet::new(),
-        }
-    }
 }
 
 impl IdentityScan {
