@@ -2,7 +2,10 @@
 //! in fixed memory, answered "no" for sure or "maybe". A "maybe" that is false costs its
 //! caller more work later (a second read of the rows, or an entry it did not need), so the
 //! filter keeps them rare and cheap to ask: all of an item's bits fall in one 512-bit block,
-//! one cache line, so an insertion is one memory access however many bits it sets.
+//! one cache line, so an insertion is one memory access however many bits it sets. That access
+//! is still a miss to memory nearly every time (the filter is far larger than the caches), so
+//! [`Bloom::add`] starts fetching an item's block and sets its bits at the next call, while
+//! the caller hashes and spools its row.
 
 /// 2 MiB: 16 777 216 bits in 32 768 blocks.
 const WORDS: usize = 1 << 18;
@@ -15,23 +18,55 @@ const PROBES: u32 = 7;
 /// tests), a few in ten thousand at a million.
 pub(crate) struct Bloom {
     words: Vec<u64>,
+    /// The item added last, its bits not set yet: its block's first word, its bits, and what
+    /// to hand back if it may have been added before.
+    pending: Option<(usize, u64, Option<u64>)>,
 }
 
 impl Default for Bloom {
     fn default() -> Self {
         Bloom {
             words: vec![0; WORDS],
+            pending: None,
         }
     }
 }
 
 impl Bloom {
+    /// Adds the item whose hash is (`block`, `bits`), as [`Bloom::insert`] does, but sets its
+    /// bits at the next call (or [`Bloom::finish`]), its block fetched meanwhile. Returns the
+    /// previous item's `report` when that item may have been added before it. Each item is
+    /// still checked against every item added before it.
+    pub(crate) fn add(&mut self, block: u64, bits: u64, report: Option<u64>) -> Option<u64> {
+        let start = Self::start(block);
+        if let Some(word) = self.words.get(start) {
+            prefetch(word);
+        }
+        let previous = self.pending.replace((start, bits, report));
+        previous.and_then(|(start, bits, report)| self.set(start, bits).then_some(report)?)
+    }
+
+    /// Sets the last added item's bits; its `report` if it may have been added before.
+    pub(crate) fn finish(&mut self) -> Option<u64> {
+        let (start, bits, report) = self.pending.take()?;
+        self.set(start, bits).then_some(report)?
+    }
+
+    fn start(block: u64) -> usize {
+        let blocks = (WORDS / BLOCK_WORDS) as u64;
+        (block % blocks) as usize * BLOCK_WORDS
+    }
+
     /// Adds the item whose hash is (`block`, `bits`): two independent, well-mixed words (the
     /// first picks the block, the second the bits in it). Whether it may have been added
     /// before (all its bits were set already).
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, block: u64, bits: u64) -> bool {
-        let blocks = (WORDS / BLOCK_WORDS) as u64;
-        let start = (block % blocks) as usize * BLOCK_WORDS;
+        self.set(Self::start(block), bits)
+    }
+
+    /// Sets `bits`' probes in the block at `start`; whether they were all set already.
+    fn set(&mut self, start: usize, bits: u64) -> bool {
         let Some(words) = self.words.get_mut(start..start + BLOCK_WORDS) else {
             return false;
         };
@@ -46,6 +81,20 @@ impl Bloom {
     }
 }
 
+/// Asks the CPU to start loading `word`'s cache line: a hint, which changes no result.
+fn prefetch(word: &u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and cannot fault, whatever the address;
+    // SSE, which it needs, is part of every x86-64 CPU.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::ptr::from_ref(word).cast(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = word;
+}
+
 /// splitmix64's finaliser: every bit of the result depends on every bit of `x`. For items
 /// whose hash is not already uniform, [`Bloom::insert`]`(mix(h), mix(h ^ SEED))`.
 pub(crate) fn mix(mut x: u64) -> u64 {
@@ -57,6 +106,25 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Added for later, an item is checked against every item before it, the one just
+    /// before included, and the last one is checked at the end.
+    #[test]
+    fn a_deferred_add_gives_each_answer_one_call_later() {
+        let mut bloom = Bloom::default();
+        assert_eq!(bloom.add(mix(1), mix(2), Some(10)), None);
+        // The same item again: the first is new (nothing to say), the second is seen.
+        assert_eq!(bloom.add(mix(1), mix(2), Some(11)), None);
+        assert_eq!(bloom.add(mix(3), mix(4), Some(12)), Some(11));
+        assert_eq!(bloom.add(mix(1), mix(2), None), None, "(3, 4) was new");
+        assert_eq!(
+            bloom.add(mix(3), mix(4), Some(13)),
+            None,
+            "(1, 2) was seen, asked nothing"
+        );
+        assert_eq!(bloom.finish(), Some(13), "the last one, checked at the end");
+        assert_eq!(bloom.finish(), None);
+    }
 
     #[test]
     fn an_item_is_new_once_then_seen() {

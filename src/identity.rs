@@ -92,14 +92,18 @@ impl IdentityScan {
         }
         let d = content_digest(row, target_name);
         let id = word(&d, 0);
-        // The digest's other words are as uniform as the first: no mixing needed.
-        if self.bloom.insert(word(&d, 1), word(&d, 2)) {
-            self.candidates.insert(id);
+        // The digest's other words are as uniform as the first: no mixing needed. The answer
+        // is the previous row's (see `Bloom::add`).
+        if let Some(seen) = self.bloom.add(word(&d, 1), word(&d, 2), Some(id)) {
+            self.candidates.insert(seen);
         }
         Some(id)
     }
 
-    pub(crate) fn finish(self) -> Identities {
+    pub(crate) fn finish(mut self) -> Identities {
+        if let Some(seen) = self.bloom.finish() {
+            self.candidates.insert(seen);
+        }
         Identities {
             counts: self.candidates.into_iter().map(|id| (id, 0)).collect(),
             last: None,
