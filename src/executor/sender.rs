@@ -27,16 +27,58 @@ use super::lane::{Done, Lane};
 use super::task;
 use super::transport::Transport;
 
+/// Runs of at most this many lanes keep each attempt in its sender's future ([`Inline`]); more,
+/// and it is boxed when it starts ([`Boxed`]).
+const INLINE_LANES: usize = 16;
+
 /// Starts a sender for `lane`, its handle kept for the end of the run.
 pub(super) fn start_sender<T: Transport>(ctx: &Arc<RunContext<T>>, lane: usize, done: &Arc<Done>) {
     ctx.lanes[lane].queue.senders.fetch_add(1, Ordering::AcqRel);
-    spawn_sender(ctx, lane, done);
+    if ctx.lanes.len() <= INLINE_LANES {
+        spawn_sender::<T, Inline>(ctx, lane, done);
+    } else {
+        spawn_sender::<T, Boxed>(ctx, lane, done);
+    }
 }
 
-fn spawn_sender<T: Transport>(ctx: &Arc<RunContext<T>>, lane: usize, done: &Arc<Done>) {
+/// Where a sender keeps the future of the attempt it runs: the request on its way (a
+/// connection being opened, the exchange, the answer read), several KiB.
+pub(super) trait Holding: Send + 'static {
+    fn hold<'a, F>(attempt: F) -> impl Future<Output = task::Attempted> + Send + 'a
+    where
+        F: Future<Output = task::Attempted> + Send + 'a;
+}
+
+/// In the sender's own future: no allocation and no copy per request, for runs of a few
+/// lanes, whose senders are few.
+pub(super) struct Inline;
+
+/// Boxed when it starts, so only requests in flight hold it: a run of thousands of lanes keeps
+/// a sender or two waiting in each, and inline the attempt would be part of every one of them.
+pub(super) struct Boxed;
+
+impl Holding for Inline {
+    fn hold<'a, F>(attempt: F) -> impl Future<Output = task::Attempted> + Send + 'a
+    where
+        F: Future<Output = task::Attempted> + Send + 'a,
+    {
+        attempt
+    }
+}
+
+impl Holding for Boxed {
+    fn hold<'a, F>(attempt: F) -> impl Future<Output = task::Attempted> + Send + 'a
+    where
+        F: Future<Output = task::Attempted> + Send + 'a,
+    {
+        Box::pin(attempt)
+    }
+}
+
+fn spawn_sender<T: Transport, H: Holding>(ctx: &Arc<RunContext<T>>, lane: usize, done: &Arc<Done>) {
     // Boxed: a sender starts another, and a future cannot hold its own type.
     let work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-        Box::pin(sender(Arc::clone(ctx), lane, Arc::clone(done)));
+        Box::pin(sender::<T, H>(Arc::clone(ctx), lane, Arc::clone(done)));
     let handle = tokio::spawn(work);
     ctx.workers
         .lock()
@@ -46,7 +88,11 @@ fn spawn_sender<T: Transport>(ctx: &Arc<RunContext<T>>, lane: usize, done: &Arc<
 
 /// One of a lane's senders: until the lane is closed and empty, take the front row, wait for
 /// the pace, then for a concurrency slot, and run its attempt.
-pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, done: Arc<Done>) {
+pub(super) async fn sender<T: Transport, H: Holding>(
+    ctx: Arc<RunContext<T>>,
+    lane: usize,
+    done: Arc<Done>,
+) {
     let l = &ctx.lanes[lane];
     // This sender's own connections, kept between its requests.
     let mut session = ctx.transport.session();
@@ -79,7 +125,7 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
         }
         // The next row's turn at the pace comes while this one is on the wire.
         if l.queue.wants_sender(ctx.config.concurrency.max(1)) {
-            spawn_sender(&ctx, lane, &done);
+            spawn_sender::<T, H>(&ctx, lane, &done);
         }
         // Then its host's ceiling, shared with every lane to that host (`super::host`).
         if ctx.hosts.limits(job.row.target) {
@@ -118,12 +164,8 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
             finish_unsent(&ctx, lane, job, &done).await;
             continue;
         }
-        // Boxed: the attempt's future holds the request on its way (a connection being
-        // opened, the exchange, the answer read) and takes several KiB. Inline, it would be
-        // part of every sender's own future, which a lane's senders hold all the while they
-        // wait for a row or their pace: a thousand waiting lanes would cost that much each.
-        // Boxed, only the requests in flight hold it.
-        let attempt = Box::pin(task::attempt(
+        // Inline or boxed as the run's lane count has it (`Holding`).
+        let attempt = H::hold(task::attempt(
             &ctx,
             &mut session,
             lane,
@@ -142,7 +184,7 @@ pub(super) async fn sender<T: Transport>(ctx: Arc<RunContext<T>>, lane: usize, d
     }
 }
 
-/// [`task::finish_unsent`], boxed for the reason the attempt is (see [`sender`]): a row
+/// [`task::finish_unsent`], boxed for the reason an attempt may be ([`Boxed`]): a row
 /// seldom ends unsent (a cancel, a stopped target), and its report line's future would
 /// otherwise be part of every sender's, waiting or not.
 fn finish_unsent<'a, T: Transport>(
@@ -203,7 +245,13 @@ mod tests {
     /// HTTP exchange inline it took over 5 KiB.
     #[test]
     fn a_waiting_sender_holds_no_request_on_its_way() {
-        let size = output_size(sender::<HttpTransport>);
+        let size = output_size(sender::<HttpTransport, Boxed>);
         assert!(size <= 3 << 10, "a sender's future takes {size} bytes");
+        // Inline, the attempt is part of it: only for runs of a few lanes.
+        let inline = output_size(sender::<HttpTransport, Inline>);
+        assert!(
+            inline > size + (1 << 10),
+            "inline {inline} bytes, boxed {size}"
+        );
     }
 }
