@@ -33,10 +33,11 @@ impl Default for Bloom {
 }
 
 impl Bloom {
-    /// Adds the item whose hash is (`block`, `bits`), as [`Bloom::insert`] does, but sets its
-    /// bits at the next call (or [`Bloom::finish`]), its block fetched meanwhile. Returns the
-    /// previous item's `report` when that item may have been added before it. Each item is
-    /// still checked against every item added before it.
+    /// Adds the item whose hash is (`block`, `bits`): two independent, well-mixed words (the
+    /// first picks the block, the second the bits in it). Its bits are set at the next call
+    /// (or [`Bloom::finish`]), its block fetched meanwhile. Returns the previous item's
+    /// `report` when that item may have been added before it (all its bits were set already).
+    /// Each item is still checked against every item added before it.
     pub(crate) fn add(&mut self, block: u64, bits: u64, report: Option<u64>) -> Option<u64> {
         let start = Self::start(block);
         if let Some(word) = self.words.get(start) {
@@ -44,6 +45,12 @@ impl Bloom {
         }
         let previous = self.pending.replace((start, bits, report));
         previous.and_then(|(start, bits, report)| self.set(start, bits).then_some(report)?)
+    }
+
+    /// [`Bloom::add`] for an item whose 64-bit hash `h` is not uniform already (a fast
+    /// hasher's): both words are mixed from it.
+    pub(crate) fn add_hash(&mut self, h: u64, report: Option<u64>) -> Option<u64> {
+        self.add(mix(h), mix(h ^ SEED), report)
     }
 
     /// Sets the last added item's bits; its `report` if it may have been added before.
@@ -57,9 +64,7 @@ impl Bloom {
         (block % blocks) as usize * BLOCK_WORDS
     }
 
-    /// Adds the item whose hash is (`block`, `bits`): two independent, well-mixed words (the
-    /// first picks the block, the second the bits in it). Whether it may have been added
-    /// before (all its bits were set already).
+    /// [`Bloom::add`], answered at once: whether the item may have been added before.
     #[cfg(test)]
     pub(crate) fn insert(&mut self, block: u64, bits: u64) -> bool {
         self.set(Self::start(block), bits)
@@ -95,9 +100,11 @@ fn prefetch(word: &u64) {
     let _ = word;
 }
 
-/// splitmix64's finaliser: every bit of the result depends on every bit of `x`. For items
-/// whose hash is not already uniform, [`Bloom::insert`]`(mix(h), mix(h ^ SEED))`.
-pub(crate) fn mix(mut x: u64) -> u64 {
+/// Sets [`Bloom::add_hash`]'s second word apart from its first.
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// splitmix64's finaliser: every bit of the result depends on every bit of `x`.
+fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
@@ -141,7 +148,7 @@ mod tests {
         let mut false_repeats = 0;
         for n in 0..1_000_000u64 {
             let h = mix(n);
-            if bloom.insert(mix(h), mix(h ^ 0x9e37_79b9_7f4a_7c15)) {
+            if bloom.insert(mix(h), mix(h ^ SEED)) {
                 false_repeats += 1;
             }
             if n == 199_999 {

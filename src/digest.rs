@@ -48,7 +48,7 @@ pub struct Digests {
 /// Where digested bytes go: a hasher, or a buffer that a hasher takes whole. A row's fields
 /// are gathered in a buffer first: a hasher fed a few bytes at a time spends more on each
 /// feeding than on the hashing, and the digest is the same either way.
-trait Feed {
+pub(crate) trait Feed {
     fn feed(&mut self, bytes: &[u8]);
 }
 
@@ -70,7 +70,9 @@ fn put(h: &mut impl Feed, v: &str) {
     h.feed(v.as_bytes());
 }
 
-fn put_opt(h: &mut impl Feed, v: Option<&str>) {
+/// An optional field: `1` and the field as [`put`] feeds it, or `0`. The identity scan's
+/// content digest takes its fields the same way.
+pub(crate) fn put_opt(h: &mut impl Feed, v: Option<&str>) {
     match v {
         Some(v) => {
             h.feed(&[1]);

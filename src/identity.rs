@@ -36,16 +36,7 @@ fn content_digest(row: &Row, target_name: &str) -> [u8; 32] {
 
 /// What [`content_digest`] hashes.
 fn content_bytes(row: &Row, target_name: &str, bytes: &mut Vec<u8>) {
-    let mut field = |v: Option<&str>| {
-        match v {
-            Some(s) => {
-                bytes.push(1u8);
-                bytes.extend_from_slice(&(s.len() as u64).to_le_bytes());
-                bytes.extend_from_slice(s.as_bytes());
-            }
-            None => bytes.push(0u8),
-        };
-    };
+    let mut field = |v: Option<&str>| crate::digest::put_opt(bytes, v);
     field(Some(target_name));
     field(Some(row.action.as_str()));
     field(row.emoji.as_deref());

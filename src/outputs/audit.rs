@@ -21,7 +21,8 @@
 //! a fixed Bloom filter and the hashes it may have seen before (repeats, and rare false
 //! positives); [`Replacing`] settles those exactly in a second pass over the rows, which
 //! tracks only them — `run` gives it the spooled rows once more before anything is sent, when
-//! there are any, so the outline is whole before the first request. Plus a count per distinct emoji.
+//! there are any, so the outline is whole before the first request. Plus a count per
+//! distinct emoji.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -29,7 +30,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::bloom::{self, Bloom};
+use crate::bloom::Bloom;
 use crate::plan::pace::PaceGroup;
 use crate::plan::{Action, Rate, Row, Target};
 
@@ -153,12 +154,14 @@ impl AuditBuilder {
                 // a react later: `Bloom::add`). A false repeat makes the outline read every row
                 // again: the blocked filter keeps them rare (none among 200 000 distinct
                 // messages, where two probes over the whole filter took 32 for repeats).
-                let ask = row.previous_emoji.is_none().then_some(h);
-                if row.previous_emoji.is_some() {
-                    t.replacing += 1;
-                }
-                let (block, bits) = (bloom::mix(h), bloom::mix(h ^ 0x9e37_79b9_7f4a_7c15));
-                if let Some(seen) = self.bloom.add(block, bits, ask) {
+                let ask = match row.previous_emoji {
+                    Some(_) => {
+                        t.replacing += 1;
+                        None
+                    }
+                    None => Some(h),
+                };
+                if let Some(seen) = self.bloom.add_hash(h, ask) {
                     self.candidates.insert(seen);
                 }
                 if let Some(e) = &row.emoji {
