@@ -140,9 +140,9 @@ pub(super) async fn sender<T: Transport, H: Holding>(
         }
         // A row sent and not yet in the report holds one of `unrecorded`'s permits until the
         // writer has it: the report is never more rows behind than `RECORD_WINDOW` times
-        // `concurrency`. It is apart from the request's slot, which is freed as soon as the answer is read:
-        // a slot held through the writer's round frees in bursts, and a burst of requests
-        // finds the pool's connections still on their way back and opens new ones.
+        // `concurrency`. It is apart from the request's slot, which is freed as soon as the
+        // answer is read: a slot held through the writer's round frees in bursts, and a burst
+        // of requests finds the pool's connections still on their way back and opens new ones.
         let Some((record, _)) = permit_unless_cancelled(&ctx.unrecorded, &ctx).await else {
             l.push_front(job);
             continue;

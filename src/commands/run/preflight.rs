@@ -349,17 +349,14 @@ fn outline(
 ) -> Result<Audit, RunError> {
     let (mut audit, mut replacing) = audit.finish(&lanes.lanes, rates, config.burst);
     let read_error = |e: String| RunErrorKind::SpoolRead(std::io::Error::other(e));
-    let again = if replacing.needs_rows() {
-        Some(spool.again().map_err(RunErrorKind::SpoolRead)?)
-    } else {
-        None
-    };
-    for row in again.into_iter().flatten() {
-        let row = row.map_err(|p| read_error(p.to_string()))?;
-        let counted = config
-            .shard
-            .is_none_or(|s| s.owns(&plan.targets[row.target].name, &row));
-        replacing.row(&row, counted);
+    if replacing.needs_rows() {
+        for row in spool.again().map_err(RunErrorKind::SpoolRead)? {
+            let row = row.map_err(|p| read_error(p.to_string()))?;
+            let counted = config
+                .shard
+                .is_none_or(|s| s.owns(&plan.targets[row.target].name, &row));
+            replacing.row(&row, counted);
+        }
     }
     replacing.apply(&mut audit);
     if !config.sandbox {

@@ -45,6 +45,15 @@ async fn status(pool: &Pool, slot: &Slot, url: &str) -> u16 {
     answer.status
 }
 
+/// A URL on `sandbox` and its origin's slot in `pool`.
+fn at(pool: &Pool, sandbox: &crate::sandbox::SandboxHandle) -> (String, Arc<Slot>) {
+    let url = format!("{}/x", sandbox.base_url());
+    let slot = pool
+        .slot(&url::Url::parse(&url).expect("url"))
+        .expect("slot");
+    (url, slot)
+}
+
 fn idle(slot: &Slot) -> usize {
     lock(&slot.state).idle.len()
 }
@@ -56,13 +65,7 @@ async fn an_idle_connection_gives_its_permit_to_another_origin() {
     let a = Sandbox::start(SandboxConfig::new()).await.expect("sandbox");
     let b = Sandbox::start(SandboxConfig::new()).await.expect("sandbox");
     let pool = Pool::new(2, Tls::new(Vec::new()), GUARD);
-    let (url_a, url_b) = (format!("{}/x", a.base_url()), format!("{}/x", b.base_url()));
-    let slot_a = pool
-        .slot(&url::Url::parse(&url_a).expect("url"))
-        .expect("slot");
-    let slot_b = pool
-        .slot(&url::Url::parse(&url_b).expect("url"))
-        .expect("slot");
+    let ((url_a, slot_a), (url_b, slot_b)) = (at(&pool, &a), at(&pool, &b));
     let (s1, s2) = tokio::join!(
         status(&pool, &slot_a, &url_a),
         status(&pool, &slot_a, &url_a)
@@ -90,13 +93,7 @@ async fn senders_wait_for_a_permit_when_every_connection_is_busy() {
         .expect("sandbox");
     let b = Sandbox::start(SandboxConfig::new()).await.expect("sandbox");
     let pool = Pool::new(1, Tls::new(Vec::new()), GUARD);
-    let (url_a, url_b) = (format!("{}/x", a.base_url()), format!("{}/x", b.base_url()));
-    let slot_a = pool
-        .slot(&url::Url::parse(&url_a).expect("url"))
-        .expect("slot");
-    let slot_b = pool
-        .slot(&url::Url::parse(&url_b).expect("url"))
-        .expect("slot");
+    let ((url_a, slot_a), (url_b, slot_b)) = (at(&pool, &a), at(&pool, &b));
     let (s1, s2, s3) = tokio::join!(
         status(&pool, &slot_a, &url_a),
         status(&pool, &slot_b, &url_b),
